@@ -1,0 +1,127 @@
+//! Command line (DESIGN.md §6): `serve`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, CONFIG_ENV};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hms-guard",
+    version,
+    about = "Authorization proxy for the Hive Metastore Thrift API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file (TOML). Without it, defaults plus the flags below.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// Thrift listen address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Metastore URI, repeatable, tried in order (overrides upstream.uris).
+        #[arg(long = "upstream")]
+        upstream: Vec<String>,
+        /// Admin HTTP address (overrides admin.listen; empty disables).
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
+    /// Validate a config file: exit 0 if valid, else print every error and exit 2.
+    CheckConfig {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                report(&config.display().to_string(), &errors);
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+            admin_listen,
+        } => {
+            let text = match &config {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("hms-guard: cannot read {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => String::new(),
+            };
+            let source = config
+                .as_ref()
+                .map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+            let mut cfg = match Config::parse_unvalidated(&text) {
+                Ok(c) => c,
+                Err(errors) => {
+                    report(&source, &errors);
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            if !upstream.is_empty() {
+                cfg.upstream.uris = upstream;
+            }
+            if let Some(a) = admin_listen {
+                cfg.admin.listen = a;
+            }
+            let errors = cfg.validate();
+            if !errors.is_empty() {
+                report(&source, &errors);
+                return ExitCode::from(2);
+            }
+            crate::telemetry::init(&cfg.logging);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hms-guard: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "hms-guard failed");
+                    eprintln!("hms-guard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report(source: &str, errors: &[ConfigError]) {
+    eprintln!("{source}: {} error(s)", errors.len());
+    for e in errors {
+        eprintln!("  {e}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Messages the proxy writes itself: `TApplicationException` replies.
+
+use bytes::{BufMut, BytesMut};
+
+use super::header::MessageType;
+use super::scanner::Protocol;
+
+/// `TApplicationException` type codes (Thrift's `TApplicationExceptionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum AppErrorKind {
+    Unknown = 0,
+    UnknownMethod = 1,
+    InternalError = 6,
+    ProtocolError = 7,
+}
+
+/// Encodes an EXCEPTION message carrying `TApplicationException { 1: message, 2: type }`,
+/// framed (4-byte length prefix) when `framed` is set.
+pub fn application_exception(
+    protocol: Protocol,
+    framed: bool,
+    method: &str,
+    seqid: i32,
+    kind: AppErrorKind,
+    message: &str,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(32 + method.len() + message.len());
+    if framed {
+        out.put_u32(0);
+    }
+    write_message_begin(&mut out, protocol, method, MessageType::Exception, seqid);
+    match protocol {
+        Protocol::Binary => {
+            out.put_u8(11);
+            out.put_i16(1);
+            out.put_i32(message.len() as i32);
+            out.put_slice(message.as_bytes());
+            out.put_u8(8);
+            out.put_i16(2);
+            out.put_i32(kind as i32);
+            out.put_u8(0);
+        }
+        Protocol::Compact => {
+            out.put_u8(0x18); // field delta 1, binary
+            put_varint(&mut out, message.len() as u64);
+            out.put_slice(message.as_bytes());
+            out.put_u8(0x15); // field delta 1, i32
+            put_varint(&mut out, zigzag32(kind as i32));
+            out.put_u8(0);
+        }
+    }
+    if framed {
+        let len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+    }
+    out
+}
+
+/// Writes a message header.
+pub fn write_message_begin(
+    out: &mut BytesMut,
+    protocol: Protocol,
+    method: &str,
+    kind: MessageType,
+    seqid: i32,
+) {
+    match protocol {
+        Protocol::Binary => {
+            out.put_u32(0x8001_0000 | u32::from(kind.to_wire()));
+            out.put_i32(method.len() as i32);
+            out.put_slice(method.as_bytes());
+            out.put_i32(seqid);
+        }
+        Protocol::Compact => {
+            out.put_u8(0x82);
+            out.put_u8((kind.to_wire() << 5) | 1);
+            put_varint(out, u64::from(seqid as u32));
+            put_varint(out, method.len() as u64);
+            out.put_slice(method.as_bytes());
+        }
+    }
+}
+
+pub(crate) fn put_varint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+pub(crate) fn zigzag32(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
+}

@@ -1,0 +1,418 @@
+//! The configuration tree: one TOML document, unknown keys rejected, units in key names.
+//!
+//! `Config::parse` collects every error it can find (syntax aside) instead of stopping at the
+//! first, so `hms-guard check-config` can list them all at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "HMS_GUARD_CONFIG";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Thrift listener clients connect to.
+    pub server: ServerConfig,
+    /// The real metastore(s).
+    pub upstream: UpstreamConfig,
+    /// The admin HTTP listener (metrics, health).
+    pub admin: AdminConfig,
+    /// Hard bounds on what a peer can make the proxy hold.
+    pub limits: LimitsConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the Thrift listener binds, `host:port`.
+    pub listen: String,
+    /// Most client connections served at once; further connections are closed at accept.
+    pub max_connections: usize,
+    /// A client connection with no call for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Once a client message has started, all of it must arrive within this time.
+    pub read_timeout_ms: u64,
+    /// Writing to a client must make progress within this time.
+    pub write_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, in-flight calls get this long to finish before the process exits.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:9083".into(),
+            max_connections: 4096,
+            idle_timeout_ms: 3_600_000,
+            read_timeout_ms: 60_000,
+            write_timeout_ms: 60_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Metastore URIs (`thrift://host:port`), tried in order on connect failure, like
+    /// `hive.metastore.uris`.
+    pub uris: Vec<String>,
+    /// Bound on one TCP connect attempt (per resolved address).
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the next reply byte from the metastore (a slow call's whole run time).
+    pub read_timeout_ms: u64,
+    /// Writing a request to the metastore must make progress within this time.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            uris: Vec::new(),
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 600_000,
+            write_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); empty disables it.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request message (a client call), in bytes; it is held whole while it is checked.
+    pub max_request_bytes: u64,
+    /// Largest reply message, in bytes; replies stream, so this bounds time, not memory.
+    pub max_reply_bytes: u64,
+    /// Deepest nesting of structs and containers in a message.
+    pub max_depth: usize,
+    /// Longest method name, in bytes.
+    pub max_method_name_bytes: usize,
+    /// Reply bytes held back before streaming starts: an upstream failure before this many
+    /// bytes still gives the client a clean exception reply. Also the per-connection
+    /// streaming buffer.
+    pub reply_buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: 100 * 1024 * 1024,
+            max_reply_bytes: 16 * 1024 * 1024 * 1024,
+            max_depth: 64,
+            max_method_name_bytes: 1024,
+            reply_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `json` (one object per line) or `text`.
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `hms_guard=debug,info`… `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// One problem in a config document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`server.listen`), empty for the whole document.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A parsed `thrift://host:port` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThriftUri {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for ThriftUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "thrift://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "thrift://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl ThriftUri {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("thrift://")
+            .ok_or_else(|| format!("`{s}` is not a thrift://host:port URI"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, p) = v6
+                .split_once("]:")
+                .ok_or_else(|| format!("`{s}`: expected thrift://[v6addr]:port"))?;
+            (h, p)
+        } else {
+            rest.rsplit_once(':')
+                .ok_or_else(|| format!("`{s}`: missing :port"))?
+        };
+        if host.is_empty() {
+            return Err(format!("`{s}`: empty host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}`: bad port `{port}`"))?;
+        if port == 0 {
+            return Err(format!("`{s}`: port 0"));
+        }
+        Ok(ThriftUri {
+            host: host.into(),
+            port,
+        })
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document, returning every error found.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let config = Config::parse_unvalidated(text)?;
+        let errors = config.validate();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Parses a TOML document into the tree (types and unknown keys checked, every error
+    /// reported) without the semantic checks of `validate`, so command-line overrides can be
+    /// applied first.
+    pub fn parse_unvalidated(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => return Err(vec![err("", format!("TOML syntax: {e}"))]),
+        };
+        let mut errors = Vec::new();
+        // Each round reports one error at a path and drops that key, so the next round can
+        // find the next one; bounded so a pathological document cannot loop for long.
+        let mut config = None;
+        for _ in 0..256 {
+            let value = toml::Value::Table(table.clone());
+            match serde_path_to_error::deserialize::<_, Config>(value) {
+                Ok(c) => {
+                    config = Some(c);
+                    break;
+                }
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let path = if path == "." { String::new() } else { path };
+                    errors.push(err(&path, e.into_inner().to_string()));
+                    if path.is_empty() || !remove_path(&mut table, &path) {
+                        break;
+                    }
+                }
+            }
+        }
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            other => {
+                // Report the semantic problems of what did parse, too (not again for keys that
+                // already failed to parse).
+                let bad: Vec<String> = errors.iter().map(|e| e.key.clone()).collect();
+                errors.extend(
+                    other
+                        .unwrap_or_default()
+                        .validate()
+                        .into_iter()
+                        .filter(|v| !bad.iter().any(|b| v.key.starts_with(b.as_str()))),
+                );
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
+        Config::parse(&text)
+    }
+
+    /// Semantic checks that types alone cannot express.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            errors.push(err(
+                "server.listen",
+                format!("`{}` is not an ip:port address", self.server.listen),
+            ));
+        }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
+            errors.push(err(
+                "admin.listen",
+                format!(
+                    "`{}` is not an ip:port address (empty disables the admin port)",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if self.upstream.uris.is_empty() {
+            errors.push(err(
+                "upstream.uris",
+                "at least one metastore URI is required (thrift://host:port)",
+            ));
+        }
+        for (i, uri) in self.upstream.uris.iter().enumerate() {
+            if let Err(e) = ThriftUri::parse(uri) {
+                errors.push(err(&format!("upstream.uris[{i}]"), e));
+            }
+        }
+        let positive = [
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+            ("server.read_timeout_ms", self.server.read_timeout_ms),
+            ("server.write_timeout_ms", self.server.write_timeout_ms),
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
+            ("upstream.read_timeout_ms", self.upstream.read_timeout_ms),
+            ("upstream.write_timeout_ms", self.upstream.write_timeout_ms),
+            ("limits.max_request_bytes", self.limits.max_request_bytes),
+            ("limits.max_reply_bytes", self.limits.max_reply_bytes),
+            ("limits.max_depth", self.limits.max_depth as u64),
+            (
+                "limits.max_method_name_bytes",
+                self.limits.max_method_name_bytes as u64,
+            ),
+            (
+                "limits.reply_buffer_bytes",
+                self.limits.reply_buffer_bytes as u64,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
+        }
+        if self.limits.max_depth > 1024 {
+            errors.push(err("limits.max_depth", "must be at most 1024"));
+        }
+        if self.limits.max_request_bytes > u64::from(u32::MAX >> 1) {
+            errors.push(err(
+                "limits.max_request_bytes",
+                "must be below 2 GiB (Thrift lengths are 32-bit)",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            errors.push(err("logging.level", format!("bad filter: {e}")));
+        }
+        errors
+    }
+
+    /// Parsed upstream URIs (valid after `validate`).
+    pub fn upstream_uris(&self) -> Vec<ThriftUri> {
+        self.upstream
+            .uris
+            .iter()
+            .filter_map(|u| ThriftUri::parse(u).ok())
+            .collect()
+    }
+}
+
+/// Milliseconds to a `Duration`.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Removes the value at a `serde_path_to_error` path (`a.b`, `a.list[2]`) from a table.
+fn remove_path(table: &mut toml::Table, path: &str) -> bool {
+    let segments: Vec<&str> = path.split('.').collect();
+    let (last, parents) = segments.split_last().expect("split yields one segment");
+    let mut cur = table;
+    for seg in parents {
+        let (name, _) = split_index(seg);
+        match cur.get_mut(name) {
+            Some(toml::Value::Table(t)) => cur = t,
+            _ => return false,
+        }
+    }
+    let (name, index) = split_index(last);
+    match index {
+        None => cur.remove(name).is_some(),
+        Some(i) => match cur.get_mut(name) {
+            Some(toml::Value::Array(a)) if i < a.len() => {
+                // Drop the whole array: removing one element would shift the others' indices.
+                cur.remove(name);
+                true
+            }
+            _ => cur.remove(name).is_some(),
+        },
+    }
+}
+
+fn split_index(seg: &str) -> (&str, Option<usize>) {
+    match seg.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+        None => (seg, None),
+    }
+}

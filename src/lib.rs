@@ -1,0 +1,124 @@
+//! hms-guard: an authorization proxy for the Apache Hive Metastore Thrift API.
+//!
+//! Data flow, one module per stage:
+//!
+//! ```text
+//! client socket ─► server (accept, connection limit, shutdown)
+//!   ─► connection (one per client; one upstream connection each)
+//!       ─► transport::detect (binary | compact, unframed | framed; TLS/SASL/HTTP refused)
+//!       ─► framing::MessageWalker ─► codec::Scanner (bounded: size, depth, counts)
+//!       ─► router (method name ─► method table entry)
+//!       ─► upstream (original bytes; failover over upstream.uris)
+//!       ─► reply streamed back through the same bounded walker
+//!   ─► metrics (admin: /metrics, /healthz, /readyz) and tracing logs
+//! ```
+//!
+//! Failures are classified by who caused them (`error`) and answered in the protocol with
+//! an exception reply carrying the call's sequence id (`codec::reply`).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod framing;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod telemetry;
+pub mod transport;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Config;
+use crate::connection::Shared;
+use crate::metrics::Metrics;
+
+/// Binds the listeners of `config` and serves until SIGTERM/SIGINT, then drains.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown signal received");
+        let _ = tx.send(true);
+    });
+    let running = start(config, rx).await?;
+    running.wait().await;
+    Ok(())
+}
+
+/// A started proxy: its bound addresses and the tasks serving them.
+pub struct Running {
+    pub listen: std::net::SocketAddr,
+    pub admin: Option<std::net::SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the Thrift listener has shut down and drained.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+}
+
+/// Binds the Thrift and admin listeners and starts serving; shuts down when `shutdown` turns
+/// true. Used by `run` and by tests.
+pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> std::io::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared::new(config, metrics.clone()));
+    let server = server::Server::bind(shared.clone()).await?;
+    let listen = server.local_addr()?;
+    let admin = if shared.config.admin.listen.is_empty() {
+        None
+    } else {
+        let addr = shared
+            .config
+            .admin
+            .listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let admin = admin::Admin::bind(addr, metrics.clone(), shared.upstreams.clone()).await?;
+        let addr = admin.local_addr()?;
+        info!(admin = %addr, "admin listening");
+        tokio::spawn(admin.run(shutdown.clone()));
+        Some(addr)
+    };
+    let server = tokio::spawn(server.run(shutdown));
+    Ok(Running {
+        listen,
+        admin,
+        metrics,
+        server,
+    })
+}
+
+/// Resolves once the shutdown flag is (or becomes) true; never if the sender is gone first.
+pub(crate) async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,183 @@
+//! Every metric the proxy exports, defined once. Prefix `hms_guard_`; label values are bounded
+//! (method names from the method table or `other`, fixed enums elsewhere).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: &'static str,
+    /// `pass` (forwarded), `error` (answered by the proxy after a failure).
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `client_to_upstream` or `upstream_to_client`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
+/// The proxy's metrics and the registry that exports them.
+pub struct Metrics {
+    registry: Registry,
+    pub connections_active: Gauge,
+    pub connections: Family<TransportLabels, Counter>,
+    pub connections_rejected: Family<KindLabels, Counter>,
+    pub rejected_transports: Family<TransportLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily,
+    pub upstream_duration: HistogramFamily,
+    pub bytes: Family<DirectionLabels, Counter>,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub client_errors: Family<KindLabels, Counter>,
+    pub upstream_connects: Counter,
+    pub upstream_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hms_guard");
+        let m = Metrics {
+            connections_active: Gauge::default(),
+            connections: Family::default(),
+            connections_rejected: Family::default(),
+            rejected_transports: Family::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            bytes: Family::default(),
+            upstream_errors: Family::default(),
+            client_errors: Family::default(),
+            upstream_connects: Counter::default(),
+            upstream_up: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let info: Family<BuildLabels, Gauge> = Family::default();
+        info.get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+        registry.register("build_info", "hms-guard build", info);
+        registry.register(
+            "connections_active",
+            "Client connections open now",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted, by detected transport",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Client connections closed at accept (kind: limit, shutdown)",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "rejected_transports",
+            "Client connections closed because their transport is not accepted",
+            m.rejected_transports.clone(),
+        );
+        registry.register(
+            "requests",
+            "Client calls, by method and decision",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a complete client call to the last reply byte written, by method",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time from the call written upstream to the last reply byte read, by method",
+            Unit::Seconds,
+            m.upstream_duration.clone(),
+        );
+        registry.register_with_unit(
+            "proxied",
+            "Message bytes relayed, by direction",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures (kind: connect, timeout, closed, protocol, mid_reply, write)",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "client_errors",
+            "Client-caused failures (kind: protocol, too_large, timeout, closed_mid_message)",
+            m.client_errors.clone(),
+        );
+        registry.register(
+            "upstream_connects",
+            "Upstream connections opened",
+            m.upstream_connects.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 if the last readiness probe reached a metastore, else 0",
+            m.upstream_up.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    pub fn client_error(&self, kind: &'static str) {
+        self.client_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+}

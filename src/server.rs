@@ -1,0 +1,100 @@
+//! The listener: accepts client connections up to a limit, hands each to `connection::serve`,
+//! and on shutdown stops accepting and lets in-flight calls finish up to a grace deadline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::config::ms;
+use crate::connection::{self, Shared};
+use crate::metrics::KindLabels;
+
+/// A bound Thrift listener, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub async fn bind(shared: Arc<Shared>) -> std::io::Result<Server> {
+        let addr: SocketAddr = shared
+            .config
+            .server
+            .listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then drains connections for up to
+    /// `server.shutdown_grace_ms`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let max = self.shared.config.server.max_connections;
+        let permits = Arc::new(Semaphore::new(max));
+        let next_id = AtomicU64::new(1);
+        let metrics = self.shared.metrics.clone();
+        info!(listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "hms-guard listening");
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = crate::until_shutdown(&mut shutdown) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                warn!(peer = %peer, max_connections = max, "connection limit reached; closing new connection");
+                metrics
+                    .connections_rejected
+                    .get_or_create(&KindLabels { kind: "limit" })
+                    .inc();
+                drop(stream);
+                continue;
+            };
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            let rx = shutdown.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                metrics.connections_active.inc();
+                connection::serve(shared, stream, peer, id, rx).await;
+                metrics.connections_active.dec();
+                drop(permit);
+            });
+        }
+        drop(self.listener);
+        let grace = ms(self.shared.config.server.shutdown_grace_ms);
+        let active = max - permits.available_permits();
+        info!(
+            active,
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: listener closed, draining connections"
+        );
+        let drained = tokio::time::timeout(grace, permits.acquire_many(max as u32))
+            .await
+            .is_ok();
+        if drained {
+            info!("all connections closed");
+        } else {
+            warn!(
+                still_open = max - permits.available_permits(),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+    }
+}
