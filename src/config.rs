@@ -265,7 +265,9 @@ impl Config {
                 Err(e) => {
                     let path = e.path().to_string();
                     let path = if path == "." { String::new() } else { path };
-                    errors.push(err(&path, e.into_inner().to_string()));
+                    let inner = e.into_inner().to_string();
+                    let first = inner.lines().next().unwrap_or_default();
+                    errors.push(err(&path, first.replace("unknown field", "unknown key")));
                     if path.is_empty() || !remove_path(&mut table, &path) {
                         break;
                     }

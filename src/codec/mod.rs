@@ -5,8 +5,10 @@
 //! bytes to find where each message ends, so unknown fields and unknown methods pass untouched.
 
 pub mod header;
+pub mod reader;
 pub mod reply;
 pub mod scanner;
+pub mod writer;
 
 pub use header::{MessageHeader, MessageType};
 pub use scanner::{Limits, Protocol, Scan, ScanError, Scanner};

@@ -85,6 +85,8 @@ pub enum ScanError {
     FrameMismatch { frame: u64, message: u64 },
     #[error("frame of {frame} bytes ends inside its message")]
     FrameTruncated { frame: u64 },
+    #[error("message ends in the middle of a value")]
+    Truncated,
 }
 
 /// Progress of one `Scanner::advance` call.

@@ -1,0 +1,131 @@
+//! Writes whole messages: the proxy's own calls to the metastore and its replies to clients.
+
+use bytes::{BufMut, BytesMut};
+
+use super::header::MessageType;
+use super::reader::Ty;
+use super::reply::{put_varint, write_message_begin, zigzag32};
+use super::scanner::Protocol;
+
+/// Message writer (binary or compact) into a growable buffer.
+pub struct Writer {
+    protocol: Protocol,
+    pub out: BytesMut,
+    last_ids: Vec<i16>,
+}
+
+impl Writer {
+    pub fn new(protocol: Protocol) -> Self {
+        Writer {
+            protocol,
+            out: BytesMut::with_capacity(256),
+            last_ids: vec![0],
+        }
+    }
+
+    pub fn message(&mut self, name: &str, kind: MessageType, seqid: i32) -> &mut Self {
+        write_message_begin(&mut self.out, self.protocol, name, kind, seqid);
+        self
+    }
+
+    pub fn struct_begin(&mut self) -> &mut Self {
+        self.last_ids.push(0);
+        self
+    }
+
+    pub fn struct_end(&mut self) -> &mut Self {
+        self.out.put_u8(0);
+        self.last_ids.pop();
+        self
+    }
+
+    fn field_header(&mut self, compact_ty: u8, ty: Ty, id: i16) {
+        match self.protocol {
+            Protocol::Binary => {
+                self.out.put_u8(ty.to_binary());
+                self.out.put_i16(id);
+            }
+            Protocol::Compact => {
+                let last = self.last_ids.last().copied().unwrap_or(0);
+                let delta = i32::from(id) - i32::from(last);
+                if (1..=15).contains(&delta) {
+                    self.out.put_u8(((delta as u8) << 4) | compact_ty);
+                } else {
+                    self.out.put_u8(compact_ty);
+                    put_varint(&mut self.out, zigzag32(i32::from(id)));
+                }
+                if let Some(l) = self.last_ids.last_mut() {
+                    *l = id;
+                }
+            }
+        }
+    }
+
+    pub fn field(&mut self, ty: Ty, id: i16) -> &mut Self {
+        self.field_header(ty.to_compact(), ty, id);
+        self
+    }
+
+    pub fn field_bool(&mut self, id: i16, v: bool) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => {
+                self.field_header(0, Ty::Bool, id);
+                self.out.put_u8(u8::from(v));
+            }
+            Protocol::Compact => self.field_header(if v { 1 } else { 2 }, Ty::Bool, id),
+        }
+        self
+    }
+
+    pub fn string(&mut self, s: &[u8]) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => self.out.put_i32(s.len() as i32),
+            Protocol::Compact => put_varint(&mut self.out, s.len() as u64),
+        }
+        self.out.put_slice(s);
+        self
+    }
+
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => self.out.put_i32(v),
+            Protocol::Compact => put_varint(&mut self.out, zigzag32(v)),
+        }
+        self
+    }
+
+    pub fn list_begin(&mut self, elem: Ty, n: usize) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => {
+                self.out.put_u8(elem.to_binary());
+                self.out.put_i32(n as i32);
+            }
+            Protocol::Compact => {
+                if n < 15 {
+                    self.out.put_u8(((n as u8) << 4) | elem.to_compact());
+                } else {
+                    self.out.put_u8(0xf0 | elem.to_compact());
+                    put_varint(&mut self.out, n as u64);
+                }
+            }
+        }
+        self
+    }
+
+    /// Raw bytes (an already-encoded value copied from another message of the same protocol).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.put_slice(bytes);
+        self
+    }
+
+    /// The message, framed with a 4-byte length prefix if asked.
+    pub fn finish(self, framed: bool) -> BytesMut {
+        if !framed {
+            return self.out;
+        }
+        let mut f = BytesMut::with_capacity(self.out.len() + 4);
+        f.put_u32(self.out.len() as u32);
+        f.put_slice(&self.out);
+        f
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command (README.md): everything, on a fresh machine.
+#  1. installs the lab (cached venv with pyspark's Hive Metastore jars, hmsclient, pytest; a JRE
+#     via apt if missing) — tests/lab/setup.sh;
+#  2. Rust unit, codec and socket tests (scripted upstreams) — cargo test;
+#  3. end-to-end tests against a real Hive Metastore and real Spark — pytest tests/e2e.
+# A missing part (Java, the metastore, Spark) fails the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv"
+
+echo "== lab setup"
+tests/lab/setup.sh
+
+echo "== cargo test"
+cargo build --locked --bins
+cargo test --locked
+
+echo "== end-to-end (real metastore, real Spark)"
+export HMS_GUARD_BIN="$PWD/target/debug/hms-guard"
+"$venv/bin/python" -m pytest -v -p no:cacheprovider tests/e2e
