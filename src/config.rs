@@ -27,6 +27,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// The audit trail: one JSON line per decided call.
+    pub audit: AuditConfig,
 }
 
 /// `[server]`
@@ -130,6 +132,58 @@ impl Default for LimitsConfig {
             reply_buffer_bytes: 256 * 1024,
         }
     }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout` or `file`.
+    pub sink: AuditSink,
+    /// File path for `sink = "file"`; rotated files get `.1`, `.2`… suffixes.
+    pub path: String,
+    /// Rotate the file when it would grow past this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (older ones are deleted).
+    pub max_files: u32,
+    /// Events waiting to be written; when full, calls wait (backpressure), nothing is dropped.
+    pub queue_capacity: usize,
+    /// Longest a call waits for room in a full queue before it fails closed.
+    pub queue_wait_ms: u64,
+    /// `deny` (default): while audit lines cannot be written, decided calls are denied.
+    /// `allow`: they proceed and the failures are only counted.
+    pub on_failure: AuditOnFailure,
+    /// Also audit calls that need no decision (pass-through).
+    pub all_calls: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sink: AuditSink::Stdout,
+            path: String::new(),
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 5,
+            queue_capacity: 4096,
+            queue_wait_ms: 5_000,
+            on_failure: AuditOnFailure::Deny,
+            all_calls: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSink {
+    Stdout,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOnFailure {
+    Deny,
+    Allow,
 }
 
 /// `[logging]`
@@ -364,6 +418,18 @@ impl Config {
                 "limits.max_request_bytes",
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
             ));
+        }
+        if self.audit.sink == AuditSink::File && self.audit.path.is_empty() {
+            errors.push(err("audit.path", "required when audit.sink = \"file\""));
+        }
+        for (key, v) in [
+            ("audit.max_file_bytes", self.audit.max_file_bytes),
+            ("audit.queue_capacity", self.audit.queue_capacity as u64),
+            ("audit.queue_wait_ms", self.audit.queue_wait_ms),
+        ] {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));

@@ -19,12 +19,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod framing;
+pub mod identity;
 pub mod metrics;
 pub mod router;
 pub mod server;

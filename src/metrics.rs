@@ -65,6 +65,36 @@ pub struct Metrics {
     pub client_errors: Family<KindLabels, Counter>,
     pub upstream_connects: Counter,
     pub upstream_up: Gauge,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub cache: Family<CacheLabels, Counter>,
+    pub facts_calls: Family<FactsLabels, Counter>,
+    pub audit_events: Counter,
+    pub audit_failures: Family<KindLabels, Counter>,
+    pub audit_queue_depth: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allow`, `deny`, `shadow_deny`.
+    pub decision: &'static str,
+    /// A fixed reason code (see `authz::Reason`).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `grants`, `objects`.
+    pub cache: &'static str,
+    /// `hit`, `miss`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FactsLabels {
+    /// The metastore method the proxy called for facts.
+    pub method: &'static str,
+    /// `ok`, `error`.
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -89,6 +119,12 @@ impl Metrics {
             client_errors: Family::default(),
             upstream_connects: Counter::default(),
             upstream_up: Gauge::default(),
+            decisions: Family::default(),
+            cache: Family::default(),
+            facts_calls: Family::default(),
+            audit_events: Counter::default(),
+            audit_failures: Family::default(),
+            audit_queue_depth: Gauge::default(),
             registry: Registry::default(),
         };
         let info: Family<BuildLabels, Gauge> = Family::default();
@@ -159,6 +195,36 @@ impl Metrics {
             "upstream_up",
             "1 if the last readiness probe reached a metastore, else 0",
             m.upstream_up.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Authorization decisions, by decision and reason",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Facts cache lookups (cache: grants, objects; result: hit, miss)",
+            m.cache.clone(),
+        );
+        registry.register(
+            "facts_calls",
+            "Calls the proxy made to the metastore to gather facts, by method and outcome",
+            m.facts_calls.clone(),
+        );
+        registry.register(
+            "audit_events",
+            "Audit lines written",
+            m.audit_events.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Audit write failures (kind: write, rotate, open)",
+            m.audit_failures.clone(),
+        );
+        registry.register(
+            "audit_queue_depth",
+            "Audit events waiting to be written",
+            m.audit_queue_depth.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -256,6 +256,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An i16 or i32 value.
+    pub fn i32_or_i16(&mut self, ty: Ty) -> Result<i32, ScanError> {
+        if ty == Ty::I16 && self.protocol == Protocol::Binary {
+            let b = self.take(2)?;
+            return Ok(i32::from(i16::from_be_bytes([b[0], b[1]])));
+        }
+        self.i32()
+    }
+
+    /// Enters a container (depth-checked); pair with `leave`.
+    pub fn enter(&mut self) -> Result<(), ScanError> {
+        if self.depth >= self.max_depth {
+            return Err(ScanError::TooDeep(self.max_depth));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    pub fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
     pub fn i64(&mut self) -> Result<i64, ScanError> {
         match self.protocol {
             Protocol::Binary => {
@@ -408,12 +430,9 @@ impl<'a> Reader<'a> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        if self.depth >= self.max_depth {
-            return Err(ScanError::TooDeep(self.max_depth));
-        }
-        self.depth += 1;
+        self.enter()?;
         let r = f(self);
-        self.depth -= 1;
+        self.leave();
         r
     }
 }

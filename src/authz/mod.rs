@@ -1,0 +1,772 @@
+//! Authorization: `authorize(identity, operation, facts) -> Decision`, a pure function
+//! (no I/O) implementing the Hive SQL-standard table of DESIGN.md §3. The facts (grants,
+//! owners) are gathered beforehand by `facts`; the operation is classified by `classify`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use crate::identity::Identity;
+
+/// Hive privileges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Privilege {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Create,
+    Alter,
+    Drop,
+    Index,
+    Lock,
+    All,
+}
+
+impl Privilege {
+    pub fn parse(s: &str) -> Option<Privilege> {
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "SELECT" => Privilege::Select,
+            "INSERT" => Privilege::Insert,
+            "UPDATE" => Privilege::Update,
+            "DELETE" => Privilege::Delete,
+            "CREATE" => Privilege::Create,
+            "ALTER" => Privilege::Alter,
+            "DROP" => Privilege::Drop,
+            "INDEX" => Privilege::Index,
+            "LOCK" => Privilege::Lock,
+            "ALL" => Privilege::All,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Privilege::Select => "SELECT",
+            Privilege::Insert => "INSERT",
+            Privilege::Update => "UPDATE",
+            Privilege::Delete => "DELETE",
+            Privilege::Create => "CREATE",
+            Privilege::Alter => "ALTER",
+            Privilege::Drop => "DROP",
+            Privilege::Index => "INDEX",
+            Privilege::Lock => "LOCK",
+            Privilege::All => "ALL",
+        }
+    }
+}
+
+/// Principal kinds, as in Hive's `PrincipalType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalKind {
+    User,
+    Role,
+    Group,
+}
+
+impl PrincipalKind {
+    /// Hive's enum value on the wire.
+    pub fn wire(&self) -> i32 {
+        match self {
+            PrincipalKind::User => 1,
+            PrincipalKind::Role => 2,
+            PrincipalKind::Group => 3,
+        }
+    }
+
+    pub fn from_wire(v: i64) -> Option<Self> {
+        match v {
+            1 => Some(PrincipalKind::User),
+            2 => Some(PrincipalKind::Role),
+            3 => Some(PrincipalKind::Group),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Role => "role",
+            PrincipalKind::Group => "group",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    pub name: String,
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// A metastore object grants are attached to. Names are lower case (Hive folds them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Object {
+    Global,
+    Database(String),
+    Table(String, String),
+}
+
+impl Object {
+    pub fn table(db: &str, table: &str) -> Object {
+        Object::Table(db.to_ascii_lowercase(), table.to_ascii_lowercase())
+    }
+
+    pub fn database(db: &str) -> Object {
+        Object::Database(db.to_ascii_lowercase())
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Global => f.write_str("the metastore"),
+            Object::Database(d) => write!(f, "database {d}"),
+            Object::Table(d, t) => write!(f, "table {d}.{t}"),
+        }
+    }
+}
+
+/// One privilege held on an object, and through which principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub privilege: Privilege,
+    pub grant_option: bool,
+    pub via: Principal,
+}
+
+/// Everything granted to one identity: its own, its groups' and every role reachable from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Every role reachable (lower case), `public` included.
+    pub roles: BTreeSet<String>,
+    /// Roles held WITH ADMIN OPTION.
+    pub role_admin: BTreeSet<String>,
+    pub objects: HashMap<Object, Vec<Held>>,
+}
+
+impl Grants {
+    /// The grant giving `p` (or ALL) on `obj`, optionally requiring the grant option.
+    pub fn find(&self, obj: &Object, p: Privilege, with_grant_option: bool) -> Option<&Held> {
+        self.objects.get(obj)?.iter().find(|h| {
+            (h.privilege == p || h.privilege == Privilege::All)
+                && (!with_grant_option || h.grant_option)
+        })
+    }
+
+    /// Whether any privilege at all is held on a table.
+    pub fn any_on(&self, obj: &Object) -> bool {
+        self.objects.get(obj).is_some_and(|v| !v.is_empty())
+    }
+}
+
+/// The owner recorded on a table or database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub kind: PrincipalKind,
+}
+
+/// How an `alter_table*` call changes the table (from diffing against the current table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterKind {
+    /// Only statistics parameters differ.
+    StatsOnly,
+    /// The storage location changes (other changes may come with it).
+    Location,
+    /// The table is renamed (possibly into another database).
+    Rename { new_db: String },
+    /// The owner changes.
+    Owner,
+    /// Anything else (schema, properties, serde…).
+    Other,
+}
+
+/// What a call does, in policy terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Session and harmless calls.
+    Harmless,
+    /// Table metadata read: SELECT on each table.
+    ReadTables(Vec<Object>),
+    /// A listing of tables in a database, filtered to what the user holds.
+    ListTables {
+        db: String,
+    },
+    CreateTable {
+        table: Object,
+    },
+    AlterTable {
+        table: Object,
+        kind: AlterKind,
+    },
+    DropTable {
+        table: Object,
+    },
+    TruncateTable {
+        table: Object,
+    },
+    AddPartitions {
+        table: Object,
+    },
+    AlterPartitions {
+        table: Object,
+        stats_only: bool,
+    },
+    DropPartitions {
+        table: Object,
+    },
+    /// Exchange partitions, constraints: owner of every table.
+    OwnerOfAll(Vec<Object>),
+    CreateDatabase {
+        db: Object,
+    },
+    AlterDatabase {
+        db: Object,
+        owner_change: bool,
+    },
+    DropDatabase {
+        db: Object,
+    },
+    /// Granting or revoking a role: admin, or WITH ADMIN OPTION on that role.
+    GrantRole {
+        role: String,
+    },
+    /// Granting or revoking privileges: admin, or the grant option for each.
+    GrantPrivileges(Vec<(Object, Privilege)>),
+    /// Reading grants: one's own (user, own groups, roles held) or admin.
+    ReadGrants {
+        principal: Option<Principal>,
+    },
+    /// Admin only (role DDL, functions, notifications log, WM, schema registry…).
+    AdminOnly(&'static str),
+    /// Delegation tokens and master keys.
+    Tokens,
+    /// A method the method table does not know.
+    Unknown(String),
+}
+
+impl Operation {
+    /// Stable operation class name (audit, explain).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Operation::Harmless => "harmless",
+            Operation::ReadTables(_) => "read_table",
+            Operation::ListTables { .. } => "list_tables",
+            Operation::CreateTable { .. } => "create_table",
+            Operation::AlterTable { .. } => "alter_table",
+            Operation::DropTable { .. } => "drop_table",
+            Operation::TruncateTable { .. } => "truncate_table",
+            Operation::AddPartitions { .. } => "add_partition",
+            Operation::AlterPartitions { .. } => "alter_partition",
+            Operation::DropPartitions { .. } => "drop_partition",
+            Operation::OwnerOfAll(_) => "owner_of_tables",
+            Operation::CreateDatabase { .. } => "create_database",
+            Operation::AlterDatabase { .. } => "alter_database",
+            Operation::DropDatabase { .. } => "drop_database",
+            Operation::GrantRole { .. } => "grant_role",
+            Operation::GrantPrivileges(_) => "grant_privileges",
+            Operation::ReadGrants { .. } => "read_grants",
+            Operation::AdminOnly(_) => "admin_only",
+            Operation::Tokens => "tokens",
+            Operation::Unknown(_) => "unknown_method",
+        }
+    }
+}
+
+/// Policy settings authorize() reads.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub admin_role: String,
+    /// Users treated as admin whatever the grants say (bootstrap).
+    pub admin_users: Vec<String>,
+    pub allow_tokens: bool,
+    pub allow_unknown_methods: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            admin_role: "admin".into(),
+            admin_users: Vec::new(),
+            allow_tokens: false,
+            allow_unknown_methods: false,
+        }
+    }
+}
+
+impl Policy {
+    /// Admin: listed in `admin_users` or holding the admin role.
+    pub fn is_admin(&self, identity: &Identity, grants: &Grants) -> bool {
+        self.admin_users.contains(&identity.user)
+            || grants.roles.contains(&self.admin_role.to_ascii_lowercase())
+    }
+}
+
+/// Facts gathered for one decision.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    pub grants: Option<&'a Grants>,
+    /// Owners of the objects the operation names (absent: unknown or no such object).
+    pub owners: HashMap<Object, Owner>,
+}
+
+/// Why a decision went the way it did (bounded set: a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Harmless,
+    Admin,
+    Owner,
+    Grant,
+    GrantOption,
+    AdminOption,
+    OwnGrants,
+    Filtered,
+    Anonymous,
+    MissingPrivilege,
+    AdminRequired,
+    TokensDisabled,
+    UnknownMethod,
+    FactsUnavailable,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Harmless => "harmless",
+            Reason::Admin => "admin",
+            Reason::Owner => "owner",
+            Reason::Grant => "grant",
+            Reason::GrantOption => "grant_option",
+            Reason::AdminOption => "admin_option",
+            Reason::OwnGrants => "own_grants",
+            Reason::Filtered => "filtered_listing",
+            Reason::Anonymous => "anonymous",
+            Reason::MissingPrivilege => "missing_privilege",
+            Reason::AdminRequired => "admin_required",
+            Reason::TokensDisabled => "tokens_disabled",
+            Reason::UnknownMethod => "unknown_method",
+            Reason::FactsUnavailable => "facts_unavailable",
+        }
+    }
+}
+
+/// The outcome of `authorize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    pub reason: Reason,
+    /// What was required, e.g. "SELECT on table demo.customer".
+    pub required: String,
+    /// The grant or rule that decided, e.g. "role:sales SELECT on table demo.customer".
+    pub matched: String,
+}
+
+impl Decision {
+    fn allow(reason: Reason, required: impl Into<String>, matched: impl Into<String>) -> Self {
+        Decision {
+            allow: true,
+            reason,
+            required: required.into(),
+            matched: matched.into(),
+        }
+    }
+
+    fn deny(reason: Reason, required: impl Into<String>, why: impl Into<String>) -> Self {
+        Decision {
+            allow: false,
+            reason,
+            required: required.into(),
+            matched: why.into(),
+        }
+    }
+
+    /// The message a denied client sees: user, privilege, object and reason.
+    pub fn message(&self, identity: &Identity, method: &str) -> String {
+        format!(
+            "hms-guard: permission denied: user {} may not call {method}: requires {}; {}",
+            identity, self.required, self.matched
+        )
+    }
+}
+
+fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
+    match owner.kind {
+        PrincipalKind::User => owner.name == identity.user,
+        PrincipalKind::Group => identity.groups.contains(&owner.name),
+        PrincipalKind::Role => grants.roles.contains(&owner.name.to_ascii_lowercase()),
+    }
+}
+
+/// Decides one operation. Pure: everything it needs is in its arguments.
+pub fn authorize(
+    identity: &Identity,
+    op: &Operation,
+    facts: &Facts<'_>,
+    policy: &Policy,
+) -> Decision {
+    if let Operation::Harmless = op {
+        return Decision::allow(Reason::Harmless, "nothing", "session or harmless call");
+    }
+    if let Operation::Unknown(name) = op {
+        return if policy.allow_unknown_methods {
+            Decision::allow(
+                Reason::UnknownMethod,
+                "nothing",
+                "authz.unknown_methods = \"allow\"",
+            )
+        } else {
+            Decision::deny(
+                Reason::UnknownMethod,
+                format!("a known method ({name} is not in the method table)"),
+                "unknown methods are denied (authz.unknown_methods = \"deny\")",
+            )
+        };
+    }
+    if identity.is_anonymous() {
+        return Decision::deny(
+            Reason::Anonymous,
+            "an identity",
+            "no set_ugi was received on this connection (anonymous callers are denied)",
+        );
+    }
+    let Some(grants) = facts.grants else {
+        return Decision::deny(
+            Reason::FactsUnavailable,
+            "grant facts",
+            "the user's grants could not be read from the metastore",
+        );
+    };
+    let admin = policy.is_admin(identity, grants);
+    let admin_match = || {
+        if policy.admin_users.contains(&identity.user) {
+            "user listed in authz.admin_users".to_string()
+        } else {
+            format!("role:{} (admin role)", policy.admin_role)
+        }
+    };
+    let is_owner = |obj: &Object| {
+        facts
+            .owners
+            .get(obj)
+            .is_some_and(|o| owner_matches(identity, grants, o))
+    };
+    // Owner or a privilege (table rules); admin always passes.
+    let owner_or = |obj: &Object, privs: &[Privilege]| -> Decision {
+        let required = format!(
+            "{} on {obj} (or ownership)",
+            privs
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+        if admin {
+            return Decision::allow(Reason::Admin, required, admin_match());
+        }
+        if is_owner(obj) {
+            return Decision::allow(Reason::Owner, required, format!("owner of {obj}"));
+        }
+        for p in privs {
+            if let Some(h) = grants.find(obj, *p, false) {
+                return Decision::allow(
+                    Reason::Grant,
+                    required,
+                    format!("{} {} on {obj}", h.via, h.privilege.as_str()),
+                );
+            }
+        }
+        Decision::deny(
+            Reason::MissingPrivilege,
+            required,
+            format!("no grant to the user, its groups or its roles gives it on {obj}"),
+        )
+    };
+    let owner_only = |obj: &Object, what: &str| -> Decision {
+        let required = format!("ownership of {obj} ({what})");
+        if admin {
+            return Decision::allow(Reason::Admin, required, admin_match());
+        }
+        if is_owner(obj) {
+            return Decision::allow(Reason::Owner, required, format!("owner of {obj}"));
+        }
+        Decision::deny(
+            Reason::MissingPrivilege,
+            required,
+            format!("the user does not own {obj}"),
+        )
+    };
+    let admin_only = |what: &str| -> Decision {
+        let required = format!("the admin role ({what})");
+        if admin {
+            Decision::allow(Reason::Admin, required, admin_match())
+        } else {
+            Decision::deny(
+                Reason::AdminRequired,
+                required,
+                format!("the user does not hold role {}", policy.admin_role),
+            )
+        }
+    };
+    let create_in = |db: &Object| -> Decision {
+        let required = format!("CREATE on {db} (or its ownership)");
+        if admin {
+            return Decision::allow(Reason::Admin, required, admin_match());
+        }
+        if is_owner(db) {
+            return Decision::allow(Reason::Owner, required, format!("owner of {db}"));
+        }
+        if let Some(h) = grants.find(db, Privilege::Create, false) {
+            return Decision::allow(
+                Reason::Grant,
+                required,
+                format!("{} {} on {db}", h.via, h.privilege.as_str()),
+            );
+        }
+        Decision::deny(
+            Reason::MissingPrivilege,
+            required,
+            format!("no CREATE grant on {db} and not its owner"),
+        )
+    };
+    match op {
+        Operation::Harmless | Operation::Unknown(_) => unreachable!("handled above"),
+        Operation::ReadTables(tables) => {
+            let mut last = Decision::allow(Reason::Harmless, "nothing", "no table named");
+            for t in tables {
+                last = owner_or(t, &[Privilege::Select]);
+                if !last.allow {
+                    return last;
+                }
+            }
+            last
+        }
+        Operation::ListTables { db } => {
+            // The listing itself is allowed; its reply is filtered per table (see `visible`).
+            let matched = if admin {
+                admin_match()
+            } else {
+                "reply filtered to tables the user holds a privilege on".into()
+            };
+            Decision::allow(
+                if admin {
+                    Reason::Admin
+                } else {
+                    Reason::Filtered
+                },
+                format!("any privilege on each listed table of database {db}"),
+                matched,
+            )
+        }
+        Operation::CreateTable { table } => match table {
+            Object::Table(db, _) => create_in(&Object::Database(db.clone())),
+            other => create_in(other),
+        },
+        Operation::AlterTable { table, kind } => match kind {
+            AlterKind::StatsOnly => owner_or(table, &[Privilege::Insert, Privilege::Alter]),
+            AlterKind::Location | AlterKind::Other => owner_or(table, &[Privilege::Alter]),
+            AlterKind::Owner => admin_only("changing a table's owner"),
+            AlterKind::Rename { new_db } => {
+                let own = owner_only(table, "renaming it");
+                if !own.allow {
+                    return own;
+                }
+                let target = create_in(&Object::database(new_db));
+                if !target.allow {
+                    return target;
+                }
+                own
+            }
+        },
+        Operation::DropTable { table } => owner_or(table, &[Privilege::Drop]),
+        Operation::TruncateTable { table } => owner_or(table, &[Privilege::Delete]),
+        Operation::AddPartitions { table } => owner_or(table, &[Privilege::Insert]),
+        Operation::AlterPartitions { table, stats_only } => {
+            if *stats_only {
+                owner_or(table, &[Privilege::Insert, Privilege::Alter])
+            } else {
+                owner_or(table, &[Privilege::Alter])
+            }
+        }
+        Operation::DropPartitions { table } => owner_or(table, &[Privilege::Delete]),
+        Operation::OwnerOfAll(tables) => {
+            let mut last = admin_only("no table named");
+            for t in tables {
+                last = owner_only(t, "every table the call touches");
+                if !last.allow {
+                    return last;
+                }
+            }
+            last
+        }
+        Operation::CreateDatabase { .. } => admin_only("creating a database"),
+        Operation::AlterDatabase { db, owner_change } => {
+            if *owner_change {
+                admin_only("changing a database's owner")
+            } else {
+                owner_only(db, "altering it")
+            }
+        }
+        Operation::DropDatabase { db } => owner_only(db, "dropping it"),
+        Operation::GrantRole { role } => {
+            let required = format!("the admin role or WITH ADMIN OPTION on role {role}");
+            if admin {
+                Decision::allow(Reason::Admin, required, admin_match())
+            } else if grants.role_admin.contains(&role.to_ascii_lowercase()) {
+                Decision::allow(
+                    Reason::AdminOption,
+                    required,
+                    format!("role:{role} held WITH ADMIN OPTION"),
+                )
+            } else {
+                Decision::deny(
+                    Reason::AdminRequired,
+                    required,
+                    format!(
+                        "the user is not admin and does not hold role {role} WITH ADMIN OPTION"
+                    ),
+                )
+            }
+        }
+        Operation::GrantPrivileges(items) => {
+            let mut last = admin_only("granting");
+            if admin {
+                return last;
+            }
+            if items.is_empty() {
+                return last;
+            }
+            for (obj, p) in items {
+                let required = format!(
+                    "{} on {obj} WITH GRANT OPTION (or the admin role)",
+                    p.as_str()
+                );
+                last = match grants.find(obj, *p, true) {
+                    Some(h) => Decision::allow(
+                        Reason::GrantOption,
+                        required,
+                        format!(
+                            "{} {} WITH GRANT OPTION on {obj}",
+                            h.via,
+                            h.privilege.as_str()
+                        ),
+                    ),
+                    None => {
+                        return Decision::deny(
+                            Reason::MissingPrivilege,
+                            required,
+                            format!("the user holds no grant option for it on {obj}"),
+                        )
+                    }
+                };
+            }
+            last
+        }
+        Operation::ReadGrants { principal } => {
+            let own = match principal {
+                None => false,
+                Some(p) => match p.kind {
+                    PrincipalKind::User => p.name == identity.user,
+                    PrincipalKind::Group => identity.groups.contains(&p.name),
+                    PrincipalKind::Role => grants.roles.contains(&p.name.to_ascii_lowercase()),
+                },
+            };
+            if own {
+                Decision::allow(Reason::OwnGrants, "nothing", "reading one's own grants")
+            } else {
+                admin_only("reading other principals' grants")
+            }
+        }
+        Operation::AdminOnly(what) => admin_only(what),
+        Operation::Tokens => {
+            if !policy.allow_tokens {
+                Decision::deny(
+                    Reason::TokensDisabled,
+                    "authz.allow_tokens = true and the admin role",
+                    "delegation tokens and master keys are disabled",
+                )
+            } else {
+                admin_only("delegation tokens and master keys")
+            }
+        }
+    }
+}
+
+/// What the metastore says about one principal: roles granted to it directly (with the admin
+/// option flag) and privileges granted to it directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalFacts {
+    pub roles: Vec<(String, bool)>,
+    pub privileges: Vec<(Object, Privilege, bool)>,
+}
+
+/// The principals an identity starts from: the user and its groups (and `public`).
+pub fn root_principals(identity: &Identity) -> Vec<Principal> {
+    let mut v = vec![Principal {
+        kind: PrincipalKind::User,
+        name: identity.user.clone(),
+    }];
+    v.extend(identity.groups.iter().map(|g| Principal {
+        kind: PrincipalKind::Group,
+        name: g.clone(),
+    }));
+    v.push(Principal {
+        kind: PrincipalKind::Role,
+        name: "public".into(),
+    });
+    v
+}
+
+/// Unions the facts of every principal reachable from `identity` (user, groups, roles granted
+/// to them, roles granted to those roles…). `facts` must hold every reachable principal; a
+/// missing one is returned as the error (the gatherer fetches it and calls again).
+pub fn assemble(
+    identity: &Identity,
+    facts: &HashMap<Principal, PrincipalFacts>,
+) -> Result<Grants, Principal> {
+    let mut grants = Grants::default();
+    let mut queue = root_principals(identity);
+    let mut seen: BTreeSet<Principal> = queue.iter().cloned().collect();
+    while let Some(p) = queue.pop() {
+        let Some(f) = facts.get(&p) else {
+            return Err(p);
+        };
+        if p.kind == PrincipalKind::Role {
+            grants.roles.insert(p.name.to_ascii_lowercase());
+        }
+        for (obj, privilege, grant_option) in &f.privileges {
+            grants.objects.entry(obj.clone()).or_default().push(Held {
+                privilege: *privilege,
+                grant_option: *grant_option,
+                via: p.clone(),
+            });
+        }
+        for (role, admin_option) in &f.roles {
+            // The admin option only counts when granted to the identity's own principals or
+            // to a role it holds: all of them are reachable here.
+            if *admin_option {
+                grants.role_admin.insert(role.to_ascii_lowercase());
+            }
+            let r = Principal {
+                kind: PrincipalKind::Role,
+                name: role.to_ascii_lowercase(),
+            };
+            if seen.insert(r.clone()) {
+                queue.push(r);
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// Whether a listed table stays in a filtered listing.
+pub fn visible(identity: &Identity, grants: &Grants, policy: &Policy, table: &Object) -> bool {
+    policy.is_admin(identity, grants) || grants.any_on(table)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,557 @@
+//! authorize() against each row of DESIGN.md §3, allow and deny.
+
+use super::*;
+use crate::identity::{Identity, IdentitySource};
+
+fn user(name: &str, groups: &[&str]) -> Identity {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    Identity::new(name, &groups, IdentitySource::SetUgi)
+}
+
+fn role(name: &str) -> Principal {
+    Principal {
+        kind: PrincipalKind::Role,
+        name: name.into(),
+    }
+}
+
+fn principal(kind: PrincipalKind, name: &str) -> Principal {
+    Principal {
+        kind,
+        name: name.into(),
+    }
+}
+
+fn t(name: &str) -> Object {
+    Object::table("demo_database", name)
+}
+
+fn db() -> Object {
+    Object::database("demo_database")
+}
+
+/// The seed's grants: roles sales, marketing, finance; john→finance, david→sales, mary→marketing.
+fn seed() -> HashMap<Principal, PrincipalFacts> {
+    use Privilege::*;
+    let mut m = HashMap::new();
+    let privs = |v: &[(&str, Privilege)]| PrincipalFacts {
+        roles: vec![],
+        privileges: v.iter().map(|(n, p)| (t(n), *p, false)).collect(),
+    };
+    m.insert(
+        role("sales"),
+        privs(&[
+            ("customer", Select),
+            ("customer", Insert),
+            ("store_sales", Select),
+            ("store_sales", Insert),
+            ("promotion", Select),
+        ]),
+    );
+    m.insert(
+        role("finance"),
+        privs(&[
+            ("customer", Select),
+            ("store_sales", Select),
+            ("promotion", Select),
+        ]),
+    );
+    m.insert(
+        role("marketing"),
+        privs(&[
+            ("customer", Select),
+            ("store_sales", Select),
+            ("promotion", Select),
+            ("promotion", Insert),
+        ]),
+    );
+    m.insert(role("public"), PrincipalFacts::default());
+    m.insert(role("admin"), PrincipalFacts::default());
+    let member = |r: &str| PrincipalFacts {
+        roles: vec![(r.into(), false)],
+        privileges: vec![],
+    };
+    m.insert(principal(PrincipalKind::User, "john"), member("finance"));
+    m.insert(principal(PrincipalKind::User, "david"), member("sales"));
+    m.insert(principal(PrincipalKind::User, "mary"), member("marketing"));
+    m.insert(
+        principal(PrincipalKind::User, "nobody"),
+        PrincipalFacts::default(),
+    );
+    m.insert(principal(PrincipalKind::User, "root"), member("admin"));
+    m
+}
+
+fn grants_of(id: &Identity, facts: &HashMap<Principal, PrincipalFacts>) -> Grants {
+    assemble(id, facts).unwrap()
+}
+
+fn decide(id: &Identity, op: Operation, owners: &[(Object, &str)]) -> Decision {
+    decide_with(id, op, owners, &seed())
+}
+
+fn decide_with(
+    id: &Identity,
+    op: Operation,
+    owners: &[(Object, &str)],
+    facts: &HashMap<Principal, PrincipalFacts>,
+) -> Decision {
+    let g = grants_of(id, facts);
+    let f = Facts {
+        grants: Some(&g),
+        owners: owners
+            .iter()
+            .map(|(o, n)| {
+                (
+                    o.clone(),
+                    Owner {
+                        name: n.to_string(),
+                        kind: PrincipalKind::User,
+                    },
+                )
+            })
+            .collect(),
+    };
+    authorize(id, &op, &f, &Policy::default())
+}
+
+#[test]
+fn table_reads_need_select() {
+    let read = |n: &str| Operation::ReadTables(vec![t(n)]);
+    let mary = user("mary", &[]);
+    let d = decide(&mary, read("promotion"), &[]);
+    assert!(d.allow);
+    assert_eq!(d.reason, Reason::Grant);
+    assert_eq!(
+        d.matched,
+        "role:marketing SELECT on table demo_database.promotion"
+    );
+    let nobody = user("nobody", &[]);
+    let d = decide(&nobody, read("customer"), &[]);
+    assert!(!d.allow);
+    assert_eq!(d.reason, Reason::MissingPrivilege);
+    let msg = d.message(&nobody, "get_table");
+    for part in [
+        "nobody",
+        "SELECT",
+        "table demo_database.customer",
+        "get_table",
+        "no grant",
+    ] {
+        assert!(msg.contains(part), "{msg}");
+    }
+    // Owner and admin pass without grants.
+    assert!(decide(&nobody, read("customer"), &[(t("customer"), "nobody")]).allow);
+    let d = decide(&user("root", &[]), read("customer"), &[]);
+    assert_eq!((d.allow, d.reason), (true, Reason::Admin));
+    // Several tables: every one needs SELECT.
+    let both = Operation::ReadTables(vec![t("promotion"), t("secret")]);
+    assert!(!decide(&mary, both, &[]).allow);
+}
+
+#[test]
+fn insert_via_stats_only_alter() {
+    let stats = |n: &str| Operation::AlterTable {
+        table: t(n),
+        kind: AlterKind::StatsOnly,
+    };
+    let mary = user("mary", &[]);
+    assert!(decide(&mary, stats("promotion"), &[]).allow);
+    assert!(!decide(&mary, stats("customer"), &[]).allow);
+    let john = user("john", &[]);
+    for n in ["customer", "store_sales", "promotion"] {
+        assert!(!decide(&john, stats(n), &[]).allow, "john inserts nothing");
+        assert!(decide(&john, Operation::ReadTables(vec![t(n)]), &[]).allow);
+    }
+    assert!(
+        decide(
+            &mary,
+            Operation::AddPartitions {
+                table: t("promotion")
+            },
+            &[]
+        )
+        .allow
+    );
+    assert!(
+        !decide(
+            &mary,
+            Operation::AddPartitions {
+                table: t("customer")
+            },
+            &[]
+        )
+        .allow
+    );
+}
+
+#[test]
+fn alter_table_kinds() {
+    let mary = user("mary", &[]);
+    let alter = |kind| Operation::AlterTable {
+        table: t("promotion"),
+        kind,
+    };
+    // Marketing has SELECT+INSERT, not ALTER: schema or location changes are denied…
+    assert!(!decide(&mary, alter(AlterKind::Other), &[]).allow);
+    assert!(!decide(&mary, alter(AlterKind::Location), &[]).allow);
+    // …unless mary owns the table.
+    let own = [(t("promotion"), "mary")];
+    assert!(decide(&mary, alter(AlterKind::Other), &own).allow);
+    assert!(decide(&mary, alter(AlterKind::Location), &own).allow);
+    // Owner change: admin only, even for the owner.
+    assert!(!decide(&mary, alter(AlterKind::Owner), &own).allow);
+    assert!(decide(&user("root", &[]), alter(AlterKind::Owner), &[]).allow);
+    // Rename: owner + create rule on the target database.
+    let rename = alter(AlterKind::Rename {
+        new_db: "other".into(),
+    });
+    let d = decide(&mary, rename.clone(), &own);
+    assert!(!d.allow);
+    assert!(d.required.contains("CREATE on database other"), "{d:?}");
+    let d = decide(
+        &mary,
+        rename,
+        &[
+            (t("promotion"), "mary"),
+            (Object::database("other"), "mary"),
+        ],
+    );
+    assert!(d.allow, "{d:?}");
+}
+
+#[test]
+fn create_drop_truncate_partitions() {
+    let mary = user("mary", &[]);
+    let create = Operation::CreateTable { table: t("new") };
+    assert!(!decide(&mary, create.clone(), &[]).allow);
+    assert!(
+        decide(&mary, create.clone(), &[(db(), "mary")]).allow,
+        "database owner"
+    );
+    let mut facts = seed();
+    facts
+        .get_mut(&role("marketing"))
+        .unwrap()
+        .privileges
+        .push((db(), Privilege::Create, false));
+    assert!(
+        decide_with(&mary, create, &[], &facts).allow,
+        "CREATE on the database"
+    );
+    for n in ["customer", "store_sales", "promotion"] {
+        for op in [
+            Operation::DropTable { table: t(n) },
+            Operation::TruncateTable { table: t(n) },
+            Operation::DropPartitions { table: t(n) },
+        ] {
+            for u in ["mary", "john", "david", "nobody"] {
+                assert!(!decide(&user(u, &[]), op.clone(), &[]).allow, "{u} {op:?}");
+            }
+            assert!(decide(&user("root", &[]), op, &[]).allow);
+        }
+    }
+    let mut facts = seed();
+    facts
+        .get_mut(&role("sales"))
+        .unwrap()
+        .privileges
+        .push((t("customer"), Privilege::All, false));
+    let david = user("david", &[]);
+    assert!(
+        decide_with(
+            &david,
+            Operation::DropTable {
+                table: t("customer")
+            },
+            &[],
+            &facts
+        )
+        .allow
+    );
+    assert!(
+        decide_with(
+            &david,
+            Operation::TruncateTable {
+                table: t("customer")
+            },
+            &[],
+            &facts
+        )
+        .allow
+    );
+    let stats = Operation::AlterPartitions {
+        table: t("customer"),
+        stats_only: true,
+    };
+    assert!(decide(&david, stats, &[]).allow);
+    let other = Operation::AlterPartitions {
+        table: t("customer"),
+        stats_only: false,
+    };
+    assert!(!decide(&david, other, &[]).allow);
+}
+
+#[test]
+fn exchange_and_constraints_need_every_owner() {
+    let op = Operation::OwnerOfAll(vec![t("a"), t("b")]);
+    let mary = user("mary", &[]);
+    assert!(!decide(&mary, op.clone(), &[(t("a"), "mary")]).allow);
+    assert!(decide(&mary, op, &[(t("a"), "mary"), (t("b"), "mary")]).allow);
+}
+
+#[test]
+fn database_ddl() {
+    let mary = user("mary", &[]);
+    let root = user("root", &[]);
+    assert!(!decide(&mary, Operation::CreateDatabase { db: db() }, &[]).allow);
+    assert!(decide(&root, Operation::CreateDatabase { db: db() }, &[]).allow);
+    let own = [(db(), "mary")];
+    assert!(decide(&mary, Operation::DropDatabase { db: db() }, &own).allow);
+    assert!(!decide(&mary, Operation::DropDatabase { db: db() }, &[]).allow);
+    let alter = |owner_change| Operation::AlterDatabase {
+        db: db(),
+        owner_change,
+    };
+    assert!(decide(&mary, alter(false), &own).allow);
+    assert!(!decide(&mary, alter(true), &own).allow);
+}
+
+#[test]
+fn nested_and_group_granted_roles() {
+    let mut facts = seed();
+    // analysts (group) → role team → role finance (nested).
+    facts.insert(
+        principal(PrincipalKind::Group, "analysts"),
+        PrincipalFacts {
+            roles: vec![("team".into(), false)],
+            privileges: vec![],
+        },
+    );
+    facts.insert(
+        role("team"),
+        PrincipalFacts {
+            roles: vec![("finance".into(), false)],
+            privileges: vec![],
+        },
+    );
+    let eve = user("eve", &["analysts"]);
+    facts.insert(
+        principal(PrincipalKind::User, "eve"),
+        PrincipalFacts::default(),
+    );
+    let d = decide_with(
+        &eve,
+        Operation::ReadTables(vec![t("customer")]),
+        &[],
+        &facts,
+    );
+    assert!(d.allow);
+    assert_eq!(
+        d.matched,
+        "role:finance SELECT on table demo_database.customer"
+    );
+    // Without the group, nothing.
+    let eve_alone = user("eve", &[]);
+    assert!(
+        !decide_with(
+            &eve_alone,
+            Operation::ReadTables(vec![t("customer")]),
+            &[],
+            &facts
+        )
+        .allow
+    );
+    // A missing principal is reported so the gatherer can fetch it.
+    let mut partial = facts.clone();
+    partial.remove(&role("team"));
+    assert_eq!(assemble(&eve, &partial), Err(role("team")));
+    // Role cycles terminate.
+    facts
+        .get_mut(&role("finance"))
+        .unwrap()
+        .roles
+        .push(("team".into(), false));
+    assert!(assemble(&eve, &facts).unwrap().roles.contains("team"));
+}
+
+#[test]
+fn role_and_grant_administration() {
+    let mary = user("mary", &[]);
+    let root = user("root", &[]);
+    let grant_role = Operation::GrantRole {
+        role: "finance".into(),
+    };
+    assert!(
+        !decide(&mary, grant_role.clone(), &[]).allow,
+        "no self-service roles"
+    );
+    assert!(decide(&root, grant_role.clone(), &[]).allow);
+    let mut facts = seed();
+    facts
+        .get_mut(&principal(PrincipalKind::User, "mary"))
+        .unwrap()
+        .roles
+        .push(("finance".into(), true));
+    let d = decide_with(&mary, grant_role, &[], &facts);
+    assert_eq!((d.allow, d.reason), (true, Reason::AdminOption));
+    // Privileges: grant option required, holding the privilege is not enough.
+    let grant = Operation::GrantPrivileges(vec![(t("promotion"), Privilege::Select)]);
+    assert!(!decide(&mary, grant.clone(), &[]).allow);
+    assert!(decide(&root, grant.clone(), &[]).allow);
+    let mut facts = seed();
+    facts.get_mut(&role("marketing")).unwrap().privileges.push((
+        t("promotion"),
+        Privilege::Select,
+        true,
+    ));
+    assert!(decide_with(&mary, grant, &[], &facts).allow);
+    let both = Operation::GrantPrivileges(vec![
+        (t("promotion"), Privilege::Select),
+        (t("customer"), Privilege::Select),
+    ]);
+    assert!(!decide_with(&mary, both, &[], &facts).allow);
+    // Role DDL is admin only.
+    assert!(!decide(&mary, Operation::AdminOnly("creating a role"), &[]).allow);
+    // Reading grants: one's own, or admin.
+    let own = Operation::ReadGrants {
+        principal: Some(principal(PrincipalKind::User, "mary")),
+    };
+    assert_eq!(decide(&mary, own, &[]).reason, Reason::OwnGrants);
+    let own_role = Operation::ReadGrants {
+        principal: Some(role("marketing")),
+    };
+    assert!(decide(&mary, own_role, &[]).allow);
+    let other = Operation::ReadGrants {
+        principal: Some(principal(PrincipalKind::User, "john")),
+    };
+    assert!(!decide(&mary, other.clone(), &[]).allow);
+    assert!(decide(&root, other, &[]).allow);
+}
+
+#[test]
+fn listings_are_filtered_per_table() {
+    let policy = Policy::default();
+    let facts = seed();
+    let nobody = user("nobody", &[]);
+    let g = grants_of(&nobody, &facts);
+    for n in ["customer", "store_sales", "promotion"] {
+        assert!(!visible(&nobody, &g, &policy, &t(n)));
+    }
+    let mary = user("mary", &[]);
+    let g = grants_of(&mary, &facts);
+    assert!(visible(&mary, &g, &policy, &t("customer")));
+    assert!(!visible(&mary, &g, &policy, &t("other")));
+    let root = user("root", &[]);
+    assert!(visible(
+        &root,
+        &grants_of(&root, &facts),
+        &policy,
+        &t("other")
+    ));
+    let d = decide(
+        &mary,
+        Operation::ListTables {
+            db: "demo_database".into(),
+        },
+        &[],
+    );
+    assert_eq!((d.allow, d.reason), (true, Reason::Filtered));
+}
+
+#[test]
+fn anonymous_tokens_unknown_and_missing_facts() {
+    let anon = Identity::anonymous();
+    let f = Facts::default();
+    let p = Policy::default();
+    let d = authorize(&anon, &Operation::ReadTables(vec![t("customer")]), &f, &p);
+    assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
+    assert!(authorize(&anon, &Operation::Harmless, &f, &p).allow);
+    let mary = user("mary", &[]);
+    let d = authorize(&mary, &Operation::ReadTables(vec![t("customer")]), &f, &p);
+    assert_eq!(
+        (d.allow, d.reason),
+        (false, Reason::FactsUnavailable),
+        "fail closed"
+    );
+    let d = authorize(&mary, &Operation::Unknown("frobnicate".into()), &f, &p);
+    assert_eq!((d.allow, d.reason), (false, Reason::UnknownMethod));
+    let allow_unknown = Policy {
+        allow_unknown_methods: true,
+        ..Policy::default()
+    };
+    assert!(
+        authorize(
+            &mary,
+            &Operation::Unknown("frobnicate".into()),
+            &f,
+            &allow_unknown
+        )
+        .allow
+    );
+    let root = user("root", &[]);
+    let facts = seed();
+    let g = grants_of(&root, &facts);
+    let fr = Facts {
+        grants: Some(&g),
+        owners: HashMap::new(),
+    };
+    let d = authorize(&root, &Operation::Tokens, &fr, &p);
+    assert_eq!(
+        (d.allow, d.reason),
+        (false, Reason::TokensDisabled),
+        "tokens off even for admin"
+    );
+    let tokens_on = Policy {
+        allow_tokens: true,
+        ..Policy::default()
+    };
+    assert!(authorize(&root, &Operation::Tokens, &fr, &tokens_on).allow);
+    // admin_users bootstrap.
+    let boot = Policy {
+        admin_users: vec!["mary".into()],
+        ..Policy::default()
+    };
+    let gm = grants_of(&mary, &facts);
+    let fm = Facts {
+        grants: Some(&gm),
+        owners: HashMap::new(),
+    };
+    assert!(authorize(&mary, &Operation::AdminOnly("x"), &fm, &boot).allow);
+}
+
+#[test]
+fn owner_may_be_a_role_or_group() {
+    let mary = user("mary", &["staff"]);
+    let mut facts = seed();
+    facts.insert(
+        principal(PrincipalKind::Group, "staff"),
+        PrincipalFacts::default(),
+    );
+    let g = grants_of(&mary, &facts);
+    let read = Operation::ReadTables(vec![t("x")]);
+    for (kind, name, ok) in [
+        (PrincipalKind::Role, "marketing", true),
+        (PrincipalKind::Role, "finance", false),
+        (PrincipalKind::Group, "staff", true),
+        (PrincipalKind::Group, "other", false),
+        (PrincipalKind::User, "mary", true),
+    ] {
+        let mut f = Facts {
+            grants: Some(&g),
+            owners: HashMap::new(),
+        };
+        f.owners.insert(
+            t("x"),
+            Owner {
+                name: name.into(),
+                kind,
+            },
+        );
+        assert_eq!(
+            authorize(&mary, &read, &f, &Policy::default()).allow,
+            ok,
+            "{kind:?} {name}"
+        );
+    }
+}
