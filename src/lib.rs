@@ -25,6 +25,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod facts;
 pub mod framing;
 pub mod identity;
 pub mod metrics;

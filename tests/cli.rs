@@ -62,7 +62,11 @@ level = "hms_guard=debug,info"
         .arg(&cfg.0)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -105,7 +109,10 @@ x = 1
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
-    assert!(!err.contains("uris[1]"), "valid entries are not reported:\n{err}");
+    assert!(
+        !err.contains("uris[1]"),
+        "valid entries are not reported:\n{err}"
+    );
 }
 
 #[test]
@@ -137,7 +144,12 @@ fn serve_refuses_an_invalid_config_and_flags_override_the_file() {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&cfg.0)
-        .args(["--upstream", "thrift://127.0.0.1:1", "--listen", "127.0.0.1:0"])
+        .args([
+            "--upstream",
+            "thrift://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .stderr(Stdio::piped())
         .spawn()
@@ -153,13 +165,24 @@ fn serve_refuses_an_invalid_config_and_flags_override_the_file() {
         assert!(Instant::now() < deadline, "admin port never came up");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
-    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let code = child.wait().unwrap();
     assert!(code.success(), "clean exit on SIGTERM: {code:?}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     let first = logs.lines().next().unwrap_or_default();
     assert!(first.starts_with('{'), "JSON logs by default: {first}");
     assert!(logs.contains("shutdown signal received"), "{logs}");

@@ -1,0 +1,334 @@
+//! Facts: what authorization needs to know, read from the metastore by the proxy itself and
+//! cached with a TTL. Grants are cached per principal (user, group, role) and assembled per
+//! identity; a grant/revoke/role call passing through the proxy invalidates at once. Objects
+//! (owner, location of tables and databases) are cached per object.
+//!
+//! A warm-cache decision makes no upstream call. Assembling an identity's grants costs two
+//! calls per principal reachable from it, never one per table.
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::authz::{
+    assemble, Grants, Object, Owner, Principal, PrincipalFacts, PrincipalKind, Privilege,
+};
+use crate::codec::reader::{Reader, Ty};
+use crate::codec::value::{read_value, Value};
+use crate::identity::Identity;
+use crate::metrics::{CacheLabels, FactsLabels, Metrics};
+
+pub use client::{ClientConfig, FactsError, MetaClient};
+
+/// Owner and location of a table or database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFacts {
+    pub owner: Option<Owner>,
+    pub location: Option<String>,
+}
+
+/// Cached facts, shared by every connection.
+pub struct FactsStore {
+    client: MetaClient,
+    ttl: Duration,
+    max_principals: usize,
+    generation: AtomicU64,
+    principals: DashMap<Principal, (Arc<PrincipalFacts>, Instant)>,
+    identities: DashMap<Identity, (Arc<Grants>, Instant)>,
+    objects: DashMap<Object, (Option<ObjectFacts>, Instant)>,
+    metrics: Arc<Metrics>,
+}
+
+/// HiveObjectType values.
+const OBJ_GLOBAL: i64 = 1;
+const OBJ_DATABASE: i64 = 2;
+const OBJ_TABLE: i64 = 3;
+
+impl FactsStore {
+    pub fn new(
+        client: MetaClient,
+        ttl: Duration,
+        max_principals: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        FactsStore {
+            client,
+            ttl,
+            max_principals,
+            generation: AtomicU64::new(0),
+            principals: DashMap::new(),
+            identities: DashMap::new(),
+            objects: DashMap::new(),
+            metrics,
+        }
+    }
+
+    fn count(&self, cache: &'static str, hit: bool) {
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels {
+                cache,
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.ttl
+    }
+
+    /// Drops every cached grant (a grant, revoke or role change went through).
+    pub fn invalidate_grants(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.principals.clear();
+        self.identities.clear();
+    }
+
+    /// Drops a cached object (it was created, altered or dropped through the proxy).
+    pub fn invalidate_object(&self, obj: &Object) {
+        self.objects.remove(obj);
+    }
+
+    /// Everything granted to `identity`, through its groups and every reachable role.
+    pub async fn grants(&self, identity: &Identity) -> Result<Arc<Grants>, FactsError> {
+        if let Some(e) = self.identities.get(identity) {
+            if self.fresh(e.1) {
+                self.count("grants", true);
+                return Ok(e.0.clone());
+            }
+        }
+        self.count("grants", false);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut known: HashMap<Principal, PrincipalFacts> = HashMap::new();
+        let grants = loop {
+            match assemble(identity, &known) {
+                Ok(g) => break Arc::new(g),
+                Err(missing) => {
+                    if known.len() >= self.max_principals {
+                        return Err(FactsError::Invalid {
+                            method: "role graph".into(),
+                            message: format!(
+                                "more than {} principals reachable from user {}",
+                                self.max_principals, identity.user
+                            ),
+                        });
+                    }
+                    let f = self.principal(&missing).await?;
+                    known.insert(missing, (*f).clone());
+                }
+            }
+        };
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.identities
+                .insert(identity.clone(), (grants.clone(), Instant::now()));
+        }
+        Ok(grants)
+    }
+
+    async fn principal(&self, p: &Principal) -> Result<Arc<PrincipalFacts>, FactsError> {
+        if let Some(e) = self.principals.get(p) {
+            if self.fresh(e.1) {
+                return Ok(e.0.clone());
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let roles = self.role_grants(p).await?;
+        let privileges = self.privileges(p).await?;
+        let f = Arc::new(PrincipalFacts { roles, privileges });
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.principals
+                .insert(p.clone(), (f.clone(), Instant::now()));
+        }
+        Ok(f)
+    }
+
+    fn record(&self, method: &'static str, ok: bool) {
+        self.metrics
+            .facts_calls
+            .get_or_create(&FactsLabels {
+                method,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    async fn call(
+        &self,
+        method: &'static str,
+        args: impl FnOnce(&mut crate::codec::writer::Writer),
+    ) -> Result<Vec<u8>, FactsError> {
+        let r = self.client.call(method, args).await;
+        self.record(method, r.is_ok());
+        r
+    }
+
+    /// Roles granted directly to a principal, with the admin option flag.
+    async fn role_grants(&self, p: &Principal) -> Result<Vec<(String, bool)>, FactsError> {
+        const M: &str = "get_role_grants_for_principal";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::Struct, 1).struct_begin();
+                w.field(Ty::String, 1).string(p.name.as_bytes());
+                w.field(Ty::I32, 2).i32(p.kind.wire());
+                w.struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        let mut out = Vec::new();
+        for g in value.field(1).map(Value::as_list).unwrap_or_default() {
+            if let Some(role) = g.field(1).and_then(Value::as_str) {
+                let admin = matches!(g.field(4), Some(Value::Bool(true)));
+                out.push((role.to_string(), admin));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Privileges granted directly to a principal, on any object.
+    async fn privileges(
+        &self,
+        p: &Principal,
+    ) -> Result<Vec<(Object, Privilege, bool)>, FactsError> {
+        const M: &str = "list_privileges";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(p.name.as_bytes());
+                w.field(Ty::I32, 2).i32(p.kind.wire());
+                // An empty HiveObjectRef (no objectType): every grant of the principal.
+                w.field(Ty::Struct, 3).struct_begin().struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        let mut out = Vec::new();
+        for hop in value.as_list() {
+            let Some(obj) = hop.field(1) else { continue };
+            let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
+            let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
+            let object = match obj.field(1).and_then(Value::as_int) {
+                Some(OBJ_GLOBAL) => Object::Global,
+                Some(OBJ_DATABASE) => Object::database(db),
+                Some(OBJ_TABLE) => Object::table(db, name),
+                // Partition and column grants do not give table-level access.
+                _ => continue,
+            };
+            let Some(info) = hop.field(4) else { continue };
+            let Some(privilege) = info.field(1).and_then(Value::as_str) else {
+                continue;
+            };
+            let grant_option = matches!(info.field(5), Some(Value::Bool(true)));
+            // Hive stores one privilege per row; be lenient with comma lists.
+            for part in privilege.split(',') {
+                if let Some(p) = Privilege::parse(part) {
+                    out.push((object.clone(), p, grant_option));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Owner and location of a table or database (`None`: no such object).
+    pub async fn object(&self, obj: &Object) -> Result<Option<ObjectFacts>, FactsError> {
+        if let Some(e) = self.objects.get(obj) {
+            if self.fresh(e.1) {
+                self.count("objects", true);
+                return Ok(e.0.clone());
+            }
+        }
+        self.count("objects", false);
+        let facts = match obj {
+            Object::Global => None,
+            Object::Table(db, t) => self.table(db, t).await?.map(|v| table_facts(&v)),
+            Object::Database(db) => self.database(db).await?.map(|v| database_facts(&v)),
+        };
+        self.objects
+            .insert(obj.clone(), (facts.clone(), Instant::now()));
+        Ok(facts)
+    }
+
+    /// The current table, fresh from the metastore (`None`: no such table).
+    pub async fn table(&self, db: &str, table: &str) -> Result<Option<Value>, FactsError> {
+        const M: &str = "get_table";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(db.as_bytes());
+                w.field(Ty::String, 2).string(table.as_bytes());
+            })
+            .await?;
+        match success_value(M, &reply) {
+            Ok(v) => {
+                self.objects.insert(
+                    Object::table(db, table),
+                    (Some(table_facts(&v)), Instant::now()),
+                );
+                Ok(Some(v))
+            }
+            // get_table throws (1: MetaException, 2: NoSuchObjectException).
+            Err(FactsError::Exception { field: 2, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
+        const M: &str = "get_database";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(db.as_bytes());
+            })
+            .await?;
+        match success_value(M, &reply) {
+            Ok(v) => Ok(Some(v)),
+            // get_database throws (1: NoSuchObjectException, 2: MetaException).
+            Err(FactsError::Exception { field: 1, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Decodes the success value of a reply.
+fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
+    match client::success(method, reply)? {
+        None => Err(FactsError::Invalid {
+            method: method.into(),
+            message: "no result".into(),
+        }),
+        Some((mut r, ty)) => read_value(&mut r, ty, None).map_err(|e| FactsError::Invalid {
+            method: method.into(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn owner_of(name: Option<&Value>, kind: Option<&Value>) -> Option<Owner> {
+    let name = name?.as_str()?.to_string();
+    let kind = kind
+        .and_then(Value::as_int)
+        .and_then(PrincipalKind::from_wire)
+        .unwrap_or(PrincipalKind::User);
+    Some(Owner { name, kind })
+}
+
+/// Table: 3 owner, 7 sd (2 location), 19 ownerType (Hive 3+).
+pub fn table_facts(t: &Value) -> ObjectFacts {
+    ObjectFacts {
+        owner: owner_of(t.field(3), t.field(19)),
+        location: t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string),
+    }
+}
+
+/// Database: 3 locationUri, 6 ownerName, 7 ownerType.
+pub fn database_facts(d: &Value) -> ObjectFacts {
+    ObjectFacts {
+        owner: owner_of(d.field(6), d.field(7)),
+        location: d.field(3).and_then(Value::as_str).map(str::to_string),
+    }
+}
+
+/// Reads a whole struct value from a reader positioned at it (helper for callers).
+pub fn read_struct(r: &mut Reader<'_>) -> Result<Value, crate::codec::ScanError> {
+    read_value(r, Ty::Struct, None)
+}
