@@ -29,6 +29,111 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The audit trail: one JSON line per decided call.
     pub audit: AuditConfig,
+    /// Who the caller is.
+    pub identity: IdentityConfig,
+    /// Grant enforcement.
+    pub authz: AuthzConfig,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `set_ugi`: trust the user the client claims with `set_ugi` (trusted networks only);
+    /// `pinned`: every connection acts as `pinned_user` whatever the client claims (sidecar).
+    pub mode: IdentityMode,
+    /// The user of a pinned proxy. The environment variable `HMS_GUARD_PINNED_USER` overrides.
+    pub pinned_user: String,
+    /// The groups of a pinned proxy. `HMS_GUARD_PINNED_GROUPS` (comma-separated) overrides.
+    pub pinned_groups: Vec<String>,
+    /// In `set_ugi` mode, take the groups the client claims instead of `groups`.
+    pub trust_client_groups: bool,
+    /// In `set_ugi` mode, each user's groups (users not listed have none).
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            mode: IdentityMode::SetUgi,
+            pinned_user: String::new(),
+            pinned_groups: Vec::new(),
+            trust_client_groups: false,
+            groups: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    SetUgi,
+    Pinned,
+}
+
+/// `[authz]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzConfig {
+    /// `enforce` (deny), `shadow` (decide and audit, forward anyway) or `off` (pass-through).
+    pub mode: AuthzMode,
+    /// The metastore role whose holders are administrators.
+    pub admin_role: String,
+    /// Users treated as administrators whatever their grants (bootstrap).
+    pub admin_users: Vec<String>,
+    /// How long cached grants and object owners are trusted; also the longest delay before a
+    /// grant change made directly on the metastore (not through this proxy) takes effect.
+    pub cache_ttl_ms: u64,
+    /// `deny` (default) or `allow` methods missing from the method table.
+    pub unknown_methods: UnknownMethods,
+    /// Filter table listings to the tables the user holds a privilege on.
+    pub filter_listings: bool,
+    /// Allow delegation-token and master-key calls (to admins).
+    pub allow_tokens: bool,
+    /// The user the proxy's own metastore connections `set_ugi` as.
+    pub service_user: String,
+    /// Bound on one facts call to the metastore.
+    pub facts_timeout_ms: u64,
+    /// Largest facts reply accepted, in bytes.
+    pub facts_max_reply_bytes: u64,
+    /// Most principals (user, groups, roles) reachable from one identity.
+    pub max_principals: usize,
+    /// Largest listing reply held for filtering, in bytes.
+    pub max_filtered_reply_bytes: u64,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        AuthzConfig {
+            mode: AuthzMode::Off, // TEMPORARY until the method table is generated
+            admin_role: "admin".into(),
+            admin_users: Vec::new(),
+            cache_ttl_ms: 30_000,
+            unknown_methods: UnknownMethods::Deny,
+            filter_listings: true,
+            allow_tokens: false,
+            service_user: "hms-guard".into(),
+            facts_timeout_ms: 10_000,
+            facts_max_reply_bytes: 64 * 1024 * 1024,
+            max_principals: 256,
+            max_filtered_reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzMode {
+    Enforce,
+    Shadow,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownMethods {
+    Deny,
+    Allow,
 }
 
 /// `[server]`
@@ -419,6 +524,32 @@ impl Config {
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
             ));
         }
+        if self.identity.mode == IdentityMode::Pinned && self.pinned_identity().0.is_empty() {
+            errors.push(err(
+                "identity.pinned_user",
+                "required when identity.mode = \"pinned\" (or set HMS_GUARD_PINNED_USER)",
+            ));
+        }
+        if self.authz.admin_role.is_empty() {
+            errors.push(err("authz.admin_role", "must not be empty"));
+        }
+        for (key, v) in [
+            ("authz.cache_ttl_ms", self.authz.cache_ttl_ms),
+            ("authz.facts_timeout_ms", self.authz.facts_timeout_ms),
+            (
+                "authz.facts_max_reply_bytes",
+                self.authz.facts_max_reply_bytes,
+            ),
+            ("authz.max_principals", self.authz.max_principals as u64),
+            (
+                "authz.max_filtered_reply_bytes",
+                self.authz.max_filtered_reply_bytes,
+            ),
+        ] {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
+        }
         if self.audit.sink == AuditSink::File && self.audit.path.is_empty() {
             errors.push(err("audit.path", "required when audit.sink = \"file\""));
         }
@@ -435,6 +566,24 @@ impl Config {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }
         errors
+    }
+
+    /// The pinned user and groups, environment overrides applied.
+    pub fn pinned_identity(&self) -> (String, Vec<String>) {
+        let user = std::env::var("HMS_GUARD_PINNED_USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| self.identity.pinned_user.clone());
+        let groups = match std::env::var("HMS_GUARD_PINNED_GROUPS") {
+            Ok(g) => g
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Err(_) => self.identity.pinned_groups.clone(),
+        };
+        (user, groups)
     }
 
     /// Parsed upstream URIs (valid after `validate`).

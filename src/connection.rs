@@ -16,13 +16,22 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::codec::reply::{application_exception, AppErrorKind};
+use crate::authz::Policy;
+use crate::codec::reader::Ty;
+use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
+use crate::codec::writer::Writer;
 use crate::codec::{Limits, MessageHeader, MessageType, Scan};
-use crate::config::{ms, Config, ThriftUri};
+use crate::config::{ms, Config, IdentityMode, ThriftUri, UnknownMethods};
 use crate::error::{ClientError, UpstreamError};
+use crate::facts::{ClientConfig, FactsStore, MetaClient};
 use crate::framing::MessageWalker;
+use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{DirectionLabels, MethodLabels, Metrics, RequestLabels, TransportLabels};
+use crate::policy::filter::filter_list_reply;
+use crate::policy::Guard;
+use crate::policy::{keep_listed, ListFilter, Verdict};
 use crate::router::{self, method_label};
+use crate::router::{ListShape, Method};
 use crate::transport::{self, Detect, Transport};
 use crate::upstream::Upstreams;
 
@@ -35,6 +44,7 @@ pub struct Shared {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub upstreams: Upstreams,
+    pub guard: Guard,
     request_limits: Limits,
     reply_limits: Limits,
 }
@@ -55,10 +65,39 @@ impl Shared {
             max_message_bytes: l.max_reply_bytes,
             ..request_limits
         };
+        let a = &config.authz;
+        let client = MetaClient::new(
+            upstreams.clone(),
+            ClientConfig {
+                service_user: a.service_user.clone(),
+                timeout: ms(a.facts_timeout_ms),
+                max_reply_bytes: a.facts_max_reply_bytes,
+                max_idle: 8,
+            },
+        );
+        let guard = Guard {
+            mode: a.mode,
+            policy: Policy {
+                admin_role: a.admin_role.clone(),
+                admin_users: a.admin_users.clone(),
+                allow_tokens: a.allow_tokens,
+                allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
+            },
+            facts: FactsStore::new(
+                client,
+                ms(a.cache_ttl_ms),
+                a.max_principals,
+                metrics.clone(),
+            ),
+            filter_listings: a.filter_listings,
+            max_depth: l.max_depth,
+            metrics: metrics.clone(),
+        };
         Shared {
             config,
             metrics,
             upstreams,
+            guard,
             request_limits,
             reply_limits,
         }
@@ -77,6 +116,8 @@ struct Upstream {
     uri: ThriftUri,
     buf: BytesMut,
     walker: MessageWalker,
+    /// The identity last sent with `set_ugi` on this connection.
+    ugi: Option<Identity>,
 }
 
 /// Why a call ended the connection.
@@ -101,6 +142,7 @@ pub async fn serve(
     let span = info_span!("conn", id, peer = %peer);
     async move {
         let _ = client.set_nodelay(true);
+        let identity = initial_identity(&shared.config);
         let mut conn = Conn {
             shared,
             client,
@@ -108,6 +150,7 @@ pub async fn serve(
             upstream: None,
             shutdown,
             calls: 0,
+            identity,
         };
         conn.run().await;
         debug!(calls = conn.calls, "connection closed");
@@ -123,6 +166,27 @@ struct Conn {
     upstream: Option<Upstream>,
     shutdown: watch::Receiver<bool>,
     calls: u64,
+    identity: Identity,
+}
+
+/// The identity a new connection starts with: the pinned one, or anonymous until `set_ugi`.
+fn initial_identity(config: &Config) -> Identity {
+    match config.identity.mode {
+        IdentityMode::Pinned => {
+            let (user, groups) = config.pinned_identity();
+            Identity::new(&user, &groups, IdentitySource::Pinned)
+        }
+        IdentityMode::SetUgi => Identity::anonymous(),
+    }
+}
+
+/// The message without its frame prefix.
+fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
+    if transport.framed {
+        &bytes[4..]
+    } else {
+        bytes
+    }
 }
 
 impl Conn {
@@ -153,7 +217,7 @@ impl Conn {
                 }
             };
             self.calls += 1;
-            if !self.call(transport, request).await {
+            if !self.dispatch(transport, request).await {
                 return;
             }
         }
@@ -332,14 +396,153 @@ impl Conn {
     }
 
     /// Forwards one call and its reply. `false`: the connection must close.
-    async fn call(&mut self, transport: Transport, request: Request) -> bool {
+    /// Identity, policy and then the call itself. `false`: the connection must close.
+    async fn dispatch(&mut self, transport: Transport, request: Request) -> bool {
+        let entry = router::route(&request.header.name);
+        if entry.is_some_and(|m| m.rule == crate::router::Rule::SetUgi) {
+            return self.set_ugi(transport, &request).await;
+        }
+        let checked = self
+            .shared
+            .guard
+            .check(
+                &self.identity,
+                entry,
+                &request.header,
+                transport.protocol,
+                unframed(transport, &request.bytes),
+            )
+            .await;
+        let keep_going = match checked.verdict {
+            Verdict::Deny(message) => self.deny(transport, entry, &request, &message).await,
+            Verdict::Forward => self.call(transport, request, None).await,
+            Verdict::Filter(f) => self.call(transport, request, Some(f)).await,
+        };
+        let facts = &self.shared.guard.facts;
+        if checked.invalidate_grants {
+            facts.invalidate_grants();
+        }
+        for obj in &checked.invalidate_objects {
+            facts.invalidate_object(obj);
+        }
+        keep_going
+    }
+
+    /// Answers a denied call in the protocol: the method's declared `MetaException` at its
+    /// field id, else a `TApplicationException`; a oneway call gets nothing. The connection
+    /// stays usable.
+    async fn deny(
+        &mut self,
+        transport: Transport,
+        entry: Option<&'static Method>,
+        request: &Request,
+        message: &str,
+    ) -> bool {
+        let label = method_label(entry);
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method: label,
+                decision: "deny",
+            })
+            .inc();
+        info!(method = %request.header.name, user = %self.identity.user, "denied: {message}");
+        let h = &request.header;
+        if h.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway) {
+            return true;
+        }
+        let reply = match entry.and_then(|m| m.meta_exception) {
+            Some(field) => declared_exception(
+                transport.protocol,
+                transport.framed,
+                &h.name,
+                h.seqid,
+                field,
+                message,
+            ),
+            None => application_exception(
+                transport.protocol,
+                transport.framed,
+                &h.name,
+                h.seqid,
+                AppErrorKind::Unknown,
+                message,
+            ),
+        };
+        self.write_client(&reply).await.is_ok()
+    }
+
+    /// `set_ugi` is answered by the proxy: in `set_ugi` mode the claimed user becomes the
+    /// connection's identity (groups from config unless trusted); pinned, nothing changes.
+    /// The reply is what the metastore answers: the groups followed by the user.
+    async fn set_ugi(&mut self, transport: Transport, request: &Request) -> bool {
+        let msg = unframed(transport, &request.bytes);
+        let max_depth = self.shared.config.limits.max_depth;
+        let claimed = crate::policy::args::strings_at(transport.protocol, msg, &[1], max_depth)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        let claimed_groups = crate::policy::args::strings_at(
+            transport.protocol,
+            msg,
+            &[2, crate::router::EACH],
+            max_depth,
+        )
+        .unwrap_or_default();
+        let cfg = &self.shared.config.identity;
+        match (cfg.mode, claimed) {
+            (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
+                let groups = if cfg.trust_client_groups {
+                    claimed_groups
+                } else {
+                    cfg.groups.get(&user).cloned().unwrap_or_default()
+                };
+                self.identity = Identity::new(&user, &groups, IdentitySource::SetUgi);
+                info!(user = %self.identity.user, groups = ?self.identity.groups, "identity from set_ugi");
+            }
+            (IdentityMode::Pinned, claimed)
+                if claimed.as_deref() != Some(self.identity.user.as_str()) =>
+            {
+                debug!(claimed = ?claimed, pinned = %self.identity.user, "set_ugi ignored: identity is pinned");
+            }
+            _ => {}
+        }
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method: "set_ugi",
+                decision: "local",
+            })
+            .inc();
+        let h = &request.header;
+        let mut w = Writer::new(transport.protocol);
+        w.message(&h.name, MessageType::Reply, h.seqid)
+            .struct_begin();
+        let mut names = self.identity.groups.clone();
+        names.push(self.identity.user.clone());
+        w.field(Ty::List, 0).list_begin(Ty::String, names.len());
+        for n in &names {
+            w.string(n.as_bytes());
+        }
+        w.struct_end();
+        let reply = w.finish(transport.framed);
+        self.write_client(&reply).await.is_ok()
+    }
+
+    async fn call(
+        &mut self,
+        transport: Transport,
+        request: Request,
+        filter: Option<ListFilter>,
+    ) -> bool {
         let started = Instant::now();
         let entry = router::route(&request.header.name);
         let label = method_label(entry);
         let oneway = request.header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %request.header.name, seqid = request.header.seqid);
         let result = self
-            .forward(transport, &request, oneway)
+            .forward(transport, &request, oneway, filter)
             .instrument(span.clone())
             .await;
         let metrics = self.shared.metrics.clone();
@@ -418,6 +621,7 @@ impl Conn {
         transport: Transport,
         request: &Request,
         oneway: bool,
+        filter: Option<ListFilter>,
     ) -> Result<Option<Duration>, CallError> {
         let method = &request.header.name;
         if self.upstream.is_none() {
@@ -437,8 +641,10 @@ impl Conn {
                 uri: uri.clone(),
                 buf: BytesMut::new(),
                 walker: MessageWalker::new(transport, self.shared.reply_limits),
+                ugi: None,
             });
         }
+        self.send_ugi(transport, method).await?;
         let cfg = &self.shared.config;
         let write_timeout = ms(cfg.upstream.write_timeout_ms);
         let read_timeout_ms = cfg.upstream.read_timeout_ms;
@@ -475,6 +681,9 @@ impl Conn {
             return Ok(None);
         }
 
+        if let Some(f) = filter {
+            return self.filtered_reply(transport, method, sent, &f).await;
+        }
         // Stream the reply: walk it as it arrives, hold back up to `flush_at` bytes so an early
         // failure can still be answered cleanly, then forward walked bytes as they come.
         up.walker.reset();
@@ -553,5 +762,187 @@ impl Conn {
             };
             return Err(CallError::Upstream { err, flushed });
         }
+    }
+
+    /// Reads one whole reply from the upstream into its buffer (bounded by `limit`); returns
+    /// the message length.
+    async fn read_reply(&mut self, method: &str, limit: u64) -> Result<usize, CallError> {
+        let read_timeout_ms = self.shared.config.upstream.read_timeout_ms;
+        let up = self.upstream.as_mut().expect("connected");
+        up.walker.reset();
+        let mut walked = 0usize;
+        loop {
+            if walked < up.buf.len() {
+                match up.walker.advance(&up.buf[walked..]) {
+                    Ok(Scan::Complete(n)) => return Ok(walked + n),
+                    Ok(Scan::NeedMore(n)) => walked += n,
+                    Err(err) => {
+                        return Err(CallError::Upstream {
+                            err: UpstreamError::Protocol {
+                                uri: up.uri.to_string(),
+                                method: method.to_string(),
+                                err,
+                            },
+                            flushed: false,
+                        })
+                    }
+                }
+            }
+            if walked as u64 > limit {
+                return Err(CallError::Upstream {
+                    err: UpstreamError::Protocol {
+                        uri: up.uri.to_string(),
+                        method: method.to_string(),
+                        err: crate::codec::ScanError::TooLarge { limit },
+                    },
+                    flushed: false,
+                });
+            }
+            if up.buf.capacity() - up.buf.len() < READ_CHUNK / 4 {
+                up.buf.reserve(READ_CHUNK);
+            }
+            let read = timeout(ms(read_timeout_ms), up.stream.read_buf(&mut up.buf)).await;
+            let err = match read {
+                Ok(Ok(0)) => UpstreamError::Closed {
+                    uri: up.uri.to_string(),
+                    method: method.to_string(),
+                },
+                Ok(Ok(_)) => continue,
+                Ok(Err(err)) => UpstreamError::Read {
+                    uri: up.uri.to_string(),
+                    method: method.to_string(),
+                    err,
+                },
+                Err(_) => UpstreamError::Timeout {
+                    uri: up.uri.to_string(),
+                    method: method.to_string(),
+                    ms: read_timeout_ms,
+                },
+            };
+            return Err(CallError::Upstream {
+                err,
+                flushed: false,
+            });
+        }
+    }
+
+    /// Sends `set_ugi(identity)` upstream when the upstream connection does not carry the
+    /// connection's identity yet, so the metastore records the right owner.
+    async fn send_ugi(&mut self, transport: Transport, method: &str) -> Result<(), CallError> {
+        let identity = self.identity.clone();
+        let up = self.upstream.as_mut().expect("connected");
+        if identity.is_anonymous() || up.ugi.as_ref() == Some(&identity) {
+            return Ok(());
+        }
+        let mut w = Writer::new(transport.protocol);
+        w.message("set_ugi", MessageType::Call, 0).struct_begin();
+        w.field(Ty::String, 1).string(identity.user.as_bytes());
+        w.field(Ty::List, 2)
+            .list_begin(Ty::String, identity.groups.len());
+        for g in &identity.groups {
+            w.string(g.as_bytes());
+        }
+        w.struct_end();
+        let msg = w.finish(transport.framed);
+        let write_timeout = ms(self.shared.config.upstream.write_timeout_ms);
+        if let Err(e) = timeout(write_timeout, up.stream.write_all(&msg))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write timed out",
+                ))
+            })
+        {
+            return Err(CallError::Upstream {
+                err: UpstreamError::Write {
+                    uri: up.uri.to_string(),
+                    method: format!("set_ugi (before {method})"),
+                    err: e,
+                },
+                flushed: false,
+            });
+        }
+        let len = self.read_reply("set_ugi", 1024 * 1024).await?;
+        let up = self.upstream.as_mut().expect("connected");
+        let reply = up.buf.split_to(len);
+        let kind = up.walker.header().map(|h| h.kind);
+        if kind != Some(MessageType::Reply) {
+            return Err(CallError::Upstream {
+                err: UpstreamError::Closed {
+                    uri: format!("{} (set_ugi refused: {} bytes)", up.uri, reply.len()),
+                    method: method.to_string(),
+                },
+                flushed: false,
+            });
+        }
+        up.ugi = Some(identity);
+        Ok(())
+    }
+
+    /// Reads a whole listing reply, filters it to what the user may see, writes it.
+    async fn filtered_reply(
+        &mut self,
+        transport: Transport,
+        method: &str,
+        sent: Instant,
+        f: &ListFilter,
+    ) -> Result<Option<Duration>, CallError> {
+        let limit = self.shared.config.authz.max_filtered_reply_bytes;
+        let len = self.read_reply(method, limit).await?;
+        let upstream_time = sent.elapsed();
+        let up = self.upstream.as_mut().expect("connected");
+        let reply = up.buf.split_to(len);
+        let body = unframed(transport, &reply);
+        let list_path: &[i16] = if f.shape == ListShape::TablesInResult {
+            &[1]
+        } else {
+            &[]
+        };
+        let policy = &self.shared.guard.policy;
+        let filtered = filter_list_reply(
+            transport.protocol,
+            body,
+            list_path,
+            self.shared.config.limits.max_depth,
+            |v| keep_listed(f, policy, v),
+        );
+        let out = match filtered {
+            Ok(Some(filtered)) => {
+                debug!(
+                    kept = filtered.kept,
+                    dropped = filtered.dropped,
+                    "listing filtered"
+                );
+                if transport.framed {
+                    let mut framed = BytesMut::with_capacity(filtered.reply.len() + 4);
+                    framed.extend_from_slice(&(filtered.reply.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&filtered.reply);
+                    framed
+                } else {
+                    filtered.reply
+                }
+            }
+            Ok(None) => reply,
+            Err(err) => {
+                return Err(CallError::Upstream {
+                    err: UpstreamError::Protocol {
+                        uri: up.uri.to_string(),
+                        method: method.to_string(),
+                        err,
+                    },
+                    flushed: false,
+                })
+            }
+        };
+        self.write_client(&out).await?;
+        self.shared
+            .metrics
+            .bytes
+            .get_or_create(&DirectionLabels {
+                direction: "upstream_to_client",
+            })
+            .inc_by(out.len() as u64);
+        Ok(Some(upstream_time))
     }
 }

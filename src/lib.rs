@@ -29,6 +29,7 @@ pub mod facts;
 pub mod framing;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod router;
 pub mod server;
 pub mod telemetry;

@@ -93,3 +93,23 @@ pub(crate) fn put_varint(out: &mut BytesMut, mut v: u64) {
 pub(crate) fn zigzag32(v: i32) -> u64 {
     u64::from(((v << 1) ^ (v >> 31)) as u32)
 }
+
+/// Encodes a REPLY whose result struct carries a declared exception (Hive's `MetaException`
+/// and friends: `{1: string message}`) at result field `field_id`.
+pub fn declared_exception(
+    protocol: Protocol,
+    framed: bool,
+    method: &str,
+    seqid: i32,
+    field_id: i16,
+    message: &str,
+) -> BytesMut {
+    use super::reader::Ty;
+    let mut w = super::writer::Writer::new(protocol);
+    w.message(method, MessageType::Reply, seqid).struct_begin();
+    w.field(Ty::Struct, field_id).struct_begin();
+    w.field(Ty::String, 1).string(message.as_bytes());
+    w.struct_end();
+    w.struct_end();
+    w.finish(framed)
+}

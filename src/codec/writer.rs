@@ -112,6 +112,18 @@ impl Writer {
         self
     }
 
+    /// A field copied from another message of the same protocol: a fresh header for `field`
+    /// (compact deltas are relative to this writer's previous field) and its raw value bytes.
+    pub fn field_raw(&mut self, field: super::reader::Field, value: &[u8]) -> &mut Self {
+        match field.compact_bool {
+            Some(v) => self.field_bool(field.id, v),
+            None => {
+                self.field(field.ty, field.id);
+                self.raw(value)
+            }
+        }
+    }
+
     /// Raw bytes (an already-encoded value copied from another message of the same protocol).
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.out.put_slice(bytes);

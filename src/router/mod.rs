@@ -28,6 +28,111 @@ pub enum Class {
     Fb303,
 }
 
+/// Where a value sits in a call's args struct: field ids from the args struct inward.
+/// `EACH` steps into every element of a list.
+pub type Path = &'static [i16];
+
+/// Path step meaning "every element of this list".
+pub const EACH: i16 = i16::MIN;
+
+/// Where the list sits in a listing reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListShape {
+    /// Result field 0 is `list<string>` of table names (database from the args).
+    Names,
+    /// Result field 0 is `list<TableMeta>` (1: dbName, 2: tableName).
+    Metas,
+    /// Result field 0 is `list<Table>` (2: dbName, 1: tableName, 3: owner).
+    Tables,
+    /// Result field 0 is a struct whose field 1 is `list<Table>` (`GetTablesResult`).
+    TablesInResult,
+}
+
+/// How a method is authorized (DESIGN.md §3). Paths locate the names the rule needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Session and harmless calls: allowed, audited only with `audit.all_calls`.
+    Harmless,
+    /// `set_ugi`: answered by the proxy, which owns identity.
+    SetUgi,
+    /// SELECT on one table.
+    ReadTable {
+        db: Path,
+        table: Path,
+    },
+    /// A listing of tables whose reply is filtered (`db`: where the args name the database).
+    Listing {
+        db: Option<Path>,
+        shape: ListShape,
+    },
+    /// Create a table: the `Table` struct (2: dbName, 1: tableName, 7.2: location).
+    CreateTable {
+        table: Path,
+    },
+    /// Alter a table: diffed against the current table.
+    AlterTable {
+        db: Path,
+        table: Path,
+        new_table: Path,
+    },
+    DropTable {
+        db: Path,
+        table: Path,
+    },
+    TruncateTable {
+        db: Path,
+        table: Path,
+    },
+    /// Add or append partitions: INSERT (paths may use `EACH`).
+    AddPartitions {
+        db: Path,
+        table: Path,
+    },
+    /// Alter partitions or their column statistics: INSERT when only statistics change.
+    AlterPartitions {
+        db: Path,
+        table: Path,
+        stats_only: bool,
+    },
+    DropPartitions {
+        db: Path,
+        table: Path,
+    },
+    /// Owner of every table named (exchange partitions, constraints).
+    OwnerOfTables {
+        tables: &'static [(Path, Path)],
+    },
+    /// `Database` struct (1: name, 3: locationUri).
+    CreateDatabase {
+        database: Path,
+    },
+    AlterDatabase {
+        name: Path,
+        new_database: Path,
+    },
+    DropDatabase {
+        name: Path,
+    },
+    /// grant_role / revoke_role style: the role name.
+    GrantRole {
+        role: Path,
+    },
+    /// grant_privileges / revoke_privileges style: a `PrivilegeBag`.
+    GrantPrivileges {
+        bag: Path,
+    },
+    /// Reading grants of a principal (name, type paths; no type path: a user); one's own is
+    /// allowed.
+    ReadGrants {
+        name: Path,
+        kind: Option<Path>,
+    },
+    /// Admin only; the text says what the call does.
+    AdminOnly(&'static str),
+    /// Delegation tokens and master keys.
+    Tokens,
+}
+
 /// One entry of the method table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Method {
@@ -35,6 +140,12 @@ pub struct Method {
     pub class: Class,
     /// Oneway: the server sends no reply.
     pub oneway: bool,
+    pub rule: Rule,
+    /// Result field id of the method's `MetaException` (`None`: the method declares none,
+    /// denials are a `TApplicationException`).
+    pub meta_exception: Option<i16>,
+    /// Calls that change grants or roles: caches are invalidated after them.
+    pub changes_grants: bool,
 }
 
 /// Finds a method's entry; `None` for a method the table does not know.

@@ -392,11 +392,12 @@ pub struct Proxy {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// A valid config listening on ephemeral ports; tests adjust fields directly.
+/// A valid config listening on ephemeral ports, authorization off (these tests are about the
+/// transport); tests adjust fields directly.
 pub fn config(uris: &[String]) -> Config {
     let list: Vec<String> = uris.iter().map(|u| format!("\"{u}\"")).collect();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [{}]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [{}]\n[admin]\nlisten = \"127.0.0.1:0\"\n[authz]\nmode = \"off\"\n",
         list.join(", ")
     );
     Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))

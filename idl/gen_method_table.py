@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Generates src/router/methods.rs, the method table, from:
+  - idl/hms-methods.tsv       every HMS method name across versions (+ coarse group)
+  - idl/hms-methods-spec.tsv  args / exceptions of each method (field ids as in Hive)
+  - idl/hive_metastore_subset.thrift  the structs whose fields the rules name
+  - RULES below               the project's decision for every method (DESIGN.md §3)
+Paths in RULES are symbolic ("req.dbName", "new_parts[].tableName") and resolved to field ids
+here, so a wrong name fails the generation instead of silently matching nothing.
+Run: python3 idl/gen_method_table.py  (then cargo fmt is not needed: the table is rustfmt::skip)
+"""
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FB303 = ["getName", "getVersion", "getStatus", "getStatusDetails", "getCounters", "getCounter",
+         "setOption", "getOption", "getOptions", "getCpuProfile", "aliveSince", "reinitialize",
+         "shutdown"]
+
+# ---------------------------------------------------------------------------------------------
+# The decision for every method. Tuples: (rule, *symbolic paths / args).
+H = ("Harmless",)
+def admin(why): return ("AdminOnly", why)
+TOK = ("Tokens",)
+def read(db, t): return ("ReadTable", db, t)
+def listing(db, shape): return ("Listing", db, shape)
+def create(t): return ("CreateTable", t)
+def alter(db, t, new): return ("AlterTable", db, t, new)
+def drop(db, t): return ("DropTable", db, t)
+def trunc(db, t): return ("TruncateTable", db, t)
+def addp(db, t): return ("AddPartitions", db, t)
+def altp(db, t, stats): return ("AlterPartitions", db, t, stats)
+def dropp(db, t): return ("DropPartitions", db, t)
+def owner(*pairs): return ("OwnerOfTables",) + pairs
+def grants_read(name, kind=None): return ("ReadGrants", name, kind)
+
+RULES = {
+    # --- session -------------------------------------------------------------------------
+    "set_ugi": ("SetUgi",),
+    "getMetaConf": H, "setMetaConf": H, "get_config_value": H, "get_metastore_db_uuid": H,
+    "partition_name_has_valid_characters": H, "partition_name_to_spec": H,
+    "partition_name_to_vals": H,
+    "flushCache": admin("flushing the metastore's caches"),
+    # --- fb303 ---------------------------------------------------------------------------
+    "getName": H, "getVersion": H, "getStatus": H, "getStatusDetails": H, "getCounters": H,
+    "getCounter": H, "getOption": H, "getOptions": H, "aliveSince": H,
+    "shutdown": H,  # per-connection cleanup that every client sends before closing
+    "setOption": admin("setting server options"),
+    "getCpuProfile": admin("profiling the server"),
+    "reinitialize": admin("reinitializing the server"),
+    # --- table metadata reads: SELECT --------------------------------------------------
+    "get_table": read("dbname", "tbl_name"),
+    "get_table_req": read("req.dbName", "req.tblName"),
+    "get_fields": read("db_name", "table_name"),
+    "get_fields_with_environment_context": read("db_name", "table_name"),
+    "get_fields_req": read("req.dbName", "req.tblName"),
+    "get_schema": read("db_name", "table_name"),
+    "get_schema_with_environment_context": read("db_name", "table_name"),
+    "get_schema_req": read("req.dbName", "req.tblName"),
+    "get_partition": read("db_name", "tbl_name"),
+    "get_partition_req": read("req.dbName", "req.tblName"),
+    "get_partition_by_name": read("db_name", "tbl_name"),
+    "get_partition_with_auth": read("db_name", "tbl_name"),
+    "get_partitions": read("db_name", "tbl_name"),
+    "get_partitions_req": read("req.dbName", "req.tblName"),
+    "get_partitions_with_auth": read("db_name", "tbl_name"),
+    "get_partitions_pspec": read("db_name", "tbl_name"),
+    "get_partition_names": read("db_name", "tbl_name"),
+    "get_partition_names_req": read("req.dbName", "req.tblName"),
+    "fetch_partition_names_req": read("partitionReq.dbName", "partitionReq.tblName"),
+    "get_partition_values": read("request.dbName", "request.tblName"),
+    "get_partitions_ps": read("db_name", "tbl_name"),
+    "get_partitions_ps_with_auth": read("db_name", "tbl_name"),
+    "get_partitions_ps_with_auth_req": read("req.dbName", "req.tblName"),
+    "get_partition_names_ps": read("db_name", "tbl_name"),
+    "get_partition_names_ps_req": read("req.dbName", "req.tblName"),
+    "get_partitions_by_filter": read("db_name", "tbl_name"),
+    "get_partitions_by_filter_req": read("req.dbName", "req.tblName"),
+    "get_part_specs_by_filter": read("db_name", "tbl_name"),
+    "get_partitions_by_expr": read("req.dbName", "req.tblName"),
+    "get_partitions_spec_by_expr": read("req.dbName", "req.tblName"),
+    "get_num_partitions_by_filter": read("db_name", "tbl_name"),
+    "get_partitions_by_names": read("db_name", "tbl_name"),
+    "get_partitions_by_names_req": read("req.db_name", "req.tbl_name"),
+    "get_partitions_with_specs": read("request.dbName", "request.tblName"),
+    "get_table_column_statistics": read("db_name", "tbl_name"),
+    "get_partition_column_statistics": read("db_name", "tbl_name"),
+    "get_table_statistics_req": read("request.dbName", "request.tblName"),
+    "get_partitions_statistics_req": read("request.dbName", "request.tblName"),
+    "get_aggr_stats_for": read("request.dbName", "request.tblName"),
+    "get_primary_keys": read("request.db_name", "request.tbl_name"),
+    "get_foreign_keys": read("request.foreign_db_name", "request.foreign_tbl_name"),
+    "get_unique_constraints": read("request.db_name", "request.tbl_name"),
+    "get_not_null_constraints": read("request.db_name", "request.tbl_name"),
+    "get_default_constraints": read("request.db_name", "request.tbl_name"),
+    "get_check_constraints": read("request.db_name", "request.tbl_name"),
+    "get_all_table_constraints": read("request.dbName", "request.tblName"),
+    "get_index_by_name": read("db_name", "tbl_name"),
+    "get_indexes": read("db_name", "tbl_name"),
+    "get_index_names": read("db_name", "tbl_name"),
+    "isPartitionMarkedForEvent": read("db_name", "tbl_name"),
+    "get_materialization_invalidation_info": read("creation_metadata.dbName", "creation_metadata.tblName"),
+    "get_valid_write_ids": H,  # transaction bookkeeping
+    "translate_table_dryrun": H,  # translates the caller's own table object, reads nothing
+    "get_file_metadata": admin("reading the file metadata cache"),
+    "get_file_metadata_by_expr": admin("reading the file metadata cache"),
+    "get_tables_ext": admin("extended table listing (not filtered by hms-guard yet)"),
+    # --- listings: filtered ------------------------------------------------------------------
+    "get_tables": listing("db_name", "Names"),
+    "get_tables_by_type": listing("db_name", "Names"),
+    "get_all_tables": listing("db_name", "Names"),
+    "get_table_names_by_filter": listing("dbname", "Names"),
+    "get_materialized_views_for_rewriting": listing("db_name", "Names"),
+    "get_table_meta": listing(None, "Metas"),
+    "get_table_objects_by_name": listing(None, "Tables"),
+    "get_table_objects_by_name_req": listing(None, "TablesInResult"),
+    "get_all_materialized_view_objects_for_rewriting": listing(None, "Tables"),
+    # --- table DDL -----------------------------------------------------------------------
+    "create_table": create("tbl"),
+    "create_table_with_environment_context": create("tbl"),
+    "create_table_with_constraints": create("tbl"),
+    "create_table_req": create("request.table"),
+    "alter_table": alter("dbname", "tbl_name", "new_tbl"),
+    "alter_table_with_environment_context": alter("dbname", "tbl_name", "new_tbl"),
+    "alter_table_with_cascade": alter("dbname", "tbl_name", "new_tbl"),
+    "alter_table_req": alter("req.dbName", "req.tableName", "req.table"),
+    "drop_table": drop("dbname", "name"),
+    "drop_table_with_environment_context": drop("dbname", "name"),
+    "drop_table_req": drop("dropTableReq.dbName", "dropTableReq.tableName"),
+    "truncate_table": trunc("dbName", "tableName"),
+    "truncate_table_req": trunc("req.dbName", "req.tableName"),
+    "update_creation_metadata": owner(("dbname", "tbl_name")),
+    # --- partitions ----------------------------------------------------------------------
+    "add_partition": addp("new_part.dbName", "new_part.tableName"),
+    "add_partition_with_environment_context": addp("new_part.dbName", "new_part.tableName"),
+    "add_partitions": addp("new_parts[].dbName", "new_parts[].tableName"),
+    "add_partitions_pspec": addp("new_parts[].dbName", "new_parts[].tableName"),
+    "add_partitions_req": addp("request.dbName", "request.tblName"),
+    "append_partition": addp("db_name", "tbl_name"),
+    "append_partition_with_environment_context": addp("db_name", "tbl_name"),
+    "append_partition_by_name": addp("db_name", "tbl_name"),
+    "append_partition_by_name_with_environment_context": addp("db_name", "tbl_name"),
+    "append_partition_req": addp("appendPartitionsReq.dbName", "appendPartitionsReq.tableName"),
+    "add_dynamic_partitions": addp("rqst.dbname", "rqst.tablename"),
+    "add_write_notification_log": addp("rqst.db", "rqst.table"),
+    "add_write_notification_log_in_batch": addp("rqst.db", "rqst.table"),
+    "alter_partition": altp("db_name", "tbl_name", False),
+    "alter_partition_with_environment_context": altp("db_name", "tbl_name", False),
+    "alter_partitions": altp("db_name", "tbl_name", False),
+    "alter_partitions_with_environment_context": altp("db_name", "tbl_name", False),
+    "alter_partitions_req": altp("req.dbName", "req.tableName", False),
+    "rename_partition": altp("db_name", "tbl_name", False),
+    "rename_partition_req": altp("req.dbName", "req.tableName", False),
+    "markPartitionForEvent": altp("db_name", "tbl_name", False),
+    "compact": altp("rqst.dbname", "rqst.tablename", False),
+    "compact2": altp("rqst.dbname", "rqst.tablename", False),
+    "update_table_column_statistics": altp("stats_obj.statsDesc.dbName", "stats_obj.statsDesc.tableName", True),
+    "update_partition_column_statistics": altp("stats_obj.statsDesc.dbName", "stats_obj.statsDesc.tableName", True),
+    "update_table_column_statistics_req": altp("req.colStats[].statsDesc.dbName", "req.colStats[].statsDesc.tableName", True),
+    "update_partition_column_statistics_req": altp("req.colStats[].statsDesc.dbName", "req.colStats[].statsDesc.tableName", True),
+    "set_aggr_stats_for": altp("request.colStats[].statsDesc.dbName", "request.colStats[].statsDesc.tableName", True),
+    "delete_partition_column_statistics": altp("db_name", "tbl_name", True),
+    "delete_table_column_statistics": altp("db_name", "tbl_name", True),
+    "update_transaction_statistics": admin("updating statistics by table id"),
+    "drop_partition": dropp("db_name", "tbl_name"),
+    "drop_partition_with_environment_context": dropp("db_name", "tbl_name"),
+    "drop_partition_by_name": dropp("db_name", "tbl_name"),
+    "drop_partition_by_name_with_environment_context": dropp("db_name", "tbl_name"),
+    "drop_partitions_req": dropp("req.dbName", "req.tblName"),
+    "drop_partition_req": dropp("dropPartitionReq.dbName", "dropPartitionReq.tblName"),
+    "exchange_partition": owner(("source_db", "source_table_name"), ("dest_db", "dest_table_name")),
+    "exchange_partitions": owner(("source_db", "source_table_name"), ("dest_db", "dest_table_name")),
+    # --- constraints and indexes: owner of every table -------------------------------------
+    "add_primary_key": owner(("req.primaryKeyCols[].table_db", "req.primaryKeyCols[].table_name")),
+    "add_foreign_key": owner(("req.foreignKeyCols[].fktable_db", "req.foreignKeyCols[].fktable_name"),
+                             ("req.foreignKeyCols[].pktable_db", "req.foreignKeyCols[].pktable_name")),
+    "add_unique_constraint": owner(("req.uniqueConstraintCols[].table_db", "req.uniqueConstraintCols[].table_name")),
+    "add_not_null_constraint": owner(("req.notNullConstraintCols[].table_db", "req.notNullConstraintCols[].table_name")),
+    "add_default_constraint": owner(("req.defaultConstraintCols[].table_db", "req.defaultConstraintCols[].table_name")),
+    "add_check_constraint": owner(("req.checkConstraintCols[].table_db", "req.checkConstraintCols[].table_name")),
+    "drop_constraint": owner(("req.dbname", "req.tablename")),
+    "add_index": owner(("new_index.dbName", "new_index.origTableName")),
+    "alter_index": owner(("dbname", "base_tbl_name")),
+    "drop_index_by_name": owner(("db_name", "tbl_name")),
+    "cache_file_metadata": admin("caching file metadata"),
+    "clear_file_metadata": admin("clearing file metadata"),
+    "put_file_metadata": admin("writing file metadata"),
+    "set_properties": admin("writing metastore properties"),
+    "get_properties": admin("reading metastore properties"),
+    # --- databases and catalogs ------------------------------------------------------------
+    "get_all_databases": H, "get_databases": H, "get_database": H, "get_database_req": H,
+    "get_catalogs": H, "get_catalog": H, "get_dataconnectors": H,
+    "get_dataconnector_req": admin("reading a data connector (it may hold credentials)"),
+    "create_database": ("CreateDatabase", "database"),
+    "create_database_req": ("CreateDatabase", "createDatabaseRequest"),
+    "alter_database": ("AlterDatabase", "dbname", "db"),
+    "alter_database_req": ("AlterDatabase", "alterDbReq.oldDbName", "alterDbReq.newDb"),
+    "drop_database": ("DropDatabase", "name"),
+    "drop_database_req": ("DropDatabase", "req.name"),
+    "create_catalog": admin("catalog DDL"), "alter_catalog": admin("catalog DDL"),
+    "drop_catalog": admin("catalog DDL"),
+    "create_dataconnector": admin("data connector DDL"), "create_dataconnector_req": admin("data connector DDL"),
+    "alter_dataconnector": admin("data connector DDL"), "alter_dataconnector_req": admin("data connector DDL"),
+    "drop_dataconnector": admin("data connector DDL"), "drop_dataconnector_req": admin("data connector DDL"),
+    # --- roles and grants ----------------------------------------------------------------
+    "create_role": admin("creating a role"),
+    "drop_role": admin("dropping a role"),
+    "get_role_names": admin("listing every role"),
+    "get_principals_in_role": admin("listing a role's members"),
+    "grant_role": ("GrantRole", "role_name"),
+    "revoke_role": ("GrantRole", "role_name"),
+    "grant_revoke_role": ("GrantRole", "request.roleName"),
+    "grant_privileges": ("GrantPrivileges", "privileges"),
+    "revoke_privileges": ("GrantPrivileges", "privileges"),
+    "grant_revoke_privileges": ("GrantPrivileges", "request.privileges"),
+    "refresh_privileges": admin("refreshing privileges"),
+    "get_privilege_set": grants_read("user_name", None),
+    "list_privileges": grants_read("principal_name", "principal_type"),
+    "list_roles": grants_read("principal_name", "principal_type"),
+    "get_role_grants_for_principal": grants_read("request.principal_name", "request.principal_type"),
+}
+CHANGES_GRANTS = {"create_role", "drop_role", "grant_role", "revoke_role", "grant_revoke_role",
+                  "grant_privileges", "revoke_privileges", "grant_revoke_privileges",
+                  "refresh_privileges", "create_table", "create_table_with_environment_context",
+                  "create_table_with_constraints", "create_table_req", "drop_table",
+                  "drop_table_with_environment_context", "drop_table_req", "alter_table",
+                  "alter_table_with_environment_context", "alter_table_with_cascade",
+                  "alter_table_req", "drop_database", "drop_database_req"}
+
+# Group defaults for methods not named above (all decided explicitly, by group).
+TXN_HARMLESS = {"abort_txn", "abort_txns", "commit_txn", "open_txns", "heartbeat",
+                "heartbeat_txn_range", "lock", "check_lock", "unlock", "show_locks",
+                "get_open_txns", "get_open_txns_info", "get_open_txns_req",
+                "allocate_table_write_ids", "get_latest_txnid_in_conflict",
+                "get_max_allocated_table_write_id", "add_write_ids_to_min_history",
+                "get_lock_materialization_rebuild", "heartbeat_lock_materialization_rebuild",
+                "show_compact"}
+READ_HARMLESS = {"get_function", "get_functions", "get_all_functions", "get_type", "get_type_all",
+                 "get_active_resource_plan", "get_all_resource_plans", "get_resource_plan",
+                 "get_triggers_for_resourceplan", "validate_resource_plan", "get_ischema",
+                 "get_schema_all_versions", "get_schema_latest_version", "get_schema_version",
+                 "get_schemas_by_cols", "get_serde", "get_runtime_stats",
+                 "get_replication_metrics", "get_stored_procedure", "get_all_stored_procedures",
+                 "find_package", "get_all_packages"}
+NOTIFICATIONS = {"get_next_notification", "get_current_notificationEventId",
+                 "get_notification_events_count", "fire_listener_event",
+                 "get_all_write_event_info", "cm_recycle"}
+
+
+def default_rule(name, group):
+    if name in RULES:
+        return RULES[name]
+    if group == "D2_tokens":
+        return TOK
+    if name in TXN_HARMLESS:
+        return H
+    if name in READ_HARMLESS:
+        return H
+    if name in NOTIFICATIONS:
+        return admin("the notification log (it exposes every table's metadata)")
+    if group == "F_other":
+        return admin(f"{name.replace('_', ' ')}")
+    raise SystemExit(f"no rule for {name} ({group}): decide it in RULES")
+
+
+# ---------------------------------------------------------------------------------------------
+def read_spec():
+    spec = {}
+    for line in (ROOT / "idl/hms-methods-spec.tsv").read_text().splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("method\t"):
+            continue
+        cols = line.split("\t")
+        cols += [""] * (6 - len(cols))
+        name, oneway, args, success, exceptions, _note = cols[:6]
+        arglist = []
+        for a in filter(None, args.split(";")):
+            i, n, t = a.split(":", 2)
+            arglist.append((int(i), n.strip(), t.strip()))
+        excs = []
+        for e in filter(None, exceptions.split(";")):
+            i, t = e.split(":", 1)
+            excs.append((int(i), t.strip()))
+        spec[name] = (oneway.strip() == "1", arglist, excs)
+    return spec
+
+
+def read_structs():
+    text = (ROOT / "idl/hive_metastore_subset.thrift").read_text()
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    structs = {}
+    for m in re.finditer(r"(?:struct|exception|union)\s+(\w+)\s*\{(.*?)\}", text, re.S):
+        fields = {}
+        for f in re.finditer(r"(-?\d+)\s*:\s*(?:required\s+|optional\s+)?([\w.<>, ]+?)\s+(\w+)\s*(?:=[^,;\n]*)?[,;]?\s*$", m.group(2), re.M):
+            fields[f.group(3)] = (int(f.group(1)), f.group(2).replace(" ", ""))
+        structs[m.group(1)] = fields
+    return structs
+
+
+def elem_type(t):
+    m = re.match(r"(?:list|set)<(.+)>$", t)
+    return m.group(1) if m else None
+
+
+def resolve(method, args, structs, sym):
+    if sym is None:
+        return None
+    steps = sym.split(".")
+    ids = []
+    first = steps[0]
+    each = first.endswith("[]")
+    first = first.rstrip("[]")
+    hit = [a for a in args if a[1] == first]
+    if not hit:
+        raise SystemExit(f"{method}: no arg named {first!r} (args: {args})")
+    ids.append(hit[0][0])
+    ty = hit[0][2]
+    if each:
+        ty = elem_type(ty) or sys.exit(f"{method}: {first} is not a list")
+        ids.append("EACH")
+    for step in steps[1:]:
+        each = step.endswith("[]")
+        step = step.rstrip("[]")
+        ty = ty.split(".")[-1]
+        if ty not in structs:
+            raise SystemExit(f"{method}: struct {ty} (for .{step}) missing from the subset IDL")
+        if step not in structs[ty]:
+            raise SystemExit(f"{method}: {ty} has no field {step!r} ({sorted(structs[ty])})")
+        fid, ty = structs[ty][step]
+        ids.append(fid)
+        if each:
+            ty = elem_type(ty) or sys.exit(f"{method}: {step} is not a list")
+            ids.append("EACH")
+    return ids
+
+
+def path_rs(ids):
+    if ids is None:
+        return "None"
+    return "&[" + ", ".join(str(i) for i in ids) + "]"
+
+
+def rule_rs(method, rule, args, structs):
+    kind = rule[0]
+    r = lambda s: path_rs(resolve(method, args, structs, s))
+    if kind in ("Harmless", "SetUgi", "Tokens"):
+        return f"Rule::{kind}"
+    if kind == "AdminOnly":
+        return f'Rule::AdminOnly("{rule[1]}")'
+    if kind in ("ReadTable", "DropTable", "TruncateTable", "AddPartitions", "DropPartitions"):
+        return f"Rule::{kind} {{ db: {r(rule[1])}, table: {r(rule[2])} }}"
+    if kind == "Listing":
+        db = "None" if rule[1] is None else f"Some({r(rule[1])})"
+        return f"Rule::Listing {{ db: {db}, shape: ListShape::{rule[2]} }}"
+    if kind == "CreateTable":
+        return f"Rule::CreateTable {{ table: {r(rule[1])} }}"
+    if kind == "AlterTable":
+        return f"Rule::AlterTable {{ db: {r(rule[1])}, table: {r(rule[2])}, new_table: {r(rule[3])} }}"
+    if kind == "AlterPartitions":
+        return f"Rule::AlterPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, stats_only: {'true' if rule[3] else 'false'} }}"
+    if kind == "OwnerOfTables":
+        pairs = ", ".join(f"({r(d)}, {r(t)})" for d, t in rule[1:])
+        return f"Rule::OwnerOfTables {{ tables: &[{pairs}] }}"
+    if kind == "CreateDatabase":
+        return f"Rule::CreateDatabase {{ database: {r(rule[1])} }}"
+    if kind == "AlterDatabase":
+        return f"Rule::AlterDatabase {{ name: {r(rule[1])}, new_database: {r(rule[2])} }}"
+    if kind == "DropDatabase":
+        return f"Rule::DropDatabase {{ name: {r(rule[1])} }}"
+    if kind == "GrantRole":
+        return f"Rule::GrantRole {{ role: {r(rule[1])} }}"
+    if kind == "GrantPrivileges":
+        return f"Rule::GrantPrivileges {{ bag: {r(rule[1])} }}"
+    if kind == "ReadGrants":
+        kindp = "None" if rule[2] is None else f"Some({r(rule[2])})"
+        return f"Rule::ReadGrants {{ name: {r(rule[1])}, kind: {kindp} }}"
+    raise SystemExit(f"{method}: unknown rule {kind}")
+
+
+CLASS = {"A_read": "TableRead", "B_mut": "TableMutation", "C_db": "Database", "D_authz": "Authz",
+         "D2_tokens": "Tokens", "E_session": "Session", "F_other": "Other"}
+
+
+def main():
+    groups = {}
+    for line in (ROOT / "idl/hms-methods.tsv").read_text().splitlines():
+        if line.startswith("#") or line.startswith("method\t") or not line.strip():
+            continue
+        name, group, _ = line.split("\t")
+        groups[name] = group
+    for f in FB303:
+        groups[f] = "fb303"
+    spec = read_spec()
+    structs = read_structs()
+    unused = set(RULES) - set(groups)
+    if unused:
+        raise SystemExit(f"RULES name unknown methods: {sorted(unused)}")
+    rows = []
+    for name in sorted(groups, key=lambda n: n.encode()):
+        group = groups[name]
+        if name not in spec:
+            raise SystemExit(f"{name}: missing from idl/hms-methods-spec.tsv")
+        oneway, args, excs = spec[name]
+        rule = default_rule(name, group)
+        meta = [i for i, t in excs if t.split(".")[-1] == "MetaException"]
+        meta_rs = f"Some({meta[0]})" if meta else "None"
+        cls = "Fb303" if group == "fb303" else CLASS[group]
+        rows.append(
+            f'    Method {{ name: "{name}", class: Class::{cls}, oneway: {str(oneway).lower()}, '
+            f"rule: {rule_rs(name, rule, args, structs)}, meta_exception: {meta_rs}, "
+            f"changes_grants: {str(name in CHANGES_GRANTS).lower()} }},")
+    out = [
+        "//! The method table: every ThriftHiveMetastore and fb303 method the proxy knows, as data.",
+        "//!",
+        "//! GENERATED by `idl/gen_method_table.py` from `idl/hms-methods.tsv` (the method list),",
+        "//! `idl/hms-methods-spec.tsv` (args and exceptions) and the rules in that script. Do not",
+        "//! edit by hand: change the script and run it. Sorted by name (byte order).",
+        "",
+        "use super::{Class, ListShape, Method, Rule, EACH};",
+        "",
+        "/// Every known method, sorted by name.",
+        "#[rustfmt::skip]",
+        "pub static METHODS: &[Method] = &[",
+        *rows,
+        "];",
+        "",
+    ]
+    text = "\n".join(out).replace("EACH", "EACH")
+    (ROOT / "src/router/methods.rs").write_text(text)
+    print(f"wrote {len(rows)} methods")
+
+
+if __name__ == "__main__":
+    main()

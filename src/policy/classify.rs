@@ -1,0 +1,404 @@
+//! Classification: from a method's rule and its args to a policy `Operation`, with the names
+//! the audit line needs. The only I/O here is reading the current table for `alter_table*`
+//! (to diff) and the current database for `alter_database*` (owner change).
+
+use crate::authz::{AlterKind, Object, Operation, Principal, PrincipalKind, Privilege};
+use crate::codec::value::Value;
+use crate::codec::Protocol;
+use crate::facts::{FactsError, FactsStore};
+use crate::router::{Path, Rule};
+
+use super::args::{strings_at, values_at};
+
+/// A classified call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    pub op: Operation,
+    pub db: Option<String>,
+    pub table: Option<String>,
+    pub location: Option<String>,
+}
+
+/// Why a call could not be classified (it is denied, fail closed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("the call's arguments cannot be read: {0}")]
+    Args(String),
+    #[error("the call names no {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Facts(FactsError),
+}
+
+/// Table parameters that only carry statistics (Hive's and Spark's).
+const STATS_PARAMS: [&str; 9] = [
+    "numFiles",
+    "numRows",
+    "rawDataSize",
+    "totalSize",
+    "numFilesErasureCoded",
+    "COLUMN_STATS_ACCURATE",
+    "transient_lastDdlTime",
+    "last_modified_by",
+    "last_modified_time",
+];
+const STATS_PARAM_PREFIXES: [&str; 1] = ["spark.sql.statistics."];
+
+/// `Table` fields that clients do not round-trip and that carry no policy meaning: 4
+/// createTime, 5 lastAccessTime, 13 privileges, and the Hive 3+/4 bookkeeping fields (19
+/// writeId, 20 isStatsCompliant, 21 colStats, 22 accessType, 23/24 required capabilities,
+/// 25 id, 26 fileMetadata, 27 dictionary, 28 txnId).
+const TABLE_BOOKKEEPING: [i16; 14] = [4, 5, 13, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 16];
+
+struct Ctx<'a> {
+    protocol: Protocol,
+    message: &'a [u8],
+    max_depth: usize,
+}
+
+impl Ctx<'_> {
+    fn strings(&self, path: Path) -> Result<Vec<String>, ClassifyError> {
+        strings_at(self.protocol, self.message, path, self.max_depth)
+            .map_err(|e| ClassifyError::Args(e.to_string()))
+    }
+
+    fn string(&self, path: Path, what: &'static str) -> Result<String, ClassifyError> {
+        self.strings(path)?
+            .into_iter()
+            .next()
+            .ok_or(ClassifyError::Missing(what))
+    }
+
+    fn values(&self, path: Path) -> Result<Vec<Value>, ClassifyError> {
+        values_at(self.protocol, self.message, path, self.max_depth)
+            .map_err(|e| ClassifyError::Args(e.to_string()))
+    }
+
+    fn value(&self, path: Path, what: &'static str) -> Result<Value, ClassifyError> {
+        self.values(path)?
+            .into_iter()
+            .next()
+            .ok_or(ClassifyError::Missing(what))
+    }
+
+    /// Distinct tables named by parallel db/table paths (with `EACH` fan-out).
+    fn tables(&self, db: Path, table: Path) -> Result<Vec<Object>, ClassifyError> {
+        let dbs = self.strings(db)?;
+        let tables = self.strings(table)?;
+        if dbs.is_empty() || tables.is_empty() {
+            return Err(ClassifyError::Missing("table"));
+        }
+        let mut out: Vec<Object> = Vec::new();
+        for (i, t) in tables.iter().enumerate() {
+            let d = dbs.get(i).or(dbs.last()).expect("non-empty");
+            let o = Object::table(d, t);
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn names(obj: &Object) -> (Option<String>, Option<String>) {
+    match obj {
+        Object::Table(d, t) => (Some(d.clone()), Some(t.clone())),
+        Object::Database(d) => (Some(d.clone()), None),
+        Object::Global => (None, None),
+    }
+}
+
+fn one(op: Operation, obj: &Object) -> Classified {
+    let (db, table) = names(obj);
+    Classified {
+        op,
+        db,
+        table,
+        location: None,
+    }
+}
+
+/// Classifies a call whose method has `rule`. `message` is the whole unframed call.
+pub async fn classify(
+    rule: &Rule,
+    protocol: Protocol,
+    message: &[u8],
+    max_depth: usize,
+    facts: &FactsStore,
+) -> Result<Vec<Classified>, ClassifyError> {
+    let c = Ctx {
+        protocol,
+        message,
+        max_depth,
+    };
+    let single = |op, obj: &Object| Ok(vec![one(op, obj)]);
+    match *rule {
+        Rule::Harmless | Rule::SetUgi => Ok(vec![Classified {
+            op: Operation::Harmless,
+            db: None,
+            table: None,
+            location: None,
+        }]),
+        Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
+        Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
+        Rule::ReadTable { db, table } => {
+            let tables = c.tables(db, table)?;
+            let first = tables[0].clone();
+            single(Operation::ReadTables(tables), &first)
+        }
+        Rule::Listing { db, .. } => {
+            let db = match db {
+                Some(p) => c.string(p, "database")?,
+                None => "*".to_string(),
+            };
+            let obj = Object::database(&db);
+            single(Operation::ListTables { db }, &obj)
+        }
+        Rule::CreateTable { table } => {
+            let t = c.value(table, "table")?;
+            let db = t
+                .field(2)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing("database"))?;
+            let name = t
+                .field(1)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing("table name"))?;
+            let obj = Object::table(db, name);
+            let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
+            cl.location = t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string);
+            Ok(vec![cl])
+        }
+        Rule::AlterTable {
+            db,
+            table,
+            new_table,
+        } => {
+            let db = c.string(db, "database")?;
+            let name = c.string(table, "table name")?;
+            let new = c.value(new_table, "new table")?;
+            let current = facts
+                .table(&db, &name)
+                .await
+                .map_err(ClassifyError::Facts)?;
+            let kind = match &current {
+                Some(cur) => alter_kind(&db, &name, cur, &new),
+                None => AlterKind::Other,
+            };
+            let obj = Object::table(&db, &name);
+            let mut cl = one(
+                Operation::AlterTable {
+                    table: obj.clone(),
+                    kind: kind.clone(),
+                },
+                &obj,
+            );
+            if kind == AlterKind::Location {
+                cl.location = new
+                    .path(&[7, 2])
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            Ok(vec![cl])
+        }
+        Rule::DropTable { db, table } => {
+            let obj = c.tables(db, table)?.remove(0);
+            single(Operation::DropTable { table: obj.clone() }, &obj)
+        }
+        Rule::TruncateTable { db, table } => {
+            let obj = c.tables(db, table)?.remove(0);
+            single(Operation::TruncateTable { table: obj.clone() }, &obj)
+        }
+        Rule::AddPartitions { db, table } => Ok(c
+            .tables(db, table)?
+            .iter()
+            .map(|t| one(Operation::AddPartitions { table: t.clone() }, t))
+            .collect()),
+        Rule::AlterPartitions {
+            db,
+            table,
+            stats_only,
+        } => Ok(c
+            .tables(db, table)?
+            .iter()
+            .map(|t| {
+                one(
+                    Operation::AlterPartitions {
+                        table: t.clone(),
+                        stats_only,
+                    },
+                    t,
+                )
+            })
+            .collect()),
+        Rule::DropPartitions { db, table } => Ok(c
+            .tables(db, table)?
+            .iter()
+            .map(|t| one(Operation::DropPartitions { table: t.clone() }, t))
+            .collect()),
+        Rule::OwnerOfTables { tables } => {
+            let mut all = Vec::new();
+            for (db, t) in tables {
+                for o in c.tables(db, t)? {
+                    if !all.contains(&o) {
+                        all.push(o);
+                    }
+                }
+            }
+            let first = all[0].clone();
+            single(Operation::OwnerOfAll(all), &first)
+        }
+        Rule::CreateDatabase { database } => {
+            let d = c.value(database, "database")?;
+            let name = d
+                .field(1)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing("database name"))?;
+            let obj = Object::database(name);
+            let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
+            cl.location = d.field(3).and_then(Value::as_str).map(str::to_string);
+            Ok(vec![cl])
+        }
+        Rule::AlterDatabase { name, new_database } => {
+            let name = c.string(name, "database name")?;
+            let new = c.value(new_database, "new database")?;
+            let obj = Object::database(&name);
+            let current = facts.object(&obj).await.map_err(ClassifyError::Facts)?;
+            let new_owner = new.field(6).and_then(Value::as_str);
+            let owner_change = match (new_owner, current.as_ref().and_then(|f| f.owner.as_ref())) {
+                (Some(n), Some(cur)) => n != cur.name,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let mut cl = one(
+                Operation::AlterDatabase {
+                    db: obj.clone(),
+                    owner_change,
+                },
+                &obj,
+            );
+            let new_loc = new.field(3).and_then(Value::as_str);
+            let cur_loc = current.as_ref().and_then(|f| f.location.as_deref());
+            if new_loc.is_some() && new_loc != cur_loc {
+                cl.location = new_loc.map(str::to_string);
+            }
+            Ok(vec![cl])
+        }
+        Rule::DropDatabase { name } => {
+            let obj = Object::database(&c.string(name, "database name")?);
+            single(Operation::DropDatabase { db: obj.clone() }, &obj)
+        }
+        Rule::GrantRole { role } => {
+            let role = c.string(role, "role")?;
+            Ok(vec![Classified {
+                op: Operation::GrantRole { role },
+                db: None,
+                table: None,
+                location: None,
+            }])
+        }
+        Rule::GrantPrivileges { bag } => {
+            let bag = c.value(bag, "privilege bag")?;
+            let mut items = Vec::new();
+            for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
+                let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
+                let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
+                let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
+                let object = match obj.field(1).and_then(Value::as_int) {
+                    Some(1) => Object::Global,
+                    Some(2) => Object::database(db),
+                    // Table, partition and column grants: the table's grant option decides.
+                    Some(3..=5) => Object::table(db, name),
+                    _ => return Err(ClassifyError::Missing("object type")),
+                };
+                let p = hop
+                    .path(&[4, 1])
+                    .and_then(Value::as_str)
+                    .ok_or(ClassifyError::Missing("privilege"))?;
+                for part in p.split(',') {
+                    let privilege = Privilege::parse(part).ok_or_else(|| {
+                        ClassifyError::Args(format!("unknown privilege {part:?}"))
+                    })?;
+                    items.push((object.clone(), privilege));
+                }
+            }
+            if items.is_empty() {
+                return Err(ClassifyError::Missing("privilege"));
+            }
+            let first = items[0].0.clone();
+            single(Operation::GrantPrivileges(items), &first)
+        }
+        Rule::ReadGrants { name, kind } => {
+            let who = c.strings(name)?.into_iter().next();
+            let kind = match kind {
+                None => Some(PrincipalKind::User),
+                Some(p) => c
+                    .values(p)?
+                    .first()
+                    .and_then(Value::as_int)
+                    .and_then(PrincipalKind::from_wire),
+            };
+            let principal = match (who, kind) {
+                (Some(name), Some(kind)) => Some(Principal { kind, name }),
+                _ => None,
+            };
+            Ok(vec![Classified {
+                op: Operation::ReadGrants { principal },
+                db: None,
+                table: None,
+                location: None,
+            }])
+        }
+    }
+}
+
+fn is_stats_param(k: &str) -> bool {
+    STATS_PARAMS.contains(&k) || STATS_PARAM_PREFIXES.iter().any(|p| k.starts_with(p))
+}
+
+fn without_stats(params: Option<&Value>) -> Value {
+    Value::Map(
+        params
+            .map(Value::as_map)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(k, _)| !k.as_str().is_some_and(is_stats_param))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// How `new` changes `current` (a `Table` each).
+pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKind {
+    let s = |v: &Value, id| {
+        v.field(id)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
+    let new_db = s(new, 2).unwrap_or_else(|| db.to_ascii_lowercase());
+    let new_name = s(new, 1).unwrap_or_else(|| name.to_ascii_lowercase());
+    if new_db != db.to_ascii_lowercase() || new_name != name.to_ascii_lowercase() {
+        return AlterKind::Rename { new_db };
+    }
+    let owner = |v: &Value| v.field(3).and_then(Value::as_str).map(str::to_string);
+    if owner(new).is_some() && owner(new) != owner(current) {
+        return AlterKind::Owner;
+    }
+    let loc = |v: &Value| v.path(&[7, 2]).and_then(Value::as_str).map(str::to_string);
+    if loc(new) != loc(current) {
+        return AlterKind::Location;
+    }
+    let strip = |v: &Value| {
+        let mut t = v.without(&TABLE_BOOKKEEPING);
+        if let Value::Struct(fields) = &mut t {
+            fields.retain(|(id, _)| *id != 9);
+            fields.push((9, without_stats(v.field(9))));
+        }
+        t
+    };
+    if strip(new) == strip(current) {
+        AlterKind::StatsOnly
+    } else {
+        AlterKind::Other
+    }
+}

@@ -1,0 +1,320 @@
+//! The policy stage: classify a call, gather facts, authorize, and turn the decision into a
+//! verdict for the connection (forward, forward-and-filter, or answer in the protocol).
+
+pub mod args;
+pub mod classify;
+pub mod filter;
+
+use std::sync::Arc;
+
+use crate::authz::{
+    authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason,
+};
+use crate::codec::{MessageHeader, Protocol};
+use crate::config::AuthzMode;
+use crate::facts::FactsStore;
+use crate::identity::Identity;
+use crate::metrics::{DecisionLabels, Metrics};
+use crate::router::{ListShape, Method, Rule};
+
+use classify::{classify, Classified, ClassifyError};
+
+/// What the connection does with a call.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Forward the original bytes; stream the reply back unchanged.
+    Forward,
+    /// Forward, then filter the listing reply to what the user may see.
+    Filter(ListFilter),
+    /// Do not forward: answer with a permission error carrying this message.
+    Deny(String),
+}
+
+/// How to filter one listing reply.
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    pub shape: ListShape,
+    /// Database of a `Names` listing.
+    pub db: String,
+    pub identity: Identity,
+    pub grants: Arc<Grants>,
+}
+
+/// A decided call: the verdict, and what the audit line needs.
+#[derive(Debug)]
+pub struct Checked {
+    pub verdict: Verdict,
+    /// `None`: a harmless call (not a decision).
+    pub decision: Option<DecisionRecord>,
+    /// After the call succeeds: drop cached grants / these objects.
+    pub invalidate_grants: bool,
+    pub invalidate_objects: Vec<Object>,
+}
+
+/// The facts of one decision, for audit and explain.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    /// `allow`, `deny` or `shadow_deny`.
+    pub outcome: &'static str,
+    pub reason: Reason,
+    pub operation: &'static str,
+    pub db: Option<String>,
+    pub table: Option<String>,
+    pub location: Option<String>,
+    pub required: String,
+    pub matched: String,
+}
+
+/// The policy stage, shared by every connection.
+pub struct Guard {
+    pub mode: AuthzMode,
+    pub policy: Policy,
+    pub facts: FactsStore,
+    pub filter_listings: bool,
+    pub max_depth: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Objects whose owner can decide the operation.
+fn owner_objects(op: &Operation) -> Vec<Object> {
+    match op {
+        Operation::ReadTables(t) | Operation::OwnerOfAll(t) => t.clone(),
+        Operation::CreateTable {
+            table: Object::Table(db, _),
+        } => vec![Object::Database(db.clone())],
+        Operation::AlterTable { table, kind } => {
+            let mut v = vec![table.clone()];
+            if let crate::authz::AlterKind::Rename { new_db } = kind {
+                v.push(Object::database(new_db));
+            }
+            v
+        }
+        Operation::DropTable { table }
+        | Operation::TruncateTable { table }
+        | Operation::AddPartitions { table }
+        | Operation::AlterPartitions { table, .. }
+        | Operation::DropPartitions { table } => vec![table.clone()],
+        Operation::AlterDatabase { db, .. } | Operation::DropDatabase { db } => vec![db.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn needs_grants(op: &Operation) -> bool {
+    !matches!(op, Operation::Harmless | Operation::Unknown(_))
+}
+
+impl Guard {
+    /// Decides one call (everything but `set_ugi`, which the connection answers).
+    pub async fn check(
+        &self,
+        identity: &Identity,
+        method: Option<&'static Method>,
+        header: &MessageHeader,
+        protocol: Protocol,
+        message: &[u8],
+    ) -> Checked {
+        let rule = method.map(|m| m.rule);
+        if self.mode == AuthzMode::Off || rule == Some(Rule::Harmless) {
+            return Checked {
+                verdict: Verdict::Forward,
+                decision: None,
+                invalidate_grants: method.is_some_and(|m| m.changes_grants),
+                invalidate_objects: Vec::new(),
+            };
+        }
+        let classified = match rule {
+            None => Ok(vec![Classified {
+                op: Operation::Unknown(header.name.clone()),
+                db: None,
+                table: None,
+                location: None,
+            }]),
+            Some(rule) => classify(&rule, protocol, message, self.max_depth, &self.facts).await,
+        };
+        let mut checked = match classified {
+            Ok(ops) => self.decide_all(identity, &header.name, ops).await,
+            Err(e) => self.failed(identity, &header.name, e),
+        };
+        checked.invalidate_grants = method.is_some_and(|m| m.changes_grants);
+        if let (Verdict::Filter(f), Some(Rule::Listing { shape, .. })) =
+            (&mut checked.verdict, rule)
+        {
+            f.shape = shape;
+        }
+        checked
+    }
+
+    fn failed(&self, identity: &Identity, method: &str, e: ClassifyError) -> Checked {
+        let reason = match e {
+            ClassifyError::Facts(_) => Reason::FactsUnavailable,
+            _ => Reason::MissingPrivilege,
+        };
+        let d = Decision {
+            allow: false,
+            reason,
+            required: "a readable call".into(),
+            matched: format!("the proxy could not decide: {e}"),
+        };
+        let record = self.record(&d, "unclassified", None);
+        self.finish(identity, method, d, record, None)
+    }
+
+    fn record(
+        &self,
+        d: &Decision,
+        operation: &'static str,
+        c: Option<&Classified>,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            outcome: if d.allow { "allow" } else { "deny" },
+            reason: d.reason,
+            operation,
+            db: c.and_then(|c| c.db.clone()),
+            table: c.and_then(|c| c.table.clone()),
+            location: c.and_then(|c| c.location.clone()),
+            required: d.required.clone(),
+            matched: d.matched.clone(),
+        }
+    }
+
+    /// Decides every operation of a call (a batch may touch several tables): all must pass.
+    async fn decide_all(&self, identity: &Identity, method: &str, ops: Vec<Classified>) -> Checked {
+        let grants = if ops.iter().any(|c| needs_grants(&c.op)) && !identity.is_anonymous() {
+            match self.facts.grants(identity).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, user = %identity.user, "grant facts unavailable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut last = None;
+        for c in &ops {
+            let d = self.decide_one(identity, &c.op, grants.as_deref()).await;
+            let record = self.record(&d, c.op.class(), Some(c));
+            let allow = d.allow;
+            last = Some((d, record, c));
+            if !allow {
+                break;
+            }
+        }
+        let (d, record, c) = last.expect("classify yields at least one operation");
+        let filter = match (&c.op, &grants) {
+            (Operation::ListTables { db }, Some(g))
+                if d.allow && self.filter_listings && d.reason != Reason::Admin =>
+            {
+                Some(ListFilter {
+                    shape: ListShape::Names,
+                    db: db.clone(),
+                    identity: identity.clone(),
+                    grants: g.clone(),
+                })
+            }
+            _ => None,
+        };
+        let mut checked = self.finish(identity, method, d, record, filter);
+        checked.invalidate_objects = ops.iter().flat_map(|c| owner_objects(&c.op)).collect();
+        checked
+    }
+
+    async fn decide_one(
+        &self,
+        identity: &Identity,
+        op: &Operation,
+        grants: Option<&Grants>,
+    ) -> Decision {
+        let mut facts = Facts {
+            grants,
+            owners: Default::default(),
+        };
+        let d = authorize(identity, op, &facts, &self.policy);
+        if d.allow || grants.is_none() {
+            return d;
+        }
+        let objects = owner_objects(op);
+        if objects.is_empty() {
+            return d;
+        }
+        for obj in objects {
+            match self.facts.object(&obj).await {
+                Ok(Some(f)) => {
+                    if let Some(o) = f.owner {
+                        facts.owners.insert(obj, o);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Decision {
+                        allow: false,
+                        reason: Reason::FactsUnavailable,
+                        required: d.required,
+                        matched: format!("the owner of {obj} could not be read: {e}"),
+                    }
+                }
+            }
+        }
+        authorize(identity, op, &facts, &self.policy)
+    }
+
+    fn finish(
+        &self,
+        identity: &Identity,
+        method: &str,
+        d: Decision,
+        mut record: DecisionRecord,
+        filter: Option<ListFilter>,
+    ) -> Checked {
+        let shadow = !d.allow && self.mode == AuthzMode::Shadow;
+        if shadow {
+            record.outcome = "shadow_deny";
+        }
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                decision: record.outcome,
+                reason: d.reason.as_str(),
+            })
+            .inc();
+        let verdict = if d.allow || shadow {
+            match filter {
+                Some(f) if !shadow => Verdict::Filter(f),
+                _ => Verdict::Forward,
+            }
+        } else {
+            Verdict::Deny(d.message(identity, method))
+        };
+        Checked {
+            verdict,
+            decision: Some(record),
+            invalidate_grants: false,
+            invalidate_objects: Vec::new(),
+        }
+    }
+}
+
+/// Whether a listed element stays (`Names`: a table name in `db`; otherwise a struct).
+pub fn keep_listed(f: &ListFilter, policy: &Policy, element: &crate::codec::value::Value) -> bool {
+    use crate::codec::value::Value;
+    let (db, table) = match f.shape {
+        ListShape::Names => (Some(f.db.as_str()), element.as_str()),
+        ListShape::Metas => (
+            element.field(1).and_then(Value::as_str),
+            element.field(2).and_then(Value::as_str),
+        ),
+        ListShape::Tables | ListShape::TablesInResult => (
+            element.field(2).and_then(Value::as_str),
+            element.field(1).and_then(Value::as_str),
+        ),
+    };
+    let (Some(db), Some(table)) = (db, table) else {
+        return false;
+    };
+    if matches!(f.shape, ListShape::Tables | ListShape::TablesInResult)
+        && element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
+    {
+        return true;
+    }
+    visible(&f.identity, &f.grants, policy, &Object::table(db, table))
+}

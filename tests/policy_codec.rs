@@ -1,0 +1,247 @@
+//! Policy-side codec: argument extraction by path, listing splices, the alter_table diff.
+
+mod common;
+
+use common::{CALL, EXCEPTION, REPLY, W};
+use hms_guard::authz::AlterKind;
+use hms_guard::codec::reader::{Reader, Ty};
+use hms_guard::codec::value::{read_value, Value};
+use hms_guard::codec::Protocol;
+use hms_guard::policy::args::{strings_at, values_at};
+use hms_guard::policy::classify::alter_kind;
+use hms_guard::policy::filter::filter_list_reply;
+use hms_guard::router::EACH;
+
+const BOTH: [Protocol; 2] = [Protocol::Binary, Protocol::Compact];
+
+fn names_reply(p: Protocol, names: &[&str], extra_field: bool) -> Vec<u8> {
+    let mut w = W::new(p);
+    w.message("get_tables", REPLY, 3).begin_struct();
+    w.field(15, 0).list(11, names.len() as i32);
+    for n in names {
+        w.string(n.as_bytes());
+    }
+    if extra_field {
+        w.field(11, 9).string(b"a field from a newer metastore");
+    }
+    w.end_struct();
+    w.bytes()
+}
+
+#[test]
+fn listing_splice_keeps_chosen_names_and_other_fields() {
+    for p in BOTH {
+        let reply = names_reply(p, &["customer", "secret", "promotion", "x"], true);
+        let out = filter_list_reply(p, &reply, &[], 64, |v| {
+            v.as_str() != Some("secret") && v.as_str() != Some("x")
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((out.kept, out.dropped), (2, 2));
+        let want = names_reply(p, &["customer", "promotion"], true);
+        assert_eq!(
+            out.reply.to_vec(),
+            want,
+            "{p}: same bytes as a reply that only held those"
+        );
+        // Keeping everything reproduces the original exactly.
+        let all = filter_list_reply(p, &reply, &[], 64, |_| true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.reply.to_vec(), reply);
+        // An exception reply passes untouched.
+        let mut w = W::new(p);
+        w.message("get_tables", REPLY, 3)
+            .begin_struct()
+            .field(12, 1)
+            .begin_struct();
+        w.field(11, 1)
+            .string(b"no such db")
+            .end_struct()
+            .end_struct();
+        assert!(filter_list_reply(p, &w.bytes(), &[], 64, |_| false)
+            .unwrap()
+            .is_none());
+        let mut w = W::new(p);
+        w.message("get_tables", EXCEPTION, 3)
+            .begin_struct()
+            .field(11, 1)
+            .string(b"boom")
+            .end_struct();
+        assert!(filter_list_reply(p, &w.bytes(), &[], 64, |_| false)
+            .unwrap()
+            .is_none());
+    }
+}
+
+/// `list<Table>`-like elements with unknown fields: kept elements are copied byte for byte.
+#[test]
+fn listing_splice_of_structs_preserves_unknown_fields() {
+    for p in BOTH {
+        let table = |w: &mut W, name: &str| {
+            w.begin_struct();
+            w.field(11, 1)
+                .string(name.as_bytes())
+                .field(11, 2)
+                .string(b"db");
+            w.field(11, 3)
+                .string(b"owner")
+                .field(13, 77)
+                .map(11, 11, 1)
+                .string(b"k")
+                .string(b"v");
+            w.bool_field(78, true);
+            w.end_struct();
+        };
+        let build = |names: &[&str], wrapped: bool| {
+            let mut w = W::new(p);
+            w.message("get_table_objects_by_name_req", REPLY, 1)
+                .begin_struct();
+            if wrapped {
+                w.field(12, 0)
+                    .begin_struct()
+                    .field(15, 1)
+                    .list(12, names.len() as i32);
+            } else {
+                w.field(15, 0).list(12, names.len() as i32);
+            }
+            for n in names {
+                table(&mut w, n);
+            }
+            if wrapped {
+                w.field(11, 5).string(b"trailing").end_struct();
+            }
+            w.end_struct();
+            w.bytes()
+        };
+        for wrapped in [false, true] {
+            let reply = build(&["a", "b", "c"], wrapped);
+            let path: &[i16] = if wrapped { &[1] } else { &[] };
+            let out = filter_list_reply(p, &reply, path, 64, |v| {
+                v.field(1).and_then(Value::as_str) != Some("b")
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                out.reply.to_vec(),
+                build(&["a", "c"], wrapped),
+                "{p} wrapped={wrapped}"
+            );
+        }
+    }
+}
+
+#[test]
+fn values_by_path_with_each() {
+    for p in BOTH {
+        // add_partitions(1: list<Partition{2: dbName, 3: tableName}>)
+        let mut w = W::new(p);
+        w.message("add_partitions", CALL, 1)
+            .begin_struct()
+            .field(15, 1)
+            .list(12, 3);
+        for (d, t) in [("db1", "t1"), ("db1", "t2"), ("db2", "t1")] {
+            w.begin_struct().field(15, 1).list(11, 1).string(b"2024");
+            w.field(11, 2)
+                .string(d.as_bytes())
+                .field(11, 3)
+                .string(t.as_bytes())
+                .end_struct();
+        }
+        w.end_struct();
+        let msg = w.bytes();
+        assert_eq!(
+            strings_at(p, &msg, &[1, EACH, 2], 64).unwrap(),
+            ["db1", "db1", "db2"]
+        );
+        assert_eq!(
+            strings_at(p, &msg, &[1, EACH, 3], 64).unwrap(),
+            ["t1", "t2", "t1"]
+        );
+        assert!(
+            strings_at(p, &msg, &[2], 64).unwrap().is_empty(),
+            "absent field"
+        );
+        assert!(values_at(p, &msg, &[1, EACH, 9], 64).unwrap().is_empty());
+        // Truncated args are an error, not a silent "nothing found".
+        assert!(strings_at(p, &msg[..msg.len() - 4], &[1, EACH, 3], 64).is_err());
+    }
+}
+
+fn table(params: &[(&str, &str)], location: &str, owner: &str, name: &str, comment: &str) -> Value {
+    let mut w = W::binary();
+    w.begin_struct();
+    w.field(11, 1)
+        .string(name.as_bytes())
+        .field(11, 2)
+        .string(b"demo");
+    w.field(11, 3).string(owner.as_bytes()).field(8, 4).i32(1);
+    w.field(12, 7)
+        .begin_struct()
+        .field(11, 2)
+        .string(location.as_bytes())
+        .end_struct();
+    w.field(13, 9).map(11, 11, params.len() as i32 + 1);
+    w.string(b"comment").string(comment.as_bytes());
+    for (k, v) in params {
+        w.string(k.as_bytes()).string(v.as_bytes());
+    }
+    w.end_struct();
+    let bytes = w.bytes();
+    let mut r = Reader::new(Protocol::Binary, &bytes, 64);
+    read_value(&mut r, Ty::Struct, None).unwrap()
+}
+
+#[test]
+fn alter_table_diff() {
+    let loc = "s3a://datalake/datawarehouse/t";
+    let cur = table(
+        &[("numRows", "1"), ("totalSize", "10")],
+        loc,
+        "mary",
+        "t",
+        "c",
+    );
+    let stats = table(
+        &[
+            ("spark.sql.statistics.numRows", "5"),
+            ("totalSize", "99"),
+            ("numRows", "5"),
+        ],
+        loc,
+        "mary",
+        "t",
+        "c",
+    );
+    assert_eq!(alter_kind("demo", "t", &cur, &stats), AlterKind::StatsOnly);
+    // Map order does not matter.
+    let reordered = table(
+        &[("totalSize", "10"), ("numRows", "1")],
+        loc,
+        "mary",
+        "t",
+        "c",
+    );
+    assert_eq!(
+        alter_kind("demo", "t", &cur, &reordered),
+        AlterKind::StatsOnly
+    );
+    let other = table(&[("numRows", "1")], loc, "mary", "t", "a new comment");
+    assert_eq!(alter_kind("demo", "t", &cur, &other), AlterKind::Other);
+    let moved = table(&[], "s3a://datalake/defloc/x", "mary", "t", "c");
+    assert_eq!(alter_kind("demo", "t", &cur, &moved), AlterKind::Location);
+    let owner = table(&[], loc, "john", "t", "c");
+    assert_eq!(alter_kind("demo", "t", &cur, &owner), AlterKind::Owner);
+    let renamed = table(&[], loc, "mary", "t2", "c");
+    assert_eq!(
+        alter_kind("demo", "t", &cur, &renamed),
+        AlterKind::Rename {
+            new_db: "demo".into()
+        }
+    );
+    assert_eq!(
+        alter_kind("DEMO", "T", &cur, &stats),
+        AlterKind::StatsOnly,
+        "names fold case"
+    );
+}
