@@ -399,7 +399,8 @@ impl Conn {
     /// Identity, policy and then the call itself. `false`: the connection must close.
     async fn dispatch(&mut self, transport: Transport, request: Request) -> bool {
         let entry = router::route(&request.header.name);
-        if entry.is_some_and(|m| m.rule == crate::router::Rule::SetUgi) {
+        let authz_off = self.shared.guard.mode == crate::config::AuthzMode::Off;
+        if entry.is_some_and(|m| m.rule == crate::router::Rule::SetUgi) && !authz_off {
             return self.set_ugi(transport, &request).await;
         }
         let checked = self
@@ -644,7 +645,10 @@ impl Conn {
                 ugi: None,
             });
         }
-        self.send_ugi(transport, method).await?;
+        if self.shared.guard.mode != crate::config::AuthzMode::Off {
+            // With authorization off the client's own set_ugi passes through untouched.
+            self.send_ugi(transport, method).await?;
+        }
         let cfg = &self.shared.config;
         let write_timeout = ms(cfg.upstream.write_timeout_ms);
         let read_timeout_ms = cfg.upstream.read_timeout_ms;
