@@ -312,10 +312,10 @@ fn owner_of(name: Option<&Value>, kind: Option<&Value>) -> Option<Owner> {
     Some(Owner { name, kind })
 }
 
-/// Table: 3 owner, 7 sd (2 location), 19 ownerType (Hive 3+).
+/// Table: 3 owner, 7 sd (2 location), 18 ownerType (Hive 3+).
 pub fn table_facts(t: &Value) -> ObjectFacts {
     ObjectFacts {
-        owner: owner_of(t.field(3), t.field(19)),
+        owner: owner_of(t.field(3), t.field(18)),
         location: t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string),
     }
 }

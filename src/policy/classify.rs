@@ -44,11 +44,12 @@ const STATS_PARAMS: [&str; 9] = [
 ];
 const STATS_PARAM_PREFIXES: [&str; 1] = ["spark.sql.statistics."];
 
-/// `Table` fields that clients do not round-trip and that carry no policy meaning: 4
-/// createTime, 5 lastAccessTime, 13 privileges, and the Hive 3+/4 bookkeeping fields (19
+/// `Table` fields that clients do not round-trip and that carry no policy meaning here: 4
+/// createTime, 5 lastAccessTime, 13 privileges, and the Hive 3+/4 bookkeeping fields (16
+/// creationMetadata, 17 catName, 18 ownerType — owner changes are caught on field 3 —, 19
 /// writeId, 20 isStatsCompliant, 21 colStats, 22 accessType, 23/24 required capabilities,
 /// 25 id, 26 fileMetadata, 27 dictionary, 28 txnId).
-const TABLE_BOOKKEEPING: [i16; 14] = [4, 5, 13, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 16];
+const TABLE_BOOKKEEPING: [i16; 16] = [4, 5, 13, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28];
 
 struct Ctx<'a> {
     protocol: Protocol,
