@@ -105,7 +105,7 @@ pub struct AuthzConfig {
 impl Default for AuthzConfig {
     fn default() -> Self {
         AuthzConfig {
-            mode: AuthzMode::Off, // TEMPORARY until the method table is generated
+            mode: AuthzMode::Enforce,
             admin_role: "admin".into(),
             admin_users: Vec::new(),
             cache_ttl_ms: 30_000,

@@ -392,14 +392,34 @@ pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKi
     let strip = |v: &Value| {
         let mut t = v.without(&TABLE_BOOKKEEPING);
         if let Value::Struct(fields) = &mut t {
-            fields.retain(|(id, _)| *id != 9);
+            // 14 temporary and 15 rewriteEnabled default to false: unset and false are equal.
+            fields
+                .retain(|(id, v)| *id != 9 && !(matches!(id, 14 | 15) && *v == Value::Bool(false)));
             fields.push((9, without_stats(v.field(9))));
         }
         t
     };
-    if strip(new) == strip(current) {
+    let (a, b) = (strip(new), strip(current));
+    if a == b {
         AlterKind::StatsOnly
     } else {
+        let differ: Vec<i16> = match (&a, &b) {
+            (Value::Struct(fa), Value::Struct(_)) => fa
+                .iter()
+                .filter(|(id, v)| b.field(*id) != Some(v))
+                .map(|(id, _)| *id)
+                .chain(match &b {
+                    Value::Struct(fb) => fb
+                        .iter()
+                        .filter(|(id, _)| a.field(*id).is_none())
+                        .map(|(id, _)| *id)
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
         AlterKind::Other
     }
 }

@@ -172,7 +172,7 @@ class Guard:
             f'[server]\nlisten = "127.0.0.1:{self.port}"\n'
             f"[upstream]\nuris = [{uris}]\n"
             f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\n'
-            f'[logging]\nformat = "json"\nlevel = "info"\n' + self.extra)
+            f'[logging]\nformat = "json"\nlevel = "hms_guard=debug,info"\n' + self.extra)
         self.proc = subprocess.Popen([guard_bin(), "serve", "--config", str(self.config)],
                                      stdout=open(self.lab / f"{self.name}.out", "ab"),
                                      stderr=open(self.log, "ab"), start_new_session=True)
