@@ -4,7 +4,7 @@ import hms
 
 
 def test_spark_statements_through_hms_guard(lab, metastore, passthrough_guard, spark):
-    root = lab / "spark" / "s3" / "datalake" / "datawarehouse"
+    root = lab / "s3" / "datalake" / "datawarehouse"
     spark.sql("CREATE DATABASE e2e_spark")
     spark.sql("CREATE TABLE e2e_spark.sales (id INT, amount DOUBLE) USING parquet "
               "LOCATION 's3a://datalake/datawarehouse/e2e_sales'")

@@ -30,8 +30,10 @@ def jars_dir():
 
 
 def s3a_conf(lab):
-    """Hadoop keys that map s3a://datalake/... onto lab/s3/datalake (viewfs overload scheme)."""
-    root = Path(lab) / "s3" / BUCKET
+    """Hadoop keys that map s3a://datalake/... onto LAB_PARENT/s3/datalake (viewfs overload
+    scheme). The metastore and every Spark session of one lab live in sibling directories, so
+    they share this one emulated bucket."""
+    root = Path(lab).parent / "s3" / BUCKET
     (root / "datawarehouse").mkdir(parents=True, exist_ok=True)
     return {
         "fs.s3a.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme",
