@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::audit::{Audit, AuditError, AuditEvent};
 use crate::authz::Policy;
 use crate::codec::reader::Ty;
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
@@ -28,8 +29,7 @@ use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{DirectionLabels, MethodLabels, Metrics, RequestLabels, TransportLabels};
 use crate::policy::filter::filter_list_reply;
-use crate::policy::Guard;
-use crate::policy::{keep_listed, ListFilter, Verdict};
+use crate::policy::{keep_listed, Checked, Guard, ListFilter, Verdict};
 use crate::router::{self, method_label};
 use crate::router::{ListShape, Method};
 use crate::transport::{self, Detect, Transport};
@@ -45,12 +45,14 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub upstreams: Upstreams,
     pub guard: Guard,
+    pub audit: Audit,
     request_limits: Limits,
     reply_limits: Limits,
 }
 
 impl Shared {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+    /// Builds the shared state; starts the audit writer (needs a Tokio runtime).
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
         let upstreams = Upstreams::new(
             config.upstream_uris(),
             ms(config.upstream.connect_timeout_ms),
@@ -93,14 +95,16 @@ impl Shared {
             max_depth: l.max_depth,
             metrics: metrics.clone(),
         };
-        Shared {
+        let audit = Audit::start(&config.audit, metrics.clone())?;
+        Ok(Shared {
             config,
             metrics,
             upstreams,
             guard,
+            audit,
             request_limits,
             reply_limits,
-        }
+        })
     }
 }
 
@@ -151,6 +155,8 @@ pub async fn serve(
             shutdown,
             calls: 0,
             identity,
+            id,
+            peer,
         };
         conn.run().await;
         debug!(calls = conn.calls, "connection closed");
@@ -167,6 +173,8 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
     calls: u64,
     identity: Identity,
+    id: u64,
+    peer: SocketAddr,
 }
 
 /// The identity a new connection starts with: the pinned one, or anonymous until `set_ugi`.
@@ -403,7 +411,8 @@ impl Conn {
         if entry.is_some_and(|m| m.rule == crate::router::Rule::SetUgi) && !authz_off {
             return self.set_ugi(transport, &request).await;
         }
-        let checked = self
+        let started = Instant::now();
+        let mut checked = self
             .shared
             .guard
             .check(
@@ -414,11 +423,33 @@ impl Conn {
                 unframed(transport, &request.bytes),
             )
             .await;
-        let keep_going = match checked.verdict {
-            Verdict::Deny(message) => self.deny(transport, entry, &request, &message).await,
-            Verdict::Forward => self.call(transport, request, None).await,
-            Verdict::Filter(f) => self.call(transport, request, Some(f)).await,
+        if let Some(d) = checked.decision.as_mut() {
+            if self.shared.audit.failing_closed() && d.outcome != "deny" {
+                d.outcome = "deny";
+                d.matched = "the audit log cannot be written (audit.on_failure = \"deny\")".into();
+                checked.verdict = Verdict::Deny(format!(
+                    "hms-guard: permission denied: user {} may not call {}: the audit log cannot be written, so decided calls are refused",
+                    self.identity, request.header.name
+                ));
+            }
+        }
+        let header = request.header.clone();
+        let (keep_going, outcome) = match std::mem::replace(&mut checked.verdict, Verdict::Forward)
+        {
+            Verdict::Deny(message) => (
+                self.deny(transport, entry, &request, &message).await,
+                "not_sent",
+            ),
+            Verdict::Forward => {
+                let ok = self.call(transport, request, None).await;
+                (ok, if ok { "ok" } else { "error" })
+            }
+            Verdict::Filter(f) => {
+                let ok = self.call(transport, request, Some(f)).await;
+                (ok, if ok { "ok" } else { "error" })
+            }
         };
+        self.audit(&header, &checked, outcome, started).await;
         let facts = &self.shared.guard.facts;
         if checked.invalidate_grants {
             facts.invalidate_grants();
@@ -427,6 +458,49 @@ impl Conn {
             facts.invalidate_object(obj);
         }
         keep_going
+    }
+
+    /// Writes the audit line of a decided call (and of every call with `audit.all_calls`).
+    async fn audit(
+        &self,
+        header: &MessageHeader,
+        checked: &Checked,
+        outcome: &str,
+        started: Instant,
+    ) {
+        let audit = &self.shared.audit;
+        if checked.decision.is_none() && !audit.all_calls() {
+            return;
+        }
+        let mut ev = AuditEvent::now();
+        ev.connection_id = self.id;
+        ev.client_addr = self.peer.to_string();
+        ev.user = self.identity.user.clone();
+        ev.groups = self.identity.groups.clone();
+        ev.identity_source = self.identity.source.as_str().into();
+        ev.method = header.name.clone();
+        ev.upstream_outcome = Some(outcome.into());
+        ev.latency_us = started.elapsed().as_micros() as u64;
+        match &checked.decision {
+            Some(d) => {
+                ev.operation = d.operation.into();
+                ev.database = d.db.clone();
+                ev.table = d.table.clone();
+                ev.location = d.location.clone();
+                ev.decision = d.outcome.into();
+                ev.reason = d.reason.as_str().into();
+                ev.required_privilege = Some(d.required.clone());
+                ev.matched = Some(d.matched.clone());
+            }
+            None => {
+                ev.operation = "pass_through".into();
+                ev.decision = "pass".into();
+                ev.reason = "harmless".into();
+            }
+        }
+        if let Err(e) = audit.record(ev).await {
+            warn!(error = %e, "audit event not queued");
+        }
     }
 
     /// Answers a denied call in the protocol: the method's declared `MetaException` at its
