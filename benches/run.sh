@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# benches/run.sh: the benchmark of docs/BENCHMARKS.md, in one command, on a fresh machine.
+#
+#   benches/run.sh            # ~7 minutes on 2 cores; results in target/bench-results.json
+#
+# 1. installs haproxy (apt) if missing, raises `ulimit -n`, builds hms-guard and the load
+#    generator (release), sets up the lab (tests/lab/setup.sh) and starts a real Hive Metastore
+#    (tests/lab/hms.py), with a database and a table for get_table;
+# 2. starts haproxy (mode tcp) and two hms-guard processes in front of the metastore: one with
+#    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
+#    authz.mode = off (pure pass-through);
+# 3. `loadgen load`: getVersion and get_table at 1 and 8 connections, the targets (direct,
+#    haproxy, hms-guard, and for get_table hms-guard-off) interleaved in rounds; then at 1
+#    connection against a scripted upstream answering instantly (the relay's own overhead
+#    without the metastore's noise);
+# 4. peak RSS (VmHWM) of hms-guard, a fresh process for each measurement: 1,000 idle connections,
+#    and a 256 MiB reply streamed from the scripted upstream `loadgen big-upstream` (fast reader
+#    and slow reader), plus big-reply MiB/s direct / haproxy / hms-guard;
+# 5. writes target/bench-results.json (and prints a summary with a verdict per target).
+# Everything it started is stopped on exit.
+#
+# Knobs (environment): BENCH_SECONDS (measured seconds per target per round, 1.5),
+# BENCH_ROUNDS (10), BENCH_SCRIPTED_ROUNDS (8), BENCH_CONNECTIONS ("1 8"),
+# BENCH_WARMUP (seconds per target, 2), BENCH_IDLE_CONNECTIONS (1000), BENCH_BIG_MIB (256), BENCH_KEEP=1 keeps the work directory,
+# BENCH_HMS_PORT=PORT uses an already running metastore on 127.0.0.1:PORT instead of the lab's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+cache="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}"
+venv="$cache/venv"
+secs="${BENCH_SECONDS:-1.5}"
+rounds="${BENCH_ROUNDS:-10}"
+scripted_rounds="${BENCH_SCRIPTED_ROUNDS:-8}"
+conns_list="${BENCH_CONNECTIONS:-1 8}"
+warmup="${BENCH_WARMUP:-2}"
+idle_conns="${BENCH_IDLE_CONNECTIONS:-1000}"
+big_mib="${BENCH_BIG_MIB:-256}"
+out="$root/target/bench-results.json"
+loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'benches/run.sh: %s\n' "$*" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/hms-guard-bench.XXXXXX")
+pids=()
+hms_started=""
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null
+    done
+    if [[ -f "$work/haproxy.pid" ]]; then
+        kill "$(cat "$work/haproxy.pid")" 2>/dev/null
+    fi
+    if [[ -n "$hms_started" ]]; then
+        stop_metastore
+    fi
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    if [[ "${BENCH_KEEP:-0}" == 1 || $rc -ne 0 ]]; then
+        echo "work directory kept: $work" >&2
+    else
+        rm -rf "$work"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # host port seconds
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        if (echo >"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+http_status() {
+    python3 - "$1" <<'EOF'
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print(0)
+EOF
+}
+
+# VmHWM / VmRSS of a process, in KiB.
+vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# Peak RSS in KiB: VmHWM, or a larger VmRSS sampled earlier (the kernel updates VmHWM lazily).
+peak() { local h; h=$(vm "$1" VmHWM); echo $((h > ${2:-0} ? h : ${2:-0})); }
+
+# ---------------------------------------------------------------------------------------------
+log "tools"
+if ! command -v haproxy >/dev/null; then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy >/dev/null
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+need=$((idle_conns * 2 + 512))
+[[ "$nofile" == unlimited || "$nofile" -ge "$need" ]] ||
+    die "ulimit -n is $nofile; $need open files are needed (raise the hard limit)"
+
+log "build (release)"
+cargo build --release --locked --bin hms-guard
+guard_bin="$root/target/release/hms-guard"
+lg=$(cargo bench --locked --bench loadgen --no-run --message-format=json |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "loadgen" and m.get("executable"):
+        print(m["executable"])')
+[[ -x "$lg" ]] || die "could not build the load generator"
+
+# ---------------------------------------------------------------------------------------------
+hms_dir="$work/hms"
+start_metastore() {
+    "$venv/bin/python" tests/lab/hms.py start --dir "$hms_dir" --port "$hms_port"
+}
+stop_metastore() {
+    "$venv/bin/python" tests/lab/hms.py stop --dir "$hms_dir" >/dev/null 2>&1
+}
+if [[ -n "${BENCH_HMS_PORT:-}" ]]; then
+    # An already running metastore (not started, not stopped here); the venv must exist.
+    hms_port=$BENCH_HMS_PORT
+    log "metastore: using the one on port $hms_port"
+else
+    log "lab (tests/lab/setup.sh)"
+    tests/lab/setup.sh
+    log "metastore"
+    hms_port=$(free_port)
+    hms_started=1
+    start_metastore
+fi
+wait_port 127.0.0.1 "$hms_port" 120 || die "metastore did not listen on $hms_port"
+
+db=bench
+table=t
+"$venv/bin/python" - 127.0.0.1 "$hms_port" "$db" "$table" "$work/warehouse" <<'EOF'
+# A database and a 20-column partitioned table, created as user `bench`.
+import sys
+from hmsclient import hmsclient
+from hmsclient.genthrift.hive_metastore.ttypes import (
+    AlreadyExistsException, Database, FieldSchema, SerDeInfo, StorageDescriptor, Table)
+host, port, db, tbl, wh = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+with hmsclient.HMSClient(host=host, port=port) as c:
+    c.set_ugi("bench", [])
+    try:
+        c.create_database(Database(name=db, description="hms-guard benchmark",
+                                   locationUri="file://%s/%s.db" % (wh, db), parameters={}))
+    except AlreadyExistsException:
+        pass
+    cols = [FieldSchema(name="c%d" % i, type="string", comment="column %d" % i) for i in range(20)]
+    sd = StorageDescriptor(
+        cols=cols, location="file://%s/%s.db/%s" % (wh, db, tbl),
+        inputFormat=hmsclient.INPUT_FORMAT, outputFormat=hmsclient.OUTPUT_FORMAT,
+        compressed=False, numBuckets=-1,
+        serdeInfo=SerDeInfo(name=tbl, serializationLib=hmsclient.SIMPLE_SERDE,
+                            parameters={"field.delim": ","}),
+        bucketCols=[], sortCols=[], parameters={})
+    try:
+        c.create_table(Table(tableName=tbl, dbName=db, owner="bench", sd=sd,
+                             partitionKeys=[FieldSchema(name="dt", type="string", comment="")],
+                             tableType="MANAGED_TABLE", parameters={"comment": "benchmark"}))
+    except AlreadyExistsException:
+        pass
+    t = c.get_table(db, tbl)
+    print("table %s.%s: %d columns; metastore getVersion = %s" % (t.dbName, t.tableName, len(t.sd.cols), c.getVersion()))
+EOF
+
+# ---------------------------------------------------------------------------------------------
+log "scripted upstream, haproxy, hms-guard"
+big_port=$(free_port)
+"$lg" big-upstream --listen "127.0.0.1:$big_port" --reply-mib "$big_mib" >"$work/big-upstream.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$big_port" 20 || die "big-upstream did not start"
+
+# The same scripted server with ~2 KiB replies (a get_table reply of the lab table is ~1.3 KiB):
+# the proxy's overhead without the metastore's own noise.
+small_port=$(free_port)
+"$lg" big-upstream --listen "127.0.0.1:$small_port" --reply-mib 0.002 --string-kib 1 >"$work/small-upstream.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$small_port" 20 || die "small scripted upstream did not start"
+
+hap_port=$(free_port)
+hap_big_port=$(free_port)
+hap_small_port=$(free_port)
+cat >"$work/haproxy.cfg" <<EOF
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend metastore
+    bind 127.0.0.1:$hap_port
+    default_backend metastore
+backend metastore
+    server hms 127.0.0.1:$hms_port
+frontend big
+    bind 127.0.0.1:$hap_big_port
+    default_backend big
+backend big
+    server big 127.0.0.1:$big_port
+frontend small
+    bind 127.0.0.1:$hap_small_port
+    default_backend small
+backend small
+    server small 127.0.0.1:$small_port
+EOF
+haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
+wait_port 127.0.0.1 "$hap_port" 10 || die "haproxy did not start"
+
+# start_guard NAME UPSTREAM_PORT [TOML]: a fresh hms-guard with the given config lines added to
+# the listen/upstream/admin/logging ones (hms-guard's defaults otherwise); sets guard_pid,
+# guard_port, guard_admin.
+start_guard() {
+    local name=$1 upstream=$2 extra=${3:-} i
+    guard_port=$(free_port)
+    guard_admin=$(free_port)
+    cat >"$work/$name.toml" <<EOF
+[server]
+listen = "127.0.0.1:$guard_port"
+max_connections = 4096
+[upstream]
+uris = ["thrift://127.0.0.1:$upstream"]
+[admin]
+listen = "127.0.0.1:$guard_admin"
+[logging]
+level = "warn"
+$extra
+EOF
+    "$guard_bin" check-config --config "$work/$name.toml" >/dev/null
+    "$guard_bin" serve --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.log" &
+    guard_pid=$!
+    pids+=("$guard_pid")
+    for ((i = 0; i < 100; i++)); do
+        [[ $(http_status "http://127.0.0.1:$guard_admin/readyz") == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "hms-guard ($name) not ready; see $work/$name.log"
+}
+# Pass-through: no policy stage (the scripted upstream does not answer the metastore calls the
+# policy stage makes for its facts; and it isolates the relay's own cost).
+authz_off='[authz]
+mode = "off"'
+
+metrics() { # admin_port file
+    python3 - "http://127.0.0.1:$1/metrics" >"$2" <<'EOF'
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+EOF
+}
+
+results="$work/results.jsonl"
+scripted="$work/scripted.jsonl"
+: >"$results"
+: >"$scripted"
+
+# ---------------------------------------------------------------------------------------------
+# hms-guard as configured by default (authz.mode = enforce: get_table is decided, getVersion
+# passes without a decision) and hms-guard with authz off (pure pass-through).
+start_guard guard "$hms_port"
+g_pid=$guard_pid g_port=$guard_port g_admin=$guard_admin
+start_guard guard-off "$hms_port" "$authz_off"
+o_pid=$guard_pid o_port=$guard_port o_admin=$guard_admin
+
+for method in getVersion get_table; do
+    targets=(--target "direct=127.0.0.1:$hms_port" --target "haproxy=127.0.0.1:$hap_port"
+        --target "hms-guard=127.0.0.1:$g_port")
+    # getVersion takes no decision: both proxies run the same path; get_table shows the policy.
+    [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port")
+    for c in $conns_list; do
+        log "load: $method, $c connection(s)"
+        "$lg" load --method "$method" --db "$db" --table "$table" --connections "$c" \
+            --seconds "$secs" --rounds "$rounds" --warmup-secs "$warmup" \
+            "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
+    done
+done
+metrics "$g_admin" "$work/guard.metrics"
+metrics "$o_admin" "$work/guard-off.metrics"
+g_hwm=$(vm "$g_pid" VmHWM)
+o_hwm=$(vm "$o_pid" VmHWM)
+kill "$g_pid" "$o_pid"
+
+start_guard small "$small_port" "$authz_off"
+for method in getVersion get_table; do
+    log "load on the scripted upstream (instant replies: ~2 KiB; getVersion ~40 B): $method, 1 connection"
+    "$lg" load --method "$method" --connections 1 \
+        --seconds "$secs" --rounds "$scripted_rounds" --warmup-secs 1 \
+        --target "direct=127.0.0.1:$small_port" \
+        --target "haproxy=127.0.0.1:$hap_small_port" \
+        --target "hms-guard-off=127.0.0.1:$guard_port" \
+        --json-out "$scripted" | grep -v '^BENCH_JSON'
+done
+kill "$guard_pid"
+
+# ---------------------------------------------------------------------------------------------
+log "peak RSS: $idle_conns idle connections (hms-guard defaults; upstream: the scripted big-upstream)"
+start_guard idle "$big_port"
+idle_start_rss=$(vm "$guard_pid" VmRSS)
+"$lg" idle --target "127.0.0.1:$guard_port" --connections "$idle_conns" --hold-secs 5 \
+    --json-out "$results" >"$work/idle.out" 2>&1 &
+idle_pid=$!
+for ((i = 0; i < 600; i++)); do
+    grep -q IDLE_READY "$work/idle.out" && break
+    kill -0 "$idle_pid" 2>/dev/null || break
+    sleep 0.1
+done
+sleep 2
+idle_hold_rss=$(vm "$guard_pid" VmRSS)
+idle_threads=$(vm "$guard_pid" Threads)
+wait "$idle_pid" || { cat "$work/idle.out" >&2; die "idle run failed"; }
+grep -v '^BENCH_JSON' "$work/idle.out"
+idle_hwm=$(peak "$guard_pid" "$idle_hold_rss")
+kill "$guard_pid"
+
+log "peak RSS: one ${big_mib} MiB reply streamed from the scripted upstream (fast reader)"
+start_guard big "$big_port" "$authz_off"
+big_start_rss=$(vm "$guard_pid" VmRSS)
+"$lg" big-call --target "127.0.0.1:$guard_port" --json-out "$results" | grep -v '^BENCH_JSON'
+big_fast_hwm=$(vm "$guard_pid" VmHWM)
+log "big-reply MiB/s, interleaved: direct, haproxy, hms-guard (3 rounds)"
+for r in 1 2 3; do
+    for t in "direct=127.0.0.1:$big_port" "haproxy=127.0.0.1:$hap_big_port" "hms-guard-off=127.0.0.1:$guard_port"; do
+        "$lg" big-call --target "${t#*=}" --json-out "$results" | grep -v '^BENCH_JSON' | sed "s/^/${t%%=*} round $r: /"
+    done
+done
+big_after4_hwm=$(vm "$guard_pid" VmHWM)
+kill "$guard_pid"
+
+log "peak RSS: one ${big_mib} MiB reply to a slow reader (64 MiB/s)"
+start_guard slow "$big_port" "$authz_off"
+"$lg" big-call --target "127.0.0.1:$guard_port" --rate-mib 64 --json-out "$results" >"$work/slow.out" &
+slow_pid=$!
+slow_max=0
+while kill -0 "$slow_pid" 2>/dev/null; do # sample RSS while the reply streams
+    r=$(vm "$guard_pid" VmRSS)
+    ((r > slow_max)) && slow_max=$r
+    sleep 0.2
+done
+wait "$slow_pid" || { cat "$work/slow.out" >&2; die "slow big-call failed"; }
+grep -v '^BENCH_JSON' "$work/slow.out"
+big_slow_hwm=$(peak "$guard_pid" "$slow_max")
+kill "$guard_pid"
+
+# ---------------------------------------------------------------------------------------------
+log "results"
+export B_RESULTS="$results" B_SCRIPTED="$scripted" B_OUT="$out" B_WORK="$work" \
+    B_BIG_PORT="$big_port" B_HAP_BIG_PORT="$hap_big_port" B_SECS="$secs" B_ROUNDS="$rounds" \
+    B_SCRIPTED_ROUNDS="$scripted_rounds" B_WARMUP="$warmup" B_IDLE_CONNS="$idle_conns" \
+    B_BIG_MIB="$big_mib" B_LOADAVG_START="$loadavg_start" \
+    B_G_HWM="$g_hwm" B_O_HWM="$o_hwm" B_IDLE_START="$idle_start_rss" B_IDLE_HOLD="$idle_hold_rss" \
+    B_IDLE_THREADS="$idle_threads" B_IDLE_HWM="$idle_hwm" B_BIG_START="$big_start_rss" \
+    B_BIG_FAST="$big_fast_hwm" B_BIG_AFTER4="$big_after4_hwm" B_BIG_SLOW="$big_slow_hwm"
+python3 - <<'EOF'
+import json, os, platform, re, subprocess, time
+E = os.environ
+def jl(path):
+    return [json.loads(l) for l in open(path) if l.strip()]
+rows, scripted = jl(E["B_RESULTS"]), jl(E["B_SCRIPTED"])
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+def mib(k):
+    return round(int(E[k]) / 1024, 1)
+def med(v):
+    v = sorted(x for x in v if x is not None); n = len(v)
+    return None if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
+def prom(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'^(hms_guard_\w+?)(\{[^}]*\})? (\S+)$', line.strip())
+        if m and not m.group(1).endswith("_bucket"):
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+def own_us(p, method):
+    c = p.get('hms_guard_request_duration_seconds_count{method="%s"}' % method)
+    if not c:
+        return None
+    s = p['hms_guard_request_duration_seconds_sum{method="%s"}' % method]
+    u = p.get('hms_guard_upstream_duration_seconds_sum{method="%s"}' % method, 0.0)
+    return round((s - u) / c * 1e6, 1)
+gm, om = prom(os.path.join(E["B_WORK"], "guard.metrics")), prom(os.path.join(E["B_WORK"], "guard-off.metrics"))
+
+load = [r for r in rows if r["kind"] == "load"]
+bigs = [r for r in rows if r["kind"] == "big_call"]
+idle = [r for r in rows if r["kind"] == "idle"]
+bp, hbp = ":" + E["B_BIG_PORT"], ":" + E["B_HAP_BIG_PORT"]
+fast = [b for b in bigs if b["rate_limit_mib_per_s"] == 0]
+big_rate = {
+    "direct": med([b["mib_per_s"] for b in fast if b["target"].endswith(bp)]),
+    "haproxy": med([b["mib_per_s"] for b in fast if b["target"].endswith(hbp)]),
+    # the first fast call through the proxy is the RSS measurement; the 3 interleaved follow
+    "hms-guard-off": med([b["mib_per_s"] for b in [b for b in fast if not b["target"].endswith((bp, hbp))][1:]]),
+}
+gt = gm.get('hms_guard_requests_total{method="get_table",decision="pass"}', 0) + \
+     gm.get('hms_guard_requests_total{method="get_table",decision="allow"}', 0)
+facts_gt = gm.get('hms_guard_facts_calls_total{method="get_table",outcome="ok"}', 0)
+decisions = {k.split("{", 1)[1].rstrip("}"): v for k, v in gm.items() if k.startswith("hms_guard_decisions_total")}
+caches = {k.split("{", 1)[1].rstrip("}"): v for k, v in gm.items() if k.startswith("hms_guard_cache_lookups_total")}
+facts = {k.split("{", 1)[1].rstrip("}"): v for k, v in gm.items() if k.startswith("hms_guard_facts_calls_total")}
+doc = {
+    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "command": "benches/run.sh",
+    "git": sh("git describe --always --dirty"),
+    "machine": {"cpus": os.cpu_count(), "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+                "kernel": platform.release(),
+                "mem_mib": int(sh("awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo") or 0),
+                "loadavg_at_start": E["B_LOADAVG_START"],
+                "loadavg_at_end": sh("cut -d' ' -f1-3 /proc/loadavg")},
+    "versions": {"haproxy": sh("haproxy -v | head -1"), "java": sh("java -version 2>&1 | head -1"),
+                 "rustc": sh("rustc --version")},
+    "settings": {"seconds_per_phase": float(E["B_SECS"]), "rounds": int(E["B_ROUNDS"]),
+                 "scripted_rounds": int(E["B_SCRIPTED_ROUNDS"]),
+                 "warmup_seconds_per_target": float(E["B_WARMUP"]),
+                 "loadgen": "one call in flight per connection; unframed strict binary; set_ugi first",
+                 "targets": {"hms-guard": "hms-guard defaults (authz.mode = enforce at the time of writing)",
+                             "hms-guard-off": "hms-guard with authz.mode = off (pass-through)"}},
+    "load": load,
+    "load_scripted_upstream": scripted,
+    "guard_metrics": {
+        "get_table_calls": gt, "facts_get_table_calls": facts_gt,
+        "decisions": decisions, "cache_lookups": caches, "facts_calls": facts,
+        "own_time_mean_us": {"hms-guard": {m: own_us(gm, m) for m in ("getVersion", "get_table")},
+                             "hms-guard-off": {m: own_us(om, m) for m in ("getVersion", "get_table")}},
+        "note": "own time = mean of (request duration - upstream duration) from the proxy's metrics",
+    },
+    "rss": {
+        "idle": {"connections": int(E["B_IDLE_CONNS"]), "upstream": "loadgen big-upstream (scripted)",
+                 "config": "hms-guard defaults",
+                 "rss_at_start_mib": mib("B_IDLE_START"), "rss_while_held_mib": mib("B_IDLE_HOLD"),
+                 "threads": int(E["B_IDLE_THREADS"]), "peak_rss_mib": mib("B_IDLE_HWM"), "run": idle},
+        "big_reply": {"reply_mib": int(E["B_BIG_MIB"]), "upstream": "loadgen big-upstream (scripted)",
+                      "config": "authz.mode = off",
+                      "rss_at_start_mib": mib("B_BIG_START"),
+                      "peak_rss_fast_reader_mib": mib("B_BIG_FAST"),
+                      "peak_rss_after_4_replies_mib": mib("B_BIG_AFTER4"),
+                      "peak_rss_slow_reader_64mib_s_mib": mib("B_BIG_SLOW")},
+        "load_peak_rss_mib": {"hms-guard": mib("B_G_HWM"), "hms-guard-off": mib("B_O_HWM")},
+    },
+    "big_reply_mib_per_s_median": big_rate,
+    "big_calls": bigs,
+}
+
+def cmp(r, a, b):
+    for c in r["comparisons"]:
+        if c["target"] == a and c["vs"] == b:
+            return c["median_of_rounds"]
+    for c in r["comparisons"]:
+        if c["target"] == b and c["vs"] == a:
+            m = c["median_of_rounds"]
+            return {"throughput_ratio": round(1 / m["throughput_ratio"], 3),
+                    "p50_added_us": -m["p50_added_us"], "p99_added_us": -m["p99_added_us"]}
+verdicts = []
+def verdict(target, case, measured, ok, **extra):
+    verdicts.append(dict(target=target, case=case, measured=measured, pass_=ok, **extra))
+for r in load:
+    tag = "%s x%d" % (r["method"], r["connections"])
+    names = [t["name"] for t in r["targets"]]
+    pt = "hms-guard-off" if "hms-guard-off" in names else "hms-guard"
+    d, hd = cmp(r, pt, "direct"), cmp(r, "haproxy", "direct")
+    verdict("pass-through added p50 <= 30 us", tag + " " + pt, d["p50_added_us"], d["p50_added_us"] <= 30, haproxy=hd["p50_added_us"])
+    verdict("pass-through added p99 <= 100 us", tag + " " + pt, d["p99_added_us"], d["p99_added_us"] <= 100, haproxy=hd["p99_added_us"])
+    for g in [n for n in names if n.startswith("hms-guard")]:
+        h = cmp(r, g, "haproxy")
+        verdict("throughput vs haproxy >= 0.9x", tag + " " + g, h["throughput_ratio"], h["throughput_ratio"] >= 0.9)
+    errs = sum(t["errors"] + t["failed_connections"] for t in r["targets"])
+    if errs:
+        verdict("no errors", tag, errs, False)
+for r in scripted:
+    tag = "scripted %s x%d" % (r["method"], r["connections"])
+    d, hd = cmp(r, "hms-guard-off", "direct"), cmp(r, "haproxy", "direct")
+    verdict("pass-through added p50 <= 30 us", tag, d["p50_added_us"], d["p50_added_us"] <= 30, haproxy=hd["p50_added_us"])
+    verdict("pass-through added p99 <= 100 us", tag, d["p99_added_us"], d["p99_added_us"] <= 100, haproxy=hd["p99_added_us"])
+    verdict("throughput vs haproxy >= 0.9x", tag, cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"],
+            cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"] >= 0.9)
+if gt:
+    verdict("warm-cache get_table: no upstream call", "facts get_table calls per get_table",
+            round(facts_gt / gt, 3), facts_gt / gt <= 0.01)
+for r in load:
+    if r["method"] == "get_table" and r["connections"] == 1:
+        c = cmp(r, "hms-guard", "hms-guard-off")
+        verdict("warm-cache get_table decision <= 10 us", "added p50 vs authz off, x1", c["p50_added_us"], c["p50_added_us"] <= 10)
+verdict("1,000 idle connections <= 50 MiB RSS", "peak (VmHWM)", mib("B_IDLE_HWM"), mib("B_IDLE_HWM") <= 50)
+worst = max(mib("B_BIG_FAST"), mib("B_BIG_SLOW"))
+verdict("200 MiB reply: peak RSS <= 64 MiB", "%s MiB, fast and slow reader" % E["B_BIG_MIB"], worst, worst <= 64)
+for v in verdicts:
+    v["pass"] = v.pop("pass_")
+doc["verdicts"] = verdicts
+json.dump(doc, open(E["B_OUT"], "w"), indent=1)
+
+print()
+print("%d CPUs (%s); load average at start %s; medians over rounds" % (doc["machine"]["cpus"], doc["machine"]["cpu"], E["B_LOADAVG_START"]))
+print("%-24s | %-13s %9s %9s %9s" % ("case", "target", "calls/s", "p50 us", "p99 us"))
+for group, label in ((load, "metastore"), (scripted, "scripted")):
+    for r in group:
+        for t in r["targets"]:
+            m = t["median_of_rounds"]
+            print("%-24s | %-13s %9.0f %9.1f %9.1f" % ("%s %s x%d" % (label, r["method"], r["connections"]), t["name"], m["calls_per_s"], m["p50_us"], m["p99_us"]))
+        for c in r["comparisons"]:
+            m = c["median_of_rounds"]
+            if c["vs"] in ("direct", "haproxy") or c["target"] == "hms-guard":
+                print("%24s %s vs %s: %.3fx calls/s, p50 %+.1f us, p99 %+.1f us" % ("", c["target"], c["vs"], m["throughput_ratio"], m["p50_added_us"], m["p99_added_us"]))
+print("proxy's own time per call (mean us):", doc["guard_metrics"]["own_time_mean_us"])
+print("hms-guard (defaults): %d get_table calls, %d facts get_table calls; cache lookups %s" % (gt, facts_gt, caches))
+print("idle: %s connections, RSS at start %.1f MiB, while held %.1f MiB, peak %.1f MiB" % (E["B_IDLE_CONNS"], mib("B_IDLE_START"), mib("B_IDLE_HOLD"), mib("B_IDLE_HWM")))
+print("big reply %s MiB: peak RSS fast reader %.1f MiB, slow reader %.1f MiB; MiB/s medians %s" % (E["B_BIG_MIB"], mib("B_BIG_FAST"), mib("B_BIG_SLOW"), big_rate))
+print()
+for v in verdicts:
+    extra = " (haproxy: %s)" % v["haproxy"] if "haproxy" in v else ""
+    print("%-4s %-40s %-36s %s%s" % ("PASS" if v["pass"] else "MISS", v["target"], v["case"], v["measured"], extra))
+print()
+print("written: %s" % E["B_OUT"])
+EOF
