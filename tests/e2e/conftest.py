@@ -1,5 +1,8 @@
-"""Session fixtures: a real metastore, hms-guard in front of it, one Spark session.
-A part that cannot start makes the tests error (fail), never skip."""
+"""Session fixtures for the end-to-end tests: one lab directory, a real Hive Metastore 2.3,
+hms-guard in front of it (authorization off: the transparent proxy) and one Spark session
+through hms-guard. A part that cannot start makes the tests that need it error: nothing is
+skipped. Run: ~/.cache/hms-guard/venv/bin/python -m pytest tests/e2e (after tests/lab/setup.sh
+and cargo build; HMS_GUARD_BIN overrides target/debug/hms-guard)."""
 import sys
 from pathlib import Path
 
@@ -8,16 +11,20 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 import hms  # noqa: E402
 
+_lab_dir = None
+
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
-    return tmp_path_factory.mktemp("lab")
+    """The session's lab directory (pytest keeps the last three: logs survive a failed run)."""
+    global _lab_dir
+    _lab_dir = tmp_path_factory.mktemp("lab")
+    return _lab_dir
 
 
 @pytest.fixture(scope="session")
 def metastore(lab):
-    m = hms.Metastore(lab / "hms")
-    (lab / "hms").mkdir(exist_ok=True)
+    m = hms.Metastore(lab)
     try:
         m.start()
         yield m
@@ -27,7 +34,7 @@ def metastore(lab):
 
 @pytest.fixture(scope="session")
 def passthrough_guard(lab, metastore):
-    """hms-guard with authorization off: the transparent proxy of the first issue."""
+    """hms-guard with authorization off: every call is forwarded unchanged."""
     g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "off"\n', name="guard-passthrough")
     try:
         g.start()
@@ -38,8 +45,29 @@ def passthrough_guard(lab, metastore):
 
 @pytest.fixture(scope="session")
 def spark(lab, passthrough_guard):
-    s = hms.spark_session(lab / "spark", passthrough_guard.port)
+    """One Spark session (local[2], Hive support) whose metastore is hms-guard."""
+    s = None
     try:
+        s = hms.spark_session(lab, passthrough_guard.uri, app="hms-guard-e2e")
         yield s
     finally:
-        s.stop()
+        if s is not None:
+            hms.stop_spark(s)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report carries the tails of the lab's logs."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and _lab_dir is not None:
+        logs = sorted(_lab_dir.glob("*.log")) + [_lab_dir / "hms" / "metastore.log",
+                                                 _lab_dir / "spark" / "spark.log"]
+        for log in logs:
+            if log.exists():
+                rep.sections.append((f"lab log {log.relative_to(_lab_dir)}", hms.tail(log, n=25)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _lab_dir is not None:
+        terminalreporter.write_line(f"lab (logs, configs): {_lab_dir}")

@@ -1,24 +1,48 @@
-"""The project's test lab: a real Hive Metastore 2.3 (from pyspark's jars, embedded Derby,
+"""The project's test lab: a real Hive Metastore 2.3 (PyPI pyspark's jars, embedded Derby,
 s3a:// emulated on local disk), hms-guard in front of it, and Spark sessions through it.
 
-CLI:  python tests/lab/hms.py start --dir DIR [--port PORT]   (prints the port)
-      python tests/lab/hms.py stop --dir DIR
-Everything a lab starts lives in its own process group and is killed by stop()."""
+One lab is one directory; everything any part writes stays inside it:
+
+    DIR/hms/          the metastore: conf/ (hive-site.xml, core-site.xml, hive-log4j2.properties),
+                      metastore_db/ (Derby), warehouse/, tmp/, metastore.log (its log4j log),
+                      metastore.out (its stdout/stderr), metastore.pid
+    DIR/s3/datalake/  the emulated bucket: s3a://datalake/KEY is DIR/s3/datalake/KEY
+    DIR/spark/        a Spark session's dirs and spark.log
+    DIR/NAME.toml     an hms-guard config; NAME.log (stderr: its JSON log), NAME.out (stdout)
+
+CLI (uses the venv of tests/lab/setup.sh):
+    python tests/lab/hms.py start --dir DIR [--port PORT]   starts a metastore, prints its port
+    python tests/lab/hms.py stop --dir DIR                  stops it
+
+From Python, Metastore/Guard/spark_session start processes in their own process group that are
+killed by stop(), at interpreter exit, and (Linux) by the kernel when this process dies."""
 import argparse
+import atexit
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "datalake"
+METASTORE_TIMEOUT = 120  # seconds until a started metastore must answer a Thrift call
+GUARD_TIMEOUT = 30  # seconds until hms-guard's /readyz must say 200
+
+_live = []  # processes to kill at interpreter exit
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
 
 
 def free_port():
+    """An ephemeral port free right now on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -29,11 +53,39 @@ def jars_dir():
     return Path(pyspark.__file__).parent / "jars"
 
 
+def java():
+    home = os.environ.get("JAVA_HOME")
+    return str(Path(home) / "bin" / "java") if home else "java"
+
+
+def tail(*paths, n=40):
+    """The last n lines of each existing file, for error messages."""
+    out = []
+    for p in paths:
+        try:
+            lines = Path(p).read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            continue
+        out.append(f"--- {p} (last {len(lines)} lines)\n" + "\n".join(lines))
+    return "\n".join(out) or "(no log)"
+
+
+def site_xml(props):
+    from xml.sax.saxutils import escape
+    body = "".join(f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n"
+                   for k, v in props.items())
+    return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
+
+
+def bucket_dir(lab):
+    return Path(lab) / "s3" / BUCKET
+
+
 def s3a_conf(lab):
-    """Hadoop keys that map s3a://datalake/... onto LAB_PARENT/s3/datalake (viewfs overload
-    scheme). The metastore and every Spark session of one lab live in sibling directories, so
-    they share this one emulated bucket."""
-    root = Path(lab).parent / "s3" / BUCKET
+    """Hadoop keys mapping s3a://datalake/... onto DIR/s3/datalake (Hadoop's viewfs overload
+    scheme over the local filesystem). Creates the link targets, which must exist before a
+    metastore or Spark starts. Locations stay s3a://... in the metastore."""
+    root = bucket_dir(lab)
     (root / "datawarehouse").mkdir(parents=True, exist_ok=True)
     return {
         "fs.s3a.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme",
@@ -44,206 +96,440 @@ def s3a_conf(lab):
     }
 
 
-def site_xml(props):
-    body = "".join(f"  <property><name>{k}</name><value>{v}</value></property>\n"
-                   for k, v in props.items())
-    return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
+def log4j2(path, level="info"):
+    """A log4j2 properties config writing everything to one file."""
+    return ("status = error\n"
+            "appender.f.type = File\nappender.f.name = F\n"
+            f"appender.f.fileName = {path}\n"
+            "appender.f.layout.type = PatternLayout\n"
+            "appender.f.layout.pattern = %d{ISO8601} %-5p [%t] %c{1}: %m%n\n"
+            f"rootLogger.level = {level}\nrootLogger.appenderRef.f.ref = F\n")
 
 
-def wait_port(port, proc, timeout, log):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}); log tail:\n{tail(log)}")
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here, not in a forked child
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent():
+    """preexec_fn: the kernel SIGKILLs the child when this (parent) process dies, so a
+    killed test run leaves nothing behind (Linux only; a no-op elsewhere)."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def spawn(cmd, out, err=None, cwd=None, daemon=False):
+    """Starts cmd in a new process group, stdout to `out` and stderr to `err` (or `out`).
+    Unless daemon, it dies with this process at the latest."""
+    with open(out, "ab") as o:
+        e = open(err, "ab") if err else None
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"port {port} not open after {timeout}s; log tail:\n{tail(log)}")
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=o,
+                                    stderr=e or subprocess.STDOUT, cwd=cwd,
+                                    start_new_session=True,
+                                    preexec_fn=None if daemon else _die_with_parent)
+        finally:
+            if e:
+                e.close()
+    if not daemon:
+        _live.append(proc)
+    return proc
 
 
-def tail(path, n=40):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
+def kill_group(proc, grace=15):
+    """SIGTERM to proc's process group, SIGKILL after `grace` seconds; waits for the exit."""
+    if proc is None:
+        return
+    if proc in _live:
+        _live.remove(proc)
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
-def hms_client(port):
+@atexit.register
+def _kill_all():
+    for p in list(_live):
+        kill_group(p, grace=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thrift clients
+
+
+def hms_client(port, host="127.0.0.1", timeout=30):
+    """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
+    seconds so a hung server fails the caller instead of blocking it."""
     from hmsclient import hmsclient
-    return hmsclient.HMSClient(host="127.0.0.1", port=port)
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+    sock = TSocket.TSocket(host, int(port))
+    sock.setTimeout(timeout * 1000)
+    proto = TBinaryProtocol.TBinaryProtocol(TTransport.TBufferedTransport(sock))
+    return hmsclient.HMSClient(iprot=proto)
+
+
+# ---------------------------------------------------------------------------------------------
+# the metastore
 
 
 class Metastore:
-    """A real Hive Metastore 2.3 with embedded Derby, all files under `lab`."""
+    """A real Hive Metastore 2.3 with embedded Derby; its files under DIR/hms, the emulated
+    bucket under DIR/s3/datalake."""
 
     def __init__(self, lab, port=None, admin_users=("admin",)):
         self.lab = Path(lab)
+        self.home = self.lab / "hms"
         self.port = port or free_port()
         self.admin_users = admin_users
         self.proc = None
-        self.log = self.lab / "metastore.log"
+        self.log = self.home / "metastore.log"
+        self.out = self.home / "metastore.out"
+        self.pidfile = self.home / "metastore.pid"
 
-    def start(self, timeout=180):
-        lab = self.lab
-        conf = lab / "conf"
-        conf.mkdir(parents=True, exist_ok=True)
-        (lab / "tmp").mkdir(exist_ok=True)
-        (lab / "warehouse").mkdir(exist_ok=True)
+    @property
+    def uri(self):
+        return f"thrift://127.0.0.1:{self.port}"
+
+    def write_config(self):
+        home = self.home
+        conf = home / "conf"
+        for d in (conf, home / "tmp", home / "warehouse"):
+            d.mkdir(parents=True, exist_ok=True)
+        l4j = conf / "hive-log4j2.properties"
+        l4j.write_text(log4j2(self.log))
         props = {
             "javax.jdo.option.ConnectionURL":
-                f"jdbc:derby:;databaseName={lab}/metastore_db;create=true",
-            "hive.metastore.warehouse.dir": f"file://{lab}/warehouse",
+                f"jdbc:derby:;databaseName={home}/metastore_db;create=true",
+            "hive.metastore.warehouse.dir": f"file://{home}/warehouse",
             "datanucleus.schema.autoCreateAll": "true",
             "hive.metastore.schema.verification": "false",
+            # Without it: NoClassDefFoundError com/lmax/disruptor (not shipped).
             "hive.async.log.enabled": "false",
+            # BoneCP is not shipped; without HikariCP drop_database kills the connection.
             "datanucleus.connectionPoolingType": "HikariCP",
+            # Users without an OS account (set_ugi as anyone) fail with "no primary group".
             "hive.warehouse.subdir.inherit.perms": "false",
             "hive.users.in.admin.role": ",".join(self.admin_users),
+            # HiveMetaStore.main re-initialises log4j from this file (else from hive-common's
+            # default, which writes to java.io.tmpdir/USER/hive.log).
+            "hive.log4j.file": str(l4j),
         }
         (conf / "hive-site.xml").write_text(site_xml(props))
-        (conf / "core-site.xml").write_text(site_xml(s3a_conf(lab)))
-        (conf / "log4j2.properties").write_text(
-            "status = error\nappender.f.type = File\nappender.f.name = F\n"
-            f"appender.f.fileName = {lab}/metastore-log4j.log\n"
-            "appender.f.layout.type = PatternLayout\n"
-            "appender.f.layout.pattern = %d %p %c{1} %m%n\n"
-            "rootLogger.level = info\nrootLogger.appenderRef.f.ref = F\n")
-        cmd = ["java", "-Xmx512m",
-               f"-Djava.io.tmpdir={lab}/tmp",
-               f"-Dderby.stream.error.file={lab}/derby.log",
-               f"-Dderby.system.home={lab}",
-               f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
-               "-cp", f"{conf}:{jars_dir()}/*",
-               "org.apache.hadoop.hive.metastore.HiveMetaStore", "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     cwd=lab, start_new_session=True)
-        (lab / "metastore.pid").write_text(str(self.proc.pid))
-        wait_port(self.port, self.proc, timeout, self.log)
-        # Open is not ready: wait until it answers a real call.
-        deadline = time.time() + timeout
+        (conf / "core-site.xml").write_text(site_xml(s3a_conf(self.lab)))
+        return conf
+
+    def command(self, conf):
+        home = self.home
+        return [java(), "-Xmx512m",
+                f"-Djava.io.tmpdir={home}/tmp",
+                f"-Dderby.stream.error.file={home}/derby.log",
+                f"-Dderby.system.home={home}",
+                f"-Dlog4j2.configurationFile={conf}/hive-log4j2.properties",
+                "-cp", f"{conf}:{jars_dir()}/*",
+                "org.apache.hadoop.hive.metastore.HiveMetaStore", "-p", str(self.port)]
+
+    def start(self, timeout=METASTORE_TIMEOUT, daemon=False):
+        """Starts the metastore and returns self once it answers get_all_databases; raises
+        RuntimeError with the tail of its logs if it exits or does not answer in time."""
+        conf = self.write_config()
+        t0 = time.monotonic()
+        self.proc = spawn(self.command(conf), self.out, cwd=self.home, daemon=daemon)
+        self.pidfile.write_text(str(self.proc.pid))
+        deadline = t0 + timeout
+        last = None
         while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"metastore exited with {self.proc.returncode} before "
+                                   f"answering:\n{tail(self.out, self.log)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"metastore on port {self.port} did not answer "
+                                   f"get_all_databases within {timeout}s (last error: {last!r})"
+                                   f":\n{tail(self.out, self.log)}")
             try:
-                with hms_client(self.port) as c:
+                # A plain connect first: thrift's TSocket logs every refused connection.
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                with hms_client(self.port, timeout=10) as c:
                     c.get_all_databases()
+                self.started_in = time.monotonic() - t0
                 return self
-            except Exception as e:  # noqa: BLE001 - retried until the deadline
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"metastore never answered: {e}\n{tail(self.log)}")
-                time.sleep(0.5)
+            except Exception as e:  # noqa: BLE001 - not up yet: retried until the deadline
+                last = e
+                time.sleep(0.3)
 
     def stop(self):
         kill_group(self.proc)
+        self.pidfile.unlink(missing_ok=True)
 
 
-def kill_group(proc):
-    if proc is None or proc.poll() is not None:
-        return
+def _group_gone(pgid):
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(pgid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def stop_dir(lab, grace=15):
+    """Stops the metastore a CLI `start --dir lab` left running (by its pid file)."""
+    pidfile = Path(lab) / "hms" / "metastore.pid"
+    if not pidfile.exists():
+        return False
+    pgid = int(pidfile.read_text())
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        if _group_gone(pgid):
+            break
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            pass
+            break
+        end = time.monotonic() + wait
+        while time.monotonic() < end and not _group_gone(pgid):
+            time.sleep(0.2)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# hms-guard
 
 
 def guard_bin():
-    return os.environ.get("HMS_GUARD_BIN", str(REPO / "target/debug/hms-guard"))
+    return os.environ.get("HMS_GUARD_BIN", str(REPO / "target" / "debug" / "hms-guard"))
 
 
 class Guard:
-    """hms-guard in front of `upstream_port`, config written to lab/NAME.toml."""
+    """hms-guard (`hms-guard serve --config DIR/NAME.toml`) in front of `upstream` (a port,
+    or a list of thrift:// URIs); `extra` is TOML appended to the config."""
 
-    def __init__(self, lab, upstream_port, extra="", name="guard", upstream_uris=None):
+    def __init__(self, lab, upstream, extra="", name="guard", level="info"):
         self.lab = Path(lab)
         self.port = free_port()
         self.admin_port = free_port()
         self.name = name
-        self.uris = upstream_uris or [f"thrift://127.0.0.1:{upstream_port}"]
+        if isinstance(upstream, (list, tuple)):
+            self.uris = list(upstream)
+        else:
+            self.uris = [f"thrift://127.0.0.1:{upstream}"]
         self.extra = extra
+        self.level = level
         self.proc = None
         self.log = self.lab / f"{name}.log"
+        self.out = self.lab / f"{name}.out"
         self.config = self.lab / f"{name}.toml"
 
-    def start(self, timeout=30):
-        uris = ", ".join(f'"{u}"' for u in self.uris)
-        self.config.write_text(
-            f'[server]\nlisten = "127.0.0.1:{self.port}"\n'
-            f"[upstream]\nuris = [{uris}]\n"
-            f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\n'
-            f'[logging]\nformat = "json"\nlevel = "hms_guard=debug,info"\n' + self.extra)
-        self.proc = subprocess.Popen([guard_bin(), "serve", "--config", str(self.config)],
-                                     stdout=open(self.lab / f"{self.name}.out", "ab"),
-                                     stderr=open(self.log, "ab"), start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hms-guard exited ({self.proc.returncode}):\n{tail(self.log)}")
-            try:
-                if self.http("/readyz")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"hms-guard not ready after {timeout}s:\n{tail(self.log)}")
+    @property
+    def uri(self):
+        return f"thrift://127.0.0.1:{self.port}"
 
-    def http(self, path):
+    def config_text(self):
+        uris = ", ".join(f'"{u}"' for u in self.uris)
+        return (f'[server]\nlisten = "127.0.0.1:{self.port}"\n\n'
+                f"[upstream]\nuris = [{uris}]\n\n"
+                f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\n\n'
+                f'[logging]\nformat = "json"\nlevel = "{self.level}"\n'
+                + (f"\n{self.extra}" if self.extra else ""))
+
+    def start(self, timeout=GUARD_TIMEOUT):
+        """Starts hms-guard and returns self once GET /readyz answers 200; raises RuntimeError
+        with the tail of its log if it exits or is not ready in time."""
+        binary = guard_bin()
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"hms-guard binary {binary} missing: run `cargo build` "
+                               "or set HMS_GUARD_BIN")
+        self.lab.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self.config_text())
+        self.proc = spawn([binary, "serve", "--config", str(self.config)], self.out, self.log,
+                          cwd=self.lab)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hms-guard exited with {self.proc.returncode}:\n"
+                                   f"{tail(self.log, self.out)}")
+            try:
+                status, body = self.http("/readyz")
+                if status == 200:
+                    return self
+                last = (status, body.strip())
+            except OSError as e:
+                last = e
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"hms-guard not ready after {timeout}s (last /readyz: {last!r}):\n"
+                           f"{tail(self.log, self.out)}")
+
+    def http(self, path, timeout=10):
+        """(status, body) of GET http://ADMIN/path."""
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
     def metrics(self):
-        return self.http("/metrics")[1]
+        status, body = self.http("/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}: {body[:200]}")
+        return body
 
     def stop(self):
         kill_group(self.proc)
 
 
-def spark_session(lab, metastore_port, app="hms-guard-lab"):
-    """A local Spark session whose metastore is thrift://127.0.0.1:metastore_port."""
+def parse_metrics(text):
+    """Prometheus text format -> [(name, {label: value}, float)] (no escapes beyond \\" and
+    \\\\ in label values, which is all this project's exporter produces)."""
+    samples = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        labels = {}
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            body, value = rest.rsplit("}", 1)
+            i = 0
+            while i < len(body):
+                eq = body.index("=", i)
+                key = body[i:eq].strip().lstrip(",").strip()
+                j = eq + 2  # past ="
+                val = []
+                while body[j] != '"':
+                    if body[j] == "\\":
+                        j += 1
+                        val.append({"n": "\n"}.get(body[j], body[j]))
+                    else:
+                        val.append(body[j])
+                    j += 1
+                labels[key] = "".join(val)
+                i = j + 1
+        else:
+            name, value = line.split(None, 1)
+        samples.append((name.strip(), labels, float(value.split()[0])))
+    return samples
+
+
+def metric_series(text, name, **labels):
+    """The samples of metric `name` whose labels include `labels`."""
+    return [(lb, v) for n, lb, v in parse_metrics(text)
+            if n == name and all(lb.get(k) == want for k, want in labels.items())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark
+
+
+def spark_session(lab, metastore_uri, app="hms-guard-lab", extra_conf=None, name="spark"):
+    """A local[2] Spark session with Hive support whose metastore is `metastore_uri`
+    (thrift://HOST:PORT, or a port on 127.0.0.1). Its dirs and its log (DIR/NAME/spark.log)
+    are under DIR/NAME (give sessions of one lab in other processes their own NAME);
+    s3a://datalake is the lab's emulated bucket, as for the metastore.
+    Stop it with stop_spark(), which also ends its JVM."""
     from pyspark.sql import SparkSession
+    if isinstance(metastore_uri, int) or str(metastore_uri).isdigit():
+        metastore_uri = f"thrift://127.0.0.1:{metastore_uri}"
     lab = Path(lab)
-    for d in ("spark-warehouse", "spark-local", "scratch", "local-scratch", "resources", "tmp"):
-        (lab / d).mkdir(parents=True, exist_ok=True)
-    b = (SparkSession.builder.master("local[2]").appName(app)
-         .config("spark.hadoop.hive.metastore.uris", f"thrift://127.0.0.1:{metastore_port}")
-         .config("spark.sql.warehouse.dir", f"file://{lab}/spark-warehouse")
-         .config("spark.local.dir", str(lab / "spark-local"))
-         .config("spark.ui.enabled", "false")
-         .config("spark.sql.shuffle.partitions", "2")
-         .config("spark.hadoop.hive.exec.scratchdir", str(lab / "scratch"))
-         .config("spark.hadoop.hive.exec.local.scratchdir", str(lab / "local-scratch"))
-         .config("spark.hadoop.hive.downloaded.resources.dir", str(lab / "resources"))
-         .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={lab}/tmp")
-         .enableHiveSupport())
-    for k, v in s3a_conf(lab).items():
-        b = b.config(f"spark.hadoop.{k}", v)
-    return b.getOrCreate()
+    home = lab / name
+    for d in ("warehouse", "local", "scratch", "local-scratch", "resources", "tmp"):
+        (home / d).mkdir(parents=True, exist_ok=True)
+    l4j = home / "log4j2.properties"
+    l4j.write_text(log4j2(home / "spark.log", level="warn"))
+    conf = {
+        "spark.master": "local[2]",
+        "spark.app.name": app,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Loopback only (Spark otherwise binds its driver to the host's first non-loopback
+        # address when the hostname resolves to 127.0.0.1).
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.sql.warehouse.dir": f"file://{home}/warehouse",
+        "spark.local.dir": str(home / "local"),
+        "spark.driver.extraJavaOptions":
+            f"-Djava.io.tmpdir={home}/tmp -Dlog4j2.configurationFile={l4j}",
+        "spark.hadoop.hive.metastore.uris": metastore_uri,
+        # A hung metastore (or proxy) fails a statement in a minute, not ten.
+        "spark.hadoop.hive.metastore.client.socket.timeout": "60s",
+        "spark.hadoop.hive.exec.scratchdir": str(home / "scratch"),
+        "spark.hadoop.hive.exec.local.scratchdir": str(home / "local-scratch"),
+        "spark.hadoop.hive.downloaded.resources.dir": str(home / "resources"),
+    }
+    conf.update({f"spark.hadoop.{k}": v for k, v in s3a_conf(lab).items()})
+    conf.update(extra_conf or {})
+    b = SparkSession.builder
+    for k, v in conf.items():
+        b = b.config(k, v)
+    return b.enableHiveSupport().getOrCreate()
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def stop_spark(spark, timeout=30):
+    """Stops the session and waits for its JVM to exit (killing it after `timeout` s), so that
+    nothing is left running and a later spark_session() starts afresh."""
+    from pyspark import SparkContext
+    spark.stop()
+    gw = SparkContext._gateway
+    proc = getattr(gw, "proc", None)
+    if gw is not None:
+        try:
+            gw.shutdown()
+        except Exception:  # noqa: BLE001 - best effort; the JVM is ended below
+            pass
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is not None:
+        try:
+            proc.stdin.close()  # the gateway JVM exits on EOF
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cmd", choices=["start", "stop"])
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--port", type=int)
-    a = ap.parse_args()
-    Path(a.dir).mkdir(parents=True, exist_ok=True)
+    ap.add_argument("--dir", required=True, help="the lab directory")
+    ap.add_argument("--port", type=int, help="metastore port (default: a free one)")
+    ap.add_argument("--timeout", type=int, default=METASTORE_TIMEOUT)
+    a = ap.parse_args(argv)
+    lab = Path(a.dir).resolve()
+    lab.mkdir(parents=True, exist_ok=True)
     if a.cmd == "start":
-        m = Metastore(a.dir, a.port).start()
+        if (lab / "hms" / "metastore.pid").exists():
+            stop_dir(lab)
+        try:
+            m = Metastore(lab, a.port).start(timeout=a.timeout, daemon=True)
+        except RuntimeError as e:
+            print(f"hms.py: {e}", file=sys.stderr)
+            return 1
         print(m.port)
-    else:
-        pidf = Path(a.dir) / "metastore.pid"
-        if pidf.exists():
-            try:
-                os.killpg(int(pidf.read_text()), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            pidf.unlink()
+        print(f"metastore {m.uri} ready in {m.started_in:.1f}s (pid {m.proc.pid}); "
+              f"log {m.log}; bucket s3a://{BUCKET} = {bucket_dir(lab)}", file=sys.stderr)
+        return 0
+    if not stop_dir(lab):
+        print(f"hms.py: no metastore pid file in {lab}/hms", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,31 +1,97 @@
 #!/usr/bin/env bash
-# Installs the test lab, cached: a JRE (apt, if `java` is missing) and a Python venv with
-# PyPI pyspark (its jars hold Hive Metastore 2.3 and Spark), hmsclient, thrift and pytest.
-# Re-running when complete takes about a second. Exits non-zero with a clear message on failure.
+# Installs the test lab, cached: a JRE 17+ (apt-get, if `java` is missing or too old) and a
+# Python venv with PyPI pyspark (its jars hold Hive Metastore 2.3 and Spark), hmsclient, thrift
+# and pytest, at ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv.
+# First run: ~460 MB download, a few minutes. Re-running when complete takes about a second
+# (a stamp file holds the hash of the requirements). Exits non-zero with a message on failure.
 set -euo pipefail
+
+# Versions verified together (Python 3.11, Java 17): pyspark 4.3.0 ships hive-metastore 2.3.10,
+# libthrift 0.16.0, hadoop-client 3.5.0 and pins py4j 0.10.9.9.
+REQUIREMENTS="pyspark==4.3.0
+hmsclient==0.1.1
+thrift==0.25.0
+pytest==9.2.0"
+
 cache="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}"
 venv="$cache/venv"
-reqs="pyspark==4.3.0 hmsclient==0.1.1 thrift==0.25.0 pytest==9.2.0"
 stamp="$venv/.hms-guard-lab"
 
-if ! command -v java >/dev/null 2>&1; then
-  echo "lab: java not found; installing openjdk-17-jre-headless"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null \
-    || { echo "lab: cannot install a JRE (apt-get failed)" >&2; exit 1; }
-fi
-java -version >/dev/null 2>&1 || { echo "lab: java does not run" >&2; exit 1; }
+die() { echo "lab setup: $*" >&2; exit 1; }
+say() { echo "lab setup: $*" >&2; }
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$reqs" ] && "$venv/bin/python" -c "import pyspark, hmsclient, thrift, pytest" 2>/dev/null; then
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+  else return 1; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq >/dev/null && as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+java_major() {
+  # `java -version` prints e.g.: openjdk version "17.0.15" 2025-04-15
+  local v
+  v=$("${JAVA_HOME:+$JAVA_HOME/bin/}java" -version 2>&1 | sed -n 's/.*version "\([0-9][0-9]*\).*/\1/p' | head -1)
+  echo "${v:-0}"
+}
+
+hash_of() { if command -v sha256sum >/dev/null 2>&1; then sha256sum; else cksum; fi | cut -d' ' -f1; }
+
+mkdir -p "$cache"
+# One installer at a time (tests and the demo may start together).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache/.setup.lock"
+  flock 9
+fi
+
+# --- Java (Spark 4 and this metastore need 17+)
+if ! command -v "${JAVA_HOME:+$JAVA_HOME/bin/}java" >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then
+  say "no Java 17+ found; installing a JRE with apt-get"
+  apt_install openjdk-17-jre-headless || apt_install default-jre-headless \
+    || die "cannot install a JRE (need root or sudo and apt-get); install Java 17+ and retry"
+  hash -r
+  [ "$(java_major)" -ge 17 ] \
+    || die "Java 17+ still not on PATH after installing (found major $(java_major)); set JAVA_HOME"
+fi
+
+# --- Python venv
+want="$(printf '%s\n%s\n' "$REQUIREMENTS" "$(python3 -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)" | hash_of)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ] \
+   && [ -d "$("$venv/bin/python" -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))' 2>/dev/null)/jars" ]; then
   exit 0
 fi
-echo "lab: installing $reqs into $venv (first run: ~460 MB, a few minutes)"
-mkdir -p "$cache"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade pip >/dev/null
-# shellcheck disable=SC2086
-"$venv/bin/pip" install -q $reqs || { echo "lab: pip install failed" >&2; exit 1; }
-"$venv/bin/python" -c "import pyspark, hmsclient, thrift, pytest" \
-  || { echo "lab: installed packages do not import" >&2; exit 1; }
-echo "$reqs" > "$stamp"
-echo "lab: ready"
+
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv || die "python3 is missing"
+say "installing into $venv: $(echo $REQUIREMENTS) (first run: ~460 MB, a few minutes)"
+rm -f "$stamp"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    say "python3 -m venv failed; installing python3-venv with apt-get"
+    rm -rf "$venv"
+    pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    { apt_install "python$pyver-venv" || apt_install python3-venv; } \
+      || die "python3 -m venv does not work and python3-venv cannot be installed"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+  fi
+fi
+req_file="$cache/requirements.txt"
+printf '%s\n' "$REQUIREMENTS" > "$req_file"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req_file" \
+  || die "pip install failed (see above); PyPI must be reachable"
+"$venv/bin/python" - <<'PY' || die "the installed packages are incomplete"
+import os, pyspark, hmsclient, thrift, pytest  # noqa: F401
+from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore  # noqa: F401
+jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
+need = ["hive-metastore-2.3", "hive-exec-2.3", "libthrift-", "derby-", "HikariCP-"]
+have = os.listdir(jars)
+missing = [n for n in need if not any(j.startswith(n) for j in have)]
+if missing:
+    raise SystemExit(f"pyspark/jars lacks {missing}")
+PY
+echo "$want" > "$stamp"
+say "ready ($venv)"

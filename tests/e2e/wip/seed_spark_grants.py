@@ -30,7 +30,7 @@ def spark_as(lab, port, user, statements):
 def seeded(lab, metastore):
     g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "enforce"\n', name="guard-spark")
     g.start()
-    slab = lab / "spark-grants"
+    slab = lab  # one bucket (lab/s3/datalake); each user's Spark in lab/spark-USER
     setup = ["CREATE DATABASE demo_database"]
     for t in TABLES:
         setup.append(f"CREATE TABLE demo_database.{t} (id INT, v STRING) STORED AS PARQUET "

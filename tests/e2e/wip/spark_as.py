@@ -12,7 +12,8 @@ import hms  # noqa: E402
 
 def main():
     lab, port, stmts = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-    spark = hms.spark_session(lab, port, app=f"as-{os.environ.get('HADOOP_USER_NAME')}")
+    user = os.environ.get("HADOOP_USER_NAME")
+    spark = hms.spark_session(lab, port, app=f"as-{user}", name=f"spark-{user}")
     spark.sparkContext.setLogLevel("ERROR")
     out = []
     try:
@@ -23,7 +24,7 @@ def main():
             except Exception as e:  # noqa: BLE001 - reported to the test
                 out.append({"sql": s, "ok": False, "error": str(e)[:2000]})
     finally:
-        spark.stop()
+        hms.stop_spark(spark)
     print("RESULT " + json.dumps(out, default=str))
 
 
