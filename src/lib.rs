@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod codec;
@@ -77,7 +78,9 @@ impl Running {
 /// true. Used by `run` and by tests.
 pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> std::io::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared::new(config, metrics.clone()));
+    let shared = Arc::new(
+        Shared::new(config, metrics.clone()).map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;
     let admin = if shared.config.admin.listen.is_empty() {
