@@ -90,8 +90,15 @@ impl FactsStore {
     }
 
     /// Drops a cached object (it was created, altered or dropped through the proxy).
+    /// `Object::Global` drops every cached object (a rename or a cascading drop changes
+    /// objects the call does not name).
     pub fn invalidate_object(&self, obj: &Object) {
-        self.objects.remove(obj);
+        match obj {
+            Object::Global => self.objects.clear(),
+            _ => {
+                self.objects.remove(obj);
+            }
+        }
     }
 
     /// Everything granted to `identity`, through its groups and every reachable role.

@@ -99,6 +99,26 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
     }
 }
 
+/// Objects whose cached facts (owner, location, existence) a successful call may change.
+/// Reads change nothing: evicting after a read would send every warm decision upstream.
+fn changed_objects(op: &Operation) -> Vec<Object> {
+    match op {
+        // A rename creates a table the call does not name; a database drop cascades.
+        Operation::AlterTable {
+            kind: crate::authz::AlterKind::Rename { .. },
+            ..
+        }
+        | Operation::DropDatabase { .. } => vec![Object::Global],
+        Operation::CreateTable { table }
+        | Operation::DropTable { table }
+        | Operation::AlterTable { table, .. } => vec![table.clone()],
+        Operation::CreateDatabase { db } | Operation::AlterDatabase { db, .. } => {
+            vec![db.clone()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn needs_grants(op: &Operation) -> bool {
     !matches!(op, Operation::Harmless | Operation::Unknown(_))
 }
@@ -215,7 +235,7 @@ impl Guard {
             _ => None,
         };
         let mut checked = self.finish(identity, method, d, record, filter);
-        checked.invalidate_objects = ops.iter().flat_map(|c| owner_objects(&c.op)).collect();
+        checked.invalidate_objects = ops.iter().flat_map(|c| changed_objects(&c.op)).collect();
         checked
     }
 
