@@ -1,4 +1,4 @@
-//! Command line (DESIGN.md §6): `serve`, `check-config`.
+//! Command line (DESIGN.md §6): `serve`, `check-config`, `explain`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,35 @@ pub enum Command {
         #[arg(long)]
         admin_listen: Option<String>,
     },
+    /// Print the decision the proxy would make for a user, method and object, and why
+    /// (asks the configured metastore for grants and owners). Exit 0 allowed, 1 denied,
+    /// 2 usage or config error.
+    Explain {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+        /// The user (as `set_ugi` would claim it).
+        #[arg(long)]
+        user: String,
+        /// A group of the user, repeatable (default: the groups the proxy's config gives).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Metastore method, e.g. get_table, create_table, alter_table, drop_table.
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        table: Option<String>,
+        /// Storage location (create/alter with a location).
+        #[arg(long)]
+        location: Option<String>,
+        /// Role of grant_role / revoke_role / create_role / drop_role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Privilege(s) of grant_privileges / revoke_privileges, e.g. SELECT,INSERT.
+        #[arg(long)]
+        privilege: Option<String>,
+    },
     /// Validate a config file: exit 0 if valid, else print every error and exit 2.
     CheckConfig {
         #[arg(long, env = CONFIG_ENV)]
@@ -56,6 +85,59 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Explain {
+            config,
+            user,
+            groups,
+            method,
+            db,
+            table,
+            location,
+            role,
+            privilege,
+        } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    report(&config.display().to_string(), &errors);
+                    return ExitCode::from(2);
+                }
+            };
+            let request = crate::explain::Request {
+                user,
+                groups,
+                method,
+                db,
+                table,
+                location,
+                role,
+                privilege,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hms-guard: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::explain::explain(&cfg, &request)) {
+                Ok(e) => {
+                    print!("{}", e.text);
+                    if e.allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hms-guard explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve {
             config,
             listen,

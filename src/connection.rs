@@ -17,14 +17,12 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::audit::{Audit, AuditError, AuditEvent};
-use crate::authz::Policy;
 use crate::codec::reader::Ty;
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
 use crate::codec::writer::Writer;
 use crate::codec::{Limits, MessageHeader, MessageType, Scan};
-use crate::config::{ms, Config, IdentityMode, ThriftUri, UnknownMethods};
+use crate::config::{ms, Config, IdentityMode, ThriftUri};
 use crate::error::{ClientError, UpstreamError};
-use crate::facts::{ClientConfig, FactsStore, MetaClient};
 use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{DirectionLabels, MethodLabels, Metrics, RequestLabels, TransportLabels};
@@ -67,34 +65,7 @@ impl Shared {
             max_message_bytes: l.max_reply_bytes,
             ..request_limits
         };
-        let a = &config.authz;
-        let client = MetaClient::new(
-            upstreams.clone(),
-            ClientConfig {
-                service_user: a.service_user.clone(),
-                timeout: ms(a.facts_timeout_ms),
-                max_reply_bytes: a.facts_max_reply_bytes,
-                max_idle: 8,
-            },
-        );
-        let guard = Guard {
-            mode: a.mode,
-            policy: Policy {
-                admin_role: a.admin_role.clone(),
-                admin_users: a.admin_users.clone(),
-                allow_tokens: a.allow_tokens,
-                allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
-            },
-            facts: FactsStore::new(
-                client,
-                ms(a.cache_ttl_ms),
-                a.max_principals,
-                metrics.clone(),
-            ),
-            filter_listings: a.filter_listings,
-            max_depth: l.max_depth,
-            metrics: metrics.clone(),
-        };
+        let guard = Guard::new(&config, upstreams.clone(), metrics.clone());
         let audit = Audit::start(&config.audit, metrics.clone())?;
         Ok(Shared {
             config,

@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod explain;
 pub mod facts;
 pub mod framing;
 pub mod identity;

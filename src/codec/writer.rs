@@ -6,6 +6,19 @@ use super::header::MessageType;
 use super::reader::Ty;
 use super::reply::{put_varint, write_message_begin, zigzag32};
 use super::scanner::Protocol;
+use super::value::Value;
+
+fn ty_of(v: &Value) -> Ty {
+    match v {
+        Value::Bool(_) => Ty::Bool,
+        Value::Int(_) => Ty::I64,
+        Value::Double(_) => Ty::Double,
+        Value::Bytes(_) => Ty::String,
+        Value::Struct(_) => Ty::Struct,
+        Value::List(_) => Ty::List,
+        Value::Map(_) => Ty::Map,
+    }
+}
 
 /// Message writer (binary or compact) into a growable buffer.
 pub struct Writer {
@@ -127,6 +140,72 @@ impl Writer {
     /// Raw bytes (an already-encoded value copied from another message of the same protocol).
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.out.put_slice(bytes);
+        self
+    }
+
+    /// A whole decoded value (integers as i64: a value tree does not keep the width; for the
+    /// proxy's own synthetic calls, never for bytes sent upstream on a client's behalf).
+    pub fn value(&mut self, v: &Value) -> &mut Self {
+        match v {
+            // Outside a field header: binary 0/1, compact 1 (true) / 2 (false).
+            Value::Bool(b) => match self.protocol {
+                Protocol::Binary => self.out.put_u8(u8::from(*b)),
+                Protocol::Compact => self.out.put_u8(if *b { 1 } else { 2 }),
+            },
+            Value::Int(i) => match self.protocol {
+                Protocol::Binary => self.out.put_i64(*i),
+                Protocol::Compact => put_varint(&mut self.out, ((i << 1) ^ (i >> 63)) as u64),
+            },
+            Value::Double(d) => match self.protocol {
+                Protocol::Binary => self.out.put_f64(*d),
+                Protocol::Compact => self.out.put_f64_le(*d),
+            },
+            Value::Bytes(b) => {
+                self.string(b);
+            }
+            Value::Struct(fields) => {
+                self.struct_begin();
+                for (id, f) in fields {
+                    match (self.protocol, f) {
+                        (Protocol::Compact, Value::Bool(b)) => {
+                            self.field_bool(*id, *b);
+                        }
+                        _ => {
+                            self.field(ty_of(f), *id).value(f);
+                        }
+                    }
+                }
+                self.struct_end();
+            }
+            Value::List(items) => {
+                let elem = items.first().map_or(Ty::String, ty_of);
+                self.list_begin(elem, items.len());
+                for i in items {
+                    self.value(i);
+                }
+            }
+            Value::Map(entries) => {
+                let (k, v) = entries
+                    .first()
+                    .map_or((Ty::String, Ty::String), |(k, v)| (ty_of(k), ty_of(v)));
+                match self.protocol {
+                    Protocol::Binary => {
+                        self.out.put_u8(k.to_binary());
+                        self.out.put_u8(v.to_binary());
+                        self.out.put_i32(entries.len() as i32);
+                    }
+                    Protocol::Compact => {
+                        put_varint(&mut self.out, entries.len() as u64);
+                        if !entries.is_empty() {
+                            self.out.put_u8((k.to_compact() << 4) | v.to_compact());
+                        }
+                    }
+                }
+                for (a, b) in entries {
+                    self.value(a).value(b);
+                }
+            }
+        }
         self
     }
 

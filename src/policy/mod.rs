@@ -11,8 +11,9 @@ use crate::authz::{
     authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason,
 };
 use crate::codec::{MessageHeader, Protocol};
-use crate::config::AuthzMode;
-use crate::facts::FactsStore;
+use crate::config::{ms, AuthzMode, Config, UnknownMethods};
+use crate::facts::{ClientConfig, FactsStore, MetaClient};
+use crate::upstream::Upstreams;
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::router::{ListShape, Method, Rule};
@@ -124,6 +125,33 @@ fn needs_grants(op: &Operation) -> bool {
 }
 
 impl Guard {
+    /// The policy stage of a config: its own pooled metastore client for facts.
+    pub fn new(config: &Config, upstreams: Upstreams, metrics: Arc<Metrics>) -> Guard {
+        let a = &config.authz;
+        let client = MetaClient::new(
+            upstreams,
+            ClientConfig {
+                service_user: a.service_user.clone(),
+                timeout: ms(a.facts_timeout_ms),
+                max_reply_bytes: a.facts_max_reply_bytes,
+                max_idle: 8,
+            },
+        );
+        Guard {
+            mode: a.mode,
+            policy: Policy {
+                admin_role: a.admin_role.clone(),
+                admin_users: a.admin_users.clone(),
+                allow_tokens: a.allow_tokens,
+                allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
+            },
+            facts: FactsStore::new(client, ms(a.cache_ttl_ms), a.max_principals, metrics.clone()),
+            filter_listings: a.filter_listings,
+            max_depth: config.limits.max_depth,
+            metrics,
+        }
+    }
+
     /// Decides one call (everything but `set_ugi`, which the connection answers).
     pub async fn check(
         &self,
@@ -286,10 +314,8 @@ impl Guard {
         mut record: DecisionRecord,
         filter: Option<ListFilter>,
     ) -> Checked {
-        let shadow = !d.allow && self.mode == AuthzMode::Shadow;
-        if shadow {
-            record.outcome = "shadow_deny";
-        }
+        let (outcome, forward) = outcome(d.allow, self.mode);
+        record.outcome = outcome;
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
@@ -297,13 +323,11 @@ impl Guard {
                 reason: d.reason.as_str(),
             })
             .inc();
-        let verdict = if d.allow || shadow {
-            match filter {
-                Some(f) if !shadow => Verdict::Filter(f),
-                _ => Verdict::Forward,
-            }
-        } else {
-            Verdict::Deny(d.message(identity, method))
+        // Shadow mode changes nothing on the wire: no denial, no filtered listing.
+        let verdict = match (forward, filter) {
+            (false, _) => Verdict::Deny(d.message(identity, method)),
+            (true, Some(f)) if self.mode == AuthzMode::Enforce => Verdict::Filter(f),
+            (true, _) => Verdict::Forward,
         };
         Checked {
             verdict,
@@ -311,6 +335,16 @@ impl Guard {
             invalidate_grants: false,
             invalidate_objects: Vec::new(),
         }
+    }
+}
+
+/// The audited outcome of a decision in a mode, and whether the call is forwarded: shadow mode
+/// records a denial as `shadow_deny` and forwards anyway.
+pub fn outcome(allow: bool, mode: AuthzMode) -> (&'static str, bool) {
+    match (allow, mode) {
+        (true, _) => ("allow", true),
+        (false, AuthzMode::Shadow) => ("shadow_deny", true),
+        (false, _) => ("deny", false),
     }
 }
 
@@ -337,4 +371,41 @@ pub fn keep_listed(f: &ListFilter, policy: &Policy, element: &crate::codec::valu
         return true;
     }
     visible(&f.identity, &f.grants, policy, &Object::table(db, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_mode_records_denials_and_forwards() {
+        assert_eq!(outcome(true, AuthzMode::Enforce), ("allow", true));
+        assert_eq!(outcome(false, AuthzMode::Enforce), ("deny", false));
+        assert_eq!(outcome(true, AuthzMode::Shadow), ("allow", true));
+        assert_eq!(outcome(false, AuthzMode::Shadow), ("shadow_deny", true));
+    }
+
+    #[test]
+    fn only_changes_evict_cached_objects() {
+        let t = Object::table("d", "t");
+        assert!(changed_objects(&Operation::ReadTables(vec![t.clone()])).is_empty());
+        assert!(changed_objects(&Operation::AddPartitions { table: t.clone() }).is_empty());
+        assert_eq!(
+            changed_objects(&Operation::DropTable { table: t.clone() }),
+            vec![t.clone()]
+        );
+        assert_eq!(
+            changed_objects(&Operation::AlterTable {
+                table: t.clone(),
+                kind: crate::authz::AlterKind::Rename { new_db: "e".into() }
+            }),
+            vec![Object::Global]
+        );
+        assert_eq!(
+            changed_objects(&Operation::DropDatabase {
+                db: Object::database("d")
+            }),
+            vec![Object::Global]
+        );
+    }
 }

@@ -1,0 +1,418 @@
+//! `hms-guard explain`: the decision the proxy would make for one user, method and object, and
+//! why — through the same code path as a live call.
+//!
+//! The arguments are turned into the call a client would send (the method table's field paths
+//! say where the database, table and location go), and that call goes through
+//! `Guard::check`, which classifies it, gathers facts from the configured metastore (grants,
+//! owners, the current table for `alter_table*`) and runs `authorize()`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::authz::{Object, Privilege};
+use crate::codec::value::Value;
+use crate::codec::writer::Writer;
+use crate::codec::{MessageHeader, MessageType, Protocol};
+use crate::config::{ms, Config, IdentityMode};
+use crate::identity::{Identity, IdentitySource};
+use crate::metrics::Metrics;
+use crate::policy::{Guard, Verdict};
+use crate::router::{self, Path, Rule, EACH};
+use crate::upstream::Upstreams;
+
+/// What to explain (DESIGN.md §6).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub user: String,
+    /// Empty: the groups the proxy would use (`identity.groups`, or the pinned groups).
+    pub groups: Vec<String>,
+    pub method: String,
+    pub db: String,
+    pub table: Option<String>,
+    pub location: Option<String>,
+    /// Role of a role grant/revoke (`grant_role`, `create_role`…).
+    pub role: Option<String>,
+    /// Privilege(s) of a privilege grant/revoke, e.g. `SELECT` or `SELECT,INSERT`.
+    pub privilege: Option<String>,
+}
+
+/// The outcome: `allowed` decides the exit code; `text` is printed.
+#[derive(Debug)]
+pub struct Explained {
+    pub allowed: bool,
+    pub text: String,
+}
+
+/// A sparse args struct under construction: values placed at field paths.
+#[derive(Debug, Default)]
+struct Node {
+    fields: Vec<(i16, Slot)>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Leaf(Value),
+    Struct(Node),
+    /// A one-element list (a path step `EACH`).
+    List(Node),
+}
+
+impl Node {
+    fn put(&mut self, path: &[i16], v: Value) {
+        let (id, rest) = match path {
+            [] => return,
+            [id, rest @ ..] => (*id, rest),
+        };
+        // `EACH` directly under a field: that field is a list of structs (or of leaves).
+        let (list, rest) = match rest {
+            [EACH, r @ ..] => (true, r),
+            r => (false, r),
+        };
+        let pos = match self.fields.iter().position(|(i, _)| *i == id) {
+            Some(p) => p,
+            None => {
+                let slot = match (list, rest.is_empty()) {
+                    (false, true) => Slot::Leaf(Value::Bool(false)),
+                    (false, false) => Slot::Struct(Node::default()),
+                    (true, _) => Slot::List(Node::default()),
+                };
+                self.fields.push((id, slot));
+                self.fields.len() - 1
+            }
+        };
+        match (&mut self.fields[pos].1, rest.is_empty()) {
+            (Slot::Leaf(l), true) => *l = v,
+            (Slot::Struct(n), false) | (Slot::List(n), false) => n.put(rest, v),
+            // A list of leaves: the leaf sits in the element node at id 0.
+            (Slot::List(n), true) => n.put(&[0], v),
+            _ => {}
+        }
+    }
+
+    fn into_value(self) -> Value {
+        Value::Struct(
+            self.fields
+                .into_iter()
+                .map(|(id, s)| {
+                    let v = match s {
+                        Slot::Leaf(v) => v,
+                        Slot::Struct(n) => n.into_value(),
+                        Slot::List(n) => {
+                            // Element 0 alone: a list of leaves; otherwise a list of structs.
+                            let elem = match n.fields.as_slice() {
+                                [(0, Slot::Leaf(v))] => v.clone(),
+                                _ => n.into_value(),
+                            };
+                            Value::List(vec![elem])
+                        }
+                    };
+                    (id, v)
+                })
+                .collect(),
+        )
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::Bytes(v.as_bytes().to_vec())
+}
+
+fn join(a: Path, b: &[i16]) -> Vec<i16> {
+    a.iter().chain(b).copied().collect()
+}
+
+/// Replaces (or adds) a struct field at a path of field ids.
+fn set_path(v: &mut Value, path: &[i16], new: Value) {
+    let Value::Struct(fields) = v else { return };
+    let (id, rest) = match path {
+        [] => return,
+        [id, rest @ ..] => (*id, rest),
+    };
+    let pos = match fields.iter().position(|(i, _)| *i == id) {
+        Some(p) => p,
+        None => {
+            fields.push((id, Value::Struct(Vec::new())));
+            fields.len() - 1
+        }
+    };
+    if rest.is_empty() {
+        fields[pos].1 = new;
+    } else {
+        set_path(&mut fields[pos].1, rest, new);
+    }
+}
+
+/// Builds the args struct of `method` from the request. Errors name the missing flag.
+async fn build_args(
+    guard: &Guard,
+    rule: &Rule,
+    r: &Request,
+) -> Result<(Value, Vec<String>), String> {
+    let mut n = Node::default();
+    let mut notes = Vec::new();
+    let table = || {
+        r.table
+            .clone()
+            .ok_or_else(|| format!("--table is required for {}", r.method))
+    };
+    match *rule {
+        Rule::Harmless | Rule::SetUgi | Rule::Tokens | Rule::AdminOnly(_) => {}
+        Rule::ReadTable { db, table: t }
+        | Rule::DropTable { db, table: t }
+        | Rule::TruncateTable { db, table: t }
+        | Rule::AddPartitions { db, table: t }
+        | Rule::AlterPartitions { db, table: t, .. }
+        | Rule::DropPartitions { db, table: t } => {
+            n.put(db, s(&r.db));
+            n.put(t, s(&table()?));
+        }
+        Rule::Listing { db, .. } => {
+            if let Some(p) = db {
+                n.put(p, s(&r.db));
+            }
+        }
+        Rule::CreateTable { table: p } => {
+            n.put(&join(p, &[1]), s(&table()?));
+            n.put(&join(p, &[2]), s(&r.db));
+            if let Some(l) = &r.location {
+                n.put(&join(p, &[7, 2]), s(l));
+            }
+        }
+        Rule::AlterTable {
+            db,
+            table: t,
+            new_table,
+        } => {
+            let name = table()?;
+            n.put(db, s(&r.db));
+            n.put(t, s(&name));
+            // The new table: the current one with the asked change.
+            let current = guard
+                .facts
+                .table(&r.db, &name)
+                .await
+                .map_err(|e| format!("cannot read the current table {}.{name}: {e}", r.db))?;
+            let mut new = match current {
+                Some(v) => v,
+                None => {
+                    notes.push(format!("table {}.{name} does not exist", r.db));
+                    Value::Struct(vec![(1, s(&name)), (2, s(&r.db))])
+                }
+            };
+            match &r.location {
+                Some(l) => {
+                    set_path(&mut new, &[7, 2], s(l));
+                    notes.push(format!("explained as: SET LOCATION '{l}'"));
+                }
+                None => {
+                    let mut params = new.field(9).cloned().unwrap_or(Value::Map(Vec::new()));
+                    if let Value::Map(m) = &mut params {
+                        m.push((s("hms-guard.explain"), s("a property change")));
+                    }
+                    set_path(&mut new, &[9], params);
+                    notes.push(
+                        "explained as: a property change (give --location for SET LOCATION)"
+                            .into(),
+                    );
+                }
+            }
+            n.put(new_table, new);
+        }
+        Rule::OwnerOfTables { tables } => {
+            let name = table()?;
+            for (db, t) in tables {
+                n.put(db, s(&r.db));
+                n.put(t, s(&name));
+            }
+        }
+        Rule::CreateDatabase { database } => {
+            n.put(&join(database, &[1]), s(&r.db));
+            if let Some(l) = &r.location {
+                n.put(&join(database, &[3]), s(l));
+            }
+        }
+        Rule::AlterDatabase { name, new_database } => {
+            n.put(name, s(&r.db));
+            n.put(&join(new_database, &[1]), s(&r.db));
+            if let Some(l) = &r.location {
+                n.put(&join(new_database, &[3]), s(l));
+            }
+        }
+        Rule::DropDatabase { name } => n.put(name, s(&r.db)),
+        Rule::GrantRole { role } => {
+            let role_name = r
+                .role
+                .clone()
+                .ok_or_else(|| format!("--role is required for {}", r.method))?;
+            n.put(role, s(&role_name));
+        }
+        Rule::GrantPrivileges { bag } => {
+            let p = r
+                .privilege
+                .clone()
+                .ok_or_else(|| format!("--privilege is required for {}", r.method))?;
+            for part in p.split(',') {
+                if Privilege::parse(part).is_none() {
+                    return Err(format!("unknown privilege {part:?}"));
+                }
+            }
+            // PrivilegeBag 1: list<HiveObjectPrivilege>(1 HiveObjectRef(1 type, 2 db, 3 name),
+            // 2 principalName, 3 principalType, 4 PrivilegeGrantInfo(1 privilege)).
+            let (kind, name) = match &r.table {
+                Some(t) => (3, t.clone()),
+                None => (2, String::new()),
+            };
+            let mut obj = vec![(1, Value::Int(kind)), (2, s(&r.db))];
+            if kind == 3 {
+                obj.push((3, s(&name)));
+            }
+            let hop = Value::Struct(vec![
+                (1, Value::Struct(obj)),
+                (2, s("public")),
+                (3, Value::Int(2)),
+                (4, Value::Struct(vec![(1, s(&p))])),
+            ]);
+            n.put(bag, Value::Struct(vec![(1, Value::List(vec![hop]))]));
+            notes.push("explained as: granting to role public".into());
+        }
+        Rule::ReadGrants { name, kind } => {
+            n.put(name, s(&r.user));
+            if let Some(k) = kind {
+                n.put(k, Value::Int(1));
+            }
+        }
+    }
+    Ok((n.into_value(), notes))
+}
+
+/// The identity the proxy would give this user.
+fn identity_of(config: &Config, r: &Request) -> Identity {
+    let groups = if !r.groups.is_empty() {
+        r.groups.clone()
+    } else if config.identity.mode == IdentityMode::Pinned && config.identity.pinned_user == r.user {
+        config.identity.pinned_groups.clone()
+    } else {
+        config
+            .identity
+            .groups
+            .get(&r.user)
+            .cloned()
+            .unwrap_or_default()
+    };
+    Identity::new(&r.user, &groups, IdentitySource::SetUgi)
+}
+
+/// Explains one decision against the configured metastore.
+pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> {
+    let metrics = Arc::new(Metrics::new());
+    let upstreams = Upstreams::new(config.upstream_uris(), ms(config.upstream.connect_timeout_ms));
+    let guard = Guard::new(config, upstreams, metrics);
+    let method = router::route(&r.method);
+    let identity = identity_of(config, r);
+    let (args, notes) = match method {
+        Some(m) => build_args(&guard, &m.rule, r).await?,
+        None => (Value::Struct(Vec::new()), Vec::new()),
+    };
+    let mut w = Writer::new(Protocol::Binary);
+    w.message(&r.method, MessageType::Call, 1).value(&args);
+    let message = w.finish(false);
+    let header = MessageHeader {
+        name: r.method.clone(),
+        kind: MessageType::Call,
+        seqid: 1,
+        len: 0,
+    };
+    let checked = guard
+        .check(&identity, method, &header, Protocol::Binary, &message)
+        .await;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "user:      {identity}");
+    let _ = writeln!(
+        out,
+        "method:    {}{}",
+        r.method,
+        match method {
+            None => " (not in the method table)".to_string(),
+            Some(m) => format!(" (class {:?})", m.class),
+        }
+    );
+    for n in &notes {
+        let _ = writeln!(out, "note:      {n}");
+    }
+    let allowed = match &checked.verdict {
+        Verdict::Forward | Verdict::Filter(_) => true,
+        Verdict::Deny(_) => false,
+    };
+    match &checked.decision {
+        None => {
+            let _ = writeln!(
+                out,
+                "decision:  allow (pass-through: {})",
+                if guard.mode == crate::config::AuthzMode::Off {
+                    "authz.mode = \"off\""
+                } else {
+                    "a harmless call, not a decision"
+                }
+            );
+        }
+        Some(d) => {
+            let _ = writeln!(out, "decision:  {}", d.outcome);
+            let _ = writeln!(out, "reason:    {}", d.reason.as_str());
+            let _ = writeln!(out, "operation: {}", d.operation);
+            let object = match (&d.db, &d.table) {
+                (Some(db), Some(t)) => Object::table(db, t).to_string(),
+                (Some(db), None) => Object::database(db).to_string(),
+                _ => "the metastore".into(),
+            };
+            let _ = writeln!(out, "object:    {object}");
+            if let Some(l) = &d.location {
+                let _ = writeln!(out, "location:  {l}");
+            }
+            let _ = writeln!(out, "required:  {}", d.required);
+            let _ = writeln!(out, "matched:   {}", d.matched);
+        }
+    }
+    if let Verdict::Filter(_) = &checked.verdict {
+        let _ = writeln!(
+            out,
+            "listing:   filtered to the tables the user holds a privilege on"
+        );
+    }
+    if let Verdict::Deny(msg) = &checked.verdict {
+        let _ = writeln!(out, "client sees: {msg}");
+    }
+    if !identity.groups.is_empty() || checked.decision.is_some() {
+        if let Ok(g) = guard.facts.grants(&identity).await {
+            let roles: Vec<&str> = g.roles.iter().map(String::as_str).collect();
+            let _ = writeln!(out, "roles:     {}", roles.join(", "));
+            let mut held: Vec<String> = g
+                .objects
+                .iter()
+                .flat_map(|(o, hs)| {
+                    hs.iter().map(move |h| {
+                        format!(
+                            "{} on {o} via {}{}",
+                            h.privilege.as_str(),
+                            h.via,
+                            if h.grant_option {
+                                " WITH GRANT OPTION"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                })
+                .collect();
+            held.sort();
+            let _ = writeln!(out, "grants:    {}", if held.is_empty() { "none" } else { "" });
+            for h in held {
+                let _ = writeln!(out, "  {h}");
+            }
+        }
+    }
+    Ok(Explained {
+        allowed,
+        text: out,
+    })
+}
