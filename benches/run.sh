@@ -98,6 +98,8 @@ EOF
 # VmHWM / VmRSS of a process, in KiB.
 vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # Peak RSS in KiB: VmHWM, or a larger VmRSS sampled earlier (the kernel updates VmHWM lazily).
+# utime + stime of a process, in clock ticks (field 2, the name, has no spaces here).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 peak() { local h; h=$(vm "$1" VmHWM); echo $((h > ${2:-0} ? h : ${2:-0})); }
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +287,8 @@ for method in getVersion get_table; do
         --target "hms-guard=127.0.0.1:$g_port")
     # getVersion takes no decision: both proxies run the same path; get_table shows the policy.
     [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port")
+    # CPU of each proxy over the get_table runs (both serve the same kind and number of rounds).
+    [[ $method == get_table ]] && { g_cpu0=$(cpu_ticks "$g_pid"); o_cpu0=$(cpu_ticks "$o_pid"); }
     for c in $conns_list; do
         log "load: $method, $c connection(s)"
         "$lg" load --method "$method" --db "$db" --table "$table" --connections "$c" \
@@ -292,6 +296,8 @@ for method in getVersion get_table; do
             "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
     done
 done
+g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
+o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 metrics "$g_admin" "$work/guard.metrics"
 metrics "$o_admin" "$work/guard-off.metrics"
 g_hwm=$(vm "$g_pid" VmHWM)
@@ -367,7 +373,8 @@ export B_RESULTS="$results" B_SCRIPTED="$scripted" B_OUT="$out" B_WORK="$work" \
     B_BIG_MIB="$big_mib" B_LOADAVG_START="$loadavg_start" \
     B_G_HWM="$g_hwm" B_O_HWM="$o_hwm" B_IDLE_START="$idle_start_rss" B_IDLE_HOLD="$idle_hold_rss" \
     B_IDLE_THREADS="$idle_threads" B_IDLE_HWM="$idle_hwm" B_BIG_START="$big_start_rss" \
-    B_BIG_FAST="$big_fast_hwm" B_BIG_AFTER4="$big_after4_hwm" B_BIG_SLOW="$big_slow_hwm"
+    B_BIG_FAST="$big_fast_hwm" B_BIG_AFTER4="$big_after4_hwm" B_BIG_SLOW="$big_slow_hwm" \
+    B_G_CPU="$g_cpu" B_O_CPU="$o_cpu" B_CLK_TCK="$(getconf CLK_TCK)"
 python3 - <<'EOF'
 import json, os, platform, re, subprocess, time
 E = os.environ
@@ -489,6 +496,16 @@ for r in scripted:
     verdict("pass-through added p99 <= 100 us", tag, d["p99_added_us"], d["p99_added_us"] <= 100, haproxy=hd["p99_added_us"])
     verdict("throughput vs haproxy >= 0.9x", tag, cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"],
             cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"] >= 0.9)
+ot = om.get('hms_guard_requests_total{method="get_table",decision="pass"}', 0)
+tck = float(E["B_CLK_TCK"])
+g_cpu_us = int(E["B_G_CPU"]) / tck * 1e6 / gt if gt else None
+o_cpu_us = int(E["B_O_CPU"]) / tck * 1e6 / ot if ot else None
+doc["get_table_cpu_us_per_call"] = {"hms-guard": g_cpu_us, "hms-guard-off": o_cpu_us,
+    "decision_own_us": {"hms-guard": own_us(gm, "get_table"), "hms-guard-off": own_us(om, "get_table")}}
+if g_cpu_us is not None and o_cpu_us is not None:
+    verdict("warm-cache get_table decision <= 10 us CPU", "process CPU per get_table, enforce minus off",
+            round(g_cpu_us - o_cpu_us, 1), g_cpu_us - o_cpu_us <= 10,
+            enforce=round(g_cpu_us, 1), off=round(o_cpu_us, 1))
 if gt:
     verdict("warm-cache get_table: no upstream call", "facts get_table calls per get_table",
             round(facts_gt / gt, 3), facts_gt / gt <= 0.01)
@@ -517,6 +534,7 @@ for group, label in ((load, "metastore"), (scripted, "scripted")):
             if c["vs"] in ("direct", "haproxy") or c["target"] == "hms-guard":
                 print("%24s %s vs %s: %.3fx calls/s, p50 %+.1f us, p99 %+.1f us" % ("", c["target"], c["vs"], m["throughput_ratio"], m["p50_added_us"], m["p99_added_us"]))
 print("proxy's own time per call (mean us):", doc["guard_metrics"]["own_time_mean_us"])
+print("process CPU per get_table (us; includes the audit line in enforce mode):", doc["get_table_cpu_us_per_call"])
 print("hms-guard (defaults): %d get_table calls, %d facts get_table calls; cache lookups %s" % (gt, facts_gt, caches))
 print("idle: %s connections, RSS at start %.1f MiB, while held %.1f MiB, peak %.1f MiB" % (E["B_IDLE_CONNS"], mib("B_IDLE_START"), mib("B_IDLE_HOLD"), mib("B_IDLE_HWM")))
 print("big reply %s MiB: peak RSS fast reader %.1f MiB, slow reader %.1f MiB; MiB/s medians %s" % (E["B_BIG_MIB"], mib("B_BIG_FAST"), mib("B_BIG_SLOW"), big_rate))

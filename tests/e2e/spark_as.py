@@ -6,14 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 import hms  # noqa: E402
 
 
 def main():
     lab, port, stmts = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
     user = os.environ.get("HADOOP_USER_NAME")
-    spark = hms.spark_session(lab, port, app=f"as-{user}", name=f"spark-{user}")
+    spark = hms.spark_session(lab, port, app=f"as-{user}", name=f"spark-{user}-{os.getpid()}")
     spark.sparkContext.setLogLevel("ERROR")
     out = []
     try:

@@ -124,3 +124,53 @@ def test_insert_rule_via_stats_only_alter(guard):
     t2 = mary.get_table(DB, "promotion")
     t2.sd.cols.append(tt.FieldSchema("extra", "string", ""))
     denied(lambda: mary.alter_table(DB, "promotion", t2), "ALTER")
+
+
+def test_shadow_mode_decides_audits_and_forwards(guard, lab, metastore):
+    """authz.mode = "shadow": a call that enforce mode denies is forwarded, counted and audited
+    as shadow_deny."""
+    audit = lab / "audit-shadow.jsonl"
+    g = hms.Guard(lab, metastore.port, name="guard-shadow",
+                  extra=f'[authz]\nmode = "shadow"\n\n[audit]\nsink = "file"\npath = "{audit}"\n')
+    g.start()
+    try:
+        nobody = connect(g.port, "nobody")
+        assert nobody.get_table(DB, "customer").tableName == "customer"
+        m = g.metrics()
+    finally:
+        g.stop()
+    assert 'hms_guard_decisions_total{decision="shadow_deny",reason="missing_privilege"}' in m
+    import json
+    lines = [json.loads(ln) for ln in audit.read_text().splitlines()]
+    hit = [e for e in lines if e["user"] == "nobody" and e["method"] == "get_table"]
+    assert hit and hit[-1]["decision"] == "shadow_deny" and hit[-1]["upstream_outcome"] == "ok", hit
+
+
+def explain(guard, *args):
+    import subprocess
+    p = subprocess.run([hms.guard_bin(), "explain", "--config", str(guard.config), *args],
+                       capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_explain_uses_the_proxy_decision(guard):
+    rc, out = explain(guard, "--user", "mary", "--method", "get_table", "--db", DB,
+                      "--table", "promotion")
+    assert rc == 0, out
+    assert "decision:  allow" in out and "role:marketing" in out, out
+    rc, out = explain(guard, "--user", "nobody", "--method", "get_table", "--db", DB,
+                      "--table", "promotion")
+    assert rc == 1 and "decision:  deny" in out and "SELECT" in out, out
+    assert "permission denied: user nobody" in out, out
+    # alter_table is diffed against the real current table: a location change needs ALTER.
+    rc, out = explain(guard, "--user", "mary", "--method", "alter_table", "--db", DB,
+                      "--table", "promotion", "--location", "s3a://datalake/elsewhere/")
+    assert rc == 1 and "alter_table" in out and "ALTER" in out, out
+    rc, out = explain(guard, "--user", "admin", "--method", "drop_table", "--db", DB,
+                      "--table", "customer")
+    assert rc == 0 and "reason:    admin" in out, out
+    rc, out = explain(guard, "--user", "david", "--method", "grant_privileges", "--db", DB,
+                      "--table", "customer", "--privilege", "SELECT")
+    assert rc == 1 and "GRANT OPTION" in out, out
+    rc, out = explain(guard, "--user", "mary", "--method", "create_table", "--db", DB)
+    assert rc == 2 and "--table is required" in out, out

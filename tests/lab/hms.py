@@ -93,6 +93,10 @@ def s3a_conf(lab):
         "fs.viewfs.overload.scheme.target.s3a.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
         f"fs.viewfs.mounttable.{BUCKET}.link./datawarehouse": f"file://{root}/datawarehouse",
         f"fs.viewfs.mounttable.{BUCKET}.linkFallback": f"file://{root}",
+        # Hadoop's default committer for s3a is the S3A committer from hadoop-aws, which
+        # pyspark does not ship: Hive-format INSERTs use the classic file committer.
+        "mapreduce.outputcommitter.factory.scheme.s3a":
+            "org.apache.hadoop.mapreduce.lib.output.FileOutputCommitterFactory",
     }
 
 

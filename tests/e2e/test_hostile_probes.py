@@ -1,0 +1,315 @@
+"""Hostile probes: an unprivileged user (who holds SELECT on one table) calls every mutating
+method of hms-guard's method table through a raw Thrift client, with arguments aimed at real
+objects of the metastore. Every call must be answered by hms-guard with a denial in the
+protocol, on a connection that stays usable, and the metastore's state must be unchanged.
+
+Arguments are built from the Thrift specs of PyPI hmsclient (Hive 2.x methods; struct fields
+filled recursively, names pointing at the probe database and table); methods hmsclient does not
+know (Hive 3/4) are sent with the top-level arguments of idl/hms-methods-spec.tsv (names filled,
+structs empty), which hms-guard must refuse without forwarding."""
+import re
+from pathlib import Path
+
+import pytest
+from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
+from hmsclient.genthrift.hive_metastore import ttypes as tt
+from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.transport import TSocket, TTransport
+
+import hms
+from test_grants_hmsclient import connect
+
+REPO = Path(__file__).resolve().parents[2]
+DB, TABLE, ROLE, USER = "probe_db", "probe_t", "probe_role", "eve"
+# Rules whose calls change nothing or are allowed by design (DESIGN.md §3): reads, listings,
+# reading one's own grants, session/txn calls, set_ugi.
+NOT_MUTATING = {"Harmless", "SetUgi", "ReadTable", "Listing", "ReadGrants"}
+
+
+def method_table():
+    """(name, rule, oneway) for every entry of src/router/methods.rs."""
+    text = (REPO / "src/router/methods.rs").read_text()
+    rows = re.findall(r'Method \{ name: "([^"]+)", class: Class::\w+, oneway: (true|false), '
+                      r'rule: Rule::(\w+)', text)
+    assert len(rows) > 300, "method table not parsed"
+    return [(n, r, o == "true") for n, o, r in rows]
+
+
+def mutating_methods():
+    return [n for n, r, oneway in method_table() if r not in NOT_MUTATING and not oneway]
+
+
+def spec_args():
+    """method -> [(id, name, type)] from idl/hms-methods-spec.tsv."""
+    out = {}
+    for line in (REPO / "idl/hms-methods-spec.tsv").read_text().splitlines():
+        if line.startswith("#") or line.startswith("method\t"):
+            continue
+        cols = line.split("\t")
+        if cols[2] in ("?", ""):
+            out[cols[0]] = None
+            continue
+        args = []
+        for a in cols[2].split(";"):
+            fid, name, ty = a.split(":", 2)
+            args.append((int(fid), name, ty))
+        out[cols[0]] = args
+    return out
+
+
+def name_for(field):
+    f = field.lower()
+    if "db" in f or "database" in f or f in ("catname",):
+        return DB if "cat" not in f else "hive"
+    if "tbl" in f or "table" in f:
+        return TABLE
+    if "role" in f:
+        return ROLE
+    if "principal" in f or "user" in f or "owner" in f or "grantor" in f:
+        return USER
+    if "part" in f and "name" in f:
+        return "ds=1"
+    if "location" in f or "uri" in f:
+        return "s3a://datalake/datawarehouse/probe_elsewhere"
+    if "priv" in f:
+        return "ALL"
+    return TABLE
+
+
+def fill(ttype, spec, field, depth=0):
+    """A value of Thrift type `ttype` (hmsclient spec) aimed at the probe objects."""
+    if ttype == TType.STRING:
+        return name_for(field).encode() if spec == "BINARY" else name_for(field)
+    if ttype == TType.BOOL:
+        return True
+    if ttype in (TType.I16, TType.I32, TType.BYTE):
+        return 3 if "type" in field.lower() else 1
+    if ttype == TType.I64:
+        return 1
+    if ttype == TType.DOUBLE:
+        return 1.0
+    if ttype == TType.STRUCT:
+        cls = spec[0]
+        obj = cls()
+        if depth < 6:
+            for f in cls.thrift_spec or ():
+                if f is None:
+                    continue
+                _, ft, fname, fspec, _ = f
+                setattr(obj, fname, fill(ft, fspec, fname, depth + 1))
+        return obj
+    if ttype in (TType.LIST, TType.SET):
+        et, espec = spec[0], spec[1]
+        v = [fill(et, espec, field, depth + 1)] if depth < 6 else []
+        return v  # a set is written by iterating: a list serves
+    if ttype == TType.MAP:
+        kt, kspec, vt, vspec = spec[0], spec[1], spec[2], spec[3]
+        k = fill(kt, kspec, field, depth + 1)
+        if depth >= 6 or not isinstance(k, (str, int, float, bool)):
+            return {}  # keys of container or struct type: an empty map
+        return {k: fill(vt, vspec, field, depth + 1)}
+    return None
+
+
+def read_any(p, ttype, strings):
+    """Reads one value of `ttype`, collecting every string (exception messages)."""
+    if ttype == TType.STRUCT:
+        p.readStructBegin()
+        while True:
+            _, ft, _ = p.readFieldBegin()
+            if ft == TType.STOP:
+                break
+            read_any(p, ft, strings)
+            p.readFieldEnd()
+        p.readStructEnd()
+    elif ttype == TType.STRING:
+        strings.append(p.readBinary().decode("utf-8", "replace"))
+    elif ttype in (TType.LIST, TType.SET):
+        et, n = p.readListBegin() if ttype == TType.LIST else p.readSetBegin()
+        for _ in range(n):
+            read_any(p, et, strings)
+    elif ttype == TType.MAP:
+        kt, vt, n = p.readMapBegin()
+        for _ in range(n):
+            read_any(p, kt, strings)
+            read_any(p, vt, strings)
+    else:
+        p.skip(ttype)
+
+
+INTS = {"byte": (TType.BYTE, "writeByte"), "i16": (TType.I16, "writeI16"),
+        "i32": (TType.I32, "writeI32"), "i64": (TType.I64, "writeI64")}
+
+
+def write_spec_arg(p, fid, name, ty):
+    """One top-level argument from idl/hms-methods-spec.tsv: names aimed at the probe objects,
+    structs empty, containers with one name or empty."""
+    if ty == "string":
+        p.writeFieldBegin(name, TType.STRING, fid)
+        p.writeString(name_for(name))
+    elif ty == "bool":
+        p.writeFieldBegin(name, TType.BOOL, fid)
+        p.writeBool(True)
+    elif ty in INTS:
+        t, w = INTS[ty]
+        p.writeFieldBegin(name, t, fid)
+        getattr(p, w)(1)
+    elif ty == "list<string>":
+        p.writeFieldBegin(name, TType.LIST, fid)
+        p.writeListBegin(TType.STRING, 1)
+        p.writeString(name_for(name))
+        p.writeListEnd()
+    elif ty.startswith(("list<", "set<")):
+        p.writeFieldBegin(name, TType.LIST, fid)
+        p.writeListBegin(TType.STRUCT, 0)
+        p.writeListEnd()
+    elif ty.startswith("map<"):
+        p.writeFieldBegin(name, TType.MAP, fid)
+        p.writeMapBegin(TType.STRING, TType.STRING, 0)
+        p.writeMapEnd()
+    else:
+        p.writeFieldBegin(name, TType.STRUCT, fid)
+        p.writeStructBegin(ty)
+        p.writeFieldStop()
+        p.writeStructEnd()
+    p.writeFieldEnd()
+
+
+class Raw:
+    """A raw binary-protocol connection as USER."""
+
+    def __init__(self, port):
+        self.sock = TSocket.TSocket("127.0.0.1", port)
+        self.sock.setTimeout(30_000)
+        self.t = TTransport.TBufferedTransport(self.sock)
+        self.t.open()
+        self.p = TBinaryProtocol.TBinaryProtocol(self.t)
+        self.seq = 0
+        c = T.Client(self.p)
+        c.set_ugi(USER, [])
+
+    def call(self, method, spec):
+        self.seq += 1
+        p = self.p
+        p.writeMessageBegin(method, TMessageType.CALL, self.seq)
+        args_cls = getattr(T, f"{method}_args", None)
+        if args_cls is not None:
+            args = args_cls()
+            for f in args_cls.thrift_spec or ():
+                if f is not None:
+                    setattr(args, f[2], fill(f[1], f[3], f[2]))
+            args.write(p)
+        else:
+            p.writeStructBegin(f"{method}_args")
+            for fid, name, ty in spec or []:
+                write_spec_arg(p, fid, name, ty)
+            p.writeFieldStop()
+            p.writeStructEnd()
+        p.writeMessageEnd()
+        self.t.flush()
+        name, mtype, seq = p.readMessageBegin()
+        assert (name, seq) == (method, self.seq), (method, name, seq)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(p)
+            p.readMessageEnd()
+            return [x.message or ""]
+        strings = []
+        read_any(p, TType.STRUCT, strings)
+        p.readMessageEnd()
+        return strings
+
+    def close(self):
+        self.t.close()
+
+
+def snapshot(port):
+    """Everything an attacker could change, read directly from the metastore."""
+    s = {}
+    with hms.hms_client(port) as c:
+        for db in sorted(c.get_all_databases()):
+            s[f"db {db}"] = repr(c.get_database(db))
+            for t in sorted(c.get_all_tables(db)):
+                tab = c.get_table(db, t)
+                tab.parameters = {k: v for k, v in (tab.parameters or {}).items()
+                                  if k != "transient_lastDdlTime"}
+                s[f"table {db}.{t}"] = repr(tab)
+                s[f"partitions {db}.{t}"] = repr(sorted(c.get_partition_names(db, t, -1)))
+            s[f"functions {db}"] = repr(sorted(c.get_functions(db, "*")))
+        roles = sorted(c.get_role_names())
+        s["roles"] = repr(roles)
+        principals = [(r, tt.PrincipalType.ROLE) for r in roles] + [
+            (u, tt.PrincipalType.USER) for u in (USER, "admin", "hms-guard")]
+        for name, kind in principals:
+            s[f"grants {name}"] = repr(sorted(repr(p) for p in c.list_privileges(
+                name, kind, tt.HiveObjectRef(None, None, None, None, None)) or []))
+            s[f"roles of {name}"] = repr(sorted(r.roleName for r in c.list_roles(name, kind)))
+        s["tokens"] = repr(sorted(c.get_all_token_identifiers()))
+        s["master keys"] = repr(sorted(c.get_master_keys()))
+    return s
+
+
+@pytest.fixture(scope="module")
+def probe_guard(lab, metastore):
+    g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "enforce"\n', name="guard-probe")
+    g.start()
+    admin = connect(g.port, "admin")
+    admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db", parameters={}))
+    sd = tt.StorageDescriptor(
+        cols=[tt.FieldSchema("id", "int", "")], location=f"file://{lab}/{DB}.db/{TABLE}",
+        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+        bucketCols=[], sortCols=[], parameters={})
+    admin.create_table(tt.Table(tableName=TABLE, dbName=DB, owner="admin", sd=sd,
+                                partitionKeys=[tt.FieldSchema("ds", "string", "")],
+                                parameters={}, tableType="EXTERNAL_TABLE"))
+    admin.add_partition(tt.Partition(values=["1"], dbName=DB, tableName=TABLE, sd=sd,
+                                     parameters={}))
+    admin.create_role(tt.Role(roleName=ROLE, ownerName="admin"))
+    obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, TABLE, None, None)
+    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
+        obj, USER, tt.PrincipalType.USER,
+        tt.PrivilegeGrantInfo("SELECT", 0, "admin", tt.PrincipalType.USER, False))]))
+    yield g
+    g.stop()
+
+
+def test_every_mutating_method_is_refused_and_changes_nothing(probe_guard, metastore):
+    methods = mutating_methods()
+    assert len(methods) > 150, len(methods)
+    specs = spec_args()
+    before = snapshot(metastore.port)
+    m0 = probe_guard.metrics()
+    raw = Raw(probe_guard.port)
+    not_refused = {}
+    try:
+        for m in methods:
+            try:
+                msgs = raw.call(m, specs.get(m))
+            except (TTransport.TTransportException, OSError, EOFError) as e:
+                not_refused[m] = f"connection failed: {e!r}"
+                raw.close()
+                raw = Raw(probe_guard.port)
+                continue
+            text = " | ".join(msgs)
+            if "hms-guard" not in text or not ("permission denied" in text
+                                               or "could not decide" in text):
+                not_refused[m] = text[:300]
+    finally:
+        raw.close()
+    assert not not_refused, f"{len(not_refused)} methods not refused by hms-guard: {not_refused}"
+    after = snapshot(metastore.port)
+    changed = {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+               if before.get(k) != after.get(k)}
+    assert not changed, f"metastore state changed: {changed}"
+    # Nothing reached the metastore: every probe was denied by the proxy.
+    denied = sum(v for lb, v in hms.metric_series(probe_guard.metrics(), "hms_guard_requests_total",
+                                                    decision="deny"))
+    denied0 = sum(v for lb, v in hms.metric_series(m0, "hms_guard_requests_total",
+                                                     decision="deny"))
+    assert denied - denied0 == len(methods)
+    # The user still reads what was granted (the connection and the grants are intact).
+    c = connect(probe_guard.port, USER)
+    assert c.get_table(DB, TABLE).tableName == TABLE
