@@ -28,8 +28,8 @@ def create(t): return ("CreateTable", t)
 def alter(db, t, new): return ("AlterTable", db, t, new)
 def drop(db, t): return ("DropTable", db, t)
 def trunc(db, t): return ("TruncateTable", db, t)
-def addp(db, t): return ("AddPartitions", db, t)
-def altp(db, t, stats): return ("AlterPartitions", db, t, stats)
+def addp(db, t, *locs): return ("AddPartitions", db, t, locs)
+def altp(db, t, stats, *locs): return ("AlterPartitions", db, t, stats, locs)
 def dropp(db, t): return ("DropPartitions", db, t)
 def owner(*pairs): return ("OwnerOfTables",) + pairs
 def grants_read(name, kind=None): return ("ReadGrants", name, kind)
@@ -131,11 +131,11 @@ RULES = {
     "truncate_table_req": trunc("req.dbName", "req.tableName"),
     "update_creation_metadata": owner(("dbname", "tbl_name")),
     # --- partitions ----------------------------------------------------------------------
-    "add_partition": addp("new_part.dbName", "new_part.tableName"),
-    "add_partition_with_environment_context": addp("new_part.dbName", "new_part.tableName"),
-    "add_partitions": addp("new_parts[].dbName", "new_parts[].tableName"),
-    "add_partitions_pspec": addp("new_parts[].dbName", "new_parts[].tableName"),
-    "add_partitions_req": addp("request.dbName", "request.tblName"),
+    "add_partition": addp("new_part.dbName", "new_part.tableName", "new_part.sd.location"),
+    "add_partition_with_environment_context": addp("new_part.dbName", "new_part.tableName", "new_part.sd.location"),
+    "add_partitions": addp("new_parts[].dbName", "new_parts[].tableName", "new_parts[].sd.location"),
+    "add_partitions_pspec": addp("new_parts[].dbName", "new_parts[].tableName", "new_parts[].rootPath", "new_parts[].sharedSDPartitionSpec.sd.location", "new_parts[].partitionList.partitions[].sd.location"),
+    "add_partitions_req": addp("request.dbName", "request.tblName", "request.parts[].sd.location"),
     "append_partition": addp("db_name", "tbl_name"),
     "append_partition_with_environment_context": addp("db_name", "tbl_name"),
     "append_partition_by_name": addp("db_name", "tbl_name"),
@@ -144,13 +144,13 @@ RULES = {
     "add_dynamic_partitions": addp("rqst.dbname", "rqst.tablename"),
     "add_write_notification_log": addp("rqst.db", "rqst.table"),
     "add_write_notification_log_in_batch": addp("rqst.db", "rqst.table"),
-    "alter_partition": altp("db_name", "tbl_name", False),
-    "alter_partition_with_environment_context": altp("db_name", "tbl_name", False),
-    "alter_partitions": altp("db_name", "tbl_name", False),
-    "alter_partitions_with_environment_context": altp("db_name", "tbl_name", False),
-    "alter_partitions_req": altp("req.dbName", "req.tableName", False),
-    "rename_partition": altp("db_name", "tbl_name", False),
-    "rename_partition_req": altp("req.dbName", "req.tableName", False),
+    "alter_partition": altp("db_name", "tbl_name", False, "new_part.sd.location"),
+    "alter_partition_with_environment_context": altp("db_name", "tbl_name", False, "new_part.sd.location"),
+    "alter_partitions": altp("db_name", "tbl_name", False, "new_parts[].sd.location"),
+    "alter_partitions_with_environment_context": altp("db_name", "tbl_name", False, "new_parts[].sd.location"),
+    "alter_partitions_req": altp("req.dbName", "req.tableName", False, "req.partitions[].sd.location"),
+    "rename_partition": altp("db_name", "tbl_name", False, "new_part.sd.location"),
+    "rename_partition_req": altp("req.dbName", "req.tableName", False, "req.newPart.sd.location"),
     "markPartitionForEvent": altp("db_name", "tbl_name", False),
     "compact": altp("rqst.dbname", "rqst.tablename", False),
     "compact2": altp("rqst.dbname", "rqst.tablename", False),
@@ -350,7 +350,10 @@ def rule_rs(method, rule, args, structs):
         return f"Rule::{kind}"
     if kind == "AdminOnly":
         return f'Rule::AdminOnly("{rule[1]}")'
-    if kind in ("ReadTable", "DropTable", "TruncateTable", "AddPartitions", "DropPartitions"):
+    locs = lambda ls: "&[" + ", ".join(r(x) for x in ls) + "]"
+    if kind == "AddPartitions":
+        return f"Rule::AddPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, locations: {locs(rule[3])} }}"
+    if kind in ("ReadTable", "DropTable", "TruncateTable", "DropPartitions"):
         return f"Rule::{kind} {{ db: {r(rule[1])}, table: {r(rule[2])} }}"
     if kind == "Listing":
         db = "None" if rule[1] is None else f"Some({r(rule[1])})"
@@ -360,7 +363,7 @@ def rule_rs(method, rule, args, structs):
     if kind == "AlterTable":
         return f"Rule::AlterTable {{ db: {r(rule[1])}, table: {r(rule[2])}, new_table: {r(rule[3])} }}"
     if kind == "AlterPartitions":
-        return f"Rule::AlterPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, stats_only: {'true' if rule[3] else 'false'} }}"
+        return f"Rule::AlterPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, stats_only: {'true' if rule[3] else 'false'}, locations: {locs(rule[4])} }}"
     if kind == "OwnerOfTables":
         pairs = ", ".join(f"({r(d)}, {r(t)})" for d, t in rule[1:])
         return f"Rule::OwnerOfTables {{ tables: &[{pairs}] }}"

@@ -160,7 +160,7 @@ async fn build_args(
         Rule::ReadTable { db, table: t }
         | Rule::DropTable { db, table: t }
         | Rule::TruncateTable { db, table: t }
-        | Rule::AddPartitions { db, table: t }
+        | Rule::AddPartitions { db, table: t, .. }
         | Rule::AlterPartitions { db, table: t, .. }
         | Rule::DropPartitions { db, table: t } => {
             n.put(db, s(&r.db));
@@ -211,8 +211,7 @@ async fn build_args(
                     }
                     set_path(&mut new, &[9], params);
                     notes.push(
-                        "explained as: a property change (give --location for SET LOCATION)"
-                            .into(),
+                        "explained as: a property change (give --location for SET LOCATION)".into(),
                     );
                 }
             }
@@ -289,7 +288,8 @@ async fn build_args(
 fn identity_of(config: &Config, r: &Request) -> Identity {
     let groups = if !r.groups.is_empty() {
         r.groups.clone()
-    } else if config.identity.mode == IdentityMode::Pinned && config.identity.pinned_user == r.user {
+    } else if config.identity.mode == IdentityMode::Pinned && config.identity.pinned_user == r.user
+    {
         config.identity.pinned_groups.clone()
     } else {
         config
@@ -305,7 +305,10 @@ fn identity_of(config: &Config, r: &Request) -> Identity {
 /// Explains one decision against the configured metastore.
 pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> {
     let metrics = Arc::new(Metrics::new());
-    let upstreams = Upstreams::new(config.upstream_uris(), ms(config.upstream.connect_timeout_ms));
+    let upstreams = Upstreams::new(
+        config.upstream_uris(),
+        ms(config.upstream.connect_timeout_ms),
+    );
     let guard = Guard::new(config, upstreams, metrics);
     let method = router::route(&r.method);
     let identity = identity_of(config, r);
@@ -405,14 +408,15 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
                 })
                 .collect();
             held.sort();
-            let _ = writeln!(out, "grants:    {}", if held.is_empty() { "none" } else { "" });
+            let _ = writeln!(
+                out,
+                "grants:    {}",
+                if held.is_empty() { "none" } else { "" }
+            );
             for h in held {
                 let _ = writeln!(out, "  {h}");
             }
         }
     }
-    Ok(Explained {
-        allowed,
-        text: out,
-    })
+    Ok(Explained { allowed, text: out })
 }

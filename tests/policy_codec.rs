@@ -245,3 +245,128 @@ fn alter_table_diff() {
         "names fold case"
     );
 }
+
+/// A facts store whose metastore cannot be reached (port 1): any lookup fails.
+fn unreachable_facts() -> hms_guard::facts::FactsStore {
+    use hms_guard::config::ThriftUri;
+    use hms_guard::facts::{ClientConfig, FactsStore, MetaClient};
+    use std::time::Duration;
+    let up = hms_guard::upstream::Upstreams::new(
+        vec![ThriftUri::parse("thrift://127.0.0.1:1").unwrap()],
+        Duration::from_millis(200),
+    );
+    let client = MetaClient::new(
+        up,
+        ClientConfig {
+            service_user: "hms-guard".into(),
+            timeout: Duration::from_millis(500),
+            max_reply_bytes: 1 << 20,
+            max_idle: 1,
+        },
+    );
+    FactsStore::new(
+        client,
+        Duration::from_secs(30),
+        64,
+        std::sync::Arc::new(hms_guard::metrics::Metrics::new()),
+    )
+}
+
+fn call_with(method: &str, args: Value) -> Vec<u8> {
+    use hms_guard::codec::writer::Writer;
+    use hms_guard::codec::MessageType;
+    let mut w = Writer::new(Protocol::Binary);
+    w.message(method, MessageType::Call, 7).value(&args);
+    w.finish(false).to_vec()
+}
+
+fn s(v: &str) -> Value {
+    Value::Bytes(v.as_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn storage_needs_of_location_bearing_ddl() {
+    use hms_guard::policy::classify::{classify, StorageNeed};
+    use hms_guard::router::route;
+    let facts = unreachable_facts();
+    let rule = route("create_table").unwrap().rule;
+    let table = |loc: &str, ty: &str| {
+        let mut sd = vec![];
+        if !loc.is_empty() {
+            sd.push((2, s(loc)));
+        }
+        Value::Struct(vec![
+            (1, s("t")),
+            (2, s("d")),
+            (7, Value::Struct(sd)),
+            (12, s(ty)),
+        ])
+    };
+    // External table with a location: the user's role must read it.
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, table("s3a://b/x/", "EXTERNAL_TABLE"))]),
+    );
+    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .unwrap();
+    assert_eq!(
+        c[0].storage,
+        vec![StorageNeed {
+            location: "s3a://b/x/".into(),
+            write: false
+        }]
+    );
+    // Managed table with a location: write.
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, table("s3://b/y", "MANAGED_TABLE"))]),
+    );
+    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .unwrap();
+    assert!(c[0].storage[0].write);
+    // No location: no storage check, and no fact lookup (the metastore is unreachable).
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, table("", "MANAGED_TABLE"))]),
+    );
+    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .unwrap();
+    assert!(c[0].storage.is_empty());
+    // A partition with a location needs the table's location: unreachable facts fail closed.
+    let part = Value::Struct(vec![
+        (1, Value::List(vec![s("1")])),
+        (2, s("d")),
+        (3, s("t")),
+        (6, Value::Struct(vec![(2, s("s3a://elsewhere/p"))])),
+    ]);
+    let rule = route("add_partition").unwrap().rule;
+    let msg = call_with("add_partition", Value::Struct(vec![(1, part.clone())]));
+    assert!(classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .is_err());
+    // Without a location, an added partition needs no fact lookup.
+    let bare = Value::Struct(vec![
+        (1, Value::List(vec![s("1")])),
+        (2, s("d")),
+        (3, s("t")),
+    ]);
+    let msg = call_with("add_partition", Value::Struct(vec![(1, bare)]));
+    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .unwrap();
+    assert!(c[0].storage.is_empty());
+}
+
+#[test]
+fn locations_under_a_table() {
+    use hms_guard::policy::classify::under;
+    assert!(under("s3a://b/t/ds=1", "s3a://b/t"));
+    assert!(under("s3a://b/t/ds=1/", "s3a://b/t/"));
+    assert!(under("s3a://b/t", "s3a://b/t/"));
+    assert!(!under("s3a://b/t2/ds=1", "s3a://b/t"));
+    assert!(!under("s3a://b/other", "s3a://b/t"));
+    assert!(!under("s3a://b/t", ""));
+}

@@ -17,6 +17,31 @@ pub struct Classified {
     pub db: Option<String>,
     pub table: Option<String>,
     pub location: Option<String>,
+    /// Storage locations the user's own role must reach (DESIGN.md §4): an explicit table
+    /// location on create, a changed one on alter, partition locations outside their table's,
+    /// database locations.
+    pub storage: Vec<StorageNeed>,
+}
+
+/// One location a call points metadata at, and the access it implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageNeed {
+    pub location: String,
+    /// Data will be written there (managed tables, databases); else read (external tables,
+    /// partitions registered over existing data).
+    pub write: bool,
+}
+
+/// Whether `loc` is the table location `base` or under it (compared without trailing `/`).
+pub fn under(loc: &str, base: &str) -> bool {
+    let (l, b) = (loc.trim_end_matches('/'), base.trim_end_matches('/'));
+    !b.is_empty() && (l == b || l.strip_prefix(b).is_some_and(|r| r.starts_with('/')))
+}
+
+fn is_external(t: &Value) -> bool {
+    t.field(12)
+        .and_then(Value::as_str)
+        .is_some_and(|ty| ty.eq_ignore_ascii_case("EXTERNAL_TABLE"))
 }
 
 /// Why a call could not be classified (it is denied, fail closed).
@@ -116,6 +141,43 @@ fn one(op: Operation, obj: &Object) -> Classified {
         db,
         table,
         location: None,
+        storage: Vec::new(),
+    }
+}
+
+impl Ctx<'_> {
+    /// Partition locations of a call that lie outside their table's location.
+    async fn partition_needs(
+        &self,
+        paths: &[Path],
+        table: &Object,
+        facts: &FactsStore,
+    ) -> Result<Vec<StorageNeed>, ClassifyError> {
+        let mut locs = Vec::new();
+        for p in paths {
+            for l in self.strings(p)? {
+                if !l.is_empty() && !locs.contains(&l) {
+                    locs.push(l);
+                }
+            }
+        }
+        if locs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = facts
+            .object(table)
+            .await
+            .map_err(ClassifyError::Facts)?
+            .and_then(|f| f.location)
+            .unwrap_or_default();
+        Ok(locs
+            .into_iter()
+            .filter(|l| !under(l, &base))
+            .map(|location| StorageNeed {
+                location,
+                write: false,
+            })
+            .collect())
     }
 }
 
@@ -139,6 +201,7 @@ pub async fn classify(
             db: None,
             table: None,
             location: None,
+            storage: Vec::new(),
         }]),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
         Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
@@ -167,7 +230,17 @@ pub async fn classify(
                 .ok_or(ClassifyError::Missing("table name"))?;
             let obj = Object::table(db, name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
-            cl.location = t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string);
+            cl.location = t
+                .path(&[7, 2])
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string);
+            if let Some(l) = &cl.location {
+                cl.storage.push(StorageNeed {
+                    location: l.clone(),
+                    write: !is_external(&t),
+                });
+            }
             Ok(vec![cl])
         }
         Rule::AlterTable {
@@ -198,7 +271,15 @@ pub async fn classify(
                 cl.location = new
                     .path(&[7, 2])
                     .and_then(Value::as_str)
+                    .filter(|l| !l.is_empty())
                     .map(str::to_string);
+                if let Some(l) = &cl.location {
+                    let external = current.as_ref().is_some_and(is_external) || is_external(&new);
+                    cl.storage.push(StorageNeed {
+                        location: l.clone(),
+                        write: !external,
+                    });
+                }
             }
             Ok(vec![cl])
         }
@@ -210,28 +291,41 @@ pub async fn classify(
             let obj = c.tables(db, table)?.remove(0);
             single(Operation::TruncateTable { table: obj.clone() }, &obj)
         }
-        Rule::AddPartitions { db, table } => Ok(c
-            .tables(db, table)?
-            .iter()
-            .map(|t| one(Operation::AddPartitions { table: t.clone() }, t))
-            .collect()),
+        Rule::AddPartitions {
+            db,
+            table,
+            locations,
+        } => {
+            let mut out = Vec::new();
+            for t in c.tables(db, table)? {
+                let mut cl = one(Operation::AddPartitions { table: t.clone() }, &t);
+                cl.storage = c.partition_needs(locations, &t, facts).await?;
+                cl.location = cl.storage.first().map(|n| n.location.clone());
+                out.push(cl);
+            }
+            Ok(out)
+        }
         Rule::AlterPartitions {
             db,
             table,
             stats_only,
-        } => Ok(c
-            .tables(db, table)?
-            .iter()
-            .map(|t| {
-                one(
+            locations,
+        } => {
+            let mut out = Vec::new();
+            for t in c.tables(db, table)? {
+                let mut cl = one(
                     Operation::AlterPartitions {
                         table: t.clone(),
                         stats_only,
                     },
-                    t,
-                )
-            })
-            .collect()),
+                    &t,
+                );
+                cl.storage = c.partition_needs(locations, &t, facts).await?;
+                cl.location = cl.storage.first().map(|n| n.location.clone());
+                out.push(cl);
+            }
+            Ok(out)
+        }
         Rule::DropPartitions { db, table } => Ok(c
             .tables(db, table)?
             .iter()
@@ -257,7 +351,17 @@ pub async fn classify(
                 .ok_or(ClassifyError::Missing("database name"))?;
             let obj = Object::database(name);
             let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
-            cl.location = d.field(3).and_then(Value::as_str).map(str::to_string);
+            cl.location = d
+                .field(3)
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string);
+            if let Some(l) = &cl.location {
+                cl.storage.push(StorageNeed {
+                    location: l.clone(),
+                    write: true,
+                });
+            }
             Ok(vec![cl])
         }
         Rule::AlterDatabase { name, new_database } => {
@@ -282,6 +386,12 @@ pub async fn classify(
             let cur_loc = current.as_ref().and_then(|f| f.location.as_deref());
             if new_loc.is_some() && new_loc != cur_loc {
                 cl.location = new_loc.map(str::to_string);
+                if let Some(l) = new_loc.filter(|l| !l.is_empty()) {
+                    cl.storage.push(StorageNeed {
+                        location: l.to_string(),
+                        write: true,
+                    });
+                }
             }
             Ok(vec![cl])
         }
@@ -296,6 +406,7 @@ pub async fn classify(
                 db: None,
                 table: None,
                 location: None,
+                storage: Vec::new(),
             }])
         }
         Rule::GrantPrivileges { bag } => {
@@ -348,6 +459,7 @@ pub async fn classify(
                 db: None,
                 table: None,
                 location: None,
+                storage: Vec::new(),
             }])
         }
     }

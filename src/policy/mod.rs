@@ -13,10 +13,10 @@ use crate::authz::{
 use crate::codec::{MessageHeader, Protocol};
 use crate::config::{ms, AuthzMode, Config, UnknownMethods};
 use crate::facts::{ClientConfig, FactsStore, MetaClient};
-use crate::upstream::Upstreams;
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::router::{ListShape, Method, Rule};
+use crate::upstream::Upstreams;
 
 use classify::{classify, Classified, ClassifyError};
 
@@ -145,7 +145,12 @@ impl Guard {
                 allow_tokens: a.allow_tokens,
                 allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
             },
-            facts: FactsStore::new(client, ms(a.cache_ttl_ms), a.max_principals, metrics.clone()),
+            facts: FactsStore::new(
+                client,
+                ms(a.cache_ttl_ms),
+                a.max_principals,
+                metrics.clone(),
+            ),
             filter_listings: a.filter_listings,
             max_depth: config.limits.max_depth,
             metrics,
@@ -176,6 +181,7 @@ impl Guard {
                 db: None,
                 table: None,
                 location: None,
+                storage: Vec::new(),
             }]),
             Some(rule) => classify(&rule, protocol, message, self.max_depth, &self.facts).await,
         };

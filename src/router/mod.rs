@@ -83,16 +83,19 @@ pub enum Rule {
         db: Path,
         table: Path,
     },
-    /// Add or append partitions: INSERT (paths may use `EACH`).
+    /// Add or append partitions: INSERT (paths may use `EACH`). `locations`: where the
+    /// partitions' own storage locations sit (checked when outside the table's location).
     AddPartitions {
         db: Path,
         table: Path,
+        locations: &'static [Path],
     },
     /// Alter partitions or their column statistics: INSERT when only statistics change.
     AlterPartitions {
         db: Path,
         table: Path,
         stats_only: bool,
+        locations: &'static [Path],
     },
     DropPartitions {
         db: Path,
