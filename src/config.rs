@@ -33,6 +33,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Grant enforcement.
     pub authz: AuthzConfig,
+    /// The user's own storage access for location-bearing DDL (dual IAM).
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// `[identity]`
@@ -562,6 +564,7 @@ impl Config {
                 errors.push(err(key, "must be greater than 0"));
             }
         }
+        errors.extend(self.storage.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }

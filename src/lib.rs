@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod policy;
 pub mod router;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod transport;
 pub mod upstream;
@@ -79,8 +80,12 @@ impl Running {
 /// true. Used by `run` and by tests.
 pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> std::io::Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let storage = storage::StorageGuard::new(&config.storage, metrics.clone())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let shared = Arc::new(
-        Shared::new(config, metrics.clone()).map_err(|e| std::io::Error::other(e.to_string()))?,
+        Shared::new(config, metrics.clone(), storage)
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;

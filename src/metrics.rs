@@ -71,6 +71,51 @@ pub struct Metrics {
     pub audit_events: Counter,
     pub audit_failures: Family<KindLabels, Counter>,
     pub audit_queue_depth: Gauge,
+    pub storage_sts_calls: Family<StsLabels, Counter>,
+    pub storage_credential_refreshes: Family<OutcomeLabels, Counter>,
+    pub storage_probes: Family<ProbeLabels, Counter>,
+    pub storage_checks: Family<StorageCheckLabels, Counter>,
+    pub storage_check_duration: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StsLabels {
+    /// `user` (the user's role, from the proxy's identity) or `bucket` (a cross-account bucket
+    /// role, chained from the user's role).
+    pub hop: &'static str,
+    /// `ok`, `denied` (HTTP 403), `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `read`, `write`.
+    pub action: &'static str,
+    /// `allow`, `deny`, `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageCheckLabels {
+    /// `read`, `write`.
+    pub action: &'static str,
+    /// `allow`, `deny`, `unavailable`.
+    pub outcome: &'static str,
+    /// `true` when the decision cache answered.
+    pub cached: &'static str,
+}
+
+fn storage_check_histogram() -> Histogram {
+    Histogram::new([
+        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,7 +128,7 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// `grants`, `objects`.
+    /// `grants`, `objects`, `storage_credentials`, `storage_decisions`.
     pub cache: &'static str,
     /// `hit`, `miss`.
     pub result: &'static str,
@@ -125,6 +170,11 @@ impl Metrics {
             audit_events: Counter::default(),
             audit_failures: Family::default(),
             audit_queue_depth: Gauge::default(),
+            storage_sts_calls: Family::default(),
+            storage_credential_refreshes: Family::default(),
+            storage_probes: Family::default(),
+            storage_checks: Family::default(),
+            storage_check_duration: storage_check_histogram(),
             registry: Registry::default(),
         };
         let info: Family<BuildLabels, Gauge> = Family::default();
@@ -203,7 +253,7 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Facts cache lookups (cache: grants, objects; result: hit, miss)",
+            "Cache lookups (cache: grants, objects, storage_credentials, storage_decisions; result: hit, miss)",
             m.cache.clone(),
         );
         registry.register(
@@ -225,6 +275,32 @@ impl Metrics {
             "audit_queue_depth",
             "Audit events waiting to be written",
             m.audit_queue_depth.clone(),
+        );
+        registry.register(
+            "storage_sts_calls",
+            "STS AssumeRole attempts of storage checks (hop: user, bucket; outcome: ok, denied, error)",
+            m.storage_sts_calls.clone(),
+        );
+        registry.register(
+            "storage_credential_refreshes",
+            "Storage credential cache fills and renewals, one per key and renewal, retries included (outcome: ok, error)",
+            m.storage_credential_refreshes.clone(),
+        );
+        registry.register(
+            "storage_probes",
+            "AWS calls deciding a storage check: S3 probes, or IAM simulations in simulate mode (action: read, write; outcome: allow, deny, error)",
+            m.storage_probes.clone(),
+        );
+        registry.register(
+            "storage_checks",
+            "Storage checks of location-bearing DDL (action; outcome: allow, deny, unavailable; cached: decision cache answered)",
+            m.storage_checks.clone(),
+        );
+        registry.register_with_unit(
+            "storage_check_duration",
+            "Time of one storage check, cached or not",
+            Unit::Seconds,
+            m.storage_check_duration.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -11,7 +11,9 @@ set -euo pipefail
 REQUIREMENTS="pyspark==4.3.0
 hmsclient==0.1.1
 thrift==0.25.0
-pytest==9.2.0"
+pytest==9.2.0
+moto[server]==5.2.5
+boto3==1.44.8"
 
 cache="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}"
 venv="$cache/venv"

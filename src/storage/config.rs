@@ -1,0 +1,315 @@
+//! `[storage]`: the dual-IAM storage check of location-bearing DDL (DESIGN.md §4).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+use super::location::valid_bucket_name;
+use super::roles::{parse_role_arn, valid_external_id};
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Check the caller's own storage access for location-bearing DDL. Default `true`: with no
+    /// role configured such DDL is denied ("no storage role for user …"), never let through
+    /// unchecked. `false` turns the check off (locations then need only the metastore grants).
+    pub enabled: bool,
+    /// `probe` (default): ask S3 itself (read = ListObjectsV2, write = CreateMultipartUpload +
+    /// AbortMultipartUpload under the prefix). `simulate`: IAM SimulatePrincipalPolicy.
+    pub method: StorageMethod,
+    /// Which access a location-bearing DDL needs. `false` (default): read and write — the
+    /// compute role will write wherever a table points, so a user may only point a table at a
+    /// place the user's own role could write. `true`: external tables and partitions need only
+    /// read (read-only data shared with the user); managed tables and databases still need
+    /// write.
+    pub read_only_external: bool,
+    /// Locations that are not `s3://`, `s3a://` or `s3n://` (including scheme-less paths, which
+    /// resolve against the cluster's default filesystem): `deny` (default) or `allow` unchecked.
+    pub other_schemes: OtherSchemes,
+    /// User name → the ARN of the user's own role (IAM-A).
+    pub user_roles: BTreeMap<String, String>,
+    /// Group name → role ARN, for users without an entry in `user_roles`; the first of the
+    /// user's groups (in the order the identity lists them) that has an entry wins.
+    pub group_roles: BTreeMap<String, String>,
+    /// The account default role, for users matched by neither map; empty: none (deny).
+    pub default_role: String,
+    /// Cross-account buckets: bucket → the role the bucket's owner created for this account,
+    /// assumed from the user's role session (role chaining) with its external id.
+    pub buckets: BTreeMap<String, BucketRole>,
+    /// A JSON file `{"bucket": {"role_arn": "...", "external_id": "..."}}` merged into
+    /// `buckets` (read once at start; a bucket may not appear in both).
+    pub buckets_file: String,
+    /// Endpoint for STS, S3 and IAM instead of AWS's (an S3-compatible store or a test
+    /// stand-in); S3 is then addressed path-style. Empty: AWS.
+    pub endpoint_url: String,
+    /// AWS region for STS and S3 (and the buckets). Empty: `AWS_REGION` /
+    /// `AWS_DEFAULT_REGION` / the profile's region, else `us-east-1`.
+    pub region: String,
+    /// Requested lifetime of assumed-role sessions. AWS accepts 900 s up to the role's maximum
+    /// session duration (a chained, cross-account hop at most 1 h, which is applied to it).
+    pub session_duration_ms: u64,
+    /// Cached credentials are renewed this long before they expire (plus up to a tenth of it as
+    /// jitter); one renewal per role chain at a time, other checks keep using the old ones.
+    pub refresh_before_ms: u64,
+    /// How long an allow or deny is reused for the same role chain, bucket, prefix and action;
+    /// also the longest delay before an IAM policy change is seen. 0 disables the cache.
+    pub decision_ttl_ms: u64,
+    /// Deadline of one whole check (credentials, probe, retries); past it the check denies as
+    /// unavailable.
+    pub timeout_ms: u64,
+    /// Attempts per AWS call for failures worth retrying (network, timeouts, 5xx, throttling),
+    /// with backoff, all within `timeout_ms`.
+    pub max_attempts: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            method: StorageMethod::Probe,
+            read_only_external: false,
+            other_schemes: OtherSchemes::Deny,
+            user_roles: BTreeMap::new(),
+            group_roles: BTreeMap::new(),
+            default_role: String::new(),
+            buckets: BTreeMap::new(),
+            buckets_file: String::new(),
+            endpoint_url: String::new(),
+            region: String::new(),
+            session_duration_ms: 3_600_000,
+            refresh_before_ms: 300_000,
+            decision_ttl_ms: 60_000,
+            timeout_ms: 5_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// One cross-account bucket's role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketRole {
+    /// The bucket owner's role for this account.
+    pub role_arn: String,
+    /// The external id its trust policy requires (empty: none sent).
+    #[serde(default)]
+    pub external_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMethod {
+    Probe,
+    Simulate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherSchemes {
+    Deny,
+    Allow,
+}
+
+/// Longest session AWS grants a chained role session.
+pub(crate) const CHAINED_SESSION_MAX_MS: u64 = 3_600_000;
+/// Longest session any role can have.
+const SESSION_MAX_MS: u64 = 43_200_000;
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads a `buckets_file` document.
+pub fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        format!("{}: at `{at}`: {}", path.display(), e.into_inner())
+    })
+}
+
+impl StorageConfig {
+    /// Semantic checks, every error at once (keys are `storage.*`).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (user, arn) in &self.user_roles {
+            if let Err(e) = parse_role_arn(arn) {
+                errors.push(err(&format!("storage.user_roles.{user}"), e));
+            }
+        }
+        for (group, arn) in &self.group_roles {
+            if let Err(e) = parse_role_arn(arn) {
+                errors.push(err(&format!("storage.group_roles.{group}"), e));
+            }
+        }
+        if !self.default_role.is_empty() {
+            if let Err(e) = parse_role_arn(&self.default_role) {
+                errors.push(err("storage.default_role", e));
+            }
+        }
+        check_buckets("storage.buckets", &self.buckets, &mut errors);
+        if !self.buckets_file.is_empty() {
+            match load_buckets_file(Path::new(&self.buckets_file)) {
+                Ok(file) => {
+                    check_buckets("storage.buckets_file", &file, &mut errors);
+                    for bucket in file.keys().filter(|b| self.buckets.contains_key(*b)) {
+                        errors.push(err(
+                            "storage.buckets_file",
+                            format!("bucket `{bucket}` is also in storage.buckets"),
+                        ));
+                    }
+                }
+                Err(e) => errors.push(err("storage.buckets_file", e)),
+            }
+        }
+        if !self.endpoint_url.is_empty() {
+            let ok = ["http://", "https://"].iter().any(|p| {
+                self.endpoint_url
+                    .strip_prefix(p)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+            });
+            if !ok {
+                errors.push(err(
+                    "storage.endpoint_url",
+                    format!(
+                        "`{}` is not an http:// or https:// URL (empty: AWS)",
+                        self.endpoint_url
+                    ),
+                ));
+            }
+        }
+        if !self.region.is_empty()
+            && !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            errors.push(err(
+                "storage.region",
+                format!("`{}` is not a region name (like eu-west-1)", self.region),
+            ));
+        }
+        if self.session_duration_ms < 1_000 || self.session_duration_ms > SESSION_MAX_MS {
+            errors.push(err(
+                "storage.session_duration_ms",
+                "must be between 1000 and 43200000 (AWS accepts 900000 up to the role's maximum)",
+            ));
+        }
+        if self.refresh_before_ms >= self.session_duration_ms {
+            errors.push(err(
+                "storage.refresh_before_ms",
+                "must be less than storage.session_duration_ms",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            errors.push(err("storage.timeout_ms", "must be greater than 0"));
+        }
+        if self.max_attempts == 0 || self.max_attempts > 10 {
+            errors.push(err("storage.max_attempts", "must be between 1 and 10"));
+        }
+        errors
+    }
+
+    /// `buckets` and `buckets_file` merged (the file is read now).
+    pub fn all_buckets(&self) -> Result<BTreeMap<String, BucketRole>, String> {
+        let mut all = self.buckets.clone();
+        if !self.buckets_file.is_empty() {
+            for (bucket, role) in load_buckets_file(Path::new(&self.buckets_file))? {
+                if all.contains_key(&bucket) {
+                    return Err(format!(
+                        "bucket `{bucket}` is in both storage.buckets and storage.buckets_file"
+                    ));
+                }
+                all.insert(bucket, role);
+            }
+        }
+        Ok(all)
+    }
+}
+
+fn check_buckets(key: &str, buckets: &BTreeMap<String, BucketRole>, errors: &mut Vec<ConfigError>) {
+    for (bucket, role) in buckets {
+        let at = format!("{key}.{bucket}");
+        if let Err(e) = valid_bucket_name(bucket) {
+            errors.push(err(&at, e));
+        }
+        if let Err(e) = parse_role_arn(&role.role_arn) {
+            errors.push(err(&format!("{at}.role_arn"), e));
+        }
+        if !role.external_id.is_empty() && !valid_external_id(&role.external_id) {
+            errors.push(err(
+                &format!("{at}.external_id"),
+                "must be 2 to 1224 characters of letters, digits and +=,.@:/-",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let c = StorageConfig::default();
+        assert!(c.enabled);
+        assert_eq!(c.other_schemes, OtherSchemes::Deny);
+        assert_eq!(c.method, StorageMethod::Probe);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let c = StorageConfig {
+            user_roles: [("mary".into(), "role/x".into())].into(),
+            group_roles: [("etl".into(), "arn:aws:iam::12:role/x".into())].into(),
+            default_role: "arn:aws:iam::123456789012:user/x".into(),
+            buckets: [(
+                "Bad_Bucket".into(),
+                BucketRole {
+                    role_arn: "nope".into(),
+                    external_id: "x".into(),
+                },
+            )]
+            .into(),
+            buckets_file: "/nonexistent/buckets.json".into(),
+            endpoint_url: "localhost:5000".into(),
+            region: "EU WEST".into(),
+            session_duration_ms: 10,
+            refresh_before_ms: 10,
+            timeout_ms: 0,
+            max_attempts: 0,
+            ..Default::default()
+        };
+        let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
+        for want in [
+            "storage.user_roles.mary",
+            "storage.group_roles.etl",
+            "storage.default_role",
+            "storage.buckets.Bad_Bucket",
+            "storage.buckets.Bad_Bucket.role_arn",
+            "storage.buckets.Bad_Bucket.external_id",
+            "storage.buckets_file",
+            "storage.endpoint_url",
+            "storage.region",
+            "storage.session_duration_ms",
+            "storage.refresh_before_ms",
+            "storage.timeout_ms",
+            "storage.max_attempts",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == want),
+                "{want} missing from {keys:?}"
+            );
+        }
+    }
+}

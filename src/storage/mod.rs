@@ -1,0 +1,509 @@
+//! Dual-IAM storage checks (DESIGN.md §4): may this user's own storage role read or write the
+//! location a DDL names?
+//!
+//! ```text
+//! location ─► location::parse_location (s3/s3a/s3n → bucket + normalized prefix; others:
+//!             storage.other_schemes)
+//!   ─► roles (user_roles / group_roles / default_role → IAM-A; + the bucket's cross-account
+//!             role from storage.buckets → the role chain; session name from the user)
+//!   ─► check::DecisionCache (per role chain, bucket, prefix, action; TTL; one computation
+//!             per key at a time)
+//!       ─► credentials::CredentialCache (AssumeRole per hop, cached per session and chain,
+//!             renewed before expiry, single flight, never expired)
+//!       ─► check::ask (probe: ListObjectsV2 | CreateMultipartUpload + Abort; or simulate:
+//!             IAM SimulatePrincipalPolicy), bounded retries inside the check's deadline
+//! ```
+//!
+//! Everything fails closed: a check that cannot be completed denies with
+//! "storage check unavailable: …".
+
+pub mod aws;
+pub mod check;
+pub mod config;
+pub mod credentials;
+pub mod location;
+pub mod roles;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use self::aws::BaseCredentials;
+pub use self::config::{BucketRole, OtherSchemes, StorageConfig, StorageMethod};
+pub use self::location::{parse_location, Location, S3Location};
+
+use self::aws::{Backend, SdkBackend};
+use self::check::{DecisionCache, DecisionKey, Verdict};
+use self::credentials::{CredError, CredPolicy, CredentialCache};
+use self::roles::{session_name, Hop, RoleMap, RoleSource};
+use crate::metrics::{Metrics, StorageCheckLabels};
+
+/// What the DDL needs of the location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageAction {
+    Read,
+    Write,
+}
+
+impl StorageAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageAction::Read => "read",
+            StorageAction::Write => "write",
+        }
+    }
+}
+
+impl fmt::Display for StorageAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageDecision {
+    pub allow: bool,
+    /// A message for the client and the audit line: user, role(s), bucket/prefix, action and
+    /// what AWS said.
+    pub reason: String,
+    /// The role ARNs assumed, in order (the user's role, then a bucket role); empty when the
+    /// check stopped before choosing a role.
+    pub role_chain: Vec<String>,
+    /// `read` or `write`.
+    pub action: &'static str,
+    /// The verdict came from the decision cache (no AWS call for it).
+    pub cached: bool,
+    /// `allow`, `deny`, `unavailable` (could not be decided: denied), `not_s3_allowed` (another
+    /// scheme let through by `storage.other_schemes = "allow"`), `disabled`
+    /// (`storage.enabled = false`: allowed without a check).
+    pub outcome: &'static str,
+}
+
+/// Building a guard failed (the configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+}
+
+/// The storage checker: built once, shared by all connections (cheap to clone).
+#[derive(Clone)]
+pub struct StorageGuard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    method: StorageMethod,
+    other_schemes: OtherSchemes,
+    roles: RoleMap,
+    timeout: Duration,
+    max_attempts: u32,
+    creds: CredentialCache,
+    decisions: DecisionCache,
+    backend: Option<Arc<dyn Backend>>,
+    metrics: Arc<Metrics>,
+}
+
+impl StorageGuard {
+    /// Builds the guard; the proxy's own AWS identity comes from the default provider chain
+    /// (env, profile, web identity/IRSA, container, instance metadata), resolved lazily at the
+    /// first check that needs AWS.
+    pub async fn new(cfg: &StorageConfig, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
+        Self::with_credentials(cfg, metrics, None).await
+    }
+
+    /// As `new`, with fixed credentials for the proxy's own identity instead of the default
+    /// chain (`None`: the default chain).
+    pub async fn with_credentials(
+        cfg: &StorageConfig,
+        metrics: Arc<Metrics>,
+        base: Option<BaseCredentials>,
+    ) -> Result<Self, StorageError> {
+        let backend: Option<Arc<dyn Backend>> = if cfg.enabled {
+            Some(Arc::new(
+                SdkBackend::new(
+                    &cfg.endpoint_url,
+                    &cfg.region,
+                    Duration::from_millis(cfg.timeout_ms.max(1)),
+                    base,
+                )
+                .await,
+            ))
+        } else {
+            None
+        };
+        Self::build(cfg, metrics, backend)
+    }
+
+    /// As `new`, with another implementation of the AWS calls (tests).
+    pub fn with_backend(
+        cfg: &StorageConfig,
+        metrics: Arc<Metrics>,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, StorageError> {
+        Self::build(cfg, metrics, Some(backend))
+    }
+
+    fn build(
+        cfg: &StorageConfig,
+        metrics: Arc<Metrics>,
+        backend: Option<Arc<dyn Backend>>,
+    ) -> Result<Self, StorageError> {
+        let errors: Vec<String> = cfg.validate().iter().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            return Err(StorageError::Config(errors));
+        }
+        let buckets = cfg
+            .all_buckets()
+            .map_err(|e| StorageError::Config(vec![e]))?;
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let session = Duration::from_millis(cfg.session_duration_ms);
+        let refresh_before = Duration::from_millis(cfg.refresh_before_ms);
+        // Never hand out credentials with less left than one whole check may take (capped so
+        // short test sessions still work).
+        let margin = timeout.min(refresh_before / 2).min(session / 4);
+        let policy = CredPolicy {
+            session_duration: session,
+            chained_session_duration: session
+                .min(Duration::from_millis(config::CHAINED_SESSION_MAX_MS)),
+            refresh_before,
+            margin,
+            max_attempts: cfg.max_attempts,
+        };
+        if cfg.enabled {
+            zero_series(&metrics);
+        }
+        Ok(StorageGuard {
+            inner: Arc::new(Inner {
+                enabled: cfg.enabled,
+                method: cfg.method,
+                other_schemes: cfg.other_schemes,
+                roles: RoleMap::new(cfg, buckets),
+                timeout,
+                max_attempts: cfg.max_attempts,
+                creds: CredentialCache::new(policy),
+                decisions: DecisionCache::new(Duration::from_millis(cfg.decision_ttl_ms)),
+                backend,
+                metrics,
+            }),
+        })
+    }
+
+    /// `storage.enabled`: when false, `check` allows everything without looking.
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// Role chains with cached credentials (diagnostics, tests).
+    pub fn cached_credentials(&self) -> usize {
+        self.inner.creds.len()
+    }
+
+    /// May `user` (with `groups`) do `action` on `location` (the raw location string of the
+    /// DDL)? Never fails: anything that prevents an answer denies.
+    pub async fn check(
+        &self,
+        user: &str,
+        groups: &[String],
+        location: &str,
+        action: StorageAction,
+    ) -> StorageDecision {
+        let inner = &self.inner;
+        if !inner.enabled {
+            return StorageDecision {
+                allow: true,
+                reason: "storage checks are off (storage.enabled = false)".into(),
+                role_chain: Vec::new(),
+                action: action.as_str(),
+                cached: false,
+                outcome: "disabled",
+            };
+        }
+        let start = Instant::now();
+        let decision = self.decide(user, groups, location, action, start).await;
+        let outcome = match decision.outcome {
+            "not_s3_allowed" => "allow",
+            o => o,
+        };
+        inner
+            .metrics
+            .storage_checks
+            .get_or_create(&StorageCheckLabels {
+                action: action.as_str(),
+                outcome,
+                cached: if decision.cached { "true" } else { "false" },
+            })
+            .inc();
+        inner
+            .metrics
+            .storage_check_duration
+            .observe(start.elapsed().as_secs_f64());
+        if !decision.allow {
+            tracing::info!(user, location, action = action.as_str(), outcome = decision.outcome,
+                reason = %decision.reason, "storage check denied");
+        }
+        decision
+    }
+
+    async fn decide(
+        &self,
+        user: &str,
+        groups: &[String],
+        location: &str,
+        action: StorageAction,
+        start: Instant,
+    ) -> StorageDecision {
+        let inner = &self.inner;
+        let verb = action.as_str();
+        let done = |allow: bool, outcome: &'static str, reason: String, chain: &[Hop], cached| {
+            StorageDecision {
+                allow,
+                reason,
+                role_chain: chain.iter().map(|h| h.role_arn.clone()).collect(),
+                action: verb,
+                cached,
+                outcome,
+            }
+        };
+        let loc = match parse_location(location) {
+            Ok(Location::S3(loc)) => loc,
+            Ok(Location::Other { scheme }) => {
+                let what = if scheme.is_empty() {
+                    "has no scheme (it would resolve against the cluster's default filesystem)"
+                        .to_string()
+                } else {
+                    format!("is a {scheme}:// location")
+                };
+                return match inner.other_schemes {
+                    OtherSchemes::Allow => done(
+                        true,
+                        "not_s3_allowed",
+                        format!(
+                            "storage: location `{location}` {what}, not S3; allowed unchecked by storage.other_schemes = \"allow\""
+                        ),
+                        &[],
+                        false,
+                    ),
+                    OtherSchemes::Deny => done(
+                        false,
+                        "deny",
+                        format!(
+                            "storage: user {user} may not {verb} `{location}`: the location {what}, and only s3://, s3a:// and s3n:// locations can be checked (storage.other_schemes = \"allow\" lets other schemes through unchecked)"
+                        ),
+                        &[],
+                        false,
+                    ),
+                };
+            }
+            Err(why) => {
+                return done(
+                    false,
+                    "deny",
+                    format!(
+                        "storage: user {user} may not {verb} `{location}`: invalid location: {why}"
+                    ),
+                    &[],
+                    false,
+                )
+            }
+        };
+        let Some((user_role, source)) = inner.roles.user_role(user, groups) else {
+            let groups = if groups.is_empty() {
+                "no groups".to_string()
+            } else {
+                format!("groups {}", groups.join(", "))
+            };
+            return done(
+                false,
+                "deny",
+                format!(
+                    "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
+                ),
+                &[],
+                false,
+            );
+        };
+        let chain = inner.roles.chain(user_role, &loc.bucket);
+        let as_roles = describe_chain(&chain, &source, &loc.bucket);
+        let Some(backend) = inner.backend.clone() else {
+            return done(
+                false,
+                "unavailable",
+                format!("storage check unavailable: user {user}, {verb} {loc}: no AWS client"),
+                &chain,
+                false,
+            );
+        };
+        let deadline = start + inner.timeout;
+        let key = DecisionKey {
+            chain: chain.clone(),
+            bucket: loc.bucket.clone(),
+            prefix: loc.prefix.clone(),
+            action,
+        };
+        let session = session_name(user);
+        let compute = || async {
+            let creds = match inner
+                .creds
+                .chain_credentials(&*backend, &inner.metrics, &session, &chain, deadline)
+                .await
+            {
+                Ok(c) => c,
+                Err(CredError::Denied {
+                    hop,
+                    role_arn,
+                    message,
+                }) => {
+                    let from = if hop == 0 {
+                        "the proxy's own identity".to_string()
+                    } else {
+                        chain[hop - 1].role_arn.clone()
+                    };
+                    return Ok(Verdict {
+                        allow: false,
+                        detail: format!(
+                            "STS refused {from} assuming {role_arn} (its trust policy, external id, or the caller's sts:AssumeRole permission): {message}"
+                        ),
+                    });
+                }
+                Err(CredError::Unavailable(m)) => return Err(m),
+            };
+            let last = chain
+                .last()
+                .map(|h| h.role_arn.as_str())
+                .unwrap_or_default();
+            check::ask(
+                &*backend,
+                &inner.metrics,
+                inner.method,
+                inner.max_attempts,
+                &creds,
+                last,
+                &loc,
+                action,
+                deadline,
+            )
+            .await
+        };
+        let result = tokio::time::timeout_at(
+            deadline,
+            inner
+                .decisions
+                .get_or_compute(&inner.metrics, &key, deadline, compute),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within storage.timeout_ms = {} ms",
+                inner.timeout.as_millis()
+            ))
+        });
+        match result {
+            Ok((v, cached)) if v.allow => done(
+                true,
+                "allow",
+                format!(
+                    "storage: user {user} may {verb} {loc} as {as_roles}: {}",
+                    v.detail
+                ),
+                &chain,
+                cached,
+            ),
+            Ok((v, cached)) => done(
+                false,
+                "deny",
+                format!(
+                    "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
+                    v.detail
+                ),
+                &chain,
+                cached,
+            ),
+            Err(m) => done(
+                false,
+                "unavailable",
+                format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
+                &chain,
+                false,
+            ),
+        }
+    }
+}
+
+/// Creates every storage series at 0, so dashboards and alerts see them before the first check.
+fn zero_series(m: &Metrics) {
+    use crate::metrics::{CacheLabels, OutcomeLabels, ProbeLabels, StsLabels};
+    for hop in ["user", "bucket"] {
+        for outcome in ["ok", "denied", "error"] {
+            let _ = m
+                .storage_sts_calls
+                .get_or_create(&StsLabels { hop, outcome });
+        }
+    }
+    for outcome in ["ok", "error"] {
+        let _ = m
+            .storage_credential_refreshes
+            .get_or_create(&OutcomeLabels { outcome });
+    }
+    for action in ["read", "write"] {
+        for outcome in ["allow", "deny", "error"] {
+            let _ = m
+                .storage_probes
+                .get_or_create(&ProbeLabels { action, outcome });
+        }
+        for outcome in ["allow", "deny", "unavailable"] {
+            for cached in ["true", "false"] {
+                let _ = m.storage_checks.get_or_create(&StorageCheckLabels {
+                    action,
+                    outcome,
+                    cached,
+                });
+            }
+        }
+    }
+    for cache in ["storage_credentials", "storage_decisions"] {
+        for result in ["hit", "miss"] {
+            let _ = m.cache.get_or_create(&CacheLabels { cache, result });
+        }
+    }
+}
+
+fn describe_chain(chain: &[Hop], source: &RoleSource, bucket: &str) -> String {
+    let mut s = format!("role {} ({source})", chain[0].role_arn);
+    for hop in &chain[1..] {
+        s.push_str(&format!(
+            " then bucket role {} (storage.buckets, bucket {bucket})",
+            hop.role_arn
+        ));
+    }
+    s
+}
+
+/// A random number (jitter, probe object names); not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// True if `child` lies at or under `parent`: both S3 locations of the same bucket (any of the
+/// three schemes) with `parent`'s prefix a prefix of `child`'s, segment-wise. False when either
+/// does not parse as S3. (For "a partition location outside the table's location".)
+pub fn location_is_under(child: &str, parent: &str) -> bool {
+    match (parse_location(child), parse_location(parent)) {
+        (Ok(Location::S3(c)), Ok(Location::S3(p))) => {
+            c.bucket == p.bucket && c.prefix.starts_with(&p.prefix)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
