@@ -50,7 +50,11 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the shared state; starts the audit writer (needs a Tokio runtime).
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        storage: crate::storage::StorageGuard,
+    ) -> Result<Self, AuditError> {
         let upstreams = Upstreams::new(
             config.upstream_uris(),
             ms(config.upstream.connect_timeout_ms),
@@ -65,7 +69,7 @@ impl Shared {
             max_message_bytes: l.max_reply_bytes,
             ..request_limits
         };
-        let guard = Guard::new(&config, upstreams.clone(), metrics.clone());
+        let guard = Guard::new(&config, upstreams.clone(), metrics.clone(), storage);
         let audit = Audit::start(&config.audit, metrics.clone())?;
         Ok(Shared {
             config,
@@ -462,6 +466,7 @@ impl Conn {
                 ev.reason = d.reason.as_str().into();
                 ev.required_privilege = Some(d.required.clone());
                 ev.matched = Some(d.matched.clone());
+                ev.storage = d.storage.clone();
             }
             None => {
                 ev.operation = "pass_through".into();

@@ -309,7 +309,10 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
         config.upstream_uris(),
         ms(config.upstream.connect_timeout_ms),
     );
-    let guard = Guard::new(config, upstreams, metrics);
+    let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let guard = Guard::new(config, upstreams, metrics, storage);
     let method = router::route(&r.method);
     let identity = identity_of(config, r);
     let (args, notes) = match method {
@@ -374,6 +377,20 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
             }
             let _ = writeln!(out, "required:  {}", d.required);
             let _ = writeln!(out, "matched:   {}", d.matched);
+            if let Some(st) = &d.storage {
+                let _ = writeln!(
+                    out,
+                    "storage:   {} check {} via {}{}",
+                    st.action,
+                    st.outcome,
+                    if st.role_chain.is_empty() {
+                        "no role".to_string()
+                    } else {
+                        st.role_chain.join(" -> ")
+                    },
+                    if st.cached { " (cached)" } else { "" }
+                );
+            }
         }
     }
     if let Verdict::Filter(_) = &checked.verdict {

@@ -313,6 +313,22 @@ pub struct Facts<'a> {
     pub grants: Option<&'a Grants>,
     /// Owners of the objects the operation names (absent: unknown or no such object).
     pub owners: HashMap<Object, Owner>,
+    /// Storage checks of the locations the operation points at (gathered only once the grants
+    /// allow it: a call denied by grants makes no AWS call).
+    pub storage: Vec<StorageFact>,
+}
+
+/// What the user's own storage role may do at one location (DESIGN.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFact {
+    pub location: String,
+    /// `read` or `write`.
+    pub action: &'static str,
+    pub allow: bool,
+    /// No answer could be had (STS/S3 down, timeout…): denied as unavailable.
+    pub unavailable: bool,
+    /// The checker's message: user, role(s), bucket/prefix, action, what AWS said.
+    pub reason: String,
 }
 
 /// Why a decision went the way it did (bounded set: a metric label).
@@ -332,6 +348,8 @@ pub enum Reason {
     TokensDisabled,
     UnknownMethod,
     FactsUnavailable,
+    StorageDenied,
+    StorageUnavailable,
 }
 
 impl Reason {
@@ -351,6 +369,8 @@ impl Reason {
             Reason::TokensDisabled => "tokens_disabled",
             Reason::UnknownMethod => "unknown_method",
             Reason::FactsUnavailable => "facts_unavailable",
+            Reason::StorageDenied => "storage_denied",
+            Reason::StorageUnavailable => "storage_unavailable",
         }
     }
 }
@@ -404,6 +424,36 @@ fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
 
 /// Decides one operation. Pure: everything it needs is in its arguments.
 pub fn authorize(
+    identity: &Identity,
+    op: &Operation,
+    facts: &Facts<'_>,
+    policy: &Policy,
+) -> Decision {
+    let d = authorize_grants(identity, op, facts, policy);
+    if !d.allow {
+        return d;
+    }
+    // Dual IAM: the grants allow; every location the call points at must also be reachable
+    // by the user's own storage role.
+    match facts.storage.iter().find(|f| !f.allow) {
+        None => d,
+        Some(f) => Decision {
+            allow: false,
+            reason: if f.unavailable {
+                Reason::StorageUnavailable
+            } else {
+                Reason::StorageDenied
+            },
+            required: format!(
+                "{} access to {} by the user's storage role",
+                f.action, f.location
+            ),
+            matched: f.reason.clone(),
+        },
+    }
+}
+
+fn authorize_grants(
     identity: &Identity,
     op: &Operation,
     facts: &Facts<'_>,

@@ -111,6 +111,7 @@ fn decide_with(
                 )
             })
             .collect(),
+        storage: Vec::new(),
     };
     authorize(id, &op, &f, &Policy::default())
 }
@@ -495,6 +496,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
     let fr = Facts {
         grants: Some(&g),
         owners: HashMap::new(),
+        storage: Vec::new(),
     };
     let d = authorize(&root, &Operation::Tokens, &fr, &p);
     assert_eq!(
@@ -516,6 +518,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
     let fm = Facts {
         grants: Some(&gm),
         owners: HashMap::new(),
+        storage: Vec::new(),
     };
     assert!(authorize(&mary, &Operation::AdminOnly("x"), &fm, &boot).allow);
 }
@@ -540,6 +543,7 @@ fn owner_may_be_a_role_or_group() {
         let mut f = Facts {
             grants: Some(&g),
             owners: HashMap::new(),
+            storage: Vec::new(),
         };
         f.owners.insert(
             t("x"),
@@ -554,4 +558,49 @@ fn owner_may_be_a_role_or_group() {
             "{kind:?} {name}"
         );
     }
+}
+
+#[test]
+fn storage_facts_deny_after_grants_allow() {
+    let admin = user("root", &[]);
+    let p = Policy {
+        admin_users: vec!["root".into()],
+        ..Policy::default()
+    };
+    let g = Grants::default();
+    let op = Operation::CreateTable { table: t("x") };
+    let fact = |allow: bool, unavailable: bool| StorageFact {
+        location: "s3a://datalake/datawarehouse/y".into(),
+        action: "read",
+        allow,
+        unavailable,
+        reason: "role arn:aws:iam::123:role/default may not read".into(),
+    };
+    let mut f = Facts {
+        grants: Some(&g),
+        owners: HashMap::new(),
+        storage: vec![fact(true, false)],
+    };
+    assert!(
+        authorize(&admin, &op, &f, &p).allow,
+        "grants and storage allow"
+    );
+    f.storage.push(fact(false, false));
+    let d = authorize(&admin, &op, &f, &p);
+    assert!(!d.allow);
+    assert_eq!(d.reason, Reason::StorageDenied);
+    assert!(d
+        .required
+        .contains("read access to s3a://datalake/datawarehouse/y"));
+    assert!(d.matched.contains("may not read"));
+    f.storage = vec![fact(false, true)];
+    assert_eq!(
+        authorize(&admin, &op, &f, &p).reason,
+        Reason::StorageUnavailable
+    );
+    // Grants deny first: the storage facts do not turn a denial into anything else.
+    let nobody = user("nobody", &[]);
+    f.storage = vec![fact(true, false)];
+    let d = authorize(&nobody, &op, &f, &p);
+    assert!(!d.allow && d.reason == Reason::MissingPrivilege);
 }

@@ -236,10 +236,23 @@ pub async fn classify(
                 .filter(|l| !l.is_empty())
                 .map(str::to_string);
             if let Some(l) = &cl.location {
-                cl.storage.push(StorageNeed {
-                    location: l.clone(),
-                    write: !is_external(&t),
-                });
+                // A managed table at its default place (under its database's location, where
+                // engines such as Spark put it explicitly) is no explicit location: the
+                // database's location was checked when it was set.
+                let default_place = !is_external(&t) && {
+                    let dbf = facts
+                        .object(&Object::database(db))
+                        .await
+                        .map_err(ClassifyError::Facts)?;
+                    dbf.and_then(|f| f.location)
+                        .is_some_and(|base| under(l, &base))
+                };
+                if !default_place {
+                    cl.storage.push(StorageNeed {
+                        location: l.clone(),
+                        write: !is_external(&t),
+                    });
+                }
             }
             Ok(vec![cl])
         }

@@ -7,8 +7,9 @@ pub mod filter;
 
 use std::sync::Arc;
 
+use crate::audit::StorageAudit;
 use crate::authz::{
-    authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason,
+    authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason, StorageFact,
 };
 use crate::codec::{MessageHeader, Protocol};
 use crate::config::{ms, AuthzMode, Config, UnknownMethods};
@@ -16,6 +17,7 @@ use crate::facts::{ClientConfig, FactsStore, MetaClient};
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::router::{ListShape, Method, Rule};
+use crate::storage::{StorageAction, StorageGuard};
 use crate::upstream::Upstreams;
 
 use classify::{classify, Classified, ClassifyError};
@@ -64,6 +66,8 @@ pub struct DecisionRecord {
     pub location: Option<String>,
     pub required: String,
     pub matched: String,
+    /// The storage check that decided (the first denial, else the last allowed), if any ran.
+    pub storage: Option<crate::audit::StorageAudit>,
 }
 
 /// The policy stage, shared by every connection.
@@ -74,6 +78,10 @@ pub struct Guard {
     pub filter_listings: bool,
     pub max_depth: usize,
     pub metrics: Arc<Metrics>,
+    /// Dual-IAM storage checks of location-bearing DDL.
+    pub storage: StorageGuard,
+    /// External tables' and partitions' locations need only read access.
+    pub read_only_external: bool,
 }
 
 /// Objects whose owner can decide the operation.
@@ -126,7 +134,12 @@ fn needs_grants(op: &Operation) -> bool {
 
 impl Guard {
     /// The policy stage of a config: its own pooled metastore client for facts.
-    pub fn new(config: &Config, upstreams: Upstreams, metrics: Arc<Metrics>) -> Guard {
+    pub fn new(
+        config: &Config,
+        upstreams: Upstreams,
+        metrics: Arc<Metrics>,
+        storage: StorageGuard,
+    ) -> Guard {
         let a = &config.authz;
         let client = MetaClient::new(
             upstreams,
@@ -154,6 +167,8 @@ impl Guard {
             filter_listings: a.filter_listings,
             max_depth: config.limits.max_depth,
             metrics,
+            storage,
+            read_only_external: config.storage.read_only_external,
         }
     }
 
@@ -228,6 +243,7 @@ impl Guard {
             location: c.and_then(|c| c.location.clone()),
             required: d.required.clone(),
             matched: d.matched.clone(),
+            storage: None,
         }
     }
 
@@ -246,8 +262,9 @@ impl Guard {
         };
         let mut last = None;
         for c in &ops {
-            let d = self.decide_one(identity, &c.op, grants.as_deref()).await;
-            let record = self.record(&d, c.op.class(), Some(c));
+            let (d, storage) = self.decide_one(identity, c, grants.as_deref()).await;
+            let mut record = self.record(&d, c.op.class(), Some(c));
+            record.storage = storage;
             let allow = d.allow;
             last = Some((d, record, c));
             if !allow {
@@ -276,40 +293,79 @@ impl Guard {
     async fn decide_one(
         &self,
         identity: &Identity,
-        op: &Operation,
+        c: &Classified,
         grants: Option<&Grants>,
-    ) -> Decision {
+    ) -> (Decision, Option<StorageAudit>) {
+        let op = &c.op;
         let mut facts = Facts {
             grants,
             owners: Default::default(),
+            storage: Vec::new(),
         };
-        let d = authorize(identity, op, &facts, &self.policy);
-        if d.allow || grants.is_none() {
-            return d;
-        }
-        let objects = owner_objects(op);
-        if objects.is_empty() {
-            return d;
-        }
-        for obj in objects {
-            match self.facts.object(&obj).await {
-                Ok(Some(f)) => {
-                    if let Some(o) = f.owner {
-                        facts.owners.insert(obj, o);
+        let mut d = authorize(identity, op, &facts, &self.policy);
+        if !d.allow && grants.is_some() {
+            let objects = owner_objects(op);
+            if !objects.is_empty() {
+                for obj in objects {
+                    match self.facts.object(&obj).await {
+                        Ok(Some(f)) => {
+                            if let Some(o) = f.owner {
+                                facts.owners.insert(obj, o);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let d = Decision {
+                                allow: false,
+                                reason: Reason::FactsUnavailable,
+                                required: d.required,
+                                matched: format!("the owner of {obj} could not be read: {e}"),
+                            };
+                            return (d, None);
+                        }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    return Decision {
-                        allow: false,
-                        reason: Reason::FactsUnavailable,
-                        required: d.required,
-                        matched: format!("the owner of {obj} could not be read: {e}"),
-                    }
+                d = authorize(identity, op, &facts, &self.policy);
+            }
+        }
+        // Storage facts only for calls the grants allow: a denied call costs no AWS call.
+        if !d.allow || c.storage.is_empty() || !self.storage.enabled() {
+            return (d, None);
+        }
+        let mut audit = None;
+        'needs: for need in &c.storage {
+            // Read, and write unless the location is only read (external data, with
+            // `storage.read_only_external`): a user must not point a table the compute role
+            // writes to at a place the user's own role cannot write.
+            let actions: &[StorageAction] = if need.write || !self.read_only_external {
+                &[StorageAction::Read, StorageAction::Write]
+            } else {
+                &[StorageAction::Read]
+            };
+            for &action in actions {
+                let s = self
+                    .storage
+                    .check(&identity.user, &identity.groups, &need.location, action)
+                    .await;
+                audit = Some(StorageAudit {
+                    role_chain: s.role_chain.clone(),
+                    action: s.action.to_string(),
+                    cached: s.cached,
+                    outcome: s.outcome.to_string(),
+                });
+                facts.storage.push(StorageFact {
+                    location: need.location.clone(),
+                    action: s.action,
+                    allow: s.allow,
+                    unavailable: s.outcome == "unavailable",
+                    reason: s.reason,
+                });
+                if !s.allow {
+                    break 'needs;
                 }
             }
         }
-        authorize(identity, op, &facts, &self.policy)
+        (authorize(identity, op, &facts, &self.policy), audit)
     }
 
     fn finish(

@@ -39,7 +39,8 @@ def table(name):
 
 @pytest.fixture(scope="module")
 def guard(lab, metastore):
-    g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "enforce"\ncache_ttl_ms = 60000\n',
+    g = hms.Guard(lab, metastore.port, extra=('[authz]\nmode = "enforce"\ncache_ttl_ms = 60000\n\n'
+                         '[storage]\nenabled = false  # GRANTs only here (tests/storage_moto.rs)\n'),
                   name="guard-grants")
     g.start()
     admin = connect(g.port, "admin")
@@ -131,7 +132,8 @@ def test_shadow_mode_decides_audits_and_forwards(guard, lab, metastore):
     as shadow_deny."""
     audit = lab / "audit-shadow.jsonl"
     g = hms.Guard(lab, metastore.port, name="guard-shadow",
-                  extra=f'[authz]\nmode = "shadow"\n\n[audit]\nsink = "file"\npath = "{audit}"\n')
+                  extra=(f'[authz]\nmode = "shadow"\n\n[audit]\nsink = "file"\npath = "{audit}"\n\n'
+                         '[storage]\nenabled = false\n'))
     g.start()
     try:
         nobody = connect(g.port, "nobody")

@@ -252,7 +252,8 @@ def snapshot(port):
 
 @pytest.fixture(scope="module")
 def probe_guard(lab, metastore):
-    g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "enforce"\n', name="guard-probe")
+    g = hms.Guard(lab, metastore.port, name="guard-probe",
+                  extra='[authz]\nmode = "enforce"\n\n[storage]\nenabled = false\n')
     g.start()
     admin = connect(g.port, "admin")
     admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db", parameters={}))

@@ -64,7 +64,8 @@ def seed(lab):
         audit = slab / "audit.jsonl"
         g = hms.Guard(slab, m.port, name="guard-seed",
                       extra=('[authz]\nmode = "enforce"\n\n'
-                             f'[audit]\nsink = "file"\npath = "{audit}"\n'))
+                             f'[audit]\nsink = "file"\npath = "{audit}"\n\n'
+                             '[storage]\nenabled = false  # the storage checks: tests/e2e/test_storage_spark.py\n'))
         g.start()
         create = ["CREATE DATABASE demo_database"] + [
             f"CREATE TABLE {DB}.{t} (id INT, v STRING) STORED AS TEXTFILE "
@@ -211,7 +212,7 @@ def test_pinned_identity_ignores_the_claimed_user(seed):
     p = hms.Guard(slab, m.port, name="guard-pinned",
                   extra=('[identity]\nmode = "pinned"\npinned_user = "john"\n\n'
                          '[authz]\nmode = "enforce"\n\n'
-                         f'[audit]\nsink = "file"\npath = "{pa}"\n'))
+                         f'[audit]\nsink = "file"\npath = "{pa}"\n\n[storage]\nenabled = false\n'))
     p.start()
     try:
         r = spark_as(slab, p.port, "mary", [

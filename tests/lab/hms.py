@@ -123,14 +123,16 @@ def _die_with_parent():
         _prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
-def spawn(cmd, out, err=None, cwd=None, daemon=False):
-    """Starts cmd in a new process group, stdout to `out` and stderr to `err` (or `out`).
-    Unless daemon, it dies with this process at the latest."""
+def spawn(cmd, out, err=None, cwd=None, daemon=False, env=None):
+    """Starts cmd in a new process group, stdout to `out` and stderr to `err` (or `out`),
+    with this process's environment plus `env`. Unless daemon, it dies with this process at
+    the latest."""
     with open(out, "ab") as o:
         e = open(err, "ab") if err else None
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=o,
                                     stderr=e or subprocess.STDOUT, cwd=cwd,
+                                    env=dict(os.environ, **env) if env else None,
                                     start_new_session=True,
                                     preexec_fn=None if daemon else _die_with_parent)
         finally:
@@ -315,9 +317,10 @@ def guard_bin():
 
 class Guard:
     """hms-guard (`hms-guard serve --config DIR/NAME.toml`) in front of `upstream` (a port,
-    or a list of thrift:// URIs); `extra` is TOML appended to the config."""
+    or a list of thrift:// URIs); `extra` is TOML appended to the config; `env` is added to its
+    environment."""
 
-    def __init__(self, lab, upstream, extra="", name="guard", level="info"):
+    def __init__(self, lab, upstream, extra="", name="guard", level="info", env=None):
         self.lab = Path(lab)
         self.port = free_port()
         self.admin_port = free_port()
@@ -328,6 +331,7 @@ class Guard:
             self.uris = [f"thrift://127.0.0.1:{upstream}"]
         self.extra = extra
         self.level = level
+        self.env = env
         self.proc = None
         self.log = self.lab / f"{name}.log"
         self.out = self.lab / f"{name}.out"
@@ -355,7 +359,7 @@ class Guard:
         self.lab.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text())
         self.proc = spawn([binary, "serve", "--config", str(self.config)], self.out, self.log,
-                          cwd=self.lab)
+                          cwd=self.lab, env=self.env)
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

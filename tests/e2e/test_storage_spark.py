@@ -1,0 +1,159 @@
+"""Dual-IAM storage checks end to end: real Spark (as the administrator, so the GRANTs allow
+everything) through hms-guard in front of the real metastore, with hms-guard's storage checks
+going over HTTP to a real moto server with IAM enforcement on (tests/lab/moto_lab.py: the
+account default role may use only s3://datalake/defloc/ and s3://datalake/temp/; the compute
+identity, which is hms-guard's own, reaches everything).
+
+The data itself lives in the lab's emulated s3a bucket (local disk), as for every Spark test
+here; moto answers the questions of the storage check (STS AssumeRole, S3 probes)."""
+import json
+
+import pytest
+
+import hms
+import moto_lab
+from test_seed_spark import spark_as
+
+DB = "st_db"
+
+
+def audit_lines(path):
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def counter(text, name, **labels):
+    return sum(v for _, v in hms.metric_series(text, name, **labels))
+
+
+@pytest.fixture(scope="module")
+def storage(lab, metastore):
+    moto = moto_lab.MotoLab()
+    facts = moto.start()
+    audit = lab / "audit-storage.jsonl"
+    g = hms.Guard(lab, metastore.port, name="guard-storage", env=moto_lab.guard_env(facts),
+                  extra=('[authz]\nmode = "enforce"\n\n'
+                         f'[audit]\nsink = "file"\npath = "{audit}"\n\n'
+                         + moto_lab.storage_toml(facts)))
+    try:
+        g.start()
+        yield g, facts, audit
+    finally:
+        g.stop()
+        moto.stop()
+
+
+def test_locations_follow_the_users_role(storage, lab):
+    g, facts, audit = storage
+    r = spark_as(lab, g.port, "admin", [
+        # A database at a place the default role may write: allowed.
+        f"CREATE DATABASE {DB} LOCATION 's3a://datalake/defloc/{DB}.db'",
+        # External tables: allowed under defloc/, denied under datawarehouse/.
+        f"CREATE TABLE {DB}.x (id INT) STORED AS TEXTFILE LOCATION 's3a://datalake/defloc/x'",
+        f"CREATE TABLE {DB}.y (id INT) STORED AS TEXTFILE "
+        "LOCATION 's3a://datalake/datawarehouse/y'",
+        # Moving a table: to temp/ allowed, to datawarehouse/ denied.
+        f"ALTER TABLE {DB}.x SET LOCATION 's3a://datalake/temp/x2'",
+        f"ALTER TABLE {DB}.x SET LOCATION 's3a://datalake/datawarehouse/x3'",
+        f"SHOW TABLES IN {DB}",
+    ])
+    assert r[0]["ok"], r[0]
+    assert r[1]["ok"], r[1]
+    assert not r[2]["ok"], r[2]
+    err = r[2]["error"]
+    assert "hms-guard: permission denied: user admin" in err, err
+    assert "s3a://datalake/datawarehouse/y" in err and "account-default" in err, err
+    assert r[3]["ok"], r[3]
+    assert not r[4]["ok"] and "s3a://datalake/datawarehouse/x3" in r[4]["error"], r[4]
+    assert sorted(row[1] for row in r[5]["rows"]) == ["x"], r[5]
+    with hms.hms_client(g.port) as c:
+        c.set_ugi("admin", [])
+        assert c.get_table(DB, "x").sd.location.rstrip("/") == "s3a://datalake/temp/x2"
+
+    ev = [e for e in audit_lines(audit) if e["database"] == DB and e["storage"]]
+    denied = [e for e in ev if e["decision"] == "deny"]
+    assert denied and all(e["reason"] == "storage_denied" for e in denied), denied
+    assert {e["location"] for e in denied} == {"s3a://datalake/datawarehouse/y",
+                                               "s3a://datalake/datawarehouse/x3"}
+    assert all(facts["roles"]["account_default"] in e["storage"]["role_chain"] for e in ev)
+    assert any(e["decision"] == "allow" and e["storage"]["outcome"] == "allow" for e in ev)
+
+
+def test_managed_table_without_location_makes_no_aws_call(storage, lab):
+    g, facts, audit = storage
+    before = g.metrics()
+    r = spark_as(lab, g.port, "admin", [
+        f"CREATE DATABASE IF NOT EXISTS {DB} LOCATION 's3a://datalake/defloc/{DB}.db'",
+        f"CREATE TABLE {DB}.managed (id INT) STORED AS TEXTFILE",
+        f"INSERT INTO {DB}.managed VALUES (1)",
+        f"SELECT count(*) FROM {DB}.managed",
+    ])
+    assert all(x["ok"] for x in r), r
+    assert r[3]["rows"] == [[1]]
+    after = g.metrics()
+    # No AWS call (the database statement's checks, if Spark sends it, come from the cache).
+    for name in ("hms_guard_storage_sts_calls_total", "hms_guard_storage_probes_total"):
+        assert counter(after, name) == counter(before, name), name
+    assert (counter(after, "hms_guard_storage_checks_total", cached="false")
+            == counter(before, "hms_guard_storage_checks_total", cached="false"))
+    created = [e for e in audit_lines(audit)
+               if e["table"] == "managed" and e["operation"] == "create_table"]
+    assert created and created[-1]["decision"] == "allow" and created[-1]["storage"] is None
+
+
+def test_checks_are_cached_and_counted(storage, lab):
+    g, facts, audit = storage
+    m = g.metrics()
+    assert counter(m, "hms_guard_storage_sts_calls_total", hop="user", outcome="ok") >= 1
+    assert counter(m, "hms_guard_storage_probes_total", outcome="deny") >= 1
+    assert counter(m, "hms_guard_storage_checks_total", outcome="deny") >= 2
+    # The same denied location again: decided from the cache, no new probe.
+    probes = counter(m, "hms_guard_storage_probes_total")
+    with hms.hms_client(g.port) as c:
+        c.set_ugi("admin", [])
+        t = c.get_table(DB, "x")
+        t.sd.location = "s3a://datalake/datawarehouse/x3"
+        with pytest.raises(Exception, match="permission denied"):
+            c.alter_table(DB, "x", t)
+    m2 = g.metrics()
+    assert counter(m2, "hms_guard_storage_probes_total") == probes
+    assert counter(m2, "hms_guard_storage_checks_total", cached="true") >= 1
+
+
+def test_storage_endpoint_down_denies_and_the_proxy_keeps_serving(lab, metastore):
+    """No AWS endpoint answers: location DDL is denied as unavailable, quickly, and every other
+    call still works."""
+    dead = hms.free_port()
+    g = hms.Guard(lab, metastore.port, name="guard-storage-down",
+                  env={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x",
+                       "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"},
+                  extra=('[authz]\nmode = "enforce"\n\n[storage]\n'
+                         f'endpoint_url = "http://127.0.0.1:{dead}"\nregion = "us-east-1"\n'
+                         'default_role = "arn:aws:iam::123456789012:role/account-default"\n'
+                         'timeout_ms = 2000\n'))
+    g.start()
+    try:
+        import time
+        from hmsclient.genthrift.hive_metastore import ttypes as tt
+        from test_grants_hmsclient import connect
+        c = connect(g.port, "admin")
+        sd = tt.StorageDescriptor(
+            cols=[tt.FieldSchema("id", "int", "")], location="s3a://datalake/defloc/down",
+            inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+            outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+            bucketCols=[], sortCols=[], parameters={})
+        t0 = time.monotonic()
+        with pytest.raises(tt.MetaException) as e:
+            c.create_table(tt.Table(tableName="down", dbName="default", owner="admin", sd=sd,
+                                    partitionKeys=[], parameters={},
+                                    tableType="EXTERNAL_TABLE"))
+        took = time.monotonic() - t0
+        assert "storage check unavailable" in e.value.message, e.value.message
+        assert took < 10, took
+        # The same connection and the proxy keep serving.
+        assert c.get_all_databases()
+        assert "default" in connect(g.port, "admin").get_all_databases()
+        m = g.metrics()
+        assert counter(m, "hms_guard_storage_checks_total", outcome="unavailable") >= 1
+    finally:
+        g.stop()
