@@ -36,7 +36,8 @@ conns_list="${BENCH_CONNECTIONS:-1 8}"
 warmup="${BENCH_WARMUP:-2}"
 idle_conns="${BENCH_IDLE_CONNECTIONS:-1000}"
 big_mib="${BENCH_BIG_MIB:-256}"
-out="$root/target/bench-results.json"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+out="$target_dir/bench-results.json"
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -118,7 +119,7 @@ need=$((idle_conns * 2 + 512))
 
 log "build (release)"
 cargo build --release --locked --bin hms-guard
-guard_bin="$root/target/release/hms-guard"
+guard_bin="$target_dir/release/hms-guard"
 lg=$(cargo bench --locked --bench loadgen --no-run --message-format=json |
     python3 -c '
 import json, sys
