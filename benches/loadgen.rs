@@ -78,9 +78,18 @@ struct DecideArgs {
 /// preempts it; both are reported.
 fn process_cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // After the name: state is field 3; utime and stime are fields 14 and 15.
-    let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let n = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     n(14) + n(15)
 }
 
@@ -164,7 +173,11 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         per_round_ns.iter().map(|v| v / 1000.0).collect::<Vec<_>>()});
     println!("BENCH_JSON {doc}");
     if let Some(p) = a.json_out {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             let _ = writeln!(f, "{doc}");
         }
     }
