@@ -13,14 +13,15 @@ cd "$(dirname "$0")/.."
 mode="${DEMO_AUTHZ:-enforce}"
 case "$mode" in enforce|shadow|off) ;; *) echo "DEMO_AUTHZ must be enforce, shadow or off" >&2; exit 2 ;; esac
 
-echo "== lab setup (first run: ~460 MB into ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard})"
+echo "== lab setup (first run: ~500 MB into ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard})"
 tests/lab/setup.sh
 echo "== cargo build --release"
 cargo build --release --locked --bin hms-guard
 
-lab="$PWD/target/demo-lab"
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+lab="$target_dir/demo-lab"
 rm -rf "$lab"
 mkdir -p "$lab"
-export HMS_GUARD_BIN="$PWD/target/release/hms-guard"
+export HMS_GUARD_BIN="$target_dir/release/hms-guard"
 export HADOOP_USER_NAME=admin  # Spark's set_ugi user: the metastore's admin
 exec "${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv/bin/python" demo/demo.py "$lab" "$mode"
