@@ -7,15 +7,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lab"))
 import hms  # noqa: E402
+import moto_lab  # noqa: E402
 
 STATEMENTS = [
-    "CREATE DATABASE demo_database",
+    # Spark sends a database location even without LOCATION (its warehouse dir): give one
+    # in the bucket, which the storage check accepts for admin's role.
+    "CREATE DATABASE demo_database LOCATION 's3a://datalake/datawarehouse/demo'",
     "CREATE TABLE demo_database.customer (id INT, name STRING) USING parquet "
     "LOCATION 's3a://datalake/datawarehouse/demo/customer'",
     "INSERT INTO demo_database.customer VALUES (1, 'ada'), (2, 'grace'), (3, 'edsger')",
     "SELECT * FROM demo_database.customer ORDER BY id",
     "SHOW TABLES IN demo_database",
 ]
+# With enforcement on: a table pointed where the user's own storage role may not write.
+DENIED_BY_STORAGE = ("CREATE TABLE demo_database.elsewhere (id INT) USING parquet "
+                     "LOCATION 's3a://datalake/defloc/elsewhere'")
 
 
 def step(msg):
@@ -25,18 +31,25 @@ def step(msg):
 def main():
     lab, mode = Path(sys.argv[1]), sys.argv[2]
     t0 = time.monotonic()
-    metastore = guard = spark = None
+    metastore = guard = spark = moto = None
     try:
         step("starting a Hive Metastore 2.3 (Derby; s3a://datalake emulated on local disk)")
         metastore = hms.Metastore(lab).start()
         print(f"metastore  {metastore.uri}  (ready in {metastore.started_in:.1f}s)")
 
+        storage, env = '[storage]\nenabled = false\n', None
+        if mode != "off":
+            step("starting the AWS stand-in (moto server, IAM enforced) for the storage checks")
+            moto = moto_lab.MotoLab()
+            facts = moto.start()
+            print(f"moto       {facts['endpoint']}  (admin's storage role: etl, "
+                  "read/write s3://datalake/datawarehouse/ only)")
+            storage = moto_lab.storage_toml(facts, user_roles={"admin": "etl"})
+            env = moto_lab.guard_env(facts)
+
         step(f"starting hms-guard in front of it (authz.mode = {mode})")
-        guard = hms.Guard(lab, metastore.port, name="hms-guard",
-                          extra=(f'[authz]\nmode = "{mode}"\n\n'
-                                 # The storage checks need an AWS endpoint: see
-                                 # tests/e2e/test_storage_spark.py and docs/STORAGE.md.
-                                 '[storage]\nenabled = false\n')).start()
+        guard = hms.Guard(lab, metastore.port, name="hms-guard", env=env,
+                          extra=f'[authz]\nmode = "{mode}"\n\n' + storage).start()
         print(f"hms-guard  {guard.uri}  admin http://127.0.0.1:{guard.admin_port}"
               "/metrics /readyz")
         print(f"config     {guard.config}")
@@ -48,6 +61,15 @@ def main():
             df = spark.sql(stmt)
             if stmt.startswith(("SELECT", "SHOW")):
                 df.show(truncate=False)
+        if mode != "off":
+            print(f"\nspark-sql> {DENIED_BY_STORAGE};")
+            try:
+                spark.sql(DENIED_BY_STORAGE)
+                print("allowed (unexpected)")
+            except Exception as e:  # noqa: BLE001 - shown to the reader
+                msg = str(e)
+                at = msg.find("hms-guard:")
+                print("Error: " + (msg[at:].splitlines()[0] if at >= 0 else msg[:500]))
 
         with hms.hms_client(metastore.port) as c:  # straight to the metastore
             t = c.get_table("demo_database", "customer")
@@ -75,7 +97,7 @@ def main():
         step("stopping everything")
         if spark is not None:
             hms.stop_spark(spark)
-        for part in (guard, metastore):
+        for part in (guard, metastore, moto):
             if part is not None:
                 part.stop()
     print(f"done in {time.monotonic() - t0:.0f}s. Logs and configs in {lab}:")

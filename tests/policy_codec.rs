@@ -326,6 +326,36 @@ async fn storage_needs_of_location_bearing_ddl() {
     assert!(classify(&rule, Protocol::Binary, &msg, 64, &facts)
         .await
         .is_err());
+    // A Spark data-source table: a placeholder sd location, the data at the serde `path`.
+    let spark_table = Value::Struct(vec![
+        (1, s("t")),
+        (2, s("d")),
+        (
+            7,
+            Value::Struct(vec![
+                (2, s("s3a://b/d.db/t-__PLACEHOLDER__")),
+                (
+                    7,
+                    Value::Struct(vec![(
+                        3,
+                        Value::Map(vec![(s("path"), s("s3a://b/elsewhere/t"))]),
+                    )]),
+                ),
+            ]),
+        ),
+        (12, s("EXTERNAL_TABLE")),
+    ]);
+    let msg = call_with("create_table", Value::Struct(vec![(1, spark_table)]));
+    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
+        .await
+        .unwrap();
+    assert_eq!(
+        c[0].storage,
+        vec![StorageNeed {
+            location: "s3a://b/elsewhere/t".into(),
+            write: false
+        }]
+    );
     // No location: no storage check, and no fact lookup (the metastore is unreachable).
     let msg = call_with(
         "create_table",

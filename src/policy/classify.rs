@@ -38,6 +38,28 @@ pub fn under(loc: &str, base: &str) -> bool {
     !b.is_empty() && (l == b || l.strip_prefix(b).is_some_and(|r| r.starts_with('/')))
 }
 
+/// Spark's placeholder for a data-source table's `sd.location` (the data is at the serde
+/// `path`): never a data location.
+const SPARK_PLACEHOLDER: &str = "-__PLACEHOLDER__";
+
+/// Where a table's data lives: `sd.location`, and the serde parameter `path` in which Spark
+/// keeps a data-source table's location (Spark's placeholder location left out).
+pub fn data_locations(t: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let sd_loc = t.path(&[7, 2]).and_then(Value::as_str);
+    let serde_path = t
+        .path(&[7, 7, 3])
+        .and_then(|m| m.map_get("path"))
+        .and_then(Value::as_str);
+    for l in [sd_loc, serde_path].into_iter().flatten() {
+        let l = l.trim();
+        if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
 fn is_external(t: &Value) -> bool {
     t.field(12)
         .and_then(Value::as_str)
@@ -230,29 +252,29 @@ pub async fn classify(
                 .ok_or(ClassifyError::Missing("table name"))?;
             let obj = Object::table(db, name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
-            cl.location = t
-                .path(&[7, 2])
-                .and_then(Value::as_str)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string);
-            if let Some(l) = &cl.location {
+            let locations = data_locations(&t);
+            cl.location = locations.first().cloned();
+            let mut db_location = None;
+            for l in locations {
                 // A managed table at its default place (under its database's location, where
                 // engines such as Spark put it explicitly) is no explicit location: the
                 // database's location was checked when it was set.
-                let default_place = !is_external(&t) && {
-                    let dbf = facts
-                        .object(&Object::database(db))
-                        .await
-                        .map_err(ClassifyError::Facts)?;
-                    dbf.and_then(|f| f.location)
-                        .is_some_and(|base| under(l, &base))
-                };
-                if !default_place {
-                    cl.storage.push(StorageNeed {
-                        location: l.clone(),
-                        write: !is_external(&t),
-                    });
+                if !is_external(&t) {
+                    if db_location.is_none() {
+                        let dbf = facts
+                            .object(&Object::database(db))
+                            .await
+                            .map_err(ClassifyError::Facts)?;
+                        db_location = Some(dbf.and_then(|f| f.location).unwrap_or_default());
+                    }
+                    if db_location.as_deref().is_some_and(|base| under(&l, base)) {
+                        continue;
+                    }
                 }
+                cl.storage.push(StorageNeed {
+                    location: l,
+                    write: !is_external(&t),
+                });
             }
             Ok(vec![cl])
         }
@@ -281,17 +303,16 @@ pub async fn classify(
                 &obj,
             );
             if kind == AlterKind::Location {
-                cl.location = new
-                    .path(&[7, 2])
-                    .and_then(Value::as_str)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string);
-                if let Some(l) = &cl.location {
-                    let external = current.as_ref().is_some_and(is_external) || is_external(&new);
-                    cl.storage.push(StorageNeed {
-                        location: l.clone(),
-                        write: !external,
-                    });
+                let before = current.as_ref().map(data_locations).unwrap_or_default();
+                let external = current.as_ref().is_some_and(is_external) || is_external(&new);
+                for l in data_locations(&new) {
+                    if !before.contains(&l) {
+                        cl.location.get_or_insert_with(|| l.clone());
+                        cl.storage.push(StorageNeed {
+                            location: l,
+                            write: !external,
+                        });
+                    }
                 }
             }
             Ok(vec![cl])
@@ -510,8 +531,7 @@ pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKi
     if owner(new).is_some() && owner(new) != owner(current) {
         return AlterKind::Owner;
     }
-    let loc = |v: &Value| v.path(&[7, 2]).and_then(Value::as_str).map(str::to_string);
-    if loc(new) != loc(current) {
+    if data_locations(new) != data_locations(current) {
         return AlterKind::Location;
     }
     let strip = |v: &Value| {

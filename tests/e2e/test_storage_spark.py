@@ -55,6 +55,10 @@ def test_locations_follow_the_users_role(storage, lab):
         f"ALTER TABLE {DB}.x SET LOCATION 's3a://datalake/temp/x2'",
         f"ALTER TABLE {DB}.x SET LOCATION 's3a://datalake/datawarehouse/x3'",
         f"SHOW TABLES IN {DB}",
+        # A Spark data-source table keeps its location in the serde `path` (after a
+        # Hive-compatible attempt is refused, Spark retries with a placeholder location).
+        f"CREATE TABLE {DB}.ds (id INT) USING parquet LOCATION 's3a://datalake/datawarehouse/ds'",
+        f"CREATE TABLE {DB}.ds_ok (id INT) USING parquet LOCATION 's3a://datalake/defloc/ds_ok'",
     ])
     assert r[0]["ok"], r[0]
     assert r[1]["ok"], r[1]
@@ -65,6 +69,8 @@ def test_locations_follow_the_users_role(storage, lab):
     assert r[3]["ok"], r[3]
     assert not r[4]["ok"] and "s3a://datalake/datawarehouse/x3" in r[4]["error"], r[4]
     assert sorted(row[1] for row in r[5]["rows"]) == ["x"], r[5]
+    assert not r[6]["ok"] and "s3a://datalake/datawarehouse/ds" in r[6]["error"], r[6]
+    assert r[7]["ok"], r[7]
     with hms.hms_client(g.port) as c:
         c.set_ugi("admin", [])
         assert c.get_table(DB, "x").sd.location.rstrip("/") == "s3a://datalake/temp/x2"
@@ -73,7 +79,8 @@ def test_locations_follow_the_users_role(storage, lab):
     denied = [e for e in ev if e["decision"] == "deny"]
     assert denied and all(e["reason"] == "storage_denied" for e in denied), denied
     assert {e["location"] for e in denied} == {"s3a://datalake/datawarehouse/y",
-                                               "s3a://datalake/datawarehouse/x3"}
+                                               "s3a://datalake/datawarehouse/x3",
+                                               "s3a://datalake/datawarehouse/ds"}
     assert all(facts["roles"]["account_default"] in e["storage"]["role_chain"] for e in ev)
     assert any(e["decision"] == "allow" and e["storage"]["outcome"] == "allow" for e in ev)
 
