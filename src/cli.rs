@@ -75,15 +75,12 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match load(&config) {
             Ok(_) => {
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                report(&config.display().to_string(), &errors);
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
         Command::Explain {
             config,
@@ -96,12 +93,9 @@ pub fn main() -> ExitCode {
             role,
             privilege,
         } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    report(&config.display().to_string(), &errors);
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let request = crate::explain::Request {
                 user,
@@ -113,15 +107,9 @@ pub fn main() -> ExitCode {
                 role,
                 privilege,
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("hms-guard: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(crate::explain::explain(&cfg, &request)) {
                 Ok(e) => {
@@ -179,15 +167,9 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             crate::telemetry::init(&cfg.logging);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("hms-guard: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(crate::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -199,6 +181,21 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Loads and validates a config file; on errors, prints every one (exit code 2).
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        report(&path.display().to_string(), &errors);
+        ExitCode::from(2)
+    })
+}
+
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("hms-guard: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn report(source: &str, errors: &[ConfigError]) {

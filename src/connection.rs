@@ -408,7 +408,9 @@ impl Conn {
                 ));
             }
         }
-        let header = request.header.clone();
+        // The header outlives `request` only for the audit line.
+        let header = (checked.decision.is_some() || self.shared.audit.all_calls())
+            .then(|| request.header.clone());
         let (keep_going, outcome) = match std::mem::replace(&mut checked.verdict, Verdict::Forward)
         {
             Verdict::Deny(message) => (
@@ -424,7 +426,9 @@ impl Conn {
                 (ok, if ok { "ok" } else { "error" })
             }
         };
-        self.audit(&header, &checked, outcome, started).await;
+        if let Some(header) = &header {
+            self.audit(header, &checked, outcome, started).await;
+        }
         let facts = &self.shared.guard.facts;
         if checked.invalidate_grants {
             facts.invalidate_grants();
@@ -444,9 +448,6 @@ impl Conn {
         started: Instant,
     ) {
         let audit = &self.shared.audit;
-        if checked.decision.is_none() && !audit.all_calls() {
-            return;
-        }
         let mut ev = AuditEvent::now();
         ev.connection_id = self.id;
         ev.client_addr = self.peer.to_string();

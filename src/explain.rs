@@ -43,76 +43,6 @@ pub struct Explained {
     pub text: String,
 }
 
-/// A sparse args struct under construction: values placed at field paths.
-#[derive(Debug, Default)]
-struct Node {
-    fields: Vec<(i16, Slot)>,
-}
-
-#[derive(Debug)]
-enum Slot {
-    Leaf(Value),
-    Struct(Node),
-    /// A one-element list (a path step `EACH`).
-    List(Node),
-}
-
-impl Node {
-    fn put(&mut self, path: &[i16], v: Value) {
-        let (id, rest) = match path {
-            [] => return,
-            [id, rest @ ..] => (*id, rest),
-        };
-        // `EACH` directly under a field: that field is a list of structs (or of leaves).
-        let (list, rest) = match rest {
-            [EACH, r @ ..] => (true, r),
-            r => (false, r),
-        };
-        let pos = match self.fields.iter().position(|(i, _)| *i == id) {
-            Some(p) => p,
-            None => {
-                let slot = match (list, rest.is_empty()) {
-                    (false, true) => Slot::Leaf(Value::Bool(false)),
-                    (false, false) => Slot::Struct(Node::default()),
-                    (true, _) => Slot::List(Node::default()),
-                };
-                self.fields.push((id, slot));
-                self.fields.len() - 1
-            }
-        };
-        match (&mut self.fields[pos].1, rest.is_empty()) {
-            (Slot::Leaf(l), true) => *l = v,
-            (Slot::Struct(n), false) | (Slot::List(n), false) => n.put(rest, v),
-            // A list of leaves: the leaf sits in the element node at id 0.
-            (Slot::List(n), true) => n.put(&[0], v),
-            _ => {}
-        }
-    }
-
-    fn into_value(self) -> Value {
-        Value::Struct(
-            self.fields
-                .into_iter()
-                .map(|(id, s)| {
-                    let v = match s {
-                        Slot::Leaf(v) => v,
-                        Slot::Struct(n) => n.into_value(),
-                        Slot::List(n) => {
-                            // Element 0 alone: a list of leaves; otherwise a list of structs.
-                            let elem = match n.fields.as_slice() {
-                                [(0, Slot::Leaf(v))] => v.clone(),
-                                _ => n.into_value(),
-                            };
-                            Value::List(vec![elem])
-                        }
-                    };
-                    (id, v)
-                })
-                .collect(),
-        )
-    }
-}
-
 fn s(v: &str) -> Value {
     Value::Bytes(v.as_bytes().to_vec())
 }
@@ -121,24 +51,34 @@ fn join(a: Path, b: &[i16]) -> Vec<i16> {
     a.iter().chain(b).copied().collect()
 }
 
-/// Replaces (or adds) a struct field at a path of field ids.
-fn set_path(v: &mut Value, path: &[i16], new: Value) {
-    let Value::Struct(fields) = v else { return };
-    let (id, rest) = match path {
-        [] => return,
-        [id, rest @ ..] => (*id, rest),
+/// Sets `v` at `path` inside `root`, creating structs on the way; an `EACH` step makes (or
+/// enters) a one-element list.
+fn put(root: &mut Value, path: &[i16], v: Value) {
+    let [id, rest @ ..] = path else {
+        *root = v;
+        return;
     };
-    let pos = match fields.iter().position(|(i, _)| *i == id) {
-        Some(p) => p,
-        None => {
-            fields.push((id, Value::Struct(Vec::new())));
-            fields.len() - 1
+    if *id == EACH {
+        if !matches!(root, Value::List(items) if !items.is_empty()) {
+            *root = Value::List(vec![Value::Struct(Vec::new())]);
         }
-    };
-    if rest.is_empty() {
-        fields[pos].1 = new;
-    } else {
-        set_path(&mut fields[pos].1, rest, new);
+        if let Value::List(items) = root {
+            put(&mut items[0], rest, v);
+        }
+        return;
+    }
+    if !matches!(root, Value::Struct(_)) {
+        *root = Value::Struct(Vec::new());
+    }
+    if let Value::Struct(fields) = root {
+        let pos = match fields.iter().position(|(i, _)| i == id) {
+            Some(p) => p,
+            None => {
+                fields.push((*id, Value::Struct(Vec::new())));
+                fields.len() - 1
+            }
+        };
+        put(&mut fields[pos].1, rest, v);
     }
 }
 
@@ -148,7 +88,7 @@ async fn build_args(
     rule: &Rule,
     r: &Request,
 ) -> Result<(Value, Vec<String>), String> {
-    let mut n = Node::default();
+    let mut n = Value::Struct(Vec::new());
     let mut notes = Vec::new();
     let table = || {
         r.table
@@ -163,19 +103,19 @@ async fn build_args(
         | Rule::AddPartitions { db, table: t, .. }
         | Rule::AlterPartitions { db, table: t, .. }
         | Rule::DropPartitions { db, table: t } => {
-            n.put(db, s(&r.db));
-            n.put(t, s(&table()?));
+            put(&mut n, db, s(&r.db));
+            put(&mut n, t, s(&table()?));
         }
         Rule::Listing { db, .. } => {
             if let Some(p) = db {
-                n.put(p, s(&r.db));
+                put(&mut n, p, s(&r.db));
             }
         }
         Rule::CreateTable { table: p } => {
-            n.put(&join(p, &[1]), s(&table()?));
-            n.put(&join(p, &[2]), s(&r.db));
+            put(&mut n, &join(p, &[1]), s(&table()?));
+            put(&mut n, &join(p, &[2]), s(&r.db));
             if let Some(l) = &r.location {
-                n.put(&join(p, &[7, 2]), s(l));
+                put(&mut n, &join(p, &[7, 2]), s(l));
             }
         }
         Rule::AlterTable {
@@ -184,8 +124,8 @@ async fn build_args(
             new_table,
         } => {
             let name = table()?;
-            n.put(db, s(&r.db));
-            n.put(t, s(&name));
+            put(&mut n, db, s(&r.db));
+            put(&mut n, t, s(&name));
             // The new table: the current one with the asked change.
             let current = guard
                 .facts
@@ -201,7 +141,7 @@ async fn build_args(
             };
             match &r.location {
                 Some(l) => {
-                    set_path(&mut new, &[7, 2], s(l));
+                    put(&mut new, &[7, 2], s(l));
                     notes.push(format!("explained as: SET LOCATION '{l}'"));
                 }
                 None => {
@@ -209,41 +149,41 @@ async fn build_args(
                     if let Value::Map(m) = &mut params {
                         m.push((s("hms-guard.explain"), s("a property change")));
                     }
-                    set_path(&mut new, &[9], params);
+                    put(&mut new, &[9], params);
                     notes.push(
                         "explained as: a property change (give --location for SET LOCATION)".into(),
                     );
                 }
             }
-            n.put(new_table, new);
+            put(&mut n, new_table, new);
         }
         Rule::OwnerOfTables { tables } => {
             let name = table()?;
             for (db, t) in tables {
-                n.put(db, s(&r.db));
-                n.put(t, s(&name));
+                put(&mut n, db, s(&r.db));
+                put(&mut n, t, s(&name));
             }
         }
         Rule::CreateDatabase { database } => {
-            n.put(&join(database, &[1]), s(&r.db));
+            put(&mut n, &join(database, &[1]), s(&r.db));
             if let Some(l) = &r.location {
-                n.put(&join(database, &[3]), s(l));
+                put(&mut n, &join(database, &[3]), s(l));
             }
         }
         Rule::AlterDatabase { name, new_database } => {
-            n.put(name, s(&r.db));
-            n.put(&join(new_database, &[1]), s(&r.db));
+            put(&mut n, name, s(&r.db));
+            put(&mut n, &join(new_database, &[1]), s(&r.db));
             if let Some(l) = &r.location {
-                n.put(&join(new_database, &[3]), s(l));
+                put(&mut n, &join(new_database, &[3]), s(l));
             }
         }
-        Rule::DropDatabase { name } => n.put(name, s(&r.db)),
+        Rule::DropDatabase { name } => put(&mut n, name, s(&r.db)),
         Rule::GrantRole { role } => {
             let role_name = r
                 .role
                 .clone()
                 .ok_or_else(|| format!("--role is required for {}", r.method))?;
-            n.put(role, s(&role_name));
+            put(&mut n, role, s(&role_name));
         }
         Rule::GrantPrivileges { bag } => {
             let p = r
@@ -271,26 +211,30 @@ async fn build_args(
                 (3, Value::Int(2)),
                 (4, Value::Struct(vec![(1, s(&p))])),
             ]);
-            n.put(bag, Value::Struct(vec![(1, Value::List(vec![hop]))]));
+            put(
+                &mut n,
+                bag,
+                Value::Struct(vec![(1, Value::List(vec![hop]))]),
+            );
             notes.push("explained as: granting to role public".into());
         }
         Rule::ReadGrants { name, kind } => {
-            n.put(name, s(&r.user));
+            put(&mut n, name, s(&r.user));
             if let Some(k) = kind {
-                n.put(k, Value::Int(1));
+                put(&mut n, k, Value::Int(1));
             }
         }
     }
-    Ok((n.into_value(), notes))
+    Ok((n, notes))
 }
 
 /// The identity the proxy would give this user.
 fn identity_of(config: &Config, r: &Request) -> Identity {
+    let (pinned_user, pinned_groups) = config.pinned_identity();
     let groups = if !r.groups.is_empty() {
         r.groups.clone()
-    } else if config.identity.mode == IdentityMode::Pinned && config.identity.pinned_user == r.user
-    {
-        config.identity.pinned_groups.clone()
+    } else if config.identity.mode == IdentityMode::Pinned && pinned_user == r.user {
+        pinned_groups
     } else {
         config
             .identity

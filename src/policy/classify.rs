@@ -32,12 +32,6 @@ pub struct StorageNeed {
     pub write: bool,
 }
 
-/// Whether `loc` is the table location `base` or under it (compared without trailing `/`).
-pub fn under(loc: &str, base: &str) -> bool {
-    let (l, b) = (loc.trim_end_matches('/'), base.trim_end_matches('/'));
-    !b.is_empty() && (l == b || l.strip_prefix(b).is_some_and(|r| r.starts_with('/')))
-}
-
 /// Spark's placeholder for a data-source table's `sd.location` (the data is at the serde
 /// `path`): never a data location.
 const SPARK_PLACEHOLDER: &str = "-__PLACEHOLDER__";
@@ -58,6 +52,12 @@ pub fn data_locations(t: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `loc` is the table location `base` or under it (compared without trailing `/`).
+pub fn under(loc: &str, base: &str) -> bool {
+    let (l, b) = (loc.trim_end_matches('/'), base.trim_end_matches('/'));
+    !b.is_empty() && (l == b || l.strip_prefix(b).is_some_and(|r| r.starts_with('/')))
 }
 
 fn is_external(t: &Value) -> bool {
@@ -156,14 +156,25 @@ fn names(obj: &Object) -> (Option<String>, Option<String>) {
     }
 }
 
+impl Classified {
+    /// An operation that names no database, table or location.
+    pub fn of(op: Operation) -> Classified {
+        Classified {
+            op,
+            db: None,
+            table: None,
+            location: None,
+            storage: Vec::new(),
+        }
+    }
+}
+
 fn one(op: Operation, obj: &Object) -> Classified {
     let (db, table) = names(obj);
     Classified {
-        op,
         db,
         table,
-        location: None,
-        storage: Vec::new(),
+        ..Classified::of(op)
     }
 }
 
@@ -218,13 +229,7 @@ pub async fn classify(
     };
     let single = |op, obj: &Object| Ok(vec![one(op, obj)]);
     match *rule {
-        Rule::Harmless | Rule::SetUgi => Ok(vec![Classified {
-            op: Operation::Harmless,
-            db: None,
-            table: None,
-            location: None,
-            storage: Vec::new(),
-        }]),
+        Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
         Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
         Rule::ReadTable { db, table } => {
@@ -267,7 +272,10 @@ pub async fn classify(
                             .map_err(ClassifyError::Facts)?;
                         db_location = Some(dbf.and_then(|f| f.location).unwrap_or_default());
                     }
-                    if db_location.as_deref().is_some_and(|base| under(&l, base)) {
+                    if db_location
+                        .as_deref()
+                        .is_some_and(|base| under(&l, base))
+                    {
                         continue;
                     }
                 }
@@ -435,13 +443,7 @@ pub async fn classify(
         }
         Rule::GrantRole { role } => {
             let role = c.string(role, "role")?;
-            Ok(vec![Classified {
-                op: Operation::GrantRole { role },
-                db: None,
-                table: None,
-                location: None,
-                storage: Vec::new(),
-            }])
+            Ok(vec![Classified::of(Operation::GrantRole { role })])
         }
         Rule::GrantPrivileges { bag } => {
             let bag = c.value(bag, "privilege bag")?;
@@ -488,13 +490,7 @@ pub async fn classify(
                 (Some(name), Some(kind)) => Some(Principal { kind, name }),
                 _ => None,
             };
-            Ok(vec![Classified {
-                op: Operation::ReadGrants { principal },
-                db: None,
-                table: None,
-                location: None,
-                storage: Vec::new(),
-            }])
+            Ok(vec![Classified::of(Operation::ReadGrants { principal })])
         }
     }
 }

@@ -191,13 +191,9 @@ impl Guard {
             };
         }
         let classified = match rule {
-            None => Ok(vec![Classified {
-                op: Operation::Unknown(header.name.clone()),
-                db: None,
-                table: None,
-                location: None,
-                storage: Vec::new(),
-            }]),
+            None => Ok(vec![Classified::of(Operation::Unknown(
+                header.name.clone(),
+            ))]),
             Some(rule) => classify(&rule, protocol, message, self.max_depth, &self.facts).await,
         };
         let mut checked = match classified {
