@@ -392,11 +392,13 @@ async fn storage_needs_of_location_bearing_ddl() {
 
 #[test]
 fn locations_under_a_table() {
-    use hms_guard::policy::classify::under;
-    assert!(under("s3a://b/t/ds=1", "s3a://b/t"));
-    assert!(under("s3a://b/t/ds=1/", "s3a://b/t/"));
-    assert!(under("s3a://b/t", "s3a://b/t/"));
-    assert!(!under("s3a://b/t2/ds=1", "s3a://b/t"));
-    assert!(!under("s3a://b/other", "s3a://b/t"));
-    assert!(!under("s3a://b/t", ""));
+    use hms_guard::storage::location_is_under as under;
+    assert!(under("s3a://bkt/t/ds=1", "s3a://bkt/t"));
+    assert!(under("s3a://bkt/t/ds=1/", "s3a://bkt/t/"));
+    assert!(under("s3a://bkt/t", "s3a://bkt/t/"));
+    assert!(!under("s3a://bkt/t2/ds=1", "s3a://bkt/t"));
+    assert!(!under("s3a://bkt/other", "s3a://bkt/t"));
+    assert!(!under("s3a://bkt/t", ""));
+    // A partition location that climbs out of its table is outside it (and checked).
+    assert!(!under("s3a://bkt/t/../secret", "s3a://bkt/t"));
 }

@@ -7,6 +7,7 @@ use crate::codec::value::Value;
 use crate::codec::Protocol;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{Path, Rule};
+use crate::storage::location_is_under;
 
 use super::args::{strings_at, values_at};
 
@@ -52,12 +53,6 @@ pub fn data_locations(t: &Value) -> Vec<String> {
         }
     }
     out
-}
-
-/// Whether `loc` is the table location `base` or under it (compared without trailing `/`).
-pub fn under(loc: &str, base: &str) -> bool {
-    let (l, b) = (loc.trim_end_matches('/'), base.trim_end_matches('/'));
-    !b.is_empty() && (l == b || l.strip_prefix(b).is_some_and(|r| r.starts_with('/')))
 }
 
 fn is_external(t: &Value) -> bool {
@@ -205,7 +200,7 @@ impl Ctx<'_> {
             .unwrap_or_default();
         Ok(locs
             .into_iter()
-            .filter(|l| !under(l, &base))
+            .filter(|l| !location_is_under(l, &base))
             .map(|location| StorageNeed {
                 location,
                 write: false,
@@ -274,7 +269,7 @@ pub async fn classify(
                     }
                     if db_location
                         .as_deref()
-                        .is_some_and(|base| under(&l, base))
+                        .is_some_and(|base| location_is_under(&l, base))
                     {
                         continue;
                     }
