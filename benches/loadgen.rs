@@ -132,9 +132,13 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         len: 0,
     };
     // Warm the caches; the decision must allow (the user must own or be granted the table).
-    let first = guard
-        .check(&id, method, &header, Protocol::Binary, &msg)
-        .await;
+    let limits = hms_guard::schema::ReadLimits {
+        max_depth: 64,
+        max_name_bytes: 1024,
+    };
+    let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let first = guard.check(&id, method, &header, &call.args).await;
     if !matches!(first.verdict, Verdict::Forward) {
         return Err(io::Error::other(format!(
             "the warm-up decision did not allow: {:?}",
@@ -148,9 +152,10 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     for _ in 0..a.rounds {
         let t = Instant::now();
         for _ in 0..a.iterations {
-            let c = guard
-                .check(&id, method, &header, Protocol::Binary, &msg)
-                .await;
+            // The request is read schema-exact once per call, as the connection does.
+            let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let c = guard.check(&id, method, &header, &call.args).await;
             std::hint::black_box(&c);
         }
         per_round_ns.push(t.elapsed().as_nanos() as f64 / f64::from(a.iterations));

@@ -146,6 +146,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Most client connections served at once; further connections are closed at accept.
     pub max_connections: usize,
+    /// Most connections from one client address at once; further ones are closed at accept.
+    pub max_connections_per_client: usize,
     /// A client connection with no call for this long is closed.
     pub idle_timeout_ms: u64,
     /// Once a client message has started, all of it must arrive within this time.
@@ -161,6 +163,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "0.0.0.0:9083".into(),
             max_connections: 4096,
+            max_connections_per_client: 512,
             idle_timeout_ms: 3_600_000,
             read_timeout_ms: 60_000,
             write_timeout_ms: 60_000,
@@ -217,6 +220,11 @@ impl Default for AdminConfig {
 pub struct LimitsConfig {
     /// Largest request message (a client call), in bytes; it is held whole while it is checked.
     pub max_request_bytes: u64,
+    /// Request bytes held at once over all connections while calls are read and checked; a
+    /// call that would go past it is refused ("busy") instead of growing memory.
+    pub max_held_request_bytes: u64,
+    /// Largest request of a connection that has no identity yet (before `set_ugi`).
+    pub max_anonymous_request_bytes: u64,
     /// Largest reply message, in bytes; replies stream, so this bounds time, not memory.
     pub max_reply_bytes: u64,
     /// Deepest nesting of structs and containers in a message.
@@ -233,6 +241,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_request_bytes: 100 * 1024 * 1024,
+            max_held_request_bytes: 1024 * 1024 * 1024,
+            max_anonymous_request_bytes: 1024 * 1024,
             max_reply_bytes: 16 * 1024 * 1024 * 1024,
             max_depth: 64,
             max_method_name_bytes: 1024,
@@ -491,6 +501,10 @@ impl Config {
         }
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.max_connections_per_client",
+                self.server.max_connections_per_client as u64,
+            ),
             ("server.idle_timeout_ms", self.server.idle_timeout_ms),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("server.write_timeout_ms", self.server.write_timeout_ms),
@@ -501,6 +515,14 @@ impl Config {
             ("upstream.read_timeout_ms", self.upstream.read_timeout_ms),
             ("upstream.write_timeout_ms", self.upstream.write_timeout_ms),
             ("limits.max_request_bytes", self.limits.max_request_bytes),
+            (
+                "limits.max_held_request_bytes",
+                self.limits.max_held_request_bytes,
+            ),
+            (
+                "limits.max_anonymous_request_bytes",
+                self.limits.max_anonymous_request_bytes,
+            ),
             ("limits.max_reply_bytes", self.limits.max_reply_bytes),
             ("limits.max_depth", self.limits.max_depth as u64),
             (
@@ -516,6 +538,12 @@ impl Config {
             if v == 0 {
                 errors.push(err(key, "must be greater than 0"));
             }
+        }
+        if self.limits.max_held_request_bytes < self.limits.max_request_bytes {
+            errors.push(err(
+                "limits.max_held_request_bytes",
+                "must be at least limits.max_request_bytes (one largest call must fit)",
+            ));
         }
         if self.limits.max_depth > 1024 {
             errors.push(err("limits.max_depth", "must be at most 1024"));

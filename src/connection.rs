@@ -19,17 +19,22 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::audit::{Audit, AuditError, AuditEvent};
 use crate::codec::reader::Ty;
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
+use crate::codec::value::Value;
 use crate::codec::writer::Writer;
-use crate::codec::{Limits, MessageHeader, MessageType, Scan};
+use crate::codec::{Limits, MessageHeader, MessageType, Scan, ScanError};
 use crate::config::{ms, Config, IdentityMode, ThriftUri};
 use crate::error::{ClientError, UpstreamError};
 use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
-use crate::metrics::{DirectionLabels, MethodLabels, Metrics, RequestLabels, TransportLabels};
+use crate::metrics::{
+    DirectionLabels, KindLabels, MethodLabels, Metrics, RequestLabels, TransportLabels,
+};
+use crate::policy::args::strings_at;
 use crate::policy::filter::filter_list_reply;
 use crate::policy::{keep_listed, Checked, Guard, ListFilter, Verdict};
 use crate::router::{self, method_label};
 use crate::router::{ListShape, Method};
+use crate::schema::{self, ReadLimits, Reject};
 use crate::transport::{self, Detect, Transport};
 use crate::upstream::Upstreams;
 
@@ -46,6 +51,31 @@ pub struct Shared {
     pub audit: Audit,
     request_limits: Limits,
     reply_limits: Limits,
+    /// Request bytes held over all connections.
+    held: HeldBytes,
+}
+
+/// The global budget of request bytes held while calls are read and checked
+/// (`limits.max_held_request_bytes`).
+struct HeldBytes {
+    used: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl HeldBytes {
+    /// Takes `n` bytes of the budget; `false` (nothing taken) if that would exceed it.
+    fn try_take(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.used
+            .fetch_update(AcqRel, Acquire, |u| {
+                u.checked_add(n).filter(|&t| t <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: u64) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Shared {
@@ -69,6 +99,7 @@ impl Shared {
             max_message_bytes: l.max_reply_bytes,
             ..request_limits
         };
+        let max_held = l.max_held_request_bytes;
         let guard = Guard::new(&config, upstreams.clone(), metrics.clone(), storage);
         let audit = Audit::start(&config.audit, metrics.clone())?;
         Ok(Shared {
@@ -79,6 +110,10 @@ impl Shared {
             audit,
             request_limits,
             reply_limits,
+            held: HeldBytes {
+                used: 0.into(),
+                max: max_held,
+            },
         })
     }
 }
@@ -132,6 +167,7 @@ pub async fn serve(
             identity,
             id,
             peer,
+            held: 0,
         };
         conn.run().await;
         debug!(calls = conn.calls, "connection closed");
@@ -150,6 +186,21 @@ struct Conn {
     identity: Identity,
     id: u64,
     peer: SocketAddr,
+    /// Bytes of the global request budget this connection holds.
+    held: u64,
+}
+
+impl Conn {
+    /// Gives back this connection's share of the global request budget.
+    fn release_held(&mut self) {
+        self.shared.held.give(std::mem::take(&mut self.held));
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.release_held();
+    }
 }
 
 /// The identity a new connection starts with: the pinned one, or anonymous until `set_ugi`.
@@ -161,6 +212,23 @@ fn initial_identity(config: &Config) -> Identity {
         }
         IdentityMode::SetUgi => Identity::anonymous(),
     }
+}
+
+/// A reply header that does not answer the call in flight (method name, sequence id, a REPLY
+/// or EXCEPTION), as an error; the connection pair is then closed and nothing reaches the
+/// client.
+fn mismatch(uri: &ThriftUri, method: &str, seqid: i32, h: &MessageHeader) -> Option<UpstreamError> {
+    let answers = h.name == method
+        && h.seqid == seqid
+        && matches!(h.kind, MessageType::Reply | MessageType::Exception);
+    (!answers).then(|| UpstreamError::Mismatch {
+        uri: uri.to_string(),
+        method: method.to_string(),
+        seqid,
+        got_method: h.name.clone(),
+        got_seqid: h.seqid,
+        got_kind: format!("{:?}", h.kind),
+    })
 }
 
 /// The message without its frame prefix.
@@ -200,7 +268,9 @@ impl Conn {
                 }
             };
             self.calls += 1;
-            if !self.dispatch(transport, request).await {
+            let keep_going = self.dispatch(transport, request).await;
+            self.release_held();
+            if !keep_going {
                 return;
             }
         }
@@ -306,6 +376,7 @@ impl Conn {
     /// Reads one complete request, bounded in size and time.
     async fn read_request(&mut self, walker: &mut MessageWalker) -> Result<Request, ClientError> {
         let read_timeout_ms = self.config().server.read_timeout_ms;
+        let anonymous_limit = self.config().limits.max_anonymous_request_bytes;
         let deadline = tokio::time::Instant::now() + ms(read_timeout_ms);
         let mut walked = 0usize;
         loop {
@@ -324,6 +395,27 @@ impl Conn {
                     }
                     Scan::NeedMore(n) => walked += n,
                 }
+            }
+            // Before an identity, calls are small (`limits.max_anonymous_request_bytes`).
+            if self.identity.is_anonymous()
+                && self.shared.guard.mode != crate::config::AuthzMode::Off
+                && walked as u64 > anonymous_limit
+            {
+                return Err(ClientError::Protocol(ScanError::TooLarge {
+                    limit: anonymous_limit,
+                }));
+            }
+            // Every byte held counts against the global budget.
+            // (Read-ahead stops at one largest call, so one such call always fits the budget.)
+            let max_request = self.config().limits.max_request_bytes;
+            let want = (self.cbuf.len() as u64)
+                .max((self.cbuf.len() + READ_CHUNK) as u64)
+                .min(max_request.max(self.cbuf.len() as u64));
+            if want > self.held {
+                if !self.shared.held.try_take(want - self.held) {
+                    return Err(ClientError::Busy(self.shared.held.max));
+                }
+                self.held = want;
             }
             if self.cbuf.capacity() - self.cbuf.len() < READ_CHUNK / 4 {
                 self.cbuf.reserve(READ_CHUNK);
@@ -351,7 +443,11 @@ impl Conn {
             return;
         }
         warn!(kind = err.kind(), error = %err, method = header.as_ref().map(|h| h.name.as_str()), "client error; closing connection");
-        if let (Some(h), ClientError::Protocol(_) | ClientError::Timeout(_)) = (header, &err) {
+        if let (
+            Some(h),
+            ClientError::Protocol(_) | ClientError::Timeout(_) | ClientError::Busy(_),
+        ) = (header, &err)
+        {
             let kind = if matches!(err, ClientError::Protocol(_)) {
                 AppErrorKind::ProtocolError
             } else {
@@ -378,25 +474,37 @@ impl Conn {
         }
     }
 
-    /// Forwards one call and its reply. `false`: the connection must close.
     /// Identity, policy and then the call itself. `false`: the connection must close.
     async fn dispatch(&mut self, transport: Transport, request: Request) -> bool {
         let entry = router::route(&request.header.name);
         let authz_off = self.shared.guard.mode == crate::config::AuthzMode::Off;
+        // Read once, as the metastore will read it; with authorization off the proxy is a
+        // pure pass-through and decides nothing.
+        let args = if authz_off {
+            Value::Struct(Vec::new())
+        } else {
+            let build = entry.is_none_or(|m| m.rule != crate::router::Rule::Harmless);
+            let limits = ReadLimits {
+                max_depth: self.config().limits.max_depth,
+                max_name_bytes: self.config().limits.max_method_name_bytes,
+            };
+            let msg = unframed(transport, &request.bytes);
+            match schema::read_request(transport.protocol, msg, limits, build) {
+                Ok(call) => call.args,
+                Err(rejected) => {
+                    self.refuse(transport, &request.header, rejected).await;
+                    return false;
+                }
+            }
+        };
         if entry.is_some_and(|m| m.rule == crate::router::Rule::SetUgi) && !authz_off {
-            return self.set_ugi(transport, &request).await;
+            return self.set_ugi(transport, &request, &args).await;
         }
         let started = Instant::now();
         let mut checked = self
             .shared
             .guard
-            .check(
-                &self.identity,
-                entry,
-                &request.header,
-                transport.protocol,
-                unframed(transport, &request.bytes),
-            )
+            .check(&self.identity, entry, &request.header, &args)
             .await;
         if let Some(d) = checked.decision.as_mut() {
             if self.shared.audit.failing_closed() && d.outcome != "deny" {
@@ -429,12 +537,16 @@ impl Conn {
         if let Some(header) = &header {
             self.audit(header, &checked, outcome, started).await;
         }
-        let facts = &self.shared.guard.facts;
-        if checked.invalidate_grants {
-            facts.invalidate_grants();
-        }
-        for obj in &checked.invalidate_objects {
-            facts.invalidate_object(obj);
+        // Only a call the metastore executed can have changed what the caches hold: a denied
+        // call never evicts anything.
+        if outcome == "ok" {
+            let facts = &self.shared.guard.facts;
+            if checked.invalidate_grants {
+                facts.invalidate_grants();
+            }
+            for obj in &checked.invalidate_objects {
+                facts.invalidate_object(obj);
+            }
         }
         keep_going
     }
@@ -483,6 +595,38 @@ impl Conn {
     /// Answers a denied call in the protocol: the method's declared `MetaException` at its
     /// field id, else a `TApplicationException`; a oneway call gets nothing. The connection
     /// stays usable.
+    /// Answers a request the schema-exact reader refused (PROTOCOL_ERROR) and counts it; the
+    /// connection then closes: nothing of it is forwarded.
+    async fn refuse(&mut self, transport: Transport, header: &MessageHeader, rejected: Reject) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .rejected_requests
+            .get_or_create(&KindLabels {
+                kind: rejected.kind.as_str(),
+            })
+            .inc();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method_label(router::route(&header.name)),
+                decision: "error",
+            })
+            .inc();
+        warn!(method = %header.name, user = %self.identity.user, kind = rejected.kind.as_str(), "refused a request the metastore could read differently: {rejected}");
+        let reply = application_exception(
+            transport.protocol,
+            transport.framed,
+            &header.name,
+            header.seqid,
+            AppErrorKind::ProtocolError,
+            &format!(
+                "hms-guard: refused {}: {rejected}; the connection is closed",
+                header.name
+            ),
+        );
+        let _ = self.write_client(&reply).await;
+    }
+
     async fn deny(
         &mut self,
         transport: Transport,
@@ -528,19 +672,9 @@ impl Conn {
     /// `set_ugi` is answered by the proxy: in `set_ugi` mode the claimed user becomes the
     /// connection's identity (groups from config unless trusted); pinned, nothing changes.
     /// The reply is what the metastore answers: the groups followed by the user.
-    async fn set_ugi(&mut self, transport: Transport, request: &Request) -> bool {
-        let msg = unframed(transport, &request.bytes);
-        let max_depth = self.shared.config.limits.max_depth;
-        let claimed = crate::policy::args::strings_at(transport.protocol, msg, &[1], max_depth)
-            .ok()
-            .and_then(|v| v.into_iter().next());
-        let claimed_groups = crate::policy::args::strings_at(
-            transport.protocol,
-            msg,
-            &[2, crate::router::EACH],
-            max_depth,
-        )
-        .unwrap_or_default();
+    async fn set_ugi(&mut self, transport: Transport, request: &Request, args: &Value) -> bool {
+        let claimed = strings_at(args, &[1]).into_iter().next();
+        let claimed_groups = strings_at(args, &[2, crate::router::EACH]);
         let cfg = &self.shared.config.identity;
         match (cfg.mode, claimed) {
             (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
@@ -737,7 +871,9 @@ impl Conn {
         }
 
         if let Some(f) = filter {
-            return self.filtered_reply(transport, method, sent, &f).await;
+            return self
+                .filtered_reply(transport, method, request.header.seqid, sent, &f)
+                .await;
         }
         // Stream the reply: walk it as it arrives, hold back up to `flush_at` bytes so an early
         // failure can still be answered cleanly, then forward walked bytes as they come.
@@ -770,6 +906,19 @@ impl Conn {
                 }
             }
             if complete || walked >= flush_at {
+                // Nothing reaches the client before the reply is known to answer this call.
+                let wrong = match up.walker.header() {
+                    Some(h) => mismatch(&up.uri, method, request.header.seqid, h),
+                    None => Some(UpstreamError::Protocol {
+                        uri: up.uri.to_string(),
+                        method: method.clone(),
+                        err: crate::codec::ScanError::Truncated,
+                    }),
+                };
+                if let Some(err) = wrong {
+                    metrics.mismatched_replies.inc();
+                    return Err(CallError::Upstream { err, flushed });
+                }
                 if complete {
                     upstream_time = Some(sent.elapsed());
                 }
@@ -786,11 +935,6 @@ impl Conn {
                 walked = 0;
                 flushed = true;
                 if complete {
-                    if let Some(h) = up.walker.header() {
-                        if h.seqid != request.header.seqid || h.name != *method {
-                            warn!(reply_method = %h.name, reply_seqid = h.seqid, "reply does not match the call");
-                        }
-                    }
                     return Ok(upstream_time);
                 }
             }
@@ -821,7 +965,12 @@ impl Conn {
 
     /// Reads one whole reply from the upstream into its buffer (bounded by `limit`); returns
     /// the message length.
-    async fn read_reply(&mut self, method: &str, limit: u64) -> Result<usize, CallError> {
+    async fn read_reply(
+        &mut self,
+        method: &str,
+        seqid: i32,
+        limit: u64,
+    ) -> Result<usize, CallError> {
         let read_timeout_ms = self.shared.config.upstream.read_timeout_ms;
         let up = self.upstream.as_mut().expect("connected");
         up.walker.reset();
@@ -829,7 +978,17 @@ impl Conn {
         loop {
             if walked < up.buf.len() {
                 match up.walker.advance(&up.buf[walked..]) {
-                    Ok(Scan::Complete(n)) => return Ok(walked + n),
+                    Ok(Scan::Complete(n)) => {
+                        let h = up.walker.header().expect("complete message has a header");
+                        if let Some(err) = mismatch(&up.uri, method, seqid, h) {
+                            self.shared.metrics.mismatched_replies.inc();
+                            return Err(CallError::Upstream {
+                                err,
+                                flushed: false,
+                            });
+                        }
+                        return Ok(walked + n);
+                    }
                     Ok(Scan::NeedMore(n)) => walked += n,
                     Err(err) => {
                         return Err(CallError::Upstream {
@@ -918,7 +1077,7 @@ impl Conn {
                 flushed: false,
             });
         }
-        let len = self.read_reply("set_ugi", 1024 * 1024).await?;
+        let len = self.read_reply("set_ugi", 0, 1024 * 1024).await?;
         let up = self.upstream.as_mut().expect("connected");
         let reply = up.buf.split_to(len);
         let kind = up.walker.header().map(|h| h.kind);
@@ -940,11 +1099,12 @@ impl Conn {
         &mut self,
         transport: Transport,
         method: &str,
+        seqid: i32,
         sent: Instant,
         f: &ListFilter,
     ) -> Result<Option<Duration>, CallError> {
         let limit = self.shared.config.authz.max_filtered_reply_bytes;
-        let len = self.read_reply(method, limit).await?;
+        let len = self.read_reply(method, seqid, limit).await?;
         let upstream_time = sent.elapsed();
         let up = self.upstream.as_mut().expect("connected");
         let reply = up.buf.split_to(len);

@@ -13,6 +13,8 @@ pub enum ClientError {
     Protocol(ScanError),
     #[error("message not complete within {0} ms")]
     Timeout(u64),
+    #[error("hms-guard holds its limit of {0} request bytes over all connections; retry later")]
+    Busy(u64),
     #[error("client closed the connection in the middle of a message")]
     ClosedMidMessage,
     #[error("client connection failed: {0}")]
@@ -26,6 +28,7 @@ impl ClientError {
             | ClientError::Protocol(ScanError::CountTooLarge { .. }) => "too_large",
             ClientError::Protocol(_) => "protocol",
             ClientError::Timeout(_) => "timeout",
+            ClientError::Busy(_) => "busy",
             ClientError::ClosedMidMessage => "closed_mid_message",
             ClientError::Io(_) => "io",
         }
@@ -51,6 +54,15 @@ pub enum UpstreamError {
         method: String,
         err: ScanError,
     },
+    #[error("metastore {uri} answered {method} (sequence id {seqid}) with a {got_kind} of {got_method} (sequence id {got_seqid})")]
+    Mismatch {
+        uri: String,
+        method: String,
+        seqid: i32,
+        got_method: String,
+        got_seqid: i32,
+        got_kind: String,
+    },
     #[error("sending {method} to metastore {uri} failed: {err}")]
     Write {
         uri: String,
@@ -72,6 +84,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Closed { .. } => "closed",
             UpstreamError::Protocol { .. } => "protocol",
+            UpstreamError::Mismatch { .. } => "mismatch",
             UpstreamError::Write { .. } => "write",
             UpstreamError::Read { .. } => "read",
         }

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use crate::authz::{Object, Privilege};
 use crate::codec::value::Value;
-use crate::codec::writer::Writer;
-use crate::codec::{MessageHeader, MessageType, Protocol};
+use crate::codec::{MessageHeader, MessageType};
 use crate::config::{ms, Config, IdentityMode};
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::Metrics;
@@ -263,18 +262,13 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
         Some(m) => build_args(&guard, &m.rule, r).await?,
         None => (Value::Struct(Vec::new()), Vec::new()),
     };
-    let mut w = Writer::new(Protocol::Binary);
-    w.message(&r.method, MessageType::Call, 1).value(&args);
-    let message = w.finish(false);
     let header = MessageHeader {
         name: r.method.clone(),
         kind: MessageType::Call,
         seqid: 1,
         len: 0,
     };
-    let checked = guard
-        .check(&identity, method, &header, Protocol::Binary, &message)
-        .await;
+    let checked = guard.check(&identity, method, &header, &args).await;
 
     let mut out = String::new();
     let _ = writeln!(out, "user:      {identity}");

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authz;
+pub mod cache;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod router;
+pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub bytes: Family<DirectionLabels, Counter>,
     pub upstream_errors: Family<KindLabels, Counter>,
     pub client_errors: Family<KindLabels, Counter>,
+    /// Requests refused by the schema-exact reader (`schema::RejectKind::as_str`).
+    pub rejected_requests: Family<KindLabels, Counter>,
+    /// Metastore replies that did not answer the call in flight.
+    pub mismatched_replies: Counter,
     pub upstream_connects: Counter,
     pub upstream_up: Gauge,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -162,6 +166,8 @@ impl Metrics {
             bytes: Family::default(),
             upstream_errors: Family::default(),
             client_errors: Family::default(),
+            rejected_requests: Family::default(),
+            mismatched_replies: Counter::default(),
             upstream_connects: Counter::default(),
             upstream_up: Gauge::default(),
             decisions: Family::default(),
@@ -235,6 +241,16 @@ impl Metrics {
             "client_errors",
             "Client-caused failures (kind: protocol, too_large, timeout, closed_mid_message)",
             m.client_errors.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests refused because the metastore could read them differently (kind: field_type, duplicate_field, message_type, ...)",
+            m.rejected_requests.clone(),
+        );
+        registry.register(
+            "mismatched_replies",
+            "Metastore replies whose method name or sequence id did not answer the call in flight",
+            m.mismatched_replies.clone(),
         );
         registry.register(
             "upstream_connects",

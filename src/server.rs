@@ -1,7 +1,9 @@
 //! The listener: accepts client connections up to a limit, hands each to `connection::serve`,
 //! and on shutdown stops accepting and lets in-flight calls finish up to a grace deadline.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ impl Server {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let max = self.shared.config.server.max_connections;
         let permits = Arc::new(Semaphore::new(max));
+        let max_per_client = self.shared.config.server.max_connections_per_client;
+        let per_client: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
         let next_id = AtomicU64::new(1);
         let metrics = self.shared.metrics.clone();
         info!(listen = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "hms-guard listening");
@@ -66,6 +70,17 @@ impl Server {
                 drop(stream);
                 continue;
             };
+            let Some(per_client) = PerClient::enter(&per_client, peer.ip(), max_per_client) else {
+                warn!(peer = %peer, max_connections_per_client = max_per_client, "per-client connection limit reached; closing new connection");
+                metrics
+                    .connections_rejected
+                    .get_or_create(&KindLabels {
+                        kind: "per_client_limit",
+                    })
+                    .inc();
+                drop(stream);
+                continue;
+            };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
             let rx = shutdown.clone();
@@ -74,6 +89,7 @@ impl Server {
                 metrics.connections_active.inc();
                 connection::serve(shared, stream, peer, id, rx).await;
                 metrics.connections_active.dec();
+                drop(per_client);
                 drop(permit);
             });
         }
@@ -96,5 +112,36 @@ impl Server {
                 "shutdown grace period over; closing remaining connections"
             );
         }
+    }
+}
+
+/// One connection's place in the per-client-address count; leaving it gives the place back.
+struct PerClient {
+    counts: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    /// Counts a new connection from `ip`; `None` when `ip` already has `max` open.
+    fn enter(counts: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<PerClient> {
+        let mut n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerClient {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerClient {
+    fn drop(&mut self) {
+        // The entry goes when its last connection does: the map holds open addresses only.
+        self.counts.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
     }
 }

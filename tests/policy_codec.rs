@@ -11,6 +11,12 @@ use hms_guard::policy::args::{strings_at, values_at};
 use hms_guard::policy::classify::alter_kind;
 use hms_guard::policy::filter::filter_list_reply;
 use hms_guard::router::EACH;
+use hms_guard::schema::{read_request, ReadLimits};
+
+const LIMITS: ReadLimits = ReadLimits {
+    max_depth: 64,
+    max_name_bytes: 1024,
+};
 
 const BOTH: [Protocol; 2] = [Protocol::Binary, Protocol::Compact];
 
@@ -150,21 +156,13 @@ fn values_by_path_with_each() {
         }
         w.end_struct();
         let msg = w.bytes();
-        assert_eq!(
-            strings_at(p, &msg, &[1, EACH, 2], 64).unwrap(),
-            ["db1", "db1", "db2"]
-        );
-        assert_eq!(
-            strings_at(p, &msg, &[1, EACH, 3], 64).unwrap(),
-            ["t1", "t2", "t1"]
-        );
-        assert!(
-            strings_at(p, &msg, &[2], 64).unwrap().is_empty(),
-            "absent field"
-        );
-        assert!(values_at(p, &msg, &[1, EACH, 9], 64).unwrap().is_empty());
-        // Truncated args are an error, not a silent "nothing found".
-        assert!(strings_at(p, &msg[..msg.len() - 4], &[1, EACH, 3], 64).is_err());
+        let args = read_request(p, &msg, LIMITS, true).expect("valid").args;
+        assert_eq!(strings_at(&args, &[1, EACH, 2]), ["db1", "db1", "db2"]);
+        assert_eq!(strings_at(&args, &[1, EACH, 3]), ["t1", "t2", "t1"]);
+        assert!(strings_at(&args, &[2]).is_empty(), "absent field");
+        assert!(values_at(&args, &[1, EACH, 9]).is_empty());
+        // Truncated args are refused, not a silent "nothing found".
+        assert!(read_request(p, &msg[..msg.len() - 4], LIMITS, true).is_err());
     }
 }
 
@@ -272,12 +270,17 @@ fn unreachable_facts() -> hms_guard::facts::FactsStore {
     )
 }
 
-fn call_with(method: &str, args: Value) -> Vec<u8> {
+/// The args of a call as the connection hands them to the policy: written, then read back
+/// schema-exact.
+fn call_with(method: &str, args: Value) -> Value {
     use hms_guard::codec::writer::Writer;
     use hms_guard::codec::MessageType;
     let mut w = Writer::new(Protocol::Binary);
     w.message(method, MessageType::Call, 7).value(&args);
-    w.finish(false).to_vec()
+    let msg = w.finish(false).to_vec();
+    read_request(Protocol::Binary, &msg, LIMITS, true)
+        .expect("schema-valid call")
+        .args
 }
 
 fn s(v: &str) -> Value {
@@ -307,9 +310,7 @@ async fn storage_needs_of_location_bearing_ddl() {
         "create_table",
         Value::Struct(vec![(1, table("s3a://b/x/", "EXTERNAL_TABLE"))]),
     );
-    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .unwrap();
+    let c = classify(&rule, &msg, &facts).await.unwrap();
     assert_eq!(
         c[0].storage,
         vec![StorageNeed {
@@ -323,9 +324,7 @@ async fn storage_needs_of_location_bearing_ddl() {
         "create_table",
         Value::Struct(vec![(1, table("s3://b/y", "MANAGED_TABLE"))]),
     );
-    assert!(classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .is_err());
+    assert!(classify(&rule, &msg, &facts).await.is_err());
     // A Spark data-source table: a placeholder sd location, the data at the serde `path`.
     let spark_table = Value::Struct(vec![
         (1, s("t")),
@@ -346,9 +345,7 @@ async fn storage_needs_of_location_bearing_ddl() {
         (12, s("EXTERNAL_TABLE")),
     ]);
     let msg = call_with("create_table", Value::Struct(vec![(1, spark_table)]));
-    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .unwrap();
+    let c = classify(&rule, &msg, &facts).await.unwrap();
     assert_eq!(
         c[0].storage,
         vec![StorageNeed {
@@ -361,9 +358,7 @@ async fn storage_needs_of_location_bearing_ddl() {
         "create_table",
         Value::Struct(vec![(1, table("", "MANAGED_TABLE"))]),
     );
-    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .unwrap();
+    let c = classify(&rule, &msg, &facts).await.unwrap();
     assert!(c[0].storage.is_empty());
     // A partition with a location needs the table's location: unreachable facts fail closed.
     let part = Value::Struct(vec![
@@ -374,9 +369,7 @@ async fn storage_needs_of_location_bearing_ddl() {
     ]);
     let rule = route("add_partition").unwrap().rule;
     let msg = call_with("add_partition", Value::Struct(vec![(1, part.clone())]));
-    assert!(classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .is_err());
+    assert!(classify(&rule, &msg, &facts).await.is_err());
     // Without a location, an added partition needs no fact lookup.
     let bare = Value::Struct(vec![
         (1, Value::List(vec![s("1")])),
@@ -384,9 +377,7 @@ async fn storage_needs_of_location_bearing_ddl() {
         (3, s("t")),
     ]);
     let msg = call_with("add_partition", Value::Struct(vec![(1, bare)]));
-    let c = classify(&rule, Protocol::Binary, &msg, 64, &facts)
-        .await
-        .unwrap();
+    let c = classify(&rule, &msg, &facts).await.unwrap();
     assert!(c[0].storage.is_empty());
 }
 

@@ -35,7 +35,7 @@ impl MessageType {
 /// The header of one Thrift message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageHeader {
-    /// Method name (lossy UTF-8; Thrift method names are ASCII).
+    /// Method name (UTF-8: other names are refused).
     pub name: String,
     pub kind: MessageType,
     pub seqid: i32,
@@ -81,7 +81,9 @@ fn parse_binary(buf: &[u8], max_name: usize) -> Result<Option<MessageHeader>, Sc
     if buf.len() < end {
         return Ok(None);
     }
-    let name = String::from_utf8_lossy(&buf[8..8 + name_len]).into_owned();
+    let name = std::str::from_utf8(&buf[8..8 + name_len])
+        .map_err(|_| ScanError::MethodNameNotUtf8)?
+        .to_string();
     let s = 8 + name_len;
     let seqid = i32::from_be_bytes([buf[s], buf[s + 1], buf[s + 2], buf[s + 3]]);
     Ok(Some(MessageHeader {
@@ -122,7 +124,9 @@ fn parse_compact(buf: &[u8], max_name: usize) -> Result<Option<MessageHeader>, S
     if buf.len() < pos + name_len {
         return Ok(None);
     }
-    let name = String::from_utf8_lossy(&buf[pos..pos + name_len]).into_owned();
+    let name = std::str::from_utf8(&buf[pos..pos + name_len])
+        .map_err(|_| ScanError::MethodNameNotUtf8)?
+        .to_string();
     Ok(Some(MessageHeader {
         name,
         kind,

@@ -62,6 +62,8 @@ pub enum ScanError {
     BadVersion(u32),
     #[error("bad message type {0}")]
     BadMessageType(u8),
+    #[error("the method name is not UTF-8")]
+    MethodNameNotUtf8,
     #[error("bad method name length {0}")]
     BadNameLength(i64),
     #[error("invalid Thrift type id {0}")]

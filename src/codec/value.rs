@@ -30,10 +30,16 @@ impl PartialEq for Value {
                     && a.iter().all(|(id, v)| other.field(*id) == Some(v))
                     && b.iter().all(|(id, _)| self.field(*id).is_some())
             }
+            // Linear in the entries: keyed by the canonical form of each key.
             (Map(a), Map(b)) => {
-                a.len() == b.len()
+                if a.len() != b.len() {
+                    return false;
+                }
+                let keyed: std::collections::HashMap<Vec<u8>, &Value> =
+                    b.iter().map(|(k, v)| (k.canonical(), v)).collect();
+                keyed.len() == b.len()
                     && a.iter()
-                        .all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v == v2))
+                        .all(|(k, v)| keyed.get(&k.canonical()).is_some_and(|v2| *v2 == v))
             }
             _ => false,
         }
@@ -41,6 +47,66 @@ impl PartialEq for Value {
 }
 
 impl Value {
+    /// A byte form that is equal exactly when the values are (struct fields and map entries
+    /// in any order; doubles by bits), for hashing keys.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.canonical_into(&mut out);
+        out
+    }
+
+    fn canonical_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Bool(b) => out.extend([1, u8::from(*b)]),
+            Value::Int(i) => {
+                out.push(2);
+                out.extend(i.to_be_bytes());
+            }
+            Value::Double(d) => {
+                out.push(3);
+                out.extend(d.to_bits().to_be_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(4);
+                out.extend((b.len() as u64).to_be_bytes());
+                out.extend(b);
+            }
+            Value::Struct(fields) => {
+                let mut sorted: Vec<_> = fields.iter().collect();
+                sorted.sort_by_key(|(id, _)| *id);
+                out.push(5);
+                out.extend((sorted.len() as u64).to_be_bytes());
+                for (id, v) in sorted {
+                    out.extend(id.to_be_bytes());
+                    v.canonical_into(out);
+                }
+            }
+            Value::List(items) => {
+                out.push(6);
+                out.extend((items.len() as u64).to_be_bytes());
+                for i in items {
+                    i.canonical_into(out);
+                }
+            }
+            Value::Map(entries) => {
+                let mut parts: Vec<Vec<u8>> = entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut p = k.canonical();
+                        v.canonical_into(&mut p);
+                        p
+                    })
+                    .collect();
+                parts.sort();
+                out.push(7);
+                out.extend((parts.len() as u64).to_be_bytes());
+                for p in parts {
+                    out.extend(p);
+                }
+            }
+        }
+    }
+
     /// A struct's field by id.
     pub fn field(&self, id: i16) -> Option<&Value> {
         match self {

@@ -11,13 +11,12 @@ pub mod client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
+use std::time::Duration;
 
 use crate::authz::{
     assemble, Grants, Object, Owner, Principal, PrincipalFacts, PrincipalKind, Privilege,
 };
+use crate::cache::TtlCache;
 use crate::codec::reader::{Reader, Ty};
 use crate::codec::value::{read_value, Value};
 use crate::identity::Identity;
@@ -35,14 +34,18 @@ pub struct ObjectFacts {
 /// Cached facts, shared by every connection.
 pub struct FactsStore {
     client: MetaClient,
-    ttl: Duration,
     max_principals: usize,
     generation: AtomicU64,
-    principals: DashMap<Principal, (Arc<PrincipalFacts>, Instant)>,
-    identities: DashMap<Identity, (Arc<Grants>, Instant)>,
-    objects: DashMap<Object, (Option<ObjectFacts>, Instant)>,
+    principals: TtlCache<Principal, Arc<PrincipalFacts>>,
+    identities: TtlCache<Identity, Arc<Grants>>,
+    objects: TtlCache<Object, Option<ObjectFacts>>,
     metrics: Arc<Metrics>,
 }
+
+/// Entries each facts cache holds at most.
+pub const MAX_CACHED_IDENTITIES: usize = 65_536;
+pub const MAX_CACHED_PRINCIPALS: usize = 65_536;
+pub const MAX_CACHED_OBJECTS: usize = 262_144;
 
 /// HiveObjectType values.
 const OBJ_GLOBAL: i64 = 1;
@@ -58,12 +61,11 @@ impl FactsStore {
     ) -> Self {
         FactsStore {
             client,
-            ttl,
             max_principals,
             generation: AtomicU64::new(0),
-            principals: DashMap::new(),
-            identities: DashMap::new(),
-            objects: DashMap::new(),
+            principals: TtlCache::new(ttl, MAX_CACHED_PRINCIPALS),
+            identities: TtlCache::new(ttl, MAX_CACHED_IDENTITIES),
+            objects: TtlCache::new(ttl, MAX_CACHED_OBJECTS),
             metrics,
         }
     }
@@ -76,10 +78,6 @@ impl FactsStore {
                 result: if hit { "hit" } else { "miss" },
             })
             .inc();
-    }
-
-    fn fresh(&self, at: Instant) -> bool {
-        at.elapsed() < self.ttl
     }
 
     /// Drops every cached grant (a grant, revoke or role change went through).
@@ -95,26 +93,31 @@ impl FactsStore {
     pub fn invalidate_object(&self, obj: &Object) {
         match obj {
             Object::Global => self.objects.clear(),
-            _ => {
-                self.objects.remove(obj);
-            }
+            _ => self.objects.remove(obj),
         }
     }
 
     /// Everything granted to `identity`, through its groups and every reachable role.
     pub async fn grants(&self, identity: &Identity) -> Result<Arc<Grants>, FactsError> {
-        if let Some(e) = self.identities.get(identity) {
-            if self.fresh(e.1) {
-                self.count("grants", true);
-                return Ok(e.0.clone());
-            }
-        }
-        self.count("grants", false);
         let generation = self.generation.load(Ordering::SeqCst);
+        let (grants, hit) = self
+            .identities
+            .get_or_load(
+                identity,
+                || self.assemble(identity),
+                // Not kept if grants changed while they were read.
+                |_| self.generation.load(Ordering::SeqCst) == generation,
+            )
+            .await?;
+        self.count("grants", hit);
+        Ok(grants)
+    }
+
+    async fn assemble(&self, identity: &Identity) -> Result<Arc<Grants>, FactsError> {
         let mut known: HashMap<Principal, PrincipalFacts> = HashMap::new();
-        let grants = loop {
+        loop {
             match assemble(identity, &known) {
-                Ok(g) => break Arc::new(g),
+                Ok(g) => return Ok(Arc::new(g)),
                 Err(missing) => {
                     if known.len() >= self.max_principals {
                         return Err(FactsError::Invalid {
@@ -129,29 +132,18 @@ impl FactsStore {
                     known.insert(missing, (*f).clone());
                 }
             }
-        };
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.identities
-                .insert(identity.clone(), (grants.clone(), Instant::now()));
         }
-        Ok(grants)
     }
 
     async fn principal(&self, p: &Principal) -> Result<Arc<PrincipalFacts>, FactsError> {
-        if let Some(e) = self.principals.get(p) {
-            if self.fresh(e.1) {
-                return Ok(e.0.clone());
-            }
-        }
         let generation = self.generation.load(Ordering::SeqCst);
-        let roles = self.role_grants(p).await?;
-        let privileges = self.privileges(p).await?;
-        let f = Arc::new(PrincipalFacts { roles, privileges });
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.principals
-                .insert(p.clone(), (f.clone(), Instant::now()));
-        }
-        Ok(f)
+        let load = || async {
+            let roles = self.role_grants(p).await?;
+            let privileges = self.privileges(p).await?;
+            Ok(Arc::new(PrincipalFacts { roles, privileges }))
+        };
+        let keep = |_: &Arc<PrincipalFacts>| self.generation.load(Ordering::SeqCst) == generation;
+        Ok(self.principals.get_or_load(p, load, keep).await?.0)
     }
 
     fn record(&self, method: &'static str, ok: bool) {
@@ -240,20 +232,15 @@ impl FactsStore {
 
     /// Owner and location of a table or database (`None`: no such object).
     pub async fn object(&self, obj: &Object) -> Result<Option<ObjectFacts>, FactsError> {
-        if let Some(e) = self.objects.get(obj) {
-            if self.fresh(e.1) {
-                self.count("objects", true);
-                return Ok(e.0.clone());
-            }
-        }
-        self.count("objects", false);
-        let facts = match obj {
-            Object::Global => None,
-            Object::Table(db, t) => self.table(db, t).await?.map(|v| table_facts(&v)),
-            Object::Database(db) => self.database(db).await?.map(|v| database_facts(&v)),
+        let load = || async {
+            Ok(match obj {
+                Object::Global => None,
+                Object::Table(db, t) => self.table(db, t).await?.map(|v| table_facts(&v)),
+                Object::Database(db) => self.database(db).await?.map(|v| database_facts(&v)),
+            })
         };
-        self.objects
-            .insert(obj.clone(), (facts.clone(), Instant::now()));
+        let (facts, hit) = self.objects.get_or_load(obj, load, |_| true).await?;
+        self.count("objects", hit);
         Ok(facts)
     }
 
@@ -268,10 +255,8 @@ impl FactsStore {
             .await?;
         match success_value(M, &reply) {
             Ok(v) => {
-                self.objects.insert(
-                    Object::table(db, table),
-                    (Some(table_facts(&v)), Instant::now()),
-                );
+                self.objects
+                    .insert(Object::table(db, table), Some(table_facts(&v)));
                 Ok(Some(v))
             }
             // get_table throws (1: MetaException, 2: NoSuchObjectException).

@@ -1,74 +1,56 @@
-//! Reading the values a rule names out of a call's args, by field-id path, without decoding
-//! the rest of the message.
+//! Reading the values a rule names out of a call's args, by field-id path, from the value tree
+//! the schema-exact reader built (`schema::read`): one reading of the bytes, the metastore's.
 
-use crate::codec::reader::{Field, Reader, Ty};
-use crate::codec::value::{read_value, Value};
-use crate::codec::{Protocol, ScanError};
+use crate::codec::value::Value;
 use crate::router::EACH;
 
-/// Every value at `path` in the args struct of `message` (a whole unframed message). `EACH`
-/// steps fan out over list elements; absent fields yield nothing.
-pub fn values_at(
-    protocol: Protocol,
-    message: &[u8],
-    path: &[i16],
-    max_depth: usize,
-) -> Result<Vec<Value>, ScanError> {
-    let mut r = Reader::new(protocol, message, max_depth);
-    r.message_begin()?;
+/// Every value at `path` in the args struct. `EACH` steps fan out over list elements; absent
+/// fields yield nothing. The reader refuses repeated field ids, so a path names one value.
+pub fn values_at<'a>(args: &'a Value, path: &[i16]) -> Vec<&'a Value> {
     let mut out = Vec::new();
-    collect(&mut r, Ty::Struct, None, path, &mut out)?;
-    Ok(out)
+    collect(args, path, &mut out);
+    out
 }
 
-fn collect(
-    r: &mut Reader<'_>,
-    ty: Ty,
-    field: Option<&Field>,
-    path: &[i16],
-    out: &mut Vec<Value>,
-) -> Result<(), ScanError> {
+fn collect<'a>(v: &'a Value, path: &[i16], out: &mut Vec<&'a Value>) {
     let Some((&step, rest)) = path.split_first() else {
-        out.push(read_value(r, ty, field)?);
-        return Ok(());
+        out.push(v);
+        return;
     };
     if step == EACH {
-        if !matches!(ty, Ty::List | Ty::Set) {
-            r.skip(ty, field)?;
-            return Ok(());
+        for item in v.as_list() {
+            collect(item, rest, out);
         }
-        let (et, n) = r.list_begin()?;
-        r.enter()?;
-        for _ in 0..n {
-            collect(r, et, None, rest, out)?;
-        }
-        r.leave();
-        return Ok(());
+    } else if let Some(f) = v.field(step) {
+        collect(f, rest, out);
     }
-    if ty != Ty::Struct {
-        r.skip(ty, field)?;
-        return Ok(());
-    }
-    r.struct_begin()?;
-    while let Some(f) = r.field()? {
-        if f.id == step {
-            collect(r, f.ty, Some(&f), rest, out)?;
-        } else {
-            r.skip(f.ty, Some(&f))?;
-        }
-    }
-    Ok(())
 }
 
 /// The strings at `path` (non-string values are ignored).
-pub fn strings_at(
-    protocol: Protocol,
-    message: &[u8],
-    path: &[i16],
-    max_depth: usize,
-) -> Result<Vec<String>, ScanError> {
-    Ok(values_at(protocol, message, path, max_depth)?
-        .iter()
+pub fn strings_at(args: &Value, path: &[i16]) -> Vec<String> {
+    values_at(args, path)
+        .into_iter()
         .filter_map(|v| v.as_str().map(str::to_string))
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fan_out_over_lists() {
+        let s = |x: &str| Value::Bytes(x.as_bytes().to_vec());
+        let args = Value::Struct(vec![(
+            1,
+            Value::List(vec![
+                Value::Struct(vec![(2, s("a"))]),
+                Value::Struct(vec![(3, s("x"))]),
+                Value::Struct(vec![(2, s("b"))]),
+            ]),
+        )]);
+        assert_eq!(strings_at(&args, &[1, EACH, 2]), ["a", "b"]);
+        assert!(strings_at(&args, &[2]).is_empty());
+        assert!(strings_at(&args, &[1, 2]).is_empty());
+    }
 }

@@ -4,7 +4,6 @@
 
 use crate::authz::{AlterKind, Object, Operation, Principal, PrincipalKind, Privilege};
 use crate::codec::value::Value;
-use crate::codec::Protocol;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{Path, Rule};
 use crate::storage::location_is_under;
@@ -94,15 +93,13 @@ const STATS_PARAM_PREFIXES: [&str; 1] = ["spark.sql.statistics."];
 const TABLE_BOOKKEEPING: [i16; 16] = [4, 5, 13, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28];
 
 struct Ctx<'a> {
-    protocol: Protocol,
-    message: &'a [u8],
-    max_depth: usize,
+    /// The call's args as the metastore reads them (`schema::read`).
+    args: &'a Value,
 }
 
 impl Ctx<'_> {
     fn strings(&self, path: Path) -> Result<Vec<String>, ClassifyError> {
-        strings_at(self.protocol, self.message, path, self.max_depth)
-            .map_err(|e| ClassifyError::Args(e.to_string()))
+        Ok(strings_at(self.args, path))
     }
 
     fn string(&self, path: Path, what: &'static str) -> Result<String, ClassifyError> {
@@ -112,15 +109,20 @@ impl Ctx<'_> {
             .ok_or(ClassifyError::Missing(what))
     }
 
+    /// A database or table name, normalised as the metastore normalises it.
+    fn name(&self, path: Path, what: &'static str) -> Result<String, ClassifyError> {
+        normalize_name(&self.string(path, what)?)
+    }
+
     fn values(&self, path: Path) -> Result<Vec<Value>, ClassifyError> {
-        values_at(self.protocol, self.message, path, self.max_depth)
-            .map_err(|e| ClassifyError::Args(e.to_string()))
+        Ok(values_at(self.args, path).into_iter().cloned().collect())
     }
 
     fn value(&self, path: Path, what: &'static str) -> Result<Value, ClassifyError> {
-        self.values(path)?
+        values_at(self.args, path)
             .into_iter()
             .next()
+            .cloned()
             .ok_or(ClassifyError::Missing(what))
     }
 
@@ -134,13 +136,45 @@ impl Ctx<'_> {
         let mut out: Vec<Object> = Vec::new();
         for (i, t) in tables.iter().enumerate() {
             let d = dbs.get(i).or(dbs.last()).expect("non-empty");
-            let o = Object::table(d, t);
+            let o = Object::table(&normalize_name(d)?, &normalize_name(t)?);
             if !out.contains(&o) {
                 out.push(o);
             }
         }
         Ok(out)
     }
+}
+
+/// The metastore's catalog (Hive 3+): database names may carry it as `@catalog#db`.
+const DEFAULT_CATALOG: &str = "hive";
+
+/// Normalises a database or table name as the metastore does (Java's `trim()` — every
+/// character up to U+0020 off both ends — then lower case). Names whose case mapping could
+/// differ between Java and Rust (anything not ASCII) are refused, and so are database names
+/// carrying a catalog other than the default one (`@catalog#db`).
+pub fn normalize_name(raw: &str) -> Result<String, ClassifyError> {
+    let trimmed = raw.trim_matches(|c: char| c <= ' ');
+    if !trimmed.is_ascii() {
+        return Err(ClassifyError::Args(format!(
+            "the name {raw:?} is not ASCII; hms-guard decides only on ASCII names"
+        )));
+    }
+    let mut name = trimmed.to_ascii_lowercase();
+    if let Some(rest) = name.strip_prefix('@') {
+        let (catalog, db) = rest.split_once('#').unwrap_or((rest, ""));
+        if catalog != DEFAULT_CATALOG {
+            return Err(ClassifyError::Args(format!(
+                "the name {raw:?} names catalog {catalog:?}; hms-guard serves the {DEFAULT_CATALOG:?} catalog only"
+            )));
+        }
+        // `!` is the metastore's marker for an empty database name.
+        let db = if db == "!" { "" } else { db };
+        name = db.trim_matches(|c: char| c <= ' ').to_string();
+    }
+    if name.is_empty() {
+        return Err(ClassifyError::Missing("name"));
+    }
+    Ok(name)
 }
 
 fn names(obj: &Object) -> (Option<String>, Option<String>) {
@@ -209,19 +243,13 @@ impl Ctx<'_> {
     }
 }
 
-/// Classifies a call whose method has `rule`. `message` is the whole unframed call.
+/// Classifies a call whose method has `rule`, from its args as the metastore reads them.
 pub async fn classify(
     rule: &Rule,
-    protocol: Protocol,
-    message: &[u8],
-    max_depth: usize,
+    args: &Value,
     facts: &FactsStore,
 ) -> Result<Vec<Classified>, ClassifyError> {
-    let c = Ctx {
-        protocol,
-        message,
-        max_depth,
-    };
+    let c = Ctx { args };
     let single = |op, obj: &Object| Ok(vec![one(op, obj)]);
     match *rule {
         Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
@@ -234,7 +262,7 @@ pub async fn classify(
         }
         Rule::Listing { db, .. } => {
             let db = match db {
-                Some(p) => c.string(p, "database")?,
+                Some(p) => c.name(p, "database")?,
                 None => "*".to_string(),
             };
             let obj = Object::database(&db);
@@ -242,15 +270,18 @@ pub async fn classify(
         }
         Rule::CreateTable { table } => {
             let t = c.value(table, "table")?;
-            let db = t
-                .field(2)
-                .and_then(Value::as_str)
-                .ok_or(ClassifyError::Missing("database"))?;
-            let name = t
-                .field(1)
-                .and_then(Value::as_str)
-                .ok_or(ClassifyError::Missing("table name"))?;
-            let obj = Object::table(db, name);
+            let db = normalize_name(
+                t.field(2)
+                    .and_then(Value::as_str)
+                    .ok_or(ClassifyError::Missing("database"))?,
+            )?;
+            let name = normalize_name(
+                t.field(1)
+                    .and_then(Value::as_str)
+                    .ok_or(ClassifyError::Missing("table name"))?,
+            )?;
+            let db = db.as_str();
+            let obj = Object::table(db, &name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
             let locations = data_locations(&t);
             cl.location = locations.first().cloned();
@@ -286,8 +317,8 @@ pub async fn classify(
             table,
             new_table,
         } => {
-            let db = c.string(db, "database")?;
-            let name = c.string(table, "table name")?;
+            let db = c.name(db, "database")?;
+            let name = c.name(table, "table name")?;
             let new = c.value(new_table, "new table")?;
             let current = facts
                 .table(&db, &name)
@@ -382,11 +413,12 @@ pub async fn classify(
         }
         Rule::CreateDatabase { database } => {
             let d = c.value(database, "database")?;
-            let name = d
-                .field(1)
-                .and_then(Value::as_str)
-                .ok_or(ClassifyError::Missing("database name"))?;
-            let obj = Object::database(name);
+            let name = normalize_name(
+                d.field(1)
+                    .and_then(Value::as_str)
+                    .ok_or(ClassifyError::Missing("database name"))?,
+            )?;
+            let obj = Object::database(&name);
             let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
             cl.location = d
                 .field(3)
@@ -402,7 +434,7 @@ pub async fn classify(
             Ok(vec![cl])
         }
         Rule::AlterDatabase { name, new_database } => {
-            let name = c.string(name, "database name")?;
+            let name = c.name(name, "database name")?;
             let new = c.value(new_database, "new database")?;
             let obj = Object::database(&name);
             let current = facts.object(&obj).await.map_err(ClassifyError::Facts)?;
@@ -433,7 +465,7 @@ pub async fn classify(
             Ok(vec![cl])
         }
         Rule::DropDatabase { name } => {
-            let obj = Object::database(&c.string(name, "database name")?);
+            let obj = Object::database(&c.name(name, "database name")?);
             single(Operation::DropDatabase { db: obj.clone() }, &obj)
         }
         Rule::GrantRole { role } => {
@@ -449,9 +481,9 @@ pub async fn classify(
                 let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
                 let object = match obj.field(1).and_then(Value::as_int) {
                     Some(1) => Object::Global,
-                    Some(2) => Object::database(db),
+                    Some(2) => Object::database(&normalize_name(db)?),
                     // Table, partition and column grants: the table's grant option decides.
-                    Some(3..=5) => Object::table(db, name),
+                    Some(3..=5) => Object::table(&normalize_name(db)?, &normalize_name(name)?),
                     _ => return Err(ClassifyError::Missing("object type")),
                 };
                 let p = hop
@@ -508,10 +540,12 @@ fn without_stats(params: Option<&Value>) -> Value {
 
 /// How `new` changes `current` (a `Table` each).
 pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKind {
+    // A name the metastore could not normalise the same way counts as a rename (checked
+    // as one, and refused by the create rule on an unknown database).
     let s = |v: &Value, id| {
         v.field(id)
             .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
+            .map(|n| normalize_name(n).unwrap_or_else(|_| format!("\u{0}{n}")))
     };
     let new_db = s(new, 2).unwrap_or_else(|| db.to_ascii_lowercase());
     let new_name = s(new, 1).unwrap_or_else(|| name.to_ascii_lowercase());

@@ -11,7 +11,8 @@ use crate::audit::StorageAudit;
 use crate::authz::{
     authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason, StorageFact,
 };
-use crate::codec::{MessageHeader, Protocol};
+use crate::codec::value::Value;
+use crate::codec::MessageHeader;
 use crate::config::{ms, AuthzMode, Config, UnknownMethods};
 use crate::facts::{ClientConfig, FactsStore, MetaClient};
 use crate::identity::Identity;
@@ -172,14 +173,14 @@ impl Guard {
         }
     }
 
-    /// Decides one call (everything but `set_ugi`, which the connection answers).
+    /// Decides one call (everything but `set_ugi`, which the connection answers) on its args
+    /// as the metastore reads them.
     pub async fn check(
         &self,
         identity: &Identity,
         method: Option<&'static Method>,
         header: &MessageHeader,
-        protocol: Protocol,
-        message: &[u8],
+        args: &Value,
     ) -> Checked {
         let rule = method.map(|m| m.rule);
         if self.mode == AuthzMode::Off || rule == Some(Rule::Harmless) {
@@ -194,7 +195,7 @@ impl Guard {
             None => Ok(vec![Classified::of(Operation::Unknown(
                 header.name.clone(),
             ))]),
-            Some(rule) => classify(&rule, protocol, message, self.max_depth, &self.facts).await,
+            Some(rule) => classify(&rule, args, &self.facts).await,
         };
         let mut checked = match classified {
             Ok(ops) => self.decide_all(identity, &header.name, ops).await,
