@@ -292,6 +292,16 @@ OVERSIZED_CALL = struct.pack(">I", 0x80010001) + struct.pack(">i", 0x7FFFFFFF) +
 HTTP_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
+def _string_field(fid, value):
+    return struct.pack(">bhi", 11, fid, len(value)) + value
+
+
+# get_table naming its table twice: refused by the schema-exact reader (duplicate_field).
+DUPLICATE_FIELD_CALL = (struct.pack(">I", 0x80010001) + struct.pack(">i", 9) + b"get_table"
+                        + struct.pack(">i", 1) + _string_field(1, b"db") + _string_field(2, b"t")
+                        + _string_field(2, b"u") + b"\x00")
+
+
 class Traffic(threading.Thread):
     """Calls through the three proxies, over and over, until stopped (or TRAFFIC_MAX_SECONDS):
     counters keep moving, so rates and increases over the last minutes are defined. Counts
@@ -359,6 +369,7 @@ class Traffic(threading.Thread):
         hold_connections(broken, 4)
         raw_send(main, HTTP_REQUEST)
         raw_send(main, OVERSIZED_CALL)
+        raw_send(main, DUPLICATE_FIELD_CALL)
 
     def run(self):
         end = time.monotonic() + TRAFFIC_MAX_SECONDS

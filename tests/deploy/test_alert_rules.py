@@ -38,6 +38,9 @@ CASES = {
         [(f'hms_guard_connections_rejected_total{{{I}, kind="limit"}}', "0+1x30")],
         "20m", {}, 1 / 60,
         [(f'hms_guard_connections_rejected_total{{{I}, kind="shutdown"}}', "0+1x30")]),
+    "HmsGuardMismatchedReplies": (
+        [(f"hms_guard_mismatched_replies_total{{{I}}}", "0 0 0 1 1 1 1 1")], "4m", {}, 1,
+        [(f"hms_guard_mismatched_replies_total{{{I}}}", "0x20")]),
     "HmsGuardDenySpike": (
         [(f'hms_guard_decisions_total{{{I}, decision="deny", reason="missing_privilege"}}', "0+30x40"),
          (f'hms_guard_decisions_total{{{I}, decision="allow", reason="grant"}}', "0+30x40")],

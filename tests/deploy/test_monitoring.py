@@ -41,6 +41,8 @@ EXPECTED_METRICS = {
     "hms_guard_proxied_bytes_total": "counter",
     "hms_guard_upstream_errors_total": "counter",
     "hms_guard_client_errors_total": "counter",
+    "hms_guard_rejected_requests_total": "counter",
+    "hms_guard_mismatched_replies_total": "counter",
     "hms_guard_upstream_connects_total": "counter",
     "hms_guard_upstream_up": "gauge",
     "hms_guard_decisions_total": "counter",
