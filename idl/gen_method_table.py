@@ -3,7 +3,7 @@
   - idl/hms-methods.tsv       every HMS method name across versions (+ coarse group)
   - idl/hms-methods-spec.tsv  args / exceptions of each method (field ids as in Hive)
   - idl/hive_metastore_subset.thrift  the structs whose fields the rules name
-  - RULES below               the project's decision for every method (DESIGN.md §3)
+  - RULES below               the project's decision for every method (docs/AUTHORIZATION.md, the privilege table)
 Paths in RULES are symbolic ("req.dbName", "new_parts[].tableName") and resolved to field ids
 here, so a wrong name fails the generation instead of silently matching nothing.
 Run: python3 idl/gen_method_table.py  (then cargo fmt is not needed: the table is rustfmt::skip)
@@ -33,6 +33,8 @@ def altp(db, t, stats, *locs): return ("AlterPartitions", db, t, stats, locs)
 def dropp(db, t): return ("DropPartitions", db, t)
 def owner(*pairs): return ("OwnerOfTables",) + pairs
 def grants_read(name, kind=None): return ("ReadGrants", name, kind)
+def txn(user=None): return ("Txn", user)
+def lock(components, user): return ("Lock", components, user)
 
 RULES = {
     # --- session -------------------------------------------------------------------------
@@ -252,8 +254,12 @@ def default_rule(name, group):
         return RULES[name]
     if group == "D2_tokens":
         return TOK
+    if name == "lock":
+        return lock("rqst.component", "rqst.user")
+    if name == "open_txns":
+        return txn("rqst.user")
     if name in TXN_HARMLESS:
-        return H
+        return txn()
     if name in READ_HARMLESS:
         return H
     if name in NOTIFICATIONS:
@@ -348,6 +354,11 @@ def rule_rs(method, rule, args, structs):
     r = lambda s: path_rs(resolve(method, args, structs, s))
     if kind in ("Harmless", "SetUgi", "Tokens"):
         return f"Rule::{kind}"
+    if kind == "Txn":
+        user = "None" if rule[1] is None else f"Some({r(rule[1])})"
+        return f"Rule::Txn {{ user: {user} }}"
+    if kind == "Lock":
+        return f"Rule::Lock {{ components: {r(rule[1])}, user: {r(rule[2])} }}"
     if kind == "AdminOnly":
         return f'Rule::AdminOnly("{rule[1]}")'
     locs = lambda ls: "&[" + ", ".join(r(x) for x in ls) + "]"

@@ -1,4 +1,4 @@
-//! The audit trail (DESIGN.md §5): one JSON object per line for every decided call (and every
+//! The audit trail (docs/AUTHORIZATION.md, audit): one JSON object per line for every decided call (and every
 //! pass-through call with `audit.all_calls`), written to stdout or to a size-rotated file.
 //!
 //! # Shape
@@ -87,7 +87,7 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const TRUNCATED_MARK: &str = "…[truncated]";
 
-/// The storage check of a location-bearing call (DESIGN.md §4).
+/// The storage check of a location-bearing call (docs/STORAGE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageAudit {
     /// Roles assumed, in order (the user's role, then the bucket's role if any).

@@ -1,4 +1,4 @@
-//! Command line (DESIGN.md §6): `serve`, `check-config`, `explain`.
+//! Command line (README.md, command line): `serve`, `check-config`, `explain`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,7 +19,7 @@ use crate::policy::{Guard, Verdict};
 use crate::router::{self, Path, Rule, EACH};
 use crate::upstream::Upstreams;
 
-/// What to explain (DESIGN.md §6).
+/// What to explain (README.md, command line).
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub user: String,
@@ -96,6 +96,25 @@ async fn build_args(
     };
     match *rule {
         Rule::Harmless | Rule::SetUgi | Rule::Tokens | Rule::AdminOnly(_) => {}
+        Rule::Txn { user } => {
+            if let Some(p) = user {
+                put(&mut n, p, s(&r.user));
+            }
+        }
+        Rule::Lock { components, user } => {
+            // An exclusive table lock (a writer's), or a shared database lock.
+            let component = match &r.table {
+                Some(t) => Value::Struct(vec![
+                    (1, Value::Int(3)),
+                    (2, Value::Int(2)),
+                    (3, s(&r.db)),
+                    (4, s(t)),
+                ]),
+                None => Value::Struct(vec![(1, Value::Int(1)), (2, Value::Int(1)), (3, s(&r.db))]),
+            };
+            put(&mut n, components, Value::List(vec![component]));
+            put(&mut n, user, s(&r.user));
+        }
         Rule::ReadTable { db, table: t }
         | Rule::DropTable { db, table: t }
         | Rule::TruncateTable { db, table: t }

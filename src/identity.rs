@@ -1,4 +1,4 @@
-//! Who is calling: the identity the proxy owns for each connection (DESIGN.md §2).
+//! Who is calling: the identity the proxy owns for each connection (docs/AUTHORIZATION.md, identity).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The command-line contract (DESIGN.md §6): `check-config` and `serve`.
+//! The command-line contract (README.md, command line): `check-config` and `serve`.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

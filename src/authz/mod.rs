@@ -1,5 +1,5 @@
 //! Authorization: `authorize(identity, operation, facts) -> Decision`, a pure function
-//! (no I/O) implementing the Hive SQL-standard table of DESIGN.md §3. The facts (grants,
+//! (no I/O) implementing the Hive SQL-standard table of docs/AUTHORIZATION.md, the privilege table. The facts (grants,
 //! owners) are gathered beforehand by `facts`; the operation is classified by `classify`.
 
 use std::collections::{BTreeSet, HashMap};
@@ -242,6 +242,15 @@ pub enum Operation {
     ReadGrants {
         principal: Option<Principal>,
     },
+    /// Transaction housekeeping; `claimed_user`: the user the call says it acts for.
+    Txn {
+        claimed_user: Option<String>,
+    },
+    /// A metastore lock on each object, for the user the request names.
+    Lock {
+        claimed_user: String,
+        items: Vec<(Object, LockKind)>,
+    },
     /// Admin only (role DDL, functions, notifications log, WM, schema registry…).
     AdminOnly(&'static str),
     /// Delegation tokens and master keys.
@@ -271,9 +280,31 @@ impl Operation {
             Operation::GrantRole { .. } => "grant_role",
             Operation::GrantPrivileges(_) => "grant_privileges",
             Operation::ReadGrants { .. } => "read_grants",
+            Operation::Txn { .. } => "transaction",
+            Operation::Lock { .. } => "lock",
             Operation::AdminOnly(_) => "admin_only",
             Operation::Tokens => "tokens",
             Operation::Unknown(_) => "unknown_method",
+        }
+    }
+}
+
+/// What a metastore lock lets its holder do to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `SHARED_READ`: readers.
+    Read,
+    /// `SHARED_WRITE`, `EXCLUSIVE`, `EXCL_WRITE`: writers (and DDL).
+    Write,
+}
+
+impl LockKind {
+    /// From the wire `LockType`; `None` for a value the schema does not know.
+    pub fn from_wire(v: i64) -> Option<LockKind> {
+        match v {
+            1 => Some(LockKind::Read),
+            2..=4 => Some(LockKind::Write),
+            _ => None,
         }
     }
 }
@@ -318,7 +349,7 @@ pub struct Facts<'a> {
     pub storage: Vec<StorageFact>,
 }
 
-/// What the user's own storage role may do at one location (DESIGN.md §4).
+/// What the user's own storage role may do at one location (docs/STORAGE.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFact {
     pub location: String,
@@ -583,6 +614,22 @@ fn authorize_grants(
             format!("no CREATE grant on {db} and not its owner"),
         )
     };
+    // A call that names the user it acts for (the metastore records that user as the owner of
+    // the lock or transaction) must name the caller.
+    // The admin may act for others (a service that opens transactions for its users).
+    let acting_for = |claimed: Option<&str>| -> Option<Decision> {
+        let claimed = claimed?;
+        (claimed != identity.user && !admin).then(|| {
+            Decision::deny(
+                Reason::MissingPrivilege,
+                format!("acting as user {}", identity.user),
+                format!(
+                    "the call acts for user {claimed:?}, not for the caller {}",
+                    identity.user
+                ),
+            )
+        })
+    };
     match op {
         Operation::Harmless | Operation::Unknown(_) => unreachable!("handled above"),
         Operation::ReadTables(tables) => {
@@ -730,6 +777,45 @@ fn authorize_grants(
             } else {
                 admin_only("reading other principals' grants")
             }
+        }
+        Operation::Txn { claimed_user } => {
+            acting_for(claimed_user.as_deref()).unwrap_or_else(|| {
+                Decision::allow(
+                    Reason::Harmless,
+                    "an identity",
+                    "transaction calls need an identity only",
+                )
+            })
+        }
+        Operation::Lock {
+            claimed_user,
+            items,
+        } => {
+            if let Some(d) = acting_for(Some(claimed_user)) {
+                return d;
+            }
+            let mut last = Decision::allow(Reason::Harmless, "nothing", "no object locked");
+            for (obj, kind) in items {
+                last = match (obj, kind) {
+                    (Object::Table(..), LockKind::Read) => owner_or(obj, &[Privilege::Select]),
+                    (Object::Table(..), LockKind::Write) => owner_or(
+                        obj,
+                        &[Privilege::Insert, Privilege::Update, Privilege::Delete],
+                    ),
+                    // A shared lock on a database: any caller with an identity (engines take
+                    // one for every query in it); an exclusive one: its owner.
+                    (_, LockKind::Read) => Decision::allow(
+                        Reason::Harmless,
+                        format!("a shared lock on {obj}"),
+                        "shared database locks need an identity only",
+                    ),
+                    (_, LockKind::Write) => owner_only(obj, "an exclusive lock on it"),
+                };
+                if !last.allow {
+                    return last;
+                }
+            }
+            last
         }
         Operation::AdminOnly(what) => admin_only(what),
         Operation::Tokens => {

@@ -1,4 +1,4 @@
-//! authorize() against each row of DESIGN.md §3, allow and deny.
+//! authorize() against each row of docs/AUTHORIZATION.md, the privilege table, allow and deny.
 
 use super::*;
 use crate::identity::{Identity, IdentitySource};
@@ -603,4 +603,87 @@ fn storage_facts_deny_after_grants_allow() {
     f.storage = vec![fact(true, false)];
     let d = authorize(&nobody, &op, &f, &p);
     assert!(!d.allow && d.reason == Reason::MissingPrivilege);
+}
+
+#[test]
+fn locks_fit_their_type_and_transactions_need_their_caller() {
+    let lock = |who: &str, items: Vec<(Object, LockKind)>| Operation::Lock {
+        claimed_user: who.into(),
+        items,
+    };
+    let mary = user("mary", &[]);
+    // mary: SELECT on customer, SELECT and INSERT on promotion.
+    assert!(
+        decide(
+            &mary,
+            lock("mary", vec![(t("customer"), LockKind::Read)]),
+            &[]
+        )
+        .allow
+    );
+    let d = decide(
+        &mary,
+        lock("mary", vec![(t("customer"), LockKind::Write)]),
+        &[],
+    );
+    assert!(!d.allow);
+    assert!(d.required.contains("INSERT"), "{}", d.required);
+    assert!(
+        decide(
+            &mary,
+            lock("mary", vec![(t("promotion"), LockKind::Write)]),
+            &[]
+        )
+        .allow
+    );
+    assert!(
+        !decide(
+            &mary,
+            lock("mary", vec![(t("secret"), LockKind::Read)]),
+            &[]
+        )
+        .allow
+    );
+    // Every component must pass.
+    let both = vec![
+        (t("promotion"), LockKind::Write),
+        (t("customer"), LockKind::Write),
+    ];
+    assert!(!decide(&mary, lock("mary", both), &[]).allow);
+    // Database locks: shared for anyone identified, exclusive for the owner.
+    assert!(decide(&mary, lock("mary", vec![(db(), LockKind::Read)]), &[]).allow);
+    assert!(!decide(&mary, lock("mary", vec![(db(), LockKind::Write)]), &[]).allow);
+    assert!(
+        decide(
+            &mary,
+            lock("mary", vec![(db(), LockKind::Write)]),
+            &[(db(), "mary")]
+        )
+        .allow
+    );
+    // A lock or a transaction taken in another user's name.
+    let d = decide(
+        &mary,
+        lock("john", vec![(t("customer"), LockKind::Read)]),
+        &[],
+    );
+    assert!(!d.allow);
+    assert!(d.matched.contains("\"john\""), "{}", d.matched);
+    let open = |u: Option<&str>| Operation::Txn {
+        claimed_user: u.map(str::to_string),
+    };
+    assert!(decide(&mary, open(Some("mary")), &[]).allow);
+    assert!(!decide(&mary, open(Some("admin")), &[]).allow);
+    // The admin may act for others.
+    assert!(decide(&user("root", &[]), open(Some("mary")), &[]).allow);
+    assert!(decide(&mary, open(None), &[]).allow);
+    // No identity: denied.
+    let anon = Identity::anonymous();
+    let f = Facts {
+        grants: None,
+        owners: Default::default(),
+        storage: Vec::new(),
+    };
+    let d = authorize(&anon, &open(None), &f, &Policy::default());
+    assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
 }

@@ -2,7 +2,7 @@
 //! the audit line needs. The only I/O here is reading the current table for `alter_table*`
 //! (to diff) and the current database for `alter_database*` (owner change).
 
-use crate::authz::{AlterKind, Object, Operation, Principal, PrincipalKind, Privilege};
+use crate::authz::{AlterKind, LockKind, Object, Operation, Principal, PrincipalKind, Privilege};
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{Path, Rule};
@@ -17,7 +17,7 @@ pub struct Classified {
     pub db: Option<String>,
     pub table: Option<String>,
     pub location: Option<String>,
-    /// Storage locations the user's own role must reach (DESIGN.md §4): an explicit table
+    /// Storage locations the user's own role must reach (docs/STORAGE.md): an explicit table
     /// location on create, a changed one on alter, partition locations outside their table's,
     /// database locations.
     pub storage: Vec<StorageNeed>,
@@ -254,6 +254,59 @@ pub async fn classify(
     match *rule {
         Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
+        Rule::Txn { user } => {
+            let claimed_user = match user {
+                Some(p) => Some(c.string(p, "user")?),
+                None => None,
+            };
+            Ok(vec![Classified::of(Operation::Txn { claimed_user })])
+        }
+        Rule::Lock { components, user } => {
+            let claimed_user = c.string(user, "user")?;
+            let mut items = Vec::new();
+            for comp in values_at(c.args, components)
+                .into_iter()
+                .flat_map(Value::as_list)
+            {
+                let kind = comp
+                    .field(1)
+                    .and_then(Value::as_int)
+                    .and_then(LockKind::from_wire)
+                    .ok_or(ClassifyError::Missing("lock type"))?;
+                let db = normalize_name(
+                    comp.field(3)
+                        .and_then(Value::as_str)
+                        .ok_or(ClassifyError::Missing("database"))?,
+                )?;
+                // LockLevel: 1 DB, 2 TABLE, 3 PARTITION (a partition's table decides).
+                let obj = match comp.field(2).and_then(Value::as_int) {
+                    Some(1) => Object::database(&db),
+                    Some(2 | 3) => Object::table(
+                        &db,
+                        &normalize_name(
+                            comp.field(4)
+                                .and_then(Value::as_str)
+                                .ok_or(ClassifyError::Missing("table"))?,
+                        )?,
+                    ),
+                    _ => return Err(ClassifyError::Missing("lock level")),
+                };
+                if !items.contains(&(obj.clone(), kind)) {
+                    items.push((obj, kind));
+                }
+            }
+            let first = items
+                .first()
+                .map(|(o, _)| o.clone())
+                .unwrap_or(Object::Global);
+            Ok(vec![one(
+                Operation::Lock {
+                    claimed_user,
+                    items,
+                },
+                &first,
+            )])
+        }
         Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
         Rule::ReadTable { db, table } => {
             let tables = c.tables(db, table)?;

@@ -105,6 +105,7 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
         | Operation::AlterPartitions { table, .. }
         | Operation::DropPartitions { table } => vec![table.clone()],
         Operation::AlterDatabase { db, .. } | Operation::DropDatabase { db } => vec![db.clone()],
+        Operation::Lock { items, .. } => items.iter().map(|(o, _)| o.clone()).collect(),
         _ => Vec::new(),
     }
 }

@@ -48,7 +48,7 @@ pub enum ListShape {
     TablesInResult,
 }
 
-/// How a method is authorized (DESIGN.md §3). Paths locate the names the rule needs.
+/// How a method is authorized (docs/AUTHORIZATION.md, the privilege table). Paths locate the names the rule needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// Session and harmless calls: allowed, audited only with `audit.all_calls`.
@@ -129,6 +129,18 @@ pub enum Rule {
     ReadGrants {
         name: Path,
         kind: Option<Path>,
+    },
+    /// Transactions and their housekeeping (open, commit, abort, heartbeat, unlock, show):
+    /// an identity is required; where the call names the user it acts for (`user`), that user
+    /// must be the caller.
+    Txn {
+        user: Option<Path>,
+    },
+    /// `lock`: each component needs a privilege that fits its lock type; the request's user
+    /// must be the caller.
+    Lock {
+        components: Path,
+        user: Path,
     },
     /// Admin only; the text says what the call does.
     AdminOnly(&'static str),

@@ -1,4 +1,4 @@
-//! `[storage]`: the dual-IAM storage check of location-bearing DDL (DESIGN.md §4).
+//! `[storage]`: the dual-IAM storage check of location-bearing DDL (docs/STORAGE.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;

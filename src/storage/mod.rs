@@ -1,4 +1,4 @@
-//! Dual-IAM storage checks (DESIGN.md §4): may this user's own storage role read or write the
+//! Dual-IAM storage checks (docs/STORAGE.md): may this user's own storage role read or write the
 //! location a DDL names?
 //!
 //! ```text

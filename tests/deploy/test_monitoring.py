@@ -51,7 +51,7 @@ EXPECTED_METRICS = {
     "hms_guard_audit_events_total": "counter",
     "hms_guard_audit_failures_total": "counter",
     "hms_guard_audit_queue_depth": "gauge",
-    # storage checks (dual IAM, DESIGN.md §4)
+    # storage checks (dual IAM, docs/STORAGE.md)
     "hms_guard_storage_sts_calls_total": "counter",
     "hms_guard_storage_credential_refreshes_total": "counter",
     "hms_guard_storage_probes_total": "counter",

@@ -24,9 +24,10 @@ from test_grants_hmsclient import connect
 
 REPO = Path(__file__).resolve().parents[2]
 DB, TABLE, ROLE, USER = "probe_db", "probe_t", "probe_role", "eve"
-# Rules whose calls change nothing or are allowed by design (DESIGN.md §3): reads, listings,
-# reading one's own grants, session/txn calls, set_ugi.
-NOT_MUTATING = {"Harmless", "SetUgi", "ReadTable", "Listing", "ReadGrants"}
+# Rules whose calls change nothing or are allowed by design (docs/AUTHORIZATION.md): reads,
+# listings, reading one's own grants, session calls, set_ugi, and transaction housekeeping
+# (allowed to identified callers acting as themselves; locks are probed: they need privileges).
+NOT_MUTATING = {"Harmless", "SetUgi", "ReadTable", "Listing", "ReadGrants", "Txn"}
 
 
 def method_table():

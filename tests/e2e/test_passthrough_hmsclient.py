@@ -310,7 +310,7 @@ def test_hmsclient_through_hms_guard_is_byte_identical(lab, metastore, relayed):
     role_grant = Priv(obj, "e2e_role", ROLE, Grant("SELECT", 0, "admin", USER, False))
     user_grant = Priv(obj, "carol", USER, Grant("INSERT", 0, "admin", USER, True))
     assert p.write(lambda c: c.grant_privileges(tt.PrivilegeBag([role_grant, user_grant])))
-    # Granting it again: the metastore's own error (a TApplicationException, see LAB.md),
+    # Granting it again: the metastore's own error (a TApplicationException, seen in this lab),
     # after which the connection goes on.
     with pytest.raises(TApplicationException):
         p.write(lambda c: c.grant_privileges(tt.PrivilegeBag([role_grant])))

@@ -19,7 +19,7 @@ Seed (account A is moto's default account, B a second account reached with moto'
 
 Then `POST /moto-api/reset-auth` with body `0` turns IAM enforcement on.
 
-Known gaps of moto 5.2 (see ../../../shared/LAB.md), and what this lab does about them:
+Known gaps of moto 5.2 (found while building this lab), and what this lab does about them:
   - Policy conditions are not evaluated for identity policies (a statement with a Condition is
     treated as a Deny), so `s3:ListBucket` is granted on the whole bucket without the
     `s3:prefix` condition a real deployment uses: read checks are per bucket here, write checks
