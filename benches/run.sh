@@ -240,6 +240,7 @@ start_guard() {
 [server]
 listen = "127.0.0.1:$guard_port"
 max_connections = 4096
+max_connections_per_client = 4096  # every load generator connects from 127.0.0.1
 [upstream]
 uris = ["thrift://127.0.0.1:$upstream"]
 [admin]

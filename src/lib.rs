@@ -6,10 +6,17 @@
 //! client socket ─► server (accept, connection limit, shutdown)
 //!   ─► connection (one per client; one upstream connection each)
 //!       ─► transport::detect (binary | compact, unframed | framed; TLS/SASL/HTTP refused)
-//!       ─► framing::MessageWalker ─► codec::Scanner (bounded: size, depth, counts)
-//!       ─► router (method name ─► method table entry)
+//!       ─► framing::MessageWalker ─► codec::Scanner (bounded: size, depth, counts;
+//!          request bytes held over all connections bounded)
+//!       ─► schema::read (the request read once, as the metastore's Java reader reads it,
+//!          or refused with PROTOCOL_ERROR) ─► router (method table entry)
+//!       ─► identity (pinned / set_ugi) ─► policy: classify (on the read values) ─► facts
+//!          (grants, owners; bounded single-flight caches) ─► authz::authorize (pure)
+//!          ─► storage checks (dual IAM) ─► verdict: forward, filter or deny
 //!       ─► upstream (original bytes; failover over upstream.uris)
-//!       ─► reply streamed back through the same bounded walker
+//!       ─► reply streamed back through the same bounded walker, after its header is checked
+//!          to answer the call in flight
+//!       ─► audit line, cache invalidation (only after a call the metastore executed)
 //!   ─► metrics (admin: /metrics, /healthz, /readyz) and tracing logs
 //! ```
 //!
