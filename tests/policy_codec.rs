@@ -393,3 +393,32 @@ fn locations_under_a_table() {
     // A partition location that climbs out of its table is outside it (and checked).
     assert!(!under("s3a://bkt/t/../secret", "s3a://bkt/t"));
 }
+
+#[test]
+fn an_alter_is_checked_for_every_new_location_whatever_else_it_changes() {
+    use hms_guard::policy::classify::{alter_storage_needs, StorageNeed};
+    let table = |name: &str, loc: &str| {
+        Value::Struct(vec![
+            (1, s(name)),
+            (2, s("d")),
+            (7, Value::Struct(vec![(2, s(loc))])),
+            (12, s("MANAGED_TABLE")),
+        ])
+    };
+    let current = table("t", "s3a://b/d.db/t");
+    // A rename that also relocates: the rename rule and the new location both apply.
+    let renamed_and_moved = table("t2", "s3a://b/warehouse/secret");
+    assert!(matches!(
+        alter_kind("d", "t", &current, &renamed_and_moved),
+        AlterKind::Rename { .. }
+    ));
+    assert_eq!(
+        alter_storage_needs(Some(&current), &renamed_and_moved),
+        vec![StorageNeed {
+            location: "s3a://b/warehouse/secret".into(),
+            write: true
+        }]
+    );
+    // Only renamed: no new location.
+    assert!(alter_storage_needs(Some(&current), &table("t2", "s3a://b/d.db/t")).is_empty());
+}

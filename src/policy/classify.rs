@@ -6,7 +6,7 @@ use crate::authz::{AlterKind, LockKind, Object, Operation, Principal, PrincipalK
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{Path, Rule};
-use crate::storage::location_is_under;
+use crate::storage::{is_default_table_location, location_is_under};
 
 use super::args::{strings_at, values_at};
 
@@ -340,9 +340,11 @@ pub async fn classify(
             cl.location = locations.first().cloned();
             let mut db_location = None;
             for l in locations {
-                // A managed table at its default place (under its database's location, where
-                // engines such as Spark put it explicitly) is no explicit location: the
-                // database's location was checked when it was set.
+                // A managed table at exactly its default place (its database's location plus
+                // its name, where engines such as Spark put it explicitly) is no explicit
+                // location: the database's location was checked when it was set. Anywhere else
+                // under the database is an explicit location (a database can sit at the
+                // warehouse root).
                 if !is_external(&t) {
                     if db_location.is_none() {
                         let dbf = facts
@@ -353,7 +355,7 @@ pub async fn classify(
                     }
                     if db_location
                         .as_deref()
-                        .is_some_and(|base| location_is_under(&l, base))
+                        .is_some_and(|base| is_default_table_location(&l, base, &name))
                     {
                         continue;
                     }
@@ -389,19 +391,10 @@ pub async fn classify(
                 },
                 &obj,
             );
-            if kind == AlterKind::Location {
-                let before = current.as_ref().map(data_locations).unwrap_or_default();
-                let external = current.as_ref().is_some_and(is_external) || is_external(&new);
-                for l in data_locations(&new) {
-                    if !before.contains(&l) {
-                        cl.location.get_or_insert_with(|| l.clone());
-                        cl.storage.push(StorageNeed {
-                            location: l,
-                            write: !external,
-                        });
-                    }
-                }
-            }
+            // Every new location is checked whatever else the call changes (a rename that
+            // also relocates is both).
+            cl.storage = alter_storage_needs(current.as_ref(), &new);
+            cl.location = cl.storage.first().map(|n| n.location.clone());
             Ok(vec![cl])
         }
         Rule::DropTable { db, table } => {
@@ -573,6 +566,21 @@ pub async fn classify(
             Ok(vec![Classified::of(Operation::ReadGrants { principal })])
         }
     }
+}
+
+/// The locations an `alter_table` points the table at that it did not have (`current`: the
+/// table now, `None` if it does not exist), with the access each implies.
+pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageNeed> {
+    let before = current.map(data_locations).unwrap_or_default();
+    let external = current.is_some_and(is_external) || is_external(new);
+    data_locations(new)
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .map(|location| StorageNeed {
+            location,
+            write: !external,
+        })
+        .collect()
 }
 
 fn is_stats_param(k: &str) -> bool {

@@ -505,5 +505,22 @@ pub fn location_is_under(child: &str, parent: &str) -> bool {
     }
 }
 
+/// True if `location` is exactly where the metastore puts table `table` of a database at
+/// `db_location` by default (the database's location plus the table's lower-cased name), as S3
+/// locations of the same bucket. Anything else — deeper, elsewhere under the database, another
+/// table's place, or not S3 — is an explicit location.
+pub fn is_default_table_location(location: &str, db_location: &str, table: &str) -> bool {
+    let name = table.to_ascii_lowercase();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return false;
+    }
+    match (parse_location(location), parse_location(db_location)) {
+        (Ok(Location::S3(t)), Ok(Location::S3(d))) => {
+            t.bucket == d.bucket && t.prefix == format!("{}{name}/", d.prefix)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;
