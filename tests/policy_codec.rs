@@ -422,3 +422,49 @@ fn an_alter_is_checked_for_every_new_location_whatever_else_it_changes() {
     // Only renamed: no new location.
     assert!(alter_storage_needs(Some(&current), &table("t2", "s3a://b/d.db/t")).is_empty());
 }
+
+#[test]
+fn table_format_and_serde_locations_are_locations() {
+    use hms_guard::policy::classify::{alter_storage_needs, table_locations};
+    let iceberg = |meta: &str| {
+        Value::Struct(vec![
+            (1, s("t")),
+            (2, s("d")),
+            (7, Value::Struct(vec![(2, s("s3a://lake/d.db/t"))])),
+            (
+                9,
+                Value::Map(vec![
+                    (s("table_type"), s("ICEBERG")),
+                    (s("metadata_location"), s(meta)),
+                ]),
+            ),
+            (12, s("EXTERNAL_TABLE")),
+        ])
+    };
+    // A commit under the table's own location: nothing new to check.
+    let own = iceberg("s3a://lake/d.db/t/metadata/00001.metadata.json");
+    assert_eq!(table_locations(&own), ["s3a://lake/d.db/t"]);
+    let next = iceberg("s3a://lake/d.db/t/metadata/00002.metadata.json");
+    assert!(alter_storage_needs(Some(&own), &next).is_empty());
+    // Pointed at another table's metadata, or at a local file: checked.
+    let foreign = iceberg("s3a://lake/secret.db/s/metadata/00009.metadata.json");
+    assert_eq!(
+        alter_storage_needs(Some(&own), &foreign)[0].location,
+        "s3a://lake/secret.db/s/metadata/00009.metadata.json"
+    );
+    let local = iceberg("file:///etc/passwd");
+    assert_eq!(table_locations(&local)[1], "file:///etc/passwd");
+    assert!(matches!(
+        alter_kind("d", "t", &own, &foreign),
+        AlterKind::Location
+    ));
+    // Spark's data-source path, in any case.
+    let spark = Value::Struct(vec![(
+        7,
+        Value::Struct(vec![(
+            7,
+            Value::Struct(vec![(3, Value::Map(vec![(s("PATH"), s("s3a://lake/x"))]))]),
+        )]),
+    )]);
+    assert_eq!(table_locations(&spark), ["s3a://lake/x"]);
+}

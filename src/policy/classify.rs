@@ -37,17 +37,46 @@ pub struct StorageNeed {
 const SPARK_PLACEHOLDER: &str = "-__PLACEHOLDER__";
 
 /// Where a table's data lives: `sd.location`, and the serde parameter `path` in which Spark
-/// keeps a data-source table's location (Spark's placeholder location left out).
+/// keeps a data-source table's location (Spark's placeholder location left out; engines read
+/// that key in any case, so every casing counts).
 pub fn data_locations(t: &Value) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
     let sd_loc = t.path(&[7, 2]).and_then(Value::as_str);
-    let serde_path = t
+    let serde_paths = t
         .path(&[7, 7, 3])
-        .and_then(|m| m.map_get("path"))
-        .and_then(Value::as_str);
-    for l in [sd_loc, serde_path].into_iter().flatten() {
+        .map(Value::as_map)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case("path")))
+        .filter_map(|(_, v)| v.as_str());
+    let mut out: Vec<String> = Vec::new();
+    for l in sd_loc.into_iter().chain(serde_paths) {
         let l = l.trim();
         if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+/// Table parameters that point a table format's readers at a file: Iceberg's current and
+/// previous metadata files.
+const FORMAT_LOCATION_PARAMS: [&str; 2] = ["metadata_location", "previous_metadata_location"];
+
+/// Every location a table makes engines read or write: its data locations, and the
+/// table-format metadata locations that lie outside them (one under the table's own,
+/// checked, location needs no check of its own).
+pub fn table_locations(t: &Value) -> Vec<String> {
+    let mut out = data_locations(t);
+    let params = t.field(9);
+    for key in FORMAT_LOCATION_PARAMS {
+        let Some(l) = params.and_then(|p| p.map_get(key)).and_then(Value::as_str) else {
+            continue;
+        };
+        let l = l.trim();
+        let inside = data_locations(t)
+            .iter()
+            .any(|root| location_is_under(l, root));
+        if !l.is_empty() && !inside && !out.iter().any(|o| o == l) {
             out.push(l.to_string());
         }
     }
@@ -336,7 +365,7 @@ pub async fn classify(
             let db = db.as_str();
             let obj = Object::table(db, &name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
-            let locations = data_locations(&t);
+            let locations = table_locations(&t);
             cl.location = locations.first().cloned();
             let mut db_location = None;
             for l in locations {
@@ -571,9 +600,9 @@ pub async fn classify(
 /// The locations an `alter_table` points the table at that it did not have (`current`: the
 /// table now, `None` if it does not exist), with the access each implies.
 pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageNeed> {
-    let before = current.map(data_locations).unwrap_or_default();
+    let before = current.map(table_locations).unwrap_or_default();
     let external = current.is_some_and(is_external) || is_external(new);
-    data_locations(new)
+    table_locations(new)
         .into_iter()
         .filter(|l| !before.contains(l))
         .map(|location| StorageNeed {
@@ -617,7 +646,7 @@ pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKi
     if owner(new).is_some() && owner(new) != owner(current) {
         return AlterKind::Owner;
     }
-    if data_locations(new) != data_locations(current) {
+    if table_locations(new) != table_locations(current) {
         return AlterKind::Location;
     }
     let strip = |v: &Value| {

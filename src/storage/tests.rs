@@ -485,18 +485,50 @@ fn under() {
 fn default_table_location_is_exact() {
     use super::is_default_table_location as default;
     let db = "s3a://lake/warehouse/sales.db";
-    assert!(default("s3a://lake/warehouse/sales.db/orders", db, "orders"));
-    assert!(default("s3://lake/warehouse/sales.db/orders/", db, "Orders"));
-    assert!(default("s3a://lake/warehouse/sales.db/orders", &format!("{db}/"), "orders"));
+    assert!(default(
+        "s3a://lake/warehouse/sales.db/orders",
+        db,
+        "orders"
+    ));
+    assert!(default(
+        "s3://lake/warehouse/sales.db/orders/",
+        db,
+        "Orders"
+    ));
+    assert!(default(
+        "s3a://lake/warehouse/sales.db/orders",
+        &format!("{db}/"),
+        "orders"
+    ));
     // Under the database, but not the table's own place.
-    assert!(!default("s3a://lake/warehouse/sales.db/other", db, "orders"));
-    assert!(!default("s3a://lake/warehouse/sales.db/orders/x", db, "orders"));
+    assert!(!default(
+        "s3a://lake/warehouse/sales.db/other",
+        db,
+        "orders"
+    ));
+    assert!(!default(
+        "s3a://lake/warehouse/sales.db/orders/x",
+        db,
+        "orders"
+    ));
     assert!(!default("s3a://lake/warehouse/sales.db", db, "orders"));
     // A database at the bucket root does not make the bucket a default place.
     assert!(!default("s3a://lake/secret", "s3a://lake", "orders"));
     assert!(default("s3a://lake/orders", "s3a://lake", "orders"));
     // Climbing out, other buckets, other schemes.
-    assert!(!default("s3a://lake/warehouse/sales.db/../x/orders", db, "orders"));
-    assert!(!default("s3a://other/warehouse/sales.db/orders", db, "orders"));
-    assert!(!default("file:///warehouse/sales.db/orders", "file:///warehouse/sales.db", "orders"));
+    assert!(!default(
+        "s3a://lake/warehouse/sales.db/../x/orders",
+        db,
+        "orders"
+    ));
+    assert!(!default(
+        "s3a://other/warehouse/sales.db/orders",
+        db,
+        "orders"
+    ));
+    assert!(!default(
+        "file:///warehouse/sales.db/orders",
+        "file:///warehouse/sales.db",
+        "orders"
+    ));
 }
