@@ -449,7 +449,12 @@ fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
     match owner.kind {
         PrincipalKind::User => owner.name == identity.user,
         PrincipalKind::Group => identity.groups.contains(&owner.name),
-        PrincipalKind::Role => grants.roles.contains(&owner.name.to_ascii_lowercase()),
+        // Every user holds `public`: an object it owns (the metastore's `default` database) is
+        // nobody's to alter or drop through that.
+        PrincipalKind::Role => {
+            let role = owner.name.to_ascii_lowercase();
+            role != "public" && grants.roles.contains(&role)
+        }
     }
 }
 

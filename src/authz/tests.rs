@@ -687,3 +687,35 @@ fn locks_fit_their_type_and_transactions_need_their_caller() {
     let d = authorize(&anon, &open(None), &f, &Policy::default());
     assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
 }
+
+#[test]
+fn ownership_through_public_is_nobodys() {
+    let mary = user("mary", &[]);
+    let g = grants_of(&mary, &seed());
+    let default_db = Object::database("default");
+    let f = Facts {
+        grants: Some(&g),
+        owners: [(
+            default_db.clone(),
+            Owner {
+                name: "public".into(),
+                kind: PrincipalKind::Role,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        storage: Vec::new(),
+    };
+    for op in [
+        Operation::DropDatabase {
+            db: default_db.clone(),
+        },
+        Operation::AlterDatabase {
+            db: default_db.clone(),
+            owner_change: false,
+        },
+    ] {
+        let d = authorize(&mary, &op, &f, &Policy::default());
+        assert!(!d.allow, "{op:?}: {}", d.matched);
+    }
+}
