@@ -1,353 +1,855 @@
 #!/usr/bin/env python3
-"""The metastore's Thrift schema for hms-guard: every method's args and result structs and every
-struct, union, exception and enum they reach, merged over the recorded Hive versions.
+"""The metastore's Thrift schema for hms-guard, compiled from the real IDL files.
 
-Two steps:
+Reads the Hive Metastore IDL of each recorded Hive version and fb303's IDL from `idl/thrift/`
+(where they come from: `idl/thrift/SOURCES.md`) and writes `src/schema/generated.rs`: every
+struct, union, exception and enum, every method's `<name>_args` and `<name>_result` struct, and
+the method table, merged over the versions.
 
-  python3 idl/gen_schema.py --extract   (needs PyPI; rewrites idl/hms-schema.json)
-      Records the schema of each version from the code the Thrift compiler generated from that
-      version's IDL, as published on PyPI (field ids, wire types, names, `required` — read from
-      the generated `validate()` —, oneway, declared exceptions), plus what only the IDL text
-      says (which i32 fields are enums, which structs are unions, which strings are `binary`)
-      from the Hive 2.x IDL file shipped in the crates.io package `hive_metastore`:
-        2.3  PyPI hmsclient==0.1.1           (Hive 2.x IDL, with fb303)
-        3.0  PyPI hmsclient-hive-3==0.1.1    (Hive metastore API 3.0)
-        3.1  PyPI pymetastore==0.4.2         (Hive 3.1 IDL)
-        IDL  crates.io hive_metastore==0.2.0 (thrift_idl/hms.thrift, Hive 2.x)
+  python3 idl/gen_schema.py            writes src/schema/generated.rs and prints a report
+  python3 idl/gen_schema.py --check    exits 1 if src/schema/generated.rs differs from what it
+                                       would write (writes nothing)
 
-  python3 idl/gen_schema.py [--check]
-      Writes src/schema/generated.rs from idl/hms-schema.json (--check: exit 1 if the file on
-      disk differs).
+Merging: one definition per name; fields are the union by id (sorted by id); where versions
+declare a field id with different types, each distinct type is kept once, in version order (the
+reader accepts exactly those); the name is the newest version's; a field is required if any
+version that declares it requires it; enums hold every value of every version. A definition that
+changes kind (struct, union, exception, enum) between versions is an error.
 
-Merging: one definition per name; fields are the union by id; where versions declare a field id
-with different types, each distinct type is kept (the reader accepts exactly those); a field is
-required if any version requires it; enums hold every value of every version."""
-import json
-import os
+Exits non-zero when a method listed in idl/hms-methods.tsv, or one of the 13 fb303 methods, is
+declared by none of the files. Standard library only."""
 import re
-import subprocess
 import sys
-import tarfile
-import tempfile
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "idl/hms-schema.json"
+IDL_DIR = ROOT / "idl/thrift"
 OUT = ROOT / "src/schema/generated.rs"
-VERSIONS = [  # (label, bit, pypi requirement, import prefix)
-    ("2.3", "V2_3", "hmsclient==0.1.1", "hmsclient.genthrift"),
-    ("3.0", "V3_0", "hmsclient-hive-3==0.1.1", "hmsclient.genthrift"),
-    ("3.1", "V3_1", "pymetastore==0.4.2", "pymetastore"),
+METHOD_LIST = ROOT / "idl/hms-methods.tsv"
+
+# (label, Rust bit constant, file); version order = oldest first.
+HIVE_VERSIONS = [
+    ("2.3", "V2_3", "hive-2.3.thrift"),
+    ("3.1", "V3_1", "hive-3.1.thrift"),
+    ("4.0", "V4_0", "hive-4.0.thrift"),
+    ("4.x", "V4_X", "hive-4.x.thrift"),
 ]
-IDL_CRATE = ("hive_metastore", "0.2.0", "thrift_idl/hms.thrift")
+FB303 = ("fb303", "FB303", "fb303.thrift")
+HIVE_SERVICE = "ThriftHiveMetastore"
+FB303_SERVICE = "FacebookService"
+FB303_METHODS = {
+    "getName": False, "getVersion": False, "getStatus": False, "getStatusDetails": False,
+    "getCounters": False, "getCounter": False, "setOption": False, "getOption": False,
+    "getOptions": False, "getCpuProfile": False, "aliveSince": False,
+    "reinitialize": True, "shutdown": True,  # name -> oneway
+}
 
-# ---------------------------------------------------------------------------------------------
-# extraction (runs the generated Python code of one version in a child process)
-
-DUMP = r'''
-import importlib, inspect, json, re, sys
-from thrift.Thrift import TType, TException
-prefix = sys.argv[1]
-tt = importlib.import_module(prefix + ".hive_metastore.ttypes")
-svc = importlib.import_module(prefix + ".hive_metastore.ThriftHiveMetastore")
-try:
-    fb = importlib.import_module(prefix + ".fb303.FacebookService")
-except ImportError:
-    fb = None
-NAMES = {TType.BOOL: "bool", TType.BYTE: "byte", TType.DOUBLE: "double", TType.I16: "i16",
-         TType.I32: "i32", TType.I64: "i64"}
-def ty(t, a):
-    if t in NAMES:
-        return NAMES[t]
-    if t == TType.STRING:
-        return "binary" if a == "BINARY" else "string"
-    if t == TType.STRUCT:
-        return "struct:" + a[0].__name__
-    if t in (TType.LIST, TType.SET):
-        return ("list" if t == TType.LIST else "set") + "<" + ty(a[0], a[1]) + ">"
-    if t == TType.MAP:
-        return "map<" + ty(a[0], a[1]) + "," + ty(a[2], a[3]) + ">"
-    raise SystemExit("unknown ttype %r" % t)
-def required(cls):
-    try:
-        src = inspect.getsource(cls.validate)
-    except (OSError, TypeError, AttributeError):
-        return set()
-    return set(re.findall(r"Required field (\w+) is unset", src))
-def fields(cls):
-    req = required(cls)
-    return [[s[0], s[2], ty(s[1], s[3]), s[2] in req] for s in (cls.thrift_spec or ()) if s]
-out = {"structs": {}, "enums": {}, "methods": {}}
-for name, obj in vars(tt).items():
-    if not inspect.isclass(obj) or obj.__module__ != tt.__name__:
-        continue
-    if hasattr(obj, "_VALUES_TO_NAMES"):
-        out["enums"][name] = sorted(obj._VALUES_TO_NAMES)
-    elif hasattr(obj, "thrift_spec"):
-        kind = "exception" if issubclass(obj, TException) else "struct"
-        out["structs"][name] = {"kind": kind, "fields": fields(obj)}
-def methods(mod, service):
-    for name, obj in vars(mod).items():
-        if inspect.isclass(obj) and name.endswith("_args") and obj.__module__ == mod.__name__:
-            m = name[:-5]
-            res = getattr(mod, m + "_result", None)
-            out["methods"][m] = {"service": service, "oneway": res is None,
-                                 "args": fields(obj), "result": fields(res) if res else []}
-methods(svc, "ThriftHiveMetastore")
-if fb is not None:
-    methods(fb, "FacebookService")
-    ft = importlib.import_module(prefix + ".fb303.ttypes")
-    for name, obj in vars(ft).items():
-        if inspect.isclass(obj) and obj.__module__ == ft.__name__ and hasattr(obj, "_VALUES_TO_NAMES"):
-            out["enums"][name] = sorted(obj._VALUES_TO_NAMES)
-json.dump(out, sys.stdout, sort_keys=True)
-'''
+HEADER = ("//! GENERATED by `idl/gen_schema.py` from `idl/thrift/` (see idl/thrift/SOURCES.md). "
+          "Do not edit.\n")
 
 
-def unpack(archive, dest):
-    if archive.endswith(".whl") or archive.endswith(".zip"):
-        zipfile.ZipFile(archive).extractall(dest)
-    else:
-        with tarfile.open(archive) as t:
-            t.extractall(dest, filter="data")
-        # an sdist: the package sits one level down
-        for d in Path(dest).iterdir():
-            if d.is_dir() and (d / "setup.py").exists():
-                return str(d)
-    return dest
-
-
-def idl_facts(text):
-    """What only the IDL text says: enum-typed fields, unions, binary fields."""
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r"(//|#)[^\n]*", "", text)
-    enums = set(re.findall(r"\benum\s+(\w+)\s*\{", text))
-    unions = sorted(set(re.findall(r"\bunion\s+(\w+)\s*\{", text)))
-    enum_fields, binary_fields = {}, []
-    for m in re.finditer(r"\b(struct|union|exception)\s+(\w+)\s*\{(.*?)\n\}", text, re.S):
-        for f in re.finditer(r"(-?\d+)\s*:\s*(?:required\s+|optional\s+)?([\w.<>, ]+?)\s+(\w+)\s*(=[^,;\n]*)?[,;]?\s*$",
-                             m.group(3), re.M):
-            t = f.group(2).replace(" ", "")
-            if t in enums:
-                enum_fields[f"{m.group(2)}.{f.group(3)}"] = t
-            for e in enums:
-                if re.search(rf"[<,]{e}[>,]", t):
-                    enum_fields[f"{m.group(2)}.{f.group(3)}"] = t
-            if t == "binary":
-                binary_fields.append(f"{m.group(2)}.{f.group(3)}")
-    return {"unions": unions, "enum_fields": enum_fields, "binary_fields": sorted(binary_fields)}
-
-
-def extract():
-    out = {"sources": {}, "versions": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, _bit, req, prefix in VERSIONS:
-            d = Path(tmp) / label
-            dl = d / "dl"
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                            str(dl), req], check=True)
-            archive = str(next(dl.iterdir()))
-            path = unpack(archive, str(d / "pkg"))
-            r = subprocess.run([sys.executable, "-c", DUMP, prefix], cwd=path,
-                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
-            if r.returncode != 0:
-                raise SystemExit(f"recording {label} failed:\n{r.stderr}")
-            out["versions"][label] = json.loads(r.stdout)
-            out["sources"][label] = f"PyPI {req} ({Path(archive).name})"
-        name, version, path = IDL_CRATE
-        crate = Path(tmp) / "crate"
-        cache = Path.home() / ".cargo/registry/cache"
-        found = list(cache.glob(f"*/{name}-{version}.crate"))
-        if not found:
-            subprocess.run(["cargo", "info", f"{name}@{version}"], check=True, cwd=tmp,
-                           capture_output=True)
-            found = list(cache.glob(f"*/{name}-{version}.crate"))
-        with tarfile.open(found[0]) as t:
-            t.extractall(crate, filter="data")
-        text = (crate / f"{name}-{version}" / path).read_text()
-        out["idl"] = idl_facts(text)
-        out["sources"]["IDL"] = f"crates.io {name}=={version} ({path})"
-    SCHEMA.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {SCHEMA.relative_to(ROOT)}")
+class IdlError(Exception):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------
-# merging and generation
+# tokenizer
 
-def split_top(s):
-    depth, parts, cur = 0, [], ""
-    for ch in s:
-        if ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<comment>//[^\n]*|\#[^\n]*|/\*.*?\*/)
+  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<number>[+-]?(?:0[xX][0-9a-fA-F]+|\d+\.\d*(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<punct>[{}()<>,;:=\[\]*])
+""", re.VERBOSE | re.DOTALL)
+
+
+class Tok:
+    __slots__ = ("kind", "text", "line")
+
+    def __init__(self, kind, text, line):
+        self.kind, self.text, self.line = kind, text, line
+
+    def __repr__(self):
+        return f"{self.text!r} (line {self.line})"
+
+
+def tokenize(text, fname):
+    toks, pos, line = [], 0, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise IdlError(f"{fname}:{line}: unexpected character {text[pos]!r}")
+        kind = m.lastgroup
+        if kind not in ("ws", "comment"):
+            toks.append(Tok(kind, m.group(), line))
+        line += m.group().count("\n")
+        pos = m.end()
+    return toks
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+BASE_TYPES = {"bool": "bool", "byte": "byte", "i8": "byte", "i16": "i16", "i32": "i32",
+              "i64": "i64", "double": "double", "string": "string", "binary": "binary",
+              "slist": "string"}
+HEADER_ONE_ARG = {"php_namespace", "xsd_namespace", "cpp_namespace", "java_package",
+                  "cocoa_prefix", "csharp_namespace", "delphi_namespace", "py_module",
+                  "perl_package", "ruby_namespace", "smalltalk_category", "smalltalk_prefix"}
+
+
+class Field:
+    __slots__ = ("id", "name", "type", "req")
+
+    def __init__(self, fid, name, ftype, req):
+        self.id, self.name, self.type, self.req = fid, name, ftype, req  # req: required/optional/default
+
+
+class Function:
+    __slots__ = ("name", "oneway", "ret", "params", "throws")
+
+    def __init__(self, name, oneway, ret, params, throws):
+        self.name, self.oneway, self.ret, self.params, self.throws = name, oneway, ret, params, throws
+
+
+class Document:
+    def __init__(self, fname):
+        self.fname = fname
+        self.includes = []      # paths as written
+        self.typedefs = {}      # name -> type
+        self.enums = {}         # name -> [values]
+        self.structs = {}       # name -> (kind, [Field])
+        self.services = {}      # name -> (extends or None, [Function])
+        self.order = []         # (what, name) in declaration order, for duplicate checks
+
+
+class Parser:
+    def __init__(self, toks, fname):
+        self.toks, self.i, self.fname = toks, 0, fname
+
+    # -- token helpers
+    def peek(self, k=0):
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else None
+
+    def at(self, text, k=0):
+        t = self.peek(k)
+        return t is not None and t.kind != "string" and t.text == text
+
+    def next(self):
+        t = self.peek()
+        if t is None:
+            raise IdlError(f"{self.fname}: unexpected end of file")
+        self.i += 1
+        return t
+
+    def fail(self, msg, tok=None):
+        tok = tok or self.peek()
+        where = f"line {tok.line}" if tok else "end of file"
+        raise IdlError(f"{self.fname}: {where}: {msg}" + (f" (at {tok.text!r})" if tok else ""))
+
+    def expect(self, text):
+        t = self.next()
+        if t.kind == "string" or t.text != text:
+            self.fail(f"expected {text!r}", t)
+        return t
+
+    def ident(self):
+        t = self.next()
+        if t.kind != "ident":
+            self.fail("expected a name", t)
+        return t.text
+
+    def string(self):
+        t = self.next()
+        if t.kind != "string":
+            self.fail("expected a string literal", t)
+        return t.text[1:-1]
+
+    def sep(self):
+        if self.at(",") or self.at(";"):
+            self.i += 1
+
+    # -- document
+    def document(self):
+        doc = Document(self.fname)
+        while self.peek() is not None:
+            t = self.next()
+            w = t.text
+            if t.kind != "ident":
+                self.fail("expected a header or a definition", t)
+            if w == "include":
+                doc.includes.append(self.string())
+            elif w == "cpp_include":
+                self.string()
+            elif w == "namespace":
+                if self.at("*"):
+                    self.next()
+                else:
+                    self.ident()
+                self.ident()
+                self.annotations()
+            elif w in HEADER_ONE_ARG:
+                n = self.next()
+                if n.kind not in ("ident", "string"):
+                    self.fail("expected a name", n)
+            elif w == "typedef":
+                ty = self.type_()
+                name = self.ident()
+                self.annotations()
+                self.sep()
+                self.define(doc, "typedef", name)
+                doc.typedefs[name] = ty
+            elif w == "const":
+                self.type_()
+                self.ident()
+                self.expect("=")
+                self.const_value()
+                self.sep()
+            elif w == "enum":
+                name = self.ident()
+                self.define(doc, "enum", name)
+                doc.enums[name] = self.enum_body()
+                self.annotations()
+            elif w == "senum":
+                self.ident()
+                self.expect("{")
+                while not self.at("}"):
+                    self.string()
+                    self.sep()
+                self.expect("}")
+                self.annotations()
+            elif w in ("struct", "union", "exception"):
+                name = self.ident()
+                if self.at("xsd_all"):
+                    self.next()
+                self.define(doc, "struct", name)
+                self.expect("{")
+                fields = self.field_list("}")
+                self.expect("}")
+                self.annotations()
+                doc.structs[name] = (w, fields)
+            elif w == "service":
+                name = self.ident()
+                extends = None
+                if self.at("extends"):
+                    self.next()
+                    extends = self.ident()
+                self.define(doc, "service", name)
+                self.expect("{")
+                funcs = []
+                while not self.at("}"):
+                    funcs.append(self.function())
+                self.expect("}")
+                self.annotations()
+                names = [f.name for f in funcs]
+                dup = sorted({n for n in names if names.count(n) > 1})
+                if dup:
+                    self.fail(f"service {name} declares {', '.join(dup)} more than once")
+                doc.services[name] = (extends, funcs)
+            else:
+                self.fail("expected a header or a definition", t)
+        return doc
+
+    def define(self, doc, what, name):
+        for _, n in doc.order:
+            if n == name:
+                self.fail(f"{name} is defined twice")
+        doc.order.append((what, name))
+
+    def annotations(self):
+        """`( key = "value", ... )` after a type, a field or a definition: parsed and dropped."""
+        if not self.at("("):
+            return
+        self.next()
+        while not self.at(")"):
+            self.ident()
+            if self.at("="):
+                self.next()
+                self.string()
+            self.sep()
+        self.expect(")")
+
+    def const_value(self):
+        t = self.next()
+        if t.kind in ("number", "string", "ident"):
+            return
+        if t.text == "[":
+            while not self.at("]"):
+                self.const_value()
+                self.sep()
+            self.expect("]")
+            return
+        if t.text == "{":
+            while not self.at("}"):
+                self.const_value()
+                self.expect(":")
+                self.const_value()
+                self.sep()
+            self.expect("}")
+            return
+        self.fail("expected a constant value", t)
+
+    def enum_body(self):
+        self.expect("{")
+        values, nxt = [], 0
+        names = set()
+        while not self.at("}"):
+            name = self.ident()
+            if name in names:
+                self.fail(f"enum value {name} declared twice")
+            names.add(name)
+            if self.at("="):
+                self.next()
+                t = self.next()
+                if t.kind != "number":
+                    self.fail("expected an integer", t)
+                try:
+                    v = int(t.text, 0)
+                except ValueError:
+                    self.fail("expected an integer", t)
+            else:
+                v = nxt
+            values.append(v)
+            nxt = v + 1
+            self.annotations()
+            self.sep()
+        self.expect("}")
+        return values
+
+    def type_(self):
+        t = self.next()
+        if t.kind != "ident":
+            self.fail("expected a type", t)
+        w = t.text
+        if w in ("list", "set", "map"):
+            if self.at("cpp_type"):
+                self.next()
+                self.string()
+            self.expect("<")
+            if w == "map":
+                k = self.type_()
+                self.expect(",")
+                v = self.type_()
+                self.expect(">")
+                ty = ("map", k, v)
+            else:
+                inner = self.type_()
+                self.expect(">")
+                ty = (w, inner)
+            if w == "list" and self.at("cpp_type"):
+                self.next()
+                self.string()
+        elif w in BASE_TYPES:
+            ty = ("base", BASE_TYPES[w])
+        elif w == "void":
+            self.fail("void is only a function's return type", t)
         else:
-            cur += ch
-    parts.append(cur)
-    return parts
+            ty = ("named", w)
+        self.annotations()
+        return ty
+
+    def field_list(self, end):
+        fields, auto = [], -1
+        while not self.at(end):
+            fid = None
+            if self.peek() is None:
+                self.fail(f"expected {end!r}")
+            if self.peek().kind == "number" and self.at(":", 1):
+                t = self.next()
+                try:
+                    fid = int(t.text, 0)
+                except ValueError:
+                    self.fail("expected an integer field id", t)
+                self.expect(":")
+            if fid is None:
+                fid, auto = auto, auto - 1
+            req = "default"
+            if self.at("required") or self.at("optional"):
+                req = self.next().text
+            ftype = self.type_()
+            name = self.ident()
+            if self.at("="):
+                self.next()
+                self.const_value()
+            self.annotations()
+            for tag in ("xsd_optional", "xsd_nillable"):
+                if self.at(tag):
+                    self.next()
+            if self.at("xsd_attrs"):
+                self.next()
+                self.expect("{")
+                self.field_list("}")
+                self.expect("}")
+            self.sep()
+            for f in fields:
+                if f.id == fid:
+                    self.fail(f"field id {fid} used twice ({f.name}, {name})")
+                if f.name == name:
+                    self.fail(f"field name {name} used twice")
+            if not -32768 <= fid <= 32767:
+                self.fail(f"field id {fid} out of range")
+            fields.append(Field(fid, name, ftype, req))
+        return fields
+
+    def function(self):
+        oneway = False
+        if self.at("oneway") or self.at("async"):
+            self.next()
+            oneway = True
+        if self.at("void"):
+            self.next()
+            ret = None
+        else:
+            ret = self.type_()
+        name = self.ident()
+        self.expect("(")
+        params = self.field_list(")")
+        self.expect(")")
+        throws = []
+        if self.at("throws"):
+            self.next()
+            self.expect("(")
+            throws = self.field_list(")")
+            self.expect(")")
+        self.annotations()
+        self.sep()
+        return Function(name, oneway, ret, params, throws)
 
 
-def rust_type(t, structs, enums):
-    if t.startswith("struct:"):
-        n = t[7:]
-        if n not in structs:
-            raise SystemExit(f"unknown struct {n}")
-        return f"T::Struct(&S_{n})"
-    if t.startswith("enum:"):
-        return f"T::Enum(&E_{t[5:]})"
-    m = re.match(r"(list|set)<(.*)>$", t)
-    if m:
-        kind = "List" if m.group(1) == "list" else "Set"
-        return f"T::{kind}(&{rust_type(m.group(2), structs, enums)})"
-    m = re.match(r"map<(.*)>$", t)
-    if m:
-        k, v = split_top(m.group(1))
-        return f"T::Map(&{rust_type(k, structs, enums)}, &{rust_type(v, structs, enums)})"
-    return {"bool": "T::Bool", "byte": "T::Byte", "i16": "T::I16", "i32": "T::I32",
-            "i64": "T::I64", "double": "T::Double", "string": "T::String",
-            "binary": "T::Binary"}[t]
+def parse_file(path):
+    text = path.read_text(encoding="utf-8")
+    return Parser(tokenize(text, path.name), path.name).document()
 
 
-def with_idl(owner, name, t, idl):
-    """A field's type with what only the IDL says (enum, binary)."""
-    key = f"{owner}.{name}"
-    e = idl["enum_fields"].get(key)
-    if e is not None:
-        if t == "i32":
-            return f"enum:{e}"
-        m = re.match(r"(list|set)<i32>$", t)
-        inner = re.match(r"(list|set)<(\w+)>$", e)
-        if m and inner:
-            return f"{m.group(1)}<enum:{inner.group(2)}>"
-    if key in idl["binary_fields"] and t == "string":
-        return "binary"
-    return t
+# ---------------------------------------------------------------------------------------------
+# resolution: each version's definitions, with named types resolved to ("enum"|"struct", name)
+
+class Version:
+    def __init__(self, label, bit):
+        self.label, self.bit = label, bit
+        self.enums = {}      # name -> set(values)
+        self.structs = {}    # name -> (kind, {id: Field})
+        self.methods = {}    # name -> Function (resolved types); service = ThriftHiveMetastore
+        self.service_of = {}  # method name -> service name
 
 
-def merge(schema):
-    idl = schema["idl"]
-    structs, enums, methods, report = {}, {}, {}, []
-    labels = [v[0] for v in VERSIONS]
-    bits = {v[0]: v[1] for v in VERSIONS}
+def load_version(label, bit, fname, fb303_doc):
+    """One version: its own file plus what it includes (only fb303 here)."""
+    doc = parse_file(IDL_DIR / fname) if fname != FB303[2] else fb303_doc
+    docs = {None: doc}  # scope prefix -> document
+    for inc in doc.includes:
+        base = Path(inc).name
+        scope = base[:-len(".thrift")] if base.endswith(".thrift") else base
+        if base != FB303[2]:
+            raise IdlError(f"{fname}: includes {inc}, which is not recorded in idl/thrift/")
+        docs[scope] = fb303_doc
 
-    def add_fields(target, owner, fields, label):
-        for fid, name, t, req in fields:
-            t = with_idl(owner, name, t, idl)
-            f = target.setdefault(fid, {"name": name, "types": [], "required": False, "by": {}})
-            f["name"] = name
-            if t not in f["types"]:
-                f["types"].append(t)
-            f["required"] = f["required"] or req
-            f["by"][label] = (t, req)
+    def lookup(name, doc_scope):
+        """-> (kind, bare name, document) for a named type as written in scope `doc_scope`."""
+        if "." in name:
+            scope, bare = name.split(".", 1)
+            if scope not in docs or scope is None:
+                raise IdlError(f"{fname}: unknown scope in type {name}")
+            d = docs[scope]
+        else:
+            bare, d = name, docs[doc_scope]
+        if bare in d.typedefs:
+            return ("typedef", bare, d)
+        if bare in d.enums:
+            return ("enum", bare, d)
+        if bare in d.structs:
+            return ("struct", bare, d)
+        raise IdlError(f"{fname}: unknown type {name}")
 
-    for label in labels:
-        v = schema["versions"][label]
-        for name, vals in v["enums"].items():
-            enums.setdefault(name, set()).update(vals)
-        for name, s in v["structs"].items():
-            kind = "union" if name in idl["unions"] else s["kind"]
-            d = structs.setdefault(name, {"kind": kind, "fields": {}})
-            if d["kind"] != kind:
-                raise SystemExit(f"{name} changes kind between versions")
-            add_fields(d["fields"], name, s["fields"], label)
-        for name, m in v["methods"].items():
-            d = methods.setdefault(name, {"oneway": m["oneway"], "args": {}, "result": {},
-                                          "versions": [], "service": m["service"]})
-            if d["oneway"] != m["oneway"]:
-                report.append(f"oneway differs: {name}")
-            d["oneway"] = d["oneway"] or m["oneway"]
-            d["versions"].append(label)
-            add_fields(d["args"], f"{name}_args", m["args"], label)
-            add_fields(d["result"], f"{name}_result", m["result"], label)
-    # `binary` travels as a string: where versions differ only in that, any bytes are accepted.
-    for d in [*structs.values(), *(m[k] for m in methods.values() for k in ("args", "result"))]:
-        fs = d["fields"] if "fields" in d else d
-        for f in fs.values():
-            for t in list(f["types"]):
-                if t.replace("string", "binary") in f["types"] and "string" in t:
-                    f["types"].remove(t)
-    for kind, defs in (("struct", structs),):
-        for name, d in sorted(defs.items()):
-            for fid, f in sorted(d["fields"].items()):
-                if len(f["types"]) > 1:
-                    report.append(f"type differs: {name}.{f['name']} ({fid}): {f['by']}")
-                reqs = {r for _, r in f["by"].values()}
-                if len(reqs) > 1:
-                    report.append(f"required differs: {name}.{f['name']}: {f['by']}")
-    return structs, enums, methods, report, bits
+    def scope_of(d):
+        for s, dd in docs.items():
+            if dd is d:
+                return s
+        raise AssertionError
+
+    def resolve(ty, scope, seen=()):
+        k = ty[0]
+        if k == "base":
+            return ty
+        if k in ("list", "set"):
+            return (k, resolve(ty[1], scope, seen))
+        if k == "map":
+            return ("map", resolve(ty[1], scope, seen), resolve(ty[2], scope, seen))
+        kind, bare, d = lookup(ty[1], scope)
+        if kind == "typedef":
+            if (id(d), bare) in seen:
+                raise IdlError(f"{fname}: typedef {bare} refers to itself")
+            return resolve(d.typedefs[bare], scope_of(d), seen + ((id(d), bare),))
+        return (kind, bare)
+
+    v = Version(label, bit)
+    for scope, d in docs.items():
+        for name, values in d.enums.items():
+            put_unique(v.enums, name, set(values), fname)
+        for name, (kind, fields) in d.structs.items():
+            if name in v.enums:
+                raise IdlError(f"{fname}: {name} is both an enum and a {kind}")
+            put_unique(v.structs, name,
+                       (kind, {f.id: Field(f.id, f.name, resolve(f.type, scope), f.req)
+                               for f in fields}), fname)
+
+    # the service and what it extends
+    def add_service(name, scope):
+        d = docs[scope]
+        if name not in d.services:
+            raise IdlError(f"{fname}: unknown service {name}")
+        extends, funcs = d.services[name]
+        if extends:
+            if "." in extends:
+                esc, ename = extends.split(".", 1)
+                if esc not in docs:
+                    raise IdlError(f"{fname}: unknown scope in {extends}")
+                add_service(ename, esc)
+            else:
+                add_service(extends, scope)
+        for f in funcs:
+            if f.name in v.methods:
+                raise IdlError(f"{fname}: method {f.name} is declared by both "
+                               f"{v.service_of[f.name]} and {name}")
+            v.service_of[f.name] = name
+            v.methods[f.name] = Function(
+                f.name, f.oneway, resolve(f.ret, scope) if f.ret else None,
+                [Field(p.id, p.name, resolve(p.type, scope), p.req) for p in f.params],
+                [Field(e.id, e.name, resolve(e.type, scope), e.req) for e in f.throws])
+            for e in v.methods[f.name].throws:
+                if e.type[0] != "struct" or v.structs[e.type[1]][0] != "exception":
+                    raise IdlError(f"{fname}: {f.name} throws {type_str(e.type)}, "
+                                   "which is not an exception")
+
+    if label == FB303[0]:
+        add_service(FB303_SERVICE, None)
+    else:
+        add_service(HIVE_SERVICE, None)
+    return v
 
 
-def fields_rs(fields, structs, enums):
-    rows = []
-    for fid in sorted(fields):
-        f = fields[fid]
-        tys = ", ".join(rust_type(t, structs, enums) for t in f["types"])
-        rows.append(f'    FieldDef {{ id: {fid}, name: "{f["name"]}", ty: &[{tys}], '
-                    f'required: {str(f["required"]).lower()} }},')
-    return rows
+def put_unique(d, name, value, fname):
+    if name in d:
+        raise IdlError(f"{fname}: {name} is defined twice (here or in an included file)")
+    d[name] = value
 
 
-def generate():
-    schema = json.loads(SCHEMA.read_text())
-    structs, enums, methods, report, bits = merge(schema)
-    kinds = {"struct": "Kind::Struct", "union": "Kind::Union", "exception": "Kind::Exception"}
-    out = ["//! GENERATED by `idl/gen_schema.py` from `idl/hms-schema.json` (its `sources` name the",
-           "//! recorded versions). Do not edit: change the script or the recording and run it.",
-           "", "use super::types::*;", ""]
+# ---------------------------------------------------------------------------------------------
+# merging
+
+def type_str(ty):
+    k = ty[0]
+    if k in ("base", "enum", "struct"):
+        return ty[1]
+    if k in ("list", "set"):
+        return f"{k}<{type_str(ty[1])}>"
+    return f"map<{type_str(ty[1])},{type_str(ty[2])}>"
+
+
+class MergedField:
+    def __init__(self, fid):
+        self.id = fid
+        self.by_version = []   # (label, name, type, req)
+
+    @property
+    def name(self):
+        return self.by_version[-1][1]
+
+    @property
+    def types(self):
+        out = []
+        for _, _, ty, _ in self.by_version:
+            if ty not in out:
+                out.append(ty)
+        return out
+
+    @property
+    def required(self):
+        return any(r == "required" for _, _, _, r in self.by_version)
+
+
+class MergedStruct:
+    def __init__(self, name, kind):
+        self.name, self.kind = name, kind
+        self.fields = {}       # id -> MergedField
+        self.versions = []
+
+    def add(self, label, kind, fields, what):
+        if kind != self.kind:
+            raise IdlError(f"{what} {self.name} is a {self.kind} in "
+                           f"{', '.join(self.versions)} and a {kind} in {label}")
+        self.versions.append(label)
+        for fid in sorted(fields):
+            f = fields[fid]
+            self.fields.setdefault(fid, MergedField(fid)).by_version.append(
+                (label, f.name, f.type, f.req))
+
+
+def merge(versions):
+    enums, structs, args, results, methods = {}, {}, {}, {}, {}
+    for v in versions:
+        for name, values in v.enums.items():
+            e = enums.setdefault(name, {"values": set(), "versions": []})
+            e["values"] |= values
+            e["versions"].append(v.label)
+        for name, (kind, fields) in v.structs.items():
+            if name not in structs:
+                structs[name] = MergedStruct(name, kind)
+            structs[name].add(v.label, kind, fields, "struct")
+        for name, f in v.methods.items():
+            m = methods.setdefault(name, {"versions": [], "bits": [], "oneway": {},
+                                          "service": set()})
+            m["versions"].append(v.label)
+            m["bits"].append(v.bit)
+            m["oneway"][v.label] = f.oneway
+            m["service"].add(v.service_of[name])
+            a = args.setdefault(name, MergedStruct(f"{name}_args", "struct"))
+            a.add(v.label, "struct", {p.id: p for p in f.params}, "args of")
+            r = results.setdefault(name, MergedStruct(f"{name}_result", "struct"))
+            rf = {}
+            if f.ret is not None:
+                rf[0] = Field(0, "success", f.ret, "optional")
+            for e in f.throws:
+                if e.id in rf:
+                    raise IdlError(f"{v.label}: {name} declares result field id {e.id} twice")
+                rf[e.id] = Field(e.id, e.name, e.type, "optional")
+            r.add(v.label, "struct", rf, "result of")
+            # results never carry required fields: Thrift writes them all as optional
+            for mf in r.fields.values():
+                mf.by_version = [(lb, n, t, "optional") for lb, n, t, _ in mf.by_version]
+    both = set(enums) & set(structs)
+    if both:
+        raise IdlError(f"names used for both an enum and a struct: {', '.join(sorted(both))}")
+    return enums, structs, args, results, methods
+
+
+# ---------------------------------------------------------------------------------------------
+# Rust output
+
+def rust_type(ty):
+    k = ty[0]
+    if k == "base":
+        return {"bool": "T::Bool", "byte": "T::Byte", "i16": "T::I16", "i32": "T::I32",
+                "i64": "T::I64", "double": "T::Double", "string": "T::String",
+                "binary": "T::Binary"}[ty[1]]
+    if k == "enum":
+        return f"T::Enum(&E_{ty[1]})"
+    if k == "struct":
+        return f"T::Struct(&S_{ty[1]})"
+    if k == "list":
+        return f"T::List(&{rust_type(ty[1])})"
+    if k == "set":
+        return f"T::Set(&{rust_type(ty[1])})"
+    return f"T::Map(&{rust_type(ty[1])}, &{rust_type(ty[2])})"
+
+
+def rust_ident_ok(s):
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s) is not None
+
+
+def struct_rs(static, s, kind):
+    kind_rs = {"struct": "Kind::Struct", "union": "Kind::Union", "exception": "Kind::Exception"}[kind]
+    head = f'pub static {static}: StructDef = StructDef {{ name: "{s.name}", kind: {kind_rs}, fields: &['
+    if not s.fields:
+        return head + "] };\n"
+    lines = [head]
+    for fid in sorted(s.fields):
+        f = s.fields[fid]
+        tys = ", ".join(rust_type(t) for t in f.types)
+        lines.append(f'    FieldDef {{ id: {fid}, name: "{f.name}", ty: &[{tys}], '
+                     f'required: {"true" if f.required else "false"} }},')
+    lines.append("] };")
+    return "\n".join(lines) + "\n"
+
+
+def render(enums, structs, args, results, methods, bit_of):
+    statics = {}
+
+    def claim(static, what):
+        if not rust_ident_ok(static):
+            raise IdlError(f"{what}: {static} is not a Rust identifier")
+        if static in statics:
+            raise IdlError(f"{what} and {statics[static]} would both be {static}")
+        statics[static] = what
+
+    out = [HEADER, "use super::types::*;\n", "\n"]
     for name in sorted(enums):
-        vals = ", ".join(str(v) for v in sorted(enums[name]))
-        out.append(f'pub static E_{name}: EnumDef = EnumDef {{ name: "{name}", values: &[{vals}] }};')
-    out.append("")
+        claim(f"E_{name}", f"enum {name}")
+        vals = ", ".join(str(x) for x in sorted(enums[name]["values"]))
+        out.append(f'pub static E_{name}: EnumDef = EnumDef {{ name: "{name}", values: &[{vals}] }};\n')
+    out.append("\n")
     for name in sorted(structs):
-        d = structs[name]
-        out.append(f'pub static S_{name}: StructDef = StructDef {{ name: "{name}", kind: {kinds[d["kind"]]}, fields: &[')
-        out += fields_rs(d["fields"], structs, enums)
-        out.append("] };")
-    out.append("")
+        claim(f"S_{name}", f"{structs[name].kind} {name}")
+        out.append(struct_rs(f"S_{name}", structs[name], structs[name].kind))
+    out.append("\n")
     for name in sorted(methods):
+        claim(f"A_{name}", f"args of {name}")
+        claim(f"R_{name}", f"result of {name}")
+        out.append(struct_rs(f"A_{name}", args[name], "struct"))
+        out.append(struct_rs(f"R_{name}", results[name], "struct"))
+    out.append("\n")
+    out.append("pub static METHODS: &[MethodDef] = &[\n")
+    for name in sorted(methods, key=lambda s: s.encode()):
         m = methods[name]
-        out.append(f'pub static A_{name}: StructDef = StructDef {{ name: "{name}_args", kind: Kind::Struct, fields: &[')
-        out += fields_rs(m["args"], structs, enums)
-        out.append("] };")
-        out.append(f'pub static R_{name}: StructDef = StructDef {{ name: "{name}_result", kind: Kind::Struct, fields: &[')
-        out += fields_rs(m["result"], structs, enums)
-        out.append("] };")
-    out.append("")
-    out.append("/// Every method of every recorded version, sorted by name (byte order).")
-    out.append("pub static METHODS: &[MethodDef] = &[")
-    for name in sorted(methods, key=lambda n: n.encode()):
-        m = methods[name]
-        v = "FB303" if m["service"] == "FacebookService" else " | ".join(bits[l] for l in m["versions"])
-        out.append(f'    MethodDef {{ name: "{name}", oneway: {str(m["oneway"]).lower()}, '
-                   f"args: &A_{name}, result: &R_{name}, versions: {v} }},")
-    out.append("];")
-    return "\n".join(out) + "\n", report, methods
+        bits = " | ".join(dict.fromkeys(m["bits"]))
+        oneway = "true" if any(m["oneway"].values()) else "false"
+        out.append(f'    MethodDef {{ name: "{name}", oneway: {oneway}, args: &A_{name}, '
+                   f'result: &R_{name}, versions: {bits} }},\n')
+    out.append("];\n")
+    return "".join(out)
 
 
-def main():
-    if "--extract" in sys.argv:
-        extract()
-    text, report, methods = generate()
-    if "--check" in sys.argv:
-        if OUT.read_text() != text:
-            print(f"{OUT.relative_to(ROOT)} is out of date: run python3 idl/gen_schema.py")
-            sys.exit(1)
-        return
-    OUT.write_text(text)
-    listed = [l.split("\t")[0] for l in (ROOT / "idl/hms-methods.tsv").read_text().splitlines()
-              if l and not l.startswith("#") and not l.startswith("method\t")]
-    missing = [m for m in listed if m not in methods]
-    print(f"wrote {OUT.relative_to(ROOT)}: {len(methods)} methods")
-    (ROOT / "idl/hms-schema-unrecorded.txt").write_text("\n".join(missing) + "\n")
-    for line in report:
-        print("  " + line)
-    print(f"  methods of idl/hms-methods.tsv no recorded version declares ({len(missing)}): "
-          + " ".join(missing))
+# ---------------------------------------------------------------------------------------------
+# report
+
+def listed_methods():
+    names = []
+    for line in METHOD_LIST.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("method\t"):
+            continue
+        names.append(line.split("\t")[0].strip())
+    return names
+
+
+def field_diffs(what, s, labels):
+    """Lines for fields whose type, requiredness or name differ between versions."""
+    types, reqs, names = [], [], []
+    for fid in sorted(s.fields):
+        f = s.fields[fid]
+        declared = [lb for lb, *_ in f.by_version]
+        absent = [lb for lb in s.versions if lb not in declared]
+        tail = f" (absent in {', '.join(absent)})" if absent else ""
+        if len(f.types) > 1:
+            per = ", ".join(f"{lb}={type_str(t)}" for lb, _, t, _ in f.by_version)
+            types.append(f"  {what}.{f.name} (id {fid}): {per}{tail}")
+        rq = {r == "required" for *_, r in f.by_version}
+        if len(rq) > 1:
+            per = ", ".join(f"{lb}={r}" for lb, _, _, r in f.by_version)
+            reqs.append(f"  {what}.{f.name} (id {fid}): {per}{tail}")
+        if len({n for _, n, _, _ in f.by_version}) > 1:
+            per = ", ".join(f"{lb}={n}" for lb, n, _, _ in f.by_version)
+            names.append(f"  {what} id {fid}: {per}")
+    return types, reqs, names
+
+
+def report(versions, enums, structs, args, results, methods):
+    labels = [v.label for v in versions]
+    lines = []
+    kinds = {}
+    for s in structs.values():
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    lines.append(f"definitions: {len(structs)} structs ("
+                 + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                 + f"), {len(enums)} enums, {len(methods)} methods")
+    for v in versions:
+        lines.append(f"  {v.label}: {len(v.structs)} structs, {len(v.enums)} enums, "
+                     f"{len(v.methods)} methods")
+    unions = sorted(n for n, s in structs.items() if s.kind == "union")
+    lines.append(f"unions: {', '.join(unions) or 'none'}")
+    ow = sorted(n for n, m in methods.items() if any(m["oneway"].values()))
+    lines.append(f"oneway methods: {', '.join(ow) or 'none'}")
+    ow_diff = sorted(n for n, m in methods.items() if len(set(m["oneway"].values())) > 1)
+    if ow_diff:
+        lines.append("oneway differs between versions: " + "; ".join(
+            f"{n} ({', '.join(f'{k}={v}' for k, v in methods[n]['oneway'].items())})"
+            for n in ow_diff))
+
+    all_types, all_reqs, all_names = [], [], []
+    for name in sorted(structs):
+        t, r, n = field_diffs(name, structs[name], labels)
+        all_types += t; all_reqs += r; all_names += n
+    for name in sorted(methods):
+        for s in (args[name], results[name]):
+            t, r, n = field_diffs(s.name, s, labels)
+            all_types += t; all_reqs += r; all_names += n
+    lines.append(f"fields whose type differs between versions: {len(all_types)}")
+    lines += all_types
+    lines.append(f"fields whose requiredness differs between versions: {len(all_reqs)}")
+    lines += all_reqs
+    lines.append(f"field ids whose name differs between versions: {len(all_names)}")
+    lines += all_names
+    late = []
+    for name in sorted(structs):
+        s = structs[name]
+        for fid in sorted(s.fields):
+            f = s.fields[fid]
+            declared = [lb for lb, *_ in f.by_version]
+            absent = [lb for lb in s.versions if lb not in declared]
+            if f.required and absent:
+                late.append(f"  {name}.{f.name} (id {fid}): required, absent in {', '.join(absent)}")
+    lines.append(f"required fields that some versions of their struct lack: {len(late)}")
+    lines += late
+
+    missing_listed = [m for m in listed_methods() if m not in methods]
+    missing_fb = [m for m in FB303_METHODS if m not in methods
+                  or methods[m]["service"] != {FB303_SERVICE}]
+    fb_oneway = [m for m, ow in FB303_METHODS.items()
+                 if m in methods and any(methods[m]["oneway"].values()) != ow]
+    lines.append(f"methods of idl/hms-methods.tsv not declared: {', '.join(missing_listed) or 'none'}")
+    lines.append(f"fb303 methods not declared by FacebookService: {', '.join(missing_fb) or 'none'}")
+    if fb_oneway:
+        lines.append(f"fb303 methods whose oneway is not as expected: {', '.join(fb_oneway)}")
+    not_listed = sorted(n for n, m in methods.items()
+                        if FB303_SERVICE not in m["service"] and n not in set(listed_methods()))
+    if not_listed:
+        lines.append(f"declared but not in idl/hms-methods.tsv: {', '.join(not_listed)}")
+    ok = not missing_listed and not missing_fb and not fb_oneway
+    return "\n".join(lines) + "\n", ok
+
+
+# ---------------------------------------------------------------------------------------------
+
+def build():
+    fb303_doc = parse_file(IDL_DIR / FB303[2])
+    versions = [load_version(lb, bit, fn, fb303_doc) for lb, bit, fn in HIVE_VERSIONS]
+    fb = load_version(FB303[0], FB303[1], FB303[2], fb303_doc)
+    # fb303's own definitions (fb_status, FacebookService) are recorded once, as FB303; the Hive
+    # versions see them through `include` but do not declare them.
+    for v in versions:
+        for n in fb.enums:
+            v.enums.pop(n, None)
+        for n in fb.structs:
+            v.structs.pop(n, None)
+        for n in fb.methods:
+            v.methods.pop(n, None)
+            v.service_of.pop(n, None)
+    allv = versions + [fb]
+    enums, structs, args, results, methods = merge(allv)
+    bit_of = {v.label: v.bit for v in allv}
+    text = render(enums, structs, args, results, methods, bit_of)
+    rep, ok = report(allv, enums, structs, args, results, methods)
+    return text, rep, ok
+
+
+def main(argv):
+    check = "--check" in argv[1:]
+    unknown = [a for a in argv[1:] if a != "--check"]
+    if unknown:
+        print(f"usage: {argv[0]} [--check]", file=sys.stderr)
+        return 2
+    try:
+        text, rep, ok = build()
+    except IdlError as e:
+        print(f"gen_schema: {e}", file=sys.stderr)
+        return 2
+    if check:
+        current = OUT.read_text(encoding="utf-8") if OUT.exists() else None
+        if current != text:
+            print(f"{OUT.relative_to(ROOT)} is not what idl/gen_schema.py writes: "
+                  "run python3 idl/gen_schema.py")
+            return 1
+        if not ok:
+            print(rep, end="")
+            return 1
+        print(f"{OUT.relative_to(ROOT)} is up to date")
+        return 0
+    OUT.write_text(text, encoding="utf-8")
+    print(rep, end="")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv))

@@ -304,7 +304,9 @@ impl Gen<'_> {
                 self.value(&fd.ty[0], depth + 1, out);
             }
         }
-        if !self.minimal && self.rng.chance(if self.faults { 60 } else { 20 }) {
+        // (A union holds exactly one field: an extra unknown one is a fault there.)
+        let unknown_ok = def.kind != Kind::Union || self.faults;
+        if !self.minimal && unknown_ok && self.rng.chance(if self.faults { 60 } else { 20 }) {
             // An unknown field (a newer client's), of any wire type; UUID and VOID as faults.
             let id = 1000 + self.rng.below(1000) as i16;
             let mut wire = [2u8, 3, 4, 6, 8, 10, 11, 12, 13, 14, 15][self.rng.below(11) as usize];
@@ -665,10 +667,7 @@ impl J<'_> {
             let t = self.byte()?;
             if t != 0 {
                 let id = self.i16()?;
-                match def
-                    .field(id)
-                    .and_then(|fd| fd.ty.iter().find(|x| wire_of(x) == t))
-                {
+                match def.field(id).and_then(|fd| declared(fd, t)) {
                     Some(ty) => {
                         let v = self.value(ty)?;
                         set(&mut fields, id, v);
@@ -688,10 +687,7 @@ impl J<'_> {
                 break;
             }
             let id = self.i16()?;
-            match def
-                .field(id)
-                .and_then(|fd| fd.ty.iter().find(|x| wire_of(x) == t))
-            {
+            match def.field(id).and_then(|fd| declared(fd, t)) {
                 Some(ty) => {
                     let v = self.value(ty)?;
                     set(&mut fields, id, v);
@@ -709,6 +705,15 @@ impl J<'_> {
         }
         Ok(Value::Struct(fields))
     }
+}
+
+/// The declared type a server of the version that declares it reads a field of wire type `t`
+/// by (`binary` where versions declare `string` and `binary`: the newer servers').
+fn declared(fd: &'static schema::FieldDef, t: u8) -> Option<&'static T> {
+    let matching = || fd.ty.iter().filter(move |x| wire_of(x) == t);
+    matching()
+        .find(|x| matches!(x, T::Binary))
+        .or_else(|| matching().next())
 }
 
 /// Reads a call as the metastore's processor does: message header (type ignored), then the

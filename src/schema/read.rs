@@ -709,7 +709,13 @@ impl<'a> Rd<'a> {
             let fd = &def.fields[idx];
             known.set(idx);
             let step = || format!("{}.{}", def.name, fd.name);
-            let Some(t) = fd.ty.iter().find(|t| wire_of(t) == f.wire) else {
+            // Where versions declare `string` and `binary` for one field, any bytes are
+            // accepted (`binary` first).
+            let matching = || fd.ty.iter().filter(|t| wire_of(t) == f.wire);
+            let Some(t) = matching()
+                .find(|t| matches!(t, T::Binary))
+                .or_else(|| matching().next())
+            else {
                 return reject(RejectKind::WrongType {
                     expected: wire_name(wire_of(&fd.ty[0])),
                     got: wire_name(f.wire),

@@ -58,10 +58,11 @@ pub struct EnumDef {
     pub values: &'static [i32],
 }
 
-/// Recorded versions, as bits of `MethodDef::versions` (see `idl/hms-schema.json`).
+/// Recorded versions, as bits of `MethodDef::versions` (see `idl/thrift/SOURCES.md`).
 pub const V2_3: u8 = 1;
-pub const V3_0: u8 = 2;
-pub const V3_1: u8 = 4;
+pub const V3_1: u8 = 2;
+pub const V4_0: u8 = 4;
+pub const V4_X: u8 = 8;
 /// fb303 `FacebookService` methods (every version).
 pub const FB303: u8 = 16;
 
