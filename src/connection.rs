@@ -408,9 +408,8 @@ impl Conn {
             // Every byte held counts against the global budget.
             // (Read-ahead stops at one largest call, so one such call always fits the budget.)
             let max_request = self.config().limits.max_request_bytes;
-            let want = (self.cbuf.len() as u64)
-                .max((self.cbuf.len() + READ_CHUNK) as u64)
-                .min(max_request.max(self.cbuf.len() as u64));
+            let held_now = self.cbuf.len() as u64;
+            let want = (held_now + READ_CHUNK as u64).min(max_request.max(held_now));
             if want > self.held {
                 if !self.shared.held.try_take(want - self.held) {
                     return Err(ClientError::Busy(self.shared.held.max));

@@ -66,16 +66,15 @@ const FORMAT_LOCATION_PARAMS: [&str; 2] = ["metadata_location", "previous_metada
 /// table-format metadata locations that lie outside them (one under the table's own,
 /// checked, location needs no check of its own).
 pub fn table_locations(t: &Value) -> Vec<String> {
-    let mut out = data_locations(t);
+    let roots = data_locations(t);
+    let mut out = roots.clone();
     let params = t.field(9);
     for key in FORMAT_LOCATION_PARAMS {
         let Some(l) = params.and_then(|p| p.map_get(key)).and_then(Value::as_str) else {
             continue;
         };
         let l = l.trim();
-        let inside = data_locations(t)
-            .iter()
-            .any(|root| location_is_under(l, root));
+        let inside = roots.iter().any(|root| location_is_under(l, root));
         if !l.is_empty() && !inside && !out.iter().any(|o| o == l) {
             out.push(l.to_string());
         }

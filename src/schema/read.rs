@@ -104,28 +104,6 @@ impl RejectKind {
             RejectKind::Header(_) => "header",
         }
     }
-
-    /// Every label `as_str` can return (for tests and dashboards).
-    pub const LABELS: [&'static str; 18] = [
-        "truncated",
-        "trailing_bytes",
-        "wire_type",
-        "field_type",
-        "duplicate_field",
-        "duplicate_key",
-        "duplicate_element",
-        "bool",
-        "utf8",
-        "required_field",
-        "enum",
-        "union",
-        "number",
-        "count",
-        "depth",
-        "method_name",
-        "message_type",
-        "header",
-    ];
 }
 
 impl fmt::Display for Reject {

@@ -148,17 +148,7 @@ def replies(sock, deadline_s=1.0):
                 sock.settimeout(0.3)
     except OSError:  # a timeout, or a reset: the proxy closed with our bytes unread
         pass
-    out = []
-    t = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(data))
-    while t.trans._buffer.tell() < len(data):
-        try:
-            name, mtype, seq = t.readMessageBegin()
-            t.skip(12)
-            t.readMessageEnd()
-        except Exception:  # a cut reply (the connection was closed): stop reading
-            break
-        out.append((name, mtype, seq))
-    return out
+    return messages(data)
 
 
 @pytest.fixture(scope="module")
@@ -232,14 +222,20 @@ def replies_until(sock, n, timeout=10.0):
         if not chunk:
             break
         data += chunk
-        out = []
-        t = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(data))
-        while t.trans._buffer.tell() < len(data):
-            try:
-                name, mtype, seq = t.readMessageBegin()
-                t.skip(12)
-                t.readMessageEnd()
-            except Exception:
-                break
-            out.append((name, mtype, seq))
+        out = messages(data)
+    return out
+
+
+def messages(data):
+    """The whole messages at the start of `data`: [(name, type, seqid)] (a cut one ends it)."""
+    out = []
+    t = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(data))
+    while t.trans._buffer.tell() < len(data):
+        try:
+            name, mtype, seq = t.readMessageBegin()
+            t.skip(12)
+            t.readMessageEnd()
+        except Exception:  # a cut message (the connection was closed): stop reading
+            break
+        out.append((name, mtype, seq))
     return out
