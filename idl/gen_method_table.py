@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Generates src/router/methods.rs, the method table, from:
-  - idl/hms-methods.tsv       every HMS method name across versions (+ coarse group)
-  - idl/hms-methods-spec.tsv  args / exceptions of each method (field ids as in Hive)
-  - idl/hive_metastore_subset.thrift  the structs whose fields the rules name
-  - RULES below               the project's decision for every method (docs/AUTHORIZATION.md, the privilege table)
+  - idl/hms-methods.tsv  every HMS method name across versions (+ coarse group)
+  - idl/thrift/          the metastore's IDL of every recorded version, read by idl/gen_schema.py
+                         (argument and struct field ids, oneway, declared exceptions)
+  - RULES below          the project's decision for every method (docs/AUTHORIZATION.md, the privilege table)
 Paths in RULES are symbolic ("req.dbName", "new_parts[].tableName") and resolved to field ids
-here, so a wrong name fails the generation instead of silently matching nothing.
+here against every version, so a wrong name (or a name whose id differs between versions) fails
+the generation instead of silently matching nothing.
 Run: python3 idl/gen_method_table.py  (then cargo fmt is not needed: the table is rustfmt::skip)
 """
 import re
@@ -163,6 +164,7 @@ RULES = {
     "set_aggr_stats_for": altp("request.colStats[].statsDesc.dbName", "request.colStats[].statsDesc.tableName", True),
     "delete_partition_column_statistics": altp("db_name", "tbl_name", True),
     "delete_table_column_statistics": altp("db_name", "tbl_name", True),
+    "delete_column_statistics_req": altp("req.db_name", "req.tbl_name", True),
     "update_transaction_statistics": admin("updating statistics by table id"),
     "drop_partition": dropp("db_name", "tbl_name"),
     "drop_partition_with_environment_context": dropp("db_name", "tbl_name"),
@@ -190,7 +192,7 @@ RULES = {
     "set_properties": admin("writing metastore properties"),
     "get_properties": admin("reading metastore properties"),
     # --- databases and catalogs ------------------------------------------------------------
-    "get_all_databases": H, "get_databases": H, "get_database": H, "get_database_req": H,
+    "get_all_databases": H, "get_databases": H, "get_databases_req": H, "get_database": H, "get_database_req": H,
     "get_catalogs": H, "get_catalog": H, "get_dataconnectors": H,
     "get_dataconnector_req": admin("reading a data connector (it may hold credentials)"),
     "create_database": ("CreateDatabase", "database"),
@@ -237,7 +239,7 @@ TXN_HARMLESS = {"abort_txn", "abort_txns", "commit_txn", "open_txns", "heartbeat
                 "get_max_allocated_table_write_id", "add_write_ids_to_min_history",
                 "get_lock_materialization_rebuild", "heartbeat_lock_materialization_rebuild",
                 "show_compact"}
-READ_HARMLESS = {"get_function", "get_functions", "get_all_functions", "get_type", "get_type_all",
+READ_HARMLESS = {"get_function", "get_functions", "get_functions_req", "get_all_functions", "get_type", "get_type_all",
                  "get_active_resource_plan", "get_all_resource_plans", "get_resource_plan",
                  "get_triggers_for_resourceplan", "validate_resource_plan", "get_ischema",
                  "get_schema_all_versions", "get_schema_latest_version", "get_schema_version",
@@ -270,76 +272,50 @@ def default_rule(name, group):
 
 
 # ---------------------------------------------------------------------------------------------
-def read_spec():
-    spec = {}
-    for line in (ROOT / "idl/hms-methods-spec.tsv").read_text().splitlines():
-        if not line.strip() or line.startswith("#") or line.startswith("method\t"):
-            continue
-        cols = line.split("\t")
-        cols += [""] * (6 - len(cols))
-        name, oneway, args, success, exceptions, _note = cols[:6]
-        if args == "?":
-            spec[name] = None
-            continue
-        arglist = []
-        for a in filter(None, args.split(";")):
-            i, n, t = a.split(":", 2)
-            arglist.append((int(i), n.strip(), t.strip()))
-        excs = []
-        for e in filter(None, exceptions.split(";")):
-            i, t = e.split(":", 1)
-            excs.append((int(i), t.strip()))
-        spec[name] = (oneway.strip() == "1", arglist, excs)
-    return spec
+def load_schema():
+    """The merged schema of every recorded metastore version (idl/gen_schema.py)."""
+    sys.path.insert(0, str(ROOT / "idl"))
+    import gen_schema  # noqa: E402  (the IDL parser lives next to this script)
+    try:
+        _versions, _enums, structs, args, results, methods = gen_schema.load_all()
+    except gen_schema.IdlError as e:
+        raise SystemExit(f"gen_method_table: {e}")
+    return structs, args, results, methods
 
 
-def read_structs():
-    text = (ROOT / "idl/hive_metastore_subset.thrift").read_text()
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    structs = {}
-    for m in re.finditer(r"(?:struct|exception|union)\s+(\w+)\s*\{(.*?)\}", text, re.S):
-        fields = {}
-        for f in re.finditer(r"(-?\d+)\s*:\s*(?:required\s+|optional\s+)?([\w.<>, ]+?)\s+(\w+)\s*(?:=[^,;\n]*)?[,;]?\s*$", m.group(2), re.M):
-            fields[f.group(3)] = (int(f.group(1)), f.group(2).replace(" ", ""))
-        structs[m.group(1)] = fields
-    return structs
+def field_named(what, s, name, label):
+    """(id, type) of the field of merged struct `s` called `name` in version `label`."""
+    hits = [(fid, t) for fid, f in s.fields.items()
+            for lb, n, t, _ in f.by_version if lb == label and n == name]
+    if not hits:
+        names = sorted({n for f in s.fields.values() for lb, n, _, _ in f.by_version
+                        if lb == label})
+        raise SystemExit(f"{what}: no field {name!r} in Hive {label} (fields: {names})")
+    return hits[0]
 
 
-def elem_type(t):
-    m = re.match(r"(?:list|set)<(.+)>$", t)
-    return m.group(1) if m else None
-
-
-def resolve(method, args, structs, sym):
+def resolve(method, schema, sym, label):
+    """Field ids of symbolic path `sym` in the args of `method` as Hive `label` declares them."""
     if sym is None:
         return None
+    structs, args, _results, _methods = schema
+    cur, what, ids = args[method], f"{method}_args", []
     steps = sym.split(".")
-    ids = []
-    first = steps[0]
-    each = first.endswith("[]")
-    first = first.rstrip("[]")
-    hit = [a for a in args if a[1] == first]
-    if not hit:
-        raise SystemExit(f"{method}: no arg named {first!r} (args: {args})")
-    ids.append(hit[0][0])
-    ty = hit[0][2]
-    if each:
-        ty = elem_type(ty) or sys.exit(f"{method}: {first} is not a list")
-        ids.append("EACH")
-    for step in steps[1:]:
+    for i, step in enumerate(steps):
         each = step.endswith("[]")
         step = step.rstrip("[]")
-        ty = ty.split(".")[-1]
-        if ty not in structs:
-            raise SystemExit(f"{method}: struct {ty} (for .{step}) missing from the subset IDL")
-        if step not in structs[ty]:
-            raise SystemExit(f"{method}: {ty} has no field {step!r} ({sorted(structs[ty])})")
-        fid, ty = structs[ty][step]
+        fid, ty = field_named(f"{method}: {what}", cur, step, label)
         ids.append(fid)
+        what = f"{what}.{step}"
         if each:
-            ty = elem_type(ty) or sys.exit(f"{method}: {step} is not a list")
+            if ty[0] not in ("list", "set"):
+                raise SystemExit(f"{method}: {what} is not a list")
             ids.append("EACH")
+            ty = ty[1]
+        if i < len(steps) - 1:
+            if ty[0] != "struct":
+                raise SystemExit(f"{method}: {what} is not a struct")
+            cur = structs[ty[1]]
     return ids
 
 
@@ -349,9 +325,9 @@ def path_rs(ids):
     return "&[" + ", ".join(str(i) for i in ids) + "]"
 
 
-def rule_rs(method, rule, args, structs):
+def rule_rs(method, rule, schema, label):
     kind = rule[0]
-    r = lambda s: path_rs(resolve(method, args, structs, s))
+    r = lambda s: path_rs(resolve(method, schema, s, label))
     if kind in ("Harmless", "SetUgi", "Tokens"):
         return f"Rule::{kind}"
     if kind == "Txn":
@@ -394,6 +370,18 @@ def rule_rs(method, rule, args, structs):
     raise SystemExit(f"{method}: unknown rule {kind}")
 
 
+def rule_for_all(name, rule, schema):
+    """The rule as every version that declares the method lays out its args. Where the names a
+    rule needs sit at different field ids in different versions, no one reading is right for
+    every metastore: admin only."""
+    labels = [lb for lb in schema[3][name]["versions"]]
+    out = {rule_rs(name, rule, schema, lb) for lb in labels}
+    if len(out) > 1:
+        return rule_rs(name, admin(f"{name} (its request layout differs between Hive versions)"),
+                       schema, labels[0])
+    return out.pop()
+
+
 CLASS = {"A_read": "TableRead", "B_mut": "TableMutation", "C_db": "Database", "D_authz": "Authz",
          "D2_tokens": "Tokens", "E_session": "Session", "F_other": "Other"}
 
@@ -407,40 +395,36 @@ def main():
         groups[name] = group
     for f in FB303:
         groups[f] = "fb303"
-    spec = read_spec()
-    structs = read_structs()
+    schema = load_schema()
+    _structs, _args, results, methods = schema
     unused = set(RULES) - set(groups)
     if unused:
         raise SystemExit(f"RULES name unknown methods: {sorted(unused)}")
     rows = []
     for name in sorted(groups, key=lambda n: n.encode()):
         group = groups[name]
-        if name not in spec:
-            raise SystemExit(f"{name}: missing from idl/hms-methods-spec.tsv")
+        if name not in methods:
+            raise SystemExit(f"{name}: declared by none of the IDL files in idl/thrift/")
         rule = default_rule(name, group)
-        if spec[name] is None:
-            # Newest Hive 4 calls whose request layout hms-guard has not recorded: rules that
-            # need names fail closed (admin only); rules that need none stand.
-            # Without a recorded schema the proxy checks wire types only and cannot read the
-            # call as the metastore does: admin only, whatever the method does.
-            if rule[0] not in ("AdminOnly", "Tokens"):
-                rule = admin(f"{name} (a Hive 4 request hms-guard cannot read yet)")
-            oneway, args, excs = False, [], []
-        else:
-            oneway, args, excs = spec[name]
-        meta = [i for i, t in excs if t.split(".")[-1] == "MetaException"]
+        oneway = any(methods[name]["oneway"].values())
+        # Where the oldest version declaring the method puts its MetaException (Hive 4 moved it
+        # in a few methods; a newer client reads the older slot as its exception of that id,
+        # which carries the message in the same field).
+        oldest = methods[name]["versions"][0]
+        meta = sorted(fid for fid, f in results[name].fields.items() if fid != 0 and any(
+            lb == oldest and t == ("struct", "MetaException") for lb, _, t, _ in f.by_version))
         meta_rs = f"Some({meta[0]})" if meta else "None"
         cls = "Fb303" if group == "fb303" else CLASS[group]
         rows.append(
             f'    Method {{ name: "{name}", class: Class::{cls}, oneway: {str(oneway).lower()}, '
-            f"rule: {rule_rs(name, rule, args, structs)}, meta_exception: {meta_rs}, "
+            f"rule: {rule_for_all(name, rule, schema)}, meta_exception: {meta_rs}, "
             f"changes_grants: {str(name in CHANGES_GRANTS).lower()} }},")
     out = [
         "//! The method table: every ThriftHiveMetastore and fb303 method the proxy knows, as data.",
         "//!",
         "//! GENERATED by `idl/gen_method_table.py` from `idl/hms-methods.tsv` (the method list),",
-        "//! `idl/hms-methods-spec.tsv` (args and exceptions) and the rules in that script. Do not",
-        "//! edit by hand: change the script and run it. Sorted by name (byte order).",
+        "//! the metastore IDL in `idl/thrift/` (field ids, oneway, exceptions) and the rules in",
+        "//! that script. Do not edit by hand: change the script and run it. Sorted by name.",
         "",
         "use super::{Class, ListShape, Method, Rule, EACH};",
         "",

@@ -802,7 +802,8 @@ def report(versions, enums, structs, args, results, methods):
 
 # ---------------------------------------------------------------------------------------------
 
-def build():
+def load_all():
+    """-> (versions incl. fb303, merged enums, structs, args, results, methods)."""
     fb303_doc = parse_file(IDL_DIR / FB303[2])
     versions = [load_version(lb, bit, fn, fb303_doc) for lb, bit, fn in HIVE_VERSIONS]
     fb = load_version(FB303[0], FB303[1], FB303[2], fb303_doc)
@@ -817,7 +818,11 @@ def build():
             v.methods.pop(n, None)
             v.service_of.pop(n, None)
     allv = versions + [fb]
-    enums, structs, args, results, methods = merge(allv)
+    return (allv,) + merge(allv)
+
+
+def build():
+    allv, enums, structs, args, results, methods = load_all()
     bit_of = {v.label: v.bit for v in allv}
     text = render(enums, structs, args, results, methods, bit_of)
     rep, ok = report(allv, enums, structs, args, results, methods)

@@ -468,3 +468,84 @@ fn table_format_and_serde_locations_are_locations() {
     )]);
     assert_eq!(table_locations(&spark), ["s3a://lake/x"]);
 }
+
+/// The request-struct methods of Hive 3 and 4 are decided by their real rules, on the names
+/// at the field ids the metastore's IDL gives them (not admin-only fallbacks).
+#[tokio::test]
+async fn hive4_request_methods_classify_to_the_objects_they_name() {
+    use hms_guard::authz::{Object, Operation};
+    use hms_guard::policy::classify::classify;
+    use hms_guard::router::{route, Rule};
+    let facts = unreachable_facts();
+    let t = Object::table("sales", "orders");
+    // (method, its request struct with the names at the 4.x field ids, expected operation)
+    let cases: Vec<(&str, Value, Operation)> = vec![
+        (
+            "drop_table_req",
+            Value::Struct(vec![(2, s("Sales ")), (3, s("ORDERS"))]),
+            Operation::DropTable { table: t.clone() },
+        ),
+        (
+            "get_partitions_req",
+            Value::Struct(vec![(2, s("sales")), (3, s("orders"))]),
+            Operation::ReadTables(vec![t.clone()]),
+        ),
+        (
+            "get_partition_names_req",
+            Value::Struct(vec![(1, s("sales")), (2, s("orders"))]),
+            Operation::ReadTables(vec![t.clone()]),
+        ),
+        (
+            "drop_partition_req",
+            Value::Struct(vec![(2, s("sales")), (3, s("orders"))]),
+            Operation::DropPartitions { table: t.clone() },
+        ),
+        (
+            "append_partition_req",
+            Value::Struct(vec![(2, s("sales")), (3, s("orders"))]),
+            Operation::AddPartitions { table: t.clone() },
+        ),
+    ];
+    for (method, req, want) in cases {
+        let m = route(method).unwrap();
+        assert!(!matches!(m.rule, Rule::AdminOnly(_)), "{method}");
+        let def = hms_guard::schema::method(method).unwrap();
+        // Fill the request's other required fields with values of their declared type.
+        let hms_guard::schema::T::Struct(req_def) = def.args.fields[0].ty[0] else {
+            panic!("{method}: takes a request struct")
+        };
+        let req = fill_required(req_def, req);
+        let msg = call_with(method, Value::Struct(vec![(1, req)]));
+        let c = classify(&m.rule, &msg, &facts).await.unwrap();
+        assert_eq!(c[0].op, want, "{method}");
+    }
+}
+
+/// `base` plus a value for every required field of `def` it lacks (strings "x", numbers 0,
+/// empty containers, structs filled the same way).
+fn fill_required(def: &'static hms_guard::schema::StructDef, base: Value) -> Value {
+    use hms_guard::schema::T;
+    let Value::Struct(mut fields) = base else {
+        panic!("a struct")
+    };
+    fn of(t: &T) -> Value {
+        match t {
+            T::Bool => Value::Bool(false),
+            T::Double => Value::Double(0.0),
+            // The value writer writes integers as i64: a request needing another width
+            // fails the schema read in `call_with`, loudly.
+            T::Byte | T::I16 | T::I32 | T::Enum(_) | T::I64 => Value::Int(0),
+            T::String | T::Binary => s("x"),
+            T::Struct(d) => fill_required(d, Value::Struct(vec![])),
+            T::List(_) | T::Set(_) => Value::List(vec![]),
+            T::Map(_, _) => Value::Map(vec![]),
+        }
+    }
+    for f in def.fields.iter().filter(|f| f.required) {
+        if !fields.iter().any(|(id, _)| *id == f.id) {
+            fields.push((f.id, of(&f.ty[0])));
+        }
+    }
+    fields.sort_by_key(|(id, _)| *id);
+    Value::Struct(fields)
+}

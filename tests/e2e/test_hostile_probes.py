@@ -7,9 +7,11 @@ unchanged.
 
 Arguments are built from the Thrift specs of PyPI hmsclient (Hive 2.x methods; struct fields
 filled recursively, names pointing at the probe database and table); methods hmsclient does not
-know (Hive 3/4) are sent with the top-level arguments of idl/hms-methods-spec.tsv (names filled,
-structs empty), which hms-guard must refuse without forwarding."""
+know (Hive 3/4) are built from the metastore IDL in idl/thrift/ (every field filled, newest
+version's types, names aimed the same way); hms-guard must deny or refuse them without
+forwarding."""
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,22 +45,12 @@ def mutating_methods():
     return [n for n, r, oneway in method_table() if r not in NOT_MUTATING and not oneway]
 
 
-def spec_args():
-    """method -> [(id, name, type)] from idl/hms-methods-spec.tsv."""
-    out = {}
-    for line in (REPO / "idl/hms-methods-spec.tsv").read_text().splitlines():
-        if line.startswith("#") or line.startswith("method\t"):
-            continue
-        cols = line.split("\t")
-        if cols[2] in ("?", ""):
-            out[cols[0]] = None
-            continue
-        args = []
-        for a in cols[2].split(";"):
-            fid, name, ty = a.split(":", 2)
-            args.append((int(fid), name, ty))
-        out[cols[0]] = args
-    return out
+def idl_schema():
+    """(structs, args) of the metastore IDL in idl/thrift/, merged over versions."""
+    sys.path.insert(0, str(REPO / "idl"))
+    import gen_schema
+    _versions, _enums, structs, args, _results, _methods = gen_schema.load_all()
+    return structs, args
 
 
 def name_for(field):
@@ -143,39 +135,61 @@ def read_any(p, ttype, strings):
 
 INTS = {"byte": (TType.BYTE, "writeByte"), "i16": (TType.I16, "writeI16"),
         "i32": (TType.I32, "writeI32"), "i64": (TType.I64, "writeI64")}
+TTYPE = {"bool": TType.BOOL, "double": TType.DOUBLE, "string": TType.STRING,
+         "binary": TType.STRING, **{k: t for k, (t, _) in INTS.items()}}
 
 
-def write_spec_arg(p, fid, name, ty):
-    """One top-level argument from idl/hms-methods-spec.tsv: names aimed at the probe objects,
-    structs empty, containers with one name or empty."""
-    if ty == "string":
-        p.writeFieldBegin(name, TType.STRING, fid)
-        p.writeString(name_for(name))
-    elif ty == "bool":
-        p.writeFieldBegin(name, TType.BOOL, fid)
-        p.writeBool(True)
-    elif ty in INTS:
-        t, w = INTS[ty]
-        p.writeFieldBegin(name, t, fid)
-        getattr(p, w)(1)
-    elif ty == "list<string>":
-        p.writeFieldBegin(name, TType.LIST, fid)
-        p.writeListBegin(TType.STRING, 1)
-        p.writeString(name_for(name))
-        p.writeListEnd()
-    elif ty.startswith(("list<", "set<")):
-        p.writeFieldBegin(name, TType.LIST, fid)
-        p.writeListBegin(TType.STRUCT, 0)
-        p.writeListEnd()
-    elif ty.startswith("map<"):
-        p.writeFieldBegin(name, TType.MAP, fid)
-        p.writeMapBegin(TType.STRING, TType.STRING, 0)
-        p.writeMapEnd()
-    else:
-        p.writeFieldBegin(name, TType.STRUCT, fid)
-        p.writeStructBegin(ty)
+def ttype_of(ty):
+    k = ty[0]
+    if k == "base":
+        return TTYPE[ty[1]]
+    return {"enum": TType.I32, "struct": TType.STRUCT, "list": TType.LIST, "set": TType.SET,
+            "map": TType.MAP}[k]
+
+
+def write_idl_value(p, structs, ty, name, depth=0):
+    """A value of IDL type `ty` (idl/gen_schema.py's form), names aimed at the probe objects,
+    every field of a struct filled (newest version's type), containers with one element."""
+    k = ty[0]
+    if k == "base":
+        b = ty[1]
+        if b in ("string", "binary"):
+            p.writeString(name_for(name))
+        elif b == "bool":
+            p.writeBool(True)
+        elif b == "double":
+            p.writeDouble(1.0)
+        else:
+            getattr(p, INTS[b][1])(3 if "type" in name.lower() else 1)
+    elif k == "enum":
+        p.writeI32(1)
+    elif k == "struct":
+        p.writeStructBegin(ty[1])
+        if depth < 6:
+            for fid, f in sorted(structs[ty[1]].fields.items()):
+                if structs[ty[1]].kind == "union" and fid != min(structs[ty[1]].fields):
+                    continue
+                write_idl_field(p, structs, fid, f.name, f.types[-1], depth + 1)
         p.writeFieldStop()
         p.writeStructEnd()
+    elif k in ("list", "set"):
+        n = 1 if depth < 6 else 0
+        (p.writeListBegin if k == "list" else p.writeSetBegin)(ttype_of(ty[1]), n)
+        for _ in range(n):
+            write_idl_value(p, structs, ty[1], name, depth + 1)
+        (p.writeListEnd if k == "list" else p.writeSetEnd)()
+    else:
+        simple = ty[1][0] in ("base", "enum") and depth < 6
+        p.writeMapBegin(ttype_of(ty[1]), ttype_of(ty[2]), 1 if simple else 0)
+        if simple:
+            write_idl_value(p, structs, ty[1], name, depth + 1)
+            write_idl_value(p, structs, ty[2], name, depth + 1)
+        p.writeMapEnd()
+
+
+def write_idl_field(p, structs, fid, name, ty, depth=0):
+    p.writeFieldBegin(name, ttype_of(ty), fid)
+    write_idl_value(p, structs, ty, name, depth)
     p.writeFieldEnd()
 
 
@@ -192,7 +206,7 @@ class Raw:
         c = T.Client(self.p)
         c.set_ugi(USER, [])
 
-    def call(self, method, spec):
+    def call(self, method, schema):
         self.seq += 1
         p = self.p
         p.writeMessageBegin(method, TMessageType.CALL, self.seq)
@@ -204,9 +218,10 @@ class Raw:
                     setattr(args, f[2], fill(f[1], f[3], f[2]))
             args.write(p)
         else:
+            structs, args = schema
             p.writeStructBegin(f"{method}_args")
-            for fid, name, ty in spec or []:
-                write_spec_arg(p, fid, name, ty)
+            for fid, f in sorted(args[method].fields.items()):
+                write_idl_field(p, structs, fid, f.name, f.types[-1])
             p.writeFieldStop()
             p.writeStructEnd()
         p.writeMessageEnd()
@@ -283,7 +298,7 @@ def probe_guard(lab, metastore):
 def test_every_mutating_method_is_refused_and_changes_nothing(probe_guard, metastore):
     methods = mutating_methods()
     assert len(methods) > 150, len(methods)
-    specs = spec_args()
+    schema = idl_schema()
     before = snapshot(metastore.port)
     m0 = probe_guard.metrics()
     raw = Raw(probe_guard.port)
@@ -291,7 +306,7 @@ def test_every_mutating_method_is_refused_and_changes_nothing(probe_guard, metas
     try:
         for m in methods:
             try:
-                msgs = raw.call(m, specs.get(m))
+                msgs = raw.call(m, schema)
             except (TTransport.TTransportException, OSError, EOFError) as e:
                 not_refused[m] = f"connection failed: {e!r}"
                 raw.close()
