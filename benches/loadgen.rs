@@ -116,7 +116,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     );
     let guard = Guard::new(&cfg, up, metrics.clone(), storage);
     let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
-    let method = hms_guard::router::route("get_table");
+    let method = hms_guard::router::route("get_table", hms_guard::schema::types::ALL_VERSIONS);
     let mut w = Writer::new(Protocol::Binary);
     w.message("get_table", MessageType::Call, 1).struct_begin();
     w.field(hms_guard::codec::reader::Ty::String, 1)
@@ -133,6 +133,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     };
     // Warm the caches; the decision must allow (the user must own or be granted the table).
     let limits = hms_guard::schema::ReadLimits {
+        versions: hms_guard::schema::types::ALL_VERSIONS,
         max_depth: 64,
         max_name_bytes: 1024,
     };

@@ -8,6 +8,7 @@ Paths in RULES are symbolic ("req.dbName", "new_parts[].tableName") and resolved
 here against every version, so a wrong name (or a name whose id differs between versions) fails
 the generation instead of silently matching nothing.
 Run: python3 idl/gen_method_table.py  (then cargo fmt is not needed: the table is rustfmt::skip)
+     python3 idl/gen_method_table.py --check   exits non-zero if the table is not up to date
 """
 import re
 import sys
@@ -34,8 +35,8 @@ def altp(db, t, stats, *locs): return ("AlterPartitions", db, t, stats, locs)
 def dropp(db, t): return ("DropPartitions", db, t)
 def owner(*pairs): return ("OwnerOfTables",) + pairs
 def grants_read(name, kind=None): return ("ReadGrants", name, kind)
-def txn(user=None): return ("Txn", user)
-def lock(components, user): return ("Lock", components, user)
+def txn(user=None, txns=(), locks=(), rng=None): return ("Txn", user, txns, locks, rng)
+def lock(components, user, txnid): return ("Lock", components, user, txnid)
 
 RULES = {
     # --- session -------------------------------------------------------------------------
@@ -232,6 +233,18 @@ CHANGES_GRANTS = {"create_role", "drop_role", "grant_role", "revoke_role", "gran
                   "alter_table_req", "drop_database", "drop_database_req"}
 
 # Group defaults for methods not named above (all decided explicitly, by group).
+# Calls on transactions and locks that must be the caller's (the metastore records who opened a
+# transaction and who took a lock).
+TXN_OF_CALLER = {
+    "commit_txn": {"txns": ["rqst.txnid"]},
+    "abort_txn": {"txns": ["rqst.txnid"]},
+    "abort_txns": {"txns": ["rqst.txn_ids[]"]},
+    "heartbeat": {"txns": ["ids.txnid"], "locks": ["ids.lockid"]},
+    "heartbeat_txn_range": {"rng": ("txns.min", "txns.max")},
+    "check_lock": {"txns": ["rqst.txnid"], "locks": ["rqst.lockid"]},
+    "unlock": {"locks": ["rqst.lockid"]},
+    "allocate_table_write_ids": {"txns": ["rqst.txnIds[]"]},
+}
 TXN_HARMLESS = {"abort_txn", "abort_txns", "commit_txn", "open_txns", "heartbeat",
                 "heartbeat_txn_range", "lock", "check_lock", "unlock", "show_locks",
                 "get_open_txns", "get_open_txns_info", "get_open_txns_req",
@@ -257,9 +270,11 @@ def default_rule(name, group):
     if group == "D2_tokens":
         return TOK
     if name == "lock":
-        return lock("rqst.component", "rqst.user")
+        return lock("rqst.component", "rqst.user", "rqst.txnid")
     if name == "open_txns":
         return txn("rqst.user")
+    if name in TXN_OF_CALLER:
+        return txn(**TXN_OF_CALLER[name])
     if name in TXN_HARMLESS:
         return txn()
     if name in READ_HARMLESS:
@@ -332,9 +347,13 @@ def rule_rs(method, rule, schema, label):
         return f"Rule::{kind}"
     if kind == "Txn":
         user = "None" if rule[1] is None else f"Some({r(rule[1])})"
-        return f"Rule::Txn {{ user: {user} }}"
+        txns = "&[" + ", ".join(r(x) for x in rule[2]) + "]"
+        locks = "&[" + ", ".join(r(x) for x in rule[3]) + "]"
+        rng = "None" if rule[4] is None else f"Some(({r(rule[4][0])}, {r(rule[4][1])}))"
+        return f"Rule::Txn {{ user: {user}, txns: {txns}, locks: {locks}, range: {rng} }}"
     if kind == "Lock":
-        return f"Rule::Lock {{ components: {r(rule[1])}, user: {r(rule[2])} }}"
+        return (f"Rule::Lock {{ components: {r(rule[1])}, user: {r(rule[2])}, "
+                f"txn: {r(rule[3])} }}")
     if kind == "AdminOnly":
         return f'Rule::AdminOnly("{rule[1]}")'
     locs = lambda ls: "&[" + ", ".join(r(x) for x in ls) + "]"
@@ -370,16 +389,25 @@ def rule_rs(method, rule, schema, label):
     raise SystemExit(f"{method}: unknown rule {kind}")
 
 
-def rule_for_all(name, rule, schema):
-    """The rule as every version that declares the method lays out its args. Where the names a
-    rule needs sit at different field ids in different versions, no one reading is right for
-    every metastore: admin only."""
+BITS = {"2.3": "V2_3", "3.1": "V3_1", "4.0": "V4_0", "4.x": "V4_X", "fb303": "FB303"}
+
+
+def rules_by_version(name, rule, schema):
+    """[(versions, rule)]: the rule as each version that declares the method lays out its args.
+    One entry for every version when they agree. Where the names a rule reads sit at different
+    field ids in different versions, one entry per layout, and one (versions 0) for a proxy
+    configured for several versions at once: no one reading is right for all of them, so it is
+    admin only."""
     labels = [lb for lb in schema[3][name]["versions"]]
-    out = {rule_rs(name, rule, schema, lb) for lb in labels}
-    if len(out) > 1:
-        return rule_rs(name, admin(f"{name} (its request layout differs between Hive versions)"),
-                       schema, labels[0])
-    return out.pop()
+    groups = {}
+    for lb in labels:
+        groups.setdefault(rule_rs(name, rule, schema, lb), []).append(lb)
+    if len(groups) == 1:
+        return [("ALL_VERSIONS", next(iter(groups)))]
+    out = [(" | ".join(BITS[lb] for lb in lbs), r) for r, lbs in groups.items()]
+    why = f"{name} (its request layout differs between Hive versions: set upstream.metastore_version)"
+    out.append(("0", rule_rs(name, admin(why), schema, labels[0])))
+    return sorted(out, key=lambda e: e[0] == "0")
 
 
 CLASS = {"A_read": "TableRead", "B_mut": "TableMutation", "C_db": "Database", "D_authz": "Authz",
@@ -415,10 +443,11 @@ def main():
             lb == oldest and t == ("struct", "MetaException") for lb, _, t, _ in f.by_version))
         meta_rs = f"Some({meta[0]})" if meta else "None"
         cls = "Fb303" if group == "fb303" else CLASS[group]
-        rows.append(
-            f'    Method {{ name: "{name}", class: Class::{cls}, oneway: {str(oneway).lower()}, '
-            f"rule: {rule_for_all(name, rule, schema)}, meta_exception: {meta_rs}, "
-            f"changes_grants: {str(name in CHANGES_GRANTS).lower()} }},")
+        for versions, rule_text in rules_by_version(name, rule, schema):
+            rows.append(
+                f'    Method {{ name: "{name}", versions: {versions}, class: Class::{cls}, '
+                f"oneway: {str(oneway).lower()}, rule: {rule_text}, meta_exception: {meta_rs}, "
+                f"changes_grants: {str(name in CHANGES_GRANTS).lower()} }},")
     out = [
         "//! The method table: every ThriftHiveMetastore and fb303 method the proxy knows, as data.",
         "//!",
@@ -427,17 +456,26 @@ def main():
         "//! that script. Do not edit by hand: change the script and run it. Sorted by name.",
         "",
         "use super::{Class, ListShape, Method, Rule, EACH};",
+        "use crate::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};",
         "",
-        "/// Every known method, sorted by name.",
+        "/// Every known method, sorted by name; a method whose rule reads different field ids in",
+        "/// different versions has one entry per layout, then one for several versions at once.",
         "#[rustfmt::skip]",
         "pub static METHODS: &[Method] = &[",
         *rows,
         "];",
         "",
     ]
-    text = "\n".join(out).replace("EACH", "EACH")
-    (ROOT / "src/router/methods.rs").write_text(text)
-    print(f"wrote {len(rows)} methods")
+    text = "\n".join(out)
+    target = ROOT / "src/router/methods.rs"
+    if "--check" in sys.argv[1:]:
+        if target.read_text() != text:
+            raise SystemExit("src/router/methods.rs is not what idl/gen_method_table.py writes: "
+                             "run python3 idl/gen_method_table.py")
+        print("src/router/methods.rs is up to date")
+        return
+    target.write_text(text)
+    print(f"wrote {len(rows)} entries")
 
 
 if __name__ == "__main__":

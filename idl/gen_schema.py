@@ -650,7 +650,11 @@ def rust_ident_ok(s):
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s) is not None
 
 
-def struct_rs(static, s, kind):
+def bits_rs(labels, bit_of):
+    return " | ".join(dict.fromkeys(bit_of[lb] for lb in labels)) or "0"
+
+
+def struct_rs(static, s, kind, bit_of):
     kind_rs = {"struct": "Kind::Struct", "union": "Kind::Union", "exception": "Kind::Exception"}[kind]
     head = f'pub static {static}: StructDef = StructDef {{ name: "{s.name}", kind: {kind_rs}, fields: &['
     if not s.fields:
@@ -659,8 +663,11 @@ def struct_rs(static, s, kind):
     for fid in sorted(s.fields):
         f = s.fields[fid]
         tys = ", ".join(rust_type(t) for t in f.types)
+        ty_in = ", ".join(bits_rs([lb for lb, _, ty, _ in f.by_version if ty == t], bit_of)
+                          for t in f.types)
+        req = bits_rs([lb for lb, _, _, r in f.by_version if r == "required"], bit_of)
         lines.append(f'    FieldDef {{ id: {fid}, name: "{f.name}", ty: &[{tys}], '
-                     f'required: {"true" if f.required else "false"} }},')
+                     f'ty_in: &[{ty_in}], required_in: {req} }},')
     lines.append("] };")
     return "\n".join(lines) + "\n"
 
@@ -683,13 +690,13 @@ def render(enums, structs, args, results, methods, bit_of):
     out.append("\n")
     for name in sorted(structs):
         claim(f"S_{name}", f"{structs[name].kind} {name}")
-        out.append(struct_rs(f"S_{name}", structs[name], structs[name].kind))
+        out.append(struct_rs(f"S_{name}", structs[name], structs[name].kind, bit_of))
     out.append("\n")
     for name in sorted(methods):
         claim(f"A_{name}", f"args of {name}")
         claim(f"R_{name}", f"result of {name}")
-        out.append(struct_rs(f"A_{name}", args[name], "struct"))
-        out.append(struct_rs(f"R_{name}", results[name], "struct"))
+        out.append(struct_rs(f"A_{name}", args[name], "struct", bit_of))
+        out.append(struct_rs(f"R_{name}", results[name], "struct", bit_of))
     out.append("\n")
     out.append("pub static METHODS: &[MethodDef] = &[\n")
     for name in sorted(methods, key=lambda s: s.encode()):

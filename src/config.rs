@@ -185,6 +185,38 @@ pub struct UpstreamConfig {
     pub read_timeout_ms: u64,
     /// Writing a request to the metastore must make progress within this time.
     pub write_timeout_ms: u64,
+    /// Which metastore's Thrift schema requests are read by (`any`: every recorded version at
+    /// once, the strictest).
+    pub metastore_version: MetastoreVersion,
+}
+
+/// The recorded metastore version a deployment's metastore reads requests as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MetastoreVersion {
+    #[serde(rename = "any")]
+    Any,
+    #[serde(rename = "2.3")]
+    V2_3,
+    #[serde(rename = "3.1")]
+    V3_1,
+    #[serde(rename = "4.0")]
+    V4_0,
+    #[serde(rename = "4.x")]
+    V4X,
+}
+
+impl MetastoreVersion {
+    /// The schema's version bits (fb303 is served by every version).
+    pub fn bits(self) -> u8 {
+        use crate::schema::types::*;
+        match self {
+            MetastoreVersion::Any => ALL_VERSIONS,
+            MetastoreVersion::V2_3 => V2_3 | FB303,
+            MetastoreVersion::V3_1 => V3_1 | FB303,
+            MetastoreVersion::V4_0 => V4_0 | FB303,
+            MetastoreVersion::V4X => V4_X | FB303,
+        }
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -194,6 +226,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 5_000,
             read_timeout_ms: 600_000,
             write_timeout_ms: 60_000,
+            metastore_version: MetastoreVersion::Any,
         }
     }
 }

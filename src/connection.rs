@@ -461,7 +461,10 @@ impl Conn {
                 kind,
                 &msg,
             );
-            let label = method_label(router::route(&h.name));
+            let label = method_label(router::route(
+                &h.name,
+                self.config().upstream.metastore_version.bits(),
+            ));
             metrics
                 .requests
                 .get_or_create(&RequestLabels {
@@ -475,7 +478,10 @@ impl Conn {
 
     /// Identity, policy and then the call itself. `false`: the connection must close.
     async fn dispatch(&mut self, transport: Transport, request: Request) -> bool {
-        let entry = router::route(&request.header.name);
+        let entry = router::route(
+            &request.header.name,
+            self.config().upstream.metastore_version.bits(),
+        );
         let authz_off = self.shared.guard.mode == crate::config::AuthzMode::Off;
         // Read once, as the metastore will read it; with authorization off the proxy is a
         // pure pass-through and decides nothing.
@@ -486,6 +492,7 @@ impl Conn {
             let limits = ReadLimits {
                 max_depth: self.config().limits.max_depth,
                 max_name_bytes: self.config().limits.max_method_name_bytes,
+                versions: self.config().upstream.metastore_version.bits(),
             };
             let msg = unframed(transport, &request.bytes);
             match schema::read_request(transport.protocol, msg, limits, build) {
@@ -607,7 +614,10 @@ impl Conn {
         metrics
             .requests
             .get_or_create(&RequestLabels {
-                method: method_label(router::route(&header.name)),
+                method: method_label(router::route(
+                    &header.name,
+                    self.config().upstream.metastore_version.bits(),
+                )),
                 decision: "error",
             })
             .inc();
@@ -722,7 +732,10 @@ impl Conn {
         filter: Option<ListFilter>,
     ) -> bool {
         let started = Instant::now();
-        let entry = router::route(&request.header.name);
+        let entry = router::route(
+            &request.header.name,
+            self.config().upstream.metastore_version.bits(),
+        );
         let label = method_label(entry);
         let oneway = request.header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %request.header.name, seqid = request.header.seqid);

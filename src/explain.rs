@@ -96,12 +96,14 @@ async fn build_args(
     };
     match *rule {
         Rule::Harmless | Rule::SetUgi | Rule::Tokens | Rule::AdminOnly(_) => {}
-        Rule::Txn { user } => {
+        Rule::Txn { user, .. } => {
             if let Some(p) = user {
                 put(&mut n, p, s(&r.user));
             }
         }
-        Rule::Lock { components, user } => {
+        Rule::Lock {
+            components, user, ..
+        } => {
             // An exclusive table lock (a writer's), or a shared database lock.
             let component = match &r.table {
                 Some(t) => Value::Struct(vec![
@@ -275,7 +277,7 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
         .await
         .map_err(|e| e.to_string())?;
     let guard = Guard::new(config, upstreams, metrics, storage);
-    let method = router::route(&r.method);
+    let method = router::route(&r.method, config.upstream.metastore_version.bits());
     let identity = identity_of(config, r);
     let (args, notes) = match method {
         Some(m) => build_args(&guard, &m.rule, r).await?,

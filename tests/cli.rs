@@ -48,6 +48,7 @@ max_connections = 100
 [upstream]
 uris = ["thrift://hms-a:9083", "thrift://hms-b:9083"]
 connect_timeout_ms = 2000
+metastore_version = "2.3"
 [admin]
 listen = "0.0.0.0:9464"
 [limits]
@@ -79,6 +80,7 @@ max_conections = 10
 idle_timeout_ms = "soon"
 [upstream]
 uris = ["http://wrong-scheme:9083", "thrift://ok:9083", "thrift://noport"]
+metastore_version = "3"
 [admin]
 listen = "nope"
 [limits]
@@ -102,6 +104,7 @@ x = 1
         "server.idle_timeout_ms",
         "upstream.uris[0]",
         "upstream.uris[2]",
+        "upstream.metastore_version",
         "admin.listen",
         "limits.max_depth",
         "logging.format",

@@ -14,6 +14,7 @@ use hms_guard::router::EACH;
 use hms_guard::schema::{read_request, ReadLimits};
 
 const LIMITS: ReadLimits = ReadLimits {
+    versions: hms_guard::schema::types::ALL_VERSIONS,
     max_depth: 64,
     max_name_bytes: 1024,
 };
@@ -292,7 +293,9 @@ async fn storage_needs_of_location_bearing_ddl() {
     use hms_guard::policy::classify::{classify, StorageNeed};
     use hms_guard::router::route;
     let facts = unreachable_facts();
-    let rule = route("create_table").unwrap().rule;
+    let rule = route("create_table", hms_guard::schema::types::ALL_VERSIONS)
+        .unwrap()
+        .rule;
     let table = |loc: &str, ty: &str| {
         let mut sd = vec![];
         if !loc.is_empty() {
@@ -367,7 +370,9 @@ async fn storage_needs_of_location_bearing_ddl() {
         (3, s("t")),
         (6, Value::Struct(vec![(2, s("s3a://elsewhere/p"))])),
     ]);
-    let rule = route("add_partition").unwrap().rule;
+    let rule = route("add_partition", hms_guard::schema::types::ALL_VERSIONS)
+        .unwrap()
+        .rule;
     let msg = call_with("add_partition", Value::Struct(vec![(1, part.clone())]));
     assert!(classify(&rule, &msg, &facts).await.is_err());
     // Without a location, an added partition needs no fact lookup.
@@ -507,7 +512,7 @@ async fn hive4_request_methods_classify_to_the_objects_they_name() {
         ),
     ];
     for (method, req, want) in cases {
-        let m = route(method).unwrap();
+        let m = route(method, hms_guard::schema::types::ALL_VERSIONS).unwrap();
         assert!(!matches!(m.rule, Rule::AdminOnly(_)), "{method}");
         let def = hms_guard::schema::method(method).unwrap();
         // Fill the request's other required fields with values of their declared type.
@@ -541,9 +546,9 @@ fn fill_required(def: &'static hms_guard::schema::StructDef, base: Value) -> Val
             T::Map(_, _) => Value::Map(vec![]),
         }
     }
-    for f in def.fields.iter().filter(|f| f.required) {
+    for f in def.fields.iter().filter(|f| f.required_in != 0) {
         if !fields.iter().any(|(id, _)| *id == f.id) {
-            fields.push((f.id, of(&f.ty[0])));
+            fields.push((f.id, of(&f.ty[f.ty.len() - 1])));
         }
     }
     fields.sort_by_key(|(id, _)| *id);

@@ -242,14 +242,18 @@ pub enum Operation {
     ReadGrants {
         principal: Option<Principal>,
     },
-    /// Transaction housekeeping; `claimed_user`: the user the call says it acts for.
+    /// Transaction housekeeping; `claimed_user`: the user the call says it acts for;
+    /// `held`: the transactions and locks the call acts on (each must be the caller's).
     Txn {
         claimed_user: Option<String>,
+        held: Vec<TxnRef>,
     },
-    /// A metastore lock on each object, for the user the request names.
+    /// A metastore lock on each object, for the user the request names, inside the
+    /// transactions `held` names.
     Lock {
         claimed_user: String,
         items: Vec<(Object, LockKind)>,
+        held: Vec<TxnRef>,
     },
     /// Admin only (role DDL, functions, notifications log, WM, schema registry…).
     AdminOnly(&'static str),
@@ -339,9 +343,39 @@ impl Policy {
 }
 
 /// Facts gathered for one decision.
+/// A transaction or lock a call acts on, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnRef {
+    Txn(i64),
+    Lock(i64),
+}
+
+impl std::fmt::Display for TxnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxnRef::Txn(id) => write!(f, "transaction {id}"),
+            TxnRef::Lock(id) => write!(f, "lock {id}"),
+        }
+    }
+}
+
+/// Who holds a transaction or lock, as the metastore records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// Opened (transaction, open or aborted) or taken (lock) by this user.
+    User(String),
+    /// A transaction that existed and is finished: the metastore answers the call itself
+    /// (no such transaction, already aborted…), with nothing to take over.
+    Finished,
+    /// No such transaction yet (above the metastore's high-water mark), or no such lock held.
+    Absent,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
     pub grants: Option<&'a Grants>,
+    /// Holders of the transactions and locks the operation acts on.
+    pub holders: HashMap<TxnRef, Holder>,
     /// Owners of the objects the operation names (absent: unknown or no such object).
     pub owners: HashMap<Object, Owner>,
     /// Storage checks of the locations the operation points at (gathered only once the grants
@@ -381,6 +415,7 @@ pub enum Reason {
     FactsUnavailable,
     StorageDenied,
     StorageUnavailable,
+    NotHolder,
 }
 
 impl Reason {
@@ -402,6 +437,7 @@ impl Reason {
             Reason::FactsUnavailable => "facts_unavailable",
             Reason::StorageDenied => "storage_denied",
             Reason::StorageUnavailable => "storage_unavailable",
+            Reason::NotHolder => "not_holder",
         }
     }
 }
@@ -459,6 +495,45 @@ fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
 }
 
 /// Decides one operation. Pure: everything it needs is in its arguments.
+/// A denial unless every transaction and lock in `held` is the caller's (the admin acts on
+/// anyone's). A finished transaction passes: the metastore answers it itself.
+fn held_by_caller(
+    identity: &Identity,
+    admin: bool,
+    held: &[TxnRef],
+    facts: &Facts<'_>,
+) -> Option<Decision> {
+    if admin {
+        return None;
+    }
+    let required = || format!("{} opened by user {}", list_held(held), identity.user);
+    for h in held {
+        let deny = |matched: String| Some(Decision::deny(Reason::NotHolder, required(), matched));
+        match facts.holders.get(h) {
+            Some(Holder::User(u)) if *u == identity.user => {}
+            Some(Holder::Finished) => {}
+            Some(Holder::User(_)) => return deny(format!("{h} belongs to another user")),
+            Some(Holder::Absent) => {
+                return deny(match h {
+                    TxnRef::Txn(_) => format!("{h} does not exist"),
+                    TxnRef::Lock(_) => {
+                        format!("{h} is not held (released, timed out, or never taken)")
+                    }
+                })
+            }
+            None => return deny(format!("who holds {h} is not known")),
+        }
+    }
+    None
+}
+
+fn list_held(held: &[TxnRef]) -> String {
+    match held {
+        [one] => one.to_string(),
+        _ => format!("{} transactions and locks", held.len()),
+    }
+}
+
 pub fn authorize(
     identity: &Identity,
     op: &Operation,
@@ -783,20 +858,28 @@ fn authorize_grants(
                 admin_only("reading other principals' grants")
             }
         }
-        Operation::Txn { claimed_user } => {
-            acting_for(claimed_user.as_deref()).unwrap_or_else(|| {
+        Operation::Txn { claimed_user, held } => acting_for(claimed_user.as_deref())
+            .or_else(|| held_by_caller(identity, admin, held, facts))
+            .unwrap_or_else(|| {
                 Decision::allow(
                     Reason::Harmless,
                     "an identity",
-                    "transaction calls need an identity only",
+                    if held.is_empty() {
+                        "transaction calls need an identity only".to_string()
+                    } else {
+                        format!("{} held by the caller", list_held(held))
+                    },
                 )
-            })
-        }
+            }),
         Operation::Lock {
             claimed_user,
             items,
+            held,
         } => {
             if let Some(d) = acting_for(Some(claimed_user)) {
+                return d;
+            }
+            if let Some(d) = held_by_caller(identity, admin, held, facts) {
                 return d;
             }
             let mut last = Decision::allow(Reason::Harmless, "nothing", "no object locked");

@@ -112,6 +112,7 @@ fn decide_with(
             })
             .collect(),
         storage: Vec::new(),
+        holders: Default::default(),
     };
     authorize(id, &op, &f, &Policy::default())
 }
@@ -497,6 +498,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         grants: Some(&g),
         owners: HashMap::new(),
         storage: Vec::new(),
+        holders: Default::default(),
     };
     let d = authorize(&root, &Operation::Tokens, &fr, &p);
     assert_eq!(
@@ -519,6 +521,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         grants: Some(&gm),
         owners: HashMap::new(),
         storage: Vec::new(),
+        holders: Default::default(),
     };
     assert!(authorize(&mary, &Operation::AdminOnly("x"), &fm, &boot).allow);
 }
@@ -544,6 +547,7 @@ fn owner_may_be_a_role_or_group() {
             grants: Some(&g),
             owners: HashMap::new(),
             storage: Vec::new(),
+            holders: Default::default(),
         };
         f.owners.insert(
             t("x"),
@@ -580,6 +584,7 @@ fn storage_facts_deny_after_grants_allow() {
         grants: Some(&g),
         owners: HashMap::new(),
         storage: vec![fact(true, false)],
+        holders: Default::default(),
     };
     assert!(
         authorize(&admin, &op, &f, &p).allow,
@@ -610,6 +615,7 @@ fn locks_fit_their_type_and_transactions_need_their_caller() {
     let lock = |who: &str, items: Vec<(Object, LockKind)>| Operation::Lock {
         claimed_user: who.into(),
         items,
+        held: Vec::new(),
     };
     let mary = user("mary", &[]);
     // mary: SELECT on customer, SELECT and INSERT on promotion.
@@ -671,6 +677,7 @@ fn locks_fit_their_type_and_transactions_need_their_caller() {
     assert!(d.matched.contains("\"john\""), "{}", d.matched);
     let open = |u: Option<&str>| Operation::Txn {
         claimed_user: u.map(str::to_string),
+        held: Vec::new(),
     };
     assert!(decide(&mary, open(Some("mary")), &[]).allow);
     assert!(!decide(&mary, open(Some("admin")), &[]).allow);
@@ -683,6 +690,7 @@ fn locks_fit_their_type_and_transactions_need_their_caller() {
         grants: None,
         owners: Default::default(),
         storage: Vec::new(),
+        holders: Default::default(),
     };
     let d = authorize(&anon, &open(None), &f, &Policy::default());
     assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
@@ -705,6 +713,7 @@ fn ownership_through_public_is_nobodys() {
         .into_iter()
         .collect(),
         storage: Vec::new(),
+        holders: Default::default(),
     };
     for op in [
         Operation::DropDatabase {
@@ -718,4 +727,79 @@ fn ownership_through_public_is_nobodys() {
         let d = authorize(&mary, &op, &f, &Policy::default());
         assert!(!d.allow, "{op:?}: {}", d.matched);
     }
+}
+
+#[test]
+fn transactions_and_locks_are_their_holders_alone() {
+    let g = |id: &Identity| grants_of(id, &seed());
+    let holders: HashMap<TxnRef, Holder> = [
+        (TxnRef::Txn(1), Holder::User("mary".into())),
+        (TxnRef::Txn(2), Holder::User("john".into())),
+        (TxnRef::Txn(3), Holder::Finished),
+        (TxnRef::Txn(9), Holder::Absent),
+        (TxnRef::Lock(5), Holder::User("mary".into())),
+        (TxnRef::Lock(6), Holder::User("john".into())),
+        (TxnRef::Lock(7), Holder::Absent),
+    ]
+    .into_iter()
+    .collect();
+    let run = |who: &Identity, held: Vec<TxnRef>, holders: &HashMap<TxnRef, Holder>| {
+        let grants = g(who);
+        let f = Facts {
+            grants: Some(&grants),
+            holders: holders.clone(),
+            ..Facts::default()
+        };
+        let op = Operation::Txn {
+            claimed_user: None,
+            held,
+        };
+        authorize(who, &op, &f, &Policy::default())
+    };
+    let mary = user("mary", &[]);
+    for ok in [
+        vec![TxnRef::Txn(1)],
+        vec![TxnRef::Lock(5)],
+        vec![TxnRef::Txn(1), TxnRef::Lock(5)],
+        // A finished transaction: the metastore answers it itself.
+        vec![TxnRef::Txn(3)],
+    ] {
+        assert!(run(&mary, ok.clone(), &holders).allow, "{ok:?}");
+    }
+    for (bad, why) in [
+        (
+            vec![TxnRef::Txn(2)],
+            "transaction 2 belongs to another user",
+        ),
+        (
+            vec![TxnRef::Txn(1), TxnRef::Lock(6)],
+            "lock 6 belongs to another user",
+        ),
+        (vec![TxnRef::Txn(9)], "transaction 9 does not exist"),
+        (vec![TxnRef::Lock(7)], "lock 7 is not held"),
+        (vec![TxnRef::Txn(4)], "who holds transaction 4 is not known"),
+    ] {
+        let d = run(&mary, bad.clone(), &holders);
+        assert_eq!((d.allow, d.reason), (false, Reason::NotHolder), "{bad:?}");
+        assert!(d.matched.contains(why), "{bad:?}: {}", d.matched);
+        assert!(d.required.contains("opened by user mary"), "{}", d.required);
+    }
+    // The admin acts on anyone's.
+    let root = user("root", &[]);
+    assert!(run(&root, vec![TxnRef::Txn(2), TxnRef::Lock(6)], &holders).allow);
+    // A lock inside another user's transaction.
+    let grants = g(&mary);
+    let f = Facts {
+        grants: Some(&grants),
+        holders: holders.clone(),
+        ..Facts::default()
+    };
+    let op = |txn| Operation::Lock {
+        claimed_user: "mary".into(),
+        items: vec![(t("customer"), LockKind::Read)],
+        held: vec![TxnRef::Txn(txn)],
+    };
+    assert!(authorize(&mary, &op(1), &f, &Policy::default()).allow);
+    let d = authorize(&mary, &op(2), &f, &Policy::default());
+    assert_eq!((d.allow, d.reason), (false, Reason::NotHolder));
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::{
-    assemble, Grants, Object, Owner, Principal, PrincipalFacts, PrincipalKind, Privilege,
+    assemble, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind, Privilege,
+    TxnRef,
 };
 use crate::cache::TtlCache;
 use crate::codec::reader::{Reader, Ty};
@@ -39,6 +40,8 @@ pub struct FactsStore {
     principals: TtlCache<Principal, Arc<PrincipalFacts>>,
     identities: TtlCache<Identity, Arc<Grants>>,
     objects: TtlCache<Object, Option<ObjectFacts>>,
+    /// Who opened a transaction or took a lock (never changes; only users are cached).
+    holders: TtlCache<TxnRef, Holder>,
     metrics: Arc<Metrics>,
 }
 
@@ -46,6 +49,7 @@ pub struct FactsStore {
 pub const MAX_CACHED_IDENTITIES: usize = 65_536;
 pub const MAX_CACHED_PRINCIPALS: usize = 65_536;
 pub const MAX_CACHED_OBJECTS: usize = 262_144;
+pub const MAX_CACHED_HOLDERS: usize = 65_536;
 
 /// HiveObjectType values.
 const OBJ_GLOBAL: i64 = 1;
@@ -66,6 +70,7 @@ impl FactsStore {
             principals: TtlCache::new(ttl, MAX_CACHED_PRINCIPALS),
             identities: TtlCache::new(ttl, MAX_CACHED_IDENTITIES),
             objects: TtlCache::new(ttl, MAX_CACHED_OBJECTS),
+            holders: TtlCache::new(ttl, MAX_CACHED_HOLDERS),
             metrics,
         }
     }
@@ -228,6 +233,92 @@ impl FactsStore {
             }
         }
         Ok(out)
+    }
+
+    /// Who holds a transaction or lock, as the metastore records it: the open transactions
+    /// (`get_open_txns_info`: open and aborted ones, with the user who opened each, and the
+    /// high-water mark) or the locks (`show_locks`: every lock component, with its user).
+    /// Every holder a listing shows is cached; a miss lists again.
+    pub async fn holder(&self, h: TxnRef) -> Result<Holder, FactsError> {
+        let load = || async {
+            let (listed, absent) = match h {
+                TxnRef::Txn(id) => {
+                    let (high_water_mark, txns) = self.open_txns().await?;
+                    let absent = if id <= high_water_mark {
+                        Holder::Finished
+                    } else {
+                        Holder::Absent
+                    };
+                    (
+                        txns.into_iter()
+                            .map(|(i, u)| (TxnRef::Txn(i), u))
+                            .collect::<Vec<_>>(),
+                        absent,
+                    )
+                }
+                TxnRef::Lock(_) => (
+                    self.locks()
+                        .await?
+                        .into_iter()
+                        .map(|(i, u)| (TxnRef::Lock(i), u))
+                        .collect(),
+                    Holder::Absent,
+                ),
+            };
+            let mut found = absent;
+            for (r, user) in listed {
+                if r == h {
+                    found = Holder::User(user.clone());
+                } else {
+                    self.holders.insert(r, Holder::User(user));
+                }
+            }
+            Ok(found)
+        };
+        let keep = |v: &Holder| matches!(v, Holder::User(_));
+        let (holder, hit) = self.holders.get_or_load(&h, load, keep).await?;
+        self.count("holders", hit);
+        Ok(holder)
+    }
+
+    /// The high-water mark and (id, user) of every open or aborted transaction.
+    async fn open_txns(&self) -> Result<(i64, Vec<(i64, String)>), FactsError> {
+        const M: &str = "get_open_txns_info";
+        let reply = self.call(M, |_| {}).await?;
+        let value = success_value(M, &reply)?;
+        let hwm = value
+            .field(1)
+            .and_then(Value::as_int)
+            .ok_or_else(|| FactsError::Invalid {
+                method: M.into(),
+                message: "no txn_high_water_mark".into(),
+            })?;
+        let txns = value
+            .field(2)
+            .map(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| Some((t.field(1)?.as_int()?, t.field(3)?.as_str()?.to_string())))
+            .collect();
+        Ok((hwm, txns))
+    }
+
+    /// (lock id, user) of every lock component the metastore holds or is waiting on.
+    async fn locks(&self) -> Result<Vec<(i64, String)>, FactsError> {
+        const M: &str = "show_locks";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::Struct, 1).struct_begin().struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        Ok(value
+            .field(1)
+            .map(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| Some((l.field(1)?.as_int()?, l.field(10)?.as_str()?.to_string())))
+            .collect())
     }
 
     /// Owner and location of a table or database (`None`: no such object).

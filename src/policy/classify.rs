@@ -2,7 +2,9 @@
 //! the audit line needs. The only I/O here is reading the current table for `alter_table*`
 //! (to diff) and the current database for `alter_database*` (owner change).
 
-use crate::authz::{AlterKind, LockKind, Object, Operation, Principal, PrincipalKind, Privilege};
+use crate::authz::{
+    AlterKind, LockKind, Object, Operation, Principal, PrincipalKind, Privilege, TxnRef,
+};
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{Path, Rule};
@@ -154,6 +156,21 @@ impl Ctx<'_> {
             .ok_or(ClassifyError::Missing(what))
     }
 
+    /// The integers at `path` (transaction and lock ids).
+    fn ids(&self, path: Path) -> Vec<i64> {
+        values_at(self.args, path)
+            .into_iter()
+            .filter_map(Value::as_int)
+            .collect()
+    }
+
+    fn id(&self, path: Path, what: &'static str) -> Result<i64, ClassifyError> {
+        self.ids(path)
+            .into_iter()
+            .next()
+            .ok_or(ClassifyError::Missing(what))
+    }
+
     /// Distinct tables named by parallel db/table paths (with `EACH` fan-out).
     fn tables(&self, db: Path, table: Path) -> Result<Vec<Object>, ClassifyError> {
         let dbs = self.strings(db)?;
@@ -171,6 +188,21 @@ impl Ctx<'_> {
         }
         Ok(out)
     }
+}
+
+/// Transactions and locks one call may act on: each is looked up (cached) before the call
+/// is forwarded.
+pub const MAX_HELD: usize = 1000;
+
+fn dedup_held(held: &mut Vec<TxnRef>) -> Result<(), ClassifyError> {
+    let mut seen = std::collections::HashSet::new();
+    held.retain(|h| seen.insert(*h));
+    if held.len() > MAX_HELD {
+        return Err(ClassifyError::Args(format!(
+            "more than {MAX_HELD} transactions and locks in one call"
+        )));
+    }
+    Ok(())
 }
 
 /// The metastore's catalog (Hive 3+): database names may carry it as `@catalog#db`.
@@ -282,15 +314,47 @@ pub async fn classify(
     match *rule {
         Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
-        Rule::Txn { user } => {
+        Rule::Txn {
+            user,
+            txns,
+            locks,
+            range,
+        } => {
             let claimed_user = match user {
                 Some(p) => Some(c.string(p, "user")?),
                 None => None,
             };
-            Ok(vec![Classified::of(Operation::Txn { claimed_user })])
+            let mut held = Vec::new();
+            for &p in txns {
+                held.extend(c.ids(p).into_iter().map(TxnRef::Txn));
+            }
+            for &p in locks {
+                held.extend(c.ids(p).into_iter().map(TxnRef::Lock));
+            }
+            if let Some((min, max)) = range {
+                let (min, max) = (
+                    c.id(min, "first transaction")?,
+                    c.id(max, "last transaction")?,
+                );
+                // Each transaction of the range is checked: bounded like any other list.
+                if max.checked_sub(min).is_none_or(|n| n >= MAX_HELD as i64) {
+                    return Err(ClassifyError::Args(format!(
+                        "a transaction range of more than {MAX_HELD} ids ({min}..={max})"
+                    )));
+                }
+                held.extend((min..=max).map(TxnRef::Txn));
+            }
+            dedup_held(&mut held)?;
+            Ok(vec![Classified::of(Operation::Txn { claimed_user, held })])
         }
-        Rule::Lock { components, user } => {
+        Rule::Lock {
+            components,
+            user,
+            txn,
+        } => {
             let claimed_user = c.string(user, "user")?;
+            let mut held: Vec<TxnRef> = c.ids(txn).into_iter().map(TxnRef::Txn).collect();
+            dedup_held(&mut held)?;
             let mut items = Vec::new();
             for comp in values_at(c.args, components)
                 .into_iter()
@@ -331,6 +395,7 @@ pub async fn classify(
                 Operation::Lock {
                     claimed_user,
                     items,
+                    held,
                 },
                 &first,
             )])

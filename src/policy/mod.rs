@@ -297,12 +297,34 @@ impl Guard {
         let op = &c.op;
         let mut facts = Facts {
             grants,
-            owners: Default::default(),
-            storage: Vec::new(),
+            ..Facts::default()
         };
         let mut d = authorize(identity, op, &facts, &self.policy);
         if !d.allow && grants.is_some() {
             let objects = owner_objects(op);
+            let held = match op {
+                Operation::Txn { held, .. } | Operation::Lock { held, .. } => held.as_slice(),
+                _ => &[],
+            };
+            for &h in held {
+                match self.facts.holder(h).await {
+                    Ok(holder) => {
+                        facts.holders.insert(h, holder);
+                    }
+                    Err(e) => {
+                        let d = Decision {
+                            allow: false,
+                            reason: Reason::FactsUnavailable,
+                            required: d.required,
+                            matched: format!("who holds {h} could not be read: {e}"),
+                        };
+                        return (d, None);
+                    }
+                }
+            }
+            if !held.is_empty() && objects.is_empty() {
+                d = authorize(identity, op, &facts, &self.policy);
+            }
             if !objects.is_empty() {
                 for obj in objects {
                     match self.facts.object(&obj).await {

@@ -132,15 +132,20 @@ pub enum Rule {
     },
     /// Transactions and their housekeeping (open, commit, abort, heartbeat, unlock, show):
     /// an identity is required; where the call names the user it acts for (`user`), that user
-    /// must be the caller.
+    /// must be the caller; every transaction (`txns`, and each id of the inclusive `range`)
+    /// and lock (`locks`) the call names must be the caller's.
     Txn {
         user: Option<Path>,
+        txns: &'static [Path],
+        locks: &'static [Path],
+        range: Option<(Path, Path)>,
     },
     /// `lock`: each component needs a privilege that fits its lock type; the request's user
-    /// must be the caller.
+    /// must be the caller, and so must the holder of the transaction it names (`txn`).
     Lock {
         components: Path,
         user: Path,
+        txn: Path,
     },
     /// Admin only; the text says what the call does.
     AdminOnly(&'static str),
@@ -152,6 +157,9 @@ pub enum Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Method {
     pub name: &'static str,
+    /// The metastore versions this entry is for (bits of `schema::types`; `ALL_VERSIONS` for
+    /// most; 0: the fallback for a proxy configured for several versions whose layouts differ).
+    pub versions: u8,
     pub class: Class,
     /// Oneway: the server sends no reply.
     pub oneway: bool,
@@ -163,12 +171,20 @@ pub struct Method {
     pub changes_grants: bool,
 }
 
-/// Finds a method's entry; `None` for a method the table does not know.
-pub fn route(name: &str) -> Option<&'static Method> {
-    METHODS
-        .binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes()))
-        .ok()
-        .map(|i| &METHODS[i])
+/// Finds a method's entry for a metastore of `versions` (`upstream.metastore_version`'s bits);
+/// `None` for a method the table does not know.
+pub fn route(name: &str, versions: u8) -> Option<&'static Method> {
+    let want = versions & !crate::schema::types::FB303;
+    let start = METHODS.partition_point(|m| m.name.as_bytes() < name.as_bytes());
+    let entries = METHODS[start..].iter().take_while(|m| m.name == name);
+    let mut fallback = None;
+    for m in entries {
+        if m.versions & want == want && m.versions != 0 {
+            return Some(m);
+        }
+        fallback = Some(m);
+    }
+    fallback
 }
 
 /// The bounded metric label for a method name: the table's name, or `other`.
@@ -196,15 +212,57 @@ mod tests {
         "shutdown",
     ];
 
+    use crate::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};
+    const FB: u8 = crate::schema::types::FB303;
+
     #[test]
-    fn table_is_sorted_and_unique() {
+    fn table_is_sorted_and_one_entry_per_version() {
         for w in METHODS.windows(2) {
             assert!(
-                w[0].name.as_bytes() < w[1].name.as_bytes(),
+                w[0].name.as_bytes() <= w[1].name.as_bytes(),
                 "{} !< {}",
                 w[0].name,
                 w[1].name
             );
+        }
+        // Per method: entries for disjoint versions, then the fallback (0) if there are two.
+        let mut i = 0;
+        while i < METHODS.len() {
+            let name = METHODS[i].name;
+            let same: Vec<_> = METHODS[i..].iter().take_while(|m| m.name == name).collect();
+            if same.len() == 1 {
+                assert_eq!(same[0].versions, ALL_VERSIONS, "{name}");
+            } else {
+                let (last, layouts) = same.split_last().unwrap();
+                assert_eq!(last.versions, 0, "{name}: fallback last");
+                assert!(matches!(last.rule, Rule::AdminOnly(_)), "{name}");
+                let mut union = 0;
+                for m in layouts {
+                    assert_eq!(m.versions & union, 0, "{name}: overlapping versions");
+                    union |= m.versions;
+                }
+            }
+            i += same.len();
+        }
+    }
+
+    #[test]
+    fn entries_are_chosen_by_the_configured_version() {
+        let db_path = |v: u8| match route("add_dynamic_partitions", v).unwrap().rule {
+            Rule::AddPartitions { db, .. } => Some(db),
+            _ => None,
+        };
+        // Hive 2.3 writes the database at id 2, Hive 3 and 4 at id 3 (after the write id).
+        assert_eq!(db_path(V2_3 | FB), Some(&[1, 2][..]));
+        for v in [V3_1, V4_0, V4_X] {
+            assert_eq!(db_path(v | FB), Some(&[1, 3][..]));
+        }
+        // Several versions at once: no one reading fits all: admin only.
+        assert_eq!(db_path(ALL_VERSIONS), None);
+        assert_eq!(db_path(V3_1 | V4_X | FB), Some(&[1, 3][..]));
+        assert_eq!(db_path(V2_3 | V4_X | FB), None);
+        for v in [ALL_VERSIONS, V2_3 | FB] {
+            assert_eq!(route("get_table", v).unwrap().name, "get_table");
         }
     }
 
@@ -220,12 +278,18 @@ mod tests {
         let mut n = 0;
         for name in names {
             n += 1;
-            if route(name).is_none() {
+            if route(name, ALL_VERSIONS).is_none() {
                 missing.push(name);
             }
         }
         assert!(missing.is_empty(), "methods without an entry: {missing:?}");
-        assert_eq!(n, METHODS.len(), "table has entries not in the method list");
+        let mut distinct: Vec<_> = METHODS.iter().map(|m| m.name).collect();
+        distinct.dedup();
+        assert_eq!(
+            n,
+            distinct.len(),
+            "table has entries not in the method list"
+        );
     }
 
     #[test]
@@ -236,8 +300,8 @@ mod tests {
             .map(|m| m.name)
             .collect();
         assert_eq!(oneway, ["reinitialize", "shutdown"]);
-        assert_eq!(route("no_such_method"), None);
-        assert_eq!(method_label(route("no_such_method")), "other");
-        assert_eq!(method_label(route("get_table")), "get_table");
+        assert_eq!(route("no_such_method", ALL_VERSIONS), None);
+        assert_eq!(method_label(route("no_such_method", ALL_VERSIONS)), "other");
+        assert_eq!(method_label(route("get_table", ALL_VERSIONS)), "get_table");
     }
 }

@@ -33,4364 +33,4364 @@ pub static E_WMResourcePlanStatus: EnumDef = EnumDef { name: "WMResourcePlanStat
 pub static E_fb_status: EnumDef = EnumDef { name: "fb_status", values: &[0, 1, 2, 3, 4, 5] };
 
 pub static S_AbortCompactResponse: StructDef = StructDef { name: "AbortCompactResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "abortedcompacts", ty: &[T::Map(&T::I64, &T::Struct(&S_AbortCompactionResponseElement))], required: true },
+    FieldDef { id: 1, name: "abortedcompacts", ty: &[T::Map(&T::I64, &T::Struct(&S_AbortCompactionResponseElement))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_AbortCompactionRequest: StructDef = StructDef { name: "AbortCompactionRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "compactionIds", ty: &[T::List(&T::I64)], required: true },
-    FieldDef { id: 2, name: "type", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "poolName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "compactionIds", ty: &[T::List(&T::I64)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "type", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "poolName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AbortCompactionResponseElement: StructDef = StructDef { name: "AbortCompactionResponseElement", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "compactionId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "status", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "compactionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "status", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "message", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AbortTxnRequest: StructDef = StructDef { name: "AbortTxnRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "replPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "txn_type", ty: &[T::Enum(&E_TxnType)], required: false },
-    FieldDef { id: 4, name: "errorCode", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "replPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "txn_type", ty: &[T::Enum(&E_TxnType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "errorCode", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AbortTxnsRequest: StructDef = StructDef { name: "AbortTxnsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txn_ids", ty: &[T::List(&T::I64)], required: true },
-    FieldDef { id: 2, name: "errorCode", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "txn_ids", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "errorCode", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AddCheckConstraintRequest: StructDef = StructDef { name: "AddCheckConstraintRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "checkConstraintCols", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], required: true },
+    FieldDef { id: 1, name: "checkConstraintCols", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AddDefaultConstraintRequest: StructDef = StructDef { name: "AddDefaultConstraintRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "defaultConstraintCols", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], required: true },
+    FieldDef { id: 1, name: "defaultConstraintCols", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AddDynamicPartitions: StructDef = StructDef { name: "AddDynamicPartitions", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "writeid", ty: &[T::String, T::I64], required: true },
-    FieldDef { id: 3, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "tablename", ty: &[T::List(&T::String), T::String], required: true },
-    FieldDef { id: 5, name: "partitionnames", ty: &[T::Enum(&E_DataOperationType), T::List(&T::String)], required: true },
-    FieldDef { id: 6, name: "operationType", ty: &[T::Enum(&E_DataOperationType)], required: false },
+    FieldDef { id: 1, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "writeid", ty: &[T::String, T::I64], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "tablename", ty: &[T::List(&T::String), T::String], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "partitionnames", ty: &[T::Enum(&E_DataOperationType), T::List(&T::String)], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 6, name: "operationType", ty: &[T::Enum(&E_DataOperationType)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AddForeignKeyRequest: StructDef = StructDef { name: "AddForeignKeyRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "foreignKeyCols", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], required: true },
+    FieldDef { id: 1, name: "foreignKeyCols", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AddNotNullConstraintRequest: StructDef = StructDef { name: "AddNotNullConstraintRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "notNullConstraintCols", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], required: true },
+    FieldDef { id: 1, name: "notNullConstraintCols", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AddPackageRequest: StructDef = StructDef { name: "AddPackageRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "packageName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "header", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "body", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "packageName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "header", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "body", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AddPartitionsRequest: StructDef = StructDef { name: "AddPartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "parts", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
-    FieldDef { id: 4, name: "ifNotExists", ty: &[T::Bool], required: true },
-    FieldDef { id: 5, name: "needResult", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 10, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "parts", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "ifNotExists", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "needResult", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_AddPartitionsResult: StructDef = StructDef { name: "AddPartitionsResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], required: false },
-    FieldDef { id: 3, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AddPrimaryKeyRequest: StructDef = StructDef { name: "AddPrimaryKeyRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "primaryKeyCols", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], required: true },
+    FieldDef { id: 1, name: "primaryKeyCols", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AddUniqueConstraintRequest: StructDef = StructDef { name: "AddUniqueConstraintRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "uniqueConstraintCols", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], required: true },
+    FieldDef { id: 1, name: "uniqueConstraintCols", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AggrStats: StructDef = StructDef { name: "AggrStats", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "colStats", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], required: true },
-    FieldDef { id: 2, name: "partsFound", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "isStatsCompliant", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "colStats", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "partsFound", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AllTableConstraintsRequest: StructDef = StructDef { name: "AllTableConstraintsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AllTableConstraintsResponse: StructDef = StructDef { name: "AllTableConstraintsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "allTableConstraints", ty: &[T::Struct(&S_SQLAllTableConstraints)], required: true },
+    FieldDef { id: 1, name: "allTableConstraints", ty: &[T::Struct(&S_SQLAllTableConstraints)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_AllocateTableWriteIdsRequest: StructDef = StructDef { name: "AllocateTableWriteIdsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "txnIds", ty: &[T::List(&T::I64)], required: false },
-    FieldDef { id: 4, name: "replPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "srcTxnToWriteIdList", ty: &[T::List(&T::Struct(&S_TxnToWriteId))], required: false },
-    FieldDef { id: 6, name: "reallocate", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "txnIds", ty: &[T::List(&T::I64)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "replPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "srcTxnToWriteIdList", ty: &[T::List(&T::Struct(&S_TxnToWriteId))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "reallocate", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AllocateTableWriteIdsResponse: StructDef = StructDef { name: "AllocateTableWriteIdsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnToWriteIds", ty: &[T::List(&T::Struct(&S_TxnToWriteId))], required: true },
+    FieldDef { id: 1, name: "txnToWriteIds", ty: &[T::List(&T::Struct(&S_TxnToWriteId))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_AlreadyExistsException: StructDef = StructDef { name: "AlreadyExistsException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AlterCatalogRequest: StructDef = StructDef { name: "AlterCatalogRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "newCat", ty: &[T::Struct(&S_Catalog)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "newCat", ty: &[T::Struct(&S_Catalog)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AlterDataConnectorRequest: StructDef = StructDef { name: "AlterDataConnectorRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connectorName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "newConnector", ty: &[T::Struct(&S_DataConnector)], required: true },
+    FieldDef { id: 1, name: "connectorName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 2, name: "newConnector", ty: &[T::Struct(&S_DataConnector)], ty_in: &[V4_X], required_in: V4_X },
 ] };
 pub static S_AlterDatabaseRequest: StructDef = StructDef { name: "AlterDatabaseRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "oldDbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "newDb", ty: &[T::Struct(&S_Database)], required: true },
+    FieldDef { id: 1, name: "oldDbName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 2, name: "newDb", ty: &[T::Struct(&S_Database)], ty_in: &[V4_X], required_in: V4_X },
 ] };
 pub static S_AlterISchemaRequest: StructDef = StructDef { name: "AlterISchemaRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], required: false },
-    FieldDef { id: 3, name: "newSchema", ty: &[T::Struct(&S_ISchema)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "newSchema", ty: &[T::Struct(&S_ISchema)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AlterPartitionsRequest: StructDef = StructDef { name: "AlterPartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
-    FieldDef { id: 5, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 6, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "partitionColSchema", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AlterPartitionsResponse: StructDef = StructDef { name: "AlterPartitionsResponse", kind: Kind::Struct, fields: &[] };
 pub static S_AlterTableRequest: StructDef = StructDef { name: "AlterTableRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "table", ty: &[T::Struct(&S_Table)], required: true },
-    FieldDef { id: 5, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 6, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 9, name: "processorIdentifier", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "expectedParameterKey", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "expectedParameterValue", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "table", ty: &[T::Struct(&S_Table)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "expectedParameterKey", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "expectedParameterValue", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_AlterTableResponse: StructDef = StructDef { name: "AlterTableResponse", kind: Kind::Struct, fields: &[] };
 pub static S_AppendPartitionsRequest: StructDef = StructDef { name: "AppendPartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partVals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "catalogName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 4, name: "name", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partVals", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_BasicTxnInfo: StructDef = StructDef { name: "BasicTxnInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "isnull", ty: &[T::Bool], required: true },
-    FieldDef { id: 2, name: "time", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "txnid", ty: &[T::I64], required: false },
-    FieldDef { id: 4, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tablename", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "partitionname", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "isnull", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "time", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "txnid", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "dbname", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tablename", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "partitionname", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_BinaryColumnStatsData: StructDef = StructDef { name: "BinaryColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "maxColLen", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "avgColLen", ty: &[T::Double], required: true },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
+    FieldDef { id: 1, name: "maxColLen", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "avgColLen", ty: &[T::Double], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_BooleanColumnStatsData: StructDef = StructDef { name: "BooleanColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "numTrues", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "numFalses", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
+    FieldDef { id: 1, name: "numTrues", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "numFalses", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CacheFileMetadataRequest: StructDef = StructDef { name: "CacheFileMetadataRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "isAllParts", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "partName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "isAllParts", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CacheFileMetadataResult: StructDef = StructDef { name: "CacheFileMetadataResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "isSupported", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "isSupported", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_Catalog: StructDef = StructDef { name: "Catalog", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "locationUri", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "createTime", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "description", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "locationUri", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "createTime", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CheckConstraintsRequest: StructDef = StructDef { name: "CheckConstraintsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "db_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CheckConstraintsResponse: StructDef = StructDef { name: "CheckConstraintsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], required: true },
+    FieldDef { id: 1, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_CheckLockRequest: StructDef = StructDef { name: "CheckLockRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lockid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "txnid", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "elapsed_ms", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "lockid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "elapsed_ms", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ClearFileMetadataRequest: StructDef = StructDef { name: "ClearFileMetadataRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], required: true },
+    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_ClearFileMetadataResult: StructDef = StructDef { name: "ClearFileMetadataResult", kind: Kind::Struct, fields: &[] };
 pub static S_ClientCapabilities: StructDef = StructDef { name: "ClientCapabilities", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "values", ty: &[T::List(&T::Enum(&E_ClientCapability))], required: true },
+    FieldDef { id: 1, name: "values", ty: &[T::List(&T::Enum(&E_ClientCapability))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_CmRecycleRequest: StructDef = StructDef { name: "CmRecycleRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dataPath", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "purge", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "dataPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "purge", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_CmRecycleResponse: StructDef = StructDef { name: "CmRecycleResponse", kind: Kind::Struct, fields: &[] };
 pub static S_ColumnStatistics: StructDef = StructDef { name: "ColumnStatistics", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "statsDesc", ty: &[T::Struct(&S_ColumnStatisticsDesc)], required: true },
-    FieldDef { id: 2, name: "statsObj", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], required: true },
-    FieldDef { id: 3, name: "isStatsCompliant", ty: &[T::Bool], required: false },
-    FieldDef { id: 4, name: "engine", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "statsDesc", ty: &[T::Struct(&S_ColumnStatisticsDesc)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "statsObj", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ColumnStatisticsData: StructDef = StructDef { name: "ColumnStatisticsData", kind: Kind::Union, fields: &[
-    FieldDef { id: 1, name: "booleanStats", ty: &[T::Struct(&S_BooleanColumnStatsData)], required: false },
-    FieldDef { id: 2, name: "longStats", ty: &[T::Struct(&S_LongColumnStatsData)], required: false },
-    FieldDef { id: 3, name: "doubleStats", ty: &[T::Struct(&S_DoubleColumnStatsData)], required: false },
-    FieldDef { id: 4, name: "stringStats", ty: &[T::Struct(&S_StringColumnStatsData)], required: false },
-    FieldDef { id: 5, name: "binaryStats", ty: &[T::Struct(&S_BinaryColumnStatsData)], required: false },
-    FieldDef { id: 6, name: "decimalStats", ty: &[T::Struct(&S_DecimalColumnStatsData)], required: false },
-    FieldDef { id: 7, name: "dateStats", ty: &[T::Struct(&S_DateColumnStatsData)], required: false },
-    FieldDef { id: 8, name: "timestampStats", ty: &[T::Struct(&S_TimestampColumnStatsData)], required: false },
+    FieldDef { id: 1, name: "booleanStats", ty: &[T::Struct(&S_BooleanColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "longStats", ty: &[T::Struct(&S_LongColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "doubleStats", ty: &[T::Struct(&S_DoubleColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "stringStats", ty: &[T::Struct(&S_StringColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "binaryStats", ty: &[T::Struct(&S_BinaryColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "decimalStats", ty: &[T::Struct(&S_DecimalColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "dateStats", ty: &[T::Struct(&S_DateColumnStatsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "timestampStats", ty: &[T::Struct(&S_TimestampColumnStatsData)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ColumnStatisticsDesc: StructDef = StructDef { name: "ColumnStatisticsDesc", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "isTblLevel", ty: &[T::Bool], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "lastAnalyzed", ty: &[T::I64], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "isTblLevel", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "partName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "lastAnalyzed", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ColumnStatisticsObj: StructDef = StructDef { name: "ColumnStatisticsObj", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "colName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "colType", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "statsData", ty: &[T::Struct(&S_ColumnStatisticsData)], required: true },
+    FieldDef { id: 1, name: "colName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "colType", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "statsData", ty: &[T::Struct(&S_ColumnStatisticsData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_CommitTxnKeyValue: StructDef = StructDef { name: "CommitTxnKeyValue", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tableId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "key", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "value", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "key", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "value", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_CommitTxnRequest: StructDef = StructDef { name: "CommitTxnRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "replPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "writeEventInfos", ty: &[T::List(&T::Struct(&S_WriteEventInfo))], required: false },
-    FieldDef { id: 4, name: "replLastIdInfo", ty: &[T::Struct(&S_ReplLastIdInfo)], required: false },
-    FieldDef { id: 5, name: "keyValue", ty: &[T::Struct(&S_CommitTxnKeyValue)], required: false },
-    FieldDef { id: 6, name: "exclWriteEnabled", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "txn_type", ty: &[T::Enum(&E_TxnType)], required: false },
+    FieldDef { id: 1, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "replPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "writeEventInfos", ty: &[T::List(&T::Struct(&S_WriteEventInfo))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "replLastIdInfo", ty: &[T::Struct(&S_ReplLastIdInfo)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "keyValue", ty: &[T::Struct(&S_CommitTxnKeyValue)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "exclWriteEnabled", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "txn_type", ty: &[T::Enum(&E_TxnType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CompactionAbortedException: StructDef = StructDef { name: "CompactionAbortedException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CompactionInfoStruct: StructDef = StructDef { name: "CompactionInfoStruct", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "id", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tablename", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partitionname", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "type", ty: &[T::Enum(&E_CompactionType)], required: true },
-    FieldDef { id: 6, name: "runas", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "properties", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "toomanyaborts", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "state", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "workerId", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "start", ty: &[T::I64], required: false },
-    FieldDef { id: 12, name: "highestWriteId", ty: &[T::I64], required: false },
-    FieldDef { id: 13, name: "errorMessage", ty: &[T::String], required: false },
-    FieldDef { id: 14, name: "hasoldabort", ty: &[T::Bool], required: false },
-    FieldDef { id: 15, name: "enqueueTime", ty: &[T::I64], required: false },
-    FieldDef { id: 16, name: "retryRetention", ty: &[T::I64], required: false },
-    FieldDef { id: 17, name: "poolname", ty: &[T::String], required: false },
-    FieldDef { id: 18, name: "numberOfBuckets", ty: &[T::I32], required: false },
-    FieldDef { id: 19, name: "orderByClause", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tablename", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partitionname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "type", ty: &[T::Enum(&E_CompactionType)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 6, name: "runas", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "properties", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "toomanyaborts", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "state", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "workerId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "start", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "highestWriteId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "errorMessage", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 14, name: "hasoldabort", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 15, name: "enqueueTime", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 16, name: "retryRetention", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 17, name: "poolname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 18, name: "numberOfBuckets", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 19, name: "orderByClause", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CompactionMetricsDataRequest: StructDef = StructDef { name: "CompactionMetricsDataRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionMetricsMetricType)], required: true },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionMetricsMetricType)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_CompactionMetricsDataResponse: StructDef = StructDef { name: "CompactionMetricsDataResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "data", ty: &[T::Struct(&S_CompactionMetricsDataStruct)], required: false },
+    FieldDef { id: 1, name: "data", ty: &[T::Struct(&S_CompactionMetricsDataStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CompactionMetricsDataStruct: StructDef = StructDef { name: "CompactionMetricsDataStruct", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblname", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionname", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionMetricsMetricType)], required: true },
-    FieldDef { id: 5, name: "metricvalue", ty: &[T::I32], required: true },
-    FieldDef { id: 6, name: "version", ty: &[T::I32], required: true },
-    FieldDef { id: 7, name: "threshold", ty: &[T::I32], required: true },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionMetricsMetricType)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "metricvalue", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 6, name: "version", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 7, name: "threshold", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_CompactionRequest: StructDef = StructDef { name: "CompactionRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tablename", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionname", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionType)], required: true },
-    FieldDef { id: 5, name: "runas", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "properties", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 7, name: "initiatorId", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "initiatorVersion", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "poolName", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "numberOfBuckets", ty: &[T::I32], required: false },
-    FieldDef { id: 11, name: "orderByClause", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "runas", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "properties", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "initiatorId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "initiatorVersion", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "poolName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "numberOfBuckets", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "orderByClause", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CompactionResponse: StructDef = StructDef { name: "CompactionResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "id", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "state", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "accepted", ty: &[T::Bool], required: true },
-    FieldDef { id: 4, name: "errormessage", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "id", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "state", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "accepted", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "errormessage", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ConfigValSecurityException: StructDef = StructDef { name: "ConfigValSecurityException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CreateCatalogRequest: StructDef = StructDef { name: "CreateCatalogRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_Catalog)], required: false },
+    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_Catalog)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CreateDataConnectorRequest: StructDef = StructDef { name: "CreateDataConnectorRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connector", ty: &[T::Struct(&S_DataConnector)], required: true },
+    FieldDef { id: 1, name: "connector", ty: &[T::Struct(&S_DataConnector)], ty_in: &[V4_0 | V4_X], required_in: V4_X },
 ] };
 pub static S_CreateDatabaseRequest: StructDef = StructDef { name: "CreateDatabaseRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "databaseName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "locationUri", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 5, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
-    FieldDef { id: 6, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 8, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 10, name: "managedLocationUri", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "type", ty: &[T::String, T::Enum(&E_DatabaseType)], required: false },
-    FieldDef { id: 12, name: "dataConnectorName", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "remote_dbname", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "databaseName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "description", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "locationUri", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "catalogName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "createTime", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "managedLocationUri", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "type", ty: &[T::String, T::Enum(&E_DatabaseType)], ty_in: &[V4_0, V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "dataConnectorName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "remote_dbname", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_CreateTableRequest: StructDef = StructDef { name: "CreateTableRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], required: true },
-    FieldDef { id: 2, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 3, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], required: false },
-    FieldDef { id: 4, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], required: false },
-    FieldDef { id: 5, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], required: false },
-    FieldDef { id: 6, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], required: false },
-    FieldDef { id: 7, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], required: false },
-    FieldDef { id: 8, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], required: false },
-    FieldDef { id: 9, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 10, name: "processorIdentifier", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CreationMetadata: StructDef = StructDef { name: "CreationMetadata", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "tablesUsed", ty: &[T::Set(&T::String)], required: true },
-    FieldDef { id: 5, name: "validTxnList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "materializationTime", ty: &[T::I64], required: false },
-    FieldDef { id: 7, name: "sourceTables", ty: &[T::List(&T::Struct(&S_SourceTable))], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "tablesUsed", ty: &[T::Set(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "validTxnList", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "materializationTime", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "sourceTables", ty: &[T::List(&T::Struct(&S_SourceTable))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_CurrentNotificationEventId: StructDef = StructDef { name: "CurrentNotificationEventId", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "eventId", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "eventId", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_DataConnector: StructDef = StructDef { name: "DataConnector", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "type", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "url", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 6, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 8, name: "createTime", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "type", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "url", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "description", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "createTime", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Database: StructDef = StructDef { name: "Database", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "locationUri", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 5, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
-    FieldDef { id: 6, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 8, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 10, name: "managedLocationUri", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "type", ty: &[T::Enum(&E_DatabaseType)], required: false },
-    FieldDef { id: 12, name: "connector_name", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "remote_dbname", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "description", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "locationUri", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ownerName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "catalogName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "createTime", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "managedLocationUri", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "type", ty: &[T::Enum(&E_DatabaseType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "connector_name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "remote_dbname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Date: StructDef = StructDef { name: "Date", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "daysSinceEpoch", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "daysSinceEpoch", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_DateColumnStatsData: StructDef = StructDef { name: "DateColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Date)], required: false },
-    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Date)], required: false },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
-    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Date)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Date)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Decimal: StructDef = StructDef { name: "Decimal", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "unscaled", ty: &[T::Binary], required: true },
-    FieldDef { id: 3, name: "scale", ty: &[T::I16], required: true },
+    FieldDef { id: 1, name: "unscaled", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "scale", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_DecimalColumnStatsData: StructDef = StructDef { name: "DecimalColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Decimal)], required: false },
-    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Decimal)], required: false },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
-    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Decimal)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Decimal)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DefaultConstraintsRequest: StructDef = StructDef { name: "DefaultConstraintsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "db_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DefaultConstraintsResponse: StructDef = StructDef { name: "DefaultConstraintsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], required: true },
+    FieldDef { id: 1, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_DeleteColumnStatisticsRequest: StructDef = StructDef { name: "DeleteColumnStatisticsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cat_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "part_names", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 5, name: "col_names", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "engine", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "tableLevel", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "cat_name", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "db_name", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 4, name: "part_names", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "col_names", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "engine", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "tableLevel", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_DoubleColumnStatsData: StructDef = StructDef { name: "DoubleColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lowValue", ty: &[T::Double], required: false },
-    FieldDef { id: 2, name: "highValue", ty: &[T::Double], required: false },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
-    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "lowValue", ty: &[T::Double], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "highValue", ty: &[T::Double], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropCatalogRequest: StructDef = StructDef { name: "DropCatalogRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ifExists", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "ifExists", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_DropConstraintRequest: StructDef = StructDef { name: "DropConstraintRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tablename", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "constraintname", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "constraintname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropDataConnectorRequest: StructDef = StructDef { name: "DropDataConnectorRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connectorName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "ifNotExists", ty: &[T::Bool], required: false },
-    FieldDef { id: 3, name: "checkReferences", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "connectorName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 2, name: "ifNotExists", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "checkReferences", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_DropDatabaseRequest: StructDef = StructDef { name: "DropDatabaseRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "ignoreUnknownDb", ty: &[T::Bool], required: true },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: true },
-    FieldDef { id: 5, name: "cascade", ty: &[T::Bool], required: true },
-    FieldDef { id: 6, name: "softDelete", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "txnId", ty: &[T::I64], required: false },
-    FieldDef { id: 8, name: "deleteManagedDir", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "catalogName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "ignoreUnknownDb", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "cascade", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 6, name: "softDelete", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "deleteManagedDir", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropPackageRequest: StructDef = StructDef { name: "DropPackageRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "packageName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "packageName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_DropPartitionRequest: StructDef = StructDef { name: "DropPartitionRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partVals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 4, name: "partName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partVals", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "deleteData", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_DropPartitionsExpr: StructDef = StructDef { name: "DropPartitionsExpr", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "expr", ty: &[T::Binary], required: true },
-    FieldDef { id: 2, name: "partArchiveLevel", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "expr", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "partArchiveLevel", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropPartitionsRequest: StructDef = StructDef { name: "DropPartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "parts", ty: &[T::Struct(&S_RequestPartsSpec)], required: true },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "ifExists", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "ignoreProtection", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 8, name: "needResult", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "parts", ty: &[T::Struct(&S_RequestPartsSpec)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "ifExists", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ignoreProtection", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "needResult", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropPartitionsResult: StructDef = StructDef { name: "DropPartitionsResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_DropTableRequest: StructDef = StructDef { name: "DropTableRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 6, name: "dropPartitions", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catalogName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "dropPartitions", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_EnvironmentContext: StructDef = StructDef { name: "EnvironmentContext", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "properties", ty: &[T::Map(&T::String, &T::String)], required: false },
+    FieldDef { id: 1, name: "properties", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ExtendedTableInfo: StructDef = StructDef { name: "ExtendedTableInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "accessType", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "requiredReadCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "requiredWriteCapabilities", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "accessType", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "requiredReadCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "requiredWriteCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FieldSchema: StructDef = StructDef { name: "FieldSchema", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "type", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "comment", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "type", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "comment", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FileMetadata: StructDef = StructDef { name: "FileMetadata", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "type", ty: &[T::Byte], required: false },
-    FieldDef { id: 2, name: "version", ty: &[T::Byte], required: false },
-    FieldDef { id: 3, name: "data", ty: &[T::List(&T::Binary)], required: false },
+    FieldDef { id: 1, name: "type", ty: &[T::Byte], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "version", ty: &[T::Byte], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "data", ty: &[T::List(&T::Binary)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FindNextCompactRequest: StructDef = StructDef { name: "FindNextCompactRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "workerId", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "workerVersion", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "poolName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "workerId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "workerVersion", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "poolName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FindSchemasByColsResp: StructDef = StructDef { name: "FindSchemasByColsResp", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersions", ty: &[T::List(&T::Struct(&S_SchemaVersionDescriptor))], required: false },
+    FieldDef { id: 1, name: "schemaVersions", ty: &[T::List(&T::Struct(&S_SchemaVersionDescriptor))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FindSchemasByColsRqst: StructDef = StructDef { name: "FindSchemasByColsRqst", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "colName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "colNamespace", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "type", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "colName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "colNamespace", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "type", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FireEventRequest: StructDef = StructDef { name: "FireEventRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "successful", ty: &[T::Bool], required: true },
-    FieldDef { id: 2, name: "data", ty: &[T::Struct(&S_FireEventRequestData)], required: true },
-    FieldDef { id: 3, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partitionVals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "tblParams", ty: &[T::Map(&T::String, &T::String)], required: false },
+    FieldDef { id: 1, name: "successful", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "data", ty: &[T::Struct(&S_FireEventRequestData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partitionVals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "tblParams", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FireEventRequestData: StructDef = StructDef { name: "FireEventRequestData", kind: Kind::Union, fields: &[
-    FieldDef { id: 1, name: "insertData", ty: &[T::Struct(&S_InsertEventRequestData)], required: false },
-    FieldDef { id: 2, name: "insertDatas", ty: &[T::List(&T::Struct(&S_InsertEventRequestData))], required: false },
-    FieldDef { id: 3, name: "refreshEvent", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "insertData", ty: &[T::Struct(&S_InsertEventRequestData)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "insertDatas", ty: &[T::List(&T::Struct(&S_InsertEventRequestData))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "refreshEvent", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_FireEventResponse: StructDef = StructDef { name: "FireEventResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "eventIds", ty: &[T::List(&T::I64)], required: false },
+    FieldDef { id: 1, name: "eventIds", ty: &[T::List(&T::I64)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ForeignKeysRequest: StructDef = StructDef { name: "ForeignKeysRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "parent_db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "parent_tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "foreign_db_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "foreign_tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "parent_db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "parent_tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "foreign_db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "foreign_tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ForeignKeysResponse: StructDef = StructDef { name: "ForeignKeysResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], required: true },
+    FieldDef { id: 1, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_Function: StructDef = StructDef { name: "Function", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "functionName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "className", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 6, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 7, name: "functionType", ty: &[T::Enum(&E_FunctionType)], required: false },
-    FieldDef { id: 8, name: "resourceUris", ty: &[T::List(&T::Struct(&S_ResourceUri))], required: false },
-    FieldDef { id: 9, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "functionName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "className", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "ownerName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "functionType", ty: &[T::Enum(&E_FunctionType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "resourceUris", ty: &[T::List(&T::Struct(&S_ResourceUri))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetAllFunctionsResponse: StructDef = StructDef { name: "GetAllFunctionsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "functions", ty: &[T::List(&T::Struct(&S_Function))], required: false },
+    FieldDef { id: 1, name: "functions", ty: &[T::List(&T::Struct(&S_Function))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetAllWriteEventInfoRequest: StructDef = StructDef { name: "GetAllWriteEventInfoRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetCatalogRequest: StructDef = StructDef { name: "GetCatalogRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetCatalogResponse: StructDef = StructDef { name: "GetCatalogResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_Catalog)], required: false },
+    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_Catalog)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetCatalogsResponse: StructDef = StructDef { name: "GetCatalogsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetDataConnectorRequest: StructDef = StructDef { name: "GetDataConnectorRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connectorName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "connectorName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetDatabaseObjectsRequest: StructDef = StructDef { name: "GetDatabaseObjectsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "pattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catalogName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "pattern", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_GetDatabaseObjectsResponse: StructDef = StructDef { name: "GetDatabaseObjectsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "databases", ty: &[T::List(&T::Struct(&S_Database))], required: true },
+    FieldDef { id: 1, name: "databases", ty: &[T::List(&T::Struct(&S_Database))], ty_in: &[V4_X], required_in: V4_X },
 ] };
 pub static S_GetDatabaseRequest: StructDef = StructDef { name: "GetDatabaseRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "processorIdentifier", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "catalogName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetFieldsRequest: StructDef = StructDef { name: "GetFieldsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetFieldsResponse: StructDef = StructDef { name: "GetFieldsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: true },
+    FieldDef { id: 1, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetFileMetadataByExprRequest: StructDef = StructDef { name: "GetFileMetadataByExprRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], required: true },
-    FieldDef { id: 2, name: "expr", ty: &[T::Binary], required: true },
-    FieldDef { id: 3, name: "doGetFooters", ty: &[T::Bool], required: false },
-    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_FileMetadataExprType)], required: false },
+    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "expr", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "doGetFooters", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_FileMetadataExprType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetFileMetadataByExprResult: StructDef = StructDef { name: "GetFileMetadataByExprResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "metadata", ty: &[T::Map(&T::I64, &T::Struct(&S_MetadataPpdResult))], required: true },
-    FieldDef { id: 2, name: "isSupported", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "metadata", ty: &[T::Map(&T::I64, &T::Struct(&S_MetadataPpdResult))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "isSupported", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetFileMetadataRequest: StructDef = StructDef { name: "GetFileMetadataRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], required: true },
+    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetFileMetadataResult: StructDef = StructDef { name: "GetFileMetadataResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "metadata", ty: &[T::Map(&T::I64, &T::Binary)], required: true },
-    FieldDef { id: 2, name: "isSupported", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "metadata", ty: &[T::Map(&T::I64, &T::Binary)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "isSupported", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetFunctionsRequest: StructDef = StructDef { name: "GetFunctionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "catalogName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "pattern", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "returnNames", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_X], required_in: V4_X },
+    FieldDef { id: 2, name: "catalogName", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "pattern", ty: &[T::String], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "returnNames", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_GetFunctionsResponse: StructDef = StructDef { name: "GetFunctionsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "function_names", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "functions", ty: &[T::List(&T::Struct(&S_Function))], required: false },
+    FieldDef { id: 1, name: "function_names", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "functions", ty: &[T::List(&T::Struct(&S_Function))], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_GetLatestCommittedCompactionInfoRequest: StructDef = StructDef { name: "GetLatestCommittedCompactionInfoRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tablename", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionnames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "lastCompactionId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tablename", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionnames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "lastCompactionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetLatestCommittedCompactionInfoResponse: StructDef = StructDef { name: "GetLatestCommittedCompactionInfoResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "compactions", ty: &[T::List(&T::Struct(&S_CompactionInfoStruct))], required: true },
+    FieldDef { id: 1, name: "compactions", ty: &[T::List(&T::Struct(&S_CompactionInfoStruct))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetOpenTxnsInfoResponse: StructDef = StructDef { name: "GetOpenTxnsInfoResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txn_high_water_mark", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "open_txns", ty: &[T::List(&T::Struct(&S_TxnInfo))], required: true },
+    FieldDef { id: 1, name: "txn_high_water_mark", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "open_txns", ty: &[T::List(&T::Struct(&S_TxnInfo))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetOpenTxnsRequest: StructDef = StructDef { name: "GetOpenTxnsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "excludeTxnTypes", ty: &[T::List(&T::Enum(&E_TxnType))], required: false },
+    FieldDef { id: 1, name: "excludeTxnTypes", ty: &[T::List(&T::Enum(&E_TxnType))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetOpenTxnsResponse: StructDef = StructDef { name: "GetOpenTxnsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txn_high_water_mark", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "open_txns", ty: &[T::Set(&T::I64), T::List(&T::I64)], required: true },
-    FieldDef { id: 3, name: "min_open_txn", ty: &[T::I64], required: false },
-    FieldDef { id: 4, name: "abortedBits", ty: &[T::Binary], required: true },
+    FieldDef { id: 1, name: "txn_high_water_mark", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "open_txns", ty: &[T::Set(&T::I64), T::List(&T::I64)], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "min_open_txn", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "abortedBits", ty: &[T::Binary], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetPackageRequest: StructDef = StructDef { name: "GetPackageRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "packageName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "packageName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetPartitionNamesPsRequest: StructDef = StructDef { name: "GetPartitionNamesPsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partValues", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], required: false },
-    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partValues", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionNamesPsResponse: StructDef = StructDef { name: "GetPartitionNamesPsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], required: true },
+    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetPartitionRequest: StructDef = StructDef { name: "GetPartitionRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionResponse: StructDef = StructDef { name: "GetPartitionResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partition", ty: &[T::Struct(&S_Partition)], required: true },
+    FieldDef { id: 1, name: "partition", ty: &[T::Struct(&S_Partition)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetPartitionsByFilterRequest: StructDef = StructDef { name: "GetPartitionsByFilterRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "filter", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], required: false },
-    FieldDef { id: 6, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "filter", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsByNamesRequest: StructDef = StructDef { name: "GetPartitionsByNamesRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "names", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "get_col_stats", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "processorIdentifier", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "engine", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "getFileMetadata", ty: &[T::Bool], required: false },
-    FieldDef { id: 10, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 11, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 12, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "names", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "get_col_stats", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "getFileMetadata", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsByNamesResult: StructDef = StructDef { name: "GetPartitionsByNamesResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
-    FieldDef { id: 2, name: "dictionary", ty: &[T::Struct(&S_ObjectDictionary)], required: false },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dictionary", ty: &[T::Struct(&S_ObjectDictionary)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsFilterSpec: StructDef = StructDef { name: "GetPartitionsFilterSpec", kind: Kind::Struct, fields: &[
-    FieldDef { id: 7, name: "filterMode", ty: &[T::Enum(&E_PartitionFilterMode)], required: false },
-    FieldDef { id: 8, name: "filters", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 7, name: "filterMode", ty: &[T::Enum(&E_PartitionFilterMode)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "filters", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsPsWithAuthRequest: StructDef = StructDef { name: "GetPartitionsPsWithAuthRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], required: false },
-    FieldDef { id: 6, name: "userName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "groupNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 11, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 12, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "partNames", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "userName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "groupNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "partNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsPsWithAuthResponse: StructDef = StructDef { name: "GetPartitionsPsWithAuthResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetPartitionsRequest: StructDef = StructDef { name: "GetPartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "withAuth", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "user", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "groupNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 7, name: "projectionSpec", ty: &[T::Struct(&S_GetProjectionsSpec)], required: false },
-    FieldDef { id: 8, name: "filterSpec", ty: &[T::Struct(&S_GetPartitionsFilterSpec)], required: false },
-    FieldDef { id: 9, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 10, name: "processorIdentifier", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "validWriteIdList", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "withAuth", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "user", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "groupNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "projectionSpec", ty: &[T::Struct(&S_GetProjectionsSpec)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "filterSpec", ty: &[T::Struct(&S_GetPartitionsFilterSpec)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPartitionsResponse: StructDef = StructDef { name: "GetPartitionsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionSpec", ty: &[T::List(&T::Struct(&S_PartitionSpec))], required: false },
+    FieldDef { id: 1, name: "partitionSpec", ty: &[T::List(&T::Struct(&S_PartitionSpec))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetPrincipalsInRoleRequest: StructDef = StructDef { name: "GetPrincipalsInRoleRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "roleName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "roleName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetPrincipalsInRoleResponse: StructDef = StructDef { name: "GetPrincipalsInRoleResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "principalGrants", ty: &[T::List(&T::Struct(&S_RolePrincipalGrant))], required: true },
+    FieldDef { id: 1, name: "principalGrants", ty: &[T::List(&T::Struct(&S_RolePrincipalGrant))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetProjectionsSpec: StructDef = StructDef { name: "GetProjectionsSpec", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fieldList", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "fieldList", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetReplicationMetricsRequest: StructDef = StructDef { name: "GetReplicationMetricsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], required: false },
-    FieldDef { id: 2, name: "policy", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "dumpExecutionId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "policy", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "dumpExecutionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetRoleGrantsForPrincipalRequest: StructDef = StructDef { name: "GetRoleGrantsForPrincipalRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "principal_name", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], required: true },
+    FieldDef { id: 1, name: "principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetRoleGrantsForPrincipalResponse: StructDef = StructDef { name: "GetRoleGrantsForPrincipalResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "principalGrants", ty: &[T::List(&T::Struct(&S_RolePrincipalGrant))], required: true },
+    FieldDef { id: 1, name: "principalGrants", ty: &[T::List(&T::Struct(&S_RolePrincipalGrant))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetRuntimeStatsRequest: StructDef = StructDef { name: "GetRuntimeStatsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "maxWeight", ty: &[T::I32], required: true },
-    FieldDef { id: 2, name: "maxCreateTime", ty: &[T::I32], required: true },
+    FieldDef { id: 1, name: "maxWeight", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "maxCreateTime", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetSchemaRequest: StructDef = StructDef { name: "GetSchemaRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "envContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetSchemaResponse: StructDef = StructDef { name: "GetSchemaResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: true },
+    FieldDef { id: 1, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_GetSerdeRequest: StructDef = StructDef { name: "GetSerdeRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "serdeName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "serdeName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetTableRequest: StructDef = StructDef { name: "GetTableRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "capabilities", ty: &[T::Struct(&S_ClientCapabilities)], required: false },
-    FieldDef { id: 4, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "getColumnStats", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 9, name: "processorIdentifier", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "engine", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "capabilities", ty: &[T::Struct(&S_ClientCapabilities)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "getColumnStats", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetTableResult: StructDef = StructDef { name: "GetTableResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], required: true },
-    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetTablesExtRequest: StructDef = StructDef { name: "GetTablesExtRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalog", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "database", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableNamePattern", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "requestedFields", ty: &[T::I32], required: true },
-    FieldDef { id: 5, name: "limit", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 7, name: "processorIdentifier", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catalog", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "database", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableNamePattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "requestedFields", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "limit", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetTablesRequest: StructDef = StructDef { name: "GetTablesRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 3, name: "capabilities", ty: &[T::Struct(&S_ClientCapabilities)], required: false },
-    FieldDef { id: 4, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "processorCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 6, name: "processorIdentifier", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "projectionSpec", ty: &[T::Struct(&S_GetProjectionsSpec)], required: false },
-    FieldDef { id: 8, name: "tablesPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblNames", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "capabilities", ty: &[T::Struct(&S_ClientCapabilities)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "processorCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "processorIdentifier", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "projectionSpec", ty: &[T::Struct(&S_GetProjectionsSpec)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "tablesPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetTablesResult: StructDef = StructDef { name: "GetTablesResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tables", ty: &[T::List(&T::Struct(&S_Table))], required: true },
+    FieldDef { id: 1, name: "tables", ty: &[T::List(&T::Struct(&S_Table))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GetValidWriteIdsRequest: StructDef = StructDef { name: "GetValidWriteIdsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fullTableNames", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 2, name: "validTxnList", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "writeId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "fullTableNames", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "validTxnList", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 },
+    FieldDef { id: 3, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GetValidWriteIdsResponse: StructDef = StructDef { name: "GetValidWriteIdsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tblValidWriteIds", ty: &[T::List(&T::Struct(&S_TableValidWriteIds))], required: true },
+    FieldDef { id: 1, name: "tblValidWriteIds", ty: &[T::List(&T::Struct(&S_TableValidWriteIds))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_GrantRevokePrivilegeRequest: StructDef = StructDef { name: "GrantRevokePrivilegeRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "requestType", ty: &[T::Enum(&E_GrantRevokeType)], required: false },
-    FieldDef { id: 2, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], required: false },
-    FieldDef { id: 3, name: "revokeGrantOption", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "requestType", ty: &[T::Enum(&E_GrantRevokeType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "revokeGrantOption", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GrantRevokePrivilegeResponse: StructDef = StructDef { name: "GrantRevokePrivilegeResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GrantRevokeRoleRequest: StructDef = StructDef { name: "GrantRevokeRoleRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "requestType", ty: &[T::Enum(&E_GrantRevokeType)], required: false },
-    FieldDef { id: 2, name: "roleName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "principalName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 5, name: "grantor", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 7, name: "grantOption", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "requestType", ty: &[T::Enum(&E_GrantRevokeType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "roleName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "principalName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "grantor", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "grantOption", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_GrantRevokeRoleResponse: StructDef = StructDef { name: "GrantRevokeRoleResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_HeartbeatRequest: StructDef = StructDef { name: "HeartbeatRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lockid", ty: &[T::I64], required: false },
-    FieldDef { id: 2, name: "txnid", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "lockid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_HeartbeatTxnRangeRequest: StructDef = StructDef { name: "HeartbeatTxnRangeRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "min", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "max", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "min", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "max", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_HeartbeatTxnRangeResponse: StructDef = StructDef { name: "HeartbeatTxnRangeResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "aborted", ty: &[T::Set(&T::I64)], required: true },
-    FieldDef { id: 2, name: "nosuch", ty: &[T::Set(&T::I64)], required: true },
+    FieldDef { id: 1, name: "aborted", ty: &[T::Set(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "nosuch", ty: &[T::Set(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_HiveObjectPrivilege: StructDef = StructDef { name: "HiveObjectPrivilege", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], required: false },
-    FieldDef { id: 2, name: "principalName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 4, name: "grantInfo", ty: &[T::Struct(&S_PrivilegeGrantInfo)], required: false },
-    FieldDef { id: 5, name: "authorizer", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principalName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "grantInfo", ty: &[T::Struct(&S_PrivilegeGrantInfo)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "authorizer", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_HiveObjectRef: StructDef = StructDef { name: "HiveObjectRef", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "objectType", ty: &[T::Enum(&E_HiveObjectType)], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "objectName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "partValues", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 5, name: "columnName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "objectType", ty: &[T::Enum(&E_HiveObjectType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "objectName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "partValues", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "columnName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ISchema: StructDef = StructDef { name: "ISchema", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaType", ty: &[T::Enum(&E_SchemaType)], required: false },
-    FieldDef { id: 2, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "compatibility", ty: &[T::Enum(&E_SchemaCompatibility)], required: false },
-    FieldDef { id: 6, name: "validationLevel", ty: &[T::Enum(&E_SchemaValidation)], required: false },
-    FieldDef { id: 7, name: "canEvolve", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "schemaGroup", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "description", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "schemaType", ty: &[T::Enum(&E_SchemaType)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "compatibility", ty: &[T::Enum(&E_SchemaCompatibility)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "validationLevel", ty: &[T::Enum(&E_SchemaValidation)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "canEvolve", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "schemaGroup", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "description", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ISchemaName: StructDef = StructDef { name: "ISchemaName", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "schemaName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "schemaName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Index: StructDef = StructDef { name: "Index", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "indexName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "indexHandlerClass", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "origTableName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "lastAccessTime", ty: &[T::I32], required: false },
-    FieldDef { id: 7, name: "indexTableName", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], required: false },
-    FieldDef { id: 9, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 10, name: "deferredRebuild", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "indexName", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "indexHandlerClass", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "dbName", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 4, name: "origTableName", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 5, name: "createTime", ty: &[T::I32], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 6, name: "lastAccessTime", ty: &[T::I32], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 7, name: "indexTableName", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 8, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 9, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 10, name: "deferredRebuild", ty: &[T::Bool], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static S_IndexAlreadyExistsException: StructDef = StructDef { name: "IndexAlreadyExistsException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static S_InsertEventRequestData: StructDef = StructDef { name: "InsertEventRequestData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "replace", ty: &[T::List(&T::String), T::Bool], required: true },
-    FieldDef { id: 2, name: "filesAdded", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 3, name: "filesAddedChecksum", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "subDirectoryList", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 5, name: "partitionVal", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "replace", ty: &[T::List(&T::String), T::Bool], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: V2_3 },
+    FieldDef { id: 2, name: "filesAdded", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "filesAddedChecksum", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "subDirectoryList", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partitionVal", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_InvalidInputException: StructDef = StructDef { name: "InvalidInputException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_InvalidObjectException: StructDef = StructDef { name: "InvalidObjectException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_InvalidOperationException: StructDef = StructDef { name: "InvalidOperationException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_InvalidPartitionException: StructDef = StructDef { name: "InvalidPartitionException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ListPackageRequest: StructDef = StructDef { name: "ListPackageRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ListStoredProcedureRequest: StructDef = StructDef { name: "ListStoredProcedureRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_LockComponent: StructDef = StructDef { name: "LockComponent", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "type", ty: &[T::Enum(&E_LockType)], required: true },
-    FieldDef { id: 2, name: "level", ty: &[T::Enum(&E_LockLevel)], required: true },
-    FieldDef { id: 3, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "tablename", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partitionname", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "operationType", ty: &[T::Enum(&E_DataOperationType)], required: false },
-    FieldDef { id: 7, name: "isTransactional", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "isDynamicPartitionWrite", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "type", ty: &[T::Enum(&E_LockType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "level", ty: &[T::Enum(&E_LockLevel)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partitionname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "operationType", ty: &[T::Enum(&E_DataOperationType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "isTransactional", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "isDynamicPartitionWrite", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_LockRequest: StructDef = StructDef { name: "LockRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "component", ty: &[T::List(&T::Struct(&S_LockComponent))], required: true },
-    FieldDef { id: 2, name: "txnid", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "user", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "hostname", ty: &[T::String], required: true },
-    FieldDef { id: 5, name: "agentInfo", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "zeroWaitReadEnabled", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "exclusiveCTAS", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "locklessReadsEnabled", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "component", ty: &[T::List(&T::Struct(&S_LockComponent))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "user", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "hostname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "agentInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "zeroWaitReadEnabled", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "exclusiveCTAS", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "locklessReadsEnabled", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_LockResponse: StructDef = StructDef { name: "LockResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lockid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_LockState)], required: true },
-    FieldDef { id: 3, name: "errorMessage", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "lockid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_LockState)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "errorMessage", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_LongColumnStatsData: StructDef = StructDef { name: "LongColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lowValue", ty: &[T::I64], required: false },
-    FieldDef { id: 2, name: "highValue", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
-    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "lowValue", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "highValue", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_MapSchemaVersionToSerdeRequest: StructDef = StructDef { name: "MapSchemaVersionToSerdeRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], required: false },
-    FieldDef { id: 2, name: "serdeName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "serdeName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Materialization: StructDef = StructDef { name: "Materialization", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "sourceTablesUpdateDeleteModified", ty: &[T::Bool], required: true },
-    FieldDef { id: 2, name: "sourceTablesCompacted", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "sourceTablesUpdateDeleteModified", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "sourceTablesCompacted", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_MaxAllocatedTableWriteIdRequest: StructDef = StructDef { name: "MaxAllocatedTableWriteIdRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_MaxAllocatedTableWriteIdResponse: StructDef = StructDef { name: "MaxAllocatedTableWriteIdResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "maxWriteId", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "maxWriteId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_MetaException: StructDef = StructDef { name: "MetaException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_MetadataPpdResult: StructDef = StructDef { name: "MetadataPpdResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "metadata", ty: &[T::Binary], required: false },
-    FieldDef { id: 2, name: "includeBitset", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "metadata", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "includeBitset", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NoSuchCompactionException: StructDef = StructDef { name: "NoSuchCompactionException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NoSuchLockException: StructDef = StructDef { name: "NoSuchLockException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NoSuchObjectException: StructDef = StructDef { name: "NoSuchObjectException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NoSuchTxnException: StructDef = StructDef { name: "NoSuchTxnException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NotNullConstraintsRequest: StructDef = StructDef { name: "NotNullConstraintsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "db_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NotNullConstraintsResponse: StructDef = StructDef { name: "NotNullConstraintsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], required: true },
+    FieldDef { id: 1, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_NotificationEvent: StructDef = StructDef { name: "NotificationEvent", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "eventId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "eventTime", ty: &[T::I32], required: true },
-    FieldDef { id: 3, name: "eventType", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "message", ty: &[T::String], required: true },
-    FieldDef { id: 7, name: "messageFormat", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "eventId", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "eventTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "eventType", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 7, name: "messageFormat", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NotificationEventRequest: StructDef = StructDef { name: "NotificationEventRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lastEvent", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "maxEvents", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "eventTypeSkipList", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "tableNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 7, name: "eventTypeList", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "lastEvent", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "maxEvents", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "eventTypeSkipList", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "tableNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "eventTypeList", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static S_NotificationEventResponse: StructDef = StructDef { name: "NotificationEventResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "events", ty: &[T::List(&T::Struct(&S_NotificationEvent))], required: true },
+    FieldDef { id: 1, name: "events", ty: &[T::List(&T::Struct(&S_NotificationEvent))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_NotificationEventsCountRequest: StructDef = StructDef { name: "NotificationEventsCountRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fromEventId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "toEventId", ty: &[T::I64], required: false },
-    FieldDef { id: 5, name: "limit", ty: &[T::I64], required: false },
-    FieldDef { id: 6, name: "tableNames", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "fromEventId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "toEventId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "limit", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "tableNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_NotificationEventsCountResponse: StructDef = StructDef { name: "NotificationEventsCountResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "eventsCount", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "eventsCount", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_ObjectDictionary: StructDef = StructDef { name: "ObjectDictionary", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "values", ty: &[T::Map(&T::String, &T::List(&T::Binary))], required: true },
+    FieldDef { id: 1, name: "values", ty: &[T::Map(&T::String, &T::List(&T::Binary))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_OpenTxnRequest: StructDef = StructDef { name: "OpenTxnRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "num_txns", ty: &[T::I32], required: true },
-    FieldDef { id: 2, name: "user", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "hostname", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "agentInfo", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "replPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "replSrcTxnIds", ty: &[T::List(&T::I64)], required: false },
-    FieldDef { id: 7, name: "txn_type", ty: &[T::Enum(&E_TxnType)], required: false },
+    FieldDef { id: 1, name: "num_txns", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "user", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "hostname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "agentInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "replPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "replSrcTxnIds", ty: &[T::List(&T::I64)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "txn_type", ty: &[T::Enum(&E_TxnType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_OpenTxnsResponse: StructDef = StructDef { name: "OpenTxnsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txn_ids", ty: &[T::List(&T::I64)], required: true },
+    FieldDef { id: 1, name: "txn_ids", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_OptionalCompactionInfoStruct: StructDef = StructDef { name: "OptionalCompactionInfoStruct", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "ci", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "ci", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Order: StructDef = StructDef { name: "Order", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "col", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "order", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "col", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "order", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Package: StructDef = StructDef { name: "Package", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "packageName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "header", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "body", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "packageName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "header", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "body", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Partition: StructDef = StructDef { name: "Partition", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "values", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "lastAccessTime", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], required: false },
-    FieldDef { id: 7, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 8, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
-    FieldDef { id: 9, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 11, name: "isStatsCompliant", ty: &[T::Bool], required: false },
-    FieldDef { id: 12, name: "colStats", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
-    FieldDef { id: 13, name: "fileMetadata", ty: &[T::Struct(&S_FileMetadata)], required: false },
+    FieldDef { id: 1, name: "values", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "lastAccessTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "colStats", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "fileMetadata", ty: &[T::Struct(&S_FileMetadata)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionListComposingSpec: StructDef = StructDef { name: "PartitionListComposingSpec", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionSpec: StructDef = StructDef { name: "PartitionSpec", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "rootPath", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "sharedSDPartitionSpec", ty: &[T::Struct(&S_PartitionSpecWithSharedSD)], required: false },
-    FieldDef { id: 5, name: "partitionList", ty: &[T::Struct(&S_PartitionListComposingSpec)], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 8, name: "isStatsCompliant", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "rootPath", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "sharedSDPartitionSpec", ty: &[T::Struct(&S_PartitionSpecWithSharedSD)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partitionList", ty: &[T::Struct(&S_PartitionListComposingSpec)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionSpecWithSharedSD: StructDef = StructDef { name: "PartitionSpecWithSharedSD", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_PartitionWithoutSD))], required: false },
-    FieldDef { id: 2, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], required: false },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_PartitionWithoutSD))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionValuesRequest: StructDef = StructDef { name: "PartitionValuesRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionKeys", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: true },
-    FieldDef { id: 4, name: "applyDistinct", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "filter", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "partitionOrder", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 7, name: "ascending", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "maxParts", ty: &[T::I64], required: false },
-    FieldDef { id: 9, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "validWriteIdList", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionKeys", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "applyDistinct", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "filter", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "partitionOrder", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ascending", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "maxParts", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionValuesResponse: StructDef = StructDef { name: "PartitionValuesResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionValues", ty: &[T::List(&T::Struct(&S_PartitionValuesRow))], required: true },
+    FieldDef { id: 1, name: "partitionValues", ty: &[T::List(&T::Struct(&S_PartitionValuesRow))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_PartitionValuesRow: StructDef = StructDef { name: "PartitionValuesRow", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "row", ty: &[T::List(&T::String)], required: true },
+    FieldDef { id: 1, name: "row", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_PartitionWithoutSD: StructDef = StructDef { name: "PartitionWithoutSD", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "values", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "lastAccessTime", ty: &[T::I32], required: false },
-    FieldDef { id: 4, name: "relativePath", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 6, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
+    FieldDef { id: 1, name: "values", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "lastAccessTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "relativePath", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionsByExprRequest: StructDef = StructDef { name: "PartitionsByExprRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "expr", ty: &[T::Binary], required: true },
-    FieldDef { id: 4, name: "defaultPartitionName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], required: false },
-    FieldDef { id: 6, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "order", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 11, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 12, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "expr", ty: &[T::Binary], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "defaultPartitionName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "maxParts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "order", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionsByExprResult: StructDef = StructDef { name: "PartitionsByExprResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
-    FieldDef { id: 2, name: "hasUnknownPartitions", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "hasUnknownPartitions", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_PartitionsRequest: StructDef = StructDef { name: "PartitionsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "maxParts", ty: &[T::I16], required: false },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 7, name: "skipColumnSchemaForPartition", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "includeParamKeyPattern", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "excludeParamKeyPattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tblName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "maxParts", ty: &[T::I16], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "skipColumnSchemaForPartition", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "includeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "excludeParamKeyPattern", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionsResponse: StructDef = StructDef { name: "PartitionsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], required: true },
+    FieldDef { id: 1, name: "partitions", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_PartitionsSpecByExprResult: StructDef = StructDef { name: "PartitionsSpecByExprResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionsSpec", ty: &[T::List(&T::Struct(&S_PartitionSpec))], required: true },
-    FieldDef { id: 2, name: "hasUnknownPartitions", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "partitionsSpec", ty: &[T::List(&T::Struct(&S_PartitionSpec))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "hasUnknownPartitions", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_PartitionsStatsRequest: StructDef = StructDef { name: "PartitionsStatsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "colNames", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 4, name: "partNames", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 5, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "engine", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "colNames", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "partNames", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PartitionsStatsResult: StructDef = StructDef { name: "PartitionsStatsResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partStats", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_ColumnStatisticsObj)))], required: true },
-    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "partStats", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_ColumnStatisticsObj)))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PrimaryKeysRequest: StructDef = StructDef { name: "PrimaryKeysRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PrimaryKeysResponse: StructDef = StructDef { name: "PrimaryKeysResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], required: true },
+    FieldDef { id: 1, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_PrincipalPrivilegeSet: StructDef = StructDef { name: "PrincipalPrivilegeSet", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "userPrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], required: false },
-    FieldDef { id: 2, name: "groupPrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], required: false },
-    FieldDef { id: 3, name: "rolePrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], required: false },
+    FieldDef { id: 1, name: "userPrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "groupPrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "rolePrivileges", ty: &[T::Map(&T::String, &T::List(&T::Struct(&S_PrivilegeGrantInfo)))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PrivilegeBag: StructDef = StructDef { name: "PrivilegeBag", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "privileges", ty: &[T::List(&T::Struct(&S_HiveObjectPrivilege))], required: false },
+    FieldDef { id: 1, name: "privileges", ty: &[T::List(&T::Struct(&S_HiveObjectPrivilege))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PrivilegeGrantInfo: StructDef = StructDef { name: "PrivilegeGrantInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "privilege", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "grantor", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 5, name: "grantOption", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "privilege", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "grantor", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "grantOption", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PropertyGetRequest: StructDef = StructDef { name: "PropertyGetRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "nameSpace", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "mapPrefix", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "mapPredicate", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "mapSelection", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "nameSpace", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "mapPrefix", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "mapPredicate", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "mapSelection", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PropertyGetResponse: StructDef = StructDef { name: "PropertyGetResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "properties", ty: &[T::Map(&T::String, &T::Map(&T::String, &T::String))], required: false },
+    FieldDef { id: 1, name: "properties", ty: &[T::Map(&T::String, &T::Map(&T::String, &T::String))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PropertySetRequest: StructDef = StructDef { name: "PropertySetRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "nameSpace", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "propertyMap", ty: &[T::Map(&T::String, &T::String)], required: false },
+    FieldDef { id: 1, name: "nameSpace", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "propertyMap", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PutFileMetadataRequest: StructDef = StructDef { name: "PutFileMetadataRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], required: true },
-    FieldDef { id: 2, name: "metadata", ty: &[T::List(&T::Binary)], required: true },
-    FieldDef { id: 3, name: "type", ty: &[T::Enum(&E_FileMetadataExprType)], required: false },
+    FieldDef { id: 1, name: "fileIds", ty: &[T::List(&T::I64)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "metadata", ty: &[T::List(&T::Binary)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "type", ty: &[T::Enum(&E_FileMetadataExprType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_PutFileMetadataResult: StructDef = StructDef { name: "PutFileMetadataResult", kind: Kind::Struct, fields: &[] };
 pub static S_RenamePartitionRequest: StructDef = StructDef { name: "RenamePartitionRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 5, name: "newPart", ty: &[T::Struct(&S_Partition)], required: true },
-    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "txnId", ty: &[T::I64], required: false },
-    FieldDef { id: 8, name: "clonePart", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "partVals", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "newPart", ty: &[T::Struct(&S_Partition)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 6, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "clonePart", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_RenamePartitionResponse: StructDef = StructDef { name: "RenamePartitionResponse", kind: Kind::Struct, fields: &[] };
 pub static S_ReplLastIdInfo: StructDef = StructDef { name: "ReplLastIdInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "database", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "lastReplId", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "table", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "catalog", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partitionList", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "database", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "lastReplId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "table", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "catalog", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partitionList", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ReplTblWriteIdStateRequest: StructDef = StructDef { name: "ReplTblWriteIdStateRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "validWriteIdlist", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "user", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "hostName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 5, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 6, name: "partNames", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "validWriteIdlist", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "user", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "hostName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "tableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 6, name: "partNames", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ReplicationMetricList: StructDef = StructDef { name: "ReplicationMetricList", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "replicationMetricList", ty: &[T::List(&T::Struct(&S_ReplicationMetrics))], required: true },
+    FieldDef { id: 1, name: "replicationMetricList", ty: &[T::List(&T::Struct(&S_ReplicationMetrics))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_ReplicationMetrics: StructDef = StructDef { name: "ReplicationMetrics", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "policy", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "dumpExecutionId", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "metadata", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "progress", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "messageFormat", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "policy", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "dumpExecutionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "metadata", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "progress", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "messageFormat", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_RequestPartsSpec: StructDef = StructDef { name: "RequestPartsSpec", kind: Kind::Union, fields: &[
-    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "exprs", ty: &[T::List(&T::Struct(&S_DropPartitionsExpr))], required: false },
+    FieldDef { id: 1, name: "names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "exprs", ty: &[T::List(&T::Struct(&S_DropPartitionsExpr))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ResourceUri: StructDef = StructDef { name: "ResourceUri", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourceType", ty: &[T::Enum(&E_ResourceType)], required: false },
-    FieldDef { id: 2, name: "uri", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourceType", ty: &[T::Enum(&E_ResourceType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "uri", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Role: StructDef = StructDef { name: "Role", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "roleName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "ownerName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "roleName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "ownerName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_RolePrincipalGrant: StructDef = StructDef { name: "RolePrincipalGrant", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "roleName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "principalName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 4, name: "grantOption", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "grantTime", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "grantorName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "grantorPrincipalType", ty: &[T::Enum(&E_PrincipalType)], required: false },
+    FieldDef { id: 1, name: "roleName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principalName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "principalType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "grantOption", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "grantTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "grantorName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "grantorPrincipalType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_RuntimeStat: StructDef = StructDef { name: "RuntimeStat", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 2, name: "weight", ty: &[T::I32], required: true },
-    FieldDef { id: 3, name: "payload", ty: &[T::Binary], required: true },
+    FieldDef { id: 1, name: "createTime", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "weight", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "payload", ty: &[T::Binary], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_SQLAllTableConstraints: StructDef = StructDef { name: "SQLAllTableConstraints", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], required: false },
-    FieldDef { id: 2, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], required: false },
-    FieldDef { id: 3, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], required: false },
-    FieldDef { id: 4, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], required: false },
-    FieldDef { id: 5, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], required: false },
-    FieldDef { id: 6, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], required: false },
+    FieldDef { id: 1, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLCheckConstraint: StructDef = StructDef { name: "SQLCheckConstraint", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "column_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "check_expression", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "dc_name", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_db", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "table_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "column_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "check_expression", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "dc_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLDefaultConstraint: StructDef = StructDef { name: "SQLDefaultConstraint", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "column_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "default_value", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "dc_name", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_db", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "table_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "column_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "default_value", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "dc_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLForeignKey: StructDef = StructDef { name: "SQLForeignKey", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "pktable_db", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "pktable_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "pkcolumn_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "fktable_db", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "fktable_name", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "fkcolumn_name", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "key_seq", ty: &[T::I32], required: false },
-    FieldDef { id: 8, name: "update_rule", ty: &[T::I32], required: false },
-    FieldDef { id: 9, name: "delete_rule", ty: &[T::I32], required: false },
-    FieldDef { id: 10, name: "fk_name", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "pk_name", ty: &[T::String], required: false },
-    FieldDef { id: 12, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 13, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 14, name: "rely_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 15, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "pktable_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "pktable_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "pkcolumn_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "fktable_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "fktable_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "fkcolumn_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "key_seq", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "update_rule", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "delete_rule", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "fk_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "pk_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 14, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 15, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLNotNullConstraint: StructDef = StructDef { name: "SQLNotNullConstraint", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "column_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "nn_name", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "rely_cstr", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_db", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "table_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "column_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "nn_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLPrimaryKey: StructDef = StructDef { name: "SQLPrimaryKey", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "table_db", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "column_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "key_seq", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "pk_name", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "rely_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "catName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "table_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "column_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "key_seq", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "pk_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SQLUniqueConstraint: StructDef = StructDef { name: "SQLUniqueConstraint", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "column_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "key_seq", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "uk_name", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], required: false },
-    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_db", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "table_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "column_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "key_seq", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "uk_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "enable_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "validate_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "rely_cstr", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ScheduledQuery: StructDef = StructDef { name: "ScheduledQuery", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], required: true },
-    FieldDef { id: 2, name: "enabled", ty: &[T::Bool], required: false },
-    FieldDef { id: 4, name: "schedule", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "user", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "query", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "nextExecution", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "enabled", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "schedule", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "user", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "query", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "nextExecution", ty: &[T::I32], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ScheduledQueryKey: StructDef = StructDef { name: "ScheduledQueryKey", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduleName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "clusterNamespace", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "scheduleName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "clusterNamespace", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_ScheduledQueryMaintenanceRequest: StructDef = StructDef { name: "ScheduledQueryMaintenanceRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "type", ty: &[T::Enum(&E_ScheduledQueryMaintenanceRequestType)], required: true },
-    FieldDef { id: 2, name: "scheduledQuery", ty: &[T::Struct(&S_ScheduledQuery)], required: true },
+    FieldDef { id: 1, name: "type", ty: &[T::Enum(&E_ScheduledQueryMaintenanceRequestType)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "scheduledQuery", ty: &[T::Struct(&S_ScheduledQuery)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_ScheduledQueryPollRequest: StructDef = StructDef { name: "ScheduledQueryPollRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "clusterNamespace", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "clusterNamespace", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_ScheduledQueryPollResponse: StructDef = StructDef { name: "ScheduledQueryPollResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], required: false },
-    FieldDef { id: 2, name: "executionId", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "query", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "user", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "executionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "query", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "user", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ScheduledQueryProgressInfo: StructDef = StructDef { name: "ScheduledQueryProgressInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_QueryState)], required: true },
-    FieldDef { id: 3, name: "executorQueryId", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "errorMessage", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "scheduledExecutionId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_QueryState)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "executorQueryId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "errorMessage", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Schema: StructDef = StructDef { name: "Schema", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fieldSchemas", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 2, name: "properties", ty: &[T::Map(&T::String, &T::String)], required: false },
+    FieldDef { id: 1, name: "fieldSchemas", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "properties", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SchemaVersion: StructDef = StructDef { name: "SchemaVersion", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchemaName)], required: false },
-    FieldDef { id: 2, name: "version", ty: &[T::I32], required: false },
-    FieldDef { id: 3, name: "createdAt", ty: &[T::I64], required: false },
-    FieldDef { id: 4, name: "cols", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 5, name: "state", ty: &[T::Enum(&E_SchemaVersionState)], required: false },
-    FieldDef { id: 6, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "schemaText", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "fingerprint", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 10, name: "serDe", ty: &[T::Struct(&S_SerDeInfo)], required: false },
+    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "version", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "createdAt", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "cols", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "state", ty: &[T::Enum(&E_SchemaVersionState)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "description", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "schemaText", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "fingerprint", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "serDe", ty: &[T::Struct(&S_SerDeInfo)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SchemaVersionDescriptor: StructDef = StructDef { name: "SchemaVersionDescriptor", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchemaName)], required: false },
-    FieldDef { id: 2, name: "version", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "version", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SeedTableWriteIdsRequest: StructDef = StructDef { name: "SeedTableWriteIdsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "seedWriteId", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "seedWriteId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_SeedTxnIdRequest: StructDef = StructDef { name: "SeedTxnIdRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "seedTxnId", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "seedTxnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_SerDeInfo: StructDef = StructDef { name: "SerDeInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "serializationLib", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 4, name: "description", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "serializerClass", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "deserializerClass", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "serdeType", ty: &[T::Enum(&E_SerdeType)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "serializationLib", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "description", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "serializerClass", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "deserializerClass", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "serdeType", ty: &[T::Enum(&E_SerdeType)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SetPartitionsStatsRequest: StructDef = StructDef { name: "SetPartitionsStatsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "colStats", ty: &[T::List(&T::Struct(&S_ColumnStatistics))], required: true },
-    FieldDef { id: 2, name: "needMerge", ty: &[T::Bool], required: false },
-    FieldDef { id: 3, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "engine", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "colStats", ty: &[T::List(&T::Struct(&S_ColumnStatistics))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "needMerge", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SetPartitionsStatsResponse: StructDef = StructDef { name: "SetPartitionsStatsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "result", ty: &[T::Bool], required: true },
+    FieldDef { id: 1, name: "result", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_SetSchemaVersionStateRequest: StructDef = StructDef { name: "SetSchemaVersionStateRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], required: false },
-    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_SchemaVersionState)], required: false },
+    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_SchemaVersionState)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ShowCompactRequest: StructDef = StructDef { name: "ShowCompactRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 2, name: "poolName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "tbName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "partName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "type", ty: &[T::Enum(&E_CompactionType)], required: false },
-    FieldDef { id: 7, name: "state", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "limit", ty: &[T::I64], required: false },
-    FieldDef { id: 9, name: "order", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "poolName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "tbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "partName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "type", ty: &[T::Enum(&E_CompactionType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "state", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "limit", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "order", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ShowCompactResponse: StructDef = StructDef { name: "ShowCompactResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "compacts", ty: &[T::List(&T::Struct(&S_ShowCompactResponseElement))], required: true },
+    FieldDef { id: 1, name: "compacts", ty: &[T::List(&T::Struct(&S_ShowCompactResponseElement))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_ShowCompactResponseElement: StructDef = StructDef { name: "ShowCompactResponseElement", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tablename", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partitionname", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionType)], required: true },
-    FieldDef { id: 5, name: "state", ty: &[T::String], required: true },
-    FieldDef { id: 6, name: "workerid", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "start", ty: &[T::I64], required: false },
-    FieldDef { id: 8, name: "runAs", ty: &[T::String], required: false },
-    FieldDef { id: 9, name: "hightestTxnId", ty: &[T::I64], required: false },
-    FieldDef { id: 10, name: "metaInfo", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "endTime", ty: &[T::I64], required: false },
-    FieldDef { id: 12, name: "hadoopJobId", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 14, name: "errorMessage", ty: &[T::String], required: false },
-    FieldDef { id: 15, name: "enqueueTime", ty: &[T::I64], required: false },
-    FieldDef { id: 16, name: "workerVersion", ty: &[T::String], required: false },
-    FieldDef { id: 17, name: "initiatorId", ty: &[T::String], required: false },
-    FieldDef { id: 18, name: "initiatorVersion", ty: &[T::String], required: false },
-    FieldDef { id: 19, name: "cleanerStart", ty: &[T::I64], required: false },
-    FieldDef { id: 20, name: "poolName", ty: &[T::String], required: false },
-    FieldDef { id: 21, name: "nextTxnId", ty: &[T::I64], required: false },
-    FieldDef { id: 22, name: "txnId", ty: &[T::I64], required: false },
-    FieldDef { id: 23, name: "commitTime", ty: &[T::I64], required: false },
-    FieldDef { id: 24, name: "hightestWriteId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "partitionname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "type", ty: &[T::Enum(&E_CompactionType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "state", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 6, name: "workerid", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "start", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "runAs", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "hightestTxnId", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "metaInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "endTime", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "hadoopJobId", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "id", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 14, name: "errorMessage", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 15, name: "enqueueTime", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 16, name: "workerVersion", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 17, name: "initiatorId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 18, name: "initiatorVersion", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 19, name: "cleanerStart", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 20, name: "poolName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 21, name: "nextTxnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 22, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 23, name: "commitTime", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 24, name: "hightestWriteId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ShowLocksRequest: StructDef = StructDef { name: "ShowLocksRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tablename", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "partname", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "isExtended", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "txnid", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "partname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "isExtended", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "txnid", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ShowLocksResponse: StructDef = StructDef { name: "ShowLocksResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "locks", ty: &[T::List(&T::Struct(&S_ShowLocksResponseElement))], required: false },
+    FieldDef { id: 1, name: "locks", ty: &[T::List(&T::Struct(&S_ShowLocksResponseElement))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_ShowLocksResponseElement: StructDef = StructDef { name: "ShowLocksResponseElement", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lockid", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "dbname", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tablename", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "partname", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "state", ty: &[T::Enum(&E_LockState)], required: true },
-    FieldDef { id: 6, name: "type", ty: &[T::Enum(&E_LockType)], required: true },
-    FieldDef { id: 7, name: "txnid", ty: &[T::I64], required: false },
-    FieldDef { id: 8, name: "lastheartbeat", ty: &[T::I64], required: true },
-    FieldDef { id: 9, name: "acquiredat", ty: &[T::I64], required: false },
-    FieldDef { id: 10, name: "user", ty: &[T::String], required: true },
-    FieldDef { id: 11, name: "hostname", ty: &[T::String], required: true },
-    FieldDef { id: 12, name: "heartbeatCount", ty: &[T::I32], required: false },
-    FieldDef { id: 13, name: "agentInfo", ty: &[T::String], required: false },
-    FieldDef { id: 14, name: "blockedByExtId", ty: &[T::I64], required: false },
-    FieldDef { id: 15, name: "blockedByIntId", ty: &[T::I64], required: false },
-    FieldDef { id: 16, name: "lockIdInternal", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "lockid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tablename", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "partname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "state", ty: &[T::Enum(&E_LockState)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 6, name: "type", ty: &[T::Enum(&E_LockType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 7, name: "txnid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "lastheartbeat", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 9, name: "acquiredat", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "user", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 11, name: "hostname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 12, name: "heartbeatCount", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "agentInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 14, name: "blockedByExtId", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 15, name: "blockedByIntId", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 16, name: "lockIdInternal", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SkewedInfo: StructDef = StructDef { name: "SkewedInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "skewedColNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "skewedColValues", ty: &[T::List(&T::List(&T::String))], required: false },
-    FieldDef { id: 3, name: "skewedColValueLocationMaps", ty: &[T::Map(&T::List(&T::String), &T::String)], required: false },
+    FieldDef { id: 1, name: "skewedColNames", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "skewedColValues", ty: &[T::List(&T::List(&T::String))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "skewedColValueLocationMaps", ty: &[T::Map(&T::List(&T::String), &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_SourceTable: StructDef = StructDef { name: "SourceTable", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], required: true },
-    FieldDef { id: 2, name: "insertedCount", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "updatedCount", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "deletedCount", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "table", ty: &[T::Struct(&S_Table)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "insertedCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "updatedCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "deletedCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_StorageDescriptor: StructDef = StructDef { name: "StorageDescriptor", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cols", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 2, name: "location", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "inputFormat", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "outputFormat", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "compressed", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "numBuckets", ty: &[T::I32], required: false },
-    FieldDef { id: 7, name: "serdeInfo", ty: &[T::Struct(&S_SerDeInfo)], required: false },
-    FieldDef { id: 8, name: "bucketCols", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 9, name: "sortCols", ty: &[T::List(&T::Struct(&S_Order))], required: false },
-    FieldDef { id: 10, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 11, name: "skewedInfo", ty: &[T::Struct(&S_SkewedInfo)], required: false },
-    FieldDef { id: 12, name: "storedAsSubDirectories", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "cols", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "location", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "inputFormat", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "outputFormat", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "compressed", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "numBuckets", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "serdeInfo", ty: &[T::Struct(&S_SerDeInfo)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "bucketCols", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "sortCols", ty: &[T::List(&T::Struct(&S_Order))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "skewedInfo", ty: &[T::Struct(&S_SkewedInfo)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "storedAsSubDirectories", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_StoredProcedure: StructDef = StructDef { name: "StoredProcedure", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "source", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "source", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_StoredProcedureRequest: StructDef = StructDef { name: "StoredProcedureRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "procName", ty: &[T::String], required: true },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "procName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_StringColumnStatsData: StructDef = StructDef { name: "StringColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "maxColLen", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "avgColLen", ty: &[T::Double], required: true },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], required: false },
+    FieldDef { id: 1, name: "maxColLen", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "avgColLen", ty: &[T::Double], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::String, T::Binary], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_Table: StructDef = StructDef { name: "Table", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "owner", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "createTime", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "lastAccessTime", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "retention", ty: &[T::I32], required: false },
-    FieldDef { id: 7, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], required: false },
-    FieldDef { id: 8, name: "partitionKeys", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 9, name: "parameters", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 10, name: "viewOriginalText", ty: &[T::String], required: false },
-    FieldDef { id: 11, name: "viewExpandedText", ty: &[T::String], required: false },
-    FieldDef { id: 12, name: "tableType", ty: &[T::String], required: false },
-    FieldDef { id: 13, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
-    FieldDef { id: 14, name: "temporary", ty: &[T::Bool], required: false },
-    FieldDef { id: 15, name: "rewriteEnabled", ty: &[T::Bool], required: false },
-    FieldDef { id: 16, name: "creationMetadata", ty: &[T::Struct(&S_CreationMetadata)], required: false },
-    FieldDef { id: 17, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 18, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 19, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 20, name: "isStatsCompliant", ty: &[T::Bool], required: false },
-    FieldDef { id: 21, name: "colStats", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
-    FieldDef { id: 22, name: "accessType", ty: &[T::Byte], required: false },
-    FieldDef { id: 23, name: "requiredReadCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 24, name: "requiredWriteCapabilities", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 25, name: "id", ty: &[T::I64], required: false },
-    FieldDef { id: 26, name: "fileMetadata", ty: &[T::Struct(&S_FileMetadata)], required: false },
-    FieldDef { id: 27, name: "dictionary", ty: &[T::Struct(&S_ObjectDictionary)], required: false },
-    FieldDef { id: 28, name: "txnId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "owner", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "createTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "lastAccessTime", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "retention", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "sd", ty: &[T::Struct(&S_StorageDescriptor)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "partitionKeys", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "parameters", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 10, name: "viewOriginalText", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 11, name: "viewExpandedText", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 12, name: "tableType", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 13, name: "privileges", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 14, name: "temporary", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 15, name: "rewriteEnabled", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 16, name: "creationMetadata", ty: &[T::Struct(&S_CreationMetadata)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 17, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 18, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 19, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 20, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 21, name: "colStats", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 22, name: "accessType", ty: &[T::Byte], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 23, name: "requiredReadCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 24, name: "requiredWriteCapabilities", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 25, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 26, name: "fileMetadata", ty: &[T::Struct(&S_FileMetadata)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 27, name: "dictionary", ty: &[T::Struct(&S_ObjectDictionary)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 28, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TableMeta: StructDef = StructDef { name: "TableMeta", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tableType", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "comments", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "ownerName", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tableType", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "comments", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ownerName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ownerType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TableStatsRequest: StructDef = StructDef { name: "TableStatsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tblName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "colNames", ty: &[T::List(&T::String)], required: true },
-    FieldDef { id: 4, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "engine", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "tblName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "colNames", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TableStatsResult: StructDef = StructDef { name: "TableStatsResult", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tableStats", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], required: true },
-    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "tableStats", ty: &[T::List(&T::Struct(&S_ColumnStatisticsObj))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "isStatsCompliant", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TableValidWriteIds: StructDef = StructDef { name: "TableValidWriteIds", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fullTableName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "writeIdHighWaterMark", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "invalidWriteIds", ty: &[T::List(&T::I64)], required: true },
-    FieldDef { id: 4, name: "minOpenWriteId", ty: &[T::I64], required: false },
-    FieldDef { id: 5, name: "abortedBits", ty: &[T::Binary], required: true },
+    FieldDef { id: 1, name: "fullTableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "writeIdHighWaterMark", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "invalidWriteIds", ty: &[T::List(&T::I64)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "minOpenWriteId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "abortedBits", ty: &[T::Binary], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_Timestamp: StructDef = StructDef { name: "Timestamp", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "secondsSinceEpoch", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "secondsSinceEpoch", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_TimestampColumnStatsData: StructDef = StructDef { name: "TimestampColumnStatsData", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Timestamp)], required: false },
-    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Timestamp)], required: false },
-    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], required: true },
-    FieldDef { id: 5, name: "bitVectors", ty: &[T::Binary], required: false },
-    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], required: false },
+    FieldDef { id: 1, name: "lowValue", ty: &[T::Struct(&S_Timestamp)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "highValue", ty: &[T::Struct(&S_Timestamp)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "numNulls", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "numDVs", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "bitVectors", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "histogram", ty: &[T::Binary], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TruncateTableRequest: StructDef = StructDef { name: "TruncateTableRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "partNames", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "writeId", ty: &[T::I64], required: false },
-    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "partNames", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "environmentContext", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TruncateTableResponse: StructDef = StructDef { name: "TruncateTableResponse", kind: Kind::Struct, fields: &[] };
 pub static S_TxnAbortedException: StructDef = StructDef { name: "TxnAbortedException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TxnInfo: StructDef = StructDef { name: "TxnInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "id", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_TxnState)], required: true },
-    FieldDef { id: 3, name: "user", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "hostname", ty: &[T::String], required: true },
-    FieldDef { id: 5, name: "agentInfo", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "heartbeatCount", ty: &[T::I32], required: false },
-    FieldDef { id: 7, name: "metaInfo", ty: &[T::String], required: false },
-    FieldDef { id: 8, name: "startedTime", ty: &[T::I64], required: false },
-    FieldDef { id: 9, name: "lastHeartbeatTime", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "id", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "state", ty: &[T::Enum(&E_TxnState)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "user", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "hostname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
+    FieldDef { id: 5, name: "agentInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "heartbeatCount", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "metaInfo", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "startedTime", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 9, name: "lastHeartbeatTime", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TxnOpenException: StructDef = StructDef { name: "TxnOpenException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_TxnToWriteId: StructDef = StructDef { name: "TxnToWriteId", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "writeId", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "txnId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "writeId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_Type: StructDef = StructDef { name: "Type", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "type1", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "type2", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "type1", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "type2", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "fields", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_UniqueConstraintsRequest: StructDef = StructDef { name: "UniqueConstraintsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "db_name", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "tableId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "db_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "validWriteIdList", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_UniqueConstraintsResponse: StructDef = StructDef { name: "UniqueConstraintsResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], required: true },
+    FieldDef { id: 1, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
 ] };
 pub static S_UnknownDBException: StructDef = StructDef { name: "UnknownDBException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_UnknownPartitionException: StructDef = StructDef { name: "UnknownPartitionException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_UnknownTableException: StructDef = StructDef { name: "UnknownTableException", kind: Kind::Exception, fields: &[
-    FieldDef { id: 1, name: "message", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "message", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_UnlockRequest: StructDef = StructDef { name: "UnlockRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "lockid", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "lockid", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: V2_3 | V3_1 | V4_0 | V4_X },
 ] };
 pub static S_UpdateTransactionalStatsRequest: StructDef = StructDef { name: "UpdateTransactionalStatsRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tableId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "insertCount", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "updatedCount", ty: &[T::I64], required: true },
-    FieldDef { id: 4, name: "deletedCount", ty: &[T::I64], required: true },
+    FieldDef { id: 1, name: "tableId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "insertCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "updatedCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "deletedCount", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_Version: StructDef = StructDef { name: "Version", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "version", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "comments", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "version", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "comments", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMAlterPoolRequest: StructDef = StructDef { name: "WMAlterPoolRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "pool", ty: &[T::Struct(&S_WMNullablePool)], required: false },
-    FieldDef { id: 2, name: "poolPath", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "pool", ty: &[T::Struct(&S_WMNullablePool)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMAlterPoolResponse: StructDef = StructDef { name: "WMAlterPoolResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMAlterResourcePlanRequest: StructDef = StructDef { name: "WMAlterResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "resourcePlan", ty: &[T::Struct(&S_WMNullableResourcePlan)], required: false },
-    FieldDef { id: 3, name: "isEnableAndActivate", ty: &[T::Bool], required: false },
-    FieldDef { id: 4, name: "isForceDeactivate", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "isReplace", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "resourcePlan", ty: &[T::Struct(&S_WMNullableResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "isEnableAndActivate", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "isForceDeactivate", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "isReplace", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMAlterResourcePlanResponse: StructDef = StructDef { name: "WMAlterResourcePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "fullResourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], required: false },
+    FieldDef { id: 1, name: "fullResourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMAlterTriggerRequest: StructDef = StructDef { name: "WMAlterTriggerRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "trigger", ty: &[T::Struct(&S_WMTrigger)], required: false },
+    FieldDef { id: 1, name: "trigger", ty: &[T::Struct(&S_WMTrigger)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMAlterTriggerResponse: StructDef = StructDef { name: "WMAlterTriggerResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMCreateOrDropTriggerToPoolMappingRequest: StructDef = StructDef { name: "WMCreateOrDropTriggerToPoolMappingRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "triggerName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "poolPath", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "drop", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "triggerName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "drop", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMCreateOrDropTriggerToPoolMappingResponse: StructDef = StructDef { name: "WMCreateOrDropTriggerToPoolMappingResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMCreateOrUpdateMappingRequest: StructDef = StructDef { name: "WMCreateOrUpdateMappingRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "mapping", ty: &[T::Struct(&S_WMMapping)], required: false },
-    FieldDef { id: 2, name: "update", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "mapping", ty: &[T::Struct(&S_WMMapping)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "update", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMCreateOrUpdateMappingResponse: StructDef = StructDef { name: "WMCreateOrUpdateMappingResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMCreatePoolRequest: StructDef = StructDef { name: "WMCreatePoolRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "pool", ty: &[T::Struct(&S_WMPool)], required: false },
+    FieldDef { id: 1, name: "pool", ty: &[T::Struct(&S_WMPool)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMCreatePoolResponse: StructDef = StructDef { name: "WMCreatePoolResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMCreateResourcePlanRequest: StructDef = StructDef { name: "WMCreateResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMResourcePlan)], required: false },
-    FieldDef { id: 2, name: "copyFrom", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "copyFrom", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMCreateResourcePlanResponse: StructDef = StructDef { name: "WMCreateResourcePlanResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMCreateTriggerRequest: StructDef = StructDef { name: "WMCreateTriggerRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "trigger", ty: &[T::Struct(&S_WMTrigger)], required: false },
+    FieldDef { id: 1, name: "trigger", ty: &[T::Struct(&S_WMTrigger)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMCreateTriggerResponse: StructDef = StructDef { name: "WMCreateTriggerResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMDropMappingRequest: StructDef = StructDef { name: "WMDropMappingRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "mapping", ty: &[T::Struct(&S_WMMapping)], required: false },
+    FieldDef { id: 1, name: "mapping", ty: &[T::Struct(&S_WMMapping)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMDropMappingResponse: StructDef = StructDef { name: "WMDropMappingResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMDropPoolRequest: StructDef = StructDef { name: "WMDropPoolRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "poolPath", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMDropPoolResponse: StructDef = StructDef { name: "WMDropPoolResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMDropResourcePlanRequest: StructDef = StructDef { name: "WMDropResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMDropResourcePlanResponse: StructDef = StructDef { name: "WMDropResourcePlanResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMDropTriggerRequest: StructDef = StructDef { name: "WMDropTriggerRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "triggerName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "triggerName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMDropTriggerResponse: StructDef = StructDef { name: "WMDropTriggerResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WMFullResourcePlan: StructDef = StructDef { name: "WMFullResourcePlan", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "plan", ty: &[T::Struct(&S_WMResourcePlan)], required: true },
-    FieldDef { id: 2, name: "pools", ty: &[T::List(&T::Struct(&S_WMPool))], required: true },
-    FieldDef { id: 3, name: "mappings", ty: &[T::List(&T::Struct(&S_WMMapping))], required: false },
-    FieldDef { id: 4, name: "triggers", ty: &[T::List(&T::Struct(&S_WMTrigger))], required: false },
-    FieldDef { id: 5, name: "poolTriggers", ty: &[T::List(&T::Struct(&S_WMPoolTrigger))], required: false },
+    FieldDef { id: 1, name: "plan", ty: &[T::Struct(&S_WMResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "pools", ty: &[T::List(&T::Struct(&S_WMPool))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "mappings", ty: &[T::List(&T::Struct(&S_WMMapping))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "triggers", ty: &[T::List(&T::Struct(&S_WMTrigger))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "poolTriggers", ty: &[T::List(&T::Struct(&S_WMPoolTrigger))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetActiveResourcePlanRequest: StructDef = StructDef { name: "WMGetActiveResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetActiveResourcePlanResponse: StructDef = StructDef { name: "WMGetActiveResourcePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], required: false },
+    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetAllResourcePlanRequest: StructDef = StructDef { name: "WMGetAllResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetAllResourcePlanResponse: StructDef = StructDef { name: "WMGetAllResourcePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlans", ty: &[T::List(&T::Struct(&S_WMResourcePlan))], required: false },
+    FieldDef { id: 1, name: "resourcePlans", ty: &[T::List(&T::Struct(&S_WMResourcePlan))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetResourcePlanRequest: StructDef = StructDef { name: "WMGetResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetResourcePlanResponse: StructDef = StructDef { name: "WMGetResourcePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], required: false },
+    FieldDef { id: 1, name: "resourcePlan", ty: &[T::Struct(&S_WMFullResourcePlan)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetTriggersForResourePlanRequest: StructDef = StructDef { name: "WMGetTriggersForResourePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMGetTriggersForResourePlanResponse: StructDef = StructDef { name: "WMGetTriggersForResourePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "triggers", ty: &[T::List(&T::Struct(&S_WMTrigger))], required: false },
+    FieldDef { id: 1, name: "triggers", ty: &[T::List(&T::Struct(&S_WMTrigger))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMMapping: StructDef = StructDef { name: "WMMapping", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "entityType", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "entityName", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "poolPath", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "ordering", ty: &[T::I32], required: false },
-    FieldDef { id: 6, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "entityType", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "entityName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 4, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "ordering", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMNullablePool: StructDef = StructDef { name: "WMNullablePool", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "poolPath", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "allocFraction", ty: &[T::Double], required: false },
-    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "schedulingPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "isSetSchedulingPolicy", ty: &[T::Bool], required: false },
-    FieldDef { id: 7, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "allocFraction", ty: &[T::Double], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "schedulingPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "isSetSchedulingPolicy", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMNullableResourcePlan: StructDef = StructDef { name: "WMNullableResourcePlan", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "status", ty: &[T::Enum(&E_WMResourcePlanStatus)], required: false },
-    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "isSetQueryParallelism", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "defaultPoolPath", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "isSetDefaultPoolPath", ty: &[T::Bool], required: false },
-    FieldDef { id: 8, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "status", ty: &[T::Enum(&E_WMResourcePlanStatus)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "isSetQueryParallelism", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "defaultPoolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "isSetDefaultPoolPath", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 8, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMPool: StructDef = StructDef { name: "WMPool", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "poolPath", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "allocFraction", ty: &[T::Double], required: false },
-    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], required: false },
-    FieldDef { id: 5, name: "schedulingPolicy", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "poolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "allocFraction", ty: &[T::Double], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "queryParallelism", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "schedulingPolicy", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMPoolTrigger: StructDef = StructDef { name: "WMPoolTrigger", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "pool", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "trigger", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "pool", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "trigger", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMResourcePlan: StructDef = StructDef { name: "WMResourcePlan", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "status", ty: &[T::Enum(&E_WMResourcePlanStatus)], required: false },
-    FieldDef { id: 3, name: "queryParallelism", ty: &[T::I32], required: false },
-    FieldDef { id: 4, name: "defaultPoolPath", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "status", ty: &[T::Enum(&E_WMResourcePlanStatus)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "queryParallelism", ty: &[T::I32], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "defaultPoolPath", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMTrigger: StructDef = StructDef { name: "WMTrigger", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "triggerName", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "triggerExpression", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "actionExpression", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "isInUnmanaged", ty: &[T::Bool], required: false },
-    FieldDef { id: 6, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 2, name: "triggerName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: V3_1 | V4_0 | V4_X },
+    FieldDef { id: 3, name: "triggerExpression", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "actionExpression", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "isInUnmanaged", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMValidateResourcePlanRequest: StructDef = StructDef { name: "WMValidateResourcePlanRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ns", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "resourcePlanName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "ns", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WMValidateResourcePlanResponse: StructDef = StructDef { name: "WMValidateResourcePlanResponse", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "errors", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "warnings", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "errors", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "warnings", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WriteEventInfo: StructDef = StructDef { name: "WriteEventInfo", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "writeId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "database", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "table", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "files", ty: &[T::String], required: true },
-    FieldDef { id: 5, name: "partition", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "tableObj", ty: &[T::String], required: false },
-    FieldDef { id: 7, name: "partitionObj", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "database", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "table", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "files", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "partition", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "tableObj", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "partitionObj", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WriteNotificationLogBatchRequest: StructDef = StructDef { name: "WriteNotificationLogBatchRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalog", ty: &[T::String], required: true },
-    FieldDef { id: 2, name: "db", ty: &[T::String], required: true },
-    FieldDef { id: 3, name: "table", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "requestList", ty: &[T::List(&T::Struct(&S_WriteNotificationLogRequest))], required: true },
+    FieldDef { id: 1, name: "catalog", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "db", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "table", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "requestList", ty: &[T::List(&T::Struct(&S_WriteNotificationLogRequest))], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
 ] };
 pub static S_WriteNotificationLogBatchResponse: StructDef = StructDef { name: "WriteNotificationLogBatchResponse", kind: Kind::Struct, fields: &[] };
 pub static S_WriteNotificationLogRequest: StructDef = StructDef { name: "WriteNotificationLogRequest", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnId", ty: &[T::I64], required: true },
-    FieldDef { id: 2, name: "writeId", ty: &[T::I64], required: true },
-    FieldDef { id: 3, name: "db", ty: &[T::String], required: true },
-    FieldDef { id: 4, name: "table", ty: &[T::String], required: true },
-    FieldDef { id: 5, name: "fileInfo", ty: &[T::Struct(&S_InsertEventRequestData)], required: true },
-    FieldDef { id: 6, name: "partitionVals", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 2, name: "writeId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 3, name: "db", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 4, name: "table", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 5, name: "fileInfo", ty: &[T::Struct(&S_InsertEventRequestData)], ty_in: &[V4_0 | V4_X], required_in: V4_0 | V4_X },
+    FieldDef { id: 6, name: "partitionVals", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static S_WriteNotificationLogResponse: StructDef = StructDef { name: "WriteNotificationLogResponse", kind: Kind::Struct, fields: &[] };
 
 pub static A_abort_Compactions: StructDef = StructDef { name: "abort_Compactions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortCompactionRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortCompactionRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_abort_Compactions: StructDef = StructDef { name: "abort_Compactions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AbortCompactResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AbortCompactResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_abort_txn: StructDef = StructDef { name: "abort_txn_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortTxnRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortTxnRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_abort_txn: StructDef = StructDef { name: "abort_txn_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_abort_txns: StructDef = StructDef { name: "abort_txns_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortTxnsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AbortTxnsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_abort_txns: StructDef = StructDef { name: "abort_txns_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_check_constraint: StructDef = StructDef { name: "add_check_constraint_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddCheckConstraintRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddCheckConstraintRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_check_constraint: StructDef = StructDef { name: "add_check_constraint_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_default_constraint: StructDef = StructDef { name: "add_default_constraint_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddDefaultConstraintRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddDefaultConstraintRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_default_constraint: StructDef = StructDef { name: "add_default_constraint_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_dynamic_partitions: StructDef = StructDef { name: "add_dynamic_partitions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AddDynamicPartitions)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AddDynamicPartitions)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_dynamic_partitions: StructDef = StructDef { name: "add_dynamic_partitions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_foreign_key: StructDef = StructDef { name: "add_foreign_key_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddForeignKeyRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddForeignKeyRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_foreign_key: StructDef = StructDef { name: "add_foreign_key_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_index: StructDef = StructDef { name: "add_index_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "new_index", ty: &[T::Struct(&S_Index)], required: false },
-    FieldDef { id: 2, name: "index_table", ty: &[T::Struct(&S_Table)], required: false },
+    FieldDef { id: 1, name: "new_index", ty: &[T::Struct(&S_Index)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "index_table", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_add_index: StructDef = StructDef { name: "add_index_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Index)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Index)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_add_master_key: StructDef = StructDef { name: "add_master_key_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_master_key: StructDef = StructDef { name: "add_master_key_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I32], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_not_null_constraint: StructDef = StructDef { name: "add_not_null_constraint_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddNotNullConstraintRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddNotNullConstraintRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_not_null_constraint: StructDef = StructDef { name: "add_not_null_constraint_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_package: StructDef = StructDef { name: "add_package_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AddPackageRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AddPackageRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_package: StructDef = StructDef { name: "add_package_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_partition: StructDef = StructDef { name: "add_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "new_part", ty: &[T::Struct(&S_Partition)], required: false },
+    FieldDef { id: 1, name: "new_part", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_partition: StructDef = StructDef { name: "add_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_partition_with_environment_context: StructDef = StructDef { name: "add_partition_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "new_part", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 2, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "new_part", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_partition_with_environment_context: StructDef = StructDef { name: "add_partition_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_partitions: StructDef = StructDef { name: "add_partitions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
+    FieldDef { id: 1, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_partitions: StructDef = StructDef { name: "add_partitions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I32], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_partitions_pspec: StructDef = StructDef { name: "add_partitions_pspec_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "new_parts", ty: &[T::List(&T::Struct(&S_PartitionSpec))], required: false },
+    FieldDef { id: 1, name: "new_parts", ty: &[T::List(&T::Struct(&S_PartitionSpec))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_partitions_pspec: StructDef = StructDef { name: "add_partitions_pspec_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I32], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_partitions_req: StructDef = StructDef { name: "add_partitions_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AddPartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AddPartitionsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_partitions_req: StructDef = StructDef { name: "add_partitions_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AddPartitionsResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AddPartitionsResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_primary_key: StructDef = StructDef { name: "add_primary_key_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddPrimaryKeyRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddPrimaryKeyRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_primary_key: StructDef = StructDef { name: "add_primary_key_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_replication_metrics: StructDef = StructDef { name: "add_replication_metrics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "replicationMetricList", ty: &[T::Struct(&S_ReplicationMetricList)], required: false },
+    FieldDef { id: 1, name: "replicationMetricList", ty: &[T::Struct(&S_ReplicationMetricList)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_replication_metrics: StructDef = StructDef { name: "add_replication_metrics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_runtime_stats: StructDef = StructDef { name: "add_runtime_stats_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "stat", ty: &[T::Struct(&S_RuntimeStat)], required: false },
+    FieldDef { id: 1, name: "stat", ty: &[T::Struct(&S_RuntimeStat)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_runtime_stats: StructDef = StructDef { name: "add_runtime_stats_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_schema_version: StructDef = StructDef { name: "add_schema_version_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersion)], required: false },
+    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersion)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_schema_version: StructDef = StructDef { name: "add_schema_version_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_serde: StructDef = StructDef { name: "add_serde_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "serde", ty: &[T::Struct(&S_SerDeInfo)], required: false },
+    FieldDef { id: 1, name: "serde", ty: &[T::Struct(&S_SerDeInfo)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_serde: StructDef = StructDef { name: "add_serde_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_token: StructDef = StructDef { name: "add_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "delegation_token", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "delegation_token", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_token: StructDef = StructDef { name: "add_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_unique_constraint: StructDef = StructDef { name: "add_unique_constraint_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddUniqueConstraintRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AddUniqueConstraintRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_unique_constraint: StructDef = StructDef { name: "add_unique_constraint_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_write_ids_to_min_history: StructDef = StructDef { name: "add_write_ids_to_min_history_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnId", ty: &[T::I64], required: false },
-    FieldDef { id: 2, name: "writeIds", ty: &[T::Map(&T::String, &T::I64)], required: false },
+    FieldDef { id: 1, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "writeIds", ty: &[T::Map(&T::String, &T::I64)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_write_ids_to_min_history: StructDef = StructDef { name: "add_write_ids_to_min_history_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_write_notification_log: StructDef = StructDef { name: "add_write_notification_log_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_WriteNotificationLogRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_WriteNotificationLogRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_write_notification_log: StructDef = StructDef { name: "add_write_notification_log_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WriteNotificationLogResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WriteNotificationLogResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_add_write_notification_log_in_batch: StructDef = StructDef { name: "add_write_notification_log_in_batch_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_WriteNotificationLogBatchRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_WriteNotificationLogBatchRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_add_write_notification_log_in_batch: StructDef = StructDef { name: "add_write_notification_log_in_batch_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WriteNotificationLogBatchResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WriteNotificationLogBatchResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_aliveSince: StructDef = StructDef { name: "aliveSince_args", kind: Kind::Struct, fields: &[] };
 pub static R_aliveSince: StructDef = StructDef { name: "aliveSince_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I64], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I64], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_allocate_table_write_ids: StructDef = StructDef { name: "allocate_table_write_ids_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AllocateTableWriteIdsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AllocateTableWriteIdsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_allocate_table_write_ids: StructDef = StructDef { name: "allocate_table_write_ids_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AllocateTableWriteIdsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AllocateTableWriteIdsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_catalog: StructDef = StructDef { name: "alter_catalog_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AlterCatalogRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AlterCatalogRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_catalog: StructDef = StructDef { name: "alter_catalog_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_database: StructDef = StructDef { name: "alter_database_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "db", ty: &[T::Struct(&S_Database)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "db", ty: &[T::Struct(&S_Database)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_database: StructDef = StructDef { name: "alter_database_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_database_req: StructDef = StructDef { name: "alter_database_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "alterDbReq", ty: &[T::Struct(&S_AlterDatabaseRequest)], required: false },
+    FieldDef { id: 1, name: "alterDbReq", ty: &[T::Struct(&S_AlterDatabaseRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_alter_database_req: StructDef = StructDef { name: "alter_database_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_alter_dataconnector: StructDef = StructDef { name: "alter_dataconnector_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "connector", ty: &[T::Struct(&S_DataConnector)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "connector", ty: &[T::Struct(&S_DataConnector)], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static R_alter_dataconnector: StructDef = StructDef { name: "alter_dataconnector_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static A_alter_dataconnector_req: StructDef = StructDef { name: "alter_dataconnector_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "alterReq", ty: &[T::Struct(&S_AlterDataConnectorRequest)], required: false },
+    FieldDef { id: 1, name: "alterReq", ty: &[T::Struct(&S_AlterDataConnectorRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_alter_dataconnector_req: StructDef = StructDef { name: "alter_dataconnector_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_alter_function: StructDef = StructDef { name: "alter_function_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "funcName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "newFunc", ty: &[T::Struct(&S_Function)], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "funcName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "newFunc", ty: &[T::Struct(&S_Function)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_function: StructDef = StructDef { name: "alter_function_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_index: StructDef = StructDef { name: "alter_index_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "base_tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "idx_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "new_idx", ty: &[T::Struct(&S_Index)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "base_tbl_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "idx_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 4, name: "new_idx", ty: &[T::Struct(&S_Index)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_alter_index: StructDef = StructDef { name: "alter_index_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_alter_ischema: StructDef = StructDef { name: "alter_ischema_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AlterISchemaRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_AlterISchemaRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_ischema: StructDef = StructDef { name: "alter_ischema_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_partition: StructDef = StructDef { name: "alter_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_part", ty: &[T::Struct(&S_Partition)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_part", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_partition: StructDef = StructDef { name: "alter_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_partition_with_environment_context: StructDef = StructDef { name: "alter_partition_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_part", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_part", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_partition_with_environment_context: StructDef = StructDef { name: "alter_partition_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_partitions: StructDef = StructDef { name: "alter_partitions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_partitions: StructDef = StructDef { name: "alter_partitions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_partitions_req: StructDef = StructDef { name: "alter_partitions_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AlterPartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AlterPartitionsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_partitions_req: StructDef = StructDef { name: "alter_partitions_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AlterPartitionsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AlterPartitionsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_partitions_with_environment_context: StructDef = StructDef { name: "alter_partitions_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_parts", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_partitions_with_environment_context: StructDef = StructDef { name: "alter_partitions_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_resource_plan: StructDef = StructDef { name: "alter_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_resource_plan: StructDef = StructDef { name: "alter_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_table: StructDef = StructDef { name: "alter_table_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_table: StructDef = StructDef { name: "alter_table_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_table_req: StructDef = StructDef { name: "alter_table_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AlterTableRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_AlterTableRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_table_req: StructDef = StructDef { name: "alter_table_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AlterTableResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AlterTableResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_table_with_cascade: StructDef = StructDef { name: "alter_table_with_cascade_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 4, name: "cascade", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "cascade", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_table_with_cascade: StructDef = StructDef { name: "alter_table_with_cascade_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_table_with_environment_context: StructDef = StructDef { name: "alter_table_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "new_tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_table_with_environment_context: StructDef = StructDef { name: "alter_table_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_wm_pool: StructDef = StructDef { name: "alter_wm_pool_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterPoolRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterPoolRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_wm_pool: StructDef = StructDef { name: "alter_wm_pool_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterPoolResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterPoolResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_alter_wm_trigger: StructDef = StructDef { name: "alter_wm_trigger_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterTriggerRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMAlterTriggerRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_alter_wm_trigger: StructDef = StructDef { name: "alter_wm_trigger_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterTriggerResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMAlterTriggerResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_append_partition: StructDef = StructDef { name: "append_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_append_partition: StructDef = StructDef { name: "append_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_append_partition_by_name: StructDef = StructDef { name: "append_partition_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_append_partition_by_name: StructDef = StructDef { name: "append_partition_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_append_partition_by_name_with_environment_context: StructDef = StructDef { name: "append_partition_by_name_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_append_partition_by_name_with_environment_context: StructDef = StructDef { name: "append_partition_by_name_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_append_partition_req: StructDef = StructDef { name: "append_partition_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "appendPartitionsReq", ty: &[T::Struct(&S_AppendPartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "appendPartitionsReq", ty: &[T::Struct(&S_AppendPartitionsRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_append_partition_req: StructDef = StructDef { name: "append_partition_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_append_partition_with_environment_context: StructDef = StructDef { name: "append_partition_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_append_partition_with_environment_context: StructDef = StructDef { name: "append_partition_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_cache_file_metadata: StructDef = StructDef { name: "cache_file_metadata_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_CacheFileMetadataRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_CacheFileMetadataRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_cache_file_metadata: StructDef = StructDef { name: "cache_file_metadata_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CacheFileMetadataResult)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CacheFileMetadataResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_cancel_delegation_token: StructDef = StructDef { name: "cancel_delegation_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_str_form", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_str_form", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_cancel_delegation_token: StructDef = StructDef { name: "cancel_delegation_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_check_lock: StructDef = StructDef { name: "check_lock_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CheckLockRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CheckLockRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_check_lock: StructDef = StructDef { name: "check_lock_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_NoSuchLockException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_NoSuchLockException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_clear_file_metadata: StructDef = StructDef { name: "clear_file_metadata_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_ClearFileMetadataRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_ClearFileMetadataRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_clear_file_metadata: StructDef = StructDef { name: "clear_file_metadata_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ClearFileMetadataResult)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ClearFileMetadataResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_cm_recycle: StructDef = StructDef { name: "cm_recycle_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CmRecycleRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CmRecycleRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_cm_recycle: StructDef = StructDef { name: "cm_recycle_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CmRecycleResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CmRecycleResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_commit_txn: StructDef = StructDef { name: "commit_txn_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CommitTxnRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CommitTxnRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_commit_txn: StructDef = StructDef { name: "commit_txn_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_compact: StructDef = StructDef { name: "compact_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CompactionRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CompactionRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_compact: StructDef = StructDef { name: "compact_result", kind: Kind::Struct, fields: &[] };
 pub static A_compact2: StructDef = StructDef { name: "compact2_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CompactionRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_CompactionRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_compact2: StructDef = StructDef { name: "compact2_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CompactionResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CompactionResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_catalog: StructDef = StructDef { name: "create_catalog_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_CreateCatalogRequest)], required: false },
+    FieldDef { id: 1, name: "catalog", ty: &[T::Struct(&S_CreateCatalogRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_catalog: StructDef = StructDef { name: "create_catalog_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_database: StructDef = StructDef { name: "create_database_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "database", ty: &[T::Struct(&S_Database)], required: false },
+    FieldDef { id: 1, name: "database", ty: &[T::Struct(&S_Database)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_database: StructDef = StructDef { name: "create_database_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_database_req: StructDef = StructDef { name: "create_database_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "createDatabaseRequest", ty: &[T::Struct(&S_CreateDatabaseRequest)], required: false },
+    FieldDef { id: 1, name: "createDatabaseRequest", ty: &[T::Struct(&S_CreateDatabaseRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_create_database_req: StructDef = StructDef { name: "create_database_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_create_dataconnector: StructDef = StructDef { name: "create_dataconnector_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connector", ty: &[T::Struct(&S_DataConnector)], required: false },
+    FieldDef { id: 1, name: "connector", ty: &[T::Struct(&S_DataConnector)], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static R_create_dataconnector: StructDef = StructDef { name: "create_dataconnector_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static A_create_dataconnector_req: StructDef = StructDef { name: "create_dataconnector_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "connectorReq", ty: &[T::Struct(&S_CreateDataConnectorRequest)], required: false },
+    FieldDef { id: 1, name: "connectorReq", ty: &[T::Struct(&S_CreateDataConnectorRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_create_dataconnector_req: StructDef = StructDef { name: "create_dataconnector_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_create_function: StructDef = StructDef { name: "create_function_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "func", ty: &[T::Struct(&S_Function)], required: false },
+    FieldDef { id: 1, name: "func", ty: &[T::Struct(&S_Function)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_function: StructDef = StructDef { name: "create_function_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_ischema: StructDef = StructDef { name: "create_ischema_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchema)], required: false },
+    FieldDef { id: 1, name: "schema", ty: &[T::Struct(&S_ISchema)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_ischema: StructDef = StructDef { name: "create_ischema_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: -1, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: -1, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_or_drop_wm_trigger_to_pool_mapping: StructDef = StructDef { name: "create_or_drop_wm_trigger_to_pool_mapping_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateOrDropTriggerToPoolMappingRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateOrDropTriggerToPoolMappingRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_or_drop_wm_trigger_to_pool_mapping: StructDef = StructDef { name: "create_or_drop_wm_trigger_to_pool_mapping_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateOrDropTriggerToPoolMappingResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateOrDropTriggerToPoolMappingResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_or_update_wm_mapping: StructDef = StructDef { name: "create_or_update_wm_mapping_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateOrUpdateMappingRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateOrUpdateMappingRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_or_update_wm_mapping: StructDef = StructDef { name: "create_or_update_wm_mapping_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateOrUpdateMappingResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateOrUpdateMappingResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_resource_plan: StructDef = StructDef { name: "create_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_resource_plan: StructDef = StructDef { name: "create_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_role: StructDef = StructDef { name: "create_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "role", ty: &[T::Struct(&S_Role)], required: false },
+    FieldDef { id: 1, name: "role", ty: &[T::Struct(&S_Role)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_role: StructDef = StructDef { name: "create_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_stored_procedure: StructDef = StructDef { name: "create_stored_procedure_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "proc", ty: &[T::Struct(&S_StoredProcedure)], required: false },
+    FieldDef { id: 1, name: "proc", ty: &[T::Struct(&S_StoredProcedure)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_stored_procedure: StructDef = StructDef { name: "create_stored_procedure_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_table: StructDef = StructDef { name: "create_table_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], required: false },
+    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_table: StructDef = StructDef { name: "create_table_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_table_req: StructDef = StructDef { name: "create_table_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CreateTableRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CreateTableRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_table_req: StructDef = StructDef { name: "create_table_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_table_with_constraints: StructDef = StructDef { name: "create_table_with_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 2, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], required: false },
-    FieldDef { id: 3, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], required: false },
-    FieldDef { id: 4, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], required: false },
-    FieldDef { id: 5, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], required: false },
-    FieldDef { id: 6, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], required: false },
-    FieldDef { id: 7, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], required: false },
+    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "primaryKeys", ty: &[T::List(&T::Struct(&S_SQLPrimaryKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "foreignKeys", ty: &[T::List(&T::Struct(&S_SQLForeignKey))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "uniqueConstraints", ty: &[T::List(&T::Struct(&S_SQLUniqueConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "notNullConstraints", ty: &[T::List(&T::Struct(&S_SQLNotNullConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "defaultConstraints", ty: &[T::List(&T::Struct(&S_SQLDefaultConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 7, name: "checkConstraints", ty: &[T::List(&T::Struct(&S_SQLCheckConstraint))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_table_with_constraints: StructDef = StructDef { name: "create_table_with_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_table_with_environment_context: StructDef = StructDef { name: "create_table_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 2, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "tbl", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_table_with_environment_context: StructDef = StructDef { name: "create_table_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_type: StructDef = StructDef { name: "create_type_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "type", ty: &[T::Struct(&S_Type)], required: false },
+    FieldDef { id: 1, name: "type", ty: &[T::Struct(&S_Type)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_type: StructDef = StructDef { name: "create_type_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_wm_pool: StructDef = StructDef { name: "create_wm_pool_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreatePoolRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreatePoolRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_wm_pool: StructDef = StructDef { name: "create_wm_pool_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreatePoolResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreatePoolResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_create_wm_trigger: StructDef = StructDef { name: "create_wm_trigger_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateTriggerRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMCreateTriggerRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_create_wm_trigger: StructDef = StructDef { name: "create_wm_trigger_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateTriggerResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMCreateTriggerResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_delete_column_statistics_req: StructDef = StructDef { name: "delete_column_statistics_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DeleteColumnStatisticsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DeleteColumnStatisticsRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_delete_column_statistics_req: StructDef = StructDef { name: "delete_column_statistics_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_delete_partition_column_statistics: StructDef = StructDef { name: "delete_partition_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "col_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "engine", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "col_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_delete_partition_column_statistics: StructDef = StructDef { name: "delete_partition_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_delete_table_column_statistics: StructDef = StructDef { name: "delete_table_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "col_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "engine", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "col_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "engine", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_delete_table_column_statistics: StructDef = StructDef { name: "delete_table_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_catalog: StructDef = StructDef { name: "drop_catalog_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::Struct(&S_DropCatalogRequest)], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::Struct(&S_DropCatalogRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_catalog: StructDef = StructDef { name: "drop_catalog_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_constraint: StructDef = StructDef { name: "drop_constraint_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropConstraintRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropConstraintRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_constraint: StructDef = StructDef { name: "drop_constraint_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_database: StructDef = StructDef { name: "drop_database_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 3, name: "cascade", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "cascade", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_database: StructDef = StructDef { name: "drop_database_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_database_req: StructDef = StructDef { name: "drop_database_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropDatabaseRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropDatabaseRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_database_req: StructDef = StructDef { name: "drop_database_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_dataconnector: StructDef = StructDef { name: "drop_dataconnector_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "ifNotExists", ty: &[T::Bool], required: false },
-    FieldDef { id: 3, name: "checkReferences", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "ifNotExists", ty: &[T::Bool], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 3, name: "checkReferences", ty: &[T::Bool], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static R_drop_dataconnector: StructDef = StructDef { name: "drop_dataconnector_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0], required_in: 0 },
 ] };
 pub static A_drop_dataconnector_req: StructDef = StructDef { name: "drop_dataconnector_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dropDcReq", ty: &[T::Struct(&S_DropDataConnectorRequest)], required: false },
+    FieldDef { id: 1, name: "dropDcReq", ty: &[T::Struct(&S_DropDataConnectorRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_drop_dataconnector_req: StructDef = StructDef { name: "drop_dataconnector_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_drop_function: StructDef = StructDef { name: "drop_function_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "funcName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "funcName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_function: StructDef = StructDef { name: "drop_function_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_index_by_name: StructDef = StructDef { name: "drop_index_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "index_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "index_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_drop_index_by_name: StructDef = StructDef { name: "drop_index_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_drop_ischema: StructDef = StructDef { name: "drop_ischema_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_ischema: StructDef = StructDef { name: "drop_ischema_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_package: StructDef = StructDef { name: "drop_package_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_DropPackageRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_DropPackageRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_package: StructDef = StructDef { name: "drop_package_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_partition: StructDef = StructDef { name: "drop_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_partition: StructDef = StructDef { name: "drop_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_partition_by_name: StructDef = StructDef { name: "drop_partition_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_partition_by_name: StructDef = StructDef { name: "drop_partition_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_partition_by_name_with_environment_context: StructDef = StructDef { name: "drop_partition_by_name_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_partition_by_name_with_environment_context: StructDef = StructDef { name: "drop_partition_by_name_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_partition_req: StructDef = StructDef { name: "drop_partition_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dropPartitionReq", ty: &[T::Struct(&S_DropPartitionRequest)], required: false },
+    FieldDef { id: 1, name: "dropPartitionReq", ty: &[T::Struct(&S_DropPartitionRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_drop_partition_req: StructDef = StructDef { name: "drop_partition_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_drop_partition_with_environment_context: StructDef = StructDef { name: "drop_partition_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 5, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_partition_with_environment_context: StructDef = StructDef { name: "drop_partition_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_partitions_req: StructDef = StructDef { name: "drop_partitions_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropPartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_DropPartitionsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_partitions_req: StructDef = StructDef { name: "drop_partitions_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DropPartitionsResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DropPartitionsResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_resource_plan: StructDef = StructDef { name: "drop_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_resource_plan: StructDef = StructDef { name: "drop_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_role: StructDef = StructDef { name: "drop_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "role_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "role_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_role: StructDef = StructDef { name: "drop_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_schema_version: StructDef = StructDef { name: "drop_schema_version_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], required: false },
+    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_schema_version: StructDef = StructDef { name: "drop_schema_version_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_stored_procedure: StructDef = StructDef { name: "drop_stored_procedure_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_StoredProcedureRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_StoredProcedureRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_stored_procedure: StructDef = StructDef { name: "drop_stored_procedure_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_table: StructDef = StructDef { name: "drop_table_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "deleteData", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_table: StructDef = StructDef { name: "drop_table_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_table_req: StructDef = StructDef { name: "drop_table_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dropTableReq", ty: &[T::Struct(&S_DropTableRequest)], required: false },
+    FieldDef { id: 1, name: "dropTableReq", ty: &[T::Struct(&S_DropTableRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_drop_table_req: StructDef = StructDef { name: "drop_table_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_drop_table_with_environment_context: StructDef = StructDef { name: "drop_table_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "deleteData", ty: &[T::Bool], required: false },
-    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "deleteData", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_table_with_environment_context: StructDef = StructDef { name: "drop_table_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_type: StructDef = StructDef { name: "drop_type_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "type", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "type", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_type: StructDef = StructDef { name: "drop_type_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_wm_mapping: StructDef = StructDef { name: "drop_wm_mapping_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropMappingRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropMappingRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_wm_mapping: StructDef = StructDef { name: "drop_wm_mapping_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropMappingResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropMappingResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_wm_pool: StructDef = StructDef { name: "drop_wm_pool_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropPoolRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropPoolRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_wm_pool: StructDef = StructDef { name: "drop_wm_pool_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropPoolResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropPoolResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_drop_wm_trigger: StructDef = StructDef { name: "drop_wm_trigger_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropTriggerRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMDropTriggerRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_drop_wm_trigger: StructDef = StructDef { name: "drop_wm_trigger_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropTriggerResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMDropTriggerResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_exchange_partition: StructDef = StructDef { name: "exchange_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionSpecs", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 2, name: "source_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "source_table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "dest_db", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "dest_table_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "partitionSpecs", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "source_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "source_table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "dest_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "dest_table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_exchange_partition: StructDef = StructDef { name: "exchange_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_exchange_partitions: StructDef = StructDef { name: "exchange_partitions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionSpecs", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 2, name: "source_db", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "source_table_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "dest_db", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "dest_table_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "partitionSpecs", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "source_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "source_table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "dest_db", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "dest_table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_exchange_partitions: StructDef = StructDef { name: "exchange_partitions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_fetch_partition_names_req: StructDef = StructDef { name: "fetch_partition_names_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "partitionReq", ty: &[T::Struct(&S_PartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "partitionReq", ty: &[T::Struct(&S_PartitionsRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_fetch_partition_names_req: StructDef = StructDef { name: "fetch_partition_names_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_find_columns_with_stats: StructDef = StructDef { name: "find_columns_with_stats_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_find_columns_with_stats: StructDef = StructDef { name: "find_columns_with_stats_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_find_next_compact: StructDef = StructDef { name: "find_next_compact_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "workerId", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "workerId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_find_next_compact: StructDef = StructDef { name: "find_next_compact_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OptionalCompactionInfoStruct)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OptionalCompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_find_next_compact2: StructDef = StructDef { name: "find_next_compact2_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FindNextCompactRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FindNextCompactRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_find_next_compact2: StructDef = StructDef { name: "find_next_compact2_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OptionalCompactionInfoStruct)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OptionalCompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_find_package: StructDef = StructDef { name: "find_package_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPackageRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPackageRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_find_package: StructDef = StructDef { name: "find_package_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Package)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Package)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_fire_listener_event: StructDef = StructDef { name: "fire_listener_event_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FireEventRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FireEventRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_fire_listener_event: StructDef = StructDef { name: "fire_listener_event_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_FireEventResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_FireEventResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_flushCache: StructDef = StructDef { name: "flushCache_args", kind: Kind::Struct, fields: &[] };
 pub static R_flushCache: StructDef = StructDef { name: "flushCache_result", kind: Kind::Struct, fields: &[] };
 pub static A_getCounter: StructDef = StructDef { name: "getCounter_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static R_getCounter: StructDef = StructDef { name: "getCounter_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I64], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I64], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getCounters: StructDef = StructDef { name: "getCounters_args", kind: Kind::Struct, fields: &[] };
 pub static R_getCounters: StructDef = StructDef { name: "getCounters_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::I64)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::I64)], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getCpuProfile: StructDef = StructDef { name: "getCpuProfile_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "profileDurationInSec", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "profileDurationInSec", ty: &[T::I32], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static R_getCpuProfile: StructDef = StructDef { name: "getCpuProfile_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getMetaConf: StructDef = StructDef { name: "getMetaConf_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_getMetaConf: StructDef = StructDef { name: "getMetaConf_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_getName: StructDef = StructDef { name: "getName_args", kind: Kind::Struct, fields: &[] };
 pub static R_getName: StructDef = StructDef { name: "getName_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getOption: StructDef = StructDef { name: "getOption_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static R_getOption: StructDef = StructDef { name: "getOption_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getOptions: StructDef = StructDef { name: "getOptions_args", kind: Kind::Struct, fields: &[] };
 pub static R_getOptions: StructDef = StructDef { name: "getOptions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::String)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::String)], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getStatus: StructDef = StructDef { name: "getStatus_args", kind: Kind::Struct, fields: &[] };
 pub static R_getStatus: StructDef = StructDef { name: "getStatus_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Enum(&E_fb_status)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Enum(&E_fb_status)], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getStatusDetails: StructDef = StructDef { name: "getStatusDetails_args", kind: Kind::Struct, fields: &[] };
 pub static R_getStatusDetails: StructDef = StructDef { name: "getStatusDetails_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_getVersion: StructDef = StructDef { name: "getVersion_args", kind: Kind::Struct, fields: &[] };
 pub static R_getVersion: StructDef = StructDef { name: "getVersion_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static A_get_active_resource_plan: StructDef = StructDef { name: "get_active_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetActiveResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetActiveResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_active_resource_plan: StructDef = StructDef { name: "get_active_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetActiveResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetActiveResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_aggr_stats_for: StructDef = StructDef { name: "get_aggr_stats_for_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionsStatsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionsStatsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_aggr_stats_for: StructDef = StructDef { name: "get_aggr_stats_for_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AggrStats)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AggrStats)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_databases: StructDef = StructDef { name: "get_all_databases_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_all_databases: StructDef = StructDef { name: "get_all_databases_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_functions: StructDef = StructDef { name: "get_all_functions_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_all_functions: StructDef = StructDef { name: "get_all_functions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetAllFunctionsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetAllFunctionsResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_materialized_view_objects_for_rewriting: StructDef = StructDef { name: "get_all_materialized_view_objects_for_rewriting_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_all_materialized_view_objects_for_rewriting: StructDef = StructDef { name: "get_all_materialized_view_objects_for_rewriting_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Table))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Table))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_packages: StructDef = StructDef { name: "get_all_packages_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ListPackageRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ListPackageRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_packages: StructDef = StructDef { name: "get_all_packages_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_resource_plans: StructDef = StructDef { name: "get_all_resource_plans_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetAllResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetAllResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_resource_plans: StructDef = StructDef { name: "get_all_resource_plans_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetAllResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetAllResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_stored_procedures: StructDef = StructDef { name: "get_all_stored_procedures_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ListStoredProcedureRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ListStoredProcedureRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_stored_procedures: StructDef = StructDef { name: "get_all_stored_procedures_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_table_constraints: StructDef = StructDef { name: "get_all_table_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AllTableConstraintsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_AllTableConstraintsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_table_constraints: StructDef = StructDef { name: "get_all_table_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AllTableConstraintsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_AllTableConstraintsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_tables: StructDef = StructDef { name: "get_all_tables_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_tables: StructDef = StructDef { name: "get_all_tables_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_token_identifiers: StructDef = StructDef { name: "get_all_token_identifiers_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_all_token_identifiers: StructDef = StructDef { name: "get_all_token_identifiers_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_all_write_event_info: StructDef = StructDef { name: "get_all_write_event_info_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetAllWriteEventInfoRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetAllWriteEventInfoRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_all_write_event_info: StructDef = StructDef { name: "get_all_write_event_info_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_WriteEventInfo))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_WriteEventInfo))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_catalog: StructDef = StructDef { name: "get_catalog_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::Struct(&S_GetCatalogRequest)], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::Struct(&S_GetCatalogRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_catalog: StructDef = StructDef { name: "get_catalog_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetCatalogResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetCatalogResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_catalogs: StructDef = StructDef { name: "get_catalogs_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_catalogs: StructDef = StructDef { name: "get_catalogs_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetCatalogsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetCatalogsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_check_constraints: StructDef = StructDef { name: "get_check_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CheckConstraintsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CheckConstraintsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_check_constraints: StructDef = StructDef { name: "get_check_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CheckConstraintsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CheckConstraintsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_config_value: StructDef = StructDef { name: "get_config_value_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "defaultValue", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "defaultValue", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_config_value: StructDef = StructDef { name: "get_config_value_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_ConfigValSecurityException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_ConfigValSecurityException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_current_notificationEventId: StructDef = StructDef { name: "get_current_notificationEventId_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_current_notificationEventId: StructDef = StructDef { name: "get_current_notificationEventId_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CurrentNotificationEventId)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_CurrentNotificationEventId)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_database: StructDef = StructDef { name: "get_database_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_database: StructDef = StructDef { name: "get_database_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Database)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Database)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_database_req: StructDef = StructDef { name: "get_database_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDatabaseRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDatabaseRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_database_req: StructDef = StructDef { name: "get_database_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Database)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Database)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_databases: StructDef = StructDef { name: "get_databases_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "pattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "pattern", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_databases: StructDef = StructDef { name: "get_databases_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_databases_req: StructDef = StructDef { name: "get_databases_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDatabaseObjectsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDatabaseObjectsRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_get_databases_req: StructDef = StructDef { name: "get_databases_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetDatabaseObjectsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetDatabaseObjectsResponse)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_get_dataconnector_req: StructDef = StructDef { name: "get_dataconnector_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDataConnectorRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetDataConnectorRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_dataconnector_req: StructDef = StructDef { name: "get_dataconnector_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DataConnector)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DataConnector)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_dataconnectors: StructDef = StructDef { name: "get_dataconnectors_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_dataconnectors: StructDef = StructDef { name: "get_dataconnectors_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_default_constraints: StructDef = StructDef { name: "get_default_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_DefaultConstraintsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_DefaultConstraintsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_default_constraints: StructDef = StructDef { name: "get_default_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DefaultConstraintsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_DefaultConstraintsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_delegation_token: StructDef = StructDef { name: "get_delegation_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_owner", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "renewer_kerberos_principal_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_owner", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "renewer_kerberos_principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_delegation_token: StructDef = StructDef { name: "get_delegation_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_fields: StructDef = StructDef { name: "get_fields_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_fields: StructDef = StructDef { name: "get_fields_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_fields_req: StructDef = StructDef { name: "get_fields_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFieldsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFieldsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_fields_req: StructDef = StructDef { name: "get_fields_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFieldsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFieldsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_fields_with_environment_context: StructDef = StructDef { name: "get_fields_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_fields_with_environment_context: StructDef = StructDef { name: "get_fields_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_file_metadata: StructDef = StructDef { name: "get_file_metadata_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFileMetadataRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFileMetadataRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_file_metadata: StructDef = StructDef { name: "get_file_metadata_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFileMetadataResult)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFileMetadataResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_file_metadata_by_expr: StructDef = StructDef { name: "get_file_metadata_by_expr_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFileMetadataByExprRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetFileMetadataByExprRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_file_metadata_by_expr: StructDef = StructDef { name: "get_file_metadata_by_expr_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFileMetadataByExprResult)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFileMetadataByExprResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_foreign_keys: StructDef = StructDef { name: "get_foreign_keys_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ForeignKeysRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ForeignKeysRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_foreign_keys: StructDef = StructDef { name: "get_foreign_keys_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ForeignKeysResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ForeignKeysResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_function: StructDef = StructDef { name: "get_function_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "funcName", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "funcName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_function: StructDef = StructDef { name: "get_function_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Function)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Function)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_functions: StructDef = StructDef { name: "get_functions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "pattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "pattern", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_functions: StructDef = StructDef { name: "get_functions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_functions_req: StructDef = StructDef { name: "get_functions_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetFunctionsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetFunctionsRequest)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static R_get_functions_req: StructDef = StructDef { name: "get_functions_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFunctionsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetFunctionsResponse)], ty_in: &[V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_X], required_in: 0 },
 ] };
 pub static A_get_index_by_name: StructDef = StructDef { name: "get_index_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "index_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "index_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_get_index_by_name: StructDef = StructDef { name: "get_index_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Index)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Index)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_get_index_names: StructDef = StructDef { name: "get_index_names_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_indexes", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "max_indexes", ty: &[T::I16], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_get_index_names: StructDef = StructDef { name: "get_index_names_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_get_indexes: StructDef = StructDef { name: "get_indexes_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_indexes", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 3, name: "max_indexes", ty: &[T::I16], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static R_get_indexes: StructDef = StructDef { name: "get_indexes_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Index))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Index))], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3], required_in: 0 },
 ] };
 pub static A_get_ischema: StructDef = StructDef { name: "get_ischema_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_ischema: StructDef = StructDef { name: "get_ischema_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ISchema)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ISchema)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_latest_committed_compaction_info: StructDef = StructDef { name: "get_latest_committed_compaction_info_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetLatestCommittedCompactionInfoRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetLatestCommittedCompactionInfoRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_latest_committed_compaction_info: StructDef = StructDef { name: "get_latest_committed_compaction_info_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetLatestCommittedCompactionInfoResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetLatestCommittedCompactionInfoResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_latest_txnid_in_conflict: StructDef = StructDef { name: "get_latest_txnid_in_conflict_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txnId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "txnId", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_latest_txnid_in_conflict: StructDef = StructDef { name: "get_latest_txnid_in_conflict_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I64], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_lock_materialization_rebuild: StructDef = StructDef { name: "get_lock_materialization_rebuild_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "txnId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "txnId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_lock_materialization_rebuild: StructDef = StructDef { name: "get_lock_materialization_rebuild_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_master_keys: StructDef = StructDef { name: "get_master_keys_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_master_keys: StructDef = StructDef { name: "get_master_keys_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_materialization_invalidation_info: StructDef = StructDef { name: "get_materialization_invalidation_info_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "creation_metadata", ty: &[T::Struct(&S_CreationMetadata)], required: false },
-    FieldDef { id: 2, name: "validTxnList", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "creation_metadata", ty: &[T::Struct(&S_CreationMetadata)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "validTxnList", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_materialization_invalidation_info: StructDef = StructDef { name: "get_materialization_invalidation_info_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Materialization)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Materialization)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_materialized_views_for_rewriting: StructDef = StructDef { name: "get_materialized_views_for_rewriting_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_materialized_views_for_rewriting: StructDef = StructDef { name: "get_materialized_views_for_rewriting_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_max_allocated_table_write_id: StructDef = StructDef { name: "get_max_allocated_table_write_id_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_MaxAllocatedTableWriteIdRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_MaxAllocatedTableWriteIdRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_max_allocated_table_write_id: StructDef = StructDef { name: "get_max_allocated_table_write_id_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_MaxAllocatedTableWriteIdResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_MaxAllocatedTableWriteIdResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_metastore_db_uuid: StructDef = StructDef { name: "get_metastore_db_uuid_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_metastore_db_uuid: StructDef = StructDef { name: "get_metastore_db_uuid_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_next_notification: StructDef = StructDef { name: "get_next_notification_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_NotificationEventRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_NotificationEventRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_next_notification: StructDef = StructDef { name: "get_next_notification_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotificationEventResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotificationEventResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_not_null_constraints: StructDef = StructDef { name: "get_not_null_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_NotNullConstraintsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_NotNullConstraintsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_not_null_constraints: StructDef = StructDef { name: "get_not_null_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotNullConstraintsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotNullConstraintsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_notification_events_count: StructDef = StructDef { name: "get_notification_events_count_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_NotificationEventsCountRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_NotificationEventsCountRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_notification_events_count: StructDef = StructDef { name: "get_notification_events_count_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotificationEventsCountResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_NotificationEventsCountResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_num_partitions_by_filter: StructDef = StructDef { name: "get_num_partitions_by_filter_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "filter", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "filter", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_num_partitions_by_filter: StructDef = StructDef { name: "get_num_partitions_by_filter_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I32], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_open_txns: StructDef = StructDef { name: "get_open_txns_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_open_txns: StructDef = StructDef { name: "get_open_txns_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_open_txns_info: StructDef = StructDef { name: "get_open_txns_info_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_open_txns_info: StructDef = StructDef { name: "get_open_txns_info_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsInfoResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsInfoResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_open_txns_req: StructDef = StructDef { name: "get_open_txns_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "getOpenTxnsRequest", ty: &[T::Struct(&S_GetOpenTxnsRequest)], required: false },
+    FieldDef { id: 1, name: "getOpenTxnsRequest", ty: &[T::Struct(&S_GetOpenTxnsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_open_txns_req: StructDef = StructDef { name: "get_open_txns_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetOpenTxnsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_part_specs_by_filter: StructDef = StructDef { name: "get_part_specs_by_filter_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "filter", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "max_parts", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "filter", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "max_parts", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_part_specs_by_filter: StructDef = StructDef { name: "get_part_specs_by_filter_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_PartitionSpec))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_PartitionSpec))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition: StructDef = StructDef { name: "get_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition: StructDef = StructDef { name: "get_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_by_name: StructDef = StructDef { name: "get_partition_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_by_name: StructDef = StructDef { name: "get_partition_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_column_statistics: StructDef = StructDef { name: "get_partition_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "col_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "col_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_column_statistics: StructDef = StructDef { name: "get_partition_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidInputException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_names: StructDef = StructDef { name: "get_partition_names_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_names: StructDef = StructDef { name: "get_partition_names_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException), T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException), T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3, V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_names_ps: StructDef = StructDef { name: "get_partition_names_ps_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_names_ps: StructDef = StructDef { name: "get_partition_names_ps_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_names_ps_req: StructDef = StructDef { name: "get_partition_names_ps_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionNamesPsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionNamesPsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_names_ps_req: StructDef = StructDef { name: "get_partition_names_ps_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionNamesPsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionNamesPsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_names_req: StructDef = StructDef { name: "get_partition_names_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_names_req: StructDef = StructDef { name: "get_partition_names_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_req: StructDef = StructDef { name: "get_partition_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_req: StructDef = StructDef { name: "get_partition_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_values: StructDef = StructDef { name: "get_partition_values_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionValuesRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionValuesRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_values: StructDef = StructDef { name: "get_partition_values_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionValuesResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionValuesResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partition_with_auth: StructDef = StructDef { name: "get_partition_with_auth_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "user_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "group_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "user_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "group_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partition_with_auth: StructDef = StructDef { name: "get_partition_with_auth_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions: StructDef = StructDef { name: "get_partitions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions: StructDef = StructDef { name: "get_partitions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_by_expr: StructDef = StructDef { name: "get_partitions_by_expr_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_by_expr: StructDef = StructDef { name: "get_partitions_by_expr_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsByExprResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsByExprResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_by_filter: StructDef = StructDef { name: "get_partitions_by_filter_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "filter", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "filter", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_by_filter: StructDef = StructDef { name: "get_partitions_by_filter_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_by_filter_req: StructDef = StructDef { name: "get_partitions_by_filter_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsByFilterRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsByFilterRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_by_filter_req: StructDef = StructDef { name: "get_partitions_by_filter_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_by_names: StructDef = StructDef { name: "get_partitions_by_names_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_by_names: StructDef = StructDef { name: "get_partitions_by_names_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_by_names_req: StructDef = StructDef { name: "get_partitions_by_names_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsByNamesRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsByNamesRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_by_names_req: StructDef = StructDef { name: "get_partitions_by_names_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsByNamesResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsByNamesResult)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_ps: StructDef = StructDef { name: "get_partitions_ps_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_ps: StructDef = StructDef { name: "get_partitions_ps_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_ps_with_auth: StructDef = StructDef { name: "get_partitions_ps_with_auth_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], required: false },
-    FieldDef { id: 5, name: "user_name", ty: &[T::String], required: false },
-    FieldDef { id: 6, name: "group_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "user_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "group_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_ps_with_auth: StructDef = StructDef { name: "get_partitions_ps_with_auth_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_ps_with_auth_req: StructDef = StructDef { name: "get_partitions_ps_with_auth_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsPsWithAuthRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetPartitionsPsWithAuthRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_ps_with_auth_req: StructDef = StructDef { name: "get_partitions_ps_with_auth_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsPsWithAuthResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsPsWithAuthResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_pspec: StructDef = StructDef { name: "get_partitions_pspec_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_parts", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "max_parts", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_pspec: StructDef = StructDef { name: "get_partitions_pspec_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_PartitionSpec))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_PartitionSpec))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_req: StructDef = StructDef { name: "get_partitions_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_req: StructDef = StructDef { name: "get_partitions_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_spec_by_expr: StructDef = StructDef { name: "get_partitions_spec_by_expr_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PartitionsByExprRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_spec_by_expr: StructDef = StructDef { name: "get_partitions_spec_by_expr_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsSpecByExprResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsSpecByExprResult)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_statistics_req: StructDef = StructDef { name: "get_partitions_statistics_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionsStatsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PartitionsStatsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_statistics_req: StructDef = StructDef { name: "get_partitions_statistics_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsStatsResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PartitionsStatsResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_with_auth: StructDef = StructDef { name: "get_partitions_with_auth_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], required: false },
-    FieldDef { id: 4, name: "user_name", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "group_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "max_parts", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "user_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "group_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_with_auth: StructDef = StructDef { name: "get_partitions_with_auth_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Partition))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_partitions_with_specs: StructDef = StructDef { name: "get_partitions_with_specs_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPartitionsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPartitionsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_partitions_with_specs: StructDef = StructDef { name: "get_partitions_with_specs_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPartitionsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_primary_keys: StructDef = StructDef { name: "get_primary_keys_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PrimaryKeysRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_PrimaryKeysRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_primary_keys: StructDef = StructDef { name: "get_primary_keys_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PrimaryKeysResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PrimaryKeysResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_principals_in_role: StructDef = StructDef { name: "get_principals_in_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPrincipalsInRoleRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetPrincipalsInRoleRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_principals_in_role: StructDef = StructDef { name: "get_principals_in_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPrincipalsInRoleResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetPrincipalsInRoleResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_privilege_set: StructDef = StructDef { name: "get_privilege_set_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], required: false },
-    FieldDef { id: 2, name: "user_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "group_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "user_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "group_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_privilege_set: StructDef = StructDef { name: "get_privilege_set_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PrincipalPrivilegeSet)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_properties: StructDef = StructDef { name: "get_properties_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PropertyGetRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PropertyGetRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_properties: StructDef = StructDef { name: "get_properties_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PropertyGetResponse)], required: false },
-    FieldDef { id: 1, name: "e1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "e2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PropertyGetResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "e1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "e2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_replication_metrics: StructDef = StructDef { name: "get_replication_metrics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetReplicationMetricsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetReplicationMetricsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_replication_metrics: StructDef = StructDef { name: "get_replication_metrics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ReplicationMetricList)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ReplicationMetricList)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_resource_plan: StructDef = StructDef { name: "get_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_resource_plan: StructDef = StructDef { name: "get_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_role_grants_for_principal: StructDef = StructDef { name: "get_role_grants_for_principal_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetRoleGrantsForPrincipalRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GetRoleGrantsForPrincipalRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_role_grants_for_principal: StructDef = StructDef { name: "get_role_grants_for_principal_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetRoleGrantsForPrincipalResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetRoleGrantsForPrincipalResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_role_names: StructDef = StructDef { name: "get_role_names_args", kind: Kind::Struct, fields: &[] };
 pub static R_get_role_names: StructDef = StructDef { name: "get_role_names_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_runtime_stats: StructDef = StructDef { name: "get_runtime_stats_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetRuntimeStatsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetRuntimeStatsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_runtime_stats: StructDef = StructDef { name: "get_runtime_stats_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_RuntimeStat))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_RuntimeStat))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_scheduled_query: StructDef = StructDef { name: "get_scheduled_query_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], required: false },
+    FieldDef { id: 1, name: "scheduleKey", ty: &[T::Struct(&S_ScheduledQueryKey)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_scheduled_query: StructDef = StructDef { name: "get_scheduled_query_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ScheduledQuery)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ScheduledQuery)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema: StructDef = StructDef { name: "get_schema_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema: StructDef = StructDef { name: "get_schema_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema_all_versions: StructDef = StructDef { name: "get_schema_all_versions_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaName", ty: &[T::Struct(&S_ISchemaName)], required: false },
+    FieldDef { id: 1, name: "schemaName", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema_all_versions: StructDef = StructDef { name: "get_schema_all_versions_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_SchemaVersion))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_SchemaVersion))], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema_latest_version: StructDef = StructDef { name: "get_schema_latest_version_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaName", ty: &[T::Struct(&S_ISchemaName)], required: false },
+    FieldDef { id: 1, name: "schemaName", ty: &[T::Struct(&S_ISchemaName)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema_latest_version: StructDef = StructDef { name: "get_schema_latest_version_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SchemaVersion)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SchemaVersion)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema_req: StructDef = StructDef { name: "get_schema_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetSchemaRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetSchemaRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema_req: StructDef = StructDef { name: "get_schema_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetSchemaResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetSchemaResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema_version: StructDef = StructDef { name: "get_schema_version_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], required: false },
+    FieldDef { id: 1, name: "schemaVersion", ty: &[T::Struct(&S_SchemaVersionDescriptor)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema_version: StructDef = StructDef { name: "get_schema_version_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SchemaVersion)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SchemaVersion)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schema_with_environment_context: StructDef = StructDef { name: "get_schema_with_environment_context_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "table_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "table_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "environment_context", ty: &[T::Struct(&S_EnvironmentContext)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schema_with_environment_context: StructDef = StructDef { name: "get_schema_with_environment_context_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_FieldSchema))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_schemas_by_cols: StructDef = StructDef { name: "get_schemas_by_cols_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FindSchemasByColsRqst)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_FindSchemasByColsRqst)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_schemas_by_cols: StructDef = StructDef { name: "get_schemas_by_cols_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_FindSchemasByColsResp)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_FindSchemasByColsResp)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_serde: StructDef = StructDef { name: "get_serde_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetSerdeRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetSerdeRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_serde: StructDef = StructDef { name: "get_serde_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SerDeInfo)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SerDeInfo)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_stored_procedure: StructDef = StructDef { name: "get_stored_procedure_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_StoredProcedureRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_StoredProcedureRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_stored_procedure: StructDef = StructDef { name: "get_stored_procedure_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_StoredProcedure)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_StoredProcedure)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table: StructDef = StructDef { name: "get_table_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
 ] };
 pub static R_get_table: StructDef = StructDef { name: "get_table_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Table)], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
 ] };
 pub static A_get_table_column_statistics: StructDef = StructDef { name: "get_table_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "col_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "col_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_column_statistics: StructDef = StructDef { name: "get_table_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidInputException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table_meta: StructDef = StructDef { name: "get_table_meta_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_patterns", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_patterns", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tbl_types", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "db_patterns", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_patterns", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tbl_types", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_meta: StructDef = StructDef { name: "get_table_meta_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_TableMeta))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_TableMeta))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table_names_by_filter: StructDef = StructDef { name: "get_table_names_by_filter_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "filter", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "max_tables", ty: &[T::I16], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "filter", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "max_tables", ty: &[T::I16], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_names_by_filter: StructDef = StructDef { name: "get_table_names_by_filter_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table_objects_by_name: StructDef = StructDef { name: "get_table_objects_by_name_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "dbname", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
 ] };
 pub static R_get_table_objects_by_name: StructDef = StructDef { name: "get_table_objects_by_name_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Table))], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Table))], ty_in: &[V2_3 | V3_1 | V4_0], required_in: 0 },
 ] };
 pub static A_get_table_objects_by_name_req: StructDef = StructDef { name: "get_table_objects_by_name_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTablesRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTablesRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_objects_by_name_req: StructDef = StructDef { name: "get_table_objects_by_name_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetTablesResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetTablesResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table_req: StructDef = StructDef { name: "get_table_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTableRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTableRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_req: StructDef = StructDef { name: "get_table_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetTableResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetTableResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_table_statistics_req: StructDef = StructDef { name: "get_table_statistics_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_TableStatsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_TableStatsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_table_statistics_req: StructDef = StructDef { name: "get_table_statistics_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_TableStatsResult)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_TableStatsResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_tables: StructDef = StructDef { name: "get_tables_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "pattern", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "pattern", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_tables: StructDef = StructDef { name: "get_tables_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_tables_by_type: StructDef = StructDef { name: "get_tables_by_type_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "pattern", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tableType", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "pattern", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tableType", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_tables_by_type: StructDef = StructDef { name: "get_tables_by_type_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_tables_ext: StructDef = StructDef { name: "get_tables_ext_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTablesExtRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_GetTablesExtRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_tables_ext: StructDef = StructDef { name: "get_tables_ext_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_ExtendedTableInfo))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_ExtendedTableInfo))], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_token: StructDef = StructDef { name: "get_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_token: StructDef = StructDef { name: "get_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::String], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_triggers_for_resourceplan: StructDef = StructDef { name: "get_triggers_for_resourceplan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetTriggersForResourePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMGetTriggersForResourePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_triggers_for_resourceplan: StructDef = StructDef { name: "get_triggers_for_resourceplan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetTriggersForResourePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMGetTriggersForResourePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_type: StructDef = StructDef { name: "get_type_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_type: StructDef = StructDef { name: "get_type_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Type)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Type)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_type_all: StructDef = StructDef { name: "get_type_all_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_type_all: StructDef = StructDef { name: "get_type_all_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::Struct(&S_Type))], required: false },
-    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::Struct(&S_Type))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_unique_constraints: StructDef = StructDef { name: "get_unique_constraints_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_UniqueConstraintsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_UniqueConstraintsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_unique_constraints: StructDef = StructDef { name: "get_unique_constraints_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_UniqueConstraintsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_UniqueConstraintsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_get_valid_write_ids: StructDef = StructDef { name: "get_valid_write_ids_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetValidWriteIdsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_GetValidWriteIdsRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_get_valid_write_ids: StructDef = StructDef { name: "get_valid_write_ids_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetValidWriteIdsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GetValidWriteIdsResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_grant_privileges: StructDef = StructDef { name: "grant_privileges_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], required: false },
+    FieldDef { id: 1, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_grant_privileges: StructDef = StructDef { name: "grant_privileges_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_grant_revoke_privileges: StructDef = StructDef { name: "grant_revoke_privileges_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GrantRevokePrivilegeRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GrantRevokePrivilegeRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_grant_revoke_privileges: StructDef = StructDef { name: "grant_revoke_privileges_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokePrivilegeResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokePrivilegeResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_grant_revoke_role: StructDef = StructDef { name: "grant_revoke_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GrantRevokeRoleRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_GrantRevokeRoleRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_grant_revoke_role: StructDef = StructDef { name: "grant_revoke_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokeRoleResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokeRoleResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_grant_role: StructDef = StructDef { name: "grant_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "role_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "principal_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 4, name: "grantor", ty: &[T::String], required: false },
-    FieldDef { id: 5, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 6, name: "grant_option", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "role_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "grantor", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "grantorType", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "grant_option", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_grant_role: StructDef = StructDef { name: "grant_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_heartbeat: StructDef = StructDef { name: "heartbeat_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "ids", ty: &[T::Struct(&S_HeartbeatRequest)], required: false },
+    FieldDef { id: 1, name: "ids", ty: &[T::Struct(&S_HeartbeatRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_heartbeat: StructDef = StructDef { name: "heartbeat_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchLockException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchLockException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_heartbeat_lock_materialization_rebuild: StructDef = StructDef { name: "heartbeat_lock_materialization_rebuild_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "txnId", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "txnId", ty: &[T::I64], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_heartbeat_lock_materialization_rebuild: StructDef = StructDef { name: "heartbeat_lock_materialization_rebuild_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_heartbeat_txn_range: StructDef = StructDef { name: "heartbeat_txn_range_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "txns", ty: &[T::Struct(&S_HeartbeatTxnRangeRequest)], required: false },
+    FieldDef { id: 1, name: "txns", ty: &[T::Struct(&S_HeartbeatTxnRangeRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_heartbeat_txn_range: StructDef = StructDef { name: "heartbeat_txn_range_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_HeartbeatTxnRangeResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_HeartbeatTxnRangeResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_isPartitionMarkedForEvent: StructDef = StructDef { name: "isPartitionMarkedForEvent_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 4, name: "eventType", ty: &[T::Enum(&E_PartitionEventType)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "eventType", ty: &[T::Enum(&E_PartitionEventType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_isPartitionMarkedForEvent: StructDef = StructDef { name: "isPartitionMarkedForEvent_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 5, name: "o5", ty: &[T::Struct(&S_UnknownPartitionException)], required: false },
-    FieldDef { id: 6, name: "o6", ty: &[T::Struct(&S_InvalidPartitionException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "o5", ty: &[T::Struct(&S_UnknownPartitionException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "o6", ty: &[T::Struct(&S_InvalidPartitionException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_list_privileges: StructDef = StructDef { name: "list_privileges_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "principal_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], required: false },
-    FieldDef { id: 3, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], required: false },
+    FieldDef { id: 1, name: "principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "hiveObject", ty: &[T::Struct(&S_HiveObjectRef)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_list_privileges: StructDef = StructDef { name: "list_privileges_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_HiveObjectPrivilege))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_HiveObjectPrivilege))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_list_roles: StructDef = StructDef { name: "list_roles_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "principal_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], required: false },
+    FieldDef { id: 1, name: "principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_list_roles: StructDef = StructDef { name: "list_roles_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Role))], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::Struct(&S_Role))], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_lock: StructDef = StructDef { name: "lock_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_LockRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_LockRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_lock: StructDef = StructDef { name: "lock_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_LockResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchTxnException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnAbortedException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_map_schema_version_to_serde: StructDef = StructDef { name: "map_schema_version_to_serde_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_MapSchemaVersionToSerdeRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_MapSchemaVersionToSerdeRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_map_schema_version_to_serde: StructDef = StructDef { name: "map_schema_version_to_serde_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_markPartitionForEvent: StructDef = StructDef { name: "markPartitionForEvent_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 4, name: "eventType", ty: &[T::Enum(&E_PartitionEventType)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "eventType", ty: &[T::Enum(&E_PartitionEventType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_markPartitionForEvent: StructDef = StructDef { name: "markPartitionForEvent_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_UnknownTableException)], required: false },
-    FieldDef { id: 5, name: "o5", ty: &[T::Struct(&S_UnknownPartitionException)], required: false },
-    FieldDef { id: 6, name: "o6", ty: &[T::Struct(&S_InvalidPartitionException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_UnknownTableException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 5, name: "o5", ty: &[T::Struct(&S_UnknownPartitionException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 6, name: "o6", ty: &[T::Struct(&S_InvalidPartitionException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_mark_cleaned: StructDef = StructDef { name: "mark_cleaned_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_mark_cleaned: StructDef = StructDef { name: "mark_cleaned_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_mark_compacted: StructDef = StructDef { name: "mark_compacted_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_mark_compacted: StructDef = StructDef { name: "mark_compacted_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_mark_failed: StructDef = StructDef { name: "mark_failed_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_mark_failed: StructDef = StructDef { name: "mark_failed_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_mark_refused: StructDef = StructDef { name: "mark_refused_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_mark_refused: StructDef = StructDef { name: "mark_refused_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_open_txns: StructDef = StructDef { name: "open_txns_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_OpenTxnRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_OpenTxnRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_open_txns: StructDef = StructDef { name: "open_txns_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OpenTxnsResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_OpenTxnsResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_partition_name_has_valid_characters: StructDef = StructDef { name: "partition_name_has_valid_characters_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 2, name: "throw_exception", ty: &[T::Bool], required: false },
+    FieldDef { id: 1, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "throw_exception", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_partition_name_has_valid_characters: StructDef = StructDef { name: "partition_name_has_valid_characters_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_partition_name_to_spec: StructDef = StructDef { name: "partition_name_to_spec_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "part_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_partition_name_to_spec: StructDef = StructDef { name: "partition_name_to_spec_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Map(&T::String, &T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_partition_name_to_vals: StructDef = StructDef { name: "partition_name_to_vals_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "part_name", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "part_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_partition_name_to_vals: StructDef = StructDef { name: "partition_name_to_vals_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_put_file_metadata: StructDef = StructDef { name: "put_file_metadata_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PutFileMetadataRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PutFileMetadataRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_put_file_metadata: StructDef = StructDef { name: "put_file_metadata_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PutFileMetadataResult)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_PutFileMetadataResult)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_refresh_privileges: StructDef = StructDef { name: "refresh_privileges_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "objToRefresh", ty: &[T::Struct(&S_HiveObjectRef)], required: false },
-    FieldDef { id: 2, name: "authorizer", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "grantRequest", ty: &[T::Struct(&S_GrantRevokePrivilegeRequest)], required: false },
+    FieldDef { id: 1, name: "objToRefresh", ty: &[T::Struct(&S_HiveObjectRef)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "authorizer", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "grantRequest", ty: &[T::Struct(&S_GrantRevokePrivilegeRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_refresh_privileges: StructDef = StructDef { name: "refresh_privileges_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokePrivilegeResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_GrantRevokePrivilegeResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_reinitialize: StructDef = StructDef { name: "reinitialize_args", kind: Kind::Struct, fields: &[] };
 pub static R_reinitialize: StructDef = StructDef { name: "reinitialize_result", kind: Kind::Struct, fields: &[] };
 pub static A_remove_compaction_metrics_data: StructDef = StructDef { name: "remove_compaction_metrics_data_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CompactionMetricsDataRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CompactionMetricsDataRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_remove_compaction_metrics_data: StructDef = StructDef { name: "remove_compaction_metrics_data_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_remove_master_key: StructDef = StructDef { name: "remove_master_key_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key_seq", ty: &[T::I32], required: false },
+    FieldDef { id: 1, name: "key_seq", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_remove_master_key: StructDef = StructDef { name: "remove_master_key_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_remove_token: StructDef = StructDef { name: "remove_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_identifier", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_remove_token: StructDef = StructDef { name: "remove_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_rename_partition: StructDef = StructDef { name: "rename_partition_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "db_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 4, name: "new_part", ty: &[T::Struct(&S_Partition)], required: false },
+    FieldDef { id: 1, name: "db_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tbl_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "part_vals", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "new_part", ty: &[T::Struct(&S_Partition)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_rename_partition: StructDef = StructDef { name: "rename_partition_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_rename_partition_req: StructDef = StructDef { name: "rename_partition_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_RenamePartitionRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_RenamePartitionRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_rename_partition_req: StructDef = StructDef { name: "rename_partition_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_RenamePartitionResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_RenamePartitionResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_renew_delegation_token: StructDef = StructDef { name: "renew_delegation_token_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "token_str_form", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "token_str_form", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_renew_delegation_token: StructDef = StructDef { name: "renew_delegation_token_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::I64], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::I64], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_repl_tbl_writeid_state: StructDef = StructDef { name: "repl_tbl_writeid_state_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ReplTblWriteIdStateRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ReplTblWriteIdStateRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_repl_tbl_writeid_state: StructDef = StructDef { name: "repl_tbl_writeid_state_result", kind: Kind::Struct, fields: &[] };
 pub static A_revoke_privileges: StructDef = StructDef { name: "revoke_privileges_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], required: false },
+    FieldDef { id: 1, name: "privileges", ty: &[T::Struct(&S_PrivilegeBag)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_revoke_privileges: StructDef = StructDef { name: "revoke_privileges_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_revoke_role: StructDef = StructDef { name: "revoke_role_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "role_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "principal_name", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], required: false },
+    FieldDef { id: 1, name: "role_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "principal_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "principal_type", ty: &[T::Enum(&E_PrincipalType)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_revoke_role: StructDef = StructDef { name: "revoke_role_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_scheduled_query_maintenance: StructDef = StructDef { name: "scheduled_query_maintenance_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ScheduledQueryMaintenanceRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ScheduledQueryMaintenanceRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_scheduled_query_maintenance: StructDef = StructDef { name: "scheduled_query_maintenance_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_scheduled_query_poll: StructDef = StructDef { name: "scheduled_query_poll_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ScheduledQueryPollRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_ScheduledQueryPollRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_scheduled_query_poll: StructDef = StructDef { name: "scheduled_query_poll_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ScheduledQueryPollResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ScheduledQueryPollResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_scheduled_query_progress: StructDef = StructDef { name: "scheduled_query_progress_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "info", ty: &[T::Struct(&S_ScheduledQueryProgressInfo)], required: false },
+    FieldDef { id: 1, name: "info", ty: &[T::Struct(&S_ScheduledQueryProgressInfo)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_scheduled_query_progress: StructDef = StructDef { name: "scheduled_query_progress_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_seed_txn_id: StructDef = StructDef { name: "seed_txn_id_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SeedTxnIdRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SeedTxnIdRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_seed_txn_id: StructDef = StructDef { name: "seed_txn_id_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_seed_write_id: StructDef = StructDef { name: "seed_write_id_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SeedTableWriteIdsRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SeedTableWriteIdsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_seed_write_id: StructDef = StructDef { name: "seed_write_id_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_setMetaConf: StructDef = StructDef { name: "setMetaConf_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "value", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "value", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_setMetaConf: StructDef = StructDef { name: "setMetaConf_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_setOption: StructDef = StructDef { name: "setOption_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "key", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "value", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "key", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
+    FieldDef { id: 2, name: "value", ty: &[T::String], ty_in: &[FB303], required_in: 0 },
 ] };
 pub static R_setOption: StructDef = StructDef { name: "setOption_result", kind: Kind::Struct, fields: &[] };
 pub static A_set_aggr_stats_for: StructDef = StructDef { name: "set_aggr_stats_for_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_set_aggr_stats_for: StructDef = StructDef { name: "set_aggr_stats_for_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_set_hadoop_jobid: StructDef = StructDef { name: "set_hadoop_jobid_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "jobId", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "cq_id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "jobId", ty: &[T::String], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "cq_id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_set_hadoop_jobid: StructDef = StructDef { name: "set_hadoop_jobid_result", kind: Kind::Struct, fields: &[] };
 pub static A_set_properties: StructDef = StructDef { name: "set_properties_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PropertySetRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_PropertySetRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_set_properties: StructDef = StructDef { name: "set_properties_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "e1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "e2", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "e1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "e2", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_set_schema_version_state: StructDef = StructDef { name: "set_schema_version_state_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SetSchemaVersionStateRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_SetSchemaVersionStateRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_set_schema_version_state: StructDef = StructDef { name: "set_schema_version_state_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_set_ugi: StructDef = StructDef { name: "set_ugi_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "user_name", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "group_names", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "user_name", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "group_names", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_set_ugi: StructDef = StructDef { name: "set_ugi_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::List(&T::String)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_show_compact: StructDef = StructDef { name: "show_compact_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ShowCompactRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ShowCompactRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_show_compact: StructDef = StructDef { name: "show_compact_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ShowCompactResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ShowCompactResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_show_locks: StructDef = StructDef { name: "show_locks_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ShowLocksRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_ShowLocksRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_show_locks: StructDef = StructDef { name: "show_locks_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ShowLocksResponse)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_ShowLocksResponse)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_shutdown: StructDef = StructDef { name: "shutdown_args", kind: Kind::Struct, fields: &[] };
 pub static R_shutdown: StructDef = StructDef { name: "shutdown_result", kind: Kind::Struct, fields: &[] };
 pub static A_submit_for_cleanup: StructDef = StructDef { name: "submit_for_cleanup_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_CompactionRequest)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::I64], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_CompactionRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_submit_for_cleanup: StructDef = StructDef { name: "submit_for_cleanup_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_translate_table_dryrun: StructDef = StructDef { name: "translate_table_dryrun_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CreateTableRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_CreateTableRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_translate_table_dryrun: StructDef = StructDef { name: "translate_table_dryrun_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Table)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_Table)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_AlreadyExistsException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_truncate_table: StructDef = StructDef { name: "truncate_table_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "dbName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "tableName", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "partNames", ty: &[T::List(&T::String)], required: false },
+    FieldDef { id: 1, name: "dbName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "tableName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "partNames", ty: &[T::List(&T::String)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_truncate_table: StructDef = StructDef { name: "truncate_table_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_truncate_table_req: StructDef = StructDef { name: "truncate_table_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_TruncateTableRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_TruncateTableRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_truncate_table_req: StructDef = StructDef { name: "truncate_table_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_TruncateTableResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_TruncateTableResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_unlock: StructDef = StructDef { name: "unlock_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_UnlockRequest)], required: false },
+    FieldDef { id: 1, name: "rqst", ty: &[T::Struct(&S_UnlockRequest)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_unlock: StructDef = StructDef { name: "unlock_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchLockException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnOpenException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchLockException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_TxnOpenException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_compaction_metrics_data: StructDef = StructDef { name: "update_compaction_metrics_data_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "data", ty: &[T::Struct(&S_CompactionMetricsDataStruct)], required: false },
+    FieldDef { id: 1, name: "data", ty: &[T::Struct(&S_CompactionMetricsDataStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_compaction_metrics_data: StructDef = StructDef { name: "update_compaction_metrics_data_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_compactor_state: StructDef = StructDef { name: "update_compactor_state_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], required: false },
-    FieldDef { id: 2, name: "txn_id", ty: &[T::I64], required: false },
+    FieldDef { id: 1, name: "cr", ty: &[T::Struct(&S_CompactionInfoStruct)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "txn_id", ty: &[T::I64], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_compactor_state: StructDef = StructDef { name: "update_compactor_state_result", kind: Kind::Struct, fields: &[] };
 pub static A_update_creation_metadata: StructDef = StructDef { name: "update_creation_metadata_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "catName", ty: &[T::String], required: false },
-    FieldDef { id: 2, name: "dbname", ty: &[T::String], required: false },
-    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], required: false },
-    FieldDef { id: 4, name: "creation_metadata", ty: &[T::Struct(&S_CreationMetadata)], required: false },
+    FieldDef { id: 1, name: "catName", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "dbname", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "tbl_name", ty: &[T::String], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "creation_metadata", ty: &[T::Struct(&S_CreationMetadata)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_creation_metadata: StructDef = StructDef { name: "update_creation_metadata_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidOperationException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_UnknownDBException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_master_key: StructDef = StructDef { name: "update_master_key_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "seq_number", ty: &[T::I32], required: false },
-    FieldDef { id: 2, name: "key", ty: &[T::String], required: false },
+    FieldDef { id: 1, name: "seq_number", ty: &[T::I32], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "key", ty: &[T::String], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_master_key: StructDef = StructDef { name: "update_master_key_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_partition_column_statistics: StructDef = StructDef { name: "update_partition_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "stats_obj", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
+    FieldDef { id: 1, name: "stats_obj", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_partition_column_statistics: StructDef = StructDef { name: "update_partition_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_partition_column_statistics_req: StructDef = StructDef { name: "update_partition_column_statistics_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_partition_column_statistics_req: StructDef = StructDef { name: "update_partition_column_statistics_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SetPartitionsStatsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SetPartitionsStatsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_table_column_statistics: StructDef = StructDef { name: "update_table_column_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "stats_obj", ty: &[T::Struct(&S_ColumnStatistics)], required: false },
+    FieldDef { id: 1, name: "stats_obj", ty: &[T::Struct(&S_ColumnStatistics)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_table_column_statistics: StructDef = StructDef { name: "update_table_column_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Bool], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Bool], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V2_3 | V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_table_column_statistics_req: StructDef = StructDef { name: "update_table_column_statistics_req_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_SetPartitionsStatsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_table_column_statistics_req: StructDef = StructDef { name: "update_table_column_statistics_req_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SetPartitionsStatsResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], required: false },
-    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], required: false },
-    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_SetPartitionsStatsResponse)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_InvalidObjectException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 3, name: "o3", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 4, name: "o4", ty: &[T::Struct(&S_InvalidInputException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_update_transaction_statistics: StructDef = StructDef { name: "update_transaction_statistics_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_UpdateTransactionalStatsRequest)], required: false },
+    FieldDef { id: 1, name: "req", ty: &[T::Struct(&S_UpdateTransactionalStatsRequest)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_update_transaction_statistics: StructDef = StructDef { name: "update_transaction_statistics_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_MetaException)], ty_in: &[V4_0 | V4_X], required_in: 0 },
 ] };
 pub static A_validate_resource_plan: StructDef = StructDef { name: "validate_resource_plan_args", kind: Kind::Struct, fields: &[
-    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMValidateResourcePlanRequest)], required: false },
+    FieldDef { id: 1, name: "request", ty: &[T::Struct(&S_WMValidateResourcePlanRequest)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 pub static R_validate_resource_plan: StructDef = StructDef { name: "validate_resource_plan_result", kind: Kind::Struct, fields: &[
-    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMValidateResourcePlanResponse)], required: false },
-    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], required: false },
-    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], required: false },
+    FieldDef { id: 0, name: "success", ty: &[T::Struct(&S_WMValidateResourcePlanResponse)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 1, name: "o1", ty: &[T::Struct(&S_NoSuchObjectException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
+    FieldDef { id: 2, name: "o2", ty: &[T::Struct(&S_MetaException)], ty_in: &[V3_1 | V4_0 | V4_X], required_in: 0 },
 ] };
 
 pub static METHODS: &[MethodDef] = &[

@@ -30,7 +30,7 @@ use crate::codec::header::{self, MessageHeader, MessageType};
 use crate::codec::value::Value;
 use crate::codec::Protocol;
 
-use super::types::{Kind, StructDef, T};
+use super::types::{version_label, Kind, StructDef, T};
 
 /// Why a request is refused: the metastore could read it differently from hms-guard, or would
 /// fail part-way through it.
@@ -61,7 +61,9 @@ pub enum RejectKind {
     DuplicateElement,
     BadBool(u8),
     BadUtf8,
-    MissingRequired(&'static str),
+    /// A field that a version reading the call requires is absent (or of a type that
+    /// version skips): (field, version).
+    MissingRequired(&'static str, &'static str),
     UnknownEnum(i32),
     /// A union with other than exactly one field.
     UnionFields(usize),
@@ -93,7 +95,7 @@ impl RejectKind {
             RejectKind::DuplicateElement => "duplicate_element",
             RejectKind::BadBool(_) => "bool",
             RejectKind::BadUtf8 => "utf8",
-            RejectKind::MissingRequired(_) => "required_field",
+            RejectKind::MissingRequired(..) => "required_field",
             RejectKind::UnknownEnum(_) => "enum",
             RejectKind::UnionFields(_) => "union",
             RejectKind::BadNumber(_) => "number",
@@ -122,7 +124,10 @@ impl fmt::Display for Reject {
             RejectKind::DuplicateElement => write!(f, "a set element appears twice")?,
             RejectKind::BadBool(b) => write!(f, "bool encoded as {b}")?,
             RejectKind::BadUtf8 => write!(f, "a string is not valid UTF-8")?,
-            RejectKind::MissingRequired(name) => write!(f, "required field {name} is missing")?,
+            RejectKind::MissingRequired(name, version) => write!(
+                f,
+                "required field {name} is missing (or not of the type Hive {version} requires)"
+            )?,
             RejectKind::UnknownEnum(v) => write!(f, "{v} is not a value of the enum")?,
             RejectKind::UnionFields(n) => {
                 write!(f, "a union must hold exactly one field, this one holds {n}")?
@@ -219,6 +224,10 @@ fn wire_of(t: &T) -> u8 {
 pub struct ReadLimits {
     pub max_depth: usize,
     pub max_name_bytes: usize,
+    /// The metastore versions the request must be read exactly as (bits of `types`): one
+    /// version reads it as that version's generated code does; several (`ALL_VERSIONS`) accept
+    /// only what every one of them reads to its end without failing.
+    pub versions: u8,
 }
 
 /// A request read as the metastore will read it.
@@ -242,6 +251,7 @@ struct Rd<'a> {
     pos: usize,
     depth: usize,
     max_depth: usize,
+    versions: u8,
 }
 
 impl<'a> Rd<'a> {
@@ -685,21 +695,31 @@ impl<'a> Rd<'a> {
                 continue;
             };
             let fd = &def.fields[idx];
-            known.set(idx);
             let step = || format!("{}.{}", def.name, fd.name);
+            // Only the alternatives the versions read declare; a field none of them declares
+            // is unknown to them, and skipped as Java skips it.
+            let Some((first, _)) = fd.types_in(self.versions).next() else {
+                self.skip(f.wire, Some(&f)).map_err(|r| r.within(step))?;
+                continue;
+            };
             // Where versions declare `string` and `binary` for one field, any bytes are
             // accepted (`binary` first).
-            let matching = || fd.ty.iter().filter(|t| wire_of(t) == f.wire);
-            let Some(t) = matching()
-                .find(|t| matches!(t, T::Binary))
+            let matching = || {
+                fd.types_in(self.versions)
+                    .filter(|(t, _)| wire_of(t) == f.wire)
+            };
+            let read_by: u8 = matching().fold(0, |acc, (_, v)| acc | v);
+            let Some((t, _)) = matching()
+                .find(|(t, _)| matches!(t, T::Binary))
                 .or_else(|| matching().next())
             else {
                 return reject(RejectKind::WrongType {
-                    expected: wire_name(wire_of(&fd.ty[0])),
+                    expected: wire_name(wire_of(first)),
                     got: wire_name(f.wire),
                 })
                 .map_err(|r: Reject| r.within(step));
             };
+            known.set(idx, read_by);
             let v = self.value(t, Some(&f), build).map_err(|r| r.within(step))?;
             if build {
                 fields.push((f.id, v));
@@ -711,8 +731,11 @@ impl<'a> Rd<'a> {
                 .map_err(|r: Reject| r.within(|| def.name.to_string()));
         }
         for (i, fd) in def.fields.iter().enumerate() {
-            if fd.required && !known.get(i) {
-                return reject(RejectKind::MissingRequired(fd.name))
+            // Each version that requires the field must have read it with its own type.
+            let unread = fd.required_in & self.versions & !known.get(i);
+            if unread != 0 {
+                let version = version_label(1 << unread.trailing_zeros());
+                return reject(RejectKind::MissingRequired(fd.name, version))
                     .map_err(|r: Reject| r.within(|| def.name.to_string()));
             }
         }
@@ -744,37 +767,32 @@ impl Seen {
     }
 }
 
-/// Which of a definition's fields were read.
+/// Which of a definition's fields were read, and by which versions (bits).
 struct KnownSeen {
-    bits: u128,
-    more: Vec<bool>,
+    first: [u8; 32],
+    more: Vec<u8>,
 }
 
 impl KnownSeen {
     fn new(n: usize) -> KnownSeen {
         KnownSeen {
-            bits: 0,
-            more: if n > 128 {
-                vec![false; n - 128]
-            } else {
-                Vec::new()
-            },
+            first: [0; 32],
+            more: vec![0; n.saturating_sub(32)],
         }
     }
 
-    fn set(&mut self, i: usize) {
-        if i < 128 {
-            self.bits |= 1 << i;
-        } else {
-            self.more[i - 128] = true;
+    fn set(&mut self, i: usize, versions: u8) {
+        match self.first.get_mut(i) {
+            Some(b) => *b = versions,
+            None => self.more[i - 32] = versions,
         }
     }
 
-    fn get(&self, i: usize) -> bool {
-        if i < 128 {
-            self.bits & (1 << i) != 0
-        } else {
-            self.more[i - 128]
+    /// The versions that read field `i` (0: none).
+    fn get(&self, i: usize) -> u8 {
+        match self.first.get(i) {
+            Some(b) => *b,
+            None => self.more[i - 32],
         }
     }
 }
@@ -806,6 +824,7 @@ pub fn read_call(
         pos: header.len,
         depth: 0,
         max_depth: limits.max_depth,
+        versions: limits.versions,
     };
     let args = r.structure(method.args, build)?;
     if r.pos != message.len() {
@@ -850,6 +869,7 @@ pub fn read_unknown(
         pos: header.len,
         depth: 0,
         max_depth: limits.max_depth,
+        versions: limits.versions,
     };
     r.skip(STRUCT, None)?;
     if r.pos != message.len() {

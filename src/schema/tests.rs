@@ -18,13 +18,15 @@ static S_INNER: StructDef = StructDef {
             id: 1,
             name: "name",
             ty: &[T::String],
-            required: true,
+            ty_in: &[ALL_VERSIONS],
+            required_in: ALL_VERSIONS,
         },
         FieldDef {
             id: 2,
             name: "flag",
             ty: &[T::Bool],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
     ],
 };
@@ -36,13 +38,15 @@ static U_CHOICE: StructDef = StructDef {
             id: 1,
             name: "a",
             ty: &[T::I32],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 2,
             name: "b",
             ty: &[T::String],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
     ],
 };
@@ -54,49 +58,57 @@ static S_ARGS: StructDef = StructDef {
             id: 1,
             name: "db",
             ty: &[T::String],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 2,
             name: "items",
             ty: &[T::List(&T::Struct(&S_INNER))],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 3,
             name: "params",
             ty: &[T::Map(&T::String, &T::String)],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 4,
             name: "color",
             ty: &[T::Enum(&E_COLOR)],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 5,
             name: "choice",
             ty: &[T::Struct(&U_CHOICE)],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 6,
             name: "n",
             ty: &[T::I32, T::I64],
-            required: false,
+            ty_in: &[V2_3, V3_1],
+            required_in: 0,
         },
         FieldDef {
             id: 7,
             name: "blob",
             ty: &[T::Binary],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
         FieldDef {
             id: 8,
             name: "flags",
             ty: &[T::List(&T::Bool)],
-            required: false,
+            ty_in: &[ALL_VERSIONS],
+            required_in: 0,
         },
     ],
 };
@@ -121,6 +133,7 @@ static M_ONEWAY: MethodDef = MethodDef {
 };
 
 const LIMITS: ReadLimits = ReadLimits {
+    versions: crate::schema::types::ALL_VERSIONS,
     max_depth: 8,
     max_name_bytes: 64,
 };
@@ -339,4 +352,79 @@ fn compact_varints_bools_and_field_deltas() {
     // Type nibble 0 with a delta (Java reads it as STOP) and 13 (UUID) are refused.
     assert_eq!(read(&with(&[0x10])), Err("wire_type"));
     assert_eq!(read(&with(&[0x1d])), Err("wire_type"));
+}
+
+/// A struct whose field 1 is an optional string in "2.3" and a required i64 in "3.1" (as
+/// `AddDynamicPartitions` reused ids between Hive 2.3 and 3.1).
+static S_REUSED: StructDef = StructDef {
+    name: "r_args",
+    kind: Kind::Struct,
+    fields: &[
+        FieldDef {
+            id: 1,
+            name: "reused",
+            ty: &[T::String, T::I64],
+            ty_in: &[V2_3, V3_1],
+            required_in: V3_1,
+        },
+        FieldDef {
+            id: 2,
+            name: "newer",
+            ty: &[T::I32],
+            ty_in: &[V3_1],
+            required_in: 0,
+        },
+    ],
+};
+static M_REUSED: MethodDef = MethodDef {
+    name: "m",
+    oneway: false,
+    args: &S_REUSED,
+    result: &S_EMPTY,
+    versions: V2_3 | V3_1,
+};
+
+#[test]
+fn each_version_reads_by_its_own_types_and_requiredness() {
+    let read = |versions: u8, body: &[u8]| {
+        let limits = ReadLimits { versions, ..LIMITS };
+        match read_call(Protocol::Binary, &call(1, body), &M_REUSED, limits, true) {
+            Ok(c) => Ok(c.args),
+            Err(e) => Err((e.kind.as_str(), e.to_string())),
+        }
+    };
+    let as_string = string_field(1, b"x");
+    let as_i64 = [10, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5];
+    let s = |x: &str| Value::Struct(vec![(1, Value::Bytes(x.as_bytes().to_vec()))]);
+    // Hive 2.3: an optional string (another wire type there is refused, as everywhere); a
+    // field only 3.1 declares is unknown to 2.3, skipped whatever its type.
+    assert_eq!(read(V2_3, &[]), Ok(Value::Struct(vec![])));
+    assert_eq!(read(V2_3, &as_string), Ok(s("x")));
+    assert_eq!(read(V2_3, &as_i64).unwrap_err().0, "field_type");
+    assert_eq!(
+        read(V2_3, &string_field(2, b"y")),
+        Ok(Value::Struct(vec![]))
+    );
+    assert_eq!(
+        read(V3_1 | V2_3, &string_field(2, b"y")).unwrap_err().0,
+        "field_type"
+    );
+    // Hive 3.1: a required i64; a string is the wrong type, absence fails its reader.
+    assert_eq!(
+        read(V3_1, &as_i64),
+        Ok(Value::Struct(vec![(1, Value::Int(5))]))
+    );
+    assert_eq!(read(V3_1, &as_string).unwrap_err().0, "field_type");
+    let (kind, text) = read(V3_1, &[]).unwrap_err();
+    assert_eq!(kind, "required_field");
+    assert!(text.contains("Hive 3.1"), "{text}");
+    // Both at once: only what both read to the end — 3.1 must find its i64.
+    assert!(read(V2_3 | V3_1, &as_i64).is_ok());
+    let (kind, text) = read(V2_3 | V3_1, &as_string).unwrap_err();
+    assert_eq!(
+        kind, "required_field",
+        "3.1 would skip the string, then fail"
+    );
+    assert!(text.contains("Hive 3.1"), "{text}");
+    assert_eq!(read(V2_3 | V3_1, &[]).unwrap_err().0, "required_field");
 }

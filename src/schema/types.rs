@@ -36,11 +36,24 @@ pub enum Kind {
 pub struct FieldDef {
     pub id: i16,
     pub name: &'static str,
-    /// The declared type; more than one when recorded versions declare the field differently
-    /// (each alternative is accepted, and only these).
+    /// The declared type; more than one when recorded versions declare the field differently.
     pub ty: &'static [T],
-    /// `required` in at least one recorded version: Java's reader fails without it.
-    pub required: bool,
+    /// For each alternative of `ty`, the versions (bits below) that declare it.
+    pub ty_in: &'static [u8],
+    /// The versions that declare the field `required`: their reader fails without it (or
+    /// with it of another type, which they skip).
+    pub required_in: u8,
+}
+
+impl FieldDef {
+    /// The alternatives of `ty` that one of `versions` declares, with the versions of each.
+    pub fn types_in(&self, versions: u8) -> impl Iterator<Item = (&'static T, u8)> + '_ {
+        self.ty
+            .iter()
+            .zip(self.ty_in)
+            .filter(move |(_, v)| *v & versions != 0)
+            .map(move |(t, v)| (t, v & versions))
+    }
 }
 
 #[derive(Debug)]
@@ -65,6 +78,20 @@ pub const V4_0: u8 = 4;
 pub const V4_X: u8 = 8;
 /// fb303 `FacebookService` methods (every version).
 pub const FB303: u8 = 16;
+/// Every recorded version at once: a request is read so that each of them reads it.
+pub const ALL_VERSIONS: u8 = V2_3 | V3_1 | V4_0 | V4_X | FB303;
+
+/// The label of one version bit (`"2.3"`…).
+pub fn version_label(bit: u8) -> &'static str {
+    match bit {
+        V2_3 => "2.3",
+        V3_1 => "3.1",
+        V4_0 => "4.0",
+        V4_X => "4.x",
+        FB303 => "fb303",
+        _ => "?",
+    }
+}
 
 #[derive(Debug)]
 pub struct MethodDef {

@@ -207,7 +207,7 @@ class Metastore:
     def uri(self):
         return f"thrift://127.0.0.1:{self.port}"
 
-    def write_config(self):
+    def write_config(self, in_test=False):
         home = self.home
         conf = home / "conf"
         for d in (conf, home / "tmp", home / "warehouse"):
@@ -230,7 +230,15 @@ class Metastore:
             # HiveMetaStore.main re-initialises log4j from this file (else from hive-common's
             # default, which writes to java.io.tmpdir/USER/hive.log).
             "hive.log4j.file": str(l4j),
+            # Transactions and locks (DbTxnManager keeps them in the metastore's database).
+            "hive.support.concurrency": "true",
+            "hive.txn.manager": "org.apache.hadoop.hive.ql.lockmgr.DbTxnManager",
         }
+        if in_test:
+            # Hive 2.3 creates its transaction tables (TXNS, HIVE_LOCKS, NEXT_LOCK_ID…) only
+            # in test mode, on the first transaction call; test mode also refuses lock
+            # components without an operation type, so it is on for that first boot only.
+            props["hive.in.test"] = "true"
         (conf / "hive-site.xml").write_text(site_xml(props))
         (conf / "core-site.xml").write_text(site_xml(s3a_conf(self.lab)))
         return conf
@@ -247,8 +255,18 @@ class Metastore:
 
     def start(self, timeout=METASTORE_TIMEOUT, daemon=False):
         """Starts the metastore and returns self once it answers get_all_databases; raises
-        RuntimeError with the tail of its logs if it exits or does not answer in time."""
-        conf = self.write_config()
+        RuntimeError with the tail of its logs if it exits or does not answer in time. A new
+        database gets its transaction tables first (one boot in test mode, then stopped)."""
+        marker = self.home / "txn-tables-created"
+        if not marker.exists():
+            self._boot(self.write_config(in_test=True), timeout, daemon=False)
+            with hms_client(self.port, timeout=30) as c:
+                c.get_open_txns()  # creates the transaction tables
+            self.stop()
+            marker.write_text("created by a first boot with hive.in.test=true\n")
+        return self._boot(self.write_config(), timeout, daemon)
+
+    def _boot(self, conf, timeout, daemon):
         t0 = time.monotonic()
         self.proc = spawn(self.command(conf), self.out, cwd=self.home, daemon=daemon)
         self.pidfile.write_text(str(self.proc.pid))
@@ -318,10 +336,12 @@ def guard_bin():
 class Guard:
     """hms-guard (`hms-guard serve --config DIR/NAME.toml`) in front of `upstream` (a port,
     or a list of thrift:// URIs); `extra` is TOML appended to the config; `env` is added to its
-    environment."""
+    environment; `metastore_version` sets `upstream.metastore_version` (default: "any")."""
 
-    def __init__(self, lab, upstream, extra="", name="guard", level="info", env=None):
+    def __init__(self, lab, upstream, extra="", name="guard", level="info", env=None,
+                 metastore_version=None):
         self.lab = Path(lab)
+        self.metastore_version = metastore_version
         self.port = free_port()
         self.admin_port = free_port()
         self.name = name
@@ -344,7 +364,10 @@ class Guard:
     def config_text(self):
         uris = ", ".join(f'"{u}"' for u in self.uris)
         return (f'[server]\nlisten = "127.0.0.1:{self.port}"\n\n'
-                f"[upstream]\nuris = [{uris}]\n\n"
+                f"[upstream]\nuris = [{uris}]\n"
+                + (f'metastore_version = "{self.metastore_version}"\n'
+                   if self.metastore_version else "")
+                + "\n"
                 f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\n\n'
                 f'[logging]\nformat = "json"\nlevel = "{self.level}"\n'
                 + (f"\n{self.extra}" if self.extra else ""))
