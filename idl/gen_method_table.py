@@ -34,7 +34,7 @@ def addp(db, t, *locs): return ("AddPartitions", db, t, locs)
 def altp(db, t, stats, *locs): return ("AlterPartitions", db, t, stats, locs)
 def dropp(db, t): return ("DropPartitions", db, t)
 def owner(*pairs): return ("OwnerOfTables",) + pairs
-def grants_read(name, kind=None): return ("ReadGrants", name, kind)
+def grants_read(name, kind=None, groups=None): return ("ReadGrants", name, kind, groups)
 def txn(user=None, txns=(), locks=(), rng=None): return ("Txn", user, txns, locks, rng)
 def lock(components, user, txnid): return ("Lock", components, user, txnid)
 
@@ -219,7 +219,7 @@ RULES = {
     "revoke_privileges": ("GrantPrivileges", "privileges"),
     "grant_revoke_privileges": ("GrantPrivileges", "request.privileges"),
     "refresh_privileges": admin("refreshing privileges"),
-    "get_privilege_set": grants_read("user_name", None),
+    "get_privilege_set": grants_read("user_name", None, "group_names"),
     "list_privileges": grants_read("principal_name", "principal_type"),
     "list_roles": grants_read("principal_name", "principal_type"),
     "get_role_grants_for_principal": grants_read("request.principal_name", "request.principal_type"),
@@ -385,7 +385,8 @@ def rule_rs(method, rule, schema, label):
         return f"Rule::GrantPrivileges {{ bag: {r(rule[1])} }}"
     if kind == "ReadGrants":
         kindp = "None" if rule[2] is None else f"Some({r(rule[2])})"
-        return f"Rule::ReadGrants {{ name: {r(rule[1])}, kind: {kindp} }}"
+        groups = "None" if rule[3] is None else f"Some({r(rule[3])})"
+        return f"Rule::ReadGrants {{ name: {r(rule[1])}, kind: {kindp}, groups: {groups} }}"
     raise SystemExit(f"{method}: unknown rule {kind}")
 
 

@@ -531,10 +531,37 @@ impl Conn {
                 self.deny(transport, entry, &request, &message).await,
                 "not_sent",
             ),
-            Verdict::Forward => {
-                let ok = self.call(transport, request, None).await;
-                (ok, if ok { "ok" } else { "error" })
-            }
+            Verdict::Forward => match checked.rewrite.take() {
+                None => {
+                    let ok = self.call(transport, request, None).await;
+                    (ok, if ok { "ok" } else { "error" })
+                }
+                Some(rw) => match self.rewritten(transport, &request, &rw) {
+                    Ok(bytes) => {
+                        let request = Request {
+                            bytes,
+                            header: request.header,
+                        };
+                        let ok = self.call(transport, request, None).await;
+                        (ok, if ok { "ok" } else { "error" })
+                    }
+                    Err(e) => {
+                        // Fail closed: the call does not go upstream with another owner.
+                        let message = format!(
+                            "hms-guard: permission denied: user {} may not call {}: the table's owner could not be set to the caller ({e})",
+                            self.identity, request.header.name
+                        );
+                        if let Some(d) = checked.decision.as_mut() {
+                            d.outcome = "deny";
+                            d.matched = message.clone();
+                        }
+                        (
+                            self.deny(transport, entry, &request, &message).await,
+                            "not_sent",
+                        )
+                    }
+                },
+            },
             Verdict::Filter(f) => {
                 let ok = self.call(transport, request, Some(f)).await;
                 (ok, if ok { "ok" } else { "error" })
@@ -555,6 +582,47 @@ impl Conn {
             }
         }
         keep_going
+    }
+
+    /// The request with the created object's owner set to the caller (every other byte as
+    /// the client wrote it), framed as it came.
+    fn rewritten(
+        &self,
+        transport: Transport,
+        request: &Request,
+        rw: &crate::policy::OwnerRewrite,
+    ) -> Result<Bytes, crate::codec::splice::SpliceError> {
+        use crate::codec::splice::{set_field, IfAbsent, NewValue};
+        let depth = self.config().limits.max_depth;
+        let msg = unframed(transport, &request.bytes);
+        let owner = NewValue::String(rw.user.as_bytes().to_vec());
+        let mut out = set_field(
+            transport.protocol,
+            msg,
+            &rw.owner,
+            &owner,
+            IfAbsent::Add,
+            depth,
+        )?
+        .unwrap_or_else(|| BytesMut::from(msg));
+        // PrincipalType USER = 1.
+        if let Some(b) = set_field(
+            transport.protocol,
+            &out,
+            &rw.owner_type,
+            &NewValue::I32(1),
+            IfAbsent::Leave,
+            depth,
+        )? {
+            out = b;
+        }
+        if transport.framed {
+            let mut framed = BytesMut::with_capacity(out.len() + 4);
+            framed.extend_from_slice(&(out.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&out);
+            out = framed;
+        }
+        Ok(out.freeze())
     }
 
     /// Writes the audit line of a decided call (and of every call with `audit.all_calls`).

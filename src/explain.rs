@@ -238,7 +238,7 @@ async fn build_args(
             );
             notes.push("explained as: granting to role public".into());
         }
-        Rule::ReadGrants { name, kind } => {
+        Rule::ReadGrants { name, kind, .. } => {
             put(&mut n, name, s(&r.user));
             if let Some(k) = kind {
                 put(&mut n, k, Value::Int(1));

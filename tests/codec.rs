@@ -491,3 +491,81 @@ fn hostile_garbage_never_panics() {
         }
     }
 }
+
+/// `create_table` args: Table {1 tableName, 2 dbName, [3 owner], 12 tableType, [18 ownerType],
+/// 99 a field of a newer client}.
+fn create_table_call(p: Protocol, owner: Option<&str>, owner_type: Option<i32>) -> Vec<u8> {
+    let mut w = W::new(p);
+    w.message("create_table", CALL, 5).begin_struct();
+    w.field(12, 1).begin_struct();
+    w.field(11, 1).string(b"t");
+    w.field(11, 2).string(b"d");
+    if let Some(o) = owner {
+        w.field(11, 3).string(o.as_bytes());
+    }
+    w.field(11, 12).string(b"EXTERNAL_TABLE");
+    if let Some(t) = owner_type {
+        w.field(8, 18).i32(t);
+    }
+    w.field(11, 99).string(b"from the future");
+    w.end_struct().end_struct();
+    w.bytes()
+}
+
+#[test]
+fn a_field_is_set_in_place_or_added_and_every_other_byte_stays() {
+    use hms_guard::codec::splice::{set_field, IfAbsent, NewValue};
+    let mary = NewValue::String(b"mary".to_vec());
+    for p in BOTH {
+        // Present: replaced where it stands (a longer value shifts what follows, nothing else).
+        let msg = create_table_call(p, Some("eve"), Some(3));
+        let out = set_field(p, &msg, &[1, 3], &mary, IfAbsent::Add, 64)
+            .unwrap()
+            .unwrap();
+        let out = set_field(p, &out, &[1, 18], &NewValue::I32(1), IfAbsent::Leave, 64)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.to_vec(),
+            create_table_call(p, Some("mary"), Some(1)),
+            "{p}"
+        );
+        // Absent: added as the struct's last field (after the newer client's field 99).
+        let msg = create_table_call(p, None, None);
+        let out = set_field(p, &msg, &[1, 3], &mary, IfAbsent::Add, 64)
+            .unwrap()
+            .unwrap();
+        let mut w = W::new(p);
+        w.message("create_table", CALL, 5).begin_struct();
+        w.field(12, 1).begin_struct();
+        w.field(11, 1).string(b"t");
+        w.field(11, 2).string(b"d");
+        w.field(11, 12).string(b"EXTERNAL_TABLE");
+        w.field(11, 99).string(b"from the future");
+        w.field(11, 3).string(b"mary");
+        w.end_struct().end_struct();
+        assert_eq!(out.to_vec(), w.bytes(), "{p}");
+        // ... and read back as the metastore reads it.
+        let limits = hms_guard::schema::ReadLimits {
+            versions: hms_guard::schema::types::ALL_VERSIONS,
+            max_depth: 64,
+            max_name_bytes: 1024,
+        };
+        let call = hms_guard::schema::read_request(p, &out, limits, true).unwrap();
+        assert_eq!(
+            call.args.path(&[1, 3]).and_then(|v| v.as_str()),
+            Some("mary")
+        );
+        // An absent optional field is left absent; an absent parent changes nothing.
+        assert_eq!(
+            set_field(p, &msg, &[1, 18], &NewValue::I32(1), IfAbsent::Leave, 64).unwrap(),
+            None
+        );
+        assert_eq!(
+            set_field(p, &msg, &[7, 3], &mary, IfAbsent::Add, 64).unwrap(),
+            None
+        );
+        // A field of another wire type is not overwritten.
+        assert!(set_field(p, &msg, &[1, 1], &NewValue::I32(1), IfAbsent::Add, 64).is_err());
+    }
+}

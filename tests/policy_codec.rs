@@ -8,7 +8,7 @@ use hms_guard::codec::reader::{Reader, Ty};
 use hms_guard::codec::value::{read_value, Value};
 use hms_guard::codec::Protocol;
 use hms_guard::policy::args::{strings_at, values_at};
-use hms_guard::policy::classify::alter_kind;
+use hms_guard::policy::classify::alter_changes;
 use hms_guard::policy::filter::filter_list_reply;
 use hms_guard::router::EACH;
 use hms_guard::schema::{read_request, ReadLimits};
@@ -212,7 +212,10 @@ fn alter_table_diff() {
         "t",
         "c",
     );
-    assert_eq!(alter_kind("demo", "t", &cur, &stats), AlterKind::StatsOnly);
+    assert_eq!(
+        alter_changes("demo", "t", &cur, &stats),
+        [AlterKind::StatsOnly]
+    );
     // Map order does not matter.
     let reordered = table(
         &[("totalSize", "10"), ("numRows", "1")],
@@ -222,26 +225,42 @@ fn alter_table_diff() {
         "c",
     );
     assert_eq!(
-        alter_kind("demo", "t", &cur, &reordered),
-        AlterKind::StatsOnly
+        alter_changes("demo", "t", &cur, &reordered),
+        [AlterKind::StatsOnly]
     );
     let other = table(&[("numRows", "1")], loc, "mary", "t", "a new comment");
-    assert_eq!(alter_kind("demo", "t", &cur, &other), AlterKind::Other);
+    assert_eq!(alter_changes("demo", "t", &cur, &other), [AlterKind::Other]);
     let moved = table(&[], "s3a://datalake/defloc/x", "mary", "t", "c");
-    assert_eq!(alter_kind("demo", "t", &cur, &moved), AlterKind::Location);
+    assert_eq!(
+        alter_changes("demo", "t", &cur, &moved),
+        [AlterKind::Location]
+    );
     let owner = table(&[], loc, "john", "t", "c");
-    assert_eq!(alter_kind("demo", "t", &cur, &owner), AlterKind::Owner);
+    assert_eq!(alter_changes("demo", "t", &cur, &owner), [AlterKind::Owner]);
     let renamed = table(&[], loc, "mary", "t2", "c");
     assert_eq!(
-        alter_kind("demo", "t", &cur, &renamed),
-        AlterKind::Rename {
+        alter_changes("demo", "t", &cur, &renamed),
+        [AlterKind::Rename {
             new_db: "demo".into()
-        }
+        }]
     );
     assert_eq!(
-        alter_kind("DEMO", "T", &cur, &stats),
-        AlterKind::StatsOnly,
+        alter_changes("DEMO", "T", &cur, &stats),
+        [AlterKind::StatsOnly],
         "names fold case"
+    );
+    // Everything one call changes is listed: renamed, given away, moved and re-commented.
+    let all = table(&[], "s3a://datalake/defloc/x", "john", "t2", "new");
+    assert_eq!(
+        alter_changes("demo", "t", &cur, &all),
+        [
+            AlterKind::Rename {
+                new_db: "demo".into()
+            },
+            AlterKind::Owner,
+            AlterKind::Location,
+            AlterKind::Other
+        ]
     );
 }
 
@@ -414,8 +433,8 @@ fn an_alter_is_checked_for_every_new_location_whatever_else_it_changes() {
     // A rename that also relocates: the rename rule and the new location both apply.
     let renamed_and_moved = table("t2", "s3a://b/warehouse/secret");
     assert!(matches!(
-        alter_kind("d", "t", &current, &renamed_and_moved),
-        AlterKind::Rename { .. }
+        alter_changes("d", "t", &current, &renamed_and_moved)[..],
+        [AlterKind::Rename { .. }, AlterKind::Location]
     ));
     assert_eq!(
         alter_storage_needs(Some(&current), &renamed_and_moved),
@@ -459,10 +478,21 @@ fn table_format_and_serde_locations_are_locations() {
     );
     let local = iceberg("file:///etc/passwd");
     assert_eq!(table_locations(&local)[1], "file:///etc/passwd");
-    assert!(matches!(
-        alter_kind("d", "t", &own, &foreign),
-        AlterKind::Location
-    ));
+    assert_eq!(
+        alter_changes("d", "t", &own, &foreign),
+        [AlterKind::Location]
+    );
+    // A commit under the table's own location is a data write (INSERT), not a location
+    // change; with another change it is that change (ALTER covers the commit).
+    assert_eq!(alter_changes("d", "t", &own, &next), [AlterKind::Commit]);
+    let mut with_schema = next.clone();
+    if let Value::Struct(f) = &mut with_schema {
+        f.push((10, s("a view text")));
+    }
+    assert_eq!(
+        alter_changes("d", "t", &own, &with_schema),
+        [AlterKind::Other]
+    );
     // Spark's data-source path, in any case.
     let spark = Value::Struct(vec![(
         7,

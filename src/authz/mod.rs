@@ -171,12 +171,16 @@ pub struct Owner {
     pub kind: PrincipalKind,
 }
 
-/// How an `alter_table*` call changes the table (from diffing against the current table).
+/// One way an `alter_table*` call changes the table (from diffing against the current table);
+/// a call is judged on every change it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlterKind {
     /// Only statistics parameters differ.
     StatsOnly,
-    /// The storage location changes (other changes may come with it).
+    /// A table format's commit: only its metadata pointer moved, to a file under the table's
+    /// own location (with statistics): a data write.
+    Commit,
+    /// A storage location changes.
     Location,
     /// The table is renamed (possibly into another database).
     Rename { new_db: String },
@@ -200,9 +204,10 @@ pub enum Operation {
     CreateTable {
         table: Object,
     },
+    /// Every change the call makes (never empty).
     AlterTable {
         table: Object,
-        kind: AlterKind,
+        changes: Vec<AlterKind>,
     },
     DropTable {
         table: Object,
@@ -238,9 +243,11 @@ pub enum Operation {
     },
     /// Granting or revoking privileges: admin, or the grant option for each.
     GrantPrivileges(Vec<(Object, Privilege)>),
-    /// Reading grants: one's own (user, own groups, roles held) or admin.
+    /// Reading grants: one's own (user, own groups, roles held) or admin; `groups`: further
+    /// groups whose grants the reply carries (`get_privilege_set`), each must be the caller's.
     ReadGrants {
         principal: Option<Principal>,
+        groups: Vec<String>,
     },
     /// Transaction housekeeping; `claimed_user`: the user the call says it acts for;
     /// `held`: the transactions and locks the call acts on (each must be the caller's).
@@ -743,22 +750,35 @@ fn authorize_grants(
             Object::Table(db, _) => create_in(&Object::Database(db.clone())),
             other => create_in(other),
         },
-        Operation::AlterTable { table, kind } => match kind {
-            AlterKind::StatsOnly => owner_or(table, &[Privilege::Insert, Privilege::Alter]),
-            AlterKind::Location | AlterKind::Other => owner_or(table, &[Privilege::Alter]),
-            AlterKind::Owner => admin_only("changing a table's owner"),
-            AlterKind::Rename { new_db } => {
-                let own = owner_only(table, "renaming it");
-                if !own.allow {
-                    return own;
+        Operation::AlterTable { table, changes } => {
+            let judge = |kind: &AlterKind| match kind {
+                AlterKind::StatsOnly | AlterKind::Commit => {
+                    owner_or(table, &[Privilege::Insert, Privilege::Alter])
                 }
-                let target = create_in(&Object::database(new_db));
-                if !target.allow {
-                    return target;
+                AlterKind::Location | AlterKind::Other => owner_or(table, &[Privilege::Alter]),
+                AlterKind::Owner => admin_only("changing a table's owner"),
+                AlterKind::Rename { new_db } => {
+                    let own = owner_only(table, "renaming it");
+                    if !own.allow {
+                        return own;
+                    }
+                    let target = create_in(&Object::database(new_db));
+                    if !target.allow {
+                        return target;
+                    }
+                    own
                 }
-                own
+            };
+            // Every change must pass; the first that does not decides.
+            let mut last = admin_only("an alter that changes nothing");
+            for kind in changes {
+                last = judge(kind);
+                if !last.allow {
+                    return last;
+                }
             }
-        },
+            last
+        }
         Operation::DropTable { table } => owner_or(table, &[Privilege::Drop]),
         Operation::TruncateTable { table } => owner_or(table, &[Privilege::Delete]),
         Operation::AddPartitions { table } => owner_or(table, &[Privilege::Insert]),
@@ -843,7 +863,7 @@ fn authorize_grants(
             }
             last
         }
-        Operation::ReadGrants { principal } => {
+        Operation::ReadGrants { principal, groups } => {
             let own = match principal {
                 None => false,
                 Some(p) => match p.kind {
@@ -852,6 +872,15 @@ fn authorize_grants(
                     PrincipalKind::Role => grants.roles.contains(&p.name.to_ascii_lowercase()),
                 },
             };
+            if let Some(g) = groups.iter().find(|g| !identity.groups.contains(g)) {
+                if !admin {
+                    return Decision::deny(
+                        Reason::AdminRequired,
+                        "the admin role to read other principals' grants",
+                        format!("group {g} is not one of the caller's groups"),
+                    );
+                }
+            }
             if own {
                 Decision::allow(Reason::OwnGrants, "nothing", "reading one's own grants")
             } else {
@@ -987,9 +1016,15 @@ pub fn assemble(
     Ok(grants)
 }
 
-/// Whether a listed table stays in a filtered listing.
+/// Whether a listed table name stays in a filtered listing: any privilege on it.
 pub fn visible(identity: &Identity, grants: &Grants, policy: &Policy, table: &Object) -> bool {
     policy.is_admin(identity, grants) || grants.any_on(table)
+}
+
+/// Whether a whole listed table (columns, location, parameters) stays in a filtered reply:
+/// SELECT on it, as reading that table alone needs.
+pub fn readable(identity: &Identity, grants: &Grants, policy: &Policy, table: &Object) -> bool {
+    policy.is_admin(identity, grants) || grants.find(table, Privilege::Select, false).is_some()
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ fn table_reads_need_select() {
 fn insert_via_stats_only_alter() {
     let stats = |n: &str| Operation::AlterTable {
         table: t(n),
-        kind: AlterKind::StatsOnly,
+        changes: vec![AlterKind::StatsOnly],
     };
     let mary = user("mary", &[]);
     assert!(decide(&mary, stats("promotion"), &[]).allow);
@@ -192,8 +192,32 @@ fn alter_table_kinds() {
     let mary = user("mary", &[]);
     let alter = |kind| Operation::AlterTable {
         table: t("promotion"),
-        kind,
+        changes: vec![kind],
     };
+    let several = |changes: Vec<AlterKind>| Operation::AlterTable {
+        table: t("promotion"),
+        changes,
+    };
+    // A table format's commit is a data write: INSERT suffices (marketing holds it).
+    assert!(decide(&mary, alter(AlterKind::Commit), &[]).allow);
+    // Every change is judged: the owner may rename and relocate, but not also give the
+    // table away; INSERT covers a commit, not a schema change with it.
+    let own = [(t("promotion"), "mary")];
+    let in_place = || AlterKind::Rename {
+        new_db: "grants_db".into(),
+    };
+    assert!(
+        !decide(&mary, several(vec![in_place(), AlterKind::Owner]), &own).allow,
+        "a rename that also changes the owner needs the admin"
+    );
+    assert!(
+        !decide(
+            &mary,
+            several(vec![AlterKind::Commit, AlterKind::Other]),
+            &[]
+        )
+        .allow
+    );
     // Marketing has SELECT+INSERT, not ALTER: schema or location changes are denied…
     assert!(!decide(&mary, alter(AlterKind::Other), &[]).allow);
     assert!(!decide(&mary, alter(AlterKind::Location), &[]).allow);
@@ -418,17 +442,44 @@ fn role_and_grant_administration() {
     // Reading grants: one's own, or admin.
     let own = Operation::ReadGrants {
         principal: Some(principal(PrincipalKind::User, "mary")),
+        groups: Vec::new(),
     };
     assert_eq!(decide(&mary, own, &[]).reason, Reason::OwnGrants);
     let own_role = Operation::ReadGrants {
         principal: Some(role("marketing")),
+        groups: Vec::new(),
     };
     assert!(decide(&mary, own_role, &[]).allow);
     let other = Operation::ReadGrants {
         principal: Some(principal(PrincipalKind::User, "john")),
+        groups: Vec::new(),
     };
     assert!(!decide(&mary, other.clone(), &[]).allow);
     assert!(decide(&root, other, &[]).allow);
+    // get_privilege_set names groups too: each must be one hms-guard knows for the caller.
+    let with_groups = |g: &[&str]| Operation::ReadGrants {
+        principal: Some(principal(PrincipalKind::User, "mary")),
+        groups: g.iter().map(|s| s.to_string()).collect(),
+    };
+    let analyst = user("mary", &["analysts"]);
+    let mut with_group = seed();
+    with_group.insert(
+        principal(PrincipalKind::Group, "analysts"),
+        PrincipalFacts {
+            roles: vec![],
+            privileges: vec![],
+        },
+    );
+    assert!(decide_with(&analyst, with_groups(&["analysts"]), &[], &with_group).allow);
+    let d = decide_with(
+        &analyst,
+        with_groups(&["analysts", "finance"]),
+        &[],
+        &with_group,
+    );
+    assert!(!d.allow);
+    assert!(d.matched.contains("group finance"), "{}", d.matched);
+    assert!(decide(&root, with_groups(&["finance"]), &[]).allow);
 }
 
 #[test]
@@ -444,6 +495,21 @@ fn listings_are_filtered_per_table() {
     let g = grants_of(&mary, &facts);
     assert!(visible(&mary, &g, &policy, &t("customer")));
     assert!(!visible(&mary, &g, &policy, &t("other")));
+    // Whole tables need SELECT: mary holds SELECT on customer; a writer holding only INSERT
+    // sees the name, not the table.
+    assert!(readable(&mary, &g, &policy, &t("customer")));
+    let mut only_insert = facts.clone();
+    only_insert.insert(
+        principal(PrincipalKind::User, "writer"),
+        PrincipalFacts {
+            roles: vec![],
+            privileges: vec![(t("customer"), Privilege::Insert, false)],
+        },
+    );
+    let writer = user("writer", &[]);
+    let gw = grants_of(&writer, &only_insert);
+    assert!(visible(&writer, &gw, &policy, &t("customer")));
+    assert!(!readable(&writer, &gw, &policy, &t("customer")));
     let root = user("root", &[]);
     assert!(visible(
         &root,

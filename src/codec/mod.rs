@@ -8,6 +8,7 @@ pub mod header;
 pub mod reader;
 pub mod reply;
 pub mod scanner;
+pub mod splice;
 pub mod value;
 pub mod writer;
 

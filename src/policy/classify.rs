@@ -472,15 +472,15 @@ pub async fn classify(
                 .table(&db, &name)
                 .await
                 .map_err(ClassifyError::Facts)?;
-            let kind = match &current {
-                Some(cur) => alter_kind(&db, &name, cur, &new),
-                None => AlterKind::Other,
+            let changes = match &current {
+                Some(cur) => alter_changes(&db, &name, cur, &new),
+                None => vec![AlterKind::Other],
             };
             let obj = Object::table(&db, &name);
             let mut cl = one(
                 Operation::AlterTable {
                     table: obj.clone(),
-                    kind: kind.clone(),
+                    changes,
                 },
                 &obj,
             );
@@ -642,7 +642,15 @@ pub async fn classify(
             let first = items[0].0.clone();
             single(Operation::GrantPrivileges(items), &first)
         }
-        Rule::ReadGrants { name, kind } => {
+        Rule::ReadGrants { name, kind, groups } => {
+            let groups = match groups {
+                Some(p) => values_at(c.args, p)
+                    .into_iter()
+                    .flat_map(Value::as_list)
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                None => Vec::new(),
+            };
             let who = c.strings(name)?.into_iter().next();
             let kind = match kind {
                 None => Some(PrincipalKind::User),
@@ -656,7 +664,10 @@ pub async fn classify(
                 (Some(name), Some(kind)) => Some(Principal { kind, name }),
                 _ => None,
             };
-            Ok(vec![Classified::of(Operation::ReadGrants { principal })])
+            Ok(vec![Classified::of(Operation::ReadGrants {
+                principal,
+                groups,
+            })])
         }
     }
 }
@@ -680,20 +691,29 @@ fn is_stats_param(k: &str) -> bool {
     STATS_PARAMS.contains(&k) || STATS_PARAM_PREFIXES.iter().any(|p| k.starts_with(p))
 }
 
-fn without_stats(params: Option<&Value>) -> Value {
+/// Table parameters without statistics (and, with `format_params`, without the table
+/// format's metadata pointers).
+fn without_stats(params: Option<&Value>, format_params: bool) -> Value {
     Value::Map(
         params
             .map(Value::as_map)
             .unwrap_or_default()
             .iter()
-            .filter(|(k, _)| !k.as_str().is_some_and(is_stats_param))
+            .filter(|(k, _)| {
+                !k.as_str().is_some_and(|k| {
+                    is_stats_param(k) || (format_params && FORMAT_LOCATION_PARAMS.contains(&k))
+                })
+            })
             .cloned()
             .collect(),
     )
 }
 
-/// How `new` changes `current` (a `Table` each).
-pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKind {
+/// Every way `new` changes `current` (a `Table` each): a rename, an owner change, a location
+/// change, a table format's commit, anything else — or, when only statistics differ,
+/// `[StatsOnly]`. Never empty.
+pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<AlterKind> {
+    let mut changes = Vec::new();
     // A name the metastore could not normalise the same way counts as a rename (checked
     // as one, and refused by the create rule on an unknown database).
     let s = |v: &Value, id| {
@@ -704,46 +724,72 @@ pub fn alter_kind(db: &str, name: &str, current: &Value, new: &Value) -> AlterKi
     let new_db = s(new, 2).unwrap_or_else(|| db.to_ascii_lowercase());
     let new_name = s(new, 1).unwrap_or_else(|| name.to_ascii_lowercase());
     if new_db != db.to_ascii_lowercase() || new_name != name.to_ascii_lowercase() {
-        return AlterKind::Rename { new_db };
+        changes.push(AlterKind::Rename { new_db });
     }
+    // The owner and its principal type (18, Hive 3+; unset means USER), removed or replaced.
     let owner = |v: &Value| v.field(3).and_then(Value::as_str).map(str::to_string);
-    if owner(new).is_some() && owner(new) != owner(current) {
-        return AlterKind::Owner;
+    let owner_type = |v: &Value| v.field(18).and_then(Value::as_int).unwrap_or(1);
+    if owner(new) != owner(current) || owner_type(new) != owner_type(current) {
+        changes.push(AlterKind::Owner);
     }
     if table_locations(new) != table_locations(current) {
-        return AlterKind::Location;
+        changes.push(AlterKind::Location);
     }
-    let strip = |v: &Value| {
-        let mut t = v.without(&TABLE_BOOKKEEPING);
+    // Everything else: names, owner and locations are judged above; statistics and a table
+    // format's metadata pointers (checked as locations when they leave the table) are not
+    // changes of their own.
+    let strip = |v: &Value, format_params: bool| {
+        let mut t = v.without(&TABLE_BOOKKEEPING).without(&[1, 2, 3]);
         if let Value::Struct(fields) = &mut t {
             // 14 temporary and 15 rewriteEnabled default to false: unset and false are equal.
             fields
                 .retain(|(id, v)| *id != 9 && !(matches!(id, 14 | 15) && *v == Value::Bool(false)));
-            fields.push((9, without_stats(v.field(9))));
+            fields.push((9, without_stats(v.field(9), format_params)));
+            // Locations are compared above (sd.location and the serde `path`).
+            if let Some(i) = fields.iter().position(|(id, _)| *id == 7) {
+                fields[i].1 = without_locations(&fields[i].1);
+            }
         }
         t
     };
-    let (a, b) = (strip(new), strip(current));
-    if a == b {
-        AlterKind::StatsOnly
-    } else {
-        let differ: Vec<i16> = match (&a, &b) {
-            (Value::Struct(fa), Value::Struct(_)) => fa
-                .iter()
-                .filter(|(id, v)| b.field(*id) != Some(v))
-                .map(|(id, _)| *id)
-                .chain(match &b {
-                    Value::Struct(fb) => fb
-                        .iter()
-                        .filter(|(id, _)| a.field(*id).is_none())
-                        .map(|(id, _)| *id)
-                        .collect::<Vec<_>>(),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
-        AlterKind::Other
+    if strip(new, false) != strip(current, false) {
+        if strip(new, true) == strip(current, true) {
+            // Only the format's metadata pointers moved: under the table's own location a
+            // commit of data; elsewhere the location change above says it all.
+            if !changes.contains(&AlterKind::Location) {
+                changes.push(AlterKind::Commit);
+            }
+        } else {
+            tracing::debug!(table = %format!("{db}.{name}"), "alter_table changes more than statistics");
+            changes.push(AlterKind::Other);
+        }
     }
+    if changes.is_empty() {
+        changes.push(AlterKind::StatsOnly);
+    }
+    changes
+}
+
+/// A storage descriptor without its location and the serde `path` (compared as locations).
+fn without_locations(sd: &Value) -> Value {
+    let mut sd = sd.without(&[2]);
+    if let Value::Struct(fields) = &mut sd {
+        for (id, serde) in fields.iter_mut() {
+            if *id != 7 {
+                continue;
+            }
+            if let Value::Struct(sf) = serde {
+                for (sid, params) in sf.iter_mut() {
+                    if *sid == 3 {
+                        if let Value::Map(entries) = params {
+                            entries.retain(|(k, _)| {
+                                !k.as_str().is_some_and(|k| k.eq_ignore_ascii_case("path"))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    sd
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use crate::audit::StorageAudit;
 use crate::authz::{
-    authorize, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason, StorageFact,
+    authorize, readable, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason,
+    StorageFact,
 };
 use crate::codec::value::Value;
 use crate::codec::MessageHeader;
@@ -44,10 +45,24 @@ pub struct ListFilter {
     pub grants: Arc<Grants>,
 }
 
+/// A change the proxy makes to an allowed call before it goes upstream: an object a user
+/// creates is owned by that user, whatever owner the client wrote (docs/AUTHORIZATION.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRewrite {
+    /// Where the owner name sits (a `string` field), added when absent.
+    pub owner: Vec<i16>,
+    /// Where the owner's principal type sits (an `i32` field, Hive 3+), set to USER when
+    /// present.
+    pub owner_type: Vec<i16>,
+    pub user: String,
+}
+
 /// A decided call: the verdict, and what the audit line needs.
 #[derive(Debug)]
 pub struct Checked {
     pub verdict: Verdict,
+    /// Set the owner of the object the call creates before forwarding it.
+    pub rewrite: Option<OwnerRewrite>,
     /// `None`: a harmless call (not a decision).
     pub decision: Option<DecisionRecord>,
     /// After the call succeeds: drop cached grants / these objects.
@@ -71,6 +86,10 @@ pub struct DecisionRecord {
     pub storage: Option<crate::audit::StorageAudit>,
 }
 
+/// `Table` fields: 3 owner (string), 18 ownerType (PrincipalType, Hive 3+).
+const TABLE_OWNER: i16 = 3;
+const TABLE_OWNER_TYPE: i16 = 18;
+
 /// The policy stage, shared by every connection.
 pub struct Guard {
     pub mode: AuthzMode,
@@ -92,10 +111,12 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
         Operation::CreateTable {
             table: Object::Table(db, _),
         } => vec![Object::Database(db.clone())],
-        Operation::AlterTable { table, kind } => {
+        Operation::AlterTable { table, changes } => {
             let mut v = vec![table.clone()];
-            if let crate::authz::AlterKind::Rename { new_db } = kind {
-                v.push(Object::database(new_db));
+            for kind in changes {
+                if let crate::authz::AlterKind::Rename { new_db } = kind {
+                    v.push(Object::database(new_db));
+                }
             }
             v
         }
@@ -115,11 +136,14 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
 fn changed_objects(op: &Operation) -> Vec<Object> {
     match op {
         // A rename creates a table the call does not name; a database drop cascades.
-        Operation::AlterTable {
-            kind: crate::authz::AlterKind::Rename { .. },
-            ..
+        Operation::AlterTable { changes, .. }
+            if changes
+                .iter()
+                .any(|k| matches!(k, crate::authz::AlterKind::Rename { .. })) =>
+        {
+            vec![Object::Global]
         }
-        | Operation::DropDatabase { .. } => vec![Object::Global],
+        Operation::DropDatabase { .. } => vec![Object::Global],
         Operation::CreateTable { table }
         | Operation::DropTable { table }
         | Operation::AlterTable { table, .. } => vec![table.clone()],
@@ -187,6 +211,7 @@ impl Guard {
         if self.mode == AuthzMode::Off || rule == Some(Rule::Harmless) {
             return Checked {
                 verdict: Verdict::Forward,
+                rewrite: None,
                 decision: None,
                 invalidate_grants: method.is_some_and(|m| m.changes_grants),
                 invalidate_objects: Vec::new(),
@@ -203,6 +228,24 @@ impl Guard {
             Err(e) => self.failed(identity, &header.name, e),
         };
         checked.invalidate_grants = method.is_some_and(|m| m.changes_grants);
+        // A table a user (not an admin) creates is theirs: the owner is set to the caller.
+        if let (Verdict::Forward, Some(Rule::CreateTable { table }), Some(d)) =
+            (&checked.verdict, rule, checked.decision.as_mut())
+        {
+            if self.mode == AuthzMode::Enforce && d.outcome == "allow" && d.reason != Reason::Admin
+            {
+                let at = |id: i16| table.iter().copied().chain([id]).collect::<Vec<_>>();
+                checked.rewrite = Some(OwnerRewrite {
+                    owner: at(TABLE_OWNER),
+                    owner_type: at(TABLE_OWNER_TYPE),
+                    user: identity.user.clone(),
+                });
+                d.matched = format!(
+                    "{}; the table's owner is set to {}",
+                    d.matched, identity.user
+                );
+            }
+        }
         if let (Verdict::Filter(f), Some(Rule::Listing { shape, .. })) =
             (&mut checked.verdict, rule)
         {
@@ -413,6 +456,7 @@ impl Guard {
         };
         Checked {
             verdict,
+            rewrite: None,
             decision: Some(record),
             invalidate_grants: false,
             invalidate_objects: Vec::new(),
@@ -447,12 +491,16 @@ pub fn keep_listed(f: &ListFilter, policy: &Policy, element: &crate::codec::valu
     let (Some(db), Some(table)) = (db, table) else {
         return false;
     };
-    if matches!(f.shape, ListShape::Tables | ListShape::TablesInResult)
-        && element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
-    {
-        return true;
+    let table = Object::table(db, table);
+    match f.shape {
+        // Whole tables: their owner, or SELECT (what reading the table alone needs).
+        ListShape::Tables | ListShape::TablesInResult => {
+            element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
+                || readable(&f.identity, &f.grants, policy, &table)
+        }
+        // Names: any privilege on the table.
+        ListShape::Names | ListShape::Metas => visible(&f.identity, &f.grants, policy, &table),
     }
-    visible(&f.identity, &f.grants, policy, &Object::table(db, table))
 }
 
 #[cfg(test)]
@@ -479,7 +527,7 @@ mod tests {
         assert_eq!(
             changed_objects(&Operation::AlterTable {
                 table: t.clone(),
-                kind: crate::authz::AlterKind::Rename { new_db: "e".into() }
+                changes: vec![crate::authz::AlterKind::Rename { new_db: "e".into() }]
             }),
             vec![Object::Global]
         );

@@ -124,11 +124,12 @@ pub enum Rule {
     GrantPrivileges {
         bag: Path,
     },
-    /// Reading grants of a principal (name, type paths; no type path: a user); one's own is
-    /// allowed.
+    /// Reading grants of a principal (name, type paths; no type path: a user) and of the
+    /// groups the call names (`groups`); one's own are allowed.
     ReadGrants {
         name: Path,
         kind: Option<Path>,
+        groups: Option<Path>,
     },
     /// Transactions and their housekeeping (open, commit, abort, heartbeat, unlock, show):
     /// an identity is required; where the call names the user it acts for (`user`), that user

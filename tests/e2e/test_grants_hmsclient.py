@@ -176,3 +176,64 @@ def test_explain_uses_the_proxy_decision(guard):
     assert rc == 1 and "GRANT OPTION" in out, out
     rc, out = explain(guard, "--user", "mary", "--method", "create_table", "--db", DB)
     assert rc == 2 and "--table is required" in out, out
+
+
+def test_a_created_table_is_owned_by_its_creator(guard, metastore):
+    """Whatever owner the client writes (or none), a table a user creates through hms-guard is
+    theirs; only an admin may create a table for someone else."""
+    admin = connect(guard.port, "admin")
+    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
+    grant = tt.HiveObjectPrivilege(db_obj, "david", tt.PrincipalType.USER,
+                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
+                                                         tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    david = connect(guard.port, "david")
+    planted = table("owned_by_admin")
+    planted.owner = "admin"  # a user cannot give the table to someone else
+    david.create_table(planted)
+    unset = table("owner_unset")
+    unset.owner = None
+    david.create_table(unset)
+    gift = table("gift")
+    gift.owner = "mary"
+    admin.create_table(gift)
+    with hms.hms_client(metastore.port) as direct:
+        assert direct.get_table(DB, "owned_by_admin").owner == "david"
+        assert direct.get_table(DB, "owner_unset").owner == "david"
+        assert direct.get_table(DB, "gift").owner == "mary", "an admin's choice stands"
+    # As the owner, david drops his own tables; he cannot drop mary's.
+    david.drop_table(DB, "owned_by_admin", False)
+    david.drop_table(DB, "owner_unset", False)
+    with pytest.raises(tt.MetaException):
+        david.drop_table(DB, "gift", False)
+    admin.drop_table(DB, "gift", False)
+    assert admin.revoke_privileges(tt.PrivilegeBag([grant]))
+
+
+def test_replies_reveal_only_what_the_caller_may_see(guard):
+    """Whole tables need SELECT (a writer holding only INSERT sees names, not columns or
+    locations); grant reads name only the caller's own groups."""
+    admin = connect(guard.port, "admin")
+    obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "customer", None, None)
+    insert_only = tt.HiveObjectPrivilege(obj, "ingest", tt.PrincipalType.USER,
+                                         tt.PrivilegeGrantInfo("INSERT", 0, "admin",
+                                                               tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([insert_only]))
+    try:
+        ingest = connect(guard.port, "ingest")
+        assert "customer" in ingest.get_all_tables(DB), "the name is visible"
+        assert ingest.get_table_objects_by_name(DB, ["customer", "store_sales"]) == []
+        with pytest.raises(tt.MetaException):
+            ingest.get_table(DB, "customer")
+        john = connect(guard.port, "john")  # finance: SELECT on every seed table
+        got = sorted(t.tableName for t in john.get_table_objects_by_name(DB, TABLES))
+        assert got == sorted(TABLES)
+        # get_privilege_set: one's own user and no foreign group.
+        assert john.get_privilege_set(obj, "john", []) is not None
+        with pytest.raises(tt.MetaException) as e:
+            john.get_privilege_set(obj, "john", ["finance"])
+        assert "group finance" in e.value.message, e.value.message
+        with pytest.raises(tt.MetaException):
+            john.get_privilege_set(obj, "david", [])
+    finally:
+        assert admin.revoke_privileges(tt.PrivilegeBag([insert_only]))
