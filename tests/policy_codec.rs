@@ -320,10 +320,17 @@ async fn storage_needs_of_location_bearing_ddl() {
         if !loc.is_empty() {
             sd.push((2, s(loc)));
         }
+        // The metastore judges "external" by the parameter EXTERNAL=TRUE, not the type.
+        let params = if ty == "EXTERNAL_TABLE" {
+            Value::Map(vec![(s("EXTERNAL"), s("TRUE"))])
+        } else {
+            Value::Map(vec![])
+        };
         Value::Struct(vec![
             (1, s("t")),
             (2, s("d")),
             (7, Value::Struct(sd)),
+            (9, params),
             (12, s(ty)),
         ])
     };
@@ -366,6 +373,22 @@ async fn storage_needs_of_location_bearing_ddl() {
         ),
         (12, s("EXTERNAL_TABLE")),
     ]);
+    // The type says external, the parameter does not: the metastore stores it as a managed
+    // table and a drop deletes its data, so the location needs write access (and, being
+    // managed, its default place is looked up: unreachable facts fail closed).
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, spark_table.without(&[]))]),
+    );
+    assert!(classify(&rule, &msg, &facts).await.is_err());
+    let spark_table = match spark_table {
+        Value::Struct(mut f) => {
+            f.push((9, Value::Map(vec![(s("EXTERNAL"), s("true"))])));
+            f.sort_by_key(|(id, _)| *id);
+            Value::Struct(f)
+        }
+        _ => unreachable!(),
+    };
     let msg = call_with("create_table", Value::Struct(vec![(1, spark_table)]));
     let c = classify(&rule, &msg, &facts).await.unwrap();
     assert_eq!(
@@ -583,4 +606,54 @@ fn fill_required(def: &'static hms_guard::schema::StructDef, base: Value) -> Val
     }
     fields.sort_by_key(|(id, _)| *id);
     Value::Struct(fields)
+}
+
+/// What a later drop deletes is judged as the metastore judges it (Hive 2.3, measured: the
+/// parameter EXTERNAL, compared without case, decides; the table type does not), and turning
+/// an external table into one whose drop deletes data is a location change of every location
+/// it keeps.
+#[test]
+fn a_drop_deletes_what_the_metastore_says_it_deletes() {
+    use hms_guard::policy::classify::{alter_storage_needs, deletes_on_drop, StorageNeed};
+    let table = |ty: &str, params: &[(&str, &str)]| {
+        Value::Struct(vec![
+            (1, s("t")),
+            (2, s("d")),
+            (7, Value::Struct(vec![(2, s("s3a://b/protected/t"))])),
+            (
+                9,
+                Value::Map(params.iter().map(|(k, v)| (s(k), s(v))).collect()),
+            ),
+            (12, s(ty)),
+        ])
+    };
+    assert!(deletes_on_drop(&table("EXTERNAL_TABLE", &[])));
+    assert!(deletes_on_drop(&table(
+        "MANAGED_TABLE",
+        &[("EXTERNAL", "FALSE")]
+    )));
+    assert!(!deletes_on_drop(&table(
+        "MANAGED_TABLE",
+        &[("EXTERNAL", "TRUE")]
+    )));
+    assert!(!deletes_on_drop(&table(
+        "EXTERNAL_TABLE",
+        &[("EXTERNAL", "true")]
+    )));
+    assert!(deletes_on_drop(&table(
+        "EXTERNAL_TABLE",
+        &[("EXTERNAL", "TRUE"), ("external.table.purge", "TRUE")]
+    )));
+    let external = table("EXTERNAL_TABLE", &[("EXTERNAL", "TRUE")]);
+    let managed = table("MANAGED_TABLE", &[("EXTERNAL", "FALSE")]);
+    assert_eq!(
+        alter_storage_needs(Some(&external), &managed),
+        [StorageNeed {
+            location: "s3a://b/protected/t".into(),
+            write: true
+        }]
+    );
+    assert!(alter_changes("d", "t", &external, &managed).contains(&AlterKind::Location));
+    // The other way round deletes less: nothing new to check.
+    assert!(alter_storage_needs(Some(&managed), &external).is_empty());
 }

@@ -30,6 +30,9 @@ pub use client::{ClientConfig, FactsError, MetaClient};
 pub struct ObjectFacts {
     pub owner: Option<Owner>,
     pub location: Option<String>,
+    /// A table whose drop deletes its data (and whose partitions' drops delete theirs), as
+    /// the metastore judges it (`policy::classify::deletes_on_drop`); false for databases.
+    pub deletes_data: bool,
 }
 
 /// Cached facts, shared by every connection.
@@ -400,6 +403,7 @@ pub fn table_facts(t: &Value) -> ObjectFacts {
     ObjectFacts {
         owner: owner_of(t.field(3), t.field(18)),
         location: t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string),
+        deletes_data: crate::policy::classify::deletes_on_drop(t),
     }
 }
 
@@ -408,6 +412,7 @@ pub fn database_facts(d: &Value) -> ObjectFacts {
     ObjectFacts {
         owner: owner_of(d.field(6), d.field(7)),
         location: d.field(3).and_then(Value::as_str).map(str::to_string),
+        deletes_data: false,
     }
 }
 

@@ -84,10 +84,21 @@ pub fn table_locations(t: &Value) -> Vec<String> {
     out
 }
 
-fn is_external(t: &Value) -> bool {
-    t.field(12)
-        .and_then(Value::as_str)
-        .is_some_and(|ty| ty.eq_ignore_ascii_case("EXTERNAL_TABLE"))
+/// Whether dropping the table deletes its data, judged as the metastore judges it: by the
+/// table parameter `EXTERNAL` (the table type does not count: the metastore stores an
+/// `EXTERNAL_TABLE` without `EXTERNAL=TRUE` as a managed table and deletes its data on drop),
+/// compared without case; and an external table with `external.table.purge=true` (Hive 3+)
+/// has its data deleted too.
+pub fn deletes_on_drop(t: &Value) -> bool {
+    let param = |k: &str| {
+        t.field(9)
+            .and_then(|p| p.map_get(k))
+            .and_then(Value::as_str)
+            .map(str::trim)
+    };
+    let external = param("EXTERNAL").is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
+    let purge = param("external.table.purge").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    !external || purge
 }
 
 /// Why a call could not be classified (it is denied, fail closed).
@@ -286,19 +297,17 @@ impl Ctx<'_> {
         if locs.is_empty() {
             return Ok(Vec::new());
         }
-        let base = facts
-            .object(table)
-            .await
-            .map_err(ClassifyError::Facts)?
-            .and_then(|f| f.location)
+        let table_facts = facts.object(table).await.map_err(ClassifyError::Facts)?;
+        let base = table_facts
+            .as_ref()
+            .and_then(|f| f.location.clone())
             .unwrap_or_default();
+        // A partition of a table whose drops delete data has its own data deleted with it.
+        let write = table_facts.is_some_and(|f| f.deletes_data);
         Ok(locs
             .into_iter()
             .filter(|l| !location_is_under(l, &base))
-            .map(|location| StorageNeed {
-                location,
-                write: false,
-            })
+            .map(|location| StorageNeed { location, write })
             .collect())
     }
 }
@@ -438,7 +447,7 @@ pub async fn classify(
                 // location: the database's location was checked when it was set. Anywhere else
                 // under the database is an explicit location (a database can sit at the
                 // warehouse root).
-                if !is_external(&t) {
+                if deletes_on_drop(&t) {
                     if db_location.is_none() {
                         let dbf = facts
                             .object(&Object::database(db))
@@ -455,7 +464,7 @@ pub async fn classify(
                 }
                 cl.storage.push(StorageNeed {
                     location: l,
-                    write: !is_external(&t),
+                    write: deletes_on_drop(&t),
                 });
             }
             Ok(vec![cl])
@@ -676,14 +685,14 @@ pub async fn classify(
 /// table now, `None` if it does not exist), with the access each implies.
 pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageNeed> {
     let before = current.map(table_locations).unwrap_or_default();
-    let external = current.is_some_and(is_external) || is_external(new);
+    let write = deletes_on_drop(new);
+    // A table that becomes one whose drop deletes data: every location it keeps is now one
+    // a later drop deletes (the caller must be able to write there), not only new ones.
+    let now_deletes = write && current.is_some_and(|c| !deletes_on_drop(c));
     table_locations(new)
         .into_iter()
-        .filter(|l| !before.contains(l))
-        .map(|location| StorageNeed {
-            location,
-            write: !external,
-        })
+        .filter(|l| now_deletes || !before.contains(l))
+        .map(|location| StorageNeed { location, write })
         .collect()
 }
 
@@ -732,7 +741,10 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     if owner(new) != owner(current) || owner_type(new) != owner_type(current) {
         changes.push(AlterKind::Owner);
     }
-    if table_locations(new) != table_locations(current) {
+    // A location changes — or what a later drop deletes there (external to managed).
+    if table_locations(new) != table_locations(current)
+        || deletes_on_drop(new) != deletes_on_drop(current)
+    {
         changes.push(AlterKind::Location);
     }
     // Everything else: names, owner and locations are judged above; statistics and a table

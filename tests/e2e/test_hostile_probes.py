@@ -35,10 +35,14 @@ NOT_MUTATING = {"Harmless", "SetUgi", "ReadTable", "Listing", "ReadGrants", "Txn
 def method_table():
     """(name, rule, oneway) for every entry of src/router/methods.rs."""
     text = (REPO / "src/router/methods.rs").read_text()
-    rows = re.findall(r'Method \{ name: "([^"]+)", class: Class::\w+, oneway: (true|false), '
-                      r'rule: Rule::(\w+)', text)
+    rows = re.findall(r'Method \{ name: "([^"]+)", versions: [^,]+, class: Class::\w+, '
+                      r'oneway: (true|false), rule: Rule::(\w+)', text)
     assert len(rows) > 300, "method table not parsed"
-    return [(n, r, o == "true") for n, o, r in rows]
+    # One row per method (a method with per-version entries: its first).
+    seen = {}
+    for n, o, r in rows:
+        seen.setdefault(n, (n, r, o == "true"))
+    return list(seen.values())
 
 
 def mutating_methods():

@@ -164,3 +164,54 @@ def test_storage_endpoint_down_denies_and_the_proxy_keeps_serving(lab, metastore
         assert counter(m, "hms_guard_storage_checks_total", outcome="unavailable") >= 1
     finally:
         g.stop()
+
+
+def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(lab, metastore):
+    """With `read_only_external`, an external table needs only read access to its location.
+    The metastore calls a table external by its parameter EXTERNAL=TRUE, not by its type: a
+    table typed EXTERNAL_TABLE without it is stored as managed and a drop deletes its files, so
+    it needs write access; so does turning an external table into a managed one."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    from test_grants_hmsclient import connect
+    moto = moto_lab.MotoLab()
+    facts = moto.start()
+    g = hms.Guard(lab, metastore.port, name="guard-storage-ro", env=moto_lab.guard_env(facts),
+                  extra=('[authz]\nmode = "enforce"\n\n'
+                         + moto_lab.storage_toml(facts, read_only_external=True)))
+    try:
+        g.start()
+        admin = connect(g.port, "admin")
+        db = "drop_db"
+        admin.create_database(tt.Database(name=db, locationUri="s3a://datalake/defloc/drop_db.db",
+                                          parameters={}))
+
+        def tbl(name, params, ty="EXTERNAL_TABLE"):
+            sd = tt.StorageDescriptor(
+                cols=[tt.FieldSchema("id", "int", "")],
+                # The default role reads the whole bucket but writes only defloc/ and temp/.
+                location=f"s3a://datalake/datawarehouse/protected_{name}",
+                inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+                outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+                serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+                                       {}),
+                bucketCols=[], sortCols=[], parameters={})
+            return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd, partitionKeys=[],
+                            parameters=params, tableType=ty)
+
+        admin.create_table(tbl("ext", {"EXTERNAL": "TRUE"}))  # read suffices
+        with pytest.raises(tt.MetaException) as e:
+            admin.create_table(tbl("typed_only", {}))  # stored as managed: write needed
+        assert "write" in e.value.message, e.value.message
+        current = admin.get_table(db, "ext")
+        current.parameters["EXTERNAL"] = "FALSE"
+        with pytest.raises(tt.MetaException) as e:
+            admin.alter_table(db, "ext", current)
+        assert "write" in e.value.message, e.value.message
+        with hms.hms_client(metastore.port) as direct:
+            assert direct.get_table(db, "ext").parameters["EXTERNAL"] == "TRUE"
+            assert "typed_only" not in direct.get_all_tables(db)
+        admin.drop_table(db, "ext", False)
+        admin.drop_database(db, False, False)
+    finally:
+        g.stop()
+        moto.stop()
