@@ -657,3 +657,41 @@ fn a_drop_deletes_what_the_metastore_says_it_deletes() {
     // The other way round deletes less: nothing new to check.
     assert!(alter_storage_needs(Some(&managed), &external).is_empty());
 }
+
+#[test]
+fn every_place_a_table_or_database_names_is_a_location() {
+    use hms_guard::policy::classify::{database_locations, table_locations};
+    let with_params = |params: &[(&str, &str)]| {
+        Value::Struct(vec![
+            (7, Value::Struct(vec![(2, s("s3a://lake/d.db/t"))])),
+            (
+                9,
+                Value::Map(params.iter().map(|(k, v)| (s(k), s(v))).collect()),
+            ),
+        ])
+    };
+    // Paimon's location kept in the properties, a Flink generic table's path.
+    assert_eq!(
+        table_locations(&with_params(&[("paimon_location", "s3a://lake/other/p")])),
+        ["s3a://lake/d.db/t", "s3a://lake/other/p"]
+    );
+    assert_eq!(
+        table_locations(&with_params(&[("flink.path", "s3a://lake/other/f")])),
+        ["s3a://lake/d.db/t", "s3a://lake/other/f"]
+    );
+    // Keys are read exactly as written by those engines.
+    assert_eq!(
+        table_locations(&with_params(&[("FLINK.PATH", "s3a://lake/other/f")])),
+        ["s3a://lake/d.db/t"]
+    );
+    // A database's location and its managed-table location (Hive 4).
+    let db = Value::Struct(vec![
+        (1, s("d")),
+        (3, s("s3a://lake/d.db")),
+        (10, s("s3a://lake/managed/d.db")),
+    ]);
+    assert_eq!(
+        database_locations(&db),
+        ["s3a://lake/d.db", "s3a://lake/managed/d.db"]
+    );
+}

@@ -359,7 +359,8 @@ impl FactsStore {
         }
     }
 
-    async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
+    /// The current database, fresh from the metastore (`None`: no such database).
+    pub async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
         const M: &str = "get_database";
         let reply = self
             .call(M, |w| {

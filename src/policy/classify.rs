@@ -60,9 +60,30 @@ pub fn data_locations(t: &Value) -> Vec<String> {
     out
 }
 
-/// Table parameters that point a table format's readers at a file: Iceberg's current and
-/// previous metadata files.
-const FORMAT_LOCATION_PARAMS: [&str; 2] = ["metadata_location", "previous_metadata_location"];
+/// Table parameters that point engines at a place of their own: Iceberg's current and
+/// previous metadata files, Paimon's table location when kept in the properties
+/// (`paimon_location`), and a Flink generic table's filesystem path (`flink.path`). Engines
+/// read these keys exactly as written.
+const FORMAT_LOCATION_PARAMS: [&str; 4] = [
+    "metadata_location",
+    "previous_metadata_location",
+    "paimon_location",
+    "flink.path",
+];
+
+/// A database's locations (`Database` or `CreateDatabaseRequest`: 3 locationUri, 10
+/// managedLocationUri, Hive 4), non-empty and distinct.
+pub fn database_locations(d: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in [3, 10] {
+        if let Some(l) = d.field(id).and_then(Value::as_str).map(str::trim) {
+            if !l.is_empty() && !out.iter().any(|o| o == l) {
+                out.push(l.to_string());
+            }
+        }
+    }
+    out
+}
 
 /// Every location a table makes engines read or write: its data locations, and the
 /// table-format metadata locations that lie outside them (one under the table's own,
@@ -568,14 +589,10 @@ pub async fn classify(
             )?;
             let obj = Object::database(&name);
             let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
-            cl.location = d
-                .field(3)
-                .and_then(Value::as_str)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string);
-            if let Some(l) = &cl.location {
+            for l in database_locations(&d) {
+                cl.location.get_or_insert_with(|| l.clone());
                 cl.storage.push(StorageNeed {
-                    location: l.clone(),
+                    location: l,
                     write: true,
                 });
             }
@@ -599,13 +616,17 @@ pub async fn classify(
                 },
                 &obj,
             );
-            let new_loc = new.field(3).and_then(Value::as_str);
-            let cur_loc = current.as_ref().and_then(|f| f.location.as_deref());
-            if new_loc.is_some() && new_loc != cur_loc {
-                cl.location = new_loc.map(str::to_string);
-                if let Some(l) = new_loc.filter(|l| !l.is_empty()) {
+            // Every location the new database names that the current one does not have (its
+            // location and, Hive 4, its managed-table location).
+            let before = match facts.database(&name).await.map_err(ClassifyError::Facts)? {
+                Some(cur) => database_locations(&cur),
+                None => Vec::new(),
+            };
+            for l in database_locations(&new) {
+                if !before.contains(&l) {
+                    cl.location.get_or_insert_with(|| l.clone());
                     cl.storage.push(StorageNeed {
-                        location: l.to_string(),
+                        location: l,
                         write: true,
                     });
                 }
