@@ -17,6 +17,7 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::audit::{Audit, AuditError, AuditEvent};
+use crate::authz::visible;
 use crate::codec::reader::Ty;
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
 use crate::codec::value::Value;
@@ -31,7 +32,9 @@ use crate::metrics::{
 };
 use crate::policy::args::strings_at;
 use crate::policy::filter::filter_list_reply;
-use crate::policy::{keep_listed, Checked, Guard, ListFilter, Verdict};
+use crate::policy::{
+    keep_listed, listed_table, Checked, Guard, ListFilter, Verdict, MAX_LISTING_OWNER_LOOKUPS,
+};
 use crate::router::{self, method_label};
 use crate::router::{ListShape, Method};
 use crate::schema::{self, ReadLimits, Reject};
@@ -548,7 +551,7 @@ impl Conn {
                     Err(e) => {
                         // Fail closed: the call does not go upstream with another owner.
                         let message = format!(
-                            "hms-guard: permission denied: user {} may not call {}: the table's owner could not be set to the caller ({e})",
+                            "hms-guard: permission denied: user {} may not call {}: the call could not be set to act for the caller ({e})",
                             self.identity, request.header.name
                         );
                         if let Some(d) = checked.decision.as_mut() {
@@ -584,37 +587,28 @@ impl Conn {
         keep_going
     }
 
-    /// The request with the created object's owner set to the caller (every other byte as
-    /// the client wrote it), framed as it came.
+    /// The request with the rewrite's fields set (every other byte as the client wrote it),
+    /// framed as it came.
     fn rewritten(
         &self,
         transport: Transport,
         request: &Request,
-        rw: &crate::policy::OwnerRewrite,
+        rw: &crate::policy::Rewrite,
     ) -> Result<Bytes, crate::codec::splice::SpliceError> {
-        use crate::codec::splice::{set_field, IfAbsent, NewValue};
+        use crate::codec::splice::set_field;
         let depth = self.config().limits.max_depth;
-        let msg = unframed(transport, &request.bytes);
-        let owner = NewValue::String(rw.user.as_bytes().to_vec());
-        let mut out = set_field(
-            transport.protocol,
-            msg,
-            &rw.owner,
-            &owner,
-            IfAbsent::Add,
-            depth,
-        )?
-        .unwrap_or_else(|| BytesMut::from(msg));
-        // PrincipalType USER = 1.
-        if let Some(b) = set_field(
-            transport.protocol,
-            &out,
-            &rw.owner_type,
-            &NewValue::I32(1),
-            IfAbsent::Leave,
-            depth,
-        )? {
-            out = b;
+        let mut out = BytesMut::from(unframed(transport, &request.bytes));
+        for f in &rw.fields {
+            if let Some(b) = set_field(
+                transport.protocol,
+                &out,
+                &f.path,
+                &f.value,
+                f.if_absent,
+                depth,
+            )? {
+                out = b;
+            }
         }
         if transport.framed {
             let mut framed = BytesMut::with_capacity(out.len() + 4);
@@ -1194,14 +1188,27 @@ impl Conn {
         } else {
             &[]
         };
-        let policy = &self.shared.guard.policy;
-        let filtered = filter_list_reply(
-            transport.protocol,
-            body,
-            list_path,
-            self.shared.config.limits.max_depth,
-            |v| keep_listed(f, policy, v),
-        );
+        let guard = &self.shared.guard;
+        let depth = self.shared.config.limits.max_depth;
+        // Names without a grant may be the caller's own tables: their owners are looked up
+        // (cached, bounded) before the reply is filtered.
+        let mut unseen = Vec::new();
+        if matches!(f.shape, ListShape::Names | ListShape::Metas) {
+            let _ = filter_list_reply(transport.protocol, body, list_path, depth, |v| {
+                if let Some(t) = listed_table(f, v) {
+                    if !visible(&f.identity, &f.grants, &guard.policy, &t)
+                        && unseen.len() < MAX_LISTING_OWNER_LOOKUPS
+                    {
+                        unseen.push(t);
+                    }
+                }
+                true
+            });
+        }
+        let owned = guard.owned_among(f, unseen).await;
+        let filtered = filter_list_reply(transport.protocol, body, list_path, depth, |v| {
+            keep_listed(f, &guard.policy, v, &owned)
+        });
         let out = match filtered {
             Ok(Some(filtered)) => {
                 debug!(

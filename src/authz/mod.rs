@@ -488,7 +488,9 @@ impl Decision {
     }
 }
 
-fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
+/// Whether `owner` is the caller: the user, one of its groups, or a role it holds (never
+/// `public`).
+pub fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
     match owner.kind {
         PrincipalKind::User => owner.name == identity.user,
         PrincipalKind::Group => identity.groups.contains(&owner.name),
@@ -701,22 +703,6 @@ fn authorize_grants(
             format!("no CREATE grant on {db} and not its owner"),
         )
     };
-    // A call that names the user it acts for (the metastore records that user as the owner of
-    // the lock or transaction) must name the caller.
-    // The admin may act for others (a service that opens transactions for its users).
-    let acting_for = |claimed: Option<&str>| -> Option<Decision> {
-        let claimed = claimed?;
-        (claimed != identity.user && !admin).then(|| {
-            Decision::deny(
-                Reason::MissingPrivilege,
-                format!("acting as user {}", identity.user),
-                format!(
-                    "the call acts for user {claimed:?}, not for the caller {}",
-                    identity.user
-                ),
-            )
-        })
-    };
     match op {
         Operation::Harmless | Operation::Unknown(_) => unreachable!("handled above"),
         Operation::ReadTables(tables) => {
@@ -887,9 +873,10 @@ fn authorize_grants(
                 admin_only("reading other principals' grants")
             }
         }
-        Operation::Txn { claimed_user, held } => acting_for(claimed_user.as_deref())
-            .or_else(|| held_by_caller(identity, admin, held, facts))
-            .unwrap_or_else(|| {
+        // The user a lock or transaction names is set to the caller before forwarding (the
+        // policy stage rewrites it; an admin's choice stands): not a reason to deny.
+        Operation::Txn { held, .. } => {
+            held_by_caller(identity, admin, held, facts).unwrap_or_else(|| {
                 Decision::allow(
                     Reason::Harmless,
                     "an identity",
@@ -899,15 +886,9 @@ fn authorize_grants(
                         format!("{} held by the caller", list_held(held))
                     },
                 )
-            }),
-        Operation::Lock {
-            claimed_user,
-            items,
-            held,
-        } => {
-            if let Some(d) = acting_for(Some(claimed_user)) {
-                return d;
-            }
+            })
+        }
+        Operation::Lock { items, held, .. } => {
             if let Some(d) = held_by_caller(identity, admin, held, facts) {
                 return d;
             }

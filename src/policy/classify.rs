@@ -506,6 +506,7 @@ pub async fn classify(
                 Some(cur) => alter_changes(&db, &name, cur, &new),
                 None => vec![AlterKind::Other],
             };
+            tracing::debug!(table = %format!("{db}.{name}"), ?changes, "alter_table judged");
             let obj = Object::table(&db, &name);
             let mut cl = one(
                 Operation::AlterTable {
@@ -785,6 +786,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
         }
         t
     };
+    let strip = |v: &Value, format_params: bool| without_defaults(&strip(v, format_params));
     if strip(new, false) != strip(current, false) {
         if strip(new, true) == strip(current, true) {
             // Only the format's metadata pointers moved: under the table's own location a
@@ -793,7 +795,21 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
                 changes.push(AlterKind::Commit);
             }
         } else {
-            tracing::debug!(table = %format!("{db}.{name}"), "alter_table changes more than statistics");
+            let (a, b) = (strip(new, true), strip(current, true));
+            let differ: Vec<String> = match (&a, &b) {
+                (Value::Struct(fa), Value::Struct(fb)) => fa
+                    .iter()
+                    .filter(|(id, v)| b.field(*id) != Some(v))
+                    .map(|(id, v)| format!("{id}={v:?}"))
+                    .chain(
+                        fb.iter()
+                            .filter(|(id, _)| a.field(*id).is_none())
+                            .map(|(id, _)| format!("-{id}")),
+                    )
+                    .collect(),
+                _ => Vec::new(),
+            };
+            tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
             changes.push(AlterKind::Other);
         }
     }
@@ -801,6 +817,41 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
         changes.push(AlterKind::StatsOnly);
     }
     changes
+}
+
+/// A value with every struct field that holds its type's empty value left out (false, 0, "",
+/// empty lists and maps, structs left empty), at every depth: the metastore stores an unset
+/// field as that value, and clients that rebuild a table (pyiceberg's commits) send them unset.
+fn without_defaults(v: &Value) -> Value {
+    match v {
+        Value::Struct(fields) => Value::Struct(
+            fields
+                .iter()
+                .map(|(id, f)| (*id, without_defaults(f)))
+                .filter(|(_, f)| !is_empty_value(f))
+                .collect(),
+        ),
+        Value::List(items) => Value::List(items.iter().map(without_defaults).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), without_defaults(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Int(i) => *i == 0,
+        Value::Bytes(b) => b.is_empty(),
+        Value::Struct(f) => f.is_empty(),
+        Value::List(l) => l.is_empty(),
+        Value::Map(m) => m.is_empty(),
+        Value::Double(d) => *d == 0.0,
+    }
 }
 
 /// A storage descriptor without its location and the serde `path` (compared as locations).

@@ -45,24 +45,32 @@ pub struct ListFilter {
     pub grants: Arc<Grants>,
 }
 
-/// A change the proxy makes to an allowed call before it goes upstream: an object a user
-/// creates is owned by that user, whatever owner the client wrote (docs/AUTHORIZATION.md).
+/// Changes the proxy makes to an allowed call before it goes upstream, each one field set in
+/// place (docs/AUTHORIZATION.md): an object a user creates is owned by that user, and a lock
+/// or transaction is taken in the caller's name, whatever the client wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rewrite {
+    pub fields: Vec<FieldSet>,
+}
+
+/// One field to set: where (field ids from the args struct inward), to what, and whether to
+/// add it when absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerRewrite {
-    /// Where the owner name sits (a `string` field), added when absent.
-    pub owner: Vec<i16>,
-    /// Where the owner's principal type sits (an `i32` field, Hive 3+), set to USER when
-    /// present.
-    pub owner_type: Vec<i16>,
-    pub user: String,
+pub struct FieldSet {
+    pub path: Vec<i16>,
+    pub value: crate::codec::splice::NewValue,
+    pub if_absent: crate::codec::splice::IfAbsent,
 }
 
 /// A decided call: the verdict, and what the audit line needs.
 #[derive(Debug)]
 pub struct Checked {
     pub verdict: Verdict,
-    /// Set the owner of the object the call creates before forwarding it.
-    pub rewrite: Option<OwnerRewrite>,
+    /// Fields set before the call is forwarded.
+    pub rewrite: Option<Rewrite>,
+    /// The caller holds the admin role (or is an admin user): its choices of owner and user
+    /// stand.
+    pub caller_is_admin: bool,
     /// `None`: a harmless call (not a decision).
     pub decision: Option<DecisionRecord>,
     /// After the call succeeds: drop cached grants / these objects.
@@ -89,6 +97,53 @@ pub struct DecisionRecord {
 /// `Table` fields: 3 owner (string), 18 ownerType (PrincipalType, Hive 3+).
 const TABLE_OWNER: i16 = 3;
 const TABLE_OWNER_TYPE: i16 = 18;
+/// `PrincipalType.USER`.
+const PRINCIPAL_USER: i32 = 1;
+
+/// The fields an allowed call of a non-admin caller gets set: a created table's owner (added
+/// when absent) and owner type (set to USER where sent); the user a lock or a transaction is
+/// taken for, where it names someone other than the caller.
+fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
+    use crate::codec::splice::{IfAbsent, NewValue};
+    let mut fields = Vec::new();
+    let mut set_user = |path: &[i16]| {
+        if args::strings_at(args, path).iter().any(|u| u != user) {
+            fields.push(FieldSet {
+                path: path.to_vec(),
+                value: NewValue::String(user.as_bytes().to_vec()),
+                if_absent: IfAbsent::Leave,
+            });
+        }
+    };
+    match *rule {
+        Rule::Lock { user: path, .. } => set_user(path),
+        Rule::Txn {
+            user: Some(path), ..
+        } => set_user(path),
+        Rule::CreateTable { table } => {
+            let at = |id: i16| table.iter().copied().chain([id]).collect::<Vec<_>>();
+            fields.push(FieldSet {
+                path: at(TABLE_OWNER),
+                value: NewValue::String(user.as_bytes().to_vec()),
+                if_absent: IfAbsent::Add,
+            });
+            fields.push(FieldSet {
+                path: at(TABLE_OWNER_TYPE),
+                value: NewValue::I32(PRINCIPAL_USER),
+                if_absent: IfAbsent::Leave,
+            });
+        }
+        _ => {}
+    }
+    Rewrite { fields }
+}
+
+fn rewrite_note(rule: &Rule, user: &str) -> String {
+    match rule {
+        Rule::CreateTable { .. } => format!("the table's owner is set to {user}"),
+        _ => format!("taken in the caller's name ({user})"),
+    }
+}
 
 /// The policy stage, shared by every connection.
 pub struct Guard {
@@ -212,6 +267,7 @@ impl Guard {
             return Checked {
                 verdict: Verdict::Forward,
                 rewrite: None,
+                caller_is_admin: false,
                 decision: None,
                 invalidate_grants: method.is_some_and(|m| m.changes_grants),
                 invalidate_objects: Vec::new(),
@@ -228,22 +284,15 @@ impl Guard {
             Err(e) => self.failed(identity, &header.name, e),
         };
         checked.invalidate_grants = method.is_some_and(|m| m.changes_grants);
-        // A table a user (not an admin) creates is theirs: the owner is set to the caller.
-        if let (Verdict::Forward, Some(Rule::CreateTable { table }), Some(d)) =
+        if let (Verdict::Forward, Some(rule), Some(d)) =
             (&checked.verdict, rule, checked.decision.as_mut())
         {
-            if self.mode == AuthzMode::Enforce && d.outcome == "allow" && d.reason != Reason::Admin
-            {
-                let at = |id: i16| table.iter().copied().chain([id]).collect::<Vec<_>>();
-                checked.rewrite = Some(OwnerRewrite {
-                    owner: at(TABLE_OWNER),
-                    owner_type: at(TABLE_OWNER_TYPE),
-                    user: identity.user.clone(),
-                });
-                d.matched = format!(
-                    "{}; the table's owner is set to {}",
-                    d.matched, identity.user
-                );
+            if self.mode == AuthzMode::Enforce && d.outcome == "allow" && !checked.caller_is_admin {
+                let rw = rewrite_for(&rule, args, &identity.user);
+                if !rw.fields.is_empty() {
+                    d.matched = format!("{}; {}", d.matched, rewrite_note(&rule, &identity.user));
+                    checked.rewrite = Some(rw);
+                }
             }
         }
         if let (Verdict::Filter(f), Some(Rule::Listing { shape, .. })) =
@@ -328,6 +377,9 @@ impl Guard {
         };
         let mut checked = self.finish(identity, method, d, record, filter);
         checked.invalidate_objects = ops.iter().flat_map(|c| changed_objects(&c.op)).collect();
+        checked.caller_is_admin = grants
+            .as_deref()
+            .is_some_and(|g| self.policy.is_admin(identity, g));
         checked
     }
 
@@ -457,6 +509,7 @@ impl Guard {
         Checked {
             verdict,
             rewrite: None,
+            caller_is_admin: false,
             decision: Some(record),
             invalidate_grants: false,
             invalidate_objects: Vec::new(),
@@ -474,8 +527,8 @@ pub fn outcome(allow: bool, mode: AuthzMode) -> (&'static str, bool) {
     }
 }
 
-/// Whether a listed element stays (`Names`: a table name in `db`; otherwise a struct).
-pub fn keep_listed(f: &ListFilter, policy: &Policy, element: &crate::codec::value::Value) -> bool {
+/// The table a listed element names (`Names`: a table name in `f.db`; otherwise a struct).
+pub fn listed_table(f: &ListFilter, element: &crate::codec::value::Value) -> Option<Object> {
     use crate::codec::value::Value;
     let (db, table) = match f.shape {
         ListShape::Names => (Some(f.db.as_str()), element.as_str()),
@@ -488,18 +541,60 @@ pub fn keep_listed(f: &ListFilter, policy: &Policy, element: &crate::codec::valu
             element.field(1).and_then(Value::as_str),
         ),
     };
-    let (Some(db), Some(table)) = (db, table) else {
+    Some(Object::table(db?, table?))
+}
+
+/// Whether a listed element stays: whole tables for their owner or SELECT; names for any
+/// privilege, or for the owner (`owned`: tables of the listing the caller owns, looked up
+/// by `Guard::owned_among`).
+pub fn keep_listed(
+    f: &ListFilter,
+    policy: &Policy,
+    element: &crate::codec::value::Value,
+    owned: &std::collections::HashSet<Object>,
+) -> bool {
+    use crate::codec::value::Value;
+    let Some(table) = listed_table(f, element) else {
         return false;
     };
-    let table = Object::table(db, table);
     match f.shape {
         // Whole tables: their owner, or SELECT (what reading the table alone needs).
         ListShape::Tables | ListShape::TablesInResult => {
             element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
                 || readable(&f.identity, &f.grants, policy, &table)
         }
-        // Names: any privilege on the table.
-        ListShape::Names | ListShape::Metas => visible(&f.identity, &f.grants, policy, &table),
+        // Names: any privilege on the table, or its ownership.
+        ListShape::Names | ListShape::Metas => {
+            visible(&f.identity, &f.grants, policy, &table) || owned.contains(&table)
+        }
+    }
+}
+
+/// Owner lookups one listing may make (tables listed without a grant): beyond it, such tables
+/// are left out of the reply.
+pub const MAX_LISTING_OWNER_LOOKUPS: usize = 1000;
+
+impl Guard {
+    /// The tables among `tables` the caller owns (owner facts, cached; a failed lookup counts
+    /// as not owned: the table is left out).
+    pub async fn owned_among(
+        &self,
+        f: &ListFilter,
+        tables: Vec<Object>,
+    ) -> std::collections::HashSet<Object> {
+        let mut owned = std::collections::HashSet::new();
+        for t in tables.into_iter().take(MAX_LISTING_OWNER_LOOKUPS) {
+            if let Ok(Some(facts)) = self.facts.object(&t).await {
+                if facts
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| crate::authz::owner_matches(&f.identity, &f.grants, o))
+                {
+                    owned.insert(t);
+                }
+            }
+        }
+        owned
     }
 }
 

@@ -73,8 +73,10 @@ def db_lock(user, txnid=None):
 def test_transactions_are_their_openers_alone(tguard, metastore):
     mary, john = connect(tguard.port, "mary"), connect(tguard.port, "john")
     t_mary, t_john = open_txn(mary, "mary"), open_txn(john, "john")
-    # Opening in another user's name is refused.
-    assert "acts for user" in denied(mary.open_txns, tt.OpenTxnRequest(1, "john", "host"))
+    # Opened in another user's name: taken in the caller's (the user field is rewritten).
+    t_named = mary.open_txns(tt.OpenTxnRequest(1, "john", "host")).txn_ids[0]
+    assert open_txns(metastore.port)[t_named][0] == "mary"
+    mary.abort_txn(tt.AbortTxnRequest(t_named))
     state = open_txns(metastore.port)
     assert state[t_mary][0] == "mary" and state[t_john][0] == "john"
 
@@ -110,6 +112,10 @@ def test_locks_are_their_takers_alone(tguard, metastore):
     mary, john = connect(tguard.port, "mary"), connect(tguard.port, "john")
     lk = mary.lock(db_lock("mary")).lockid
     assert (lk, "mary") in lock_ids(metastore.port)
+    # A lock requested in another user's name (pyiceberg writes the OS user): the caller's.
+    named = mary.lock(db_lock("root")).lockid
+    assert (named, "mary") in lock_ids(metastore.port)
+    mary.unlock(tt.UnlockRequest(named))
     assert f"lock {lk} belongs to another user" in denied(john.unlock, tt.UnlockRequest(lk))
     denied(john.check_lock, tt.CheckLockRequest(lk))
     denied(john.heartbeat, tt.HeartbeatRequest(lk, None))

@@ -13,7 +13,8 @@ hmsclient==0.1.1
 thrift==0.25.0
 pytest==9.2.0
 moto[server]==5.2.5
-boto3==1.44.8"
+boto3==1.44.8
+pyiceberg[hive,pyarrow]==0.12.0"
 
 cache="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}"
 venv="$cache/venv"
@@ -86,7 +87,7 @@ printf '%s\n' "$REQUIREMENTS" > "$req_file"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req_file" \
   || die "pip install failed (see above); PyPI must be reachable"
 "$venv/bin/python" - <<'PY' || die "the installed packages are incomplete"
-import os, pyspark, hmsclient, thrift, pytest  # noqa: F401
+import os, pyspark, hmsclient, thrift, pytest, pyiceberg.catalog.hive, pyarrow  # noqa: F401
 from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore  # noqa: F401
 jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
 need = ["hive-metastore-2.3", "hive-exec-2.3", "libthrift-", "derby-", "HikariCP-"]
