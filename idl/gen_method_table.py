@@ -45,6 +45,11 @@ RULES = {
     "partition_name_has_valid_characters": H, "partition_name_to_spec": H,
     "partition_name_to_vals": H,
     "flushCache": admin("flushing the metastore's caches"),
+    # Listings of everyone's transactions, locks and compactions name other users and their
+    # tables and hosts.
+    "show_locks": admin("listing every lock (they name other users' tables)"),
+    "get_open_txns_info": admin("listing every open transaction with its user and host"),
+    "show_compact": admin("listing every compaction (they name other users' tables)"),
     # --- fb303 ---------------------------------------------------------------------------
     "getName": H, "getVersion": H, "getStatus": H, "getStatusDetails": H, "getCounters": H,
     "getCounter": H, "getOption": H, "getOptions": H, "aliveSince": H,
@@ -193,7 +198,9 @@ RULES = {
     "set_properties": admin("writing metastore properties"),
     "get_properties": admin("reading metastore properties"),
     # --- databases and catalogs ------------------------------------------------------------
-    "get_all_databases": H, "get_databases": H, "get_databases_req": H, "get_database": H, "get_database_req": H,
+    "get_all_databases": listing(None, "DbNames"), "get_databases": listing(None, "DbNames"),
+    "get_databases_req": listing(None, "Databases"),
+    "get_database": ("ReadDatabase", "name"), "get_database_req": ("ReadDatabase", "request.name"),
     "get_catalogs": H, "get_catalog": H, "get_dataconnectors": H,
     "get_dataconnector_req": admin("reading a data connector (it may hold credentials)"),
     "create_database": ("CreateDatabase", "database"),
@@ -246,12 +253,12 @@ TXN_OF_CALLER = {
     "allocate_table_write_ids": {"txns": ["rqst.txnIds[]"]},
 }
 TXN_HARMLESS = {"abort_txn", "abort_txns", "commit_txn", "open_txns", "heartbeat",
-                "heartbeat_txn_range", "lock", "check_lock", "unlock", "show_locks",
-                "get_open_txns", "get_open_txns_info", "get_open_txns_req",
+                "heartbeat_txn_range", "lock", "check_lock", "unlock",
+                "get_open_txns", "get_open_txns_req",
                 "allocate_table_write_ids", "get_latest_txnid_in_conflict",
                 "get_max_allocated_table_write_id", "add_write_ids_to_min_history",
                 "get_lock_materialization_rebuild", "heartbeat_lock_materialization_rebuild",
-                "show_compact"}
+                }
 READ_HARMLESS = {"get_function", "get_functions", "get_functions_req", "get_all_functions", "get_type", "get_type_all",
                  "get_active_resource_plan", "get_all_resource_plans", "get_resource_plan",
                  "get_triggers_for_resourceplan", "validate_resource_plan", "get_ischema",
@@ -373,6 +380,8 @@ def rule_rs(method, rule, schema, label):
     if kind == "OwnerOfTables":
         pairs = ", ".join(f"({r(d)}, {r(t)})" for d, t in rule[1:])
         return f"Rule::OwnerOfTables {{ tables: &[{pairs}] }}"
+    if kind == "ReadDatabase":
+        return f"Rule::ReadDatabase {{ name: {r(rule[1])} }}"
     if kind == "CreateDatabase":
         return f"Rule::CreateDatabase {{ database: {r(rule[1])} }}"
     if kind == "AlterDatabase":

@@ -17,7 +17,6 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::audit::{Audit, AuditError, AuditEvent};
-use crate::authz::visible;
 use crate::codec::reader::Ty;
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
 use crate::codec::value::Value;
@@ -33,7 +32,8 @@ use crate::metrics::{
 use crate::policy::args::strings_at;
 use crate::policy::filter::filter_list_reply;
 use crate::policy::{
-    keep_listed, listed_table, Checked, Guard, ListFilter, Verdict, MAX_LISTING_OWNER_LOOKUPS,
+    keep_listed, listed_object, visible_by_grants, Checked, Guard, ListFilter, Verdict,
+    MAX_LISTING_OWNER_LOOKUPS,
 };
 use crate::router::{self, method_label};
 use crate::router::{ListShape, Method};
@@ -1183,23 +1183,19 @@ impl Conn {
         let up = self.upstream.as_mut().expect("connected");
         let reply = up.buf.split_to(len);
         let body = unframed(transport, &reply);
-        let list_path: &[i16] = if f.shape == ListShape::TablesInResult {
-            &[1]
-        } else {
-            &[]
-        };
+        let list_path = f.shape.list_path();
         let guard = &self.shared.guard;
         let depth = self.shared.config.limits.max_depth;
         // Names without a grant may be the caller's own tables: their owners are looked up
         // (cached, bounded) before the reply is filtered.
         let mut unseen = Vec::new();
-        if matches!(f.shape, ListShape::Names | ListShape::Metas) {
+        if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult) {
             let _ = filter_list_reply(transport.protocol, body, list_path, depth, |v| {
-                if let Some(t) = listed_table(f, v) {
-                    if !visible(&f.identity, &f.grants, &guard.policy, &t)
+                if let Some(o) = listed_object(f, v) {
+                    if !visible_by_grants(f, &guard.policy, &o)
                         && unseen.len() < MAX_LISTING_OWNER_LOOKUPS
                     {
-                        unseen.push(t);
+                        unseen.push(o);
                     }
                 }
                 true

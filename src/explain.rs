@@ -197,7 +197,7 @@ async fn build_args(
                 put(&mut n, &join(new_database, &[3]), s(l));
             }
         }
-        Rule::DropDatabase { name } => put(&mut n, name, s(&r.db)),
+        Rule::DropDatabase { name } | Rule::ReadDatabase { name } => put(&mut n, name, s(&r.db)),
         Rule::GrantRole { role } => {
             let role_name = r
                 .role

@@ -201,6 +201,13 @@ pub enum Operation {
     ListTables {
         db: String,
     },
+    /// A listing of databases, filtered to what the user may see.
+    ListDatabases,
+    /// One database's metadata: admins, holders of any privilege in it, its owner; `default`
+    /// for everyone.
+    ReadDatabase {
+        db: Object,
+    },
     CreateTable {
         table: Object,
     },
@@ -277,6 +284,8 @@ impl Operation {
             Operation::Harmless => "harmless",
             Operation::ReadTables(_) => "read_table",
             Operation::ListTables { .. } => "list_tables",
+            Operation::ListDatabases => "list_databases",
+            Operation::ReadDatabase { .. } => "read_database",
             Operation::CreateTable { .. } => "create_table",
             Operation::AlterTable { .. } => "alter_table",
             Operation::DropTable { .. } => "drop_table",
@@ -732,6 +741,49 @@ fn authorize_grants(
                 matched,
             )
         }
+        Operation::ListDatabases => Decision::allow(
+            if admin {
+                Reason::Admin
+            } else {
+                Reason::Filtered
+            },
+            "any privilege in each listed database (or its ownership)",
+            if admin {
+                admin_match()
+            } else {
+                "reply filtered to databases the user holds a privilege in or owns".into()
+            },
+        ),
+        Operation::ReadDatabase { db } => {
+            let name = match db {
+                Object::Database(d) => d.as_str(),
+                _ => "",
+            };
+            let required = format!("any privilege in {db} (or its ownership)");
+            if admin {
+                Decision::allow(Reason::Admin, required, admin_match())
+            } else if is_owner(db) {
+                Decision::allow(Reason::Owner, required, format!("owner of {db}"))
+            } else if database_visible(identity, grants, policy, name) {
+                Decision::allow(
+                    Reason::Grant,
+                    required,
+                    if name == DEFAULT_DATABASE {
+                        "the default database is visible to everyone".to_string()
+                    } else {
+                        format!("a privilege in {db}")
+                    },
+                )
+            } else {
+                Decision::deny(
+                    Reason::MissingPrivilege,
+                    required,
+                    format!(
+                        "no grant in {db} to the user, its groups or its roles, and not its owner"
+                    ),
+                )
+            }
+        }
         Operation::CreateTable { table } => match table {
             Object::Table(db, _) => create_in(&Object::Database(db.clone())),
             other => create_in(other),
@@ -995,6 +1047,24 @@ pub fn assemble(
         }
     }
     Ok(grants)
+}
+
+/// The database everyone may see: every engine reads it at start.
+pub const DEFAULT_DATABASE: &str = "default";
+
+/// Whether a database is visible without its ownership: admins see all, everyone sees
+/// `default`, others the databases they hold any privilege in (on the database or on one of
+/// its tables).
+pub fn database_visible(identity: &Identity, grants: &Grants, policy: &Policy, db: &str) -> bool {
+    db == DEFAULT_DATABASE
+        || policy.is_admin(identity, grants)
+        || grants.objects.iter().any(|(o, held)| {
+            !held.is_empty()
+                && match o {
+                    Object::Database(d) | Object::Table(d, _) => d == db,
+                    Object::Global => false,
+                }
+        })
 }
 
 /// Whether a listed table name stays in a filtered listing: any privilege on it.

@@ -869,3 +869,32 @@ fn transactions_and_locks_are_their_holders_alone() {
     let d = authorize(&mary, &op(2), &f, &Policy::default());
     assert_eq!((d.allow, d.reason), (false, Reason::NotHolder));
 }
+
+#[test]
+fn databases_are_visible_to_those_with_a_privilege_in_them() {
+    let policy = Policy::default();
+    let facts = seed();
+    let mary = user("mary", &[]);
+    let g = grants_of(&mary, &facts);
+    // mary's role holds privileges on tables of the seed database.
+    let Object::Table(seed_db, _) = t("customer") else {
+        unreachable!()
+    };
+    assert!(database_visible(&mary, &g, &policy, &seed_db));
+    assert!(database_visible(&mary, &g, &policy, "default"));
+    assert!(!database_visible(&mary, &g, &policy, "hr"));
+    let nobody = user("nobody", &[]);
+    let gn = grants_of(&nobody, &facts);
+    assert!(!database_visible(&nobody, &gn, &policy, &seed_db));
+    let read = |db: &str| Operation::ReadDatabase {
+        db: Object::database(db),
+    };
+    assert!(decide(&mary, read(&seed_db), &[]).allow);
+    let d = decide(&mary, read("hr"), &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::MissingPrivilege));
+    assert!(d.required.contains("database hr"), "{}", d.required);
+    // Its owner and the admin see it.
+    assert!(decide(&mary, read("hr"), &[(Object::database("hr"), "mary")]).allow);
+    assert!(decide(&user("root", &[]), read("hr"), &[]).allow);
+    assert!(decide(&nobody, read("default"), &[]).allow);
+}

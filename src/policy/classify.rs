@@ -7,7 +7,7 @@ use crate::authz::{
 };
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
-use crate::router::{Path, Rule};
+use crate::router::{ListShape, Path, Rule};
 use crate::storage::{is_default_table_location, location_is_under};
 
 use super::args::{strings_at, values_at};
@@ -435,6 +435,14 @@ pub async fn classify(
             let tables = c.tables(db, table)?;
             let first = tables[0].clone();
             single(Operation::ReadTables(tables), &first)
+        }
+        Rule::Listing {
+            shape: ListShape::DbNames | ListShape::Databases,
+            ..
+        } => Ok(vec![one(Operation::ListDatabases, &Object::Global)]),
+        Rule::ReadDatabase { name } => {
+            let obj = Object::database(&c.name(name, "database name")?);
+            single(Operation::ReadDatabase { db: obj.clone() }, &obj)
         }
         Rule::Listing { db, .. } => {
             let db = match db {

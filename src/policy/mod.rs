@@ -180,7 +180,9 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
         | Operation::AddPartitions { table }
         | Operation::AlterPartitions { table, .. }
         | Operation::DropPartitions { table } => vec![table.clone()],
-        Operation::AlterDatabase { db, .. } | Operation::DropDatabase { db } => vec![db.clone()],
+        Operation::AlterDatabase { db, .. }
+        | Operation::DropDatabase { db }
+        | Operation::ReadDatabase { db } => vec![db.clone()],
         Operation::Lock { items, .. } => items.iter().map(|(o, _)| o.clone()).collect(),
         _ => Vec::new(),
     }
@@ -363,12 +365,16 @@ impl Guard {
         }
         let (d, record, c) = last.expect("classify yields at least one operation");
         let filter = match (&c.op, &grants) {
-            (Operation::ListTables { db }, Some(g))
+            (Operation::ListTables { .. } | Operation::ListDatabases, Some(g))
                 if d.allow && self.filter_listings && d.reason != Reason::Admin =>
             {
                 Some(ListFilter {
+                    // The method's own shape is set by `check`.
                     shape: ListShape::Names,
-                    db: db.clone(),
+                    db: match &c.op {
+                        Operation::ListTables { db } => db.clone(),
+                        _ => String::new(),
+                    },
                     identity: identity.clone(),
                     grants: g.clone(),
                 })
@@ -527,26 +533,32 @@ pub fn outcome(allow: bool, mode: AuthzMode) -> (&'static str, bool) {
     }
 }
 
-/// The table a listed element names (`Names`: a table name in `f.db`; otherwise a struct).
-pub fn listed_table(f: &ListFilter, element: &crate::codec::value::Value) -> Option<Object> {
+/// The object a listed element names: a table (`Names`: a table name in `f.db`; `Metas`,
+/// `Tables`: a struct) or a database (`DbNames`: a name; `Databases`: a struct).
+pub fn listed_object(f: &ListFilter, element: &crate::codec::value::Value) -> Option<Object> {
     use crate::codec::value::Value;
+    let s = |id| element.field(id).and_then(Value::as_str);
     let (db, table) = match f.shape {
         ListShape::Names => (Some(f.db.as_str()), element.as_str()),
-        ListShape::Metas => (
-            element.field(1).and_then(Value::as_str),
-            element.field(2).and_then(Value::as_str),
-        ),
-        ListShape::Tables | ListShape::TablesInResult => (
-            element.field(2).and_then(Value::as_str),
-            element.field(1).and_then(Value::as_str),
-        ),
+        ListShape::Metas => (s(1), s(2)),
+        ListShape::Tables | ListShape::TablesInResult => (s(2), s(1)),
+        ListShape::DbNames => return element.as_str().map(Object::database),
+        ListShape::Databases => return s(1).map(Object::database),
     };
     Some(Object::table(db?, table?))
 }
 
-/// Whether a listed element stays: whole tables for their owner or SELECT; names for any
-/// privilege, or for the owner (`owned`: tables of the listing the caller owns, looked up
-/// by `Guard::owned_among`).
+/// Whether a listed element is visible by grants alone (no ownership).
+pub fn visible_by_grants(f: &ListFilter, policy: &Policy, obj: &Object) -> bool {
+    match obj {
+        Object::Database(db) => crate::authz::database_visible(&f.identity, &f.grants, policy, db),
+        _ => visible(&f.identity, &f.grants, policy, obj),
+    }
+}
+
+/// Whether a listed element stays: whole tables for their owner or SELECT; names of tables
+/// and databases for a privilege on (in) them or their ownership (`owned`: objects of the
+/// listing the caller owns, looked up by `Guard::owned_among`).
 pub fn keep_listed(
     f: &ListFilter,
     policy: &Policy,
@@ -554,19 +566,16 @@ pub fn keep_listed(
     owned: &std::collections::HashSet<Object>,
 ) -> bool {
     use crate::codec::value::Value;
-    let Some(table) = listed_table(f, element) else {
+    let Some(obj) = listed_object(f, element) else {
         return false;
     };
     match f.shape {
         // Whole tables: their owner, or SELECT (what reading the table alone needs).
         ListShape::Tables | ListShape::TablesInResult => {
             element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
-                || readable(&f.identity, &f.grants, policy, &table)
+                || readable(&f.identity, &f.grants, policy, &obj)
         }
-        // Names: any privilege on the table, or its ownership.
-        ListShape::Names | ListShape::Metas => {
-            visible(&f.identity, &f.grants, policy, &table) || owned.contains(&table)
-        }
+        _ => visible_by_grants(f, policy, &obj) || owned.contains(&obj),
     }
 }
 

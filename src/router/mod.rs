@@ -46,6 +46,20 @@ pub enum ListShape {
     Tables,
     /// Result field 0 is a struct whose field 1 is `list<Table>` (`GetTablesResult`).
     TablesInResult,
+    /// Result field 0 is `list<string>` of database names.
+    DbNames,
+    /// Result field 0 is a struct whose field 1 is `list<Database>` (1: name, 6: ownerName).
+    Databases,
+}
+
+impl ListShape {
+    /// Where the list sits inside result field 0.
+    pub fn list_path(self) -> &'static [i16] {
+        match self {
+            ListShape::TablesInResult | ListShape::Databases => &[1],
+            _ => &[],
+        }
+    }
 }
 
 /// How a method is authorized (docs/AUTHORIZATION.md, the privilege table). Paths locate the names the rule needs.
@@ -64,6 +78,11 @@ pub enum Rule {
     Listing {
         db: Option<Path>,
         shape: ListShape,
+    },
+    /// Reading one database's metadata: visible to admins, to holders of any privilege in it
+    /// and to its owner; `default` to everyone.
+    ReadDatabase {
+        name: Path,
     },
     /// Create a table: the `Table` struct (2: dbName, 1: tableName, 7.2: location).
     CreateTable {

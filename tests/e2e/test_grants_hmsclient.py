@@ -237,3 +237,22 @@ def test_replies_reveal_only_what_the_caller_may_see(guard):
             john.get_privilege_set(obj, "david", [])
     finally:
         assert admin.revoke_privileges(tt.PrivilegeBag([insert_only]))
+
+
+def test_databases_are_visible_to_those_with_a_privilege_in_them(guard, lab):
+    admin = connect(guard.port, "admin")
+    admin.create_database(tt.Database(name="hidden_db", locationUri=f"file://{lab}/hidden_db.db",
+                                      parameters={}))
+    try:
+        assert "hidden_db" in admin.get_all_databases()
+        john = connect(guard.port, "john")  # SELECT on tables of grants_db only
+        for listed in (john.get_all_databases(), john.get_databases("*")):
+            assert {"default", DB} <= set(listed), listed
+            assert "hidden_db" not in listed, listed
+        assert john.get_database(DB).name == DB
+        assert john.get_database("default").name == "default"
+        with pytest.raises(tt.MetaException) as e:
+            john.get_database("hidden_db")
+        assert "hidden_db" in e.value.message and "hms-guard" in e.value.message
+    finally:
+        admin.drop_database("hidden_db", False, False)

@@ -166,15 +166,14 @@ def test_storage_endpoint_down_denies_and_the_proxy_keeps_serving(lab, metastore
         g.stop()
 
 
-def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(lab, metastore):
+def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(storage, lab, metastore):
     """With `read_only_external`, an external table needs only read access to its location.
     The metastore calls a table external by its parameter EXTERNAL=TRUE, not by its type: a
     table typed EXTERNAL_TABLE without it is stored as managed and a drop deletes its files, so
     it needs write access; so does turning an external table into a managed one."""
     from hmsclient.genthrift.hive_metastore import ttypes as tt
     from test_grants_hmsclient import connect
-    moto = moto_lab.MotoLab()
-    facts = moto.start()
+    _, facts, _ = storage  # the module's moto server
     g = hms.Guard(lab, metastore.port, name="guard-storage-ro", env=moto_lab.guard_env(facts),
                   extra=('[authz]\nmode = "enforce"\n\n'
                          + moto_lab.storage_toml(facts, read_only_external=True)))
@@ -214,4 +213,3 @@ def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(lab, metastore
         admin.drop_database(db, False, False)
     finally:
         g.stop()
-        moto.stop()
