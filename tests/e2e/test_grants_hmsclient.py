@@ -4,6 +4,7 @@ import pytest
 from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
 from hmsclient.genthrift.hive_metastore import ttypes as tt
 from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket, TTransport
 
 import hms
@@ -256,3 +257,55 @@ def test_databases_are_visible_to_those_with_a_privilege_in_them(guard, lab):
         assert "hidden_db" in e.value.message and "hms-guard" in e.value.message
     finally:
         admin.drop_database("hidden_db", False, False)
+
+
+# Every read that returns a table's columns, location or contents, as (name, call): a user
+# holding SELECT reads it; a user holding nothing is denied by hms-guard.
+SINGLE_READS = [
+    ("get_table", lambda c: c.get_table(DB, "customer")),
+    ("get_fields", lambda c: c.get_fields(DB, "customer")),
+    ("get_schema", lambda c: c.get_schema(DB, "customer")),
+    ("get_partitions", lambda c: c.get_partitions(DB, "customer", -1)),
+    ("get_partition_names", lambda c: c.get_partition_names(DB, "customer", -1)),
+    ("get_partitions_by_names", lambda c: c.get_partitions_by_names(DB, "customer", ["x=1"])),
+    ("get_table_column_statistics",
+     lambda c: c.get_table_column_statistics(DB, "customer", "id")),
+    ("get_table_statistics_req", lambda c: c.get_table_statistics_req(
+        tt.TableStatsRequest(DB, "customer", ["id"]))),
+    ("get_indexes", lambda c: c.get_indexes(DB, "customer", -1)),
+]
+# Listings: filtered, never denied (a user holding nothing gets nothing of the table).
+LISTINGS = [
+    ("get_all_tables", lambda c: c.get_all_tables(DB)),
+    ("get_tables", lambda c: c.get_tables(DB, "*")),
+    ("get_table_meta", lambda c: [m.tableName for m in c.get_table_meta(DB, "*", [])]),
+    ("get_table_objects_by_name",
+     lambda c: [t.tableName for t in c.get_table_objects_by_name(DB, ["customer"])]),
+]
+
+
+def outcome(call, client):
+    try:
+        return ("ok", call(client))
+    except (tt.MetaException, tt.NoSuchObjectException, tt.InvalidObjectException,
+            TApplicationException) as e:
+        # (The metastore answers a statistics read of a table without statistics with no
+        # result at all: hmsclient raises MISSING_RESULT.)
+        msg = getattr(e, "message", str(e)) or ""
+        return ("denied" if "hms-guard" in msg else "metastore error", msg)
+
+
+@pytest.mark.parametrize("name,call", SINGLE_READS, ids=[n for n, _ in SINGLE_READS])
+def test_each_table_read_needs_select(guard, name, call):
+    john, nobody = connect(guard.port, "john"), connect(guard.port, "nobody")
+    got, detail = outcome(call, john)
+    assert got in ("ok", "metastore error"), (name, detail)  # e.g. no statistics yet
+    got, detail = outcome(call, nobody)
+    assert got == "denied" and "SELECT" in detail and "nobody" in detail, (name, detail)
+
+
+@pytest.mark.parametrize("name,call", LISTINGS, ids=[n for n, _ in LISTINGS])
+def test_each_listing_shows_only_what_the_user_holds(guard, name, call):
+    john, nobody = connect(guard.port, "john"), connect(guard.port, "nobody")
+    assert "customer" in call(john), name
+    assert "customer" not in call(nobody), name
