@@ -32,7 +32,7 @@ use crate::metrics::{
 use crate::policy::args::strings_at;
 use crate::policy::filter::filter_list_reply;
 use crate::policy::{
-    keep_listed, listed_object, visible_by_grants, Checked, Guard, ListFilter, Verdict,
+    keep_listed, listed_object, visible_by_grants, Checked, Guard, ListFilter, ReplyCheck, Verdict,
     MAX_LISTING_OWNER_LOOKUPS,
 };
 use crate::router::{self, method_label};
@@ -536,7 +536,7 @@ impl Conn {
             ),
             Verdict::Forward => match checked.rewrite.take() {
                 None => {
-                    let ok = self.call(transport, request, None).await;
+                    let ok = self.call(transport, request, ReplyCheck::None).await;
                     (ok, if ok { "ok" } else { "error" })
                 }
                 Some(rw) => match self.rewritten(transport, &request, &rw) {
@@ -545,7 +545,7 @@ impl Conn {
                             bytes,
                             header: request.header,
                         };
-                        let ok = self.call(transport, request, None).await;
+                        let ok = self.call(transport, request, ReplyCheck::None).await;
                         (ok, if ok { "ok" } else { "error" })
                     }
                     Err(e) => {
@@ -565,8 +565,14 @@ impl Conn {
                     }
                 },
             },
+            Verdict::ForwardIfAbsent(message) => {
+                let ok = self
+                    .call(transport, request, ReplyCheck::DenyIfFound(message))
+                    .await;
+                (ok, if ok { "ok" } else { "error" })
+            }
             Verdict::Filter(f) => {
-                let ok = self.call(transport, request, Some(f)).await;
+                let ok = self.call(transport, request, ReplyCheck::Filter(f)).await;
                 (ok, if ok { "ok" } else { "error" })
             }
         };
@@ -787,12 +793,7 @@ impl Conn {
         self.write_client(&reply).await.is_ok()
     }
 
-    async fn call(
-        &mut self,
-        transport: Transport,
-        request: Request,
-        filter: Option<ListFilter>,
-    ) -> bool {
+    async fn call(&mut self, transport: Transport, request: Request, check: ReplyCheck) -> bool {
         let started = Instant::now();
         let entry = router::route(
             &request.header.name,
@@ -802,7 +803,7 @@ impl Conn {
         let oneway = request.header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %request.header.name, seqid = request.header.seqid);
         let result = self
-            .forward(transport, &request, oneway, filter)
+            .forward(transport, &request, oneway, check)
             .instrument(span.clone())
             .await;
         let metrics = self.shared.metrics.clone();
@@ -881,7 +882,7 @@ impl Conn {
         transport: Transport,
         request: &Request,
         oneway: bool,
-        filter: Option<ListFilter>,
+        check: ReplyCheck,
     ) -> Result<Option<Duration>, CallError> {
         let method = &request.header.name;
         if self.upstream.is_none() {
@@ -944,10 +945,18 @@ impl Conn {
             return Ok(None);
         }
 
-        if let Some(f) = filter {
-            return self
-                .filtered_reply(transport, method, request.header.seqid, sent, &f)
-                .await;
+        match check {
+            ReplyCheck::None => {}
+            ReplyCheck::Filter(f) => {
+                return self
+                    .filtered_reply(transport, method, request.header.seqid, sent, &f)
+                    .await;
+            }
+            ReplyCheck::DenyIfFound(message) => {
+                return self
+                    .absent_reply(transport, method, request.header.seqid, sent, &message)
+                    .await;
+            }
         }
         // Stream the reply: walk it as it arrives, hold back up to `flush_at` bytes so an early
         // failure can still be answered cleanly, then forward walked bytes as they come.
@@ -1166,6 +1175,62 @@ impl Conn {
         }
         up.ugi = Some(identity);
         Ok(())
+    }
+
+    /// Reads a whole reply to a read of a table that did not exist when it was decided: passed
+    /// on when it carries no result (the metastore's "not found"), replaced by `message` (a
+    /// denial in the method's declared exception) when the table exists after all.
+    async fn absent_reply(
+        &mut self,
+        transport: Transport,
+        method: &str,
+        seqid: i32,
+        sent: Instant,
+        message: &str,
+    ) -> Result<Option<Duration>, CallError> {
+        let limit = self.shared.config.authz.max_filtered_reply_bytes;
+        let len = self.read_reply(method, seqid, limit).await?;
+        let upstream_time = sent.elapsed();
+        let up = self.upstream.as_mut().expect("connected");
+        let reply = up.buf.split_to(len);
+        let found = crate::codec::reply::carries_result(
+            transport.protocol,
+            unframed(transport, &reply),
+            self.shared.config.limits.max_depth,
+        );
+        let out = if found {
+            let entry = router::route(method, self.config().upstream.metastore_version.bits());
+            warn!(method, user = %self.identity.user, "a table absent when decided exists: its reply is withheld");
+            match entry.and_then(|m| m.meta_exception) {
+                Some(field) => declared_exception(
+                    transport.protocol,
+                    transport.framed,
+                    method,
+                    seqid,
+                    field,
+                    message,
+                ),
+                None => application_exception(
+                    transport.protocol,
+                    transport.framed,
+                    method,
+                    seqid,
+                    AppErrorKind::InternalError,
+                    message,
+                ),
+            }
+        } else {
+            reply
+        };
+        self.write_client(&out).await?;
+        self.shared
+            .metrics
+            .bytes
+            .get_or_create(&DirectionLabels {
+                direction: "upstream_to_client",
+            })
+            .inc_by(out.len() as u64);
+        Ok(Some(upstream_time))
     }
 
     /// Reads a whole listing reply, filters it to what the user may see, writes it.

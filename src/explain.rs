@@ -306,7 +306,7 @@ pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> 
         let _ = writeln!(out, "note:      {n}");
     }
     let allowed = match &checked.verdict {
-        Verdict::Forward | Verdict::Filter(_) => true,
+        Verdict::Forward | Verdict::Filter(_) | Verdict::ForwardIfAbsent(_) => true,
         Verdict::Deny(_) => false,
     };
     match &checked.decision {

@@ -569,3 +569,42 @@ fn a_field_is_set_in_place_or_added_and_every_other_byte_stays() {
         assert!(set_field(p, &msg, &[1, 1], &NewValue::I32(1), IfAbsent::Add, 64).is_err());
     }
 }
+
+#[test]
+fn a_reply_carries_a_result_or_an_exception() {
+    use hms_guard::codec::reply::carries_result;
+    for p in BOTH {
+        let mut ok = W::new(p);
+        ok.message("get_table", REPLY, 1).begin_struct();
+        ok.field(12, 0)
+            .begin_struct()
+            .field(11, 1)
+            .string(b"t")
+            .end_struct();
+        ok.end_struct();
+        assert!(carries_result(p, &ok.bytes(), 64), "{p}");
+        let mut not_found = W::new(p);
+        not_found.message("get_table", REPLY, 1).begin_struct();
+        not_found
+            .field(12, 2)
+            .begin_struct()
+            .field(11, 1)
+            .string(b"no such table")
+            .end_struct();
+        not_found.end_struct();
+        assert!(!carries_result(p, &not_found.bytes(), 64), "{p}");
+        let mut empty = W::new(p);
+        empty
+            .message("get_table", REPLY, 1)
+            .begin_struct()
+            .end_struct();
+        assert!(!carries_result(p, &empty.bytes(), 64), "{p}");
+        let mut app = W::new(p);
+        app.message("get_table", EXCEPTION, 1)
+            .begin_struct()
+            .end_struct();
+        assert!(!carries_result(p, &app.bytes(), 64), "{p}");
+        // Unreadable: treated as carrying one (never passed on as "not found").
+        assert!(carries_result(p, &[0x80, 0x01], 64), "{p}");
+    }
+}

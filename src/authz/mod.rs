@@ -432,6 +432,8 @@ pub enum Reason {
     StorageDenied,
     StorageUnavailable,
     NotHolder,
+    /// A read of a table that does not exist, forwarded so the metastore answers it.
+    Absent,
 }
 
 impl Reason {
@@ -454,6 +456,7 @@ impl Reason {
             Reason::StorageDenied => "storage_denied",
             Reason::StorageUnavailable => "storage_unavailable",
             Reason::NotHolder => "not_holder",
+            Reason::Absent => "absent",
         }
     }
 }
@@ -470,7 +473,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn allow(reason: Reason, required: impl Into<String>, matched: impl Into<String>) -> Self {
+    pub fn allow(reason: Reason, required: impl Into<String>, matched: impl Into<String>) -> Self {
         Decision {
             allow: true,
             reason,

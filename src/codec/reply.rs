@@ -113,3 +113,26 @@ pub fn declared_exception(
     w.struct_end();
     w.finish(framed)
 }
+
+/// Whether a reply carries a result (its result struct's field 0) — or cannot be read, which
+/// counts as carrying one (never passed on as "no result"). An exception reply or a declared
+/// exception carries none.
+pub fn carries_result(protocol: Protocol, reply: &[u8], max_depth: usize) -> bool {
+    let mut r = super::reader::Reader::new(protocol, reply, max_depth);
+    match r.message_begin() {
+        Ok(h) if h.kind == MessageType::Reply => {
+            if r.struct_begin().is_err() {
+                return true;
+            }
+            match r.field() {
+                // The result, or a declared exception (its field id is not 0).
+                Ok(Some(f)) => f.id == 0,
+                // No field at all: the metastore's "no result".
+                Ok(None) => false,
+                Err(_) => true,
+            }
+        }
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}

@@ -33,6 +33,21 @@ pub enum Verdict {
     Filter(ListFilter),
     /// Do not forward: answer with a permission error carrying this message.
     Deny(String),
+    /// A read of a table that does not exist, by a caller who may act in its database: forward
+    /// so the metastore answers "not found" itself; should the table exist by the time the
+    /// metastore reads the call, its reply is replaced by this denial.
+    ForwardIfAbsent(String),
+}
+
+/// What the connection checks in a forwarded call's reply.
+#[derive(Debug)]
+pub enum ReplyCheck {
+    /// Nothing: the reply streams through.
+    None,
+    /// A listing, filtered to what the user may see.
+    Filter(ListFilter),
+    /// A reply carrying a result (the object exists) is replaced by this denial.
+    DenyIfFound(String),
 }
 
 /// How to filter one listing reply.
@@ -363,7 +378,25 @@ impl Guard {
                 break;
             }
         }
-        let (d, record, c) = last.expect("classify yields at least one operation");
+        let (mut d, mut record, c) = last.expect("classify yields at least one operation");
+        // Existence: a denied read of one table that does not exist, by a caller who may act
+        // in its database, is answered by the metastore ("not found"), so that creating a
+        // table one may create starts as engines expect; strangers are denied, and learn
+        // nothing about which names exist.
+        let mut absent = false;
+        if let (Operation::ReadTables(tables), Some(g), false) = (&c.op, &grants, d.allow) {
+            if let [table] = tables.as_slice() {
+                if self.may_see_absent(identity, g, table).await {
+                    absent = true;
+                    d = Decision::allow(
+                        Reason::Absent,
+                        d.required.clone(),
+                        format!("{table} does not exist and the user may act in its database: the metastore answers"),
+                    );
+                    record = self.record(&d, c.op.class(), Some(c));
+                }
+            }
+        }
         let filter = match (&c.op, &grants) {
             (Operation::ListTables { .. } | Operation::ListDatabases, Some(g))
                 if d.allow && self.filter_listings && d.reason != Reason::Admin =>
@@ -381,7 +414,11 @@ impl Guard {
             }
             _ => None,
         };
+        let denial = d.message(identity, method);
         let mut checked = self.finish(identity, method, d, record, filter);
+        if absent && self.mode == AuthzMode::Enforce {
+            checked.verdict = Verdict::ForwardIfAbsent(denial);
+        }
         checked.invalidate_objects = ops.iter().flat_map(|c| changed_objects(&c.op)).collect();
         checked.caller_is_admin = grants
             .as_deref()
@@ -576,6 +613,32 @@ pub fn keep_listed(
                 || readable(&f.identity, &f.grants, policy, &obj)
         }
         _ => visible_by_grants(f, policy, &obj) || owned.contains(&obj),
+    }
+}
+
+impl Guard {
+    /// Whether `table` does not exist and the caller may act in its database (holds any
+    /// privilege on or in it, or owns it). Any failed lookup says no.
+    async fn may_see_absent(&self, identity: &Identity, grants: &Grants, table: &Object) -> bool {
+        let Object::Table(db, _) = table else {
+            return false;
+        };
+        if !matches!(self.facts.object(table).await, Ok(None)) {
+            return false;
+        }
+        if *db != crate::authz::DEFAULT_DATABASE
+            && crate::authz::database_visible(identity, grants, &self.policy, db)
+        {
+            return true;
+        }
+        // `default` is visible to all, but only those who hold something in it (or own it)
+        // learn which names it lacks.
+        let holds = grants.objects.iter().any(|(o, held)| {
+            !held.is_empty() && matches!(o, Object::Database(d) | Object::Table(d, _) if d == db)
+        });
+        holds
+            || matches!(self.facts.object(&Object::database(db)).await,
+                Ok(Some(f)) if f.owner.as_ref().is_some_and(|o| crate::authz::owner_matches(identity, grants, o)))
     }
 }
 

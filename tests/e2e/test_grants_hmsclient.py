@@ -309,3 +309,27 @@ def test_each_listing_shows_only_what_the_user_holds(guard, name, call):
     john, nobody = connect(guard.port, "john"), connect(guard.port, "nobody")
     assert "customer" in call(john), name
     assert "customer" not in call(nobody), name
+
+
+def test_missing_tables_are_not_found_for_those_who_may_act_in_the_database(guard):
+    """A user who may act in a database (here: holds CREATE on it) gets the metastore's own
+    "no such table" for a name that does not exist — what engines check before CREATE TABLE —
+    while a stranger gets "permission denied" for any name, existing or not."""
+    admin = connect(guard.port, "admin")
+    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
+    grant = tt.HiveObjectPrivilege(db_obj, "eva", tt.PrincipalType.USER,
+                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
+                                                         tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    try:
+        eva, nobody = connect(guard.port, "eva"), connect(guard.port, "nobody")
+        with pytest.raises(tt.NoSuchObjectException):
+            eva.get_table(DB, "not_there_yet")
+        for name in ("not_there_yet", "customer"):
+            with pytest.raises(tt.MetaException, match="permission denied"):
+                nobody.get_table(DB, name)
+        # An existing table still needs SELECT.
+        with pytest.raises(tt.MetaException, match="permission denied"):
+            eva.get_table(DB, "customer")
+    finally:
+        assert admin.revoke_privileges(tt.PrivilegeBag([grant]))

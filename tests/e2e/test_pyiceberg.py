@@ -87,3 +87,21 @@ def test_a_writer_commits_a_reader_does_not(iceguard, metastore, lab):
     text = str(e.value) + str(getattr(e.value, "__cause__", ""))
     assert "hms-guard" in text and "INSERT" in text, text
     assert len(bob.load_table(f"{DB}.events").scan().to_arrow()) == before + 1
+
+
+def test_exists_rename_and_drop_as_the_owner(iceguard, metastore, lab):
+    ana = catalog(iceguard.port, "ana", lab)
+    assert not ana.table_exists(f"{DB}.scratch")  # the metastore's "not found", not a denial
+    ana.create_table(f"{DB}.scratch", SCHEMA)
+    assert ana.table_exists(f"{DB}.scratch")
+    ana.rename_table(f"{DB}.scratch", f"{DB}.scratch2")
+    assert not ana.table_exists(f"{DB}.scratch") and ana.table_exists(f"{DB}.scratch2")
+    ana.drop_table(f"{DB}.scratch2")
+    with hms.hms_client(metastore.port) as direct:
+        assert "scratch2" not in direct.get_all_tables(DB)
+    # A stranger to the database learns nothing: existing or not, the answer is a denial.
+    zed = catalog(iceguard.port, "zed", lab)
+    for name in ("events", "nothing_here"):
+        with pytest.raises(Exception) as e:
+            zed.table_exists(f"{DB}.{name}")
+        assert "permission denied" in str(e.value), e.value
