@@ -227,3 +227,50 @@ def test_pinned_identity_ignores_the_claimed_user(seed):
     assert ev and all(e["user"] == "john" and e["identity_source"] == "pinned" for e in ev), \
         {(e["user"], e["identity_source"]) for e in ev}
     assert not find(ev, user="mary")
+
+
+ERIN = [
+    f"CREATE TABLE {DB}.erin_t (id INT, v STRING) STORED AS TEXTFILE",
+    f"CREATE TABLE IF NOT EXISTS {DB}.erin_t (id INT, v STRING) STORED AS TEXTFILE",
+    f"INSERT INTO {DB}.erin_t VALUES (1, 'a'), (2, 'b')",
+    f"INSERT OVERWRITE TABLE {DB}.erin_t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    f"SELECT count(*) FROM {DB}.erin_t",
+    f"CREATE TABLE {DB}.erin_pq USING parquet AS SELECT * FROM {DB}.erin_t",
+    f"SELECT count(*) FROM {DB}.erin_pq",
+    f"ALTER TABLE {DB}.erin_t ADD COLUMNS (w STRING)",
+    f"ALTER TABLE {DB}.erin_t SET TBLPROPERTIES ('team' = 'erin')",
+    f"CREATE TABLE {DB}.erin_p (id INT) PARTITIONED BY (ds STRING) STORED AS TEXTFILE",
+    f"INSERT INTO {DB}.erin_p PARTITION (ds = '1') VALUES (1)",
+    f"ALTER TABLE {DB}.erin_p ADD PARTITION (ds = '2')",
+    f"MSCK REPAIR TABLE {DB}.erin_p",
+    f"SHOW TABLES IN {DB}",
+    f"DESCRIBE {DB}.erin_t",
+    f"SELECT * FROM {DB}.customer",
+    f"DROP TABLE IF EXISTS {DB}.erin_pq",
+    f"DROP TABLE IF EXISTS {DB}.never_created",
+    f"DROP TABLE {DB}.erin_t",
+]
+
+
+def test_a_user_with_create_does_her_everyday_work_from_spark(seed):
+    """A non-admin user holding CREATE on the database: Spark's everyday DDL and DML on her
+    own tables all work (she owns what she creates); others' tables follow the grants."""
+    slab, m, g, audit = seed
+    admin = connect(g.port, "admin")
+    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
+    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
+        db_obj, "erin", tt.PrincipalType.USER,
+        tt.PrivilegeGrantInfo("CREATE", 0, "admin", tt.PrincipalType.USER, False))]))
+    r = {x["sql"]: x for x in spark_as(slab, g.port, "erin", ERIN)}
+    denied = f"SELECT * FROM {DB}.customer"
+    failed = {s: x["error"][:300] for s, x in r.items() if not x["ok"] and s != denied}
+    assert not failed, failed
+    assert not r[denied]["ok"] and DENIED in r[denied]["error"] and "SELECT" in r[denied]["error"]
+    assert r[f"SELECT count(*) FROM {DB}.erin_t"]["rows"] == [[3]]
+    assert r[f"SELECT count(*) FROM {DB}.erin_pq"]["rows"] == [[3]]
+    listed = {row[1] for row in r[f"SHOW TABLES IN {DB}"]["rows"]}
+    assert {"erin_t", "erin_pq", "erin_p"} <= listed and not listed & set(TABLES), listed
+    with hms.hms_client(m.port) as c:
+        assert c.get_table(DB, "erin_p").owner == "erin"
+        assert sorted(c.get_partition_names(DB, "erin_p", -1)) == ["ds=1", "ds=2"]
+        assert "erin_t" not in c.get_all_tables(DB)
