@@ -756,7 +756,7 @@ impl Conn {
         match (cfg.mode, claimed) {
             (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
                 let groups = if cfg.trust_client_groups {
-                    claimed_groups
+                    claimed_groups.clone()
                 } else {
                     cfg.groups.get(&user).cloned().unwrap_or_default()
                 };
@@ -778,12 +778,12 @@ impl Conn {
                 decision: "local",
             })
             .inc();
+        // Answered as the metastore answers it: the group names the client sent.
         let h = &request.header;
         let mut w = Writer::new(transport.protocol);
         w.message(&h.name, MessageType::Reply, h.seqid)
             .struct_begin();
-        let mut names = self.identity.groups.clone();
-        names.push(self.identity.user.clone());
+        let names = claimed_groups;
         w.field(Ty::List, 0).list_begin(Ty::String, names.len());
         for n in &names {
             w.string(n.as_bytes());
@@ -885,6 +885,17 @@ impl Conn {
         check: ReplyCheck,
     ) -> Result<Option<Duration>, CallError> {
         let method = &request.header.name;
+        // A second set_ugi with another user: the metastore refuses a second one on a
+        // connection (Hive 2.3 closes it), so the new identity gets a new upstream session.
+        if self.shared.guard.mode != crate::config::AuthzMode::Off
+            && self
+                .upstream
+                .as_ref()
+                .is_some_and(|up| up.ugi.as_ref().is_some_and(|u| *u != self.identity))
+        {
+            debug!(user = %self.identity.user, "identity changed: a new upstream connection");
+            self.upstream = None;
+        }
         if self.upstream.is_none() {
             let (stream, uri) =
                 self.shared

@@ -333,3 +333,17 @@ def test_missing_tables_are_not_found_for_those_who_may_act_in_the_database(guar
             eva.get_table(DB, "customer")
     finally:
         assert admin.revoke_privileges(tt.PrivilegeBag([grant]))
+
+
+def test_set_ugi_again_switches_the_user_on_a_live_connection(guard):
+    """set_ugi is answered as the metastore answers it (the group names sent); a second one with
+    another user takes effect for the next calls instead of breaking the connection (the
+    metastore itself closes a connection on a second set_ugi)."""
+    c = connect(guard.port, "john")
+    assert c.set_ugi("john", ["g1", "g2"]) == ["g1", "g2"]
+    assert c.get_table(DB, "customer").tableName == "customer"
+    assert c.set_ugi("nobody", []) == []
+    with pytest.raises(tt.MetaException, match="nobody"):
+        c.get_table(DB, "customer")
+    c.set_ugi("john", [])
+    assert c.get_table(DB, "customer").tableName == "customer"
