@@ -347,13 +347,27 @@ async fn storage_needs_of_location_bearing_ddl() {
             write: false
         }]
     );
-    // Managed table with a location: whether it is the default place under the database
-    // needs the database's location; the metastore is unreachable, so it fails closed.
+    // A location ending in the table's name may be its default place under the database:
+    // that needs the database's location; the metastore is unreachable, so it fails closed
+    // (managed or external). Another name needs no lookup: it is an explicit location.
+    for ty in ["MANAGED_TABLE", "EXTERNAL_TABLE"] {
+        let msg = call_with(
+            "create_table",
+            Value::Struct(vec![(1, table("s3://b/d.db/T/", ty))]),
+        );
+        assert!(classify(&rule, &msg, &facts).await.is_err(), "{ty}");
+    }
     let msg = call_with(
         "create_table",
         Value::Struct(vec![(1, table("s3://b/y", "MANAGED_TABLE"))]),
     );
-    assert!(classify(&rule, &msg, &facts).await.is_err());
+    assert_eq!(
+        classify(&rule, &msg, &facts).await.unwrap()[0].storage,
+        vec![StorageNeed {
+            location: "s3://b/y".into(),
+            write: true
+        }]
+    );
     // A Spark data-source table: a placeholder sd location, the data at the serde `path`.
     let spark_table = Value::Struct(vec![
         (1, s("t")),
@@ -366,7 +380,7 @@ async fn storage_needs_of_location_bearing_ddl() {
                     7,
                     Value::Struct(vec![(
                         3,
-                        Value::Map(vec![(s("path"), s("s3a://b/elsewhere/t"))]),
+                        Value::Map(vec![(s("path"), s("s3a://b/elsewhere/data"))]),
                     )]),
                 ),
             ]),
@@ -374,13 +388,18 @@ async fn storage_needs_of_location_bearing_ddl() {
         (12, s("EXTERNAL_TABLE")),
     ]);
     // The type says external, the parameter does not: the metastore stores it as a managed
-    // table and a drop deletes its data, so the location needs write access (and, being
-    // managed, its default place is looked up: unreachable facts fail closed).
+    // table and a drop deletes its data, so the location needs write access.
     let msg = call_with(
         "create_table",
         Value::Struct(vec![(1, spark_table.without(&[]))]),
     );
-    assert!(classify(&rule, &msg, &facts).await.is_err());
+    assert_eq!(
+        classify(&rule, &msg, &facts).await.unwrap()[0].storage,
+        vec![StorageNeed {
+            location: "s3a://b/elsewhere/data".into(),
+            write: true
+        }]
+    );
     let spark_table = match spark_table {
         Value::Struct(mut f) => {
             f.push((9, Value::Map(vec![(s("EXTERNAL"), s("true"))])));
@@ -394,7 +413,7 @@ async fn storage_needs_of_location_bearing_ddl() {
     assert_eq!(
         c[0].storage,
         vec![StorageNeed {
-            location: "s3a://b/elsewhere/t".into(),
+            location: "s3a://b/elsewhere/data".into(),
             write: false
         }]
     );

@@ -471,12 +471,12 @@ pub async fn classify(
             cl.location = locations.first().cloned();
             let mut db_location = None;
             for l in locations {
-                // A managed table at exactly its default place (its database's location plus
-                // its name, where engines such as Spark put it explicitly) is no explicit
-                // location: the database's location was checked when it was set. Anywhere else
-                // under the database is an explicit location (a database can sit at the
-                // warehouse root).
-                if deletes_on_drop(&t) {
+                // A table at exactly its default place (its database's location plus its name,
+                // where Spark and pyiceberg put it explicitly) is no explicit location: the
+                // database's location was checked when it was set. Anywhere else under the
+                // database is an explicit location (a database can sit at the warehouse root).
+                let last = l.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                if last.eq_ignore_ascii_case(&name) {
                     if db_location.is_none() {
                         let dbf = facts
                             .object(&Object::database(db))
