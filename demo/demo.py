@@ -1,37 +1,119 @@
 """The demo's body (run by demo/run.sh with the lab's venv): a real Hive Metastore 2.3,
-hms-guard in front of it, and a Spark session whose metastore is hms-guard.
-Usage: demo.py LAB_DIR AUTHZ_MODE (enforce | off)"""
+hms-guard in front of it, the moto AWS stand-in for the storage checks, and Spark sessions —
+one per user, each its own JVM — whose metastore is hms-guard.
+
+The story: the admin creates demo_database with customer, store_sales and promotion in the
+protected warehouse, the roles sales, marketing and finance with their grants, and the users
+david (sales), mary (marketing) and john (finance). Then each user works from Spark: what they
+may read and write goes through; a refused INSERT and a refused location (the storage check)
+come back as hms-guard's errors; the audit lines say what was decided.
+Usage: demo.py LAB_DIR AUTHZ_MODE (enforce | shadow | off)"""
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lab"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
 import hms  # noqa: E402
 import moto_lab  # noqa: E402
 
-STATEMENTS = [
-    # Spark sends a database location even without LOCATION (its warehouse dir): give one
-    # in the bucket, which the storage check accepts for admin's role.
-    "CREATE DATABASE demo_database LOCATION 's3a://datalake/datawarehouse/demo'",
-    "CREATE TABLE demo_database.customer (id INT, name STRING) USING parquet "
-    "LOCATION 's3a://datalake/datawarehouse/demo/customer'",
-    "INSERT INTO demo_database.customer VALUES (1, 'ada'), (2, 'grace'), (3, 'edsger')",
-    "SELECT * FROM demo_database.customer ORDER BY id",
-    "SHOW TABLES IN demo_database",
+DB = "demo_database"
+TABLES = ["customer", "store_sales", "promotion"]
+GRANTS = {  # role -> {table: privileges}
+    "sales": {"customer": ["SELECT", "INSERT"], "store_sales": ["SELECT", "INSERT"],
+              "promotion": ["SELECT"]},
+    "marketing": {"customer": ["SELECT"], "store_sales": ["SELECT"],
+                  "promotion": ["SELECT", "INSERT"]},
+    "finance": {t: ["SELECT"] for t in TABLES},
+}
+MEMBERS = {"david": "sales", "mary": "marketing", "john": "finance"}
+
+ADMIN = [
+    # The protected warehouse: admin's storage role (etl) may write there, the users' may not.
+    f"CREATE DATABASE {DB} LOCATION 's3a://datalake/datawarehouse/demo'",
+    *[f"CREATE TABLE {DB}.{t} (id INT, v STRING) STORED AS TEXTFILE "
+      f"LOCATION 's3a://datalake/datawarehouse/demo/{t}'" for t in TABLES],
+    *[f"INSERT INTO {DB}.{t} VALUES (1, '{t} 1')" for t in TABLES],
+    # Allowed by the grants (admin), refused by the storage check: etl may not write there.
+    f"CREATE TABLE {DB}.elsewhere (id INT) STORED AS TEXTFILE "
+    "LOCATION 's3a://datalake/defloc/elsewhere'",
 ]
-# With enforcement on: a table pointed where the user's own storage role may not write.
-DENIED_BY_STORAGE = ("CREATE TABLE demo_database.elsewhere (id INT) USING parquet "
-                     "LOCATION 's3a://datalake/defloc/elsewhere'")
+USERS = {
+    "david": [f"SELECT count(*) FROM {DB}.customer",
+              f"INSERT INTO {DB}.customer VALUES (2, 'by david')",
+              f"INSERT INTO {DB}.promotion VALUES (2, 'by david')"],
+    "mary": [f"INSERT INTO {DB}.promotion VALUES (3, 'by mary')",
+             f"SELECT count(*) FROM {DB}.promotion",
+             f"INSERT INTO {DB}.customer VALUES (3, 'by mary')"],
+    "john": [f"SELECT count(*) FROM {DB}.store_sales",
+             f"INSERT INTO {DB}.store_sales VALUES (4, 'by john')",
+             f"DROP TABLE {DB}.customer"],
+}
 
 
 def step(msg):
     print(f"\n== {msg}", flush=True)
 
 
+def spark_as(lab, port, user, statements):
+    """The statements in a fresh Spark JVM as `user` (Spark sends it with set_ugi)."""
+    env = dict(os.environ, HADOOP_USER_NAME=user)
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "spark_as.py"), str(lab),
+                        str(port), json.dumps(statements)], env=env, capture_output=True,
+                       text=True, timeout=900)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"Spark as {user} failed:\n{p.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def short_error(text):
+    at = text.find("hms-guard:")
+    return (text[at:] if at >= 0 else text).splitlines()[0][:400]
+
+
+def show(user, results, summary):
+    for r in results:
+        print(f"\n{user}@spark-sql> {r['sql']};")
+        if r["ok"]:
+            if r["rows"]:
+                print("  " + "\n  ".join(str(row) for row in r["rows"][:5]))
+            else:
+                print("  ok")
+        else:
+            print(f"  Error: {short_error(r['error'])}")
+        summary.append((user, r["sql"], "ok" if r["ok"] else "refused"))
+
+
+def seed_grants(port):
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    with hms.hms_client(port) as c:
+        c.set_ugi("admin", [])
+        bag = []
+        for role, grants in GRANTS.items():
+            c.create_role(tt.Role(roleName=role, ownerName="admin"))
+            for t, privs in grants.items():
+                obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, t, None, None)
+                bag += [tt.HiveObjectPrivilege(obj, role, tt.PrincipalType.ROLE,
+                                               tt.PrivilegeGrantInfo(p, 0, "admin",
+                                                                     tt.PrincipalType.USER,
+                                                                     False))
+                        for p in privs]
+        c.grant_privileges(tt.PrivilegeBag(bag))
+        for user, role in MEMBERS.items():
+            c.grant_role(role, user, tt.PrincipalType.USER, "admin", tt.PrincipalType.USER,
+                         False)
+
+
 def main():
     lab, mode = Path(sys.argv[1]), sys.argv[2]
     t0 = time.monotonic()
-    metastore = guard = spark = moto = None
+    metastore = guard = moto = None
+    audit = lab / "audit.jsonl"
+    summary = []
     try:
         step("starting a Hive Metastore 2.3 (Derby; s3a://datalake emulated on local disk)")
         metastore = hms.Metastore(lab).start()
@@ -42,69 +124,70 @@ def main():
             step("starting the AWS stand-in (moto server, IAM enforced) for the storage checks")
             moto = moto_lab.MotoLab()
             facts = moto.start()
-            print(f"moto       {facts['endpoint']}  (admin's storage role: etl, "
-                  "read/write s3://datalake/datawarehouse/ only)")
+            print(f"moto       {facts['endpoint']}  (admin's storage role: etl, read/write "
+                  "s3://datalake/datawarehouse/ only; everyone else: defloc/ and temp/)")
             storage = moto_lab.storage_toml(facts, user_roles={"admin": "etl"})
             env = moto_lab.guard_env(facts)
 
         step(f"starting hms-guard in front of it (authz.mode = {mode})")
         guard = hms.Guard(lab, metastore.port, name="hms-guard", env=env,
-                          extra=f'[authz]\nmode = "{mode}"\n\n' + storage).start()
+                          extra=(f'[authz]\nmode = "{mode}"\n\n'
+                                 f'[audit]\nsink = "file"\npath = "{audit}"\n\n' + storage)
+                          ).start()
         print(f"hms-guard  {guard.uri}  admin http://127.0.0.1:{guard.admin_port}"
               "/metrics /readyz")
         print(f"config     {guard.config}")
 
-        step("starting Spark (local[2]) with hive.metastore.uris = hms-guard")
-        spark = hms.spark_session(lab, guard.uri, app="hms-guard-demo")
-        for stmt in STATEMENTS:
-            print(f"\nspark-sql> {stmt};")
-            df = spark.sql(stmt)
-            if stmt.startswith(("SELECT", "SHOW")):
-                df.show(truncate=False)
-        if mode != "off":
-            print(f"\nspark-sql> {DENIED_BY_STORAGE};")
-            try:
-                spark.sql(DENIED_BY_STORAGE)
-                print("allowed (unexpected)")
-            except Exception as e:  # noqa: BLE001 - shown to the reader
-                msg = str(e)
-                at = msg.find("hms-guard:")
-                print("Error: " + (msg[at:].splitlines()[0] if at >= 0 else msg[:500]))
+        step("admin (Spark, its own JVM): the database, the tables, a row in each")
+        show("admin", spark_as(lab, guard.port, "admin", ADMIN), summary)
 
-        with hms.hms_client(metastore.port) as c:  # straight to the metastore
-            t = c.get_table("demo_database", "customer")
-        files = sorted(p.name for p in (hms.bucket_dir(lab) / "datawarehouse" / "demo" /
-                                        "customer").glob("*.parquet"))
+        step("admin: roles sales, marketing, finance and their grants; david, mary, john")
+        seed_grants(guard.port)
+        for role, grants in GRANTS.items():
+            member = next(u for u, r in MEMBERS.items() if r == role)
+            print(f"  {role:<10} ({member}): " + ", ".join(
+                f"{t} {'+'.join(p)}" for t, p in grants.items()))
+
+        for user, statements in USERS.items():
+            step(f"{user} ({MEMBERS[user]}) works from Spark (own JVM, set_ugi {user})")
+            show(user, spark_as(lab, guard.port, user, statements), summary)
+
         step("what the metastore holds, asked directly")
-        print(f"demo_database.customer  location={t.sd.location}  owner={t.owner}")
-        print(f"its data files ({hms.bucket_dir(lab)}/datawarehouse/demo/customer): {files}")
+        with hms.hms_client(metastore.port) as c:
+            for t in TABLES:
+                loc = c.get_table(DB, t).sd.location
+                d = hms.bucket_dir(lab) / loc.split("s3a://datalake/", 1)[1]
+                rows = sum(len(f.read_text().splitlines()) for f in d.rglob("*")
+                           if f.is_file() and not f.name.startswith((".", "_")))
+                print(f"  {DB}.{t:<12} {loc}  rows: {rows}")
+            print(f"  tables: {sorted(c.get_all_tables(DB))}")
+        print("  (customer counts mary's refused row too: Spark's Hive-format INSERT moves its\n"
+              "  data files with the compute role before it asks the metastore to record the\n"
+              "  write; hms-guard refuses that metadata change. Keeping a user's engine out of\n"
+              "  the files themselves is the storage layer's part: docs/SECURITY.md.)")
 
-        if mode != "off":
-            step("a client calling as user 'guest' (no grants), through hms-guard")
-            with hms.hms_client(guard.port) as c:
-                c.set_ugi("guest", [])
-                try:
-                    c.get_table("demo_database", "customer")
-                    print("get_table: allowed (unexpected)")
-                except Exception as e:  # noqa: BLE001 - shown to the reader
-                    print(f"get_table: {type(e).__name__}: {getattr(e, 'message', e)}")
-                print(f"get_all_tables: {c.get_all_tables('demo_database')}  (filtered)")
+        if audit.exists():
+            step(f"hms-guard's audit: the users' denials ({audit})")
+            for line in audit.read_text().splitlines():
+                e = json.loads(line)
+                if e.get("user") in MEMBERS and e.get("decision") == "deny":
+                    print(f"  {e['user']:<6} {e['method']:<28} {e.get('database') or ''}."
+                          f"{e.get('table') or '':<12} {e['decision']:<5} {e['reason']}: "
+                          f"{(e.get('required_privilege') or '')[:70]}")
 
-        step("metastore calls that went through hms-guard (hms_guard_requests_total)")
-        for labels, value in hms.metric_series(guard.metrics(), "hms_guard_requests_total"):
-            print(f"  {int(value):4d}  {labels['method']:<45} {labels.get('decision', '')}")
+        step("who did what, and what hms-guard decided")
+        print(f"  {'user':<6} {'result':<8} statement")
+        for user, sql, res in summary:
+            print(f"  {user:<6} {res:<8} {sql[:90]}")
     finally:
         step("stopping everything")
-        if spark is not None:
-            hms.stop_spark(spark)
         for part in (guard, metastore, moto):
             if part is not None:
                 part.stop()
     print(f"done in {time.monotonic() - t0:.0f}s. Logs and configs in {lab}:")
-    print(f"  hms-guard   {lab}/hms-guard.log (JSON), {lab}/hms-guard.out (audit), "
-          f"{lab}/hms-guard.toml")
+    print(f"  hms-guard   {lab}/hms-guard.log (JSON), {audit} (audit), {lab}/hms-guard.toml")
     print(f"  metastore   {lab}/hms/metastore.log, {lab}/hms/conf/")
-    print(f"  spark       {lab}/spark/spark.log")
+    print(f"  spark       {lab}/spark-<user>-<pid>/spark.log")
     print(f"  s3a bucket  {hms.bucket_dir(lab)}")
 
 

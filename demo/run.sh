@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One command for a newcomer: installs the lab (cached), builds hms-guard, starts a real Hive
-# Metastore 2.3, hms-guard in front of it and a Spark session through it that creates a
-# database and a table at s3a://datalake/datawarehouse/demo/, inserts, selects and lists;
-# prints what happened and where the logs are, then stops everything.
-#   demo/run.sh              hms-guard enforcing the metastore's grants (the default);
-#                            Spark runs as the metastore admin (HADOOP_USER_NAME=admin)
-#   DEMO_AUTHZ=off demo/run.sh   hms-guard as a pure pass-through
+# Metastore 2.3, the moto AWS stand-in and hms-guard in front of the metastore; the admin
+# creates demo_database (customer, store_sales, promotion in the protected warehouse), the
+# roles sales, marketing and finance with their grants and the users david, mary and john;
+# then each user works from their own Spark session: allowed reads and writes, a refused
+# INSERT, a refused location (storage check), the audit lines and a summary of who did what.
+# Prints where the logs are, then stops everything (~3 minutes).
+#   demo/run.sh              hms-guard enforcing the grants and storage checks (the default)
+#   DEMO_AUTHZ=off demo/run.sh   hms-guard as a pure pass-through (everything goes through)
 # The lab (logs, configs, the emulated bucket) stays in target/demo-lab until the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +25,4 @@ lab="$target_dir/demo-lab"
 rm -rf "$lab"
 mkdir -p "$lab"
 export HMS_GUARD_BIN="$target_dir/release/hms-guard"
-export HADOOP_USER_NAME=admin  # Spark's set_ugi user: the metastore's admin
 exec "${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv/bin/python" demo/demo.py "$lab" "$mode"
