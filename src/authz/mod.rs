@@ -613,7 +613,10 @@ fn authorize_grants(
         return Decision::deny(
             Reason::Anonymous,
             "an identity",
-            "no set_ugi was received on this connection (anonymous callers are denied)",
+            "no set_ugi was received on this connection, and anonymous callers are denied: \
+             the client must name its user with set_ugi (Spark: HADOOP_USER_NAME; pyiceberg: \
+             the catalog property ugi = \"user:\"), or connect through a pinned sidecar \
+             (identity.mode = \"pinned\")",
         );
     }
     let Some(grants) = facts.grants else {

@@ -475,7 +475,11 @@ pub async fn classify(
                 // where Spark and pyiceberg put it explicitly) is no explicit location: the
                 // database's location was checked when it was set. Anywhere else under the
                 // database is an explicit location (a database can sit at the warehouse root).
-                let last = l.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                let last = l
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
                 if last.eq_ignore_ascii_case(&name) {
                     if db_location.is_none() {
                         let dbf = facts

@@ -143,7 +143,9 @@ def test_anonymous_callers_touch_no_transaction(tguard, metastore):
     tr = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", tguard.port))
     tr.open()
     anon = T.Client(TBinaryProtocol.TBinaryProtocol(tr))
-    assert "set_ugi" in denied(anon.abort_txn, tt.AbortTxnRequest(t))
+    msg = denied(anon.abort_txn, tt.AbortTxnRequest(t))
+    # The denial names what to configure.
+    assert "set_ugi" in msg and "HADOOP_USER_NAME" in msg and "pinned" in msg, msg
     tr.close()
     assert open_txns(metastore.port)[t][1] == tt.TxnState.OPEN
     john.abort_txn(tt.AbortTxnRequest(t))
