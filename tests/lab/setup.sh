@@ -61,6 +61,25 @@ if ! command -v "${JAVA_HOME:+$JAVA_HOME/bin/}java" >/dev/null 2>&1 || [ "$(java
     || die "Java 17+ still not on PATH after installing (found major $(java_major)); set JAVA_HOME"
 fi
 
+# --- hive-metastore-client's own venv: it pins thrift 0.13.0, which the main venv's clients
+# (thrift 0.25) cannot share; its tests run it in a subprocess (tests/e2e/hmc_as.py).
+hmc_venv="$cache/hmc-venv"
+if ! "$hmc_venv/bin/python" -c 'import hive_metastore_client' >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv || die "python3 is missing"
+  rm -rf "$hmc_venv"
+  if ! python3 -m venv "$hmc_venv" 2>/dev/null; then
+    pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    { apt_install "python$pyver-venv" || apt_install python3-venv; } \
+      || die "python3 -m venv does not work and python3-venv cannot be installed"
+    rm -rf "$hmc_venv"
+    python3 -m venv "$hmc_venv" || die "python3 -m venv $hmc_venv failed"
+  fi
+  say "installing hive-metastore-client==1.0.9 into $hmc_venv"
+  "$hmc_venv/bin/python" -m pip install -q --disable-pip-version-check "hive-metastore-client==1.0.9" \
+    || die "pip install hive-metastore-client failed; PyPI must be reachable"
+  "$hmc_venv/bin/python" -c 'import hive_metastore_client' || die "hive-metastore-client is incomplete"
+fi
+
 # --- Python venv
 want="$(printf '%s\n%s\n' "$REQUIREMENTS" "$(python3 -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)" | hash_of)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ] \
