@@ -213,3 +213,36 @@ def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(storage, lab, 
         admin.drop_database(db, False, False)
     finally:
         g.stop()
+
+
+def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
+    """pyiceberg (and Spark) send a table's default place explicitly: external or not, a table
+    at exactly its database's location plus its name is checked with the database, not again;
+    one level elsewhere under the database is an explicit location and is checked."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    from test_grants_hmsclient import connect
+    g, facts, audit = storage
+    admin = connect(g.port, "admin")
+    db = "default_place_db"
+    admin.create_database(tt.Database(name=db, locationUri=f"s3a://datalake/defloc/{db}.db",
+                                      parameters={}))
+
+    def tbl(name, location):
+        sd = tt.StorageDescriptor(
+            cols=[tt.FieldSchema("id", "int", "")], location=location,
+            inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+            outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+            bucketCols=[], sortCols=[], parameters={})
+        return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd, partitionKeys=[],
+                        parameters={"EXTERNAL": "TRUE"}, tableType="EXTERNAL_TABLE")
+
+    admin.create_table(tbl("at_home", f"s3a://datalake/defloc/{db}.db/at_home"))
+    admin.create_table(tbl("nested", f"s3a://datalake/defloc/{db}.db/sub/nested"))
+    lines = {e["table"]: e for e in audit_lines(audit)
+             if e.get("database") == db and e["operation"] == "create_table"}
+    assert lines["at_home"]["decision"] == "allow" and lines["at_home"]["storage"] is None
+    assert lines["nested"]["storage"] is not None, lines["nested"]
+    for t in ("at_home", "nested"):
+        admin.drop_table(db, t, False)
+    admin.drop_database(db, False, False)
