@@ -7,6 +7,7 @@ identity, which is hms-guard's own, reaches everything).
 The data itself lives in the lab's emulated s3a bucket (local disk), as for every Spark test
 here; moto answers the questions of the storage check (STS AssumeRole, S3 probes)."""
 import json
+import time
 
 import pytest
 
@@ -239,8 +240,14 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
 
     admin.create_table(tbl("at_home", f"s3a://datalake/defloc/{db}.db/at_home"))
     admin.create_table(tbl("nested", f"s3a://datalake/defloc/{db}.db/sub/nested"))
-    lines = {e["table"]: e for e in audit_lines(audit)
-             if e.get("database") == db and e["operation"] == "create_table"}
+    # The audit line is written by its own thread: wait for both.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = {e["table"]: e for e in audit_lines(audit)
+                 if e.get("database") == db and e["operation"] == "create_table"}
+        if {"at_home", "nested"} <= set(lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert lines["at_home"]["decision"] == "allow" and lines["at_home"]["storage"] is None
     assert lines["nested"]["storage"] is not None, lines["nested"]
     for t in ("at_home", "nested"):

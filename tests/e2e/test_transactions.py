@@ -2,6 +2,7 @@
 transaction tables: a user commits, aborts, heartbeats and unlocks only what they opened or
 took; the metastore's own state (open transactions, held locks) is checked directly."""
 import json
+import time
 
 import pytest
 from hmsclient.genthrift.hive_metastore import ttypes as tt
@@ -102,8 +103,14 @@ def test_transactions_are_their_openers_alone(tguard, metastore):
     connect(tguard.port, "admin").abort_txn(tt.AbortTxnRequest(t_john))
     assert open_txns(metastore.port)[t_john][1] == tt.TxnState.ABORTED
 
-    lines = [json.loads(ln) for ln in tguard.audit.read_text().splitlines()]
-    holders = [ln for ln in lines if ln.get("reason") == "not_holder"]
+    # The audit lines are written by their own thread: wait for them.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(ln) for ln in tguard.audit.read_text().splitlines()]
+        holders = [ln for ln in lines if ln.get("reason") == "not_holder"]
+        if len(holders) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(holders) >= 6, holders
     assert all(ln["user"] == "mary" and ln["decision"] == "deny" for ln in holders), holders
 
