@@ -253,3 +253,73 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
     for t in ("at_home", "nested"):
         admin.drop_table(db, t, False)
     admin.drop_database(db, False, False)
+
+
+def _table(tt, db, name, location, params=None, partitioned=False):
+    sd = tt.StorageDescriptor(
+        cols=[tt.FieldSchema("id", "int", "")], location=location,
+        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+        bucketCols=[], sortCols=[], parameters={})
+    return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd,
+                    partitionKeys=[tt.FieldSchema("ds", "string", "")] if partitioned else [],
+                    parameters={"EXTERNAL": "TRUE", **(params or {})},
+                    tableType="EXTERNAL_TABLE")
+
+
+def test_every_location_carrier_is_checked(storage, lab, metastore):
+    """Every place a call can name a location, against moto: the caller's role (the account
+    default: read/write defloc/ and temp/ only) must reach it. Allowed where it may, refused
+    (and nothing changed in the metastore) where it may not."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    from test_grants_hmsclient import connect
+    g, facts, audit = storage
+    admin = connect(g.port, "admin")
+    db = "carriers_db"
+    home = f"s3a://datalake/defloc/{db}.db"
+    protected = "s3a://datalake/datawarehouse/secret"
+    admin.create_database(tt.Database(name=db, locationUri=home, parameters={}))
+    meta = "metadata/00001.metadata.json"
+    # Table-format parameters, at creation: allowed at home, refused pointing at the warehouse.
+    for key, good, bad in [
+        ("metadata_location", f"{home}/ice/{meta}", f"{protected}/{meta}"),
+        ("paimon_location", f"{home}/pai", f"{protected}/pai"),
+        ("flink.path", f"{home}/fl", f"{protected}/fl"),
+    ]:
+        name = key.replace(".", "_")
+        with pytest.raises(tt.MetaException, match="storage"):
+            admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: bad}))
+        admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: good}))
+        # The same pointer moved to the warehouse by an alter: refused.
+        t = admin.get_table(db, name)
+        t.parameters[key] = bad
+        with pytest.raises(tt.MetaException, match="storage"):
+            admin.alter_table(db, name, t)
+    # Partitions outside their table: each form.
+    admin.create_table(_table(tt, db, "parts", f"{home}/parts", partitioned=True))
+
+    def part(value, location):
+        sd = admin.get_table(db, "parts").sd
+        sd.location = location
+        return tt.Partition(values=[value], dbName=db, tableName="parts", sd=sd, parameters={})
+
+    admin.add_partition(part("1", f"{home}/parts/ds=1"))
+    admin.add_partition(part("2", f"s3a://datalake/temp/{db}/elsewhere"))  # reachable
+    with pytest.raises(tt.MetaException, match="storage"):
+        admin.add_partition(part("3", f"{protected}/p3"))
+    with pytest.raises(tt.MetaException, match="storage"):
+        admin.add_partitions([part("4", f"{home}/parts/ds=4"), part("5", f"{protected}/p5")])
+    moved = admin.get_partition(db, "parts", ["1"])
+    moved.sd.location = f"{protected}/p1"
+    with pytest.raises(tt.MetaException, match="storage"):
+        admin.alter_partition(db, "parts", moved)
+    with hms.hms_client(metastore.port) as c:
+        assert sorted(c.get_partition_names(db, "parts", -1)) == ["ds=1", "ds=2"]
+        for name, key in [("metadata_location", "metadata_location"),
+                          ("paimon_location", "paimon_location"), ("flink_path", "flink.path")]:
+            assert protected not in c.get_table(db, name).parameters[key]
+        assert c.get_partition(db, "parts", ["1"]).sd.location == f"{home}/parts/ds=1"
+    for t in ("metadata_location", "paimon_location", "flink_path", "parts"):
+        admin.drop_table(db, t, False)
+    admin.drop_database(db, False, False)
