@@ -698,6 +698,25 @@ fn every_place_a_table_or_database_names_is_a_location() {
         table_locations(&with_params(&[("flink.path", "s3a://lake/other/f")])),
         ["s3a://lake/d.db/t", "s3a://lake/other/f"]
     );
+    // Iceberg's writer paths, copied into the parameters by its catalogs.
+    for key in [
+        "write.data.path",
+        "write.metadata.path",
+        "write.object-storage.path",
+        "write.folder-storage.path",
+    ] {
+        assert_eq!(
+            table_locations(&with_params(&[(key, "s3a://lake/other/w")])),
+            ["s3a://lake/d.db/t", "s3a://lake/other/w"],
+            "{key}"
+        );
+        // Under the table's own location: nothing of its own to check.
+        assert_eq!(
+            table_locations(&with_params(&[(key, "s3a://lake/d.db/t/data")])),
+            ["s3a://lake/d.db/t"],
+            "{key}"
+        );
+    }
     // Keys are read exactly as written by those engines.
     assert_eq!(
         table_locations(&with_params(&[("FLINK.PATH", "s3a://lake/other/f")])),

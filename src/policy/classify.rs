@@ -61,12 +61,17 @@ pub fn data_locations(t: &Value) -> Vec<String> {
 }
 
 /// Table parameters that point engines at a place of their own: Iceberg's current and
-/// previous metadata files, Paimon's table location when kept in the properties
-/// (`paimon_location`), and a Flink generic table's filesystem path (`flink.path`). Engines
-/// read these keys exactly as written.
-const FORMAT_LOCATION_PARAMS: [&str; 4] = [
+/// previous metadata files and the places its writers put data and metadata files (table
+/// properties the Iceberg catalogs copy into the metastore's parameters), Paimon's table
+/// location when kept in the properties (`paimon_location`), and a Flink generic table's
+/// filesystem path (`flink.path`). Engines read these keys exactly as written.
+const FORMAT_LOCATION_PARAMS: [&str; 8] = [
     "metadata_location",
     "previous_metadata_location",
+    "write.data.path",
+    "write.metadata.path",
+    "write.object-storage.path",
+    "write.folder-storage.path",
     "paimon_location",
     "flink.path",
 ];
