@@ -30,7 +30,7 @@ use crate::metrics::{
     DirectionLabels, KindLabels, MethodLabels, Metrics, RequestLabels, TransportLabels,
 };
 use crate::policy::args::strings_at;
-use crate::policy::filter::filter_list_reply;
+use crate::policy::filter::parse_list_reply;
 use crate::policy::{
     keep_listed, listed_object, visible_by_grants, Checked, Guard, ListFilter, ReplyCheck, Verdict,
     MAX_LISTING_OWNER_LOOKUPS,
@@ -235,6 +235,46 @@ fn mismatch(uri: &ThriftUri, method: &str, seqid: i32, h: &MessageHeader) -> Opt
 }
 
 /// The message without its frame prefix.
+/// A denial in the protocol: the method's declared `MetaException` at its field id, else a
+/// `TApplicationException`.
+fn denial(
+    transport: Transport,
+    entry: Option<&'static Method>,
+    method: &str,
+    seqid: i32,
+    message: &str,
+) -> BytesMut {
+    match entry.and_then(|m| m.meta_exception) {
+        Some(field) => declared_exception(
+            transport.protocol,
+            transport.framed,
+            method,
+            seqid,
+            field,
+            message,
+        ),
+        None => application_exception(
+            transport.protocol,
+            transport.framed,
+            method,
+            seqid,
+            AppErrorKind::Unknown,
+            message,
+        ),
+    }
+}
+
+/// A whole message, with the 4-byte length prefix when the transport is framed.
+fn frame(transport: Transport, message: BytesMut) -> BytesMut {
+    if !transport.framed {
+        return message;
+    }
+    let mut framed = BytesMut::with_capacity(message.len() + 4);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed
+}
+
 fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
     if transport.framed {
         &bytes[4..]
@@ -616,13 +656,7 @@ impl Conn {
                 out = b;
             }
         }
-        if transport.framed {
-            let mut framed = BytesMut::with_capacity(out.len() + 4);
-            framed.extend_from_slice(&(out.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&out);
-            out = framed;
-        }
-        Ok(out.freeze())
+        Ok(frame(transport, out).freeze())
     }
 
     /// Writes the audit line of a decided call (and of every call with `audit.all_calls`).
@@ -725,30 +759,13 @@ impl Conn {
         if h.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway) {
             return true;
         }
-        let reply = match entry.and_then(|m| m.meta_exception) {
-            Some(field) => declared_exception(
-                transport.protocol,
-                transport.framed,
-                &h.name,
-                h.seqid,
-                field,
-                message,
-            ),
-            None => application_exception(
-                transport.protocol,
-                transport.framed,
-                &h.name,
-                h.seqid,
-                AppErrorKind::Unknown,
-                message,
-            ),
-        };
+        let reply = denial(transport, entry, &h.name, h.seqid, message);
         self.write_client(&reply).await.is_ok()
     }
 
     /// `set_ugi` is answered by the proxy: in `set_ugi` mode the claimed user becomes the
     /// connection's identity (groups from config unless trusted); pinned, nothing changes.
-    /// The reply is what the metastore answers: the groups followed by the user.
+    /// The reply is what the metastore answers: the group names the client sent.
     async fn set_ugi(&mut self, transport: Transport, request: &Request, args: &Value) -> bool {
         let claimed = strings_at(args, &[1]).into_iter().next();
         let claimed_groups = strings_at(args, &[2, crate::router::EACH]);
@@ -1212,24 +1229,7 @@ impl Conn {
         let out = if found {
             let entry = router::route(method, self.config().upstream.metastore_version.bits());
             warn!(method, user = %self.identity.user, "a table absent when decided exists: its reply is withheld");
-            match entry.and_then(|m| m.meta_exception) {
-                Some(field) => declared_exception(
-                    transport.protocol,
-                    transport.framed,
-                    method,
-                    seqid,
-                    field,
-                    message,
-                ),
-                None => application_exception(
-                    transport.protocol,
-                    transport.framed,
-                    method,
-                    seqid,
-                    AppErrorKind::InternalError,
-                    message,
-                ),
-            }
+            denial(transport, entry, method, seqid, message)
         } else {
             reply
         };
@@ -1258,55 +1258,45 @@ impl Conn {
         let upstream_time = sent.elapsed();
         let up = self.upstream.as_mut().expect("connected");
         let reply = up.buf.split_to(len);
-        let body = unframed(transport, &reply);
-        let list_path = f.shape.list_path();
+        let uri = up.uri.to_string();
         let guard = &self.shared.guard;
         let depth = self.shared.config.limits.max_depth;
-        // Names without a grant may be the caller's own tables: their owners are looked up
-        // (cached, bounded) before the reply is filtered.
-        let mut unseen = Vec::new();
-        if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult) {
-            let _ = filter_list_reply(transport.protocol, body, list_path, depth, |v| {
-                if let Some(o) = listed_object(f, v) {
-                    if !visible_by_grants(f, &guard.policy, &o)
-                        && unseen.len() < MAX_LISTING_OWNER_LOOKUPS
-                    {
-                        unseen.push(o);
-                    }
+        let listed = parse_list_reply(
+            transport.protocol,
+            unframed(transport, &reply),
+            f.shape.list_path(),
+            depth,
+        )
+        .map_err(|err| CallError::Upstream {
+            err: UpstreamError::Protocol {
+                uri,
+                method: method.to_string(),
+                err,
+            },
+            flushed: false,
+        })?;
+        let out = match listed {
+            None => reply,
+            Some(listed) => {
+                // Names without a grant may be the caller's own tables or databases: their
+                // owners are looked up (cached, bounded) before the reply is filtered.
+                let mut unseen = Vec::new();
+                if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult) {
+                    unseen = listed
+                        .values()
+                        .filter_map(|v| listed_object(f, v))
+                        .filter(|o| !visible_by_grants(f, &guard.policy, o))
+                        .take(MAX_LISTING_OWNER_LOOKUPS)
+                        .collect();
                 }
-                true
-            });
-        }
-        let owned = guard.owned_among(f, unseen).await;
-        let filtered = filter_list_reply(transport.protocol, body, list_path, depth, |v| {
-            keep_listed(f, &guard.policy, v, &owned)
-        });
-        let out = match filtered {
-            Ok(Some(filtered)) => {
+                let owned = guard.owned_among(f, unseen).await;
+                let filtered = listed.keep(|v| keep_listed(f, &guard.policy, v, &owned));
                 debug!(
                     kept = filtered.kept,
                     dropped = filtered.dropped,
                     "listing filtered"
                 );
-                if transport.framed {
-                    let mut framed = BytesMut::with_capacity(filtered.reply.len() + 4);
-                    framed.extend_from_slice(&(filtered.reply.len() as u32).to_be_bytes());
-                    framed.extend_from_slice(&filtered.reply);
-                    framed
-                } else {
-                    filtered.reply
-                }
-            }
-            Ok(None) => reply,
-            Err(err) => {
-                return Err(CallError::Upstream {
-                    err: UpstreamError::Protocol {
-                        uri: up.uri.to_string(),
-                        method: method.to_string(),
-                        err,
-                    },
-                    flushed: false,
-                })
+                frame(transport, filtered.reply)
             }
         };
         self.write_client(&out).await?;

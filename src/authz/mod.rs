@@ -158,6 +158,13 @@ impl Grants {
         })
     }
 
+    /// Whether any privilege is held on the database or on one of its tables.
+    pub fn holds_in_database(&self, db: &str) -> bool {
+        self.objects.iter().any(|(o, held)| {
+            !held.is_empty() && matches!(o, Object::Database(d) | Object::Table(d, _) if d == db)
+        })
+    }
+
     /// Whether any privilege at all is held on a table.
     pub fn any_on(&self, obj: &Object) -> bool {
         self.objects.get(obj).is_some_and(|v| !v.is_empty())
@@ -1062,15 +1069,7 @@ pub const DEFAULT_DATABASE: &str = "default";
 /// `default`, others the databases they hold any privilege in (on the database or on one of
 /// its tables).
 pub fn database_visible(identity: &Identity, grants: &Grants, policy: &Policy, db: &str) -> bool {
-    db == DEFAULT_DATABASE
-        || policy.is_admin(identity, grants)
-        || grants.objects.iter().any(|(o, held)| {
-            !held.is_empty()
-                && match o {
-                    Object::Database(d) | Object::Table(d, _) => d == db,
-                    Object::Global => false,
-                }
-        })
+    db == DEFAULT_DATABASE || policy.is_admin(identity, grants) || grants.holds_in_database(db)
 }
 
 /// Whether a listed table name stays in a filtered listing: any privilege on it.

@@ -792,9 +792,8 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     let strip = |v: &Value, format_params: bool| {
         let mut t = v.without(&TABLE_BOOKKEEPING).without(&[1, 2, 3]);
         if let Value::Struct(fields) = &mut t {
-            // 14 temporary and 15 rewriteEnabled default to false: unset and false are equal.
-            fields
-                .retain(|(id, v)| *id != 9 && !(matches!(id, 14 | 15) && *v == Value::Bool(false)));
+            // (Unset and empty fields — 14 temporary = false… — are equated below.)
+            fields.retain(|(id, _)| *id != 9);
             fields.push((9, without_stats(v.field(9), format_params)));
             // Locations are compared above (sd.location and the serde `path`).
             if let Some(i) = fields.iter().position(|(id, _)| *id == 7) {
@@ -805,28 +804,29 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     };
     let strip = |v: &Value, format_params: bool| without_defaults(&strip(v, format_params));
     if strip(new, false) != strip(current, false) {
-        if strip(new, true) == strip(current, true) {
+        let (a, b) = (strip(new, true), strip(current, true));
+        if a == b {
             // Only the format's metadata pointers moved: under the table's own location a
             // commit of data; elsewhere the location change above says it all.
             if !changes.contains(&AlterKind::Location) {
                 changes.push(AlterKind::Commit);
             }
         } else {
-            let (a, b) = (strip(new, true), strip(current, true));
-            let differ: Vec<String> = match (&a, &b) {
-                (Value::Struct(fa), Value::Struct(fb)) => fa
-                    .iter()
-                    .filter(|(id, v)| b.field(*id) != Some(v))
-                    .map(|(id, v)| format!("{id}={v:?}"))
-                    .chain(
-                        fb.iter()
-                            .filter(|(id, _)| a.field(*id).is_none())
-                            .map(|(id, _)| format!("-{id}")),
-                    )
-                    .collect(),
-                _ => Vec::new(),
-            };
-            tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let ids = |x: &Value, y: &Value| match x {
+                    Value::Struct(f) => f
+                        .iter()
+                        .filter(|(id, v)| y.field(*id) != Some(v))
+                        .map(|(id, _)| *id)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let mut differ: Vec<i16> = ids(&a, &b);
+                differ.extend(ids(&b, &a));
+                differ.sort_unstable();
+                differ.dedup();
+                tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
+            }
             changes.push(AlterKind::Other);
         }
     }

@@ -17,19 +17,30 @@ pub struct Filtered {
     pub dropped: usize,
 }
 
-/// Rebuilds a REPLY keeping only the elements of the list in result field 0 that `keep`
-/// accepts (strings arrive as `Value::Bytes`, structs as `Value::Struct`). `Ok(None)`: the
-/// reply is not a successful list result (an exception…) and goes through unchanged.
+/// A listing reply, walked once: the elements of the list in result field 0 (their bytes and
+/// values), and the bytes around them.
+pub struct ListedReply<'a> {
+    reply: &'a [u8],
+    protocol: Protocol,
+    /// The reply up to the list header (message header, result struct, wrapper fields).
+    head: std::ops::Range<usize>,
+    elem: Ty,
+    items: Vec<(std::ops::Range<usize>, Value)>,
+    /// The reply after the list (the rest of each wrapper struct and of the result).
+    tail: std::ops::Range<usize>,
+}
+
+/// Walks a REPLY whose result field 0 is (or holds, through `list_path`) a list. `Ok(None)`:
+/// the reply is not a successful list result (an exception…) and goes through unchanged.
 ///
 /// `list_path` names struct fields to descend through inside field 0 before the list (empty
 /// when field 0 is the list itself; `[1]` for `GetTablesResult.tables`).
-pub fn filter_list_reply(
+pub fn parse_list_reply<'a>(
     protocol: Protocol,
-    reply: &[u8],
+    reply: &'a [u8],
     list_path: &[i16],
     max_depth: usize,
-    mut keep: impl FnMut(&Value) -> bool,
-) -> Result<Option<Filtered>, ScanError> {
+) -> Result<Option<ListedReply<'a>>, ScanError> {
     let mut r = Reader::new(protocol, reply, max_depth);
     let h = r.message_begin()?;
     if h.kind != MessageType::Reply {
@@ -42,65 +53,88 @@ pub fn filter_list_reply(
     if f0.id != 0 {
         return Ok(None);
     }
-    let mut w = Writer::new(protocol);
-    w.message(&h.name, MessageType::Reply, h.seqid)
-        .struct_begin();
-    // Descend through the wrapper structs, copying their other fields as they come.
+    // Descend through the wrapper structs (their fields before the list are kept as bytes).
     let mut outer_ty = f0.ty;
-    w.field(f0.ty, 0);
     let mut wrappers = 0;
     for step in list_path {
         if outer_ty != Ty::Struct {
             return Ok(None);
         }
         r.struct_begin()?;
-        w.struct_begin();
         wrappers += 1;
         loop {
             let Some(f) = r.field()? else {
                 return Ok(None);
             };
             if f.id == *step {
-                w.field(f.ty, f.id);
                 outer_ty = f.ty;
                 break;
             }
-            let range = r.skip(f.ty, Some(&f))?;
-            w.field_raw(f, &reply[range]);
+            r.skip(f.ty, Some(&f))?;
         }
     }
     if !matches!(outer_ty, Ty::List | Ty::Set) {
         return Ok(None);
     }
-    let (ety, n) = r.list_begin()?;
-    let mut kept_ranges = Vec::new();
-    let mut dropped = 0;
+    let head = 0..r.pos();
+    let (elem, n) = r.list_begin()?;
+    let mut items = Vec::with_capacity(n.min(4096));
     r.enter()?;
     for _ in 0..n {
         let start = r.pos();
-        let v = read_value(&mut r, ety, None)?;
-        if keep(&v) {
-            kept_ranges.push(start..r.pos());
-        } else {
-            dropped += 1;
-        }
+        let v = read_value(&mut r, elem, None)?;
+        items.push((start..r.pos(), v));
     }
     r.leave();
-    w.list_begin(ety, kept_ranges.len());
-    for range in &kept_ranges {
-        w.raw(&reply[range.clone()]);
-    }
-    // The rest of each wrapper struct and of the result struct, as it was.
+    let after_list = r.pos();
     for _ in 0..=wrappers {
         while let Some(f) = r.field()? {
-            let range = r.skip(f.ty, Some(&f))?;
-            w.field_raw(f, &reply[range]);
+            r.skip(f.ty, Some(&f))?;
         }
-        w.struct_end();
     }
-    Ok(Some(Filtered {
-        reply: w.finish(false),
-        kept: kept_ranges.len(),
-        dropped,
+    Ok(Some(ListedReply {
+        reply,
+        protocol,
+        head,
+        elem,
+        items,
+        tail: after_list..r.pos(),
     }))
+}
+
+impl ListedReply<'_> {
+    /// The listed elements (strings as `Value::Bytes`, structs as `Value::Struct`).
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.items.iter().map(|(_, v)| v)
+    }
+
+    /// The reply with only the elements `keep` accepts: every other byte as it was, the list
+    /// header rewritten for the new count.
+    pub fn keep(&self, mut keep: impl FnMut(&Value) -> bool) -> Filtered {
+        let mut w = Writer::new(self.protocol);
+        w.raw(&self.reply[self.head.clone()]);
+        let kept: Vec<_> = self.items.iter().filter(|(_, v)| keep(v)).collect();
+        w.list_begin(self.elem, kept.len());
+        for (range, _) in &kept {
+            w.raw(&self.reply[range.clone()]);
+        }
+        w.raw(&self.reply[self.tail.clone()]);
+        Filtered {
+            reply: w.finish(false),
+            kept: kept.len(),
+            dropped: self.items.len() - kept.len(),
+        }
+    }
+}
+
+/// Rebuilds a REPLY keeping only the elements of its result list that `keep` accepts
+/// (`parse_list_reply`, then `ListedReply::keep`).
+pub fn filter_list_reply(
+    protocol: Protocol,
+    reply: &[u8],
+    list_path: &[i16],
+    max_depth: usize,
+    keep: impl FnMut(&Value) -> bool,
+) -> Result<Option<Filtered>, ScanError> {
+    Ok(parse_list_reply(protocol, reply, list_path, max_depth)?.map(|l| l.keep(keep)))
 }

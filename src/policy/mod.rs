@@ -616,6 +616,10 @@ pub fn keep_listed(
     }
 }
 
+/// Owner lookups one listing may make (tables listed without a grant): beyond it, such tables
+/// are left out of the reply.
+pub const MAX_LISTING_OWNER_LOOKUPS: usize = 1000;
+
 impl Guard {
     /// Whether `table` does not exist and the caller may act in its database (holds any
     /// privilege on or in it, or owns it). Any failed lookup says no.
@@ -626,27 +630,14 @@ impl Guard {
         if !matches!(self.facts.object(table).await, Ok(None)) {
             return false;
         }
-        if *db != crate::authz::DEFAULT_DATABASE
-            && crate::authz::database_visible(identity, grants, &self.policy, db)
-        {
-            return true;
-        }
-        // `default` is visible to all, but only those who hold something in it (or own it)
-        // learn which names it lacks.
-        let holds = grants.objects.iter().any(|(o, held)| {
-            !held.is_empty() && matches!(o, Object::Database(d) | Object::Table(d, _) if d == db)
-        });
-        holds
+        // Not `database_visible`: `default` is visible to all, but only those who hold
+        // something in it (or own it) learn which names it lacks.
+        self.policy.is_admin(identity, grants)
+            || grants.holds_in_database(db)
             || matches!(self.facts.object(&Object::database(db)).await,
                 Ok(Some(f)) if f.owner.as_ref().is_some_and(|o| crate::authz::owner_matches(identity, grants, o)))
     }
-}
 
-/// Owner lookups one listing may make (tables listed without a grant): beyond it, such tables
-/// are left out of the reply.
-pub const MAX_LISTING_OWNER_LOOKUPS: usize = 1000;
-
-impl Guard {
     /// The tables among `tables` the caller owns (owner facts, cached; a failed lookup counts
     /// as not owned: the table is left out).
     pub async fn owned_among(

@@ -185,22 +185,14 @@ def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(storage, lab, 
         admin.create_database(tt.Database(name=db, locationUri="s3a://datalake/defloc/drop_db.db",
                                           parameters={}))
 
-        def tbl(name, params, ty="EXTERNAL_TABLE"):
-            sd = tt.StorageDescriptor(
-                cols=[tt.FieldSchema("id", "int", "")],
-                # The default role reads the whole bucket but writes only defloc/ and temp/.
-                location=f"s3a://datalake/datawarehouse/protected_{name}",
-                inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-                outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-                serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
-                                       {}),
-                bucketCols=[], sortCols=[], parameters={})
-            return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd, partitionKeys=[],
-                            parameters=params, tableType=ty)
+        def tbl(name, external):
+            # The default role reads the whole bucket but writes only defloc/ and temp/.
+            return _table(tt, db, name, f"s3a://datalake/datawarehouse/protected_{name}",
+                          external=external)
 
-        admin.create_table(tbl("ext", {"EXTERNAL": "TRUE"}))  # read suffices
+        admin.create_table(tbl("ext", True))  # read suffices
         with pytest.raises(tt.MetaException) as e:
-            admin.create_table(tbl("typed_only", {}))  # stored as managed: write needed
+            admin.create_table(tbl("typed_only", False))  # stored as managed: write needed
         assert "write" in e.value.message, e.value.message
         current = admin.get_table(db, "ext")
         current.parameters["EXTERNAL"] = "FALSE"
@@ -228,18 +220,8 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
     admin.create_database(tt.Database(name=db, locationUri=f"s3a://datalake/defloc/{db}.db",
                                       parameters={}))
 
-    def tbl(name, location):
-        sd = tt.StorageDescriptor(
-            cols=[tt.FieldSchema("id", "int", "")], location=location,
-            inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-            outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-            serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-            bucketCols=[], sortCols=[], parameters={})
-        return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd, partitionKeys=[],
-                        parameters={"EXTERNAL": "TRUE"}, tableType="EXTERNAL_TABLE")
-
-    admin.create_table(tbl("at_home", f"s3a://datalake/defloc/{db}.db/at_home"))
-    admin.create_table(tbl("nested", f"s3a://datalake/defloc/{db}.db/sub/nested"))
+    admin.create_table(_table(tt, db, "at_home", f"s3a://datalake/defloc/{db}.db/at_home"))
+    admin.create_table(_table(tt, db, "nested", f"s3a://datalake/defloc/{db}.db/sub/nested"))
     # The audit line is written by its own thread: wait for both.
     deadline = time.monotonic() + 10
     while True:
@@ -255,7 +237,8 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
     admin.drop_database(db, False, False)
 
 
-def _table(tt, db, name, location, params=None, partitioned=False):
+def _table(tt, db, name, location, params=None, partitioned=False, external=True):
+    """An EXTERNAL_TABLE (with EXTERNAL=TRUE unless `external` is false) at `location`."""
     sd = tt.StorageDescriptor(
         cols=[tt.FieldSchema("id", "int", "")], location=location,
         inputFormat="org.apache.hadoop.mapred.TextInputFormat",
@@ -264,7 +247,7 @@ def _table(tt, db, name, location, params=None, partitioned=False):
         bucketCols=[], sortCols=[], parameters={})
     return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd,
                     partitionKeys=[tt.FieldSchema("ds", "string", "")] if partitioned else [],
-                    parameters={"EXTERNAL": "TRUE", **(params or {})},
+                    parameters={**({"EXTERNAL": "TRUE"} if external else {}), **(params or {})},
                     tableType="EXTERNAL_TABLE")
 
 
