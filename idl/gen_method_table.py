@@ -30,7 +30,7 @@ def create(t): return ("CreateTable", t)
 def alter(db, t, new): return ("AlterTable", db, t, new)
 def drop(db, t): return ("DropTable", db, t)
 def trunc(db, t): return ("TruncateTable", db, t)
-def addp(db, t, *locs): return ("AddPartitions", db, t, locs)
+def addp(db, t, *locs, shared=None): return ("AddPartitions", db, t, locs, shared)
 def altp(db, t, stats, *locs): return ("AlterPartitions", db, t, stats, locs)
 def dropp(db, t): return ("DropPartitions", db, t)
 def owner(*pairs): return ("OwnerOfTables",) + pairs
@@ -143,7 +143,7 @@ RULES = {
     "add_partition": addp("new_part.dbName", "new_part.tableName", "new_part.sd.location"),
     "add_partition_with_environment_context": addp("new_part.dbName", "new_part.tableName", "new_part.sd.location"),
     "add_partitions": addp("new_parts[].dbName", "new_parts[].tableName", "new_parts[].sd.location"),
-    "add_partitions_pspec": addp("new_parts[].dbName", "new_parts[].tableName", "new_parts[].rootPath", "new_parts[].sharedSDPartitionSpec.sd.location", "new_parts[].partitionList.partitions[].sd.location"),
+    "add_partitions_pspec": addp("new_parts[].dbName", "new_parts[].tableName", "new_parts[].rootPath", "new_parts[].sharedSDPartitionSpec.sd.location", "new_parts[].partitionList.partitions[].sd.location", shared="new_parts[].sharedSDPartitionSpec"),
     "add_partitions_req": addp("request.dbName", "request.tblName", "request.parts[].sd.location"),
     "append_partition": addp("db_name", "tbl_name"),
     "append_partition_with_environment_context": addp("db_name", "tbl_name"),
@@ -365,7 +365,9 @@ def rule_rs(method, rule, schema, label):
         return f'Rule::AdminOnly("{rule[1]}")'
     locs = lambda ls: "&[" + ", ".join(r(x) for x in ls) + "]"
     if kind == "AddPartitions":
-        return f"Rule::AddPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, locations: {locs(rule[3])} }}"
+        shared = "&[]" if rule[4] is None else r(rule[4])
+        return (f"Rule::AddPartitions {{ db: {r(rule[1])}, table: {r(rule[2])}, "
+                f"locations: {locs(rule[3])}, shared_sd: {shared} }}")
     if kind in ("ReadTable", "DropTable", "TruncateTable", "DropPartitions"):
         return f"Rule::{kind} {{ db: {r(rule[1])}, table: {r(rule[2])} }}"
     if kind == "Listing":

@@ -62,10 +62,14 @@ pub fn data_locations(t: &Value) -> Vec<String> {
 
 /// Table parameters that point engines at a place of their own: Iceberg's current and
 /// previous metadata files and the places its writers put data and metadata files (table
-/// properties the Iceberg catalogs copy into the metastore's parameters), Paimon's table
-/// location when kept in the properties (`paimon_location`), and a Flink generic table's
-/// filesystem path (`flink.path`). Engines read these keys exactly as written.
-const FORMAT_LOCATION_PARAMS: [&str; 8] = [
+/// properties the Iceberg catalogs copy into the metastore's parameters); Paimon's table
+/// location when kept in the properties (`paimon_location`); Hudi's table path as its Flink
+/// catalog stores it (`path`, which Flink reads before `sd.location`) and its base-path
+/// setting (`hoodie.base.path`); Delta's Flink connector path (`table-path`); and any Flink
+/// connector option stored by Flink's Hive catalog under its `flink.` prefix (`flink.path`,
+/// `flink.table-path`). Keys are compared without case: a check too many costs nothing, a
+/// check missed because one engine folds case would be a hole.
+const FORMAT_LOCATION_PARAMS: [&str; 12] = [
     "metadata_location",
     "previous_metadata_location",
     "write.data.path",
@@ -73,8 +77,37 @@ const FORMAT_LOCATION_PARAMS: [&str; 8] = [
     "write.object-storage.path",
     "write.folder-storage.path",
     "paimon_location",
+    "path",
+    "hoodie.base.path",
+    "table-path",
     "flink.path",
+    "flink.table-path",
 ];
+
+/// The partitions of `PartitionSpecWithSharedSD` structs (1: partitions, 2: sd) lie at the
+/// shared `sd.location` (field 2) followed by each partition's `relativePath` (field 4),
+/// joined as plain strings — `s3://b/t` and `x/p=1` make `s3://b/tx/p=1`, a sibling of the
+/// table — and an absent string joins as Java's `null`, as the metastore joins them.
+pub fn shared_sd_locations(specs: &[Value]) -> Vec<String> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("null").to_string();
+    let mut out = Vec::new();
+    for spec in specs {
+        let base = text(spec.path(&[2, 2]));
+        let parts = spec.field(1).map(Value::as_list).unwrap_or_default();
+        for p in parts {
+            let l = format!("{base}{}", text(p.field(4)));
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    out
+}
+
+/// The parameters a table format's commit moves: Iceberg's metadata pointers. A change of
+/// only these, within the table's location, is a write of data (INSERT); any other carried
+/// location that changes is ALTER (and a storage check when it leaves the table).
+const COMMIT_PARAMS: [&str; 2] = ["metadata_location", "previous_metadata_location"];
 
 /// A database's locations (`Database` or `CreateDatabaseRequest`: 3 locationUri, 10
 /// managedLocationUri, Hive 4), non-empty and distinct.
@@ -96,11 +129,14 @@ pub fn database_locations(d: &Value) -> Vec<String> {
 pub fn table_locations(t: &Value) -> Vec<String> {
     let roots = data_locations(t);
     let mut out = roots.clone();
-    let params = t.field(9);
-    for key in FORMAT_LOCATION_PARAMS {
-        let Some(l) = params.and_then(|p| p.map_get(key)).and_then(Value::as_str) else {
-            continue;
-        };
+    let params = t.field(9).map(Value::as_map).unwrap_or_default();
+    let carried = FORMAT_LOCATION_PARAMS.iter().flat_map(|key| {
+        params
+            .iter()
+            .filter(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(key)))
+    });
+    for (_, v) in carried {
+        let Some(l) = v.as_str() else { continue };
         let l = l.trim();
         let inside = roots.iter().any(|root| location_is_under(l, root));
         if !l.is_empty() && !inside && !out.iter().any(|o| o == l) {
@@ -309,12 +345,13 @@ impl Ctx<'_> {
     async fn partition_needs(
         &self,
         paths: &[Path],
+        joined: &[String],
         table: &Object,
         facts: &FactsStore,
     ) -> Result<Vec<StorageNeed>, ClassifyError> {
         let mut locs = Vec::new();
         for p in paths {
-            for l in self.strings(p)? {
+            for l in self.strings(p)?.into_iter().chain(joined.iter().cloned()) {
                 if !l.is_empty() && !locs.contains(&l) {
                     locs.push(l);
                 }
@@ -550,11 +587,13 @@ pub async fn classify(
             db,
             table,
             locations,
+            shared_sd,
         } => {
+            let joined = shared_sd_locations(&c.values(shared_sd)?);
             let mut out = Vec::new();
             for t in c.tables(db, table)? {
                 let mut cl = one(Operation::AddPartitions { table: t.clone() }, &t);
-                cl.storage = c.partition_needs(locations, &t, facts).await?;
+                cl.storage = c.partition_needs(locations, &joined, &t, facts).await?;
                 cl.location = cl.storage.first().map(|n| n.location.clone());
                 out.push(cl);
             }
@@ -575,7 +614,7 @@ pub async fn classify(
                     },
                     &t,
                 );
-                cl.storage = c.partition_needs(locations, &t, facts).await?;
+                cl.storage = c.partition_needs(locations, &[], &t, facts).await?;
                 cl.location = cl.storage.first().map(|n| n.location.clone());
                 out.push(cl);
             }
@@ -749,7 +788,9 @@ fn without_stats(params: Option<&Value>, format_params: bool) -> Value {
             .iter()
             .filter(|(k, _)| {
                 !k.as_str().is_some_and(|k| {
-                    is_stats_param(k) || (format_params && FORMAT_LOCATION_PARAMS.contains(&k))
+                    is_stats_param(k)
+                        || (format_params
+                            && COMMIT_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(k)))
                 })
             })
             .cloned()
@@ -781,9 +822,12 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
         changes.push(AlterKind::Owner);
     }
     // A location changes — or what a later drop deletes there (external to managed).
-    if table_locations(new) != table_locations(current)
-        || deletes_on_drop(new) != deletes_on_drop(current)
-    {
+    let sorted = |v: &Value| {
+        let mut l = table_locations(v);
+        l.sort_unstable();
+        l
+    };
+    if sorted(new) != sorted(current) || deletes_on_drop(new) != deletes_on_drop(current) {
         changes.push(AlterKind::Location);
     }
     // Everything else: names, owner and locations are judged above; statistics and a table

@@ -104,10 +104,14 @@ pub enum Rule {
     },
     /// Add or append partitions: INSERT (paths may use `EACH`). `locations`: where the
     /// partitions' own storage locations sit (checked when outside the table's location).
+    /// `shared_sd`: where `PartitionSpecWithSharedSD` structs sit (empty: none); each of their
+    /// partitions lies at the shared `sd.location` followed by its `relativePath`, joined as
+    /// plain strings, as the metastore joins them.
     AddPartitions {
         db: Path,
         table: Path,
         locations: &'static [Path],
+        shared_sd: Path,
     },
     /// Alter partitions or their column statistics: INSERT when only statistics change.
     AlterPartitions {

@@ -211,6 +211,46 @@ def test_a_created_table_is_owned_by_its_creator(guard, metastore):
     assert admin.revoke_privileges(tt.PrivilegeBag([grant]))
 
 
+def test_exchanging_partitions_needs_both_tables_owned(guard, metastore):
+    """exchange_partition moves a partition's files from one table to another: the caller
+    must own both (an admin may do it for anyone)."""
+    admin = connect(guard.port, "admin")
+    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
+    grant = tt.HiveObjectPrivilege(db_obj, "david", tt.PrincipalType.USER,
+                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
+                                                         tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    david = connect(guard.port, "david")
+
+    def partitioned(name, creator):
+        t = table(name)
+        t.partitionKeys = [tt.FieldSchema("ds", "string", "")]
+        creator.create_table(t)
+
+    partitioned("ex_src", david)
+    partitioned("ex_dst", david)
+    partitioned("ex_admins", admin)
+    sd = david.get_table(DB, "ex_src").sd
+    for v in ("1", "2"):
+        sd.location = f"{sd.location.split('/ds=')[0]}/ds={v}"
+        david.add_partition(tt.Partition(values=[v], dbName=DB, tableName="ex_src", sd=sd,
+                                         parameters={}))
+    mary = connect(guard.port, "mary")
+    denied(lambda: mary.exchange_partition({"ds": "1"}, DB, "ex_src", DB, "ex_dst"),
+           "mary", "ownership")
+    denied(lambda: david.exchange_partition({"ds": "1"}, DB, "ex_src", DB, "ex_admins"),
+           "david", "ownership", f"{DB}.ex_admins")
+    david.exchange_partition({"ds": "1"}, DB, "ex_src", DB, "ex_dst")
+    with hms.hms_client(metastore.port) as direct:
+        assert direct.get_partition_names(DB, "ex_src", -1) == ["ds=2"]
+        assert direct.get_partition_names(DB, "ex_dst", -1) == ["ds=1"]
+        assert direct.get_partition_names(DB, "ex_admins", -1) == []
+    for t in ("ex_src", "ex_dst"):
+        david.drop_table(DB, t, False)
+    admin.drop_table(DB, "ex_admins", False)
+    assert admin.revoke_privileges(tt.PrivilegeBag([grant]))
+
+
 def test_replies_reveal_only_what_the_caller_may_see(guard):
     """Whole tables need SELECT (a writer holding only INSERT sees names, not columns or
     locations); grant reads name only the caller's own groups."""

@@ -251,6 +251,10 @@ def _table(tt, db, name, location, params=None, partitioned=False, external=True
                     tableType="EXTERNAL_TABLE")
 
 
+def carrier_table(key):
+    return "p_" + key.replace(".", "_").replace("-", "_")
+
+
 def test_every_location_carrier_is_checked(storage, lab, metastore):
     """Every place a call can name a location, against moto: the caller's role (the account
     default: read/write defloc/ and temp/ only) must reach it. Allowed where it may, refused
@@ -269,8 +273,10 @@ def test_every_location_carrier_is_checked(storage, lab, metastore):
         ("metadata_location", f"{home}/ice/{meta}", f"{protected}/{meta}"),
         ("paimon_location", f"{home}/pai", f"{protected}/pai"),
         ("flink.path", f"{home}/fl", f"{protected}/fl"),
+        ("path", f"{home}/hudi", f"{protected}/hudi"),  # Hudi's Flink catalog
+        ("flink.table-path", f"{home}/delta", f"{protected}/delta"),  # Delta's, via Flink
     ]:
-        name = key.replace(".", "_")
+        name = carrier_table(key)
         with pytest.raises(tt.MetaException, match="storage"):
             admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: bad}))
         admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: good}))
@@ -297,12 +303,36 @@ def test_every_location_carrier_is_checked(storage, lab, metastore):
     moved.sd.location = f"{protected}/p1"
     with pytest.raises(tt.MetaException, match="storage"):
         admin.alter_partition(db, "parts", moved)
+    renamed = admin.get_partition(db, "parts", ["2"])
+    renamed.values = ["2b"]
+    renamed.sd.location = f"{protected}/p2b"
+    with pytest.raises(tt.MetaException, match="storage"):
+        admin.rename_partition(db, "parts", ["2"], renamed)
+
+    # A spec with a shared storage descriptor: each partition lies at the shared location
+    # followed by its relative path, joined as plain strings by the metastore.
+    def shared_spec(root, rels):
+        sd = admin.get_table(db, "parts").sd
+        sd.location = root
+        return tt.PartitionSpec(
+            dbName=db, tableName="parts", rootPath=root,
+            sharedSDPartitionSpec=tt.PartitionSpecWithSharedSD(
+                sd=sd, partitions=[tt.PartitionWithoutSD(values=[v], relativePath=r,
+                                                         parameters={})
+                                   for v, r in rels]))
+
+    assert admin.add_partitions_pspec([shared_spec(f"{home}/parts", [("6", "/ds=6")])]) == 1
+    for root, rel in [("s3a://datalake/temp", "orary/p7"),  # temp + orary: a sibling
+                      ("s3a://datalake/temp", "/../datawarehouse/secret/p7")]:
+        with pytest.raises(tt.MetaException, match="storage|location"):
+            admin.add_partitions_pspec([shared_spec(root, [("7", rel)])])
+    keys = ["metadata_location", "paimon_location", "flink.path", "path", "flink.table-path"]
     with hms.hms_client(metastore.port) as c:
-        assert sorted(c.get_partition_names(db, "parts", -1)) == ["ds=1", "ds=2"]
-        for name, key in [("metadata_location", "metadata_location"),
-                          ("paimon_location", "paimon_location"), ("flink_path", "flink.path")]:
-            assert protected not in c.get_table(db, name).parameters[key]
+        assert sorted(c.get_partition_names(db, "parts", -1)) == ["ds=1", "ds=2", "ds=6"]
+        assert c.get_partition(db, "parts", ["6"]).sd.location == f"{home}/parts/ds=6"
+        for key in keys:
+            assert protected not in c.get_table(db, carrier_table(key)).parameters[key]
         assert c.get_partition(db, "parts", ["1"]).sd.location == f"{home}/parts/ds=1"
-    for t in ("metadata_location", "paimon_location", "flink_path", "parts"):
+    for t in [carrier_table(k) for k in keys] + ["parts"]:
         admin.drop_table(db, t, False)
     admin.drop_database(db, False, False)
