@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, CONFIG_ENV};
+use crate::settings::Settings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -161,8 +162,7 @@ pub fn main() -> ExitCode {
             if let Some(a) = admin_listen {
                 cfg.admin.listen = a;
             }
-            let errors = cfg.validate();
-            if !errors.is_empty() {
+            if let Err(errors) = Settings::resolve(cfg.clone()) {
                 report(&source, &errors);
                 return ExitCode::from(2);
             }
@@ -183,12 +183,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Loads and validates a config file; on errors, prints every one (exit code 2).
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|errors| {
-        report(&path.display().to_string(), &errors);
-        ExitCode::from(2)
-    })
+/// Loads, validates and resolves a config file; on errors, prints every one (exit code 2).
+fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
+    Config::load(path)
+        .and_then(Settings::resolve)
+        .map_err(|errors| {
+            report(&path.display().to_string(), &errors);
+            ExitCode::from(2)
+        })
 }
 
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -380,7 +380,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
@@ -587,12 +587,6 @@ impl Config {
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
             ));
         }
-        if self.identity.mode == IdentityMode::Pinned && self.pinned_identity().0.is_empty() {
-            errors.push(err(
-                "identity.pinned_user",
-                "required when identity.mode = \"pinned\" (or set HMS_GUARD_PINNED_USER)",
-            ));
-        }
         if self.authz.admin_role.is_empty() {
             errors.push(err("authz.admin_role", "must not be empty"));
         }
@@ -630,33 +624,6 @@ impl Config {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }
         errors
-    }
-
-    /// The pinned user and groups, environment overrides applied.
-    pub fn pinned_identity(&self) -> (String, Vec<String>) {
-        let user = std::env::var("HMS_GUARD_PINNED_USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| self.identity.pinned_user.clone());
-        let groups = match std::env::var("HMS_GUARD_PINNED_GROUPS") {
-            Ok(g) => g
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-            Err(_) => self.identity.pinned_groups.clone(),
-        };
-        (user, groups)
-    }
-
-    /// Parsed upstream URIs (valid after `validate`).
-    pub fn upstream_uris(&self) -> Vec<ThriftUri> {
-        self.upstream
-            .uris
-            .iter()
-            .filter_map(|u| ThriftUri::parse(u).ok())
-            .collect()
     }
 }
 

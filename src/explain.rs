@@ -12,11 +12,12 @@ use std::sync::Arc;
 use crate::authz::{Object, Privilege};
 use crate::codec::value::Value;
 use crate::codec::{MessageHeader, MessageType};
-use crate::config::{ms, Config, IdentityMode};
+use crate::config::IdentityMode;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::Metrics;
 use crate::policy::{Guard, Verdict};
 use crate::router::{self, Path, Rule, EACH};
+use crate::settings::Settings;
 use crate::upstream::Upstreams;
 
 /// What to explain (README.md, command line).
@@ -249,36 +250,29 @@ async fn build_args(
 }
 
 /// The identity the proxy would give this user.
-fn identity_of(config: &Config, r: &Request) -> Identity {
-    let (pinned_user, pinned_groups) = config.pinned_identity();
+fn identity_of(settings: &Settings, r: &Request) -> Identity {
+    let id = &settings.identity;
     let groups = if !r.groups.is_empty() {
         r.groups.clone()
-    } else if config.identity.mode == IdentityMode::Pinned && pinned_user == r.user {
-        pinned_groups
+    } else if id.mode == IdentityMode::Pinned && id.pinned.user == r.user {
+        id.pinned.groups.clone()
     } else {
-        config
-            .identity
-            .groups
-            .get(&r.user)
-            .cloned()
-            .unwrap_or_default()
+        id.groups.get(&r.user).cloned().unwrap_or_default()
     };
     Identity::new(&r.user, &groups, IdentitySource::SetUgi)
 }
 
 /// Explains one decision against the configured metastore.
-pub async fn explain(config: &Config, r: &Request) -> Result<Explained, String> {
+pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, String> {
+    let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
-    let upstreams = Upstreams::new(
-        config.upstream_uris(),
-        ms(config.upstream.connect_timeout_ms),
-    );
+    let upstreams = Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
     let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
     let guard = Guard::new(config, upstreams, metrics, storage);
-    let method = router::route(&r.method, config.upstream.metastore_version.bits());
-    let identity = identity_of(config, r);
+    let method = router::route(&r.method, settings.upstream.versions);
+    let identity = identity_of(settings, r);
     let (args, notes) = match method {
         Some(m) => build_args(&guard, &m.rule, r).await?,
         None => (Value::Struct(Vec::new()), Vec::new()),

@@ -1,4 +1,5 @@
-//! Who is calling: the identity the proxy owns for each connection (docs/AUTHORIZATION.md, identity).
+//! The identity stage: who is calling. Each connection owns an identity — pinned by the
+//! configuration, or claimed with `set_ugi`, which the proxy answers itself (docs/AUTHORIZATION.md).
 
 use std::fmt;
 
@@ -67,4 +68,47 @@ impl fmt::Display for Identity {
         }
         Ok(())
     }
+}
+
+/// `set_ugi`, answered by the proxy: in `set_ugi` mode the claimed user becomes the
+/// connection's identity (groups from the configuration, or those claimed when client groups
+/// are trusted); pinned, nothing changes. Returns the connection's identity after the call and
+/// the reply — what the metastore itself answers: the group names the client sent.
+pub fn set_ugi(
+    settings: &crate::settings::IdentitySettings,
+    current: &Identity,
+    transport: crate::transport::Transport,
+    header: &crate::codec::MessageHeader,
+    args: &crate::codec::value::Value,
+) -> (Identity, bytes::BytesMut) {
+    use crate::codec::reader::Ty;
+    use crate::codec::writer::Writer;
+    use crate::codec::MessageType;
+    use crate::config::IdentityMode;
+    use crate::policy::args::strings_at;
+    let claimed = strings_at(args, &[1]).into_iter().next();
+    let claimed_groups = strings_at(args, &[2, crate::router::EACH]);
+    let identity = match (settings.mode, claimed) {
+        (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
+            let groups = settings.groups_of(&user, &claimed_groups);
+            let id = Identity::new(&user, &groups, IdentitySource::SetUgi);
+            tracing::info!(user = %id.user, groups = ?id.groups, "identity from set_ugi");
+            id
+        }
+        (IdentityMode::Pinned, claimed) if claimed.as_deref() != Some(current.user.as_str()) => {
+            tracing::debug!(claimed = ?claimed, pinned = %current.user, "set_ugi ignored: identity is pinned");
+            current.clone()
+        }
+        _ => current.clone(),
+    };
+    let mut w = Writer::new(transport.protocol);
+    w.message(&header.name, MessageType::Reply, header.seqid)
+        .struct_begin();
+    w.field(Ty::List, 0)
+        .list_begin(Ty::String, claimed_groups.len());
+    for n in &claimed_groups {
+        w.string(n.as_bytes());
+    }
+    w.struct_end();
+    (identity, w.finish(transport.framed))
 }

@@ -43,6 +43,7 @@ pub mod policy;
 pub mod router;
 pub mod schema;
 pub mod server;
+pub mod settings;
 pub mod storage;
 pub mod telemetry;
 pub mod transport;
@@ -86,32 +87,42 @@ impl Running {
 }
 
 /// Binds the Thrift and admin listeners and starts serving; shuts down when `shutdown` turns
-/// true. Used by `run` and by tests.
+/// true. Used by `run` and by tests. The configuration is resolved here, once.
 pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> std::io::Result<Running> {
+    start_with(config, None, shutdown).await
+}
+
+/// `start`, with authorization's facts from `facts` instead of the metastore (tests script
+/// them).
+pub async fn start_with(
+    config: Config,
+    facts: Option<Box<dyn facts::FactsSource>>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Running> {
+    let settings = settings::Settings::resolve(config).map_err(|errors| {
+        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, all.join("; "))
+    })?;
     let metrics = Arc::new(Metrics::new());
-    let storage = storage::StorageGuard::new(&config.storage, metrics.clone())
+    let storage = storage::StorageGuard::new(&settings.config.storage, metrics.clone())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let admin_listen = settings.admin_listen;
     let shared = Arc::new(
-        Shared::new(config, metrics.clone(), storage)
+        Shared::new(settings, metrics.clone(), storage, facts)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;
-    let admin = if shared.config.admin.listen.is_empty() {
-        None
-    } else {
-        let addr = shared
-            .config
-            .admin
-            .listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let admin = admin::Admin::bind(addr, metrics.clone(), shared.upstreams.clone()).await?;
-        let addr = admin.local_addr()?;
-        info!(admin = %addr, "admin listening");
-        tokio::spawn(admin.run(shutdown.clone()));
-        Some(addr)
+    let admin = match admin_listen {
+        None => None,
+        Some(addr) => {
+            let admin = admin::Admin::bind(addr, metrics.clone(), shared.upstreams.clone()).await?;
+            let addr = admin.local_addr()?;
+            info!(admin = %addr, "admin listening");
+            tokio::spawn(admin.run(shutdown.clone()));
+            Some(addr)
+        }
     };
     let server = tokio::spawn(server.run(shutdown));
     Ok(Running {

@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
-use crate::config::ms;
 use crate::connection::{self, Shared};
 use crate::metrics::KindLabels;
 
@@ -23,13 +22,7 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(shared: Arc<Shared>) -> std::io::Result<Server> {
-        let addr: SocketAddr = shared
-            .config
-            .server
-            .listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(shared.settings.listen).await?;
         Ok(Server { listener, shared })
     }
 
@@ -40,9 +33,9 @@ impl Server {
     /// Serves until `shutdown` turns true, then drains connections for up to
     /// `server.shutdown_grace_ms`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let max = self.shared.config.server.max_connections;
+        let max = self.shared.settings.server.max_connections;
         let permits = Arc::new(Semaphore::new(max));
-        let max_per_client = self.shared.config.server.max_connections_per_client;
+        let max_per_client = self.shared.settings.server.max_connections_per_client;
         let per_client: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
         let next_id = AtomicU64::new(1);
         let metrics = self.shared.metrics.clone();
@@ -94,7 +87,7 @@ impl Server {
             });
         }
         drop(self.listener);
-        let grace = ms(self.shared.config.server.shutdown_grace_ms);
+        let grace = self.shared.settings.server.shutdown_grace;
         let active = max - permits.available_permits();
         info!(
             active,

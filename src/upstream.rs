@@ -1,19 +1,34 @@
-//! Upstream metastore connections: URIs tried in order, failover on connect failure, bounded
-//! connect time.
+//! The upstream stage: connections to the real metastore.
+//!
+//! `Upstreams` is the configured list of metastores, tried in failover order with a bounded
+//! connect time. `UpstreamConn` is one open connection: it sends a message, reads one whole
+//! reply within a limit, or streams a reply to the client, and keeps the metastore session's
+//! identity (`set_ugi`) in step with the caller's. Client connections and the facts client
+//! both talk to the metastore only through it.
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 
+use crate::codec::reader::Ty;
+use crate::codec::writer::Writer;
+use crate::codec::{Limits, MessageType, Scan, ScanError};
 use crate::config::ThriftUri;
+use crate::error::UpstreamError;
+use crate::framing::MessageWalker;
+use crate::identity::Identity;
+use crate::transport::Transport;
 
 /// The configured metastores and how to reach them.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     uris: Vec<ThriftUri>,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 /// Every connect attempt failed.
@@ -36,11 +51,8 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {}
 
 impl Upstreams {
-    pub fn new(uris: Vec<ThriftUri>, connect_timeout: Duration) -> Self {
-        Upstreams {
-            uris,
-            connect_timeout,
-        }
+    pub fn new(uris: Vec<ThriftUri>, timeouts: Timeouts) -> Self {
+        Upstreams { uris, timeouts }
     }
 
     pub fn uris(&self) -> &[ThriftUri] {
@@ -61,14 +73,14 @@ impl Upstreams {
 
     async fn connect_one(&self, uri: &ThriftUri) -> io::Result<TcpStream> {
         let addrs = tokio::time::timeout(
-            self.connect_timeout,
+            self.timeouts.connect,
             tokio::net::lookup_host((uri.host.as_str(), uri.port)),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "name lookup timed out"))??;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
         for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     s.set_nodelay(true)?;
                     return Ok(s);
@@ -79,7 +91,7 @@ impl Upstreams {
                         io::ErrorKind::TimedOut,
                         format!(
                             "connect to {addr} timed out after {} ms",
-                            self.connect_timeout.as_millis()
+                            self.timeouts.connect.as_millis()
                         ),
                     )
                 }
@@ -87,4 +99,295 @@ impl Upstreams {
         }
         Err(last)
     }
+}
+
+/// How long the metastore gets: to connect (per resolved address), to take a request, and to
+/// send the next byte of a reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub write: Duration,
+    pub read: Duration,
+}
+
+/// Bytes a connection keeps allocated while idle; a larger buffer is released.
+const IDLE_BUFFER_KEEP: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A reply streamed to the client failed.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The metastore failed; `flushed`: part of the reply already reached the client, so no
+    /// clean answer is possible.
+    Upstream { err: UpstreamError, flushed: bool },
+    /// Writing to the client failed: nobody to answer.
+    ClientGone,
+}
+
+/// A reply streamed through: when it was complete and how many bytes went to the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Streamed {
+    pub upstream_time: Duration,
+    pub bytes: u64,
+}
+
+/// One open connection to a metastore: its socket, its read buffer and the bounded walker
+/// that finds where each reply ends, and the identity last sent on it with `set_ugi`.
+/// Used by the client connections and by the facts client alike.
+pub struct UpstreamConn {
+    stream: TcpStream,
+    uri: ThriftUri,
+    transport: Transport,
+    buf: BytesMut,
+    walker: MessageWalker,
+    timeouts: Timeouts,
+    ugi: Option<Identity>,
+}
+
+impl UpstreamConn {
+    /// Connects to the first reachable metastore (failover order), speaking `transport`,
+    /// reading replies within `limits`.
+    pub async fn open(
+        upstreams: &Upstreams,
+        transport: Transport,
+        limits: Limits,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let (stream, uri) = upstreams.connect().await?;
+        Ok(UpstreamConn {
+            stream,
+            uri: uri.clone(),
+            transport,
+            buf: BytesMut::new(),
+            walker: MessageWalker::new(transport, limits),
+            timeouts: upstreams.timeouts,
+            ugi: None,
+        })
+    }
+
+    pub fn uri(&self) -> &ThriftUri {
+        &self.uri
+    }
+
+    /// The identity this connection's metastore session carries (`set_ugi` sent), if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.ugi.as_ref()
+    }
+
+    /// Bytes received beyond the last whole reply (a metastore sends none between calls).
+    pub fn has_unread(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Sends one whole message (`method` names it in errors).
+    pub async fn send(&mut self, bytes: &[u8], method: &str) -> Result<(), UpstreamError> {
+        let write = timeout(self.timeouts.write, self.stream.write_all(bytes)).await;
+        let err = match write {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no progress within {} ms", self.timeouts.write.as_millis()),
+            ),
+        };
+        Err(UpstreamError::Write {
+            uri: self.uri.to_string(),
+            method: method.to_string(),
+            err,
+        })
+    }
+
+    /// Reads more reply bytes, within the read timeout; an error names what ended it.
+    async fn fill(&mut self, method: &str) -> Result<(), UpstreamError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let read = timeout(self.timeouts.read, self.stream.read_buf(&mut self.buf)).await;
+        Err(match read {
+            Ok(Ok(0)) => UpstreamError::Closed {
+                uri: self.uri.to_string(),
+                method: method.to_string(),
+            },
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(err)) => UpstreamError::Read {
+                uri: self.uri.to_string(),
+                method: method.to_string(),
+                err,
+            },
+            Err(_) => UpstreamError::Timeout {
+                uri: self.uri.to_string(),
+                method: method.to_string(),
+                ms: self.timeouts.read.as_millis() as u64,
+            },
+        })
+    }
+
+    /// Walks the buffered bytes from `walked` on (advancing it); `true` when a whole message
+    /// of `walked` bytes is buffered.
+    fn walk(&mut self, walked: &mut usize, method: &str) -> Result<bool, UpstreamError> {
+        if *walked >= self.buf.len() {
+            return Ok(false);
+        }
+        match self.walker.advance(&self.buf[*walked..]) {
+            Ok(Scan::Complete(n)) => {
+                *walked += n;
+                Ok(true)
+            }
+            Ok(Scan::NeedMore(n)) => {
+                *walked += n;
+                Ok(false)
+            }
+            Err(err) => Err(UpstreamError::Protocol {
+                uri: self.uri.to_string(),
+                method: method.to_string(),
+                err,
+            }),
+        }
+    }
+
+    /// The walked header, as an error unless it answers `method`/`seqid` (a REPLY or an
+    /// EXCEPTION to that call).
+    fn check_answers(&self, method: &str, seqid: i32) -> Result<(), UpstreamError> {
+        let Some(h) = self.walker.header() else {
+            return Err(UpstreamError::Protocol {
+                uri: self.uri.to_string(),
+                method: method.to_string(),
+                err: ScanError::Truncated,
+            });
+        };
+        let answers = h.name == method
+            && h.seqid == seqid
+            && matches!(h.kind, MessageType::Reply | MessageType::Exception);
+        if answers {
+            return Ok(());
+        }
+        Err(UpstreamError::Mismatch {
+            uri: self.uri.to_string(),
+            method: method.to_string(),
+            seqid,
+            got_method: h.name.clone(),
+            got_seqid: h.seqid,
+            got_kind: format!("{:?}", h.kind),
+        })
+    }
+
+    /// Reads one whole reply to `method`/`seqid`, at most `limit` bytes, and takes it out of
+    /// the buffer. A reply that does not answer that call is an error.
+    pub async fn read_reply(
+        &mut self,
+        method: &str,
+        seqid: i32,
+        limit: u64,
+    ) -> Result<(BytesMut, MessageType), UpstreamError> {
+        self.walker.reset();
+        let mut walked = 0usize;
+        loop {
+            if self.walk(&mut walked, method)? {
+                self.check_answers(method, seqid)?;
+                let kind = self.walker.header().map_or(MessageType::Reply, |h| h.kind);
+                return Ok((self.buf.split_to(walked), kind));
+            }
+            if walked as u64 > limit {
+                return Err(UpstreamError::Protocol {
+                    uri: self.uri.to_string(),
+                    method: method.to_string(),
+                    err: ScanError::TooLarge { limit },
+                });
+            }
+            self.fill(method).await?;
+        }
+    }
+
+    /// Streams the reply to `method`/`seqid` to `client` as it arrives: up to `hold` bytes
+    /// are held back, so that a failure early in the reply can still be answered cleanly;
+    /// nothing reaches the client before the reply is known to answer this call.
+    pub async fn stream_reply<W: AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut W,
+        client_write_timeout: Duration,
+        method: &str,
+        seqid: i32,
+        hold: usize,
+        sent: Instant,
+    ) -> Result<Streamed, StreamError> {
+        self.walker.reset();
+        let mut walked = 0usize;
+        let mut flushed = false;
+        let mut bytes = 0u64;
+        let up = |err, flushed| StreamError::Upstream { err, flushed };
+        loop {
+            let complete = self.walk(&mut walked, method).map_err(|e| up(e, flushed))?;
+            if complete || walked >= hold {
+                self.check_answers(method, seqid)
+                    .map_err(|e| up(e, flushed))?;
+                let upstream_time = sent.elapsed();
+                match timeout(client_write_timeout, client.write_all(&self.buf[..walked])).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(StreamError::ClientGone),
+                }
+                bytes += walked as u64;
+                self.buf.advance(walked);
+                walked = 0;
+                flushed = true;
+                if complete {
+                    return Ok(Streamed {
+                        upstream_time,
+                        bytes,
+                    });
+                }
+            }
+            self.fill(method).await.map_err(|e| up(e, flushed))?;
+        }
+    }
+
+    /// Makes this connection's metastore session carry `identity`: sends `set_ugi` unless it
+    /// already does (`before` names the call it precedes, for errors). An anonymous identity
+    /// sends nothing.
+    pub async fn ensure_identity(
+        &mut self,
+        identity: &Identity,
+        before: &str,
+    ) -> Result<(), UpstreamError> {
+        if identity.is_anonymous() || self.ugi.as_ref() == Some(identity) {
+            return Ok(());
+        }
+        let call = format!("set_ugi (before {before})");
+        let msg = set_ugi_call(self.transport, &identity.user, &identity.groups);
+        self.send(&msg, &call).await?;
+        let (reply, kind) = self.read_reply("set_ugi", 0, SET_UGI_REPLY_LIMIT).await?;
+        if kind != MessageType::Reply {
+            return Err(UpstreamError::Closed {
+                uri: format!("{} (set_ugi refused: {} bytes)", self.uri, reply.len()),
+                method: before.to_string(),
+            });
+        }
+        self.ugi = Some(identity.clone());
+        Ok(())
+    }
+
+    /// Resolves when the metastore closes (or breaks) this idle connection: a metastore sends
+    /// nothing between calls, so any readable state means it is gone. Releases a large idle
+    /// buffer first.
+    pub async fn closed(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_KEEP {
+            self.buf = BytesMut::new();
+        }
+        let mut probe = [0u8; 1];
+        let _ = self.stream.peek(&mut probe).await;
+    }
+}
+
+/// Largest `set_ugi` reply taken (a list of group names).
+const SET_UGI_REPLY_LIMIT: u64 = 1024 * 1024;
+
+/// A `set_ugi(user, groups)` call message (sequence id 0), framed as `transport` frames.
+pub fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> BytesMut {
+    let mut w = Writer::new(transport.protocol);
+    w.message("set_ugi", MessageType::Call, 0).struct_begin();
+    w.field(Ty::String, 1).string(user.as_bytes());
+    w.field(Ty::List, 2).list_begin(Ty::String, groups.len());
+    for g in groups {
+        w.string(g.as_bytes());
+    }
+    w.struct_end();
+    w.finish(transport.framed)
 }

@@ -267,11 +267,16 @@ fn alter_table_diff() {
 /// A facts store whose metastore cannot be reached (port 1): any lookup fails.
 fn unreachable_facts() -> hms_guard::facts::FactsStore {
     use hms_guard::config::ThriftUri;
-    use hms_guard::facts::{ClientConfig, FactsStore, MetaClient};
+    use hms_guard::facts::{ClientConfig, FactsStore, MetaClient, MetaSource};
     use std::time::Duration;
+    let t = Duration::from_millis(200);
     let up = hms_guard::upstream::Upstreams::new(
         vec![ThriftUri::parse("thrift://127.0.0.1:1").unwrap()],
-        Duration::from_millis(200),
+        hms_guard::upstream::Timeouts {
+            connect: t,
+            write: t,
+            read: t,
+        },
     );
     let client = MetaClient::new(
         up,
@@ -282,11 +287,12 @@ fn unreachable_facts() -> hms_guard::facts::FactsStore {
             max_idle: 1,
         },
     );
+    let metrics = std::sync::Arc::new(hms_guard::metrics::Metrics::new());
     FactsStore::new(
-        client,
+        Box::new(MetaSource::new(client, metrics.clone())),
         Duration::from_secs(30),
         64,
-        std::sync::Arc::new(hms_guard::metrics::Metrics::new()),
+        metrics,
     )
 }
 

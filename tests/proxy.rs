@@ -403,8 +403,10 @@ async fn large_reply_streams_through() {
 }
 
 #[tokio::test]
-async fn idle_upstream_close_closes_the_client() {
-    // The upstream answers one call and then closes while idle.
+async fn an_idle_upstream_closed_is_opened_again_at_the_next_call() {
+    // The upstream answers one call per connection and then closes it while idle (a
+    // metastore restart): the client's connection stays, its next call gets a new upstream
+    // connection.
     let up = Upstream::start(
         B,
         false,
@@ -415,9 +417,49 @@ async fn idle_upstream_close_closes_the_client() {
     .await;
     let proxy = proxy_to(&[up.uri()]).await;
     let mut c = proxy.connect().await;
-    let (h, _) = roundtrip(&mut c, &call(B, "getVersion", 1, &[]), B, false).await;
-    assert_eq!(h.kind, MessageType::Reply);
-    assert!(read_to_eof(&mut c).await.is_empty());
+    for seqid in 1..=3 {
+        let (h, _) = roundtrip(&mut c, &call(B, "getVersion", seqid, &[]), B, false).await;
+        assert_eq!((h.kind, h.seqid), (MessageType::Reply, seqid));
+        // Let the proxy see the close while the client is idle.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !proxy.metrics_text().contains(&format!(
+            "hms_guard_upstream_errors_total{{kind=\"closed_idle\"}} {seqid}"
+        )) {
+            assert!(Instant::now() < deadline, "{}", proxy.metrics_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(*up.connections.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_idle_upstream_gone_fails_over_at_the_next_call() {
+    // The first metastore goes away while the client is idle; the next call goes to the
+    // second, on the same client connection.
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = first.local_addr().unwrap();
+    let second = Upstream::echo(B, false).await;
+    let proxy = proxy_to(&[format!("thrift://{first_addr}"), second.uri()]).await;
+    let mut c = proxy.connect().await;
+    let serve_one = tokio::spawn(async move {
+        let (mut s, _) = first.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let (h, _) = read_message(&mut s, &mut buf, B, false).await.unwrap();
+        s.write_all(&string_reply(B, &h.name, h.seqid, "first"))
+            .await
+            .unwrap();
+        // Then the metastore dies: its connection and its listener are gone.
+        drop(s);
+        drop(first);
+    });
+    let (_, reply) = roundtrip(&mut c, &call(B, "getVersion", 1, &[]), B, false).await;
+    assert!(String::from_utf8_lossy(&reply).contains("first"));
+    serve_one.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (h, reply) = roundtrip(&mut c, &call(B, "getVersion", 2, &[]), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 2));
+    assert!(String::from_utf8_lossy(&reply).contains("echo:getVersion"));
+    assert_eq!(*second.connections.lock().unwrap(), 1);
 }
 
 #[tokio::test]

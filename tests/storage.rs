@@ -502,7 +502,10 @@ async fn probe_allows_and_denies_by_role() {
     let d = g
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        "{d:?}"
+    );
     for want in [
         "user mary",
         "may not write",
@@ -596,7 +599,7 @@ async fn no_role_and_other_schemes_make_no_aws_call() {
     })
     .await;
     let d = g.check("mary", &[], "hdfs://nn/warehouse/x", W).await;
-    assert!(d.allow && d.outcome == "not_s3_allowed");
+    assert!(d.allow && d.outcome == hms_guard::storage::StorageOutcome::NotS3Allowed);
     assert_eq!(aws.assume_count() + aws.s3_count(), 0);
 }
 
@@ -622,7 +625,10 @@ async fn cross_account_chain_with_external_id() {
     cfg.buckets.get_mut("partner-data").unwrap().external_id = "wrong-id".into();
     let (g, _) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://partner-data/shared/x", W).await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        "{d:?}"
+    );
     assert!(
         d.reason.contains("STS refused") && d.reason.contains(PARTNER),
         "{}",
@@ -765,7 +771,10 @@ async fn endpoint_down_denies_quickly() {
     let start = Instant::now();
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(
         d.reason.starts_with("storage check unavailable: "),
         "{}",
@@ -794,7 +803,10 @@ async fn slow_sts_times_out_within_the_deadline() {
     let start = Instant::now();
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(
         took >= Duration::from_millis(1_000) && took < Duration::from_millis(2_000),
         "took {took:?}"
@@ -811,7 +823,10 @@ async fn s3_errors_are_retried_then_unavailable() {
     };
     let (g, m) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(d.reason.contains("503"), "{}", d.reason);
     assert_eq!(aws.s3_count(), 3);
     assert_eq!(
@@ -832,7 +847,8 @@ async fn s3_errors_are_retried_then_unavailable() {
     aws.with(|s| s.s3_status = Some(404));
     let d = g.check("mary", &[], "s3a://datalake/defloc/other", W).await;
     assert!(
-        d.outcome == "unavailable" && d.reason.contains("1 attempt)"),
+        d.outcome == hms_guard::storage::StorageOutcome::Unavailable
+            && d.reason.contains("1 attempt)"),
         "{d:?}"
     );
     assert_eq!(
@@ -865,7 +881,10 @@ async fn simulate_method() {
     let d = g
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        "{d:?}"
+    );
     assert!(d.reason.contains("implicitDeny for s3:PutObject on arn:aws:s3:::datalake/datawarehouse/y/_hms_guard_probe"), "{}", d.reason);
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", R).await;
     assert!(d.allow, "{d:?}");

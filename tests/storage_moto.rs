@@ -162,7 +162,7 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
 
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     assert!(d.allow, "{d:?}");
-    assert_eq!(d.outcome, "allow");
+    assert_eq!(d.outcome, hms_guard::storage::StorageOutcome::Allow);
     assert_eq!(d.role_chain, vec![default_role.clone()]);
     assert!(
         g.check("mary", &[], "s3a://datalake/temp/t1/", W)
@@ -174,7 +174,7 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
     assert!(!d.allow, "{d:?}");
-    assert_eq!(d.outcome, "deny");
+    assert_eq!(d.outcome, hms_guard::storage::StorageOutcome::Deny);
     for want in [
         "user mary",
         "may not write",
@@ -217,7 +217,10 @@ async fn reads_are_checked_with_list_objects() {
     );
     // The default role has no s3:ListBucket on the archive bucket.
     let d = g.check("mary", &[], "s3://archive/2020/", R).await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        "{d:?}"
+    );
     assert!(d.reason.contains("ListObjectsV2"), "{}", d.reason);
 }
 
@@ -251,7 +254,10 @@ async fn cross_account_bucket_role_needs_the_right_external_id() {
     cfg.buckets.get_mut("partner-data").unwrap().external_id = "not-the-id".into();
     let (g, m) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://partner-data/shared/x", W).await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        "{d:?}"
+    );
     assert!(
         d.reason.contains("STS refused") && d.reason.contains(&s(f, &["roles", "subscriber"])),
         "{}",
@@ -350,7 +356,10 @@ async fn endpoint_down_denies_quickly() {
     let (g, m) = guard(&cfg).await;
     let start = Instant::now();
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(
         d.reason.starts_with("storage check unavailable: "),
         "{}",
@@ -386,7 +395,10 @@ async fn endpoint_down_denies_quickly() {
     let start = Instant::now();
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(took < Duration::from_millis(2_000), "{took:?}");
     held.abort();
 }

@@ -1,19 +1,15 @@
-//! The proxy's own metastore client: a small pool of binary connections, each opened with
-//! `set_ugi(service user)`, used to read grants, roles, tables and databases.
+//! The proxy's own metastore client: a small pool of binary connections (`UpstreamConn`),
+//! each opened with `set_ugi(service user)`, used to read grants, roles, tables and databases.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::codec::reader::{Reader, Ty};
 use crate::codec::writer::Writer;
-use crate::codec::{Limits, MessageType, Protocol, Scan};
-use crate::framing::MessageWalker;
+use crate::codec::{Limits, MessageType, Protocol};
+use crate::identity::{Identity, IdentitySource};
 use crate::transport::Transport;
-use crate::upstream::Upstreams;
+use crate::upstream::{UpstreamConn, Upstreams};
 
 /// Why a facts call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +41,8 @@ pub struct ClientConfig {
 pub struct MetaClient {
     upstreams: Upstreams,
     cfg: ClientConfig,
-    idle: Mutex<Vec<TcpStream>>,
+    service: Identity,
+    idle: Mutex<Vec<UpstreamConn>>,
 }
 
 const BINARY: Transport = Transport {
@@ -53,24 +50,30 @@ const BINARY: Transport = Transport {
     framed: false,
 };
 
+/// The sequence id of every facts call (one call at a time per connection).
+const SEQID: i32 = 1;
+
 impl MetaClient {
     pub fn new(upstreams: Upstreams, cfg: ClientConfig) -> Self {
+        let service = Identity::new(&cfg.service_user, &[], IdentitySource::Pinned);
         MetaClient {
             upstreams,
             cfg,
+            service,
             idle: Mutex::new(Vec::new()),
         }
     }
 
     /// Calls `method` with arguments written by `args` (fields of the args struct) and returns
     /// the reply message bytes, a successful REPLY (its result struct may hold an exception).
+    /// The whole call, connecting included, is bounded by the client's timeout.
     pub async fn call(
         &self,
         method: &str,
         args: impl FnOnce(&mut Writer),
     ) -> Result<Vec<u8>, FactsError> {
         let mut w = Writer::new(Protocol::Binary);
-        w.message(method, MessageType::Call, 1).struct_begin();
+        w.message(method, MessageType::Call, SEQID).struct_begin();
         args(&mut w);
         w.struct_end();
         let request = w.finish(false);
@@ -78,12 +81,20 @@ impl MetaClient {
             method: method.to_string(),
             message,
         };
-        let pooled = self.idle.lock().expect("pool lock").pop();
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => self.open().await.map_err(up_err)?,
+        let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+        let exchange = async {
+            // Facts calls only read: one that failed on a pooled connection (closed by a
+            // metastore restart or failover while idle) is made again on a new one.
+            let retry = pooled.is_some();
+            match self.exchange(pooled, &request, method).await {
+                Err(e) if retry => {
+                    tracing::debug!(error = %e, method, "pooled facts connection failed; retrying on a new one");
+                    self.exchange(None, &request, method).await
+                }
+                r => r,
+            }
         };
-        let reply = tokio::time::timeout(self.cfg.timeout, self.exchange(&mut stream, &request))
+        let (conn, reply) = tokio::time::timeout(self.cfg.timeout, exchange)
             .await
             .map_err(|_| {
                 up_err(format!(
@@ -92,65 +103,51 @@ impl MetaClient {
                 ))
             })?
             .map_err(up_err)?;
-        let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < self.cfg.max_idle {
-            idle.push(stream);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.cfg.max_idle {
+                idle.push(conn);
+            }
         }
-        drop(idle);
-        Ok(reply)
+        Ok(reply.to_vec())
     }
 
-    async fn open(&self) -> Result<TcpStream, String> {
-        let (mut stream, _) = tokio::time::timeout(self.cfg.timeout, self.upstreams.connect())
+    /// One call on `conn` (or a new connection).
+    async fn exchange(
+        &self,
+        conn: Option<UpstreamConn>,
+        request: &[u8],
+        method: &str,
+    ) -> Result<(UpstreamConn, bytes::BytesMut), String> {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => self.open().await?,
+        };
+        conn.send(request, method)
             .await
-            .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let mut w = Writer::new(Protocol::Binary);
-        w.message("set_ugi", MessageType::Call, 0).struct_begin();
-        w.field(Ty::String, 1)
-            .string(self.cfg.service_user.as_bytes());
-        w.field(Ty::List, 2).list_begin(Ty::String, 0);
-        w.struct_end();
-        let msg = w.finish(false);
-        tokio::time::timeout(self.cfg.timeout, self.exchange(&mut stream, &msg))
+        let (reply, _) = conn
+            .read_reply(method, SEQID, self.cfg.max_reply_bytes)
             .await
-            .map_err(|_| "set_ugi timed out".to_string())??;
-        Ok(stream)
+            .map_err(|e| e.to_string())?;
+        if conn.has_unread() {
+            return Err("metastore sent bytes after the reply".to_string());
+        }
+        Ok((conn, reply))
     }
 
-    async fn exchange(&self, stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, String> {
-        stream
-            .write_all(request)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+    /// A new connection in the service user's name.
+    async fn open(&self) -> Result<UpstreamConn, String> {
         let limits = Limits {
             max_message_bytes: self.cfg.max_reply_bytes,
             ..Limits::default()
         };
-        let mut walker = MessageWalker::new(BINARY, limits);
-        let mut buf = BytesMut::with_capacity(4096);
-        let mut walked = 0;
-        loop {
-            if walked < buf.len() {
-                match walker.advance(&buf[walked..]).map_err(|e| e.to_string())? {
-                    Scan::Complete(n) => {
-                        if walked + n != buf.len() {
-                            return Err("metastore sent bytes after the reply".into());
-                        }
-                        return Ok(buf.to_vec());
-                    }
-                    Scan::NeedMore(n) => walked += n,
-                }
-            }
-            buf.reserve(16 * 1024);
-            let n = stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed before the reply was complete".into());
-            }
-        }
+        let mut conn = UpstreamConn::open(&self.upstreams, BINARY, limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.ensure_identity(&self.service, "facts")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(conn)
     }
 }
 

@@ -7,6 +7,7 @@
 //! calls per principal reachable from it, never one per table.
 
 pub mod client;
+pub mod source;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::{
-    assemble, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind, Privilege,
-    TxnRef,
+    assemble, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind, TxnRef,
 };
 use crate::cache::TtlCache;
 use crate::codec::reader::{Reader, Ty};
 use crate::codec::value::{read_value, Value};
 use crate::identity::Identity;
-use crate::metrics::{CacheLabels, FactsLabels, Metrics};
+use crate::metrics::{CacheLabels, Metrics};
 
 pub use client::{ClientConfig, FactsError, MetaClient};
+pub use source::{FactsSource, MetaSource};
 
 /// Owner and location of a table or database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct ObjectFacts {
 
 /// Cached facts, shared by every connection.
 pub struct FactsStore {
-    client: MetaClient,
+    source: Box<dyn FactsSource>,
     max_principals: usize,
     generation: AtomicU64,
     principals: TtlCache<Principal, Arc<PrincipalFacts>>,
@@ -54,20 +55,15 @@ pub const MAX_CACHED_PRINCIPALS: usize = 65_536;
 pub const MAX_CACHED_OBJECTS: usize = 262_144;
 pub const MAX_CACHED_HOLDERS: usize = 65_536;
 
-/// HiveObjectType values.
-const OBJ_GLOBAL: i64 = 1;
-const OBJ_DATABASE: i64 = 2;
-const OBJ_TABLE: i64 = 3;
-
 impl FactsStore {
     pub fn new(
-        client: MetaClient,
+        source: Box<dyn FactsSource>,
         ttl: Duration,
         max_principals: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
         FactsStore {
-            client,
+            source,
             max_principals,
             generation: AtomicU64::new(0),
             principals: TtlCache::new(ttl, MAX_CACHED_PRINCIPALS),
@@ -146,96 +142,12 @@ impl FactsStore {
     async fn principal(&self, p: &Principal) -> Result<Arc<PrincipalFacts>, FactsError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let load = || async {
-            let roles = self.role_grants(p).await?;
-            let privileges = self.privileges(p).await?;
+            let roles = self.source.role_grants(p).await?;
+            let privileges = self.source.privileges(p).await?;
             Ok(Arc::new(PrincipalFacts { roles, privileges }))
         };
         let keep = |_: &Arc<PrincipalFacts>| self.generation.load(Ordering::SeqCst) == generation;
         Ok(self.principals.get_or_load(p, load, keep).await?.0)
-    }
-
-    fn record(&self, method: &'static str, ok: bool) {
-        self.metrics
-            .facts_calls
-            .get_or_create(&FactsLabels {
-                method,
-                outcome: if ok { "ok" } else { "error" },
-            })
-            .inc();
-    }
-
-    async fn call(
-        &self,
-        method: &'static str,
-        args: impl FnOnce(&mut crate::codec::writer::Writer),
-    ) -> Result<Vec<u8>, FactsError> {
-        let r = self.client.call(method, args).await;
-        self.record(method, r.is_ok());
-        r
-    }
-
-    /// Roles granted directly to a principal, with the admin option flag.
-    async fn role_grants(&self, p: &Principal) -> Result<Vec<(String, bool)>, FactsError> {
-        const M: &str = "get_role_grants_for_principal";
-        let reply = self
-            .call(M, |w| {
-                w.field(Ty::Struct, 1).struct_begin();
-                w.field(Ty::String, 1).string(p.name.as_bytes());
-                w.field(Ty::I32, 2).i32(p.kind.wire());
-                w.struct_end();
-            })
-            .await?;
-        let value = success_value(M, &reply)?;
-        let mut out = Vec::new();
-        for g in value.field(1).map(Value::as_list).unwrap_or_default() {
-            if let Some(role) = g.field(1).and_then(Value::as_str) {
-                let admin = matches!(g.field(4), Some(Value::Bool(true)));
-                out.push((role.to_string(), admin));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Privileges granted directly to a principal, on any object.
-    async fn privileges(
-        &self,
-        p: &Principal,
-    ) -> Result<Vec<(Object, Privilege, bool)>, FactsError> {
-        const M: &str = "list_privileges";
-        let reply = self
-            .call(M, |w| {
-                w.field(Ty::String, 1).string(p.name.as_bytes());
-                w.field(Ty::I32, 2).i32(p.kind.wire());
-                // An empty HiveObjectRef (no objectType): every grant of the principal.
-                w.field(Ty::Struct, 3).struct_begin().struct_end();
-            })
-            .await?;
-        let value = success_value(M, &reply)?;
-        let mut out = Vec::new();
-        for hop in value.as_list() {
-            let Some(obj) = hop.field(1) else { continue };
-            let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
-            let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
-            let object = match obj.field(1).and_then(Value::as_int) {
-                Some(OBJ_GLOBAL) => Object::Global,
-                Some(OBJ_DATABASE) => Object::database(db),
-                Some(OBJ_TABLE) => Object::table(db, name),
-                // Partition and column grants do not give table-level access.
-                _ => continue,
-            };
-            let Some(info) = hop.field(4) else { continue };
-            let Some(privilege) = info.field(1).and_then(Value::as_str) else {
-                continue;
-            };
-            let grant_option = matches!(info.field(5), Some(Value::Bool(true)));
-            // Hive stores one privilege per row; be lenient with comma lists.
-            for part in privilege.split(',') {
-                if let Some(p) = Privilege::parse(part) {
-                    out.push((object.clone(), p, grant_option));
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Who holds a transaction or lock, as the metastore records it: the open transactions
@@ -246,7 +158,7 @@ impl FactsStore {
         let load = || async {
             let (listed, absent) = match h {
                 TxnRef::Txn(id) => {
-                    let (high_water_mark, txns) = self.open_txns().await?;
+                    let (high_water_mark, txns) = self.source.open_txns().await?;
                     let absent = if id <= high_water_mark {
                         Holder::Finished
                     } else {
@@ -260,7 +172,8 @@ impl FactsStore {
                     )
                 }
                 TxnRef::Lock(_) => (
-                    self.locks()
+                    self.source
+                        .locks()
                         .await?
                         .into_iter()
                         .map(|(i, u)| (TxnRef::Lock(i), u))
@@ -284,53 +197,13 @@ impl FactsStore {
         Ok(holder)
     }
 
-    /// The high-water mark and (id, user) of every open or aborted transaction.
-    async fn open_txns(&self) -> Result<(i64, Vec<(i64, String)>), FactsError> {
-        const M: &str = "get_open_txns_info";
-        let reply = self.call(M, |_| {}).await?;
-        let value = success_value(M, &reply)?;
-        let hwm = value
-            .field(1)
-            .and_then(Value::as_int)
-            .ok_or_else(|| FactsError::Invalid {
-                method: M.into(),
-                message: "no txn_high_water_mark".into(),
-            })?;
-        let txns = value
-            .field(2)
-            .map(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| Some((t.field(1)?.as_int()?, t.field(3)?.as_str()?.to_string())))
-            .collect();
-        Ok((hwm, txns))
-    }
-
-    /// (lock id, user) of every lock component the metastore holds or is waiting on.
-    async fn locks(&self) -> Result<Vec<(i64, String)>, FactsError> {
-        const M: &str = "show_locks";
-        let reply = self
-            .call(M, |w| {
-                w.field(Ty::Struct, 1).struct_begin().struct_end();
-            })
-            .await?;
-        let value = success_value(M, &reply)?;
-        Ok(value
-            .field(1)
-            .map(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|l| Some((l.field(1)?.as_int()?, l.field(10)?.as_str()?.to_string())))
-            .collect())
-    }
-
     /// Owner and location of a table or database (`None`: no such object).
     pub async fn object(&self, obj: &Object) -> Result<Option<ObjectFacts>, FactsError> {
         let load = || async {
             Ok(match obj {
                 Object::Global => None,
-                Object::Table(db, t) => self.table(db, t).await?.map(|v| table_facts(&v)),
-                Object::Database(db) => self.database(db).await?.map(|v| database_facts(&v)),
+                Object::Table(db, t) => self.source.table(db, t).await?.map(|v| table_facts(&v)),
+                Object::Database(db) => self.source.database(db).await?.map(|v| database_facts(&v)),
             })
         };
         let (facts, hit) = self.objects.get_or_load(obj, load, |_| true).await?;
@@ -338,55 +211,20 @@ impl FactsStore {
         Ok(facts)
     }
 
-    /// The current table, fresh from the metastore (`None`: no such table).
+    /// The current table, fresh from the metastore (`None`: no such table); its facts are
+    /// cached on the way.
     pub async fn table(&self, db: &str, table: &str) -> Result<Option<Value>, FactsError> {
-        const M: &str = "get_table";
-        let reply = self
-            .call(M, |w| {
-                w.field(Ty::String, 1).string(db.as_bytes());
-                w.field(Ty::String, 2).string(table.as_bytes());
-            })
-            .await?;
-        match success_value(M, &reply) {
-            Ok(v) => {
-                self.objects
-                    .insert(Object::table(db, table), Some(table_facts(&v)));
-                Ok(Some(v))
-            }
-            // get_table throws (1: MetaException, 2: NoSuchObjectException).
-            Err(FactsError::Exception { field: 2, .. }) => Ok(None),
-            Err(e) => Err(e),
+        let t = self.source.table(db, table).await?;
+        if let Some(v) = &t {
+            self.objects
+                .insert(Object::table(db, table), Some(table_facts(v)));
         }
+        Ok(t)
     }
 
     /// The current database, fresh from the metastore (`None`: no such database).
     pub async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
-        const M: &str = "get_database";
-        let reply = self
-            .call(M, |w| {
-                w.field(Ty::String, 1).string(db.as_bytes());
-            })
-            .await?;
-        match success_value(M, &reply) {
-            Ok(v) => Ok(Some(v)),
-            // get_database throws (1: NoSuchObjectException, 2: MetaException).
-            Err(FactsError::Exception { field: 1, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Decodes the success value of a reply.
-fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
-    match client::success(method, reply)? {
-        None => Err(FactsError::Invalid {
-            method: method.into(),
-            message: "no result".into(),
-        }),
-        Some((mut r, ty)) => read_value(&mut r, ty, None).map_err(|e| FactsError::Invalid {
-            method: method.into(),
-            message: e.to_string(),
-        }),
+        self.source.database(db).await
     }
 }
 

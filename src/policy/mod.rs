@@ -4,6 +4,7 @@
 pub mod args;
 pub mod classify;
 pub mod filter;
+pub mod stage;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::authz::{
 use crate::codec::value::Value;
 use crate::codec::MessageHeader;
 use crate::config::{ms, AuthzMode, Config, UnknownMethods};
-use crate::facts::{ClientConfig, FactsStore, MetaClient};
+use crate::facts::{ClientConfig, FactsSource, FactsStore, MetaClient, MetaSource};
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::router::{ListShape, Method, Rule};
@@ -23,6 +24,7 @@ use crate::storage::{StorageAction, StorageGuard};
 use crate::upstream::Upstreams;
 
 use classify::{classify, Classified, ClassifyError};
+pub use stage::{Action, Call, Caller, Decided, UpstreamOutcome};
 
 /// What the connection does with a call.
 #[derive(Debug)]
@@ -93,11 +95,35 @@ pub struct Checked {
     pub invalidate_objects: Vec<Object>,
 }
 
+/// What a decision came to, as audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    /// Denied by the rules but forwarded anyway (`authz.mode = "shadow"`).
+    ShadowDeny,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::ShadowDeny => "shadow_deny",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The facts of one decision, for audit and explain.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
-    /// `allow`, `deny` or `shadow_deny`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reason: Reason,
     pub operation: &'static str,
     pub db: Option<String>,
@@ -248,6 +274,18 @@ impl Guard {
                 max_idle: 8,
             },
         );
+        let source = Box::new(MetaSource::new(client, metrics.clone()));
+        Guard::with_source(config, source, metrics, storage)
+    }
+
+    /// The policy stage with its facts from `source` (tests script it).
+    pub fn with_source(
+        config: &Config,
+        source: Box<dyn FactsSource>,
+        metrics: Arc<Metrics>,
+        storage: StorageGuard,
+    ) -> Guard {
+        let a = &config.authz;
         Guard {
             mode: a.mode,
             policy: Policy {
@@ -257,7 +295,7 @@ impl Guard {
                 allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
             },
             facts: FactsStore::new(
-                client,
+                source,
                 ms(a.cache_ttl_ms),
                 a.max_principals,
                 metrics.clone(),
@@ -304,7 +342,10 @@ impl Guard {
         if let (Verdict::Forward, Some(rule), Some(d)) =
             (&checked.verdict, rule, checked.decision.as_mut())
         {
-            if self.mode == AuthzMode::Enforce && d.outcome == "allow" && !checked.caller_is_admin {
+            if self.mode == AuthzMode::Enforce
+                && d.outcome == Outcome::Allow
+                && !checked.caller_is_admin
+            {
                 let rw = rewrite_for(&rule, args, &identity.user);
                 if !rw.fields.is_empty() {
                     d.matched = format!("{}; {}", d.matched, rewrite_note(&rule, &identity.user));
@@ -332,7 +373,7 @@ impl Guard {
             matched: format!("the proxy could not decide: {e}"),
         };
         let record = self.record(&d, "unclassified", None);
-        self.finish(identity, method, d, record, None)
+        self.verdict_of(identity, method, d, record, None)
     }
 
     fn record(
@@ -342,7 +383,11 @@ impl Guard {
         c: Option<&Classified>,
     ) -> DecisionRecord {
         DecisionRecord {
-            outcome: if d.allow { "allow" } else { "deny" },
+            outcome: if d.allow {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            },
             reason: d.reason,
             operation,
             db: c.and_then(|c| c.db.clone()),
@@ -415,7 +460,7 @@ impl Guard {
             _ => None,
         };
         let denial = d.message(identity, method);
-        let mut checked = self.finish(identity, method, d, record, filter);
+        let mut checked = self.verdict_of(identity, method, d, record, filter);
         if absent && self.mode == AuthzMode::Enforce {
             checked.verdict = Verdict::ForwardIfAbsent(denial);
         }
@@ -509,13 +554,13 @@ impl Guard {
                     role_chain: s.role_chain.clone(),
                     action: s.action.to_string(),
                     cached: s.cached,
-                    outcome: s.outcome.to_string(),
+                    outcome: s.outcome.as_str().to_string(),
                 });
                 facts.storage.push(StorageFact {
                     location: need.location.clone(),
                     action: s.action,
                     allow: s.allow,
-                    unavailable: s.outcome == "unavailable",
+                    unavailable: s.outcome == crate::storage::StorageOutcome::Unavailable,
                     reason: s.reason,
                 });
                 if !s.allow {
@@ -526,7 +571,8 @@ impl Guard {
         (authorize(identity, op, &facts, &self.policy), audit)
     }
 
-    fn finish(
+    /// The verdict of a decision in the configured mode (counted).
+    fn verdict_of(
         &self,
         identity: &Identity,
         method: &str,
@@ -539,7 +585,7 @@ impl Guard {
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
-                decision: record.outcome,
+                decision: record.outcome.as_str(),
                 reason: d.reason.as_str(),
             })
             .inc();
@@ -562,11 +608,11 @@ impl Guard {
 
 /// The audited outcome of a decision in a mode, and whether the call is forwarded: shadow mode
 /// records a denial as `shadow_deny` and forwards anyway.
-pub fn outcome(allow: bool, mode: AuthzMode) -> (&'static str, bool) {
+pub fn outcome(allow: bool, mode: AuthzMode) -> (Outcome, bool) {
     match (allow, mode) {
-        (true, _) => ("allow", true),
-        (false, AuthzMode::Shadow) => ("shadow_deny", true),
-        (false, _) => ("deny", false),
+        (true, _) => (Outcome::Allow, true),
+        (false, AuthzMode::Shadow) => (Outcome::ShadowDeny, true),
+        (false, _) => (Outcome::Deny, false),
     }
 }
 
@@ -667,10 +713,13 @@ mod tests {
 
     #[test]
     fn shadow_mode_records_denials_and_forwards() {
-        assert_eq!(outcome(true, AuthzMode::Enforce), ("allow", true));
-        assert_eq!(outcome(false, AuthzMode::Enforce), ("deny", false));
-        assert_eq!(outcome(true, AuthzMode::Shadow), ("allow", true));
-        assert_eq!(outcome(false, AuthzMode::Shadow), ("shadow_deny", true));
+        assert_eq!(outcome(true, AuthzMode::Enforce), (Outcome::Allow, true));
+        assert_eq!(outcome(false, AuthzMode::Enforce), (Outcome::Deny, false));
+        assert_eq!(outcome(true, AuthzMode::Shadow), (Outcome::Allow, true));
+        assert_eq!(
+            outcome(false, AuthzMode::Shadow),
+            (Outcome::ShadowDeny, true)
+        );
     }
 
     #[test]

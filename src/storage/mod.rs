@@ -76,10 +76,38 @@ pub struct StorageDecision {
     pub action: &'static str,
     /// The verdict came from the decision cache (no AWS call for it).
     pub cached: bool,
-    /// `allow`, `deny`, `unavailable` (could not be decided: denied), `not_s3_allowed` (another
-    /// scheme let through by `storage.other_schemes = "allow"`), `disabled`
-    /// (`storage.enabled = false`: allowed without a check).
-    pub outcome: &'static str,
+    pub outcome: StorageOutcome,
+}
+
+/// How a storage check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageOutcome {
+    Allow,
+    Deny,
+    /// Could not be decided (AWS unreachable, credentials refused…): denied.
+    Unavailable,
+    /// Another scheme, let through by `storage.other_schemes = "allow"`.
+    NotS3Allowed,
+    /// `storage.enabled = false`: allowed without a check.
+    Disabled,
+}
+
+impl StorageOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageOutcome::Allow => "allow",
+            StorageOutcome::Deny => "deny",
+            StorageOutcome::Unavailable => "unavailable",
+            StorageOutcome::NotS3Allowed => "not_s3_allowed",
+            StorageOutcome::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for StorageOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Building a guard failed (the configuration).
@@ -220,15 +248,17 @@ impl StorageGuard {
                 role_chain: Vec::new(),
                 action: action.as_str(),
                 cached: false,
-                outcome: "disabled",
+                outcome: StorageOutcome::Disabled,
             };
         }
         let start = Instant::now();
         let decision = self.decide(user, groups, location, action, start).await;
+        // The metric counts what the call got: a scheme let through is allowed.
         let outcome = match decision.outcome {
-            "not_s3_allowed" => "allow",
+            StorageOutcome::NotS3Allowed => StorageOutcome::Allow,
             o => o,
-        };
+        }
+        .as_str();
         inner
             .metrics
             .storage_checks
@@ -243,7 +273,7 @@ impl StorageGuard {
             .storage_check_duration
             .observe(start.elapsed().as_secs_f64());
         if !decision.allow {
-            tracing::info!(user, location, action = action.as_str(), outcome = decision.outcome,
+            tracing::info!(user, location, action = action.as_str(), outcome = decision.outcome.as_str(),
                 reason = %decision.reason, "storage check denied");
         }
         decision
@@ -259,7 +289,7 @@ impl StorageGuard {
     ) -> StorageDecision {
         let inner = &self.inner;
         let verb = action.as_str();
-        let done = |allow: bool, outcome: &'static str, reason: String, chain: &[Hop], cached| {
+        let done = |allow: bool, outcome: StorageOutcome, reason: String, chain: &[Hop], cached| {
             StorageDecision {
                 allow,
                 reason,
@@ -281,7 +311,7 @@ impl StorageGuard {
                 return match inner.other_schemes {
                     OtherSchemes::Allow => done(
                         true,
-                        "not_s3_allowed",
+                        StorageOutcome::NotS3Allowed,
                         format!(
                             "storage: location `{location}` {what}, not S3; allowed unchecked by storage.other_schemes = \"allow\""
                         ),
@@ -290,7 +320,7 @@ impl StorageGuard {
                     ),
                     OtherSchemes::Deny => done(
                         false,
-                        "deny",
+                        StorageOutcome::Deny,
                         format!(
                             "storage: user {user} may not {verb} `{location}`: the location {what}, and only s3://, s3a:// and s3n:// locations can be checked (storage.other_schemes = \"allow\" lets other schemes through unchecked)"
                         ),
@@ -302,7 +332,7 @@ impl StorageGuard {
             Err(why) => {
                 return done(
                     false,
-                    "deny",
+                    StorageOutcome::Deny,
                     format!(
                         "storage: user {user} may not {verb} `{location}`: invalid location: {why}"
                     ),
@@ -319,7 +349,7 @@ impl StorageGuard {
             };
             return done(
                 false,
-                "deny",
+                StorageOutcome::Deny,
                 format!(
                     "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
                 ),
@@ -332,7 +362,7 @@ impl StorageGuard {
         let Some(backend) = inner.backend.clone() else {
             return done(
                 false,
-                "unavailable",
+                StorageOutcome::Unavailable,
                 format!("storage check unavailable: user {user}, {verb} {loc}: no AWS client"),
                 &chain,
                 false,
@@ -405,7 +435,7 @@ impl StorageGuard {
         match result {
             Ok((v, cached)) if v.allow => done(
                 true,
-                "allow",
+                StorageOutcome::Allow,
                 format!(
                     "storage: user {user} may {verb} {loc} as {as_roles}: {}",
                     v.detail
@@ -415,7 +445,7 @@ impl StorageGuard {
             ),
             Ok((v, cached)) => done(
                 false,
-                "deny",
+                StorageOutcome::Deny,
                 format!(
                     "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
                     v.detail
@@ -425,7 +455,7 @@ impl StorageGuard {
             ),
             Err(m) => done(
                 false,
-                "unavailable",
+                StorageOutcome::Unavailable,
                 format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
                 &chain,
                 false,

@@ -178,7 +178,7 @@ async fn default_role_allowed_and_denied_with_clear_messages() {
         .check("mary", &[], "s3a://datalake/defloc/x", StorageAction::Write)
         .await;
     assert!(d.allow, "{d:?}");
-    assert_eq!(d.outcome, "allow");
+    assert_eq!(d.outcome, StorageOutcome::Allow);
     assert_eq!(d.role_chain, vec![DEFAULT.to_string()]);
     assert_eq!(d.action, "write");
     assert!(!d.cached);
@@ -205,7 +205,7 @@ async fn default_role_allowed_and_denied_with_clear_messages() {
         )
         .await;
     assert!(!d.allow);
-    assert_eq!(d.outcome, "deny");
+    assert_eq!(d.outcome, StorageOutcome::Deny);
     for want in [
         "mary",
         "may not write",
@@ -272,7 +272,7 @@ async fn other_schemes_and_bad_locations() {
     let d = g
         .check("mary", &[], "hdfs://nn/warehouse/x", StorageAction::Write)
         .await;
-    assert!(!d.allow && d.outcome == "deny");
+    assert!(!d.allow && d.outcome == StorageOutcome::Deny);
     assert!(
         d.reason.contains("storage.other_schemes = \"allow\""),
         "{}",
@@ -304,7 +304,10 @@ async fn other_schemes_and_bad_locations() {
     let d = g
         .check("mary", &[], "hdfs://nn/warehouse/x", StorageAction::Write)
         .await;
-    assert!(d.allow && d.outcome == "not_s3_allowed", "{d:?}");
+    assert!(
+        d.allow && d.outcome == StorageOutcome::NotS3Allowed,
+        "{d:?}"
+    );
     assert_eq!(aws.assume_calls.load(Ordering::SeqCst), 0, "no AWS call");
     assert!(m.encode().contains(
         r#"hms_guard_storage_checks_total{action="write",outcome="allow",cached="false"} 1"#
@@ -337,7 +340,7 @@ async fn cross_account_external_id() {
             StorageAction::Write,
         )
         .await;
-    assert!(!d.allow && d.outcome == "deny", "{d:?}");
+    assert!(!d.allow && d.outcome == StorageOutcome::Deny, "{d:?}");
     assert!(
         d.reason.contains(PARTNER) && d.reason.contains("STS refused"),
         "{}",
@@ -435,7 +438,10 @@ async fn down_fails_closed_with_bounded_retries() {
     let d = g
         .check("mary", &[], "s3a://datalake/defloc/x", StorageAction::Write)
         .await;
-    assert!(!d.allow && d.outcome == "unavailable", "{d:?}");
+    assert!(
+        !d.allow && d.outcome == StorageOutcome::Unavailable,
+        "{d:?}"
+    );
     assert!(
         d.reason.starts_with("storage check unavailable: "),
         "{}",
@@ -467,7 +473,7 @@ async fn disabled_allows_without_looking() {
     let d = g
         .check("mary", &[], "hdfs://x/y", StorageAction::Write)
         .await;
-    assert!(d.allow && d.outcome == "disabled");
+    assert!(d.allow && d.outcome == StorageOutcome::Disabled);
     assert_eq!(aws.assume_calls.load(Ordering::SeqCst), 0);
 }
 

@@ -1,0 +1,242 @@
+//! Where facts come from: the `FactsSource` trait (so tests can script the metastore's
+//! answers), and `MetaSource`, which asks the metastore through the proxy's own pooled client
+//! and counts each call (`hms_guard_facts_calls_total`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::authz::{Object, Principal, Privilege};
+use crate::codec::reader::Ty;
+use crate::codec::value::{read_value, Value};
+use crate::metrics::{FactsLabels, Metrics};
+
+use super::client::{self, FactsError, MetaClient};
+
+/// A boxed future of a fact.
+pub type Fact<'a, T> = Pin<Box<dyn Future<Output = Result<T, FactsError>> + Send + 'a>>;
+
+/// The metastore's answers authorization needs, uncached (`FactsStore` caches them).
+pub trait FactsSource: Send + Sync {
+    /// Roles granted directly to a principal, with the admin option flag.
+    fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>>;
+    /// Privileges granted directly to a principal (global, database and table grants).
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>>;
+    /// The table (`None`: no such table).
+    fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>>;
+    /// The database (`None`: no such database).
+    fn database<'a>(&'a self, db: &'a str) -> Fact<'a, Option<Value>>;
+    /// The transaction high-water mark and (id, user) of every open or aborted transaction.
+    fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)>;
+    /// (lock id, user) of every lock component held or waited on.
+    fn locks(&self) -> Fact<'_, Vec<(i64, String)>>;
+}
+
+/// HiveObjectType values.
+const OBJ_GLOBAL: i64 = 1;
+const OBJ_DATABASE: i64 = 2;
+const OBJ_TABLE: i64 = 3;
+
+/// Facts read from the metastore.
+pub struct MetaSource {
+    client: MetaClient,
+    metrics: Arc<Metrics>,
+}
+
+impl MetaSource {
+    pub fn new(client: MetaClient, metrics: Arc<Metrics>) -> Self {
+        MetaSource { client, metrics }
+    }
+
+    fn record(&self, method: &'static str, ok: bool) {
+        self.metrics
+            .facts_calls
+            .get_or_create(&FactsLabels {
+                method,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    async fn call(
+        &self,
+        method: &'static str,
+        args: impl FnOnce(&mut crate::codec::writer::Writer),
+    ) -> Result<Vec<u8>, FactsError> {
+        let r = self.client.call(method, args).await;
+        self.record(method, r.is_ok());
+        r
+    }
+
+    /// Roles granted directly to a principal, with the admin option flag.
+    async fn role_grants(&self, p: &Principal) -> Result<Vec<(String, bool)>, FactsError> {
+        const M: &str = "get_role_grants_for_principal";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::Struct, 1).struct_begin();
+                w.field(Ty::String, 1).string(p.name.as_bytes());
+                w.field(Ty::I32, 2).i32(p.kind.wire());
+                w.struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        let mut out = Vec::new();
+        for g in value.field(1).map(Value::as_list).unwrap_or_default() {
+            if let Some(role) = g.field(1).and_then(Value::as_str) {
+                let admin = matches!(g.field(4), Some(Value::Bool(true)));
+                out.push((role.to_string(), admin));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Privileges granted directly to a principal, on any object.
+    async fn privileges(
+        &self,
+        p: &Principal,
+    ) -> Result<Vec<(Object, Privilege, bool)>, FactsError> {
+        const M: &str = "list_privileges";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(p.name.as_bytes());
+                w.field(Ty::I32, 2).i32(p.kind.wire());
+                // An empty HiveObjectRef (no objectType): every grant of the principal.
+                w.field(Ty::Struct, 3).struct_begin().struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        let mut out = Vec::new();
+        for hop in value.as_list() {
+            let Some(obj) = hop.field(1) else { continue };
+            let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
+            let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
+            let object = match obj.field(1).and_then(Value::as_int) {
+                Some(OBJ_GLOBAL) => Object::Global,
+                Some(OBJ_DATABASE) => Object::database(db),
+                Some(OBJ_TABLE) => Object::table(db, name),
+                // Partition and column grants do not give table-level access.
+                _ => continue,
+            };
+            let Some(info) = hop.field(4) else { continue };
+            let Some(privilege) = info.field(1).and_then(Value::as_str) else {
+                continue;
+            };
+            let grant_option = matches!(info.field(5), Some(Value::Bool(true)));
+            // Hive stores one privilege per row; be lenient with comma lists.
+            for part in privilege.split(',') {
+                if let Some(p) = Privilege::parse(part) {
+                    out.push((object.clone(), p, grant_option));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The high-water mark and (id, user) of every open or aborted transaction.
+    async fn open_txns(&self) -> Result<(i64, Vec<(i64, String)>), FactsError> {
+        const M: &str = "get_open_txns_info";
+        let reply = self.call(M, |_| {}).await?;
+        let value = success_value(M, &reply)?;
+        let hwm = value
+            .field(1)
+            .and_then(Value::as_int)
+            .ok_or_else(|| FactsError::Invalid {
+                method: M.into(),
+                message: "no txn_high_water_mark".into(),
+            })?;
+        let txns = value
+            .field(2)
+            .map(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| Some((t.field(1)?.as_int()?, t.field(3)?.as_str()?.to_string())))
+            .collect();
+        Ok((hwm, txns))
+    }
+
+    /// (lock id, user) of every lock component the metastore holds or is waiting on.
+    async fn locks(&self) -> Result<Vec<(i64, String)>, FactsError> {
+        const M: &str = "show_locks";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::Struct, 1).struct_begin().struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        Ok(value
+            .field(1)
+            .map(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| Some((l.field(1)?.as_int()?, l.field(10)?.as_str()?.to_string())))
+            .collect())
+    }
+
+    /// The current table (`None`: no such table).
+    async fn table(&self, db: &str, table: &str) -> Result<Option<Value>, FactsError> {
+        const M: &str = "get_table";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(db.as_bytes());
+                w.field(Ty::String, 2).string(table.as_bytes());
+            })
+            .await?;
+        match success_value(M, &reply) {
+            Ok(v) => Ok(Some(v)),
+            // get_table throws (1: MetaException, 2: NoSuchObjectException).
+            Err(FactsError::Exception { field: 2, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current database (`None`: no such database).
+    async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
+        const M: &str = "get_database";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(db.as_bytes());
+            })
+            .await?;
+        match success_value(M, &reply) {
+            Ok(v) => Ok(Some(v)),
+            // get_database throws (1: NoSuchObjectException, 2: MetaException).
+            Err(FactsError::Exception { field: 1, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl FactsSource for MetaSource {
+    fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
+        Box::pin(MetaSource::role_grants(self, p))
+    }
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+        Box::pin(MetaSource::privileges(self, p))
+    }
+    fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {
+        Box::pin(MetaSource::table(self, db, table))
+    }
+    fn database<'a>(&'a self, db: &'a str) -> Fact<'a, Option<Value>> {
+        Box::pin(MetaSource::database(self, db))
+    }
+    fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)> {
+        Box::pin(MetaSource::open_txns(self))
+    }
+    fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
+        Box::pin(MetaSource::locks(self))
+    }
+}
+
+/// Decodes the success value of a reply.
+fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
+    match client::success(method, reply)? {
+        None => Err(FactsError::Invalid {
+            method: method.into(),
+            message: "no result".into(),
+        }),
+        Some((mut r, ty)) => read_value(&mut r, ty, None).map_err(|e| FactsError::Invalid {
+            method: method.into(),
+            message: e.to_string(),
+        }),
+    }
+}

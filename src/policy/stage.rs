@@ -1,0 +1,367 @@
+//! The policy stage's beginning and end, around one call.
+//!
+//! `Guard::begin` decides a call and says what the connection does with it (`Action`): send
+//! these bytes upstream (the client's own, or with the caller set as owner or lock holder)
+//! and treat the reply so, or answer with this denial. `Guard::reply` turns a reply that must
+//! be checked (a listing to filter, a read of a table that was absent) into the bytes the
+//! client gets. `Guard::finish` ends every call the same way, whatever happened in between:
+//! the audit line, then cache invalidation — only after a call the metastore executed.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::filter::parse_list_reply;
+use super::{
+    keep_listed, listed_object, visible_by_grants, Checked, DecisionRecord, Guard, ListFilter,
+    Outcome, ReplyCheck, Rewrite, Verdict, MAX_LISTING_OWNER_LOOKUPS,
+};
+use crate::audit::{Audit, AuditEvent};
+use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
+use crate::codec::value::Value;
+use crate::codec::{MessageHeader, ScanError};
+use crate::identity::Identity;
+use crate::router::{ListShape, Method};
+use crate::transport::Transport;
+
+/// One call as the policy stage sees it.
+pub struct Call<'a> {
+    pub identity: &'a Identity,
+    pub entry: Option<&'static Method>,
+    pub header: &'a MessageHeader,
+    /// The arguments as the metastore reads them.
+    pub args: &'a Value,
+    /// The whole message as the client sent it (frame prefix included when framed).
+    pub bytes: Bytes,
+    pub transport: Transport,
+}
+
+/// What the connection does with a decided call.
+#[derive(Debug)]
+pub enum Action {
+    /// Send `bytes` upstream; the reply streams back unless `check` says otherwise.
+    Forward { bytes: Bytes, check: ReplyCheck },
+    /// Answer with this denial (in the protocol); nothing goes upstream.
+    Deny(String),
+}
+
+/// How the metastore side of a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// The reply reached the client.
+    Ok,
+    /// The metastore failed (or the client went away) during the call.
+    Error,
+    /// Nothing was sent: denied, or answered by the proxy.
+    NotSent,
+}
+
+impl UpstreamOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::Error => "error",
+            UpstreamOutcome::NotSent => "not_sent",
+        }
+    }
+}
+
+/// A decided call: what to do, and what `finish` needs afterwards.
+pub struct Decided {
+    pub action: Action,
+    method: String,
+    /// `None`: a call that was not decided (harmless, or authorization off).
+    decision: Option<DecisionRecord>,
+    invalidate_grants: bool,
+    invalidate_objects: Vec<crate::authz::Object>,
+    started: Instant,
+}
+
+impl Decided {
+    /// The decision's record, if the call was decided.
+    pub fn decision(&self) -> Option<&DecisionRecord> {
+        self.decision.as_ref()
+    }
+}
+
+/// Who made a call, for its audit line.
+pub struct Caller<'a> {
+    pub connection_id: u64,
+    pub peer: SocketAddr,
+    pub identity: &'a Identity,
+}
+
+impl Guard {
+    /// Decides one call (everything but `set_ugi`, which the identity stage answers).
+    /// `audit_failing` is the audit stage's state: while it cannot write and
+    /// `audit.on_failure = "deny"`, every decided call is denied.
+    pub async fn begin(&self, call: Call<'_>, audit_failing: bool) -> Decided {
+        let started = Instant::now();
+        let Checked {
+            verdict,
+            rewrite,
+            mut decision,
+            invalidate_grants,
+            invalidate_objects,
+            ..
+        } = self
+            .check(call.identity, call.entry, call.header, call.args)
+            .await;
+        let method = call.header.name.clone();
+        let deny = |decision: &mut Option<DecisionRecord>, matched: &str, why: String| {
+            if let Some(d) = decision.as_mut() {
+                d.outcome = Outcome::Deny;
+                d.matched = matched.to_string();
+            }
+            Action::Deny(why)
+        };
+        let action = if audit_failing && decision.is_some() {
+            deny(
+                &mut decision,
+                "the audit log cannot be written (audit.on_failure = \"deny\")",
+                format!(
+                    "hms-guard: permission denied: user {} may not call {method}: the audit log cannot be written, so decided calls are refused",
+                    call.identity
+                ),
+            )
+        } else {
+            match verdict {
+                Verdict::Deny(message) => Action::Deny(message),
+                Verdict::Forward => match rewrite {
+                    None => Action::Forward {
+                        bytes: call.bytes,
+                        check: ReplyCheck::None,
+                    },
+                    Some(rw) => match rewritten(call.transport, &call.bytes, &rw, self.max_depth) {
+                        Ok(bytes) => Action::Forward {
+                            bytes,
+                            check: ReplyCheck::None,
+                        },
+                        // Fail closed: the call does not go upstream with another owner.
+                        Err(e) => {
+                            let why = format!(
+                                "hms-guard: permission denied: user {} may not call {method}: the call could not be set to act for the caller ({e})",
+                                call.identity
+                            );
+                            deny(&mut decision, &why.clone(), why)
+                        }
+                    },
+                },
+                Verdict::ForwardIfAbsent(message) => Action::Forward {
+                    bytes: call.bytes,
+                    check: ReplyCheck::DenyIfFound(message),
+                },
+                Verdict::Filter(f) => Action::Forward {
+                    bytes: call.bytes,
+                    check: ReplyCheck::Filter(f),
+                },
+            }
+        };
+        Decided {
+            action,
+            method,
+            decision,
+            invalidate_grants,
+            invalidate_objects,
+            started,
+        }
+    }
+
+    /// The bytes the client gets for a whole `reply` to a call forwarded with `check`: a
+    /// listing filtered to what the caller may see; a read of a table that was absent when
+    /// decided, withheld (replaced by the denial) if it found the table after all. `Err`: the
+    /// reply could not be read.
+    pub async fn reply(
+        &self,
+        check: &ReplyCheck,
+        transport: Transport,
+        entry: Option<&'static Method>,
+        header: &MessageHeader,
+        reply: BytesMut,
+    ) -> Result<BytesMut, ScanError> {
+        match check {
+            ReplyCheck::None => Ok(reply),
+            ReplyCheck::DenyIfFound(message) => {
+                let found = crate::codec::reply::carries_result(
+                    transport.protocol,
+                    unframed(transport, &reply),
+                    self.max_depth,
+                );
+                if !found {
+                    return Ok(reply);
+                }
+                tracing::warn!(method = %header.name, "a table absent when decided exists: its reply is withheld");
+                Ok(denial(transport, entry, header, message))
+            }
+            ReplyCheck::Filter(f) => self.filter(f, transport, reply).await,
+        }
+    }
+
+    /// A listing reply filtered to what the caller may see (walked once; head and tail copied
+    /// as bytes).
+    async fn filter(
+        &self,
+        f: &ListFilter,
+        transport: Transport,
+        reply: BytesMut,
+    ) -> Result<BytesMut, ScanError> {
+        let listed = parse_list_reply(
+            transport.protocol,
+            unframed(transport, &reply),
+            f.shape.list_path(),
+            self.max_depth,
+        )?;
+        let Some(listed) = listed else {
+            return Ok(reply);
+        };
+        // Names without a grant may be the caller's own tables or databases: their owners are
+        // looked up (cached, bounded) before the reply is filtered.
+        let mut unseen = Vec::new();
+        if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult) {
+            unseen = listed
+                .values()
+                .filter_map(|v| listed_object(f, v))
+                .filter(|o| !visible_by_grants(f, &self.policy, o))
+                .take(MAX_LISTING_OWNER_LOOKUPS)
+                .collect();
+        }
+        let owned = self.owned_among(f, unseen).await;
+        let filtered = listed.keep(|v| keep_listed(f, &self.policy, v, &owned));
+        tracing::debug!(
+            kept = filtered.kept,
+            dropped = filtered.dropped,
+            "listing filtered"
+        );
+        Ok(frame(transport, filtered.reply))
+    }
+
+    /// Ends a call: writes its audit line (decided calls, and every call with
+    /// `audit.all_calls`), then — only if the metastore executed it — drops the cached facts
+    /// it may have changed. A denied or failed call never evicts anything.
+    pub async fn finish(
+        &self,
+        decided: Decided,
+        outcome: UpstreamOutcome,
+        caller: &Caller<'_>,
+        audit: &Audit,
+    ) {
+        if decided.decision.is_some() || audit.all_calls() {
+            let ev = audit_event(&decided, outcome, caller);
+            if let Err(e) = audit.record(ev).await {
+                tracing::warn!(error = %e, "audit event not queued");
+            }
+        }
+        if outcome == UpstreamOutcome::Ok {
+            if decided.invalidate_grants {
+                self.facts.invalidate_grants();
+            }
+            for obj in &decided.invalidate_objects {
+                self.facts.invalidate_object(obj);
+            }
+        }
+    }
+}
+
+/// The audit line of a call.
+fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>) -> AuditEvent {
+    let mut ev = AuditEvent::now().identity(caller.identity);
+    ev.connection_id = caller.connection_id;
+    ev.client_addr = caller.peer.to_string();
+    ev.method = decided.method.clone();
+    ev.upstream_outcome = Some(outcome.as_str().into());
+    ev.latency_us = decided.started.elapsed().as_micros() as u64;
+    match &decided.decision {
+        Some(d) => {
+            ev.operation = d.operation.into();
+            ev.database = d.db.clone();
+            ev.table = d.table.clone();
+            ev.location = d.location.clone();
+            ev.decision = d.outcome.as_str().into();
+            ev.reason = d.reason.as_str().into();
+            ev.required_privilege = Some(d.required.clone());
+            ev.matched = Some(d.matched.clone());
+            ev.storage = d.storage.clone();
+        }
+        None => {
+            ev.operation = "pass_through".into();
+            ev.decision = "pass".into();
+            ev.reason = "harmless".into();
+        }
+    }
+    ev
+}
+
+/// A denial in the protocol: the method's declared `MetaException` at its field id, else a
+/// `TApplicationException`.
+pub fn denial(
+    transport: Transport,
+    entry: Option<&'static Method>,
+    header: &MessageHeader,
+    message: &str,
+) -> BytesMut {
+    let (method, seqid) = (header.name.as_str(), header.seqid);
+    match entry.and_then(|m| m.meta_exception) {
+        Some(field) => declared_exception(
+            transport.protocol,
+            transport.framed,
+            method,
+            seqid,
+            field,
+            message,
+        ),
+        None => application_exception(
+            transport.protocol,
+            transport.framed,
+            method,
+            seqid,
+            AppErrorKind::Unknown,
+            message,
+        ),
+    }
+}
+
+/// The request with the rewrite's fields set (every other byte as the client wrote it),
+/// framed as it came.
+fn rewritten(
+    transport: Transport,
+    bytes: &[u8],
+    rw: &Rewrite,
+    depth: usize,
+) -> Result<Bytes, crate::codec::splice::SpliceError> {
+    use crate::codec::splice::set_field;
+    let mut out = BytesMut::from(unframed(transport, bytes));
+    for f in &rw.fields {
+        if let Some(b) = set_field(
+            transport.protocol,
+            &out,
+            &f.path,
+            &f.value,
+            f.if_absent,
+            depth,
+        )? {
+            out = b;
+        }
+    }
+    Ok(frame(transport, out).freeze())
+}
+
+/// A whole message, with the 4-byte length prefix when the transport is framed.
+pub fn frame(transport: Transport, message: BytesMut) -> BytesMut {
+    if !transport.framed {
+        return message;
+    }
+    let mut framed = BytesMut::with_capacity(message.len() + 4);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// The message without its frame prefix.
+pub fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
+    if transport.framed {
+        &bytes[4..]
+    } else {
+        bytes
+    }
+}

@@ -1,0 +1,265 @@
+//! Settings: the configuration resolved once, at start-up, into the typed values the stages
+//! use — socket addresses, parsed metastore URIs, durations, the pinned identity (its
+//! environment overrides read here and nowhere else), codec limits. Nothing re-parses a string
+//! or reads the environment after this.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::codec::Limits;
+use crate::config::{err, ms, Config, ConfigError, IdentityMode, ThriftUri};
+use crate::identity::{Identity, IdentitySource};
+use crate::schema::ReadLimits;
+use crate::upstream::Timeouts;
+
+/// Environment variables that override the pinned identity (read once, by `resolve`).
+pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
+pub const PINNED_GROUPS_ENV: &str = "HMS_GUARD_PINNED_GROUPS";
+
+/// Everything resolved; `config` keeps the sections whose stages resolve their own settings
+/// (authz, storage, audit, logging).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: the admin listener is disabled.
+    pub admin_listen: Option<SocketAddr>,
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub identity: IdentitySettings,
+    pub limits: LimitSettings,
+    pub config: Config,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub idle_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// In failover order.
+    pub uris: Vec<ThriftUri>,
+    pub timeouts: Timeouts,
+    /// The schema version bits requests are read by (`upstream.metastore_version`).
+    pub versions: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub mode: IdentityMode,
+    /// The identity of every connection of a pinned proxy (anonymous in `set_ugi` mode).
+    pub pinned: Identity,
+    pub trust_client_groups: bool,
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl IdentitySettings {
+    /// The identity a new connection starts with: the pinned one, or anonymous until
+    /// `set_ugi`.
+    pub fn initial(&self) -> Identity {
+        match self.mode {
+            IdentityMode::Pinned => self.pinned.clone(),
+            IdentityMode::SetUgi => Identity::anonymous(),
+        }
+    }
+
+    /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
+    /// groups are trusted).
+    pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {
+        if self.trust_client_groups {
+            claimed.to_vec()
+        } else {
+            self.groups.get(user).cloned().unwrap_or_default()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// How client requests are walked.
+    pub request: Limits,
+    /// How metastore replies are walked.
+    pub reply: Limits,
+    /// How requests are read (schema-exact).
+    pub read: ReadLimits,
+    pub max_held_request_bytes: u64,
+    pub max_anonymous_request_bytes: u64,
+    pub reply_buffer_bytes: usize,
+    /// Largest reply read whole to be filtered or checked (`authz.max_filtered_reply_bytes`).
+    pub max_checked_reply_bytes: u64,
+}
+
+impl Settings {
+    /// Validates `config` (every error at once) and resolves it. The pinned identity's
+    /// environment overrides are read here.
+    pub fn resolve(config: Config) -> Result<Settings, Vec<ConfigError>> {
+        let env = |k: &str| std::env::var(k).ok();
+        Settings::resolve_with(config, env)
+    }
+
+    /// `resolve` with the environment given (tests).
+    pub fn resolve_with(
+        config: Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        let pinned = pinned_identity(&config, &env);
+        let mut errors = config.validate();
+        if config.identity.mode == IdentityMode::Pinned && pinned.is_anonymous() {
+            errors.push(err(
+                "identity.pinned_user",
+                format!("required when identity.mode = \"pinned\" (or set {PINNED_USER_ENV})"),
+            ));
+        }
+        let listen = config.server.listen.parse::<SocketAddr>();
+        let admin_listen = match config.admin.listen.as_str() {
+            "" => Ok(None),
+            a => a.parse::<SocketAddr>().map(Some),
+        };
+        let uris: Vec<Result<ThriftUri, String>> = config
+            .upstream
+            .uris
+            .iter()
+            .map(|u| ThriftUri::parse(u))
+            .collect();
+        // `validate` reports every malformed address and URI by its key.
+        let (Ok(listen), Ok(admin_listen), true) = (
+            listen,
+            admin_listen,
+            errors.is_empty() && uris.iter().all(Result::is_ok),
+        ) else {
+            if errors.is_empty() {
+                errors.push(err("", "the configuration could not be resolved"));
+            }
+            return Err(errors);
+        };
+        let s = &config.server;
+        let u = &config.upstream;
+        let l = &config.limits;
+        let request = Limits {
+            max_message_bytes: l.max_request_bytes,
+            max_depth: l.max_depth,
+            max_name_bytes: l.max_method_name_bytes,
+        };
+        Ok(Settings {
+            listen,
+            admin_listen,
+            server: ServerSettings {
+                max_connections: s.max_connections,
+                max_connections_per_client: s.max_connections_per_client,
+                idle_timeout: ms(s.idle_timeout_ms),
+                read_timeout: ms(s.read_timeout_ms),
+                write_timeout: ms(s.write_timeout_ms),
+                shutdown_grace: ms(s.shutdown_grace_ms),
+            },
+            upstream: UpstreamSettings {
+                uris: uris.into_iter().filter_map(Result::ok).collect(),
+                timeouts: Timeouts {
+                    connect: ms(u.connect_timeout_ms),
+                    write: ms(u.write_timeout_ms),
+                    read: ms(u.read_timeout_ms),
+                },
+                versions: u.metastore_version.bits(),
+            },
+            identity: IdentitySettings {
+                mode: config.identity.mode,
+                pinned,
+                trust_client_groups: config.identity.trust_client_groups,
+                groups: config.identity.groups.clone(),
+            },
+            limits: LimitSettings {
+                request,
+                reply: Limits {
+                    max_message_bytes: l.max_reply_bytes,
+                    ..request
+                },
+                read: ReadLimits {
+                    max_depth: l.max_depth,
+                    max_name_bytes: l.max_method_name_bytes,
+                    versions: u.metastore_version.bits(),
+                },
+                max_held_request_bytes: l.max_held_request_bytes,
+                max_anonymous_request_bytes: l.max_anonymous_request_bytes,
+                reply_buffer_bytes: l.reply_buffer_bytes,
+                max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
+            },
+            config,
+        })
+    }
+}
+
+/// The pinned user and groups, environment overrides applied (`HMS_GUARD_PINNED_USER`,
+/// `HMS_GUARD_PINNED_GROUPS` comma-separated).
+fn pinned_identity(config: &Config, env: &impl Fn(&str) -> Option<String>) -> Identity {
+    let user = env(PINNED_USER_ENV)
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| config.identity.pinned_user.clone());
+    let groups: Vec<String> = match env(PINNED_GROUPS_ENV) {
+        Some(g) => g
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => config.identity.pinned_groups.clone(),
+    };
+    if user.is_empty() {
+        return Identity::anonymous();
+    }
+    Identity::new(&user, &groups, IdentitySource::Pinned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        let mut c = Config::default();
+        c.upstream.uris = vec!["thrift://127.0.0.1:9083".into()];
+        c
+    }
+
+    #[test]
+    fn resolves_addresses_uris_and_durations() {
+        let s = Settings::resolve_with(base(), |_| None).unwrap();
+        assert_eq!(s.listen.port(), 9083);
+        assert_eq!(s.admin_listen.map(|a| a.port()), Some(9464));
+        assert_eq!(s.upstream.uris[0].port, 9083);
+        assert_eq!(s.server.idle_timeout, Duration::from_secs(3600));
+        assert!(s.identity.initial().is_anonymous());
+    }
+
+    #[test]
+    fn every_error_is_reported_and_nothing_is_dropped() {
+        let mut c = base();
+        c.server.listen = "nowhere".into();
+        c.upstream.uris.push("http://x:1".into());
+        let errors = Settings::resolve_with(c, |_| None).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"server.listen"), "{keys:?}");
+        assert!(keys.contains(&"upstream.uris[1]"), "{keys:?}");
+    }
+
+    #[test]
+    fn the_pinned_identity_is_read_once_with_its_overrides() {
+        let mut c = base();
+        c.identity.mode = IdentityMode::Pinned;
+        c.identity.pinned_user = "svc".into();
+        let env = |k: &str| match k {
+            PINNED_USER_ENV => Some("alice".to_string()),
+            PINNED_GROUPS_ENV => Some("a, b,".to_string()),
+            _ => None,
+        };
+        let s = Settings::resolve_with(c.clone(), env).unwrap();
+        assert_eq!(s.identity.initial().user, "alice");
+        assert_eq!(s.identity.initial().groups, ["a", "b"]);
+        c.identity.pinned_user = String::new();
+        let errors = Settings::resolve_with(c, |_| None).unwrap_err();
+        assert!(errors.iter().any(|e| e.key == "identity.pinned_user"));
+    }
+}
