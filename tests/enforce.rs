@@ -1,0 +1,452 @@
+//! Socket tests of the enforce path: the proxy in-process, in front of a scripted metastore,
+//! with authorization's facts (grants, owners) scripted through `FactsSource`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hms_guard::authz::{Object, Principal, PrincipalKind, Privilege};
+use hms_guard::codec::reader::{Reader, Ty};
+use hms_guard::codec::value::{read_value, Value};
+use hms_guard::codec::writer::Writer;
+use hms_guard::codec::{MessageHeader, MessageType, Protocol};
+use hms_guard::config::Config;
+use hms_guard::facts::source::Fact;
+use hms_guard::facts::FactsSource;
+
+const B: Protocol = Protocol::Binary;
+
+fn s(x: &str) -> Value {
+    Value::Bytes(x.as_bytes().to_vec())
+}
+
+/// Grants and tables as the scripted metastore knows them; counts table lookups.
+#[derive(Default)]
+struct Scripted {
+    /// user → (object, privilege)
+    grants: HashMap<String, Vec<(Object, Privilege)>>,
+    /// (db, table) → owner
+    owners: Mutex<HashMap<(String, String), String>>,
+    table_lookups: AtomicUsize,
+}
+
+impl FactsSource for Scripted {
+    fn role_grants<'a>(&'a self, _: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+        let out = match p.kind {
+            PrincipalKind::User => self.grants.get(&p.name).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Box::pin(async move { Ok(out.into_iter().map(|(o, p)| (o, p, false)).collect()) })
+    }
+    fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {
+        self.table_lookups.fetch_add(1, Ordering::SeqCst);
+        let owner = self
+            .owners
+            .lock()
+            .unwrap()
+            .get(&(db.to_string(), table.to_string()))
+            .cloned();
+        Box::pin(async move {
+            Ok(owner.map(|o| {
+                Value::Struct(vec![
+                    (1, s(table)),
+                    (2, s(db)),
+                    (3, s(&o)),
+                    (
+                        7,
+                        Value::Struct(vec![(2, s(&format!("s3a://lake/{db}/{table}")))]),
+                    ),
+                ])
+            }))
+        })
+    }
+    fn database<'a>(&'a self, db: &'a str) -> Fact<'a, Option<Value>> {
+        Box::pin(async move {
+            Ok(Some(Value::Struct(vec![
+                (1, s(db)),
+                (3, s(&format!("s3a://lake/{db}"))),
+                (6, s("admin")),
+            ])))
+        })
+    }
+    fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)> {
+        Box::pin(async { Ok((0, Vec::new())) })
+    }
+    fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A reply whose result struct is `result`.
+fn reply(name: &str, seqid: i32, result: Value) -> Vec<u8> {
+    let mut w = Writer::new(B);
+    w.message(name, MessageType::Reply, seqid).value(&result);
+    w.finish(false).to_vec()
+}
+
+/// The scripted metastore: answers the calls these tests make.
+async fn metastore() -> Upstream {
+    Upstream::start(
+        B,
+        false,
+        Arc::new(|h: &MessageHeader, _: &[u8]| {
+            let result = match h.name.as_str() {
+                "set_ugi" => Value::Struct(vec![(0, Value::List(vec![]))]),
+                "get_table" => Value::Struct(vec![(
+                    0,
+                    Value::Struct(vec![(1, s("t")), (2, s("db")), (3, s("admin"))]),
+                )]),
+                "get_all_tables" => {
+                    Value::Struct(vec![(0, Value::List(vec![s("t"), s("secret"), s("mine")]))])
+                }
+                "drop_table" => Value::Struct(vec![]),
+                _ => Value::Struct(vec![(0, s("3.1.0"))]),
+            };
+            Act::Send(reply(&h.name, h.seqid, result))
+        }),
+    )
+    .await
+}
+
+fn facts() -> Arc<Scripted> {
+    let mut grants = HashMap::new();
+    grants.insert(
+        "mary".to_string(),
+        vec![(Object::table("db", "t"), Privilege::Select)],
+    );
+    let owners = [("t", "admin"), ("secret", "admin"), ("mine", "mary")]
+        .iter()
+        .map(|(t, o)| (("db".to_string(), t.to_string()), o.to_string()))
+        .collect();
+    Arc::new(Scripted {
+        grants,
+        owners: Mutex::new(owners),
+        table_lookups: AtomicUsize::new(0),
+    })
+}
+
+/// Forwards the trait to a shared scripted source, so the test keeps a handle on it.
+struct Shared(Arc<Scripted>);
+
+impl FactsSource for Shared {
+    fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
+        self.0.role_grants(p)
+    }
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+        self.0.privileges(p)
+    }
+    fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {
+        self.0.table(db, table)
+    }
+    fn database<'a>(&'a self, db: &'a str) -> Fact<'a, Option<Value>> {
+        self.0.database(db)
+    }
+    fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)> {
+        self.0.open_txns()
+    }
+    fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
+        self.0.locks()
+    }
+}
+
+async fn start(up: &Upstream, facts: &Arc<Scripted>, extra: &str) -> Proxy {
+    // Audit lines to a file of their own unless the test says otherwise.
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let audit = std::env::temp_dir().join(format!(
+        "hms-guard-enforce-{}-{}.jsonl",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let extra = if extra.contains("[audit]") {
+        extra.to_string()
+    } else {
+        format!(
+            "{extra}[audit]\nsink = \"file\"\npath = \"{}\"\n",
+            audit.display()
+        )
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [authz]\nmode = \"enforce\"\nadmin_users = [\"admin\"]\n[storage]\nenabled = false\n{extra}",
+        up.uri()
+    );
+    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let running = hms_guard::start_with(config, Some(Box::new(Shared(facts.clone()))), rx)
+        .await
+        .expect("proxy starts");
+    let (addr, admin, metrics) = (
+        running.listen,
+        running.admin.unwrap(),
+        running.metrics.clone(),
+    );
+    let done = tokio::spawn(running.wait());
+    Proxy {
+        addr,
+        admin,
+        metrics,
+        shutdown: tx,
+        done,
+    }
+}
+
+fn set_ugi(user: &str, groups: &[&str]) -> Vec<u8> {
+    let mut w = Writer::new(B);
+    w.message("set_ugi", MessageType::Call, 1).struct_begin();
+    w.field(Ty::String, 1).string(user.as_bytes());
+    w.field(Ty::List, 2).list_begin(Ty::String, groups.len());
+    for g in groups {
+        w.string(g.as_bytes());
+    }
+    w.struct_end();
+    w.finish(false).to_vec()
+}
+
+/// The result struct of a reply.
+fn result(msg: &[u8]) -> (MessageHeader, Value) {
+    let mut r = Reader::new(B, msg, 64);
+    let h = r.message_begin().unwrap();
+    (h, read_value(&mut r, Ty::Struct, None).unwrap())
+}
+
+/// The message of the declared exception a result carries, if any.
+fn declared(v: &Value) -> Option<String> {
+    match v {
+        Value::Struct(fields) => fields
+            .iter()
+            .filter(|(id, _)| *id != 0)
+            .find_map(|(_, e)| e.field(1).and_then(Value::as_str).map(str::to_string)),
+        _ => None,
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.field(0)
+        .map(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
+
+fn methods(up: &Upstream) -> Vec<String> {
+    up.received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut r = Reader::new(B, m, 64);
+            r.message_begin().unwrap().name
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn set_ugi_is_answered_here_and_sent_upstream_before_the_first_call() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let mut c = proxy.connect().await;
+    let (h, msg) = roundtrip(&mut c, &set_ugi("mary", &["g2", "g1"]), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+    assert_eq!(names(&result(&msg).1), ["g2", "g1"], "the groups sent");
+    assert!(methods(&up).is_empty(), "nothing went upstream yet");
+    let (h, _) = roundtrip(&mut c, &call(B, "get_table", 2, &["db", "t"]), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 2));
+    assert_eq!(methods(&up), ["set_ugi", "get_table"]);
+    let first = up.received.lock().unwrap()[0].clone();
+    assert!(
+        first.windows(4).any(|w| w == b"mary"),
+        "set_ugi names the caller"
+    );
+}
+
+#[tokio::test]
+async fn denials_answer_in_the_declared_exception_and_go_nowhere() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    // get_table declares MetaException at field 1: a REPLY carrying it.
+    let (h, msg) = roundtrip(
+        &mut c,
+        &call(B, "get_table", 7, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 7));
+    let (_, v) = result(&msg);
+    let message = declared(&v).unwrap();
+    for part in ["permission denied", "mary", "SELECT", "db.secret"] {
+        assert!(message.contains(part), "{message}");
+    }
+    // A method without a declared MetaException: a TApplicationException.
+    let (h, msg) = roundtrip(&mut c, &call(B, "get_open_txns_info", 8, &[]), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Exception, 8));
+    assert!(exception_message(B, &msg, &h).contains("permission denied"));
+    assert!(
+        methods(&up).is_empty(),
+        "denied calls never reach the metastore"
+    );
+    // The connection stays usable.
+    let (h, _) = roundtrip(&mut c, &call(B, "get_table", 9, &["db", "t"]), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+}
+
+#[tokio::test]
+async fn listings_are_filtered_to_what_the_caller_holds_or_owns() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    let (_, msg) = roundtrip(&mut c, &call(B, "get_all_tables", 3, &["db"]), B, false).await;
+    assert_eq!(names(&result(&msg).1), ["t", "mine"]);
+    let mut admin = proxy.connect().await;
+    roundtrip(&mut admin, &set_ugi("admin", &[]), B, false).await;
+    let (_, msg) = roundtrip(&mut admin, &call(B, "get_all_tables", 3, &["db"]), B, false).await;
+    assert_eq!(names(&result(&msg).1), ["t", "secret", "mine"]);
+}
+
+#[tokio::test]
+async fn while_the_audit_log_cannot_be_written_decided_calls_are_refused() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(
+        &up,
+        &facts,
+        "[audit]\nsink = \"file\"\npath = \"/dev/full\"\non_failure = \"deny\"\n",
+    )
+    .await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    let (h, _) = roundtrip(&mut c, &call(B, "get_table", 2, &["db", "t"]), B, false).await;
+    assert_eq!(
+        h.kind,
+        MessageType::Reply,
+        "allowed while the audit looked healthy"
+    );
+    // Its audit line failed: from now on decided calls are denied, harmless ones pass.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, msg) = roundtrip(&mut c, &call(B, "get_table", 3, &["db", "t"]), B, false).await;
+        let (_, v) = result(&msg);
+        if let Some(m) = declared(&v) {
+            assert!(m.contains("the audit log cannot be written"), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never denied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (h, _) = roundtrip(&mut c, &call(B, "getVersion", 4, &[]), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+}
+
+#[tokio::test]
+async fn cached_facts_are_dropped_only_after_a_change_the_metastore_made() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    let lookups = || facts.table_lookups.load(Ordering::SeqCst);
+    let drop_call = |seqid| {
+        let mut w = W::binary();
+        w.message("drop_table", CALL, seqid)
+            .begin_struct()
+            .field(11, 1)
+            .string(b"db")
+            .field(11, 2)
+            .string(b"secret")
+            .bool_field(3, false)
+            .end_struct();
+        w.bytes()
+    };
+    // A denied read looks the owner up once; the answer is cached.
+    roundtrip(
+        &mut mary,
+        &call(B, "get_table", 2, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+    let after_first = lookups();
+    assert!(after_first >= 1);
+    roundtrip(
+        &mut mary,
+        &call(B, "get_table", 3, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!(lookups(), after_first, "cached");
+    // Mary's drop is denied: nothing is evicted.
+    let (_, msg) = roundtrip(&mut mary, &drop_call(4), B, false).await;
+    assert!(declared(&result(&msg).1).is_some(), "denied");
+    roundtrip(
+        &mut mary,
+        &call(B, "get_table", 5, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!(lookups(), after_first, "a denied call evicts nothing");
+    // The admin's drop succeeds upstream: the table's facts are read again next time.
+    let mut admin = proxy.connect().await;
+    roundtrip(&mut admin, &set_ugi("admin", &[]), B, false).await;
+    let (h, msg) = roundtrip(&mut admin, &drop_call(6), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+    assert!(declared(&result(&msg).1).is_none(), "allowed");
+    let before = lookups();
+    roundtrip(
+        &mut mary,
+        &call(B, "get_table", 7, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+    assert!(lookups() > before, "evicted after the drop");
+}
+
+#[tokio::test]
+async fn a_new_upstream_connection_carries_the_callers_identity_again() {
+    // The metastore closes each connection after one table read (a restart while idle).
+    let up = Upstream::start(
+        B,
+        false,
+        Arc::new(|h: &MessageHeader, _: &[u8]| {
+            if h.name == "set_ugi" {
+                return Act::Send(reply(
+                    &h.name,
+                    h.seqid,
+                    Value::Struct(vec![(0, Value::List(vec![]))]),
+                ));
+            }
+            let t = Value::Struct(vec![(1, s("t")), (2, s("db")), (3, s("admin"))]);
+            Act::SendThenClose(reply(&h.name, h.seqid, Value::Struct(vec![(0, t)])))
+        }),
+    )
+    .await;
+    let facts = facts();
+    let proxy = start(&up, &facts, "").await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    for seqid in [2, 3] {
+        let (h, _) = roundtrip(&mut c, &call(B, "get_table", seqid, &["db", "t"]), B, false).await;
+        assert_eq!((h.kind, h.seqid), (MessageType::Reply, seqid));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !proxy.metrics_text().contains("kind=\"closed_idle\"") {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        methods(&up),
+        ["set_ugi", "get_table", "set_ugi", "get_table"]
+    );
+    assert_eq!(*up.connections.lock().unwrap(), 2);
+}
