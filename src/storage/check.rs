@@ -1,8 +1,6 @@
 //! Stages 4 and 5: ask AWS whether the chain's last role may read or write the prefix (probe or
 //! simulate), and remember the answer per (role chain, bucket, prefix, action) for a TTL.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,9 +10,10 @@ use super::config::StorageMethod;
 use super::location::S3Location;
 use super::roles::Hop;
 use super::{random_u64, StorageAction};
+use crate::cache::TtlCache;
 use crate::metrics::{CacheLabels, Metrics, ProbeLabels};
 
-/// Decision cache entries kept before expired ones are swept.
+/// Most decisions cached at once.
 const MAX_ENTRIES: usize = 100_000;
 
 /// Name of the object a write probe starts (and aborts) an upload of, under the prefix; the
@@ -36,52 +35,27 @@ pub struct DecisionKey {
     pub action: StorageAction,
 }
 
-#[derive(Default)]
-struct Slot {
-    value: Mutex<Option<(Instant, Verdict)>>,
-    /// Held by the one task computing this decision.
-    compute: tokio::sync::Mutex<()>,
-}
-
-impl Slot {
-    fn fresh(&self) -> Option<Verdict> {
-        let v = self.value.lock().unwrap_or_else(|e| e.into_inner());
-        v.as_ref()
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, v)| v.clone())
-    }
-}
-
+/// The decisions: the crate's one bounded, single-flight TTL cache (`cache::TtlCache`), at most
+/// `MAX_ENTRIES` entries.
 pub struct DecisionCache {
-    slots: Mutex<HashMap<DecisionKey, Arc<Slot>>>,
+    cache: TtlCache<DecisionKey, Verdict>,
     ttl: Duration,
 }
 
 impl DecisionCache {
     pub fn new(ttl: Duration) -> Self {
         DecisionCache {
-            slots: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(ttl, MAX_ENTRIES),
             ttl,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn slot(&self, key: &DecisionKey) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slots.get(key) {
-            return s.clone();
-        }
-        if slots.len() >= MAX_ENTRIES {
-            slots.retain(|_, s| Arc::strong_count(s) > 1 || s.fresh().is_some());
-        }
-        slots.entry(key.clone()).or_default().clone()
+        self.cache.is_empty()
     }
 
     /// The cached verdict for `key`, or `compute`'s (one computation per key at a time; the
@@ -98,39 +72,34 @@ impl DecisionCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Verdict, String>>,
     {
-        let lookup = |result: &'static str| {
+        let lookup = |hit: bool| {
             metrics
                 .cache
                 .get_or_create(&CacheLabels {
                     cache: "storage_decisions",
-                    result,
+                    result: if hit { "hit" } else { "miss" },
                 })
                 .inc();
         };
         if self.ttl.is_zero() {
-            lookup("miss");
+            lookup(false);
             return compute().await.map(|v| (v, false));
         }
-        let slot = self.slot(key);
-        if let Some(v) = slot.fresh() {
-            lookup("hit");
-            return Ok((v, true));
+        let load = self.cache.get_or_load(key, compute, |_| true);
+        match tokio::time::timeout_at(deadline, load).await {
+            Ok(Ok((verdict, hit))) => {
+                lookup(hit);
+                Ok((verdict, hit))
+            }
+            Ok(Err(e)) => {
+                lookup(false);
+                Err(e)
+            }
+            Err(_) => {
+                lookup(false);
+                Err("no answer in time (the same check for another caller is still running)".into())
+            }
         }
-        let Ok(_computing) = tokio::time::timeout_at(deadline, slot.compute.lock()).await else {
-            lookup("miss");
-            return Err(
-                "no answer in time (the same check for another caller is still running)".into(),
-            );
-        };
-        if let Some(v) = slot.fresh() {
-            lookup("hit");
-            return Ok((v, true));
-        }
-        lookup("miss");
-        let verdict = compute().await?;
-        *slot.value.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now() + self.ttl, verdict.clone()));
-        Ok((verdict, false))
     }
 }
 
