@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hms_guard::codec::reply::write_message_begin;
+use hms_guard::codec::header::write_message_begin;
 use hms_guard::codec::{Limits, MessageType, Protocol, Scan, Scanner};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,9 +119,9 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     let method = hms_guard::router::route("get_table", hms_guard::schema::types::ALL_VERSIONS);
     let mut w = Writer::new(Protocol::Binary);
     w.message("get_table", MessageType::Call, 1).struct_begin();
-    w.field(hms_guard::codec::reader::Ty::String, 1)
+    w.field(hms_guard::codec::Ty::String, 1)
         .string(a.db.as_bytes());
-    w.field(hms_guard::codec::reader::Ty::String, 2)
+    w.field(hms_guard::codec::Ty::String, 2)
         .string(a.table.as_bytes());
     w.struct_end();
     let msg = w.finish(false);

@@ -81,9 +81,9 @@ pub fn set_ugi(
     header: &crate::codec::MessageHeader,
     args: &crate::codec::value::Value,
 ) -> (Identity, bytes::BytesMut) {
-    use crate::codec::reader::Ty;
     use crate::codec::writer::Writer;
     use crate::codec::MessageType;
+    use crate::codec::Ty;
     use crate::config::IdentityMode;
     use crate::policy::args::strings_at;
     let claimed = strings_at(args, &[1]).into_iter().next();

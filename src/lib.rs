@@ -1,23 +1,29 @@
 //! hms-guard: an authorization proxy for the Apache Hive Metastore Thrift API.
 //!
-//! Data flow, one module per stage:
+//! One module per stage; docs/ARCHITECTURE.md gives each stage's contract. One call:
 //!
 //! ```text
-//! client socket ─► server (accept, connection limit, shutdown)
-//!   ─► connection (one per client; one upstream connection each)
+//! settings (config resolved once) ─► server (accept; connection limits; drain on shutdown)
+//!   ─► connection (one task per client; one call at a time, one path per call)
 //!       ─► transport::detect (binary | compact, unframed | framed; TLS/SASL/HTTP refused)
-//!       ─► framing::MessageWalker ─► codec::Scanner (bounded: size, depth, counts;
-//!          request bytes held over all connections bounded)
-//!       ─► schema::read (the request read once, as the metastore's Java reader reads it,
-//!          or refused with PROTOCOL_ERROR) ─► router (method table entry)
-//!       ─► identity (pinned / set_ugi) ─► policy: classify (on the read values) ─► facts
-//!          (grants, owners; bounded single-flight caches) ─► authz::authorize (pure)
-//!          ─► storage checks (dual IAM) ─► verdict: forward, filter or deny
-//!       ─► upstream (original bytes; failover over upstream.uris)
-//!       ─► reply streamed back through the same bounded walker, after its header is checked
-//!          to answer the call in flight
-//!       ─► audit line, cache invalidation (only after a call the metastore executed)
-//!   ─► metrics (admin: /metrics, /healthz, /readyz) and tracing logs
+//!       ─► read: framing::MessageWalker over codec::Scanner (bounded: size, depth, counts,
+//!          bytes held over all connections, time)
+//!       ─► schema::read_request (the arguments as the metastore's Java reader reads them,
+//!          for the configured version(s); otherwise refused with PROTOCOL_ERROR)
+//!       ─► router::route (the method's entry: class, rule, declared exception)
+//!       ─► identity (pinned, or set_ugi — answered by the proxy itself)
+//!       ─► policy::Guard::begin
+//!            classify (objects, locations, alter diffs) ─► facts (FactsSource: grants,
+//!            owners, holders; bounded single-flight TTL caches) ─► authz::authorize (pure)
+//!            ─► storage (dual IAM: the user's own role must reach each location)
+//!            ─► Decided { Forward { bytes, reply check } | Deny(message) }
+//!       ─► forward: upstream::UpstreamConn (failover order; set_ugi kept in step; the
+//!          reply streamed back once it answers this call, or read whole and checked by
+//!          policy::Guard::reply: listings filtered, absent-table reads withheld)
+//!          or answer: the denial in the method's declared exception
+//!       ─► policy::Guard::finish (audit line; cache invalidation only after a call the
+//!          metastore executed)
+//!   ─► audit (writer thread, JSON lines) and metrics (admin: /metrics, /healthz, /readyz)
 //! ```
 //!
 //! Failures are classified by who caused them (`error`) and answered in the protocol with

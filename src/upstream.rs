@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::codec::reader::Ty;
 use crate::codec::writer::Writer;
+use crate::codec::Ty;
 use crate::codec::{Limits, MessageType, Scan, ScanError};
 use crate::config::ThriftUri;
 use crate::error::UpstreamError;

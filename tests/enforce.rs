@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hms_guard::authz::{Object, Principal, PrincipalKind, Privilege};
-use hms_guard::codec::reader::{Reader, Ty};
 use hms_guard::codec::value::{read_value, Value};
 use hms_guard::codec::writer::Writer;
+use hms_guard::codec::{reader::Reader, Ty};
 use hms_guard::codec::{MessageHeader, MessageType, Protocol};
 use hms_guard::config::Config;
 use hms_guard::facts::source::Fact;

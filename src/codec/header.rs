@@ -1,6 +1,8 @@
-//! Thrift message headers (binary strict and compact) parsed from a byte prefix.
+//! Thrift message headers (binary strict and compact): parsed from a byte prefix, and written.
 
-use super::scanner::{read_varint, Protocol, ScanError};
+use bytes::{BufMut, BytesMut};
+
+use super::wire::{put_varint, read_varint, Protocol, ScanError};
 
 /// Thrift message types, as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,31 @@ pub struct MessageHeader {
     pub seqid: i32,
     /// Encoded length of the header in bytes.
     pub len: usize,
+}
+
+/// Writes a message header.
+pub fn write_message_begin(
+    out: &mut BytesMut,
+    protocol: Protocol,
+    method: &str,
+    kind: MessageType,
+    seqid: i32,
+) {
+    match protocol {
+        Protocol::Binary => {
+            out.put_u32(0x8001_0000 | u32::from(kind.to_wire()));
+            out.put_i32(method.len() as i32);
+            out.put_slice(method.as_bytes());
+            out.put_i32(seqid);
+        }
+        Protocol::Compact => {
+            out.put_u8(0x82);
+            out.put_u8((kind.to_wire() << 5) | 1);
+            put_varint(out, u64::from(seqid as u32));
+            put_varint(out, method.len() as u64);
+            out.put_slice(method.as_bytes());
+        }
+    }
 }
 
 /// Parses a message header from the start of `buf`.

@@ -3,6 +3,13 @@
 //!
 //! The proxy never decodes and re-encodes a whole message: the scanner walks the original
 //! bytes to find where each message ends, so unknown fields and unknown methods pass untouched.
+//!
+//! Files: `wire` (protocol, the one type enum `Ty`, `ScanError`, varint and zigzag helpers),
+//! `header` (message headers, parsed and written), `scanner` (finds where a message ends),
+//! `reader` (pull reader over a whole message), `value` (decoded value trees), `writer` (writes
+//! messages), `splice` (changes one field in place) and `reply` (the proxy's own replies).
+//! Imports go one way only: `wire` ← `header` ← `scanner`, `reader` ← `value` ← `writer` ←
+//! `reply`, with `splice` on `reader`; no file imports one that imports it back.
 
 pub mod header;
 pub mod reader;
@@ -10,7 +17,9 @@ pub mod reply;
 pub mod scanner;
 pub mod splice;
 pub mod value;
+pub mod wire;
 pub mod writer;
 
 pub use header::{MessageHeader, MessageType};
-pub use scanner::{Limits, Protocol, Scan, ScanError, Scanner};
+pub use scanner::{Limits, Scan, Scanner};
+pub use wire::{Protocol, ScanError, Ty};

@@ -5,96 +5,7 @@
 use std::ops::Range;
 
 use super::header::{self, MessageHeader};
-use super::scanner::{read_varint, Protocol, ScanError};
-
-/// Thrift value types (binary numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
-    Bool,
-    Byte,
-    Double,
-    I16,
-    I32,
-    I64,
-    String,
-    Struct,
-    Map,
-    Set,
-    List,
-    Uuid,
-}
-
-impl Ty {
-    pub fn from_binary(b: u8) -> Result<Ty, ScanError> {
-        Ok(match b {
-            2 => Ty::Bool,
-            3 => Ty::Byte,
-            4 => Ty::Double,
-            6 => Ty::I16,
-            8 => Ty::I32,
-            10 => Ty::I64,
-            11 => Ty::String,
-            12 => Ty::Struct,
-            13 => Ty::Map,
-            14 => Ty::Set,
-            15 => Ty::List,
-            16 => Ty::Uuid,
-            other => return Err(ScanError::InvalidType(other)),
-        })
-    }
-
-    pub fn to_binary(self) -> u8 {
-        match self {
-            Ty::Bool => 2,
-            Ty::Byte => 3,
-            Ty::Double => 4,
-            Ty::I16 => 6,
-            Ty::I32 => 8,
-            Ty::I64 => 10,
-            Ty::String => 11,
-            Ty::Struct => 12,
-            Ty::Map => 13,
-            Ty::Set => 14,
-            Ty::List => 15,
-            Ty::Uuid => 16,
-        }
-    }
-
-    fn from_compact(b: u8) -> Result<Ty, ScanError> {
-        Ok(match b {
-            1 | 2 => Ty::Bool,
-            3 => Ty::Byte,
-            4 => Ty::I16,
-            5 => Ty::I32,
-            6 => Ty::I64,
-            7 => Ty::Double,
-            8 => Ty::String,
-            9 => Ty::List,
-            10 => Ty::Set,
-            11 => Ty::Map,
-            12 => Ty::Struct,
-            13 => Ty::Uuid,
-            other => return Err(ScanError::InvalidType(other)),
-        })
-    }
-
-    pub fn to_compact(self) -> u8 {
-        match self {
-            Ty::Bool => 1,
-            Ty::Byte => 3,
-            Ty::I16 => 4,
-            Ty::I32 => 5,
-            Ty::I64 => 6,
-            Ty::Double => 7,
-            Ty::String => 8,
-            Ty::List => 9,
-            Ty::Set => 10,
-            Ty::Map => 11,
-            Ty::Struct => 12,
-            Ty::Uuid => 13,
-        }
-    }
-}
+use super::wire::{read_varint, unzigzag64, Protocol, ScanError, Ty};
 
 /// A field header read inside a struct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +115,7 @@ impl<'a> Reader<'a> {
                 let ty = Ty::from_compact(nibble)?;
                 let last = self.last_ids.last().copied().unwrap_or(0);
                 let id = if b >> 4 == 0 {
-                    let z = self.varint(3)?;
-                    ((z >> 1) as i64 ^ -((z & 1) as i64)) as i16
+                    unzigzag64(self.varint(3)?) as i16
                 } else {
                     last.wrapping_add(i16::from(b >> 4))
                 };
@@ -249,10 +159,7 @@ impl<'a> Reader<'a> {
                 let b = self.take(4)?;
                 Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             }
-            Protocol::Compact => {
-                let z = self.varint(5)?;
-                Ok(((z >> 1) as i64 ^ -((z & 1) as i64)) as i32)
-            }
+            Protocol::Compact => Ok(unzigzag64(self.varint(5)?) as i32),
         }
     }
 
@@ -284,10 +191,7 @@ impl<'a> Reader<'a> {
                 let b = self.take(8)?;
                 Ok(i64::from_be_bytes(b.try_into().expect("8 bytes")))
             }
-            Protocol::Compact => {
-                let z = self.varint(10)?;
-                Ok((z >> 1) as i64 ^ -((z & 1) as i64))
-            }
+            Protocol::Compact => Ok(unzigzag64(self.varint(10)?)),
         }
     }
 

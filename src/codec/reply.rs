@@ -1,9 +1,15 @@
-//! Messages the proxy writes itself: `TApplicationException` replies.
+//! Messages the proxy writes itself: `TApplicationException` replies and declared-exception
+//! replies, and the check whether a metastore reply carries a result.
 
 use bytes::{BufMut, BytesMut};
 
 use super::header::MessageType;
-use super::scanner::Protocol;
+use super::reader::Reader;
+use super::wire::{put_varint, zigzag32, Protocol, Ty};
+use super::writer::Writer;
+
+/// Its home is `header`; re-exported here, where callers outside the codec find it.
+use super::header::write_message_begin;
 
 /// `TApplicationException` type codes (Thrift's `TApplicationExceptionType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,43 +63,6 @@ pub fn application_exception(
     out
 }
 
-/// Writes a message header.
-pub fn write_message_begin(
-    out: &mut BytesMut,
-    protocol: Protocol,
-    method: &str,
-    kind: MessageType,
-    seqid: i32,
-) {
-    match protocol {
-        Protocol::Binary => {
-            out.put_u32(0x8001_0000 | u32::from(kind.to_wire()));
-            out.put_i32(method.len() as i32);
-            out.put_slice(method.as_bytes());
-            out.put_i32(seqid);
-        }
-        Protocol::Compact => {
-            out.put_u8(0x82);
-            out.put_u8((kind.to_wire() << 5) | 1);
-            put_varint(out, u64::from(seqid as u32));
-            put_varint(out, method.len() as u64);
-            out.put_slice(method.as_bytes());
-        }
-    }
-}
-
-pub(crate) fn put_varint(out: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
-pub(crate) fn zigzag32(v: i32) -> u64 {
-    u64::from(((v << 1) ^ (v >> 31)) as u32)
-}
-
 /// Encodes a REPLY whose result struct carries a declared exception (Hive's `MetaException`
 /// and friends: `{1: string message}`) at result field `field_id`.
 pub fn declared_exception(
@@ -104,8 +73,7 @@ pub fn declared_exception(
     field_id: i16,
     message: &str,
 ) -> BytesMut {
-    use super::reader::Ty;
-    let mut w = super::writer::Writer::new(protocol);
+    let mut w = Writer::new(protocol);
     w.message(method, MessageType::Reply, seqid).struct_begin();
     w.field(Ty::Struct, field_id).struct_begin();
     w.field(Ty::String, 1).string(message.as_bytes());
@@ -118,7 +86,7 @@ pub fn declared_exception(
 /// counts as carrying one (never passed on as "no result"). An exception reply or a declared
 /// exception carries none.
 pub fn carries_result(protocol: Protocol, reply: &[u8], max_depth: usize) -> bool {
-    let mut r = super::reader::Reader::new(protocol, reply, max_depth);
+    let mut r = Reader::new(protocol, reply, max_depth);
     match r.message_begin() {
         Ok(h) if h.kind == MessageType::Reply => {
             if r.struct_begin().is_err() {

@@ -10,25 +10,10 @@
 //! nesting depth (`Limits::max_depth`), method-name length, and every declared container count
 //! or string length against the bytes the message may still contain.
 
-use std::fmt;
-
 use super::header::{self, MessageHeader};
-
-/// Thrift protocol (the encoding of values); framing is handled by the transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Binary,
-    Compact,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Binary => "binary",
-            Protocol::Compact => "compact",
-        })
-    }
-}
+use super::wire::{read_varint, Ty};
+// `Protocol` and `ScanError` live in `wire`; re-exported so `codec::scanner::` paths still name them.
+use super::wire::{Protocol, ScanError};
 
 /// Hard limits for one message.
 #[derive(Debug, Clone, Copy)]
@@ -51,46 +36,6 @@ impl Default for Limits {
     }
 }
 
-/// Why a byte stream is not an acceptable Thrift message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScanError {
-    #[error(
-        "non-strict binary message header (old Thrift clients); only strict binary is accepted"
-    )]
-    NonStrictBinary,
-    #[error("bad protocol version 0x{0:08x}")]
-    BadVersion(u32),
-    #[error("bad message type {0}")]
-    BadMessageType(u8),
-    #[error("the method name is not UTF-8")]
-    MethodNameNotUtf8,
-    #[error("bad method name length {0}")]
-    BadNameLength(i64),
-    #[error("invalid Thrift type id {0}")]
-    InvalidType(u8),
-    #[error("nesting deeper than {0}")]
-    TooDeep(usize),
-    #[error("message larger than the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("negative length or count {0}")]
-    NegativeLength(i64),
-    #[error("declared {what} of {count} cannot fit in the {remaining} bytes the message may still hold (limit {limit} bytes)")]
-    CountTooLarge {
-        what: &'static str,
-        count: u64,
-        remaining: u64,
-        limit: u64,
-    },
-    #[error("varint longer than {0} bytes")]
-    VarintTooLong(usize),
-    #[error("frame of {frame} bytes holds a message of {message} bytes")]
-    FrameMismatch { frame: u64, message: u64 },
-    #[error("frame of {frame} bytes ends inside its message")]
-    FrameTruncated { frame: u64 },
-    #[error("message ends in the middle of a value")]
-    Truncated,
-}
-
 /// Progress of one `Scanner::advance` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scan {
@@ -100,74 +45,18 @@ pub enum Scan {
     Complete(usize),
 }
 
-/// Value types, in Thrift binary numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TType {
-    Bool,
-    Byte,
-    Double,
-    I16,
-    I32,
-    I64,
-    String,
-    Struct,
-    Map,
-    Set,
-    List,
-    Uuid,
-}
-
-impl TType {
-    fn from_binary(b: u8) -> Result<Self, ScanError> {
-        Ok(match b {
-            2 => TType::Bool,
-            3 => TType::Byte,
-            4 => TType::Double,
-            6 => TType::I16,
-            8 => TType::I32,
-            10 => TType::I64,
-            11 => TType::String,
-            12 => TType::Struct,
-            13 => TType::Map,
-            14 => TType::Set,
-            15 => TType::List,
-            16 => TType::Uuid,
-            other => return Err(ScanError::InvalidType(other)),
-        })
-    }
-
-    /// Compact type nibble; bools inside structs carry their value in the nibble (1, 2).
-    fn from_compact(b: u8) -> Result<Self, ScanError> {
-        Ok(match b {
-            1 | 2 => TType::Bool,
-            3 => TType::Byte,
-            4 => TType::I16,
-            5 => TType::I32,
-            6 => TType::I64,
-            7 => TType::Double,
-            8 => TType::String,
-            9 => TType::List,
-            10 => TType::Set,
-            11 => TType::Map,
-            12 => TType::Struct,
-            13 => TType::Uuid,
-            other => return Err(ScanError::InvalidType(other)),
-        })
-    }
-
-    /// The fewest bytes one value of this type can take.
-    fn min_size(self, protocol: Protocol) -> u64 {
-        match (protocol, self) {
-            (_, TType::Bool | TType::Byte | TType::Struct) => 1,
-            (_, TType::Double) => 8,
-            (_, TType::Uuid) => 16,
-            (Protocol::Binary, TType::I16) => 2,
-            (Protocol::Binary, TType::I32 | TType::String) => 4,
-            (Protocol::Binary, TType::I64) => 8,
-            (Protocol::Binary, TType::Map) => 6,
-            (Protocol::Binary, TType::Set | TType::List) => 5,
-            (Protocol::Compact, _) => 1,
-        }
+/// The fewest bytes one value of type `t` can take.
+fn min_size(t: Ty, protocol: Protocol) -> u64 {
+    match (protocol, t) {
+        (_, Ty::Bool | Ty::Byte | Ty::Struct) => 1,
+        (_, Ty::Double) => 8,
+        (_, Ty::Uuid) => 16,
+        (Protocol::Binary, Ty::I16) => 2,
+        (Protocol::Binary, Ty::I32 | Ty::String) => 4,
+        (Protocol::Binary, Ty::I64) => 8,
+        (Protocol::Binary, Ty::Map) => 6,
+        (Protocol::Binary, Ty::Set | Ty::List) => 5,
+        (Protocol::Compact, _) => 1,
     }
 }
 
@@ -176,13 +65,13 @@ enum Frame {
     Struct,
     /// List or set: element type and elements still to walk.
     Seq {
-        elem: TType,
+        elem: Ty,
         left: u64,
     },
     /// Map: key and value types and items (keys plus values) still to walk.
     Map {
-        key: TType,
-        value: TType,
+        key: Ty,
+        value: Ty,
         left: u64,
     },
 }
@@ -191,7 +80,7 @@ enum Frame {
 enum State {
     Header,
     /// A value of this type starts here.
-    Value(TType),
+    Value(Ty),
     /// This many bytes of a string body remain.
     Skip(u64),
     /// Decide from the innermost frame what comes next.
@@ -318,7 +207,7 @@ impl Scanner {
                             self.take(*pos, h.len as u64)?;
                             *pos += h.len;
                             self.header = Some(h);
-                            self.state = State::Value(TType::Struct);
+                            self.state = State::Value(Ty::Struct);
                         }
                     }
                 }
@@ -384,7 +273,7 @@ impl Scanner {
         }
         match self.protocol {
             Protocol::Binary => {
-                let t = TType::from_binary(b)?;
+                let t = Ty::from_binary(b)?;
                 if rest.len() < 3 {
                     return Ok(None);
                 }
@@ -393,7 +282,7 @@ impl Scanner {
             }
             Protocol::Compact => {
                 let nibble = b & 0x0f;
-                let t = TType::from_compact(nibble)?;
+                let t = Ty::from_compact(nibble)?;
                 let mut used = 1;
                 if b >> 4 == 0 {
                     // Long form: the field id follows as a zigzag varint.
@@ -403,7 +292,7 @@ impl Scanner {
                     used += n;
                 }
                 // Compact bools in structs carry the value in the type nibble.
-                self.state = if t == TType::Bool {
+                self.state = if t == Ty::Bool {
                     State::Next
                 } else {
                     State::Value(t)
@@ -414,24 +303,24 @@ impl Scanner {
     }
 
     /// Reads the fixed part of a value of type `t`; sets the next state.
-    fn value(&mut self, t: TType, rest: &[u8], pos: usize) -> Result<Option<usize>, ScanError> {
+    fn value(&mut self, t: Ty, rest: &[u8], pos: usize) -> Result<Option<usize>, ScanError> {
         let need = |n: usize| if rest.len() < n { None } else { Some(n) };
         match (self.protocol, t) {
-            (_, TType::Struct) => {
+            (_, Ty::Struct) => {
                 self.push(Frame::Struct)?;
                 self.state = State::Next;
                 Ok(Some(0))
             }
-            (_, TType::Bool | TType::Byte) => Ok(need(1).inspect(|_| self.state = State::Next)),
-            (_, TType::Double) => Ok(need(8).inspect(|_| self.state = State::Next)),
-            (_, TType::Uuid) => Ok(need(16).inspect(|_| self.state = State::Next)),
-            (Protocol::Binary, TType::I16) => Ok(need(2).inspect(|_| self.state = State::Next)),
-            (Protocol::Binary, TType::I32) => Ok(need(4).inspect(|_| self.state = State::Next)),
-            (Protocol::Binary, TType::I64) => Ok(need(8).inspect(|_| self.state = State::Next)),
-            (Protocol::Compact, TType::I16 | TType::I32 | TType::I64) => {
+            (_, Ty::Bool | Ty::Byte) => Ok(need(1).inspect(|_| self.state = State::Next)),
+            (_, Ty::Double) => Ok(need(8).inspect(|_| self.state = State::Next)),
+            (_, Ty::Uuid) => Ok(need(16).inspect(|_| self.state = State::Next)),
+            (Protocol::Binary, Ty::I16) => Ok(need(2).inspect(|_| self.state = State::Next)),
+            (Protocol::Binary, Ty::I32) => Ok(need(4).inspect(|_| self.state = State::Next)),
+            (Protocol::Binary, Ty::I64) => Ok(need(8).inspect(|_| self.state = State::Next)),
+            (Protocol::Compact, Ty::I16 | Ty::I32 | Ty::I64) => {
                 let max = match t {
-                    TType::I16 => 3,
-                    TType::I32 => 5,
+                    Ty::I16 => 3,
+                    Ty::I32 => 5,
                     _ => 10,
                 };
                 let r = read_varint(rest, max)?.map(|(_, n)| n);
@@ -440,31 +329,31 @@ impl Scanner {
                 }
                 Ok(r)
             }
-            (Protocol::Binary, TType::String) => {
+            (Protocol::Binary, Ty::String) => {
                 let Some(n) = need(4) else { return Ok(None) };
                 let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 self.string_body(i64::from(len), pos + n)?;
                 Ok(Some(n))
             }
-            (Protocol::Compact, TType::String) => {
+            (Protocol::Compact, Ty::String) => {
                 let Some((len, n)) = read_varint(rest, 5)? else {
                     return Ok(None);
                 };
                 self.string_body(len as i64, pos + n)?;
                 Ok(Some(n))
             }
-            (Protocol::Binary, TType::List | TType::Set) => {
+            (Protocol::Binary, Ty::List | Ty::Set) => {
                 let Some(n) = need(5) else { return Ok(None) };
-                let elem = TType::from_binary(rest[0])?;
+                let elem = Ty::from_binary(rest[0])?;
                 let count = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
                 self.seq(elem, i64::from(count), pos + n)?;
                 Ok(Some(n))
             }
-            (Protocol::Compact, TType::List | TType::Set) => {
+            (Protocol::Compact, Ty::List | Ty::Set) => {
                 let Some(&b) = rest.first() else {
                     return Ok(None);
                 };
-                let elem = TType::from_compact(b & 0x0f)?;
+                let elem = Ty::from_compact(b & 0x0f)?;
                 let (count, n) = if b >> 4 == 0x0f {
                     let Some((c, n)) = read_varint(&rest[1..], 5)? else {
                         return Ok(None);
@@ -476,15 +365,15 @@ impl Scanner {
                 self.seq(elem, count as i64, pos + n)?;
                 Ok(Some(n))
             }
-            (Protocol::Binary, TType::Map) => {
+            (Protocol::Binary, Ty::Map) => {
                 let Some(n) = need(6) else { return Ok(None) };
-                let key = TType::from_binary(rest[0])?;
-                let value = TType::from_binary(rest[1])?;
+                let key = Ty::from_binary(rest[0])?;
+                let value = Ty::from_binary(rest[1])?;
                 let count = i32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
                 self.map(key, value, i64::from(count), pos + n)?;
                 Ok(Some(n))
             }
-            (Protocol::Compact, TType::Map) => {
+            (Protocol::Compact, Ty::Map) => {
                 let Some((count, n)) = read_varint(rest, 5)? else {
                     return Ok(None);
                 };
@@ -495,8 +384,8 @@ impl Scanner {
                 let Some(&kv) = rest.get(n) else {
                     return Ok(None);
                 };
-                let key = TType::from_compact(kv >> 4)?;
-                let value = TType::from_compact(kv & 0x0f)?;
+                let key = Ty::from_compact(kv >> 4)?;
+                let value = Ty::from_compact(kv & 0x0f)?;
                 self.map(key, value, count as i64, pos + n + 1)?;
                 Ok(Some(n + 1))
             }
@@ -516,23 +405,23 @@ impl Scanner {
         Ok(())
     }
 
-    fn seq(&mut self, elem: TType, count: i64, after: usize) -> Result<(), ScanError> {
+    fn seq(&mut self, elem: Ty, count: i64, after: usize) -> Result<(), ScanError> {
         if count < 0 {
             return Err(ScanError::NegativeLength(count));
         }
         let count = count as u64;
-        self.check_count(after, "list/set size", count, elem.min_size(self.protocol))?;
+        self.check_count(after, "list/set size", count, min_size(elem, self.protocol))?;
         self.push(Frame::Seq { elem, left: count })?;
         self.state = State::Next;
         Ok(())
     }
 
-    fn map(&mut self, key: TType, value: TType, count: i64, after: usize) -> Result<(), ScanError> {
+    fn map(&mut self, key: Ty, value: Ty, count: i64, after: usize) -> Result<(), ScanError> {
         if count < 0 {
             return Err(ScanError::NegativeLength(count));
         }
         let count = count as u64;
-        let each = key.min_size(self.protocol) + value.min_size(self.protocol);
+        let each = min_size(key, self.protocol) + min_size(value, self.protocol);
         self.check_count(after, "map size", count, each)?;
         self.push(Frame::Map {
             key,
@@ -541,21 +430,5 @@ impl Scanner {
         })?;
         self.state = State::Next;
         Ok(())
-    }
-}
-
-/// Reads an unsigned LEB128 varint of at most `max` bytes. `Ok(None)`: need more bytes.
-pub(crate) fn read_varint(buf: &[u8], max: usize) -> Result<Option<(u64, usize)>, ScanError> {
-    let mut v: u64 = 0;
-    for (i, &b) in buf.iter().enumerate().take(max) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((v, i + 1)));
-        }
-    }
-    if buf.len() >= max {
-        Err(ScanError::VarintTooLong(max))
-    } else {
-        Ok(None)
     }
 }

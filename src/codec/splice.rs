@@ -9,9 +9,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::reader::{Reader, Ty};
-use super::reply::{put_varint, zigzag32};
-use super::{Protocol, ScanError};
+use super::reader::Reader;
+use super::wire::{put_varint, zigzag32, Protocol, ScanError, Ty};
 
 /// A new value for a field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! (a table before and after `alter_table`). Bounded by the reader's limits; maps compare
 //! without regard to entry order (Java `HashMap` order differs between calls).
 
-use super::reader::{Reader, Ty};
-use super::scanner::ScanError;
+use super::reader::{Field, Reader};
+use super::wire::{Protocol, ScanError, Ty};
 
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -182,11 +182,7 @@ impl Value {
 }
 
 /// Reads one value of type `ty` (a struct field's header passed for compact bools).
-pub fn read_value(
-    r: &mut Reader<'_>,
-    ty: Ty,
-    field: Option<&super::reader::Field>,
-) -> Result<Value, ScanError> {
+pub fn read_value(r: &mut Reader<'_>, ty: Ty, field: Option<&Field>) -> Result<Value, ScanError> {
     Ok(match ty {
         Ty::Bool => Value::Bool(r.bool(field)?),
         Ty::Byte => {
@@ -199,8 +195,8 @@ pub fn read_value(
             let range = r.skip(Ty::Double, None)?;
             let b: [u8; 8] = r.buf()[range].try_into().expect("8 bytes");
             Value::Double(match r.protocol() {
-                super::Protocol::Binary => f64::from_be_bytes(b),
-                super::Protocol::Compact => f64::from_le_bytes(b),
+                Protocol::Binary => f64::from_be_bytes(b),
+                Protocol::Compact => f64::from_le_bytes(b),
             })
         }
         Ty::Uuid => {

@@ -2,11 +2,10 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::header::MessageType;
-use super::reader::Ty;
-use super::reply::{put_varint, write_message_begin, zigzag32};
-use super::scanner::Protocol;
+use super::header::{write_message_begin, MessageType};
+use super::reader::Field;
 use super::value::Value;
+use super::wire::{put_varint, zigzag32, zigzag64, Protocol, Ty};
 
 fn ty_of(v: &Value) -> Ty {
     match v {
@@ -127,7 +126,7 @@ impl Writer {
 
     /// A field copied from another message of the same protocol: a fresh header for `field`
     /// (compact deltas are relative to this writer's previous field) and its raw value bytes.
-    pub fn field_raw(&mut self, field: super::reader::Field, value: &[u8]) -> &mut Self {
+    pub fn field_raw(&mut self, field: Field, value: &[u8]) -> &mut Self {
         match field.compact_bool {
             Some(v) => self.field_bool(field.id, v),
             None => {
@@ -154,7 +153,7 @@ impl Writer {
             },
             Value::Int(i) => match self.protocol {
                 Protocol::Binary => self.out.put_i64(*i),
-                Protocol::Compact => put_varint(&mut self.out, ((i << 1) ^ (i >> 63)) as u64),
+                Protocol::Compact => put_varint(&mut self.out, zigzag64(*i)),
             },
             Value::Double(d) => match self.protocol {
                 Protocol::Binary => self.out.put_f64(*d),

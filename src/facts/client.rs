@@ -4,8 +4,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::codec::reader::{Reader, Ty};
 use crate::codec::writer::Writer;
+use crate::codec::{reader::Reader, Ty};
 use crate::codec::{Limits, MessageType, Protocol};
 use crate::identity::{Identity, IdentitySource};
 use crate::transport::Transport;

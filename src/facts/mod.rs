@@ -18,8 +18,8 @@ use crate::authz::{
     assemble, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind, TxnRef,
 };
 use crate::cache::TtlCache;
-use crate::codec::reader::{Reader, Ty};
 use crate::codec::value::{read_value, Value};
+use crate::codec::{reader::Reader, Ty};
 use crate::identity::Identity;
 use crate::metrics::{CacheLabels, Metrics};
 

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::authz::{Object, Principal, Privilege};
-use crate::codec::reader::Ty;
 use crate::codec::value::{read_value, Value};
+use crate::codec::Ty;
 use crate::metrics::{FactsLabels, Metrics};
 
 use super::client::{self, FactsError, MetaClient};

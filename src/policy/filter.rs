@@ -3,9 +3,9 @@
 
 use bytes::BytesMut;
 
-use crate::codec::reader::{Reader, Ty};
 use crate::codec::value::{read_value, Value};
 use crate::codec::writer::Writer;
+use crate::codec::{reader::Reader, Ty};
 use crate::codec::{MessageType, Protocol, ScanError};
 
 /// Outcome of filtering one reply.
