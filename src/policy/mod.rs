@@ -334,8 +334,13 @@ impl Guard {
             ))]),
             Some(rule) => classify(&rule, args, &self.facts).await,
         };
+        // A listing's reply is filtered according to where its method keeps the list.
+        let shape = match rule {
+            Some(Rule::Listing { shape, .. }) => Some(shape),
+            _ => None,
+        };
         let mut checked = match classified {
-            Ok(ops) => self.decide_all(identity, &header.name, ops).await,
+            Ok(ops) => self.decide_all(identity, &header.name, ops, shape).await,
             Err(e) => self.failed(identity, &header.name, e),
         };
         checked.invalidate_grants = method.is_some_and(|m| m.changes_grants);
@@ -352,11 +357,6 @@ impl Guard {
                     checked.rewrite = Some(rw);
                 }
             }
-        }
-        if let (Verdict::Filter(f), Some(Rule::Listing { shape, .. })) =
-            (&mut checked.verdict, rule)
-        {
-            f.shape = shape;
         }
         checked
     }
@@ -400,7 +400,13 @@ impl Guard {
     }
 
     /// Decides every operation of a call (a batch may touch several tables): all must pass.
-    async fn decide_all(&self, identity: &Identity, method: &str, ops: Vec<Classified>) -> Checked {
+    async fn decide_all(
+        &self,
+        identity: &Identity,
+        method: &str,
+        ops: Vec<Classified>,
+        shape: Option<ListShape>,
+    ) -> Checked {
         let grants = if ops.iter().any(|c| needs_grants(&c.op)) && !identity.is_anonymous() {
             match self.facts.grants(identity).await {
                 Ok(g) => Some(g),
@@ -442,13 +448,12 @@ impl Guard {
                 }
             }
         }
-        let filter = match (&c.op, &grants) {
-            (Operation::ListTables { .. } | Operation::ListDatabases, Some(g))
+        let filter = match (&c.op, &grants, shape) {
+            (Operation::ListTables { .. } | Operation::ListDatabases, Some(g), Some(shape))
                 if d.allow && self.filter_listings && d.reason != Reason::Admin =>
             {
                 Some(ListFilter {
-                    // The method's own shape is set by `check`.
-                    shape: ListShape::Names,
+                    shape,
                     db: match &c.op {
                         Operation::ListTables { db } => db.clone(),
                         _ => String::new(),

@@ -253,12 +253,13 @@ class Metastore:
                 "-cp", f"{conf}:{jars_dir()}/*",
                 "org.apache.hadoop.hive.metastore.HiveMetaStore", "-p", str(self.port)]
 
-    def start(self, timeout=METASTORE_TIMEOUT, daemon=False):
+    def start(self, timeout=METASTORE_TIMEOUT, daemon=False, txn_tables=True):
         """Starts the metastore and returns self once it answers get_all_databases; raises
         RuntimeError with the tail of its logs if it exits or does not answer in time. A new
-        database gets its transaction tables first (one boot in test mode, then stopped)."""
+        database gets its transaction tables first (one boot in test mode, then stopped);
+        txn_tables=False skips that boot, for a metastore that serves no transaction calls."""
         marker = self.home / "txn-tables-created"
-        if not marker.exists():
+        if txn_tables and not marker.exists():
             self._boot(self.write_config(in_test=True), timeout, daemon=False)
             with hms_client(self.port, timeout=30) as c:
                 c.get_open_txns()  # creates the transaction tables
