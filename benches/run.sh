@@ -22,7 +22,10 @@
 # Knobs (environment): BENCH_SECONDS (measured seconds per target per round, 1.5),
 # BENCH_ROUNDS (10), BENCH_SCRIPTED_ROUNDS (8), BENCH_CONNECTIONS ("1 8"),
 # BENCH_WARMUP (seconds per target, 2), BENCH_IDLE_CONNECTIONS (1000), BENCH_BIG_MIB (256), BENCH_KEEP=1 keeps the work directory,
-# BENCH_HMS_PORT=PORT uses an already running metastore on 127.0.0.1:PORT instead of the lab's.
+# BENCH_HMS_PORT=PORT uses an already running metastore on 127.0.0.1:PORT instead of the lab's,
+# BENCH_BASELINE_BIN=PATH adds a target "hms-guard-base": that hms-guard binary (an earlier
+# build) with the same default configuration, interleaved with the others in the get_table
+# rounds — a before/after comparison side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -233,7 +236,7 @@ wait_port 127.0.0.1 "$hap_port" 10 || die "haproxy did not start"
 # the listen/upstream/admin/logging ones (hms-guard's defaults otherwise); sets guard_pid,
 # guard_port, guard_admin.
 start_guard() {
-    local name=$1 upstream=$2 extra=${3:-} i
+    local name=$1 upstream=$2 extra=${3:-} bin=${4:-$guard_bin} i
     guard_port=$(free_port)
     guard_admin=$(free_port)
     cat >"$work/$name.toml" <<EOF
@@ -249,8 +252,8 @@ listen = "127.0.0.1:$guard_admin"
 level = "warn"
 $extra
 EOF
-    "$guard_bin" check-config --config "$work/$name.toml" >/dev/null
-    "$guard_bin" serve --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.log" &
+    "$bin" check-config --config "$work/$name.toml" >/dev/null
+    "$bin" serve --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.log" &
     guard_pid=$!
     pids+=("$guard_pid")
     for ((i = 0; i < 100; i++)); do
@@ -283,12 +286,18 @@ start_guard guard "$hms_port"
 g_pid=$guard_pid g_port=$guard_port g_admin=$guard_admin
 start_guard guard-off "$hms_port" "$authz_off"
 o_pid=$guard_pid o_port=$guard_port o_admin=$guard_admin
+if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+    [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
+    start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
+    b_port=$guard_port
+fi
 
 for method in getVersion get_table; do
     targets=(--target "direct=127.0.0.1:$hms_port" --target "haproxy=127.0.0.1:$hap_port"
         --target "hms-guard=127.0.0.1:$g_port")
     # getVersion takes no decision: both proxies run the same path; get_table shows the policy.
     [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port")
+    [[ $method == get_table && -n "${b_port:-}" ]] && targets+=(--target "hms-guard-base=127.0.0.1:$b_port")
     # CPU of each proxy over the get_table runs (both serve the same kind and number of rounds).
     [[ $method == get_table ]] && { g_cpu0=$(cpu_ticks "$g_pid"); o_cpu0=$(cpu_ticks "$o_pid"); }
     for c in $conns_list; do

@@ -71,6 +71,62 @@ impl Default for IdentityConfig {
 pub enum IdentityMode {
     SetUgi,
     Pinned,
+    /// The name in the client's TLS certificate (`server.tls.client_ca` required).
+    Certificate,
+}
+
+/// Which name of a client certificate is the user (`server.tls.client_identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdentity {
+    /// The subject's common name.
+    Cn,
+    /// The first DNS name among the subject alternative names.
+    SanDns,
+    /// The first e-mail address (rfc822Name) among the subject alternative names.
+    SanEmail,
+    /// The first URI among the subject alternative names.
+    SanUri,
+}
+
+impl ClientIdentity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIdentity::Cn => "subject common name",
+            ClientIdentity::SanDns => "DNS subject alternative name",
+            ClientIdentity::SanEmail => "e-mail subject alternative name",
+            ClientIdentity::SanUri => "URI subject alternative name",
+        }
+    }
+}
+
+/// `[server.tls]`: TLS towards clients; empty `cert` disables it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsConfig {
+    /// The listener's certificate chain (PEM).
+    pub cert: String,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// When set, every client must present a certificate signed by this CA (PEM).
+    pub client_ca: String,
+    /// Which name of the client certificate is the user (`identity.mode = "certificate"`).
+    pub client_identity: ClientIdentity,
+    /// How often the files are checked for changes (a changed file is loaded without a
+    /// restart).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for ServerTlsConfig {
+    fn default() -> Self {
+        ServerTlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            client_ca: String::new(),
+            client_identity: ClientIdentity::Cn,
+            reload_interval_ms: 10_000,
+        }
+    }
 }
 
 /// `[authz]`
@@ -156,6 +212,8 @@ pub struct ServerConfig {
     pub write_timeout_ms: u64,
     /// On SIGTERM/SIGINT, in-flight calls get this long to finish before the process exits.
     pub shutdown_grace_ms: u64,
+    /// TLS towards clients.
+    pub tls: ServerTlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -168,6 +226,7 @@ impl Default for ServerConfig {
             read_timeout_ms: 60_000,
             write_timeout_ms: 60_000,
             shutdown_grace_ms: 30_000,
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -585,6 +644,31 @@ impl Config {
             errors.push(err(
                 "limits.max_request_bytes",
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
+            ));
+        }
+        let tls = &self.server.tls;
+        if tls.cert.is_empty() != tls.key.is_empty() {
+            errors.push(err(
+                "server.tls",
+                "cert and key go together (both set enables TLS, both empty disables it)",
+            ));
+        }
+        if !tls.client_ca.is_empty() && tls.cert.is_empty() {
+            errors.push(err(
+                "server.tls.client_ca",
+                "needs server.tls.cert and server.tls.key",
+            ));
+        }
+        if self.identity.mode == IdentityMode::Certificate && tls.client_ca.is_empty() {
+            errors.push(err(
+                "identity.mode",
+                "\"certificate\" needs server.tls.client_ca (and cert, key): the user is the name in the client's certificate",
+            ));
+        }
+        if !tls.cert.is_empty() && tls.reload_interval_ms == 0 {
+            errors.push(err(
+                "server.tls.reload_interval_ms",
+                "must be greater than 0",
             ));
         }
         if self.authz.admin_role.is_empty() {

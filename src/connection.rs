@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at};
@@ -25,11 +25,11 @@ use crate::audit::{Audit, AuditError};
 use crate::codec::reply::{application_exception, AppErrorKind};
 use crate::codec::value::Value;
 use crate::codec::{MessageHeader, MessageType, Scan, ScanError};
-use crate::config::AuthzMode;
+use crate::config::{AuthzMode, IdentityMode};
 use crate::error::{ClientError, UpstreamError};
 use crate::facts::FactsSource;
 use crate::framing::MessageWalker;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{
     DirectionLabels, KindLabels, MethodLabels, Metrics, RequestLabels, TransportLabels,
 };
@@ -38,6 +38,7 @@ use crate::policy::{Action, Call, Caller, Guard, ReplyCheck, UpstreamOutcome};
 use crate::router::{self, method_label, Method, Rule};
 use crate::schema::{self, Reject};
 use crate::settings::Settings;
+use crate::tls::Tls;
 use crate::transport::{self, Detect, Transport};
 use crate::upstream::{StreamError, UpstreamConn, Upstreams};
 
@@ -48,6 +49,8 @@ const IDLE_BUFFER_KEEP: usize = 64 * 1024;
 /// State shared by every connection.
 pub struct Shared {
     pub settings: Settings,
+    /// TLS towards clients, when configured.
+    pub tls: Option<Arc<Tls>>,
     pub metrics: Arc<Metrics>,
     pub upstreams: Upstreams,
     pub guard: Guard,
@@ -87,6 +90,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         storage: crate::storage::StorageGuard,
         facts: Option<Box<dyn FactsSource>>,
+        tls: Option<Arc<Tls>>,
     ) -> Result<Self, AuditError> {
         let upstreams = Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
         let config = &settings.config;
@@ -98,6 +102,7 @@ impl Shared {
         let max = settings.limits.max_held_request_bytes;
         Ok(Shared {
             settings,
+            tls,
             metrics,
             upstreams,
             guard,
@@ -145,7 +150,8 @@ impl From<UpstreamError> for CallError {
     }
 }
 
-/// Serves one accepted client connection to its end.
+/// Serves one accepted client connection to its end: the TLS handshake first when the
+/// listener has TLS (a client certificate then may name the caller).
 pub async fn serve(
     shared: Arc<Shared>,
     client: TcpStream,
@@ -157,28 +163,42 @@ pub async fn serve(
     async move {
         let _ = client.set_nodelay(true);
         let identity = shared.settings.identity.initial();
-        let mut conn = Conn {
-            shared,
-            client,
-            cbuf: BytesMut::new(),
-            upstream: None,
-            shutdown,
-            calls: 0,
-            identity,
-            id,
-            peer,
-            held: 0,
+        let Some(tls) = shared.tls.clone() else {
+            return Conn::new(shared, client, identity, id, peer, shutdown)
+                .run()
+                .await;
         };
-        conn.run().await;
-        debug!(calls = conn.calls, "connection closed");
+        match tls
+            .accept(client, shared.settings.server.read_timeout)
+            .await
+        {
+            Ok((stream, user)) => {
+                let id_settings = &shared.settings.identity;
+                let identity = match (id_settings.mode, user) {
+                    (IdentityMode::Certificate, Some(user)) => {
+                        let groups = id_settings.groups.get(&user).cloned().unwrap_or_default();
+                        let identity = Identity::new(&user, &groups, IdentitySource::Certificate);
+                        debug!(user = %identity, "identity from the client certificate");
+                        identity
+                    }
+                    _ => identity,
+                };
+                Conn::new(shared, stream, identity, id, peer, shutdown)
+                    .run()
+                    .await
+            }
+            Err(e) => {
+                warn!(error = %e, "closing connection: TLS handshake refused");
+            }
+        }
     }
     .instrument(span)
     .await
 }
 
-struct Conn {
+struct Conn<S> {
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: S,
     cbuf: BytesMut,
     upstream: Option<UpstreamConn>,
     shutdown: watch::Receiver<bool>,
@@ -190,13 +210,35 @@ struct Conn {
     held: u64,
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
-        self.release_held();
+        self.shared.held.give(std::mem::take(&mut self.held));
     }
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(
+        shared: Arc<Shared>,
+        client: S,
+        identity: Identity,
+        id: u64,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Conn {
+            shared,
+            client,
+            cbuf: BytesMut::new(),
+            upstream: None,
+            shutdown,
+            calls: 0,
+            identity,
+            id,
+            peer,
+            held: 0,
+        }
+    }
+
     fn settings(&self) -> &Settings {
         &self.shared.settings
     }
@@ -206,7 +248,12 @@ impl Conn {
         self.shared.held.give(std::mem::take(&mut self.held));
     }
 
-    async fn run(&mut self) {
+    async fn run(mut self) {
+        self.serve_calls().await;
+        debug!(calls = self.calls, "connection closed");
+    }
+
+    async fn serve_calls(&mut self) {
         let Some(transport) = self.detect().await else {
             return;
         };

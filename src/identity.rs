@@ -10,6 +10,8 @@ pub enum IdentitySource {
     Pinned,
     /// Claimed by the client's `set_ugi` (trusted networks).
     SetUgi,
+    /// The name in the client's verified TLS certificate; `set_ugi` is ignored.
+    Certificate,
     /// No identity yet (no `set_ugi` received).
     Anonymous,
 }
@@ -19,6 +21,7 @@ impl IdentitySource {
         match self {
             IdentitySource::Pinned => "pinned",
             IdentitySource::SetUgi => "set_ugi",
+            IdentitySource::Certificate => "certificate",
             IdentitySource::Anonymous => "anonymous",
         }
     }
@@ -95,8 +98,10 @@ pub fn set_ugi(
             tracing::info!(user = %id.user, groups = ?id.groups, "identity from set_ugi");
             id
         }
-        (IdentityMode::Pinned, claimed) if claimed.as_deref() != Some(current.user.as_str()) => {
-            tracing::debug!(claimed = ?claimed, pinned = %current.user, "set_ugi ignored: identity is pinned");
+        (IdentityMode::Pinned | IdentityMode::Certificate, claimed)
+            if claimed.as_deref() != Some(current.user.as_str()) =>
+        {
+            tracing::debug!(claimed = ?claimed, user = %current.user, source = current.source.as_str(), "set_ugi ignored: the identity is fixed");
             current.clone()
         }
         _ => current.clone(),

@@ -52,6 +52,7 @@ pub mod server;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod upstream;
 
@@ -114,8 +115,17 @@ pub async fn start_with(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let admin_listen = settings.admin_listen;
+    let tls = match settings.tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(tls::Tls::load(t, metrics.clone()).map_err(
+            |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )?)),
+    };
+    if let Some(t) = &tls {
+        tokio::spawn(t.clone().watch(shutdown.clone()));
+    }
     let shared = Arc::new(
-        Shared::new(settings, metrics.clone(), storage, facts)
+        Shared::new(settings, metrics.clone(), storage, facts, tls)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;

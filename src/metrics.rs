@@ -77,6 +77,10 @@ pub struct Metrics {
     pub audit_queue_depth: Gauge,
     pub storage_sts_calls: Family<StsLabels, Counter>,
     pub storage_credential_refreshes: Family<OutcomeLabels, Counter>,
+    /// TLS handshakes with clients (`ok`, `error`).
+    pub tls_handshakes: Family<OutcomeLabels, Counter>,
+    /// Reloads of changed TLS files (`ok`, `error`: the previous files stay in use).
+    pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub storage_probes: Family<ProbeLabels, Counter>,
     pub storage_checks: Family<StorageCheckLabels, Counter>,
     pub storage_check_duration: Histogram,
@@ -178,6 +182,8 @@ impl Metrics {
             audit_queue_depth: Gauge::default(),
             storage_sts_calls: Family::default(),
             storage_credential_refreshes: Family::default(),
+            tls_handshakes: Family::default(),
+            tls_reloads: Family::default(),
             storage_probes: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
@@ -301,6 +307,16 @@ impl Metrics {
             "storage_credential_refreshes",
             "Storage credential cache fills and renewals, one per key and renewal, retries included (outcome: ok, error)",
             m.storage_credential_refreshes.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes with clients (outcome: ok, error — a failed handshake, or a client certificate that names no user)",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Reloads of changed TLS files (outcome: ok, error — the previous certificate, key and CA stay in use)",
+            m.tls_reloads.clone(),
         );
         registry.register(
             "storage_probes",

@@ -28,6 +28,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub identity: IdentitySettings,
     pub limits: LimitSettings,
+    /// TLS towards clients (`[server.tls]`), when a certificate is configured.
+    pub tls: Option<crate::tls::TlsSettings>,
     pub config: Config,
 }
 
@@ -62,10 +64,11 @@ pub struct IdentitySettings {
 impl IdentitySettings {
     /// The identity a new connection starts with: the pinned one, or anonymous until
     /// `set_ugi`.
+    /// (In `certificate` mode the identity comes from the TLS handshake.)
     pub fn initial(&self) -> Identity {
         match self.mode {
             IdentityMode::Pinned => self.pinned.clone(),
-            IdentityMode::SetUgi => Identity::anonymous(),
+            IdentityMode::SetUgi | IdentityMode::Certificate => Identity::anonymous(),
         }
     }
 
@@ -140,6 +143,14 @@ impl Settings {
         };
         let s = &config.server;
         let u = &config.upstream;
+        let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
+        let tls = path(&s.tls.cert).map(|cert| crate::tls::TlsSettings {
+            cert,
+            key: std::path::PathBuf::from(&s.tls.key),
+            client_ca: path(&s.tls.client_ca),
+            client_identity: s.tls.client_identity,
+            reload_interval: ms(s.tls.reload_interval_ms),
+        });
         let l = &config.limits;
         let request = Limits {
             max_message_bytes: l.max_request_bytes,
@@ -188,6 +199,7 @@ impl Settings {
                 reply_buffer_bytes: l.reply_buffer_bytes,
                 max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
             },
+            tls,
             config,
         })
     }

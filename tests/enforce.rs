@@ -450,3 +450,268 @@ async fn a_new_upstream_connection_carries_the_callers_identity_again() {
     );
     assert_eq!(*up.connections.lock().unwrap(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS towards clients: the certificate names the caller.
+
+mod tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::path::{Path, PathBuf};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Ca {
+        cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    pub fn ca() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "hms-guard test CA");
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// A certificate signed by `ca` (PEM certificate, PEM key).
+    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    pub fn dir() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "hms-guard-tls-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The listener's files in `d`: server.pem, server.key, ca.pem.
+    pub fn write_server(d: &Path, ca: &Ca) {
+        let (cert, key) = leaf(ca, "hms-guard", &["localhost"]);
+        std::fs::write(d.join("server.pem"), cert).unwrap();
+        std::fs::write(d.join("server.key"), key).unwrap();
+        std::fs::write(d.join("ca.pem"), ca.cert.pem()).unwrap();
+    }
+
+    pub fn tls_toml(d: &Path, extra: &str) -> String {
+        format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n{extra}\n[identity]\nmode = \"certificate\"\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("ca.pem").display()
+        )
+    }
+
+    /// A TLS client trusting `ca`, presenting `client` (PEM cert, PEM key) if given.
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        ca: &Ca,
+        client: Option<&(String, String)>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert.pem().as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+    }
+
+    /// One call over a TLS stream; `None` if the connection ended without a reply.
+    pub async fn call_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        s: &mut S,
+        msg: &[u8],
+    ) -> Option<Vec<u8>> {
+        s.write_all(msg).await.ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut scanner = hms_guard::codec::Scanner::new(B, Default::default());
+            if let Ok(hms_guard::codec::Scan::Complete(n)) = scanner.advance(&buf) {
+                return Some(buf[..n].to_vec());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    pub fn metric(p: &Proxy, series: &str) -> u64 {
+        p.metrics_text()
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn with_a_client_ca_the_certificate_names_the_caller_and_set_ugi_cannot_change_it() {
+    let (up, facts) = (metastore().await, facts());
+    let (ca, d) = (tls::ca(), tls::dir());
+    tls::write_server(&d, &ca);
+    let proxy = start(&up, &facts, &tls::tls_toml(&d, "")).await;
+    let mary = tls::leaf(&ca, "mary", &[]);
+    let mut c = tls::connect(proxy.addr, &ca, Some(&mary)).await.unwrap();
+    let reply = tls::call_tls(&mut c, &set_ugi("admin", &[])).await.unwrap();
+    assert_eq!(result(&reply).0.kind, MessageType::Reply);
+    let reply = tls::call_tls(&mut c, &call(B, "get_table", 2, &["db", "secret"]))
+        .await
+        .unwrap();
+    let message = declared(&result(&reply).1).expect("denied");
+    assert!(message.contains("user mary"), "{message}");
+    let reply = tls::call_tls(&mut c, &call(B, "get_table", 3, &["db", "t"]))
+        .await
+        .unwrap();
+    assert!(
+        declared(&result(&reply).1).is_none(),
+        "mary holds SELECT on db.t"
+    );
+    // The metastore session carries mary, never the claimed admin.
+    assert_eq!(methods(&up), ["set_ugi", "get_table"]);
+    let first = up.received.lock().unwrap()[0].clone();
+    assert!(first.windows(4).any(|w| w == b"mary"));
+    assert!(!first.windows(5).any(|w| w == b"admin"));
+}
+
+#[tokio::test]
+async fn without_a_certificate_or_without_tls_a_client_is_refused_before_any_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, facts) = (metastore().await, facts());
+    let (ca, d) = (tls::ca(), tls::dir());
+    tls::write_server(&d, &ca);
+    let proxy = start(&up, &facts, &tls::tls_toml(&d, "")).await;
+    // A TLS client without a certificate: the handshake (or the first read) fails.
+    let refused = match tls::connect(proxy.addr, &ca, None).await {
+        Err(_) => true,
+        Ok(mut c) => tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"]))
+            .await
+            .is_none(),
+    };
+    assert!(refused);
+    // A certificate from another CA.
+    let other = tls::ca();
+    let stranger = tls::leaf(&other, "mary", &[]);
+    let refused = match tls::connect(proxy.addr, &ca, Some(&stranger)).await {
+        Err(_) => true,
+        Ok(mut c) => tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"]))
+            .await
+            .is_none(),
+    };
+    assert!(refused);
+    // A plain client: no reply, the connection is closed.
+    let mut plain = proxy.connect().await;
+    plain
+        .write_all(&call(B, "get_table", 1, &["db", "t"]))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(
+        buf.is_empty() || buf[0] == 0x15,
+        "at most a TLS alert: {buf:?}"
+    );
+    assert!(methods(&up).is_empty(), "nothing reached the metastore");
+    assert!(tls::metric(&proxy, "hms_guard_tls_handshakes_total{outcome=\"error\"}") >= 3);
+}
+
+#[tokio::test]
+async fn changed_certificate_files_are_used_without_a_restart() {
+    let (up, facts) = (metastore().await, facts());
+    let (ca, d) = (tls::ca(), tls::dir());
+    tls::write_server(&d, &ca);
+    let proxy = start(&up, &facts, &tls::tls_toml(&d, "reload_interval_ms = 50")).await;
+    let mary = tls::leaf(&ca, "mary", &[]);
+    let served = |c: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        c.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
+    };
+    let before = served(&tls::connect(proxy.addr, &ca, Some(&mary)).await.unwrap());
+    tls::write_server(&d, &ca);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = served(&tls::connect(proxy.addr, &ca, Some(&mary)).await.unwrap());
+        if now != before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate is never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tls::metric(&proxy, "hms_guard_tls_reloads_total{outcome=\"ok\"}"),
+        1
+    );
+    // A broken file is refused; the previous certificate stays in use.
+    std::fs::write(d.join("server.pem"), "not a certificate").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls::metric(&proxy, "hms_guard_tls_reloads_total{outcome=\"error\"}") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broken file is never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = tls::connect(proxy.addr, &ca, Some(&mary)).await.unwrap();
+    let reply = tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"])).await;
+    assert!(
+        reply.is_some(),
+        "still serving with the previous certificate"
+    );
+}
+
+#[test]
+fn a_certificate_names_its_user_by_cn_or_by_a_san_of_the_configured_kind() {
+    use hms_guard::config::ClientIdentity;
+    use rustls::pki_types::pem::PemObject;
+    let ca = tls::ca();
+    let (pem, _) = tls::leaf(&ca, "mary", &["mary.example.com"]);
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    assert_eq!(
+        hms_guard::tls::identity_of(&der, ClientIdentity::Cn).unwrap(),
+        "mary"
+    );
+    assert_eq!(
+        hms_guard::tls::identity_of(&der, ClientIdentity::SanDns).unwrap(),
+        "mary.example.com"
+    );
+    let err = hms_guard::tls::identity_of(&der, ClientIdentity::SanEmail).unwrap_err();
+    assert!(err.contains("e-mail"), "{err}");
+}

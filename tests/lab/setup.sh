@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the test lab, cached: a JRE 17+ (apt-get, if `java` is missing or too old) and a
+# Installs the test lab, cached: openssl and a JRE 17+ (apt-get, if missing; Java also if too old) and a
 # Python venv with PyPI pyspark (its jars hold Hive Metastore 2.3 and Spark), hmsclient, thrift
 # and pytest, at ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv.
 # First run: ~460 MB download, a few minutes. Re-running when complete takes about a second
@@ -49,6 +49,12 @@ mkdir -p "$cache"
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$cache/.setup.lock"
   flock 9
+fi
+
+# --- openssl (the TLS end-to-end tests make their certificates with it)
+if ! command -v openssl >/dev/null 2>&1; then
+  say "no openssl found; installing it with apt-get"
+  apt_install openssl || die "cannot install openssl (need root or sudo and apt-get); install it and retry"
 fi
 
 # --- Java (Spark 4 and this metastore need 17+)

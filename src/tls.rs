@@ -1,0 +1,298 @@
+//! TLS towards clients (`[server.tls]`): the listener's certificate and key, and optionally a
+//! client CA. With a client CA every client must present a certificate it signed; with
+//! `identity.mode = "certificate"` the caller is the name that certificate carries (its
+//! subject CN, or a SAN of the configured kind) and `set_ugi` cannot change it.
+//!
+//! The files are read at start-up and watched: when one changes, the next handshakes use the
+//! new certificate, key or CA (a file that does not load leaves the previous ones in place and
+//! is logged and counted). Handshakes are bounded by `server.read_timeout_ms`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::ClientIdentity;
+use crate::metrics::{Metrics, OutcomeLabels};
+
+/// Where the listener's TLS material is, and how a client certificate names its user.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA (PEM, one or more certificates).
+    pub client_ca: Option<PathBuf>,
+    pub client_identity: ClientIdentity,
+    pub reload_interval: Duration,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake not complete within {0} ms")]
+    Timeout(u64),
+    #[error("the client certificate names no user: {0}")]
+    NoIdentity(String),
+}
+
+/// Accepts TLS connections with the current certificate, key and client CA.
+pub struct Tls {
+    settings: TlsSettings,
+    current: RwLock<Arc<ServerConfig>>,
+    /// Modification stamps of the files the current configuration was built from.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Tls {
+    /// Loads the files; an error names the file and what is wrong with it.
+    pub fn load(settings: TlsSettings, metrics: Arc<Metrics>) -> Result<Tls, String> {
+        let stamps = stamps(&settings);
+        let config = build(&settings)?;
+        Ok(Tls {
+            settings,
+            current: RwLock::new(Arc::new(config)),
+            stamps: Mutex::new(stamps),
+            metrics,
+        })
+    }
+
+    /// Whether client certificates are required (and so name the caller).
+    pub fn verifies_clients(&self) -> bool {
+        self.settings.client_ca.is_some()
+    }
+
+    /// Completes the handshake within `limit`; returns the stream and, with a client CA, the
+    /// user the client certificate names.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        limit: Duration,
+    ) -> Result<(TlsStream<TcpStream>, Option<String>), HandshakeError> {
+        let config = self
+            .current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let outcome = |ok: bool| {
+            self.metrics
+                .tls_handshakes
+                .get_or_create(&OutcomeLabels {
+                    outcome: if ok { "ok" } else { "error" },
+                })
+                .inc();
+        };
+        let stream = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                outcome(false);
+                return Err(HandshakeError::Tls(e));
+            }
+            Err(_) => {
+                outcome(false);
+                return Err(HandshakeError::Timeout(limit.as_millis() as u64));
+            }
+        };
+        let user = match (
+            &self.settings.client_ca,
+            stream.get_ref().1.peer_certificates(),
+        ) {
+            (None, _) => None,
+            (Some(_), Some([leaf, ..])) => match identity_of(leaf, self.settings.client_identity) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    outcome(false);
+                    return Err(HandshakeError::NoIdentity(e));
+                }
+            },
+            (Some(_), _) => {
+                outcome(false);
+                return Err(HandshakeError::NoIdentity(
+                    "no certificate presented".into(),
+                ));
+            }
+        };
+        outcome(true);
+        Ok((stream, user))
+    }
+
+    /// Rebuilds the configuration when a file changed. `Ok(true)`: reloaded; `Err`: the new
+    /// files do not load (the previous configuration stays).
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let now = stamps(&self.settings);
+        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return Ok(false);
+        }
+        // Whatever the outcome, this state of the files has been tried.
+        *seen = now;
+        let result = build(&self.settings);
+        let reloaded = |ok: bool| {
+            self.metrics
+                .tls_reloads
+                .get_or_create(&OutcomeLabels {
+                    outcome: if ok { "ok" } else { "error" },
+                })
+                .inc();
+        };
+        match result {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                reloaded(true);
+                Ok(true)
+            }
+            Err(e) => {
+                reloaded(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches the files until `shutdown`, reloading on change.
+    pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let every = self.settings.reload_interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = crate::until_shutdown(&mut shutdown) => return,
+            }
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!("TLS certificate, key or client CA reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS files changed but do not load; the previous ones stay in use")
+                }
+            }
+        }
+    }
+}
+
+fn files(s: &TlsSettings) -> Vec<&PathBuf> {
+    let mut v = vec![&s.cert, &s.key];
+    v.extend(s.client_ca.as_ref());
+    v
+}
+
+fn stamps(s: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
+    files(s)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+/// A server configuration from the files.
+fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&s.cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("server.tls.cert {}: {e}", s.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls.cert {}: no certificate in the file",
+            s.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&s.key)
+        .map_err(|e| format!("server.tls.key {}: {e}", s.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &s.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(ca)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;
+            for c in cas {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "server.tls.client_ca {}: no certificate in the file",
+                    ca.display()
+                ));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls.cert/key: {e}"))
+}
+
+/// The user a (verified) client certificate names: its subject CN, or its first SAN of the
+/// configured kind.
+pub fn identity_of(cert: &CertificateDer<'_>, kind: ClientIdentity) -> Result<String, String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
+    let tbs = &cert.tbs_certificate;
+    let name = match kind {
+        ClientIdentity::Cn => tbs
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .filter(|atv| atv.oid == x509_cert::der::oid::db::rfc4519::CN)
+            .find_map(|atv| directory_string(&atv.value)),
+        ClientIdentity::SanDns | ClientIdentity::SanEmail | ClientIdentity::SanUri => {
+            use x509_cert::ext::pkix::name::GeneralName;
+            use x509_cert::ext::pkix::SubjectAltName;
+            let san = tbs
+                .extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
+                .map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()))
+                .transpose()
+                .map_err(|e| format!("subjectAltName: {e}"))?;
+            san.iter()
+                .flat_map(|s| s.0.iter())
+                .find_map(|g| match (kind, g) {
+                    (ClientIdentity::SanDns, GeneralName::DnsName(n)) => Some(n.to_string()),
+                    (ClientIdentity::SanEmail, GeneralName::Rfc822Name(n)) => Some(n.to_string()),
+                    (ClientIdentity::SanUri, GeneralName::UniformResourceIdentifier(n)) => {
+                        Some(n.to_string())
+                    }
+                    _ => None,
+                })
+        }
+    };
+    match name.map(|n| n.trim().to_string()) {
+        Some(n) if !n.is_empty() => Ok(n),
+        _ => Err(format!("no {} in the certificate", kind.as_str())),
+    }
+}
+
+/// A directory string (UTF8String, PrintableString, IA5String) as text.
+fn directory_string(v: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    v.decode_as::<Utf8StringRef<'_>>()
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| {
+            v.decode_as::<PrintableStringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+        })
+        .or_else(|_| {
+            v.decode_as::<Ia5StringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+        })
+        .ok()
+}

@@ -1,0 +1,128 @@
+"""TLS towards clients, end to end: hms-guard with [server.tls] (certificate, key, client CA) and
+identity.mode = "certificate" in front of the real metastore; Python thrift's TLS socket
+(TSSLSocket) with and without a client certificate. Certificates are made here with the
+openssl command line (a CA, the listener's certificate, one certificate per user)."""
+import subprocess
+
+import pytest
+from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
+from hmsclient.genthrift.hive_metastore import ttypes as tt
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TSocket, TSSLSocket, TTransport
+
+import hms
+
+DB = "tls_db"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certs(d):
+    """ca.pem/ca.key, server.pem/server.key (localhost, 127.0.0.1), USER.pem/USER.key."""
+    d.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=hms-guard e2e CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+
+    def leaf(name, cn, ext):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        (d / f"{name}.ext").write_text(ext)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.pem", cwd=d)
+
+    leaf("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for user in ("admin", "mary"):
+        leaf(user, user, "extendedKeyUsage=clientAuth\n")
+
+
+@pytest.fixture(scope="module")
+def tls_guard(lab, metastore):
+    d = lab / "tls"
+    make_certs(d)
+    g = hms.Guard(lab, metastore.port, name="guard-tls", extra=(
+        '[authz]\nmode = "enforce"\n\n'
+        '[storage]\nenabled = false\n\n'
+        f'[server.tls]\ncert = "{d}/server.pem"\nkey = "{d}/server.key"\n'
+        f'client_ca = "{d}/ca.pem"\n\n'
+        '[identity]\nmode = "certificate"\n'))
+    g.start()
+    yield g, d
+    g.stop()
+
+
+def tls_client(port, d, user=None):
+    """A client over TLS, presenting USER's certificate if given."""
+    kwargs = {"ca_certs": str(d / "ca.pem")}
+    if user:
+        kwargs.update(certfile=str(d / f"{user}.pem"), keyfile=str(d / f"{user}.key"))
+    sock = TSSLSocket.TSSLSocket("localhost", port, **kwargs)
+    sock.setTimeout(20_000)
+    t = TTransport.TBufferedTransport(sock)
+    t.open()
+    return T.Client(TBinaryProtocol.TBinaryProtocol(t)), t
+
+
+def table(lab, name):
+    sd = tt.StorageDescriptor(
+        cols=[tt.FieldSchema("id", "int", "")], location=f"file://{lab}/{DB}.db/{name}",
+        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+        bucketCols=[], sortCols=[], parameters={})
+    return tt.Table(tableName=name, dbName=DB, owner="admin", sd=sd, partitionKeys=[],
+                    parameters={"EXTERNAL": "TRUE"}, tableType="EXTERNAL_TABLE")
+
+
+def test_the_certificate_names_the_user_and_set_ugi_cannot_change_it(tls_guard, lab, metastore):
+    g, d = tls_guard
+    admin, at = tls_client(g.port, d, "admin")
+    admin.set_ugi("admin", [])
+    admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db",
+                                      parameters={}))
+    for name in ("open", "closed"):
+        admin.create_table(table(lab, name))
+    obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
+    grant = tt.HiveObjectPrivilege(obj, "mary", tt.PrincipalType.USER,
+                                   tt.PrivilegeGrantInfo("SELECT", 0, "admin",
+                                                         tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    mary, mt = tls_client(g.port, d, "mary")
+    mary.set_ugi("admin", [])  # a claim the certificate overrules
+    assert mary.get_table(DB, "open").tableName == "open"
+    with pytest.raises(tt.MetaException) as e:
+        mary.get_table(DB, "closed")
+    assert "user mary" in e.value.message and f"{DB}.closed" in e.value.message, e.value.message
+    with pytest.raises(tt.MetaException):
+        mary.drop_table(DB, "open", False)
+    with hms.hms_client(metastore.port) as direct:
+        assert sorted(direct.get_all_tables(DB)) == ["closed", "open"], "nothing dropped"
+    for name in ("open", "closed"):
+        admin.drop_table(DB, name, False)
+    admin.drop_database(DB, False, False)
+    at.close()
+    mt.close()
+
+
+def test_clients_without_a_certificate_or_without_tls_are_refused(tls_guard):
+    g, d = tls_guard
+    before = sum(v for _, v in hms.metric_series(g.metrics(), "hms_guard_tls_handshakes_total",
+                                                  outcome="error"))
+    with pytest.raises(Exception):
+        c, t = tls_client(g.port, d)  # trusts the server, presents nothing
+        c.get_all_databases()
+    with pytest.raises(Exception):
+        sock = TSocket.TSocket("127.0.0.1", g.port)
+        sock.setTimeout(10_000)
+        t = TTransport.TBufferedTransport(sock)
+        t.open()
+        plain = T.Client(TBinaryProtocol.TBinaryProtocol(t))
+        plain.set_ugi("admin", [])
+        plain.get_all_databases()
+    after = sum(v for _, v in hms.metric_series(g.metrics(), "hms_guard_tls_handshakes_total",
+                                                 outcome="error"))
+    assert after >= before + 2, (before, after)
+    log = g.log.read_text()
+    assert "TLS handshake refused" in log
