@@ -308,6 +308,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             transport: r.label(),
                         })
                         .inc();
+                    if r == transport::Rejected::Sasl {
+                        let _ = self
+                            .write_client(&transport::sasl_bad(transport::SASL_REFUSAL))
+                            .await;
+                    }
                     return None;
                 }
                 Detect::NeedMore => {}

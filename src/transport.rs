@@ -57,7 +57,7 @@ impl Rejected {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejected::Tls => "TLS handshake: TLS is not enabled on this listener",
-            Rejected::Sasl => "SASL negotiation (Kerberos/PLAIN): not supported yet",
+            Rejected::Sasl => "SASL negotiation (Kerberos/PLAIN): SASL is not enabled on this listener (answered with a SASL BAD message saying so)",
             Rejected::Http => "HTTP request: this is the Thrift port (the admin port serves HTTP)",
             Rejected::NonStrictBinary => {
                 "non-strict binary Thrift (old clients): only strict binary is accepted"
@@ -151,4 +151,21 @@ pub fn detect(first: &[u8]) -> Detect {
         return Detect::Reject(Rejected::NonStrictBinary);
     }
     Detect::Reject(Rejected::Unknown)
+}
+
+/// What a SASL client (Kerberos, PLAIN) is told before the connection closes: a negotiation
+/// message with status BAD (3) carrying the reason, which clients show as "Peer indicated
+/// failure: …" instead of a bare end of stream.
+pub const SASL_REFUSAL: &str = "hms-guard: SASL (Kerberos) is not enabled on this listener; \
+name the user with set_ugi, connect through a pinned sidecar, or present a TLS client \
+certificate (hms-guard docs/IDENTITY.md)";
+
+/// A SASL negotiation frame: status byte, 4-byte big-endian length, payload.
+pub fn sasl_bad(message: &str) -> Vec<u8> {
+    const BAD: u8 = 3;
+    let mut v = Vec::with_capacity(5 + message.len());
+    v.push(BAD);
+    v.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    v.extend_from_slice(message.as_bytes());
+    v
 }

@@ -271,10 +271,20 @@ async fn rejected_transports_are_closed_and_counted() {
     for (bytes, label) in starts {
         let mut c = proxy.connect().await;
         c.write_all(bytes).await.unwrap();
-        assert!(
-            read_to_eof(&mut c).await.is_empty(),
-            "{label}: closed without bytes"
-        );
+        let got = read_to_eof(&mut c).await;
+        if label == "sasl" {
+            // A SASL client is told why, in its own negotiation format: BAD + the reason.
+            assert_eq!(got[0], 3, "status BAD");
+            let n = u32::from_be_bytes(got[1..5].try_into().unwrap()) as usize;
+            let reason = String::from_utf8(got[5..].to_vec()).unwrap();
+            assert_eq!(reason.len(), n);
+            assert!(
+                reason.contains("SASL (Kerberos) is not enabled"),
+                "{reason}"
+            );
+        } else {
+            assert!(got.is_empty(), "{label}: closed without bytes");
+        }
         let text = proxy.metrics_text();
         assert!(
             text.contains(&format!(
