@@ -247,6 +247,21 @@ pub struct UpstreamConfig {
     /// Which metastore's Thrift schema requests are read by (`any`: every recorded version at
     /// once, the strictest).
     pub metastore_version: MetastoreVersion,
+    /// TLS towards the metastore.
+    pub tls: UpstreamTlsConfig,
+}
+
+/// `[upstream.tls]`: TLS towards the metastore; empty `ca` disables it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    /// The CA (PEM) the metastore's certificate must chain to.
+    pub ca: String,
+    /// A client certificate chain (PEM) to present, with `key`; optional.
+    pub cert: String,
+    pub key: String,
+    /// The name the metastore's certificate must carry; default: each URI's host.
+    pub server_name: String,
 }
 
 /// The recorded metastore version a deployment's metastore reads requests as.
@@ -286,6 +301,7 @@ impl Default for UpstreamConfig {
             read_timeout_ms: 600_000,
             write_timeout_ms: 60_000,
             metastore_version: MetastoreVersion::Any,
+            tls: UpstreamTlsConfig::default(),
         }
     }
 }
@@ -663,6 +679,16 @@ impl Config {
             errors.push(err(
                 "identity.mode",
                 "\"certificate\" needs server.tls.client_ca (and cert, key): the user is the name in the client's certificate",
+            ));
+        }
+        let up = &self.upstream.tls;
+        if up.cert.is_empty() != up.key.is_empty() {
+            errors.push(err("upstream.tls", "cert and key go together"));
+        }
+        if up.ca.is_empty() && (!up.cert.is_empty() || !up.server_name.is_empty()) {
+            errors.push(err(
+                "upstream.tls.ca",
+                "required for TLS towards the metastore (cert, key and server_name need it)",
             ));
         }
         if !tls.cert.is_empty() && tls.reload_interval_ms == 0 {

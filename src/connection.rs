@@ -91,8 +91,13 @@ impl Shared {
         storage: crate::storage::StorageGuard,
         facts: Option<Box<dyn FactsSource>>,
         tls: Option<Arc<Tls>>,
+        upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
     ) -> Result<Self, AuditError> {
-        let upstreams = Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
+        let mut upstreams =
+            Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
+        if let Some(t) = upstream_tls {
+            upstreams = upstreams.with_tls(t);
+        }
         let config = &settings.config;
         let guard = match facts {
             None => Guard::new(config, upstreams.clone(), metrics.clone(), storage),
@@ -692,7 +697,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn write_client(&mut self, bytes: &[u8]) -> Result<(), CallError> {
         let t = self.settings().server.write_timeout;
-        match timeout(t, self.client.write_all(bytes)).await {
+        let client = &mut self.client;
+        let write = async {
+            client.write_all(bytes).await?;
+            client.flush().await
+        };
+        match timeout(t, write).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(CallError::ClientGone),
         }

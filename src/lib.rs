@@ -115,17 +115,33 @@ pub async fn start_with(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let admin_listen = settings.admin_listen;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let tls = match settings.tls.clone() {
         None => None,
-        Some(t) => Some(Arc::new(tls::Tls::load(t, metrics.clone()).map_err(
-            |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        )?)),
+        Some(t) => Some(Arc::new(
+            tls::Tls::load(t, metrics.clone()).map_err(invalid)?,
+        )),
     };
+    let upstream_tls = match settings.upstream_tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(
+            tls::UpstreamTls::load(t, metrics.clone()).map_err(invalid)?,
+        )),
+    };
+    let mut watched: Vec<Arc<dyn tls::Reload>> = Vec::new();
+    let mut every = std::time::Duration::from_secs(10);
     if let Some(t) = &tls {
-        tokio::spawn(t.clone().watch(shutdown.clone()));
+        every = t.reload_interval();
+        watched.push(t.clone());
+    }
+    if let Some(t) = &upstream_tls {
+        watched.push(t.clone());
+    }
+    if !watched.is_empty() {
+        tokio::spawn(tls::watch(watched, every, shutdown.clone()));
     }
     let shared = Arc::new(
-        Shared::new(settings, metrics.clone(), storage, facts, tls)
+        Shared::new(settings, metrics.clone(), storage, facts, tls, upstream_tls)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;

@@ -30,6 +30,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// TLS towards clients (`[server.tls]`), when a certificate is configured.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// TLS towards the metastore (`[upstream.tls]`), when a CA is configured.
+    pub upstream_tls: Option<crate::tls::UpstreamTlsSettings>,
     pub config: Config,
 }
 
@@ -151,6 +153,13 @@ impl Settings {
             client_identity: s.tls.client_identity,
             reload_interval: ms(s.tls.reload_interval_ms),
         });
+        let ut = &config.upstream.tls;
+        let upstream_tls = path(&ut.ca).map(|ca| crate::tls::UpstreamTlsSettings {
+            ca,
+            cert: path(&ut.cert),
+            key: path(&ut.key),
+            server_name: (!ut.server_name.is_empty()).then(|| ut.server_name.clone()),
+        });
         let l = &config.limits;
         let request = Limits {
             max_message_bytes: l.max_request_bytes,
@@ -200,6 +209,7 @@ impl Settings {
                 max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
             },
             tls,
+            upstream_tls,
             config,
         })
     }

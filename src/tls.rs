@@ -3,6 +3,9 @@
 //! `identity.mode = "certificate"` the caller is the name that certificate carries (its
 //! subject CN, or a SAN of the configured kind) and `set_ugi` cannot change it.
 //!
+//! TLS towards the metastore (`[upstream.tls]`): the CA the metastore's certificate must chain
+//! to, the name it must carry (default: the URI's host), and an optional client certificate.
+//!
 //! The files are read at start-up and watched: when one changes, the next handshakes use the
 //! new certificate, key or CA (a file that does not load leaves the previous ones in place and
 //! is logged and counted). Handshakes are bounded by `server.read_timeout_ms`.
@@ -157,22 +160,186 @@ impl Tls {
         }
     }
 
-    /// Watches the files until `shutdown`, reloading on change.
-    pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let every = self.settings.reload_interval;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = crate::until_shutdown(&mut shutdown) => return,
-            }
-            match self.reload_if_changed() {
-                Ok(true) => tracing::info!("TLS certificate, key or client CA reloaded"),
+    /// How often the files are checked.
+    pub fn reload_interval(&self) -> Duration {
+        self.settings.reload_interval
+    }
+}
+
+/// TLS material that is reloaded when its files change.
+pub trait Reload: Send + Sync {
+    /// `Ok(true)`: reloaded; `Err`: the new files do not load (the previous ones stay).
+    fn reload_if_changed(&self) -> Result<bool, String>;
+    /// What it is, for the log.
+    fn what(&self) -> &'static str;
+}
+
+impl Reload for Tls {
+    fn reload_if_changed(&self) -> Result<bool, String> {
+        Tls::reload_if_changed(self)
+    }
+    fn what(&self) -> &'static str {
+        "server.tls"
+    }
+}
+
+/// Checks `items` every `every` until `shutdown`, reloading what changed.
+pub async fn watch(
+    items: Vec<Arc<dyn Reload>>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = crate::until_shutdown(&mut shutdown) => return,
+        }
+        for item in &items {
+            match item.reload_if_changed() {
+                Ok(true) => tracing::info!(what = item.what(), "TLS files reloaded"),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "TLS files changed but do not load; the previous ones stay in use")
+                    tracing::error!(what = item.what(), error = %e, "TLS files changed but do not load; the previous ones stay in use")
                 }
             }
         }
+    }
+}
+
+/// TLS towards the metastore (`[upstream.tls]`): the CA its certificate must chain to, the
+/// name it must carry, and an optional client certificate.
+#[derive(Debug, Clone)]
+pub struct UpstreamTlsSettings {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Default: each URI's host.
+    pub server_name: Option<String>,
+}
+
+pub struct UpstreamTls {
+    settings: UpstreamTlsSettings,
+    current: RwLock<Arc<rustls::ClientConfig>>,
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamTls {
+    pub fn load(settings: UpstreamTlsSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let stamps = upstream_stamps(&settings);
+        let config = build_client(&settings)?;
+        Ok(UpstreamTls {
+            settings,
+            current: RwLock::new(Arc::new(config)),
+            stamps: Mutex::new(stamps),
+            metrics,
+        })
+    }
+
+    /// The TLS handshake with the metastore at `host`, within `limit`.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        limit: Duration,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let name = self.settings.server_name.as_deref().unwrap_or(host);
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| format!("`{name}` is not a valid server name: {e}"))?;
+        let config = self
+            .current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match tokio::time::timeout(limit, connector.connect(server_name, tcp)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "handshake not complete within {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reload for UpstreamTls {
+    fn reload_if_changed(&self) -> Result<bool, String> {
+        let now = upstream_stamps(&self.settings);
+        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return Ok(false);
+        }
+        *seen = now;
+        let result = build_client(&self.settings);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        let config = result?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(true)
+    }
+    fn what(&self) -> &'static str {
+        "upstream.tls"
+    }
+}
+
+fn upstream_stamps(s: &UpstreamTlsSettings) -> Vec<Option<(SystemTime, u64)>> {
+    let mut files = vec![&s.ca];
+    files.extend(s.cert.as_ref());
+    files.extend(s.key.as_ref());
+    files.into_iter().map(stamp).collect()
+}
+
+fn stamp(p: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// A client configuration towards the metastore from the files.
+fn build_client(s: &UpstreamTlsSettings) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(&s.ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("upstream.tls.ca {}: {e}", s.ca.display()))?;
+    for c in cas {
+        roots
+            .add(c)
+            .map_err(|e| format!("upstream.tls.ca {}: {e}", s.ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "upstream.tls.ca {}: no certificate in the file",
+            s.ca.display()
+        ));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    match (&s.cert, &s.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("upstream.tls.cert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("upstream.tls.key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("upstream.tls.cert/key: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
     }
 }
 
@@ -183,13 +350,7 @@ fn files(s: &TlsSettings) -> Vec<&PathBuf> {
 }
 
 fn stamps(s: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
-    files(s)
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        })
-        .collect()
+    files(s).into_iter().map(stamp).collect()
 }
 
 /// A server configuration from the files.

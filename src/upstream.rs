@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -29,6 +30,8 @@ use crate::transport::Transport;
 pub struct Upstreams {
     uris: Vec<ThriftUri>,
     timeouts: Timeouts,
+    /// TLS towards the metastore (`[upstream.tls]`).
+    tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// Every connect attempt failed.
@@ -52,20 +55,41 @@ impl std::error::Error for ConnectError {}
 
 impl Upstreams {
     pub fn new(uris: Vec<ThriftUri>, timeouts: Timeouts) -> Self {
-        Upstreams { uris, timeouts }
+        Upstreams {
+            uris,
+            timeouts,
+            tls: None,
+        }
+    }
+
+    /// The same metastores, reached over TLS.
+    pub fn with_tls(mut self, tls: Arc<crate::tls::UpstreamTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn uris(&self) -> &[ThriftUri] {
         &self.uris
     }
 
-    /// Connects to the first reachable URI (every resolved address of each, in order).
-    pub async fn connect(&self) -> Result<(TcpStream, &ThriftUri), ConnectError> {
+    /// Connects to the first reachable URI (every resolved address of each, in order; with
+    /// TLS, the first whose handshake also succeeds).
+    pub async fn connect(&self) -> Result<(Stream, &ThriftUri), ConnectError> {
         let mut attempts = Vec::new();
         for uri in &self.uris {
-            match self.connect_one(uri).await {
-                Ok(stream) => return Ok((stream, uri)),
-                Err(e) => attempts.push((uri.to_string(), e.to_string())),
+            let tcp = match self.connect_one(uri).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    attempts.push((uri.to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            let Some(tls) = &self.tls else {
+                return Ok((Stream::Plain(tcp), uri));
+            };
+            match tls.connect(tcp, &uri.host, self.timeouts.connect).await {
+                Ok(s) => return Ok((Stream::Tls(Box::new(s)), uri)),
+                Err(e) => attempts.push((uri.to_string(), format!("TLS: {e}"))),
             }
         }
         Err(ConnectError { attempts })
@@ -135,7 +159,7 @@ pub struct Streamed {
 /// that finds where each reply ends, and the identity last sent on it with `set_ugi`.
 /// Used by the client connections and by the facts client alike.
 pub struct UpstreamConn {
-    stream: TcpStream,
+    stream: Stream,
     uri: ThriftUri,
     transport: Transport,
     buf: BytesMut,
@@ -180,7 +204,12 @@ impl UpstreamConn {
 
     /// Sends one whole message (`method` names it in errors).
     pub async fn send(&mut self, bytes: &[u8], method: &str) -> Result<(), UpstreamError> {
-        let write = timeout(self.timeouts.write, self.stream.write_all(bytes)).await;
+        let stream = &mut self.stream;
+        let write = timeout(self.timeouts.write, async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        })
+        .await;
         let err = match write {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => e,
@@ -320,7 +349,12 @@ impl UpstreamConn {
                 self.check_answers(method, seqid)
                     .map_err(|e| up(e, flushed))?;
                 let upstream_time = sent.elapsed();
-                match timeout(client_write_timeout, client.write_all(&self.buf[..walked])).await {
+                let out = &self.buf[..walked];
+                let write = async {
+                    client.write_all(out).await?;
+                    client.flush().await
+                };
+                match timeout(client_write_timeout, write).await {
                     Ok(Ok(())) => {}
                     _ => return Err(StreamError::ClientGone),
                 }
@@ -371,8 +405,18 @@ impl UpstreamConn {
         if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_KEEP {
             self.buf = BytesMut::new();
         }
-        let mut probe = [0u8; 1];
-        let _ = self.stream.peek(&mut probe).await;
+        match &mut self.stream {
+            Stream::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                let _ = tcp.peek(&mut probe).await;
+            }
+            // TLS records the metastore may send after the handshake (session tickets) are
+            // taken by the TLS layer; a read returns only at the end, on an error, or on
+            // bytes a metastore never sends between calls.
+            Stream::Tls(tls) => {
+                let _ = tls.read_buf(&mut self.buf).await;
+            }
+        }
     }
 }
 
@@ -390,4 +434,56 @@ pub fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> Byte
     }
     w.struct_end();
     w.finish(transport.framed)
+}
+
+/// A metastore connection's byte stream: plain TCP, or TLS (`[upstream.tls]`).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

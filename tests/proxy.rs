@@ -565,3 +565,169 @@ async fn admin_endpoints() {
     assert!(lonely.metrics_text().contains("hms_guard_upstream_up 0"));
     assert_eq!(http_get(proxy.admin, "/nope").await.0, 404);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS towards the metastore: a TLS-terminating front (as stunnel or a load balancer) in front of
+// a scripted metastore.
+
+mod upstream_tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    pub struct Ca {
+        pub cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    pub fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        (
+            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    }
+
+    /// A TLS front on an ephemeral port relaying to `backend`; with `client_ca`, it requires a
+    /// client certificate signed by it.
+    pub async fn front(
+        ca: &Ca,
+        backend: std::net::SocketAddr,
+        client_ca: Option<&Ca>,
+    ) -> std::net::SocketAddr {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let (cert, key) = leaf(ca, "metastore", &["localhost"]);
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(c) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(CertificateDer::from_pem_slice(c.cert.pem().as_bytes()).unwrap())
+                    .unwrap();
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider,
+                    )
+                    .build()
+                    .unwrap(),
+                )
+            }
+        };
+        let config = builder
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut back) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+                });
+            }
+        });
+        addr
+    }
+
+    pub fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    pub fn dir() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "hms-guard-upstream-tls-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
+
+#[tokio::test]
+async fn calls_reach_a_tls_metastore_and_a_wrong_one_is_refused() {
+    use upstream_tls::*;
+    let up = Upstream::echo(B, false).await;
+    let (ca, d) = (ca("metastore CA"), dir());
+    let front = front(&ca, up.addr, None).await;
+    let mut cfg = config(&[format!("thrift://{front}")]);
+    cfg.upstream.tls.ca = write(&d, "ca.pem", &ca.cert.pem());
+    cfg.upstream.tls.server_name = "localhost".into();
+    let proxy = Proxy::start(cfg).await;
+    let mut c = proxy.connect().await;
+    let (h, reply) = roundtrip(&mut c, &call(B, "getVersion", 1, &[]), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 1));
+    assert!(String::from_utf8_lossy(&reply).contains("echo:getVersion"));
+    // Idle over TLS (the front's session tickets arrive meanwhile): the connection stays.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (h, _) = roundtrip(&mut c, &call(B, "getVersion", 2, &[]), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 2));
+    assert!(!proxy.metrics_text().contains("kind=\"closed_idle\""));
+    // A metastore whose certificate another CA signed: refused, in the protocol.
+    let other = upstream_tls::ca("someone else");
+    let impostor = upstream_tls::front(&other, up.addr, None).await;
+    let mut cfg = config(&[format!("thrift://{impostor}")]);
+    cfg.upstream.tls.ca = write(&d, "ca.pem", &ca.cert.pem());
+    cfg.upstream.tls.server_name = "localhost".into();
+    let proxy = Proxy::start(cfg).await;
+    let mut c = proxy.connect().await;
+    let (h, msg) = roundtrip(&mut c, &call(B, "getVersion", 2, &[]), B, false).await;
+    assert_eq!(h.kind, MessageType::Exception);
+    let text = exception_message(B, &msg, &h);
+    assert!(text.contains("TLS"), "{text}");
+    assert_eq!(
+        *up.connections.lock().unwrap(),
+        1,
+        "only the genuine front reached it"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_to_a_metastore_that_asks() {
+    use upstream_tls::*;
+    let up = Upstream::echo(B, false).await;
+    let (ca, clients, d) = (ca("metastore CA"), ca("client CA"), dir());
+    let front = front(&ca, up.addr, Some(&clients)).await;
+    let (cert, key) = leaf(&clients, "hms-guard", &[]);
+    let mut cfg = config(&[format!("thrift://{front}")]);
+    cfg.upstream.tls.ca = write(&d, "ca.pem", &ca.cert.pem());
+    cfg.upstream.tls.server_name = "localhost".into();
+    cfg.upstream.tls.cert = write(&d, "client.pem", &cert);
+    cfg.upstream.tls.key = write(&d, "client.key", &key);
+    let proxy = Proxy::start(cfg).await;
+    let mut c = proxy.connect().await;
+    let (h, _) = roundtrip(&mut c, &call(B, "getVersion", 1, &[]), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+}
