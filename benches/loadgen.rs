@@ -50,6 +50,26 @@ enum Cmd {
     /// In-process warm-cache decisions of `get_table` through the proxy's own policy stage
     /// (`Guard::check`, facts from a real metastore): thread CPU per decision.
     Decide(DecideArgs),
+    /// Connection set-up time (connect, TLS handshake for `tls://` targets, set_ugi and a first
+    /// getVersion), sequential connections, targets interleaved in rounds.
+    Handshake(HandshakeArgs),
+}
+
+#[derive(Args)]
+struct HandshakeArgs {
+    /// NAME=HOST:PORT, or NAME=tls://HOST:PORT (TLS client settings from LOADGEN_TLS_CA,
+    /// LOADGEN_TLS_CERT, LOADGEN_TLS_KEY; the server name is `localhost`).
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
+    /// Connections per target per round.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value = "bench")]
+    user: String,
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -366,6 +386,7 @@ fn main() {
             Cmd::BigCall(a) => big_call(a).await,
             Cmd::Idle(a) => idle(a).await,
             Cmd::Decide(a) => decide(a).await,
+            Cmd::Handshake(a) => handshake(a).await,
         }
     });
     std::process::exit(match code {
@@ -433,8 +454,101 @@ fn io_err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
+fn io_err_of(e: impl std::fmt::Display) -> io::Error {
+    io_err(e.to_string())
+}
+
+/// The TLS client configuration of `tls://` targets: trusts LOADGEN_TLS_CA, presents
+/// LOADGEN_TLS_CERT / LOADGEN_TLS_KEY when set. Built once.
+fn tls_client() -> io::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    let built = CONFIG.get_or_init(|| {
+        let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(env("LOADGEN_TLS_CA")?).map_err(|e| e.to_string())? {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match (env("LOADGEN_TLS_CERT"), env("LOADGEN_TLS_KEY")) {
+            (Ok(cert), Ok(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| e.to_string())?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    });
+    built.clone().map_err(io_err)
+}
+
+/// Connection set-up time per target: connect (+ TLS), set_ugi, getVersion; sequential.
+async fn handshake(a: HandshakeArgs) -> io::Result<()> {
+    let targets: Vec<(String, String)> = a
+        .targets
+        .iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(n, addr)| (n.to_string(), addr.to_string()))
+                .ok_or_else(|| io_err(format!("target `{t}`: expected NAME=ADDR")))
+        })
+        .collect::<io::Result<_>>()?;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for round in 0..a.rounds {
+        for i in 0..targets.len() {
+            let k = (i + round) % targets.len();
+            let (name, addr) = &targets[k];
+            for _ in 0..a.connections {
+                let t = Instant::now();
+                let mut c = Client::open(addr, &a.user).await?;
+                let r = c.call("getVersion", |_| {}).await?;
+                if !r.is_success() {
+                    return Err(io_err(format!("{name}: getVersion failed: {r:?}")));
+                }
+                samples[k].push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for ((name, addr), s) in targets.iter().zip(samples.iter_mut()) {
+        s.sort_by(|x, y| x.total_cmp(y));
+        let p = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
+        println!(
+            "handshake {name:<16} {addr:<28} connections {:>5}  p50 {:>8.1} us  p99 {:>8.1} us",
+            s.len(),
+            p(0.5),
+            p(0.99)
+        );
+        results.push(json!({"name": name, "addr": addr, "connections": s.len(),
+                            "p50_us": p(0.5), "p99_us": p(0.99)}));
+    }
+    let line = json!({"kind": "handshake", "targets": results});
+    println!("BENCH_JSON {line}");
+    if let Some(path) = &a.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
 struct Client {
-    stream: TcpStream,
+    stream: hms_guard::upstream::Stream,
     buf: BytesMut,
     out: BytesMut,
     scanner: Scanner,
@@ -442,9 +556,24 @@ struct Client {
 }
 
 impl Client {
+    /// `addr` is HOST:PORT, or tls://HOST:PORT for a TLS connection (`tls_client`).
     async fn connect(addr: &str) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        use hms_guard::upstream::Stream;
+        let (tls, host_port) = match addr.strip_prefix("tls://") {
+            Some(rest) => (true, rest),
+            None => (false, addr),
+        };
+        let tcp = TcpStream::connect(host_port).await?;
+        tcp.set_nodelay(true)?;
+        let stream = if tls {
+            let name = rustls::pki_types::ServerName::try_from("localhost").map_err(io_err_of)?;
+            let s = tokio_rustls::TlsConnector::from(tls_client()?)
+                .connect(name, tcp)
+                .await?;
+            Stream::Tls(Box::new(s))
+        } else {
+            Stream::Plain(tcp)
+        };
         Ok(Client {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -485,7 +614,8 @@ impl Client {
 
     async fn send(&mut self, method: &str, args: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
         self.encode(method, args);
-        self.stream.write_all(&self.out).await
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await
     }
 
     async fn call(&mut self, method: &str, args: impl FnOnce(&mut BytesMut)) -> io::Result<Reply> {

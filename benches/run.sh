@@ -10,7 +10,9 @@
 #    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
 #    authz.mode = off (pure pass-through);
 # 3. `loadgen load`: getVersion and get_table at 1 and 8 connections, the targets (direct,
-#    haproxy, hms-guard, and for get_table hms-guard-off) interleaved in rounds; then at 1
+#    haproxy, hms-guard, and for get_table hms-guard-off and hms-guard-tls: TLS with a client
+#    certificate naming the caller) interleaved in rounds; `loadgen handshake`: connection
+#    set-up time plain vs TLS; then at 1
 #    connection against a scripted upstream answering instantly (the relay's own overhead
 #    without the metastore's noise);
 # 4. peak RSS (VmHWM) of hms-guard, a fresh process for each measurement: 1,000 idle connections,
@@ -286,6 +288,31 @@ start_guard guard "$hms_port"
 g_pid=$guard_pid g_port=$guard_port g_admin=$guard_admin
 start_guard guard-off "$hms_port" "$authz_off"
 o_pid=$guard_pid o_port=$guard_port o_admin=$guard_admin
+# TLS towards clients: the defaults plus [server.tls] with a client CA and identity.mode =
+# "certificate" (the user is the certificate's CN, "bench"); certificates made here.
+tls_dir="$work/tls"
+mkdir -p "$tls_dir"
+(
+    cd "$tls_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=bench" -keyout client.key -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile client.ext -out client.pem
+) >"$work/openssl.log" 2>&1 || die "openssl could not make the TLS certificates; see $work/openssl.log"
+export LOADGEN_TLS_CA="$tls_dir/ca.pem" LOADGEN_TLS_CERT="$tls_dir/client.pem" \
+    LOADGEN_TLS_KEY="$tls_dir/client.key"
+start_guard guard-tls "$hms_port" "[server.tls]
+cert = \"$tls_dir/server.pem\"
+key = \"$tls_dir/server.key\"
+client_ca = \"$tls_dir/ca.pem\"
+[identity]
+mode = \"certificate\""
+t_pid=$guard_pid t_port=$guard_port
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
     start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
@@ -298,6 +325,8 @@ for method in getVersion get_table; do
     # getVersion takes no decision: both proxies run the same path; get_table shows the policy.
     [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port")
     [[ $method == get_table && -n "${b_port:-}" ]] && targets+=(--target "hms-guard-base=127.0.0.1:$b_port")
+    # The same decisions over TLS, the caller named by its client certificate.
+    [[ $method == get_table ]] && targets+=(--target "hms-guard-tls=tls://127.0.0.1:$t_port")
     # CPU of each proxy over the get_table runs (both serve the same kind and number of rounds).
     [[ $method == get_table ]] && { g_cpu0=$(cpu_ticks "$g_pid"); o_cpu0=$(cpu_ticks "$o_pid"); }
     for c in $conns_list; do
@@ -307,6 +336,11 @@ for method in getVersion get_table; do
             "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
     done
 done
+log "connection set-up: plain vs TLS (connect, handshake, set_ugi, getVersion; sequential)"
+"$lg" handshake --target "hms-guard=127.0.0.1:$g_port" \
+    --target "hms-guard-tls=tls://127.0.0.1:$t_port" --connections 100 --rounds 5 \
+    --json-out "$results" | grep -v '^BENCH_JSON'
+kill "$t_pid"
 g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
 o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
@@ -453,6 +487,7 @@ doc = {
                  "targets": {"hms-guard": "hms-guard defaults (authz.mode = enforce at the time of writing)",
                              "hms-guard-off": "hms-guard with authz.mode = off (pass-through)"}},
     "load": load,
+    "connection_setup": [r for r in rows if r["kind"] == "handshake"],
     "load_scripted_upstream": scripted,
     "guard_metrics": {
         "get_table_calls": gt, "facts_get_table_calls": facts_gt,
