@@ -168,37 +168,56 @@ pub async fn serve(
     async move {
         let _ = client.set_nodelay(true);
         let identity = shared.settings.identity.initial();
-        let Some(tls) = shared.tls.clone() else {
-            return Conn::new(shared, client, identity, id, peer, shutdown)
-                .run()
-                .await;
-        };
-        match tls
-            .accept(client, shared.settings.server.read_timeout)
-            .await
-        {
-            Ok((stream, user)) => {
-                let id_settings = &shared.settings.identity;
-                let identity = match (id_settings.mode, user) {
-                    (IdentityMode::Certificate, Some(user)) => {
-                        let groups = id_settings.groups.get(&user).cloned().unwrap_or_default();
-                        let identity = Identity::new(&user, &groups, IdentitySource::Certificate);
-                        debug!(user = %identity, "identity from the client certificate");
-                        identity
-                    }
-                    _ => identity,
-                };
-                Conn::new(shared, stream, identity, id, peer, shutdown)
+        match shared.tls.clone() {
+            None => {
+                Conn::new(shared, client, identity, id, peer, shutdown)
                     .run()
                     .await
             }
-            Err(e) => {
-                warn!(error = %e, "closing connection: TLS handshake refused");
+            // Boxed: a TLS session's state is large, and a plain connection's task should
+            // not carry room for it.
+            Some(tls) => {
+                Box::pin(serve_tls(tls, shared, client, identity, id, peer, shutdown)).await
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// The TLS handshake, then the connection; a client certificate may name the caller.
+async fn serve_tls(
+    tls: Arc<Tls>,
+    shared: Arc<Shared>,
+    client: TcpStream,
+    identity: Identity,
+    id: u64,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (stream, user) = match tls
+        .accept(client, shared.settings.server.read_timeout)
+        .await
+    {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            warn!(error = %e, "closing connection: TLS handshake refused");
+            return;
+        }
+    };
+    let id_settings = &shared.settings.identity;
+    let identity = match (id_settings.mode, user) {
+        (IdentityMode::Certificate, Some(user)) => {
+            let groups = id_settings.groups.get(&user).cloned().unwrap_or_default();
+            let identity = Identity::new(&user, &groups, IdentitySource::Certificate);
+            debug!(user = %identity, "identity from the client certificate");
+            identity
+        }
+        _ => identity,
+    };
+    Conn::new(shared, stream, identity, id, peer, shutdown)
+        .run()
+        .await
 }
 
 struct Conn<S> {
