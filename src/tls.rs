@@ -309,30 +309,14 @@ fn stamp(p: &PathBuf) -> Option<(SystemTime, u64)> {
 /// A client configuration towards the metastore from the files.
 fn build_client(s: &UpstreamTlsSettings) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(&s.ca)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("upstream.tls.ca {}: {e}", s.ca.display()))?;
-    for c in cas {
-        roots
-            .add(c)
-            .map_err(|e| format!("upstream.tls.ca {}: {e}", s.ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "upstream.tls.ca {}: no certificate in the file",
-            s.ca.display()
-        ));
-    }
+    let roots = roots(&s.ca, "upstream.tls.ca")?;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots);
     match (&s.cert, &s.key) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("upstream.tls.cert {}: {e}", cert.display()))?;
+            let chain = chain(cert, "upstream.tls.cert")?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("upstream.tls.key {}: {e}", key.display()))?;
             builder
@@ -353,18 +337,35 @@ fn stamps(s: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
     files(s).into_iter().map(stamp).collect()
 }
 
+/// The certificates of a PEM file (at least one); `key` names the setting in errors.
+fn chain(path: &PathBuf, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{key} {}: no certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The CA certificates of a PEM file, as trust anchors.
+fn roots(path: &PathBuf, key: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in chain(path, key)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// A server configuration from the files.
 fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&s.cert)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("server.tls.cert {}: {e}", s.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "server.tls.cert {}: no certificate in the file",
-            s.cert.display()
-        ));
-    }
+    let certs = chain(&s.cert, "server.tls.cert")?;
     let key = PrivateKeyDer::from_pem_file(&s.key)
         .map_err(|e| format!("server.tls.key {}: {e}", s.key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -373,21 +374,7 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
     let builder = match &s.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            let cas = CertificateDer::pem_file_iter(ca)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;
-            for c in cas {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "server.tls.client_ca {}: no certificate in the file",
-                    ca.display()
-                ));
-            }
+            let roots = roots(ca, "server.tls.client_ca")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("server.tls.client_ca {}: {e}", ca.display()))?;

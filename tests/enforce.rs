@@ -178,23 +178,7 @@ async fn start(up: &Upstream, facts: &Arc<Scripted>, extra: &str) -> Proxy {
         up.uri()
     );
     let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let running = hms_guard::start_with(config, Some(Box::new(Shared(facts.clone()))), rx)
-        .await
-        .expect("proxy starts");
-    let (addr, admin, metrics) = (
-        running.listen,
-        running.admin.unwrap(),
-        running.metrics.clone(),
-    );
-    let done = tokio::spawn(running.wait());
-    Proxy {
-        addr,
-        admin,
-        metrics,
-        shutdown: tx,
-        done,
-    }
+    Proxy::start_with(config, Some(Box::new(Shared(facts.clone())))).await
 }
 
 fn set_ugi(user: &str, groups: &[&str]) -> Vec<u8> {
@@ -456,48 +440,19 @@ async fn a_new_upstream_connection_carries_the_callers_identity_again() {
 
 mod tls {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use std::path::{Path, PathBuf};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    pub struct Ca {
-        cert: rcgen::Certificate,
-        key: KeyPair,
-    }
+    pub use common::certs::{leaf, Ca};
 
     pub fn ca() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "hms-guard test CA");
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// A certificate signed by `ca` (PEM certificate, PEM key).
-    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-        (cert.pem(), key.serialize_pem())
+        common::certs::ca("hms-guard test CA")
     }
 
     pub fn dir() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "hms-guard-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        common::certs::dir("tls")
     }
 
     /// The listener's files in `d`: server.pem, server.key, ca.pem.

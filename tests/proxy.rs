@@ -572,36 +572,10 @@ async fn admin_endpoints() {
 
 mod upstream_tls {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    pub struct Ca {
-        pub cert: rcgen::Certificate,
-        key: KeyPair,
-    }
-
-    pub fn ca(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        (
-            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
+    pub use common::certs::{ca, leaf, Ca};
 
     /// A TLS front on an ephemeral port relaying to `backend`; with `client_ca`, it requires a
     /// client certificate signed by it.
@@ -665,14 +639,7 @@ mod upstream_tls {
     }
 
     pub fn dir() -> std::path::PathBuf {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "hms-guard-upstream-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        common::certs::dir("upstream-tls")
     }
 }
 

@@ -405,8 +405,18 @@ pub fn config(uris: &[String]) -> Config {
 
 impl Proxy {
     pub async fn start(config: Config) -> Proxy {
+        Proxy::start_with(config, None).await
+    }
+
+    /// With authorization's facts from `facts` (scripted) instead of the metastore.
+    pub async fn start_with(
+        config: Config,
+        facts: Option<Box<dyn hms_guard::facts::FactsSource>>,
+    ) -> Proxy {
         let (tx, rx) = watch::channel(false);
-        let running = hms_guard::start(config, rx).await.expect("proxy starts");
+        let running = hms_guard::start_with(config, facts, rx)
+            .await
+            .expect("proxy starts");
         let (addr, admin, metrics) = (
             running.listen,
             running.admin.unwrap(),
@@ -501,4 +511,50 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+/// Test certificates (rcgen): a CA, and certificates it signs.
+pub mod certs {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+    pub struct Ca {
+        pub cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    pub fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// A certificate signed by `ca`: (PEM certificate, PEM key).
+    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        (
+            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    }
+
+    /// A fresh temporary directory.
+    pub fn dir(what: &str) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "hms-guard-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

@@ -179,15 +179,21 @@ def test_explain_uses_the_proxy_decision(guard):
     assert rc == 2 and "--table is required" in out, out
 
 
+def grant_create(admin, user):
+    """Grants CREATE on the database to `user`; returns the grant (to revoke it)."""
+    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
+    grant = tt.HiveObjectPrivilege(db_obj, user, tt.PrincipalType.USER,
+                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
+                                                         tt.PrincipalType.USER, False))
+    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    return grant
+
+
 def test_a_created_table_is_owned_by_its_creator(guard, metastore):
     """Whatever owner the client writes (or none), a table a user creates through hms-guard is
     theirs; only an admin may create a table for someone else."""
     admin = connect(guard.port, "admin")
-    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
-    grant = tt.HiveObjectPrivilege(db_obj, "david", tt.PrincipalType.USER,
-                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
-                                                         tt.PrincipalType.USER, False))
-    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    grant = grant_create(admin, "david")
     david = connect(guard.port, "david")
     planted = table("owned_by_admin")
     planted.owner = "admin"  # a user cannot give the table to someone else
@@ -215,11 +221,7 @@ def test_exchanging_partitions_needs_both_tables_owned(guard, metastore):
     """exchange_partition moves a partition's files from one table to another: the caller
     must own both (an admin may do it for anyone)."""
     admin = connect(guard.port, "admin")
-    db_obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None)
-    grant = tt.HiveObjectPrivilege(db_obj, "david", tt.PrincipalType.USER,
-                                   tt.PrivilegeGrantInfo("CREATE", 0, "admin",
-                                                         tt.PrincipalType.USER, False))
-    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    grant = grant_create(admin, "david")
     david = connect(guard.port, "david")
 
     def partitioned(name, creator):
