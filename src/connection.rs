@@ -232,6 +232,9 @@ struct Conn<S> {
     peer: SocketAddr,
     /// Bytes of the global request budget this connection holds.
     held: u64,
+    /// With authorization off: the client's own last `set_ugi` call, sent again on a new
+    /// upstream connection so the metastore session keeps the client's identity.
+    client_ugi: Option<(Bytes, MessageHeader)>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -260,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             id,
             peer,
             held: 0,
+            client_ugi: None,
         }
     }
 
@@ -571,6 +575,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             ),
             Action::Forward { bytes, check } => {
                 let ok = self.call(transport, entry, &header, bytes, check).await;
+                if ok && authz_off && header.name == "set_ugi" {
+                    self.client_ugi = Some((bytes.clone(), header.clone()));
+                }
                 let outcome = if ok {
                     UpstreamOutcome::Ok
                 } else {
@@ -740,7 +747,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             debug!(user = %self.identity.user, "identity changed: a new upstream connection");
         }
-        let up = UpstreamConn::open(
+        let mut up = UpstreamConn::open(
             &self.shared.upstreams,
             transport,
             self.shared.settings.limits.reply,
@@ -749,6 +756,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .map_err(UpstreamError::Connect)?;
         self.shared.metrics.upstream_connects.inc();
         debug!(upstream = %up.uri(), "upstream connected");
+        if let (false, Some((call, header))) = (authz_on, &self.client_ugi) {
+            // Pass-through: the client named itself on the connection that is gone.
+            up.replay(call, header).await?;
+        }
         Ok(up)
     }
 
@@ -764,12 +775,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         check: &ReplyCheck,
     ) -> Result<Option<Duration>, CallError> {
         let shared = self.shared.clone();
-        let identity = self.identity.clone();
         let method = header.name.as_str();
         let mut up = self.take_upstream(transport).await?;
         if shared.guard.mode != AuthzMode::Off {
             // With authorization off the client's own set_ugi passes through untouched.
-            up.ensure_identity(&identity, method).await?;
+            up.ensure_identity(&self.identity, method).await?;
         }
         let sent = Instant::now();
         up.send(bytes, method).await?;

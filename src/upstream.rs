@@ -398,6 +398,31 @@ impl UpstreamConn {
         Ok(())
     }
 
+    /// Sends a call the client made on an earlier connection (its own `set_ugi`, with
+    /// authorization off) and takes its reply, which the client already had.
+    pub async fn replay(
+        &mut self,
+        call: &[u8],
+        header: &crate::codec::MessageHeader,
+    ) -> Result<(), UpstreamError> {
+        self.send(call, &header.name).await?;
+        let (reply, kind) = self
+            .read_reply(&header.name, header.seqid, SET_UGI_REPLY_LIMIT)
+            .await?;
+        if kind != MessageType::Reply {
+            return Err(UpstreamError::Closed {
+                uri: format!(
+                    "{} ({} refused again: {} bytes)",
+                    self.uri,
+                    header.name,
+                    reply.len()
+                ),
+                method: header.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Resolves when the metastore closes (or breaks) this idle connection: a metastore sends
     /// nothing between calls, so any readable state means it is gone. Releases a large idle
     /// buffer first.

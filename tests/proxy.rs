@@ -698,3 +698,55 @@ async fn a_client_certificate_is_presented_to_a_metastore_that_asks() {
     let (h, _) = roundtrip(&mut c, &call(B, "getVersion", 1, &[]), B, false).await;
     assert_eq!(h.kind, MessageType::Reply);
 }
+
+#[tokio::test]
+async fn in_pass_through_the_clients_own_set_ugi_is_sent_again_on_a_new_upstream_connection() {
+    // Authorization off: the proxy does not own identity, but a metastore connection replaced
+    // while the client was idle must not lose the user the client named.
+    let up = Upstream::start(
+        B,
+        false,
+        Arc::new(|h: &MessageHeader, _: &[u8]| {
+            let r = string_reply(B, &h.name, h.seqid, "ok");
+            if h.name == "set_ugi" {
+                Act::Send(r)
+            } else {
+                Act::SendThenClose(r)
+            }
+        }),
+    )
+    .await;
+    let proxy = proxy_to(&[up.uri()]).await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &call(B, "set_ugi", 1, &["mary"]), B, false).await;
+    for seqid in [2, 3] {
+        let (h, _) = roundtrip(&mut c, &call(B, "getVersion", seqid, &[]), B, false).await;
+        assert_eq!((h.kind, h.seqid), (MessageType::Reply, seqid));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !proxy.metrics_text().contains(&format!(
+            "hms_guard_upstream_errors_total{{kind=\"closed_idle\"}} {}",
+            seqid - 1
+        )) {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let names: Vec<String> = up
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut r = hms_guard::codec::reader::Reader::new(B, m, 64);
+            r.message_begin().unwrap().name
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["set_ugi", "getVersion", "set_ugi", "getVersion"],
+        "the client's set_ugi went again before its next call"
+    );
+    assert!(up.received.lock().unwrap()[2]
+        .windows(4)
+        .any(|w| w == b"mary"));
+}
