@@ -49,28 +49,21 @@ pub enum HandshakeError {
 /// Accepts TLS connections with the current certificate, key and client CA.
 pub struct Tls {
     settings: TlsSettings,
-    current: RwLock<Arc<ServerConfig>>,
-    /// Modification stamps of the files the current configuration was built from.
-    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    config: Watched<ServerConfig>,
     metrics: Arc<Metrics>,
 }
 
 impl Tls {
     /// Loads the files; an error names the file and what is wrong with it.
     pub fn load(settings: TlsSettings, metrics: Arc<Metrics>) -> Result<Tls, String> {
-        let stamps = stamps(&settings);
-        let config = build(&settings)?;
+        let mut files = vec![settings.cert.clone(), settings.key.clone()];
+        files.extend(settings.client_ca.clone());
+        let config = Watched::load(files, || build(&settings))?;
         Ok(Tls {
             settings,
-            current: RwLock::new(Arc::new(config)),
-            stamps: Mutex::new(stamps),
+            config,
             metrics,
         })
-    }
-
-    /// Whether client certificates are required (and so name the caller).
-    pub fn verifies_clients(&self) -> bool {
-        self.settings.client_ca.is_some()
     }
 
     /// Completes the handshake within `limit`; returns the stream and, with a client CA, the
@@ -80,12 +73,7 @@ impl Tls {
         tcp: TcpStream,
         limit: Duration,
     ) -> Result<(TlsStream<TcpStream>, Option<String>), HandshakeError> {
-        let config = self
-            .current
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.current());
         let outcome = |ok: bool| {
             self.metrics
                 .tls_handshakes
@@ -128,38 +116,6 @@ impl Tls {
         Ok((stream, user))
     }
 
-    /// Rebuilds the configuration when a file changed. `Ok(true)`: reloaded; `Err`: the new
-    /// files do not load (the previous configuration stays).
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let now = stamps(&self.settings);
-        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
-            return Ok(false);
-        }
-        // Whatever the outcome, this state of the files has been tried.
-        *seen = now;
-        let result = build(&self.settings);
-        let reloaded = |ok: bool| {
-            self.metrics
-                .tls_reloads
-                .get_or_create(&OutcomeLabels {
-                    outcome: if ok { "ok" } else { "error" },
-                })
-                .inc();
-        };
-        match result {
-            Ok(config) => {
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
-                reloaded(true);
-                Ok(true)
-            }
-            Err(e) => {
-                reloaded(false);
-                Err(e)
-            }
-        }
-    }
-
     /// How often the files are checked.
     pub fn reload_interval(&self) -> Duration {
         self.settings.reload_interval
@@ -176,7 +132,8 @@ pub trait Reload: Send + Sync {
 
 impl Reload for Tls {
     fn reload_if_changed(&self) -> Result<bool, String> {
-        Tls::reload_if_changed(self)
+        self.config
+            .reload_if_changed(|| build(&self.settings), &self.metrics)
     }
     fn what(&self) -> &'static str {
         "server.tls"
@@ -219,19 +176,19 @@ pub struct UpstreamTlsSettings {
 
 pub struct UpstreamTls {
     settings: UpstreamTlsSettings,
-    current: RwLock<Arc<rustls::ClientConfig>>,
-    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    config: Watched<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
 }
 
 impl UpstreamTls {
     pub fn load(settings: UpstreamTlsSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let stamps = upstream_stamps(&settings);
-        let config = build_client(&settings)?;
+        let mut files = vec![settings.ca.clone()];
+        files.extend(settings.cert.clone());
+        files.extend(settings.key.clone());
+        let config = Watched::load(files, || build_client(&settings))?;
         Ok(UpstreamTls {
             settings,
-            current: RwLock::new(Arc::new(config)),
-            stamps: Mutex::new(stamps),
+            config,
             metrics,
         })
     }
@@ -246,12 +203,7 @@ impl UpstreamTls {
         let name = self.settings.server_name.as_deref().unwrap_or(host);
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
             .map_err(|e| format!("`{name}` is not a valid server name: {e}"))?;
-        let config = self
-            .current
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
-        let connector = tokio_rustls::TlsConnector::from(config);
+        let connector = tokio_rustls::TlsConnector::from(self.config.current());
         match tokio::time::timeout(limit, connector.connect(server_name, tcp)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(e.to_string()),
@@ -273,37 +225,76 @@ impl std::fmt::Debug for UpstreamTls {
 
 impl Reload for UpstreamTls {
     fn reload_if_changed(&self) -> Result<bool, String> {
-        let now = upstream_stamps(&self.settings);
-        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
-            return Ok(false);
-        }
-        *seen = now;
-        let result = build_client(&self.settings);
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics
-            .tls_reloads
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        let config = result?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
-        Ok(true)
+        self.config
+            .reload_if_changed(|| build_client(&self.settings), &self.metrics)
     }
     fn what(&self) -> &'static str {
         "upstream.tls"
     }
 }
 
-fn upstream_stamps(s: &UpstreamTlsSettings) -> Vec<Option<(SystemTime, u64)>> {
-    let mut files = vec![&s.ca];
-    files.extend(s.cert.as_ref());
-    files.extend(s.key.as_ref());
-    files.into_iter().map(stamp).collect()
+/// A configuration built from files, rebuilt when one of them changes (modification time or
+/// size); the files' state is remembered whatever the outcome, so a broken file is reported
+/// once, not at every check.
+struct Watched<T> {
+    files: Vec<PathBuf>,
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    current: RwLock<Arc<T>>,
 }
 
-fn stamp(p: &PathBuf) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.len()))
+impl<T> Watched<T> {
+    fn load(
+        files: Vec<PathBuf>,
+        build: impl FnOnce() -> Result<T, String>,
+    ) -> Result<Self, String> {
+        let stamps = Mutex::new(stamps(&files));
+        let current = RwLock::new(Arc::new(build()?));
+        Ok(Watched {
+            files,
+            stamps,
+            current,
+        })
+    }
+
+    fn current(&self) -> Arc<T> {
+        self.current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// `Ok(true)`: rebuilt; `Err`: the changed files do not build (the previous configuration
+    /// stays). Counted in `hms_guard_tls_reloads_total`.
+    fn reload_if_changed(
+        &self,
+        build: impl FnOnce() -> Result<T, String>,
+        metrics: &Metrics,
+    ) -> Result<bool, String> {
+        let now = stamps(&self.files);
+        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return Ok(false);
+        }
+        *seen = now;
+        let built = build();
+        let outcome = if built.is_ok() { "ok" } else { "error" };
+        metrics
+            .tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(built?);
+        Ok(true)
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
 }
 
 /// A client configuration towards the metastore from the files.
@@ -325,16 +316,6 @@ fn build_client(s: &UpstreamTlsSettings) -> Result<rustls::ClientConfig, String>
         }
         _ => Ok(builder.with_no_client_auth()),
     }
-}
-
-fn files(s: &TlsSettings) -> Vec<&PathBuf> {
-    let mut v = vec![&s.cert, &s.key];
-    v.extend(s.client_ca.as_ref());
-    v
-}
-
-fn stamps(s: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
-    files(s).into_iter().map(stamp).collect()
 }
 
 /// The certificates of a PEM file (at least one); `key` names the setting in errors.
