@@ -588,6 +588,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         // Finish.
         let caller = Caller {
+            method: &header.name,
             connection_id: self.id,
             peer: self.peer,
             identity: &self.identity,

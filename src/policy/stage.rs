@@ -70,7 +70,6 @@ impl UpstreamOutcome {
 /// A decided call: what to do, and what `finish` needs afterwards.
 pub struct Decided {
     pub action: Action,
-    method: String,
     /// `None`: a call that was not decided (harmless, or authorization off).
     decision: Option<DecisionRecord>,
     invalidate_grants: bool,
@@ -85,8 +84,9 @@ impl Decided {
     }
 }
 
-/// Who made a call, for its audit line.
+/// Who made a call, and which, for its audit line.
 pub struct Caller<'a> {
+    pub method: &'a str,
     pub connection_id: u64,
     pub peer: SocketAddr,
     pub identity: &'a Identity,
@@ -108,7 +108,7 @@ impl Guard {
         } = self
             .check(call.identity, call.entry, call.header, call.args)
             .await;
-        let method = call.header.name.clone();
+        let method = &call.header.name;
         let deny = |decision: &mut Option<DecisionRecord>, matched: &str, why: String| {
             if let Some(d) = decision.as_mut() {
                 d.outcome = Outcome::Deny;
@@ -160,7 +160,6 @@ impl Guard {
         };
         Decided {
             action,
-            method,
             decision,
             invalidate_grants,
             invalidate_objects,
@@ -268,7 +267,7 @@ fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>)
     let mut ev = AuditEvent::now().identity(caller.identity);
     ev.connection_id = caller.connection_id;
     ev.client_addr = caller.peer.to_string();
-    ev.method = decided.method.clone();
+    ev.method = caller.method.to_string();
     ev.upstream_outcome = Some(outcome.as_str().into());
     ev.latency_us = decided.started.elapsed().as_micros() as u64;
     match &decided.decision {
