@@ -162,9 +162,20 @@ pub fn main() -> ExitCode {
             if let Some(a) = admin_listen {
                 cfg.admin.listen = a;
             }
-            if let Err(errors) = Settings::resolve(cfg.clone()) {
-                report(&source, &errors);
-                return ExitCode::from(2);
+            let settings = match Settings::resolve(cfg.clone()) {
+                Ok(s) => s,
+                Err(errors) => {
+                    report(&source, &errors);
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(k) = &settings.identity.kerberos {
+                // Before any thread starts: MIT krb5 is told through the environment.
+                k.configure_process();
+                if let Err(e) = k.acceptor() {
+                    eprintln!("hms-guard: identity.kerberos: {e}");
+                    return ExitCode::from(2);
+                }
             }
             crate::telemetry::init(&cfg.logging);
             let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {

@@ -52,6 +52,46 @@ pub struct IdentityConfig {
     pub trust_client_groups: bool,
     /// In `set_ugi` mode, each user's groups (users not listed have none).
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// `kerberos` mode: the service principal, its keytab and the name mapping.
+    pub kerberos: KerberosConfig,
+}
+
+/// `[identity.kerberos]`: clients authenticate with Kerberos (SASL/GSSAPI), as to a metastore
+/// with `hive.metastore.sasl.enabled`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KerberosConfig {
+    /// The service principal clients ask a ticket for, e.g. `hive/_HOST@EXAMPLE.COM`
+    /// (`_HOST`: `hostname`).
+    pub principal: String,
+    /// The keytab holding its keys; a replaced keytab is used from the next connection on.
+    pub keytab: String,
+    /// The host name `_HOST` stands for; default: this machine's.
+    pub hostname: String,
+    /// The Kerberos configuration file (`KRB5_CONFIG`); default: the system's.
+    pub krb5_conf: String,
+    /// The security layers offered to clients: `auth`, `auth-int`, `auth-conf`.
+    pub qop: Vec<crate::kerberos::Qop>,
+    /// How an authenticated principal becomes a user: Hadoop `auth_to_local` rules, tried in
+    /// order; a principal no rule maps is refused.
+    pub auth_to_local: Vec<String>,
+    /// The realm `DEFAULT` maps; default: the service principal's.
+    pub default_realm: String,
+}
+
+impl Default for KerberosConfig {
+    fn default() -> Self {
+        use crate::kerberos::Qop;
+        KerberosConfig {
+            principal: String::new(),
+            keytab: String::new(),
+            hostname: String::new(),
+            krb5_conf: String::new(),
+            qop: vec![Qop::Auth, Qop::AuthInt, Qop::AuthConf],
+            auth_to_local: vec!["DEFAULT".into()],
+            default_realm: String::new(),
+        }
+    }
 }
 
 impl Default for IdentityConfig {
@@ -62,6 +102,7 @@ impl Default for IdentityConfig {
             pinned_groups: Vec::new(),
             trust_client_groups: false,
             groups: Default::default(),
+            kerberos: KerberosConfig::default(),
         }
     }
 }
@@ -73,6 +114,8 @@ pub enum IdentityMode {
     Pinned,
     /// The name in the client's TLS certificate (`server.tls.client_ca` required).
     Certificate,
+    /// The client's Kerberos principal (SASL/GSSAPI), mapped by `identity.kerberos.auth_to_local`.
+    Kerberos,
 }
 
 /// Which name of a client certificate is the user (`server.tls.client_identity`).

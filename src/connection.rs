@@ -168,15 +168,18 @@ pub async fn serve(
     async move {
         let _ = client.set_nodelay(true);
         let identity = shared.settings.identity.initial();
-        match shared.tls.clone() {
-            None => {
+        match (shared.tls.clone(), shared.settings.identity.kerberos.clone()) {
+            (None, None) => {
                 Conn::new(shared, client, identity, id, peer, shutdown)
                     .run()
                     .await
             }
-            // Boxed: a TLS session's state is large, and a plain connection's task should
-            // not carry room for it.
-            Some(tls) => {
+            // Boxed: a TLS session's or a Kerberos context's state is large, and a plain
+            // connection's task should not carry room for it.
+            (None, Some(kerberos)) => {
+                Box::pin(serve_sasl(kerberos, shared, client, id, peer, shutdown)).await
+            }
+            (Some(tls), _) => {
                 Box::pin(serve_tls(tls, shared, client, identity, id, peer, shutdown)).await
             }
         }
@@ -215,9 +218,77 @@ async fn serve_tls(
         }
         _ => identity,
     };
-    Conn::new(shared, stream, identity, id, peer, shutdown)
-        .run()
-        .await
+    match shared.settings.identity.kerberos.clone() {
+        // Kerberos inside TLS: the SASL negotiation follows the TLS handshake.
+        Some(kerberos) => serve_sasl(kerberos, shared, stream, id, peer, shutdown).await,
+        None => {
+            Conn::new(shared, stream, identity, id, peer, shutdown)
+                .run()
+                .await
+        }
+    }
+}
+
+/// What a plain Thrift client on a Kerberos listener is told (in its own protocol).
+const KERBEROS_REQUIRED: &str = "hms-guard: this metastore requires Kerberos: connect with SASL/GSSAPI (Spark/Hive: hive.metastore.sasl.enabled=true and hive.metastore.kerberos.principal; pyiceberg: hive.kerberos-authentication=true) after kinit";
+
+/// The SASL/GSSAPI handshake, then the connection as the authenticated principal's user.
+async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
+    kerberos: Arc<crate::kerberos::KerberosSettings>,
+    shared: Arc<Shared>,
+    stream: S,
+    id: u64,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    use crate::metrics::OutcomeLabels;
+    use crate::sasl::Handshake;
+    let started = Instant::now();
+    let limit = shared.settings.server.read_timeout;
+    // A wrapped frame carries a whole request and the GSSAPI token around it.
+    let max_frame = shared.settings.limits.request.max_message_bytes as usize + 64 * 1024;
+    let outcome = |o: &'static str| {
+        shared
+            .metrics
+            .sasl_handshakes
+            .get_or_create(&OutcomeLabels { outcome: o })
+            .inc();
+    };
+    match crate::sasl::accept(stream, &kerberos, limit, max_frame).await {
+        Handshake::Authenticated(stream, auth) => {
+            outcome("ok");
+            let groups = shared
+                .settings
+                .identity
+                .groups
+                .get(&auth.user)
+                .cloned()
+                .unwrap_or_default();
+            let identity = Identity::new(&auth.user, &groups, IdentitySource::Kerberos);
+            info!(
+                principal = %auth.principal,
+                user = %identity,
+                qop = auth.qop.as_str(),
+                handshake_ms = started.elapsed().as_millis() as u64,
+                "authenticated with Kerberos"
+            );
+            Conn::new(shared, stream, identity, id, peer, shutdown)
+                .run()
+                .await
+        }
+        Handshake::NotSasl(stream, buffered) => {
+            outcome("not_sasl");
+            warn!("a client without Kerberos on the Kerberos listener: its first call is refused and the connection closed");
+            let mut conn = Conn::new(shared, stream, Identity::anonymous(), id, peer, shutdown);
+            conn.cbuf = buffered;
+            conn.refusal = Some(KERBEROS_REQUIRED);
+            conn.run().await
+        }
+        Handshake::Refused(refusal) => {
+            outcome(refusal.kind());
+            warn!(kind = refusal.kind(), "closing connection: Kerberos authentication refused: {refusal}");
+        }
+    }
 }
 
 struct Conn<S> {
@@ -235,6 +306,9 @@ struct Conn<S> {
     /// With authorization off: the client's own last `set_ugi` call, sent again on a new
     /// upstream connection so the metastore session keeps the client's identity.
     client_ugi: Option<(Bytes, MessageHeader)>,
+    /// Set: the client did not authenticate as the listener requires; its first call is
+    /// answered with this and the connection closed.
+    refusal: Option<&'static str>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -264,6 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             peer,
             held: 0,
             client_ugi: None,
+            refusal: None,
         }
     }
 
@@ -520,6 +595,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// One call, from its whole request to its end. `false`: the connection must close.
     async fn serve_call(&mut self, transport: Transport, request: Request) -> bool {
         let shared = self.shared.clone();
+        if let Some(message) = self.refusal {
+            let h = &request.header;
+            self.count(router::route(&h.name, shared.settings.upstream.versions), "deny");
+            let reply = application_exception(
+                transport.protocol,
+                transport.framed,
+                &h.name,
+                h.seqid,
+                AppErrorKind::Unknown,
+                message,
+            );
+            let _ = self.write_client(&reply).await;
+            return false;
+        }
         let entry = router::route(&request.header.name, shared.settings.upstream.versions);
         let authz_off = shared.guard.mode == AuthzMode::Off;
         // Read once, as the metastore will read it; with authorization off the proxy is a

@@ -12,6 +12,8 @@ pub enum IdentitySource {
     SetUgi,
     /// The name in the client's verified TLS certificate; `set_ugi` is ignored.
     Certificate,
+    /// The client's Kerberos principal, mapped to a user; `set_ugi` is ignored.
+    Kerberos,
     /// No identity yet (no `set_ugi` received).
     Anonymous,
 }
@@ -22,6 +24,7 @@ impl IdentitySource {
             IdentitySource::Pinned => "pinned",
             IdentitySource::SetUgi => "set_ugi",
             IdentitySource::Certificate => "certificate",
+            IdentitySource::Kerberos => "kerberos",
             IdentitySource::Anonymous => "anonymous",
         }
     }
@@ -98,7 +101,7 @@ pub fn set_ugi(
             tracing::info!(user = %id.user, groups = ?id.groups, "identity from set_ugi");
             id
         }
-        (IdentityMode::Pinned | IdentityMode::Certificate, claimed)
+        (IdentityMode::Pinned | IdentityMode::Certificate | IdentityMode::Kerberos, claimed)
             if claimed.as_deref() != Some(current.user.as_str()) =>
         {
             tracing::debug!(claimed = ?claimed, user = %current.user, source = current.source.as_str(), "set_ugi ignored: the identity is fixed");

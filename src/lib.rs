@@ -44,6 +44,8 @@ pub mod explain;
 pub mod facts;
 pub mod framing;
 pub mod identity;
+pub mod sasl;
+pub mod kerberos;
 pub mod metrics;
 pub mod policy;
 pub mod router;

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub storage_credential_refreshes: Family<OutcomeLabels, Counter>,
     /// TLS handshakes with clients (`ok`, `error`).
     pub tls_handshakes: Family<OutcomeLabels, Counter>,
+    /// Kerberos (SASL/GSSAPI) handshakes with clients, by outcome.
+    pub sasl_handshakes: Family<OutcomeLabels, Counter>,
     /// Reloads of changed TLS files (`ok`, `error`: the previous files stay in use).
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub storage_probes: Family<ProbeLabels, Counter>,
@@ -184,6 +186,7 @@ impl Metrics {
             storage_credential_refreshes: Family::default(),
             tls_handshakes: Family::default(),
             tls_reloads: Family::default(),
+            sasl_handshakes: Family::default(),
             storage_probes: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
@@ -312,6 +315,11 @@ impl Metrics {
             "tls_handshakes",
             "TLS handshakes with clients (outcome: ok, error — a failed handshake, or a client certificate that names no user)",
             m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "sasl_handshakes",
+            "Kerberos (SASL/GSSAPI) handshakes with clients (outcome: ok; not_sasl — a client without Kerberos, refused; mechanism, kerberos, credential, authzid, unmapped, qop, protocol, client_failed, timeout, io — refused)",
+            m.sasl_handshakes.clone(),
         );
         registry.register(
             "tls_reloads",

@@ -61,6 +61,8 @@ pub struct IdentitySettings {
     pub pinned: Identity,
     pub trust_client_groups: bool,
     pub groups: BTreeMap<String, Vec<String>>,
+    /// `kerberos` mode: the acceptor and the name mapping.
+    pub kerberos: Option<std::sync::Arc<crate::kerberos::KerberosSettings>>,
 }
 
 impl IdentitySettings {
@@ -70,7 +72,9 @@ impl IdentitySettings {
     pub fn initial(&self) -> Identity {
         match self.mode {
             IdentityMode::Pinned => self.pinned.clone(),
-            IdentityMode::SetUgi | IdentityMode::Certificate => Identity::anonymous(),
+            IdentityMode::SetUgi | IdentityMode::Certificate | IdentityMode::Kerberos => {
+                Identity::anonymous()
+            }
         }
     }
 
@@ -121,6 +125,16 @@ impl Settings {
                 format!("required when identity.mode = \"pinned\" (or set {PINNED_USER_ENV})"),
             ));
         }
+        let kerberos = match config.identity.mode {
+            IdentityMode::Kerberos => match kerberos_settings(&config) {
+                Ok(k) => Some(std::sync::Arc::new(k)),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            },
+            _ => None,
+        };
         let listen = config.server.listen.parse::<SocketAddr>();
         let admin_listen = match config.admin.listen.as_str() {
             "" => Ok(None),
@@ -191,6 +205,7 @@ impl Settings {
                 pinned,
                 trust_client_groups: config.identity.trust_client_groups,
                 groups: config.identity.groups.clone(),
+                kerberos,
             },
             limits: LimitSettings {
                 request,
@@ -212,6 +227,68 @@ impl Settings {
             upstream_tls,
             config,
         })
+    }
+}
+
+/// `[identity.kerberos]` resolved: `_HOST` expanded, the rules parsed, the offered layers.
+fn kerberos_settings(
+    config: &Config,
+) -> Result<crate::kerberos::KerberosSettings, Vec<ConfigError>> {
+    use crate::kerberos::{expand_host, local_hostname, KerberosSettings, NameMapping, Principal};
+    let k = &config.identity.kerberos;
+    let mut errors = Vec::new();
+    let key = |k: &str| format!("identity.kerberos.{k}");
+    if k.keytab.is_empty() {
+        errors.push(err(&key("keytab"), "required when identity.mode = \"kerberos\""));
+    }
+    if k.qop.is_empty() {
+        errors.push(err(&key("qop"), "offer at least one of auth, auth-int, auth-conf"));
+    }
+    let host = if k.hostname.is_empty() {
+        local_hostname().unwrap_or_else(|| "localhost".into())
+    } else {
+        k.hostname.clone()
+    };
+    let principal = expand_host(&k.principal, &host);
+    let realm = match Principal::parse(&principal) {
+        _ if k.principal.is_empty() => {
+            errors.push(err(
+                &key("principal"),
+                "required when identity.mode = \"kerberos\" (e.g. hive/_HOST@EXAMPLE.COM)",
+            ));
+            String::new()
+        }
+        Ok(p) if !p.realm.is_empty() => p.realm,
+        Ok(_) => {
+            errors.push(err(&key("principal"), "must name its realm (…@REALM)"));
+            String::new()
+        }
+        Err(e) => {
+            errors.push(err(&key("principal"), e));
+            String::new()
+        }
+    };
+    let default_realm = if k.default_realm.is_empty() {
+        realm
+    } else {
+        k.default_realm.clone()
+    };
+    let mapping = match NameMapping::parse(&k.auth_to_local, &default_realm) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            errors.extend(e.into_iter().map(|e| err(&key("auth_to_local"), e)));
+            None
+        }
+    };
+    match mapping {
+        Some(mapping) if errors.is_empty() => Ok(KerberosSettings {
+            principal,
+            keytab: std::path::PathBuf::from(&k.keytab),
+            krb5_conf: (!k.krb5_conf.is_empty()).then(|| std::path::PathBuf::from(&k.krb5_conf)),
+            offered: k.qop.iter().fold(0, |b, q| b | q.bit()),
+            mapping,
+        }),
+        _ => Err(errors),
     }
 }
 
