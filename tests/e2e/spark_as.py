@@ -1,6 +1,8 @@
 """Runs Spark SQL statements as one user (HADOOP_USER_NAME, which Spark sends with set_ugi) in
 its own JVM, and prints one JSON object: per statement, the rows or the error message.
-Usage: spark_as.py LAB_DIR METASTORE_PORT STATEMENTS_JSON"""
+Usage: spark_as.py LAB_DIR METASTORE_PORT STATEMENTS_JSON
+(SPARK_AS_CONF: more Spark settings as JSON, `metastore_uri` among them to name the metastore
+by URI; SPARK_AS_JAVA_OPTS: more driver JVM options.)"""
 import json
 import os
 import sys
@@ -13,7 +15,11 @@ import hms  # noqa: E402
 def main():
     lab, port, stmts = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
     user = os.environ.get("HADOOP_USER_NAME")
-    spark = hms.spark_session(lab, port, app=f"as-{user}", name=f"spark-{user}-{os.getpid()}")
+    # SPARK_AS_CONF (JSON) and SPARK_AS_JAVA_OPTS: more settings (e.g. Kerberos).
+    extra = json.loads(os.environ.get("SPARK_AS_CONF", "{}"))
+    uri = extra.pop("metastore_uri", port)
+    spark = hms.spark_session(lab, uri, app=f"as-{user}", name=f"spark-{user}-{os.getpid()}",
+                              extra_conf=extra, java_opts=os.environ.get("SPARK_AS_JAVA_OPTS", ""))
     spark.sparkContext.setLogLevel("ERROR")
     out = []
     try:

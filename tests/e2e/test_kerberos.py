@@ -4,6 +4,7 @@ and real Kerberos clients: Python thrift's SASL transport (pure-sasl + kerberos,
 with each security layer, pyiceberg with hive.kerberos-authentication. Refusals: a plain client,
 a principal no rule maps, a client without a ticket, an expired ticket, a stale service keytab
 (and its replacement, picked up without a restart)."""
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ SERVICE = "hive/localhost"
 @pytest.fixture(scope="module")
 def kdc(lab):
     k = Kdc(lab / "kdc").start()
-    k.add(SERVICE, "alice", "bob", "admin", "etl/batch1", "svc/batch1")
+    k.add(SERVICE, "alice", "bob", "admin", "etl/batch1", "svc/batch1", "other")
     yield k
     k.stop()
 
@@ -55,7 +56,8 @@ def krb_guard(lab, metastore, kdc):
         '[identity.kerberos]\n'
         f'principal = "hive/_HOST@{kdc.realm}"\nhostname = "localhost"\n'
         f'keytab = "{keytab}"\nkrb5_conf = "{kdc.conf}"\n'
-        'auth_to_local = ["RULE:[2:$1@$0](etl@HMSGUARD\\\\.TEST)s/@.*//", "DEFAULT"]\n'))
+        'auth_to_local = ["RULE:[2:$1@$0](etl@HMSGUARD\\\\.TEST)s/@.*//",'
+        ' "RULE:[1:$1@$0](.*@HMSGUARD\\\\.TEST)s/@.*//"]\n'))
     g.start()
     yield g
     g.stop()
@@ -150,3 +152,172 @@ def test_a_principal_asking_to_act_as_another_is_refused(krb_guard, kdc, lab):
         sasl_client(krb_guard.port, user_env(kdc, lab, "alice"),
                     authzid=f"admin@{kdc.realm}")
     assert "does not let one principal act as another" in str(e.value), e.value
+
+
+def test_a_principal_no_rule_maps_is_refused(krb_guard, kdc, lab):
+    before = handshakes(krb_guard, "unmapped")
+    with pytest.raises(TTransport.TTransportException) as e:
+        sasl_client(krb_guard.port, user_env(kdc, lab, "svc/batch1"))
+    assert "svc/batch1@HMSGUARD.TEST has no user here" in str(e.value), e.value
+    assert handshakes(krb_guard, "unmapped") == before + 1
+    assert "no auth_to_local rule maps it" in krb_guard.log.read_text()
+
+
+def test_no_ticket_and_an_expired_ticket_never_reach_the_metastore(krb_guard, kdc, lab):
+    env = kdc.client_env(lab / "kdc" / "users" / "nobody.cc")
+    with pytest.raises(Exception) as e:
+        sasl_client(krb_guard.port, env)
+    assert "credentials" in str(e.value).lower() or "ccache" in str(e.value).lower(), e.value
+    d = lab / "kdc" / "users"
+    kt = d / "bob.keytab"
+    if not kt.exists():
+        kdc.keytab(kt, "bob")
+    env = kdc.kinit("bob", kt, d / "bob-short.cc", lifetime="2s")
+    time.sleep(3)
+    with pytest.raises(Exception) as e:
+        sasl_client(krb_guard.port, env)
+    assert "expired" in str(e.value).lower(), e.value
+
+
+SKEWED_CLIENT = """
+import sys
+from thrift.transport import TSocket, TTransport
+sock = TSocket.TSocket("localhost", int(sys.argv[1]))
+sock.setTimeout(20000)
+t = TTransport.TSaslClientTransport(sock, host="localhost", service="hive", mechanism="GSSAPI")
+try:
+    t.open()
+    print("OPENED")
+except Exception as e:
+    print("REFUSED", e)
+"""
+
+
+def test_a_client_clock_far_off_is_refused(krb_guard, kdc, lab):
+    env = user_env(kdc, lab, "alice")
+    # The service ticket is fetched now; the client then runs ten minutes in the future
+    # (beyond the five minutes Kerberos tolerates) and needs no KDC for its authenticator.
+    r = subprocess.run(["kvno", SERVICE], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    before = handshakes(krb_guard, "kerberos")
+    r = subprocess.run(["faketime", "-f", "+600s", sys.executable, "-c", SKEWED_CLIENT,
+                        str(krb_guard.port)], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert "REFUSED" in r.stdout, (r.stdout, r.stderr)
+    assert "Clock skew too great" in r.stdout, r.stdout
+    assert handshakes(krb_guard, "kerberos") == before + 1
+
+
+def test_a_missing_service_key_stops_the_start(lab, metastore, kdc):
+    other = lab / "kdc" / "other.keytab"
+    kdc.keytab(other, "other")
+    g = hms.Guard(lab, metastore.port, name="guard-kerberos-nokey", extra=(
+        '[identity]\nmode = "kerberos"\n\n[identity.kerberos]\n'
+        f'principal = "{SERVICE}@{kdc.realm}"\nkeytab = "{other}"\nkrb5_conf = "{kdc.conf}"\n'))
+    with pytest.raises(RuntimeError) as e:
+        g.start()
+    assert f"no key for {SERVICE}@{kdc.realm}" in str(e.value), e.value
+
+
+def spark_with_ticket(lab, kdc, port, user, statements):
+    """Spark SQL in its own JVM, logged in to Kerberos from USER's ticket cache, its metastore
+    client in SASL mode (as for a kerberized metastore) pointed at hms-guard."""
+    from test_seed_spark import spark_as
+    conf_dir = lab / "kdc" / "hadoop-conf"
+    conf_dir.mkdir(exist_ok=True)
+    # (Reading a Hive table in Kerberos mode asks for a token renewer: the resource manager's
+    # principal, named here though no YARN runs.)
+    (conf_dir / "core-site.xml").write_text(hms.site_xml({
+        "hadoop.security.authentication": "kerberos",
+        "yarn.resourcemanager.principal": f"yarn/localhost@{kdc.realm}"}))
+    env = user_env(kdc, lab, user)
+    os.environ.update(
+        HADOOP_CONF_DIR=str(conf_dir), KRB5CCNAME=env["KRB5CCNAME"],
+        KRB5_CONFIG=env["KRB5_CONFIG"],
+        SPARK_AS_JAVA_OPTS=f"-Djava.security.krb5.conf={kdc.conf}",
+        SPARK_AS_CONF=json.dumps({
+            "metastore_uri": f"thrift://localhost:{port}",
+            "spark.hadoop.hive.metastore.sasl.enabled": "true",
+            "spark.hadoop.hive.metastore.kerberos.principal": f"{SERVICE}@{kdc.realm}",
+        }))
+    try:
+        return spark_as(lab, port, user, statements)
+    finally:
+        for k in ("HADOOP_CONF_DIR", "SPARK_AS_JAVA_OPTS", "SPARK_AS_CONF"):
+            os.environ.pop(k, None)
+
+
+def test_spark_logged_in_with_kerberos_works_under_the_grants(krb_guard, kdc, lab):
+    before = handshakes(krb_guard, "ok")
+    res = spark_with_ticket(lab, kdc, krb_guard.port, "alice", [
+        f"SELECT count(*) FROM {DB}.open",
+        f"SELECT count(*) FROM {DB}.closed",
+    ])
+    assert res[0]["ok"] and res[0]["rows"] == [[0]], res[0]
+    assert not res[1]["ok"] and "user alice" in res[1]["error"], res[1]
+    assert f"{DB}.closed" in res[1]["error"], res[1]
+    assert handshakes(krb_guard, "ok") > before
+    assert '"principal":"alice@HMSGUARD.TEST"' in krb_guard.log.read_text()
+
+
+def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc, lab, metastore):
+    import pyarrow as pa
+    from pyiceberg.catalog.hive import HiveCatalog
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField
+
+    admin, at = sasl_client(krb_guard.port, user_env(kdc, lab, "admin"))
+    ice_db = "krb_ice"
+    def as_user(user):
+        """pyiceberg opens a connection per operation, with the process's Kerberos cache."""
+        env = user_env(kdc, lab, user)
+        for k in ("KRB5_CONFIG", "KRB5CCNAME"):
+            os.environ[k] = env[k]
+
+    admin.create_database(tt.Database(name=ice_db, parameters={},
+                                      locationUri=f"s3a://datalake/defloc/{ice_db}.db"))
+    obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, ice_db, None, None, None)
+    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
+        obj, "alice", tt.PrincipalType.USER,
+        tt.PrivilegeGrantInfo("CREATE", 0, "admin", tt.PrincipalType.USER, False))]))
+    at.close()
+
+    def catalog(user):
+        as_user(user)
+        return HiveCatalog("krb", **{"uri": f"thrift://localhost:{krb_guard.port}",
+                                     "hive.kerberos-authentication": "true",
+                                     "py-io-impl": "lab_fileio.LabFileIO",
+                                     "lab.s3-root": str(hms.bucket_dir(lab).parent)})
+
+    alice = catalog("alice")
+    schema = Schema(NestedField(1, "id", LongType(), required=False))
+    t = alice.create_table(f"{ice_db}.events", schema)
+    t.append(pa.table({"id": pa.array([1, 2, 3], pa.int64())}))
+    got = alice.load_table(f"{ice_db}.events").scan().to_arrow()
+    assert sorted(got["id"].to_pylist()) == [1, 2, 3]
+    with hms.hms_client(metastore.port) as direct:
+        assert direct.get_table(ice_db, "events").owner == "alice", "the ticket's user owns it"
+    bob = catalog("bob")
+    with pytest.raises(Exception) as e:
+        bob.load_table(f"{ice_db}.events")
+    assert not isinstance(e.value, NoSuchTableError) or "bob" in str(e.value.__cause__ or e.value)
+    assert "user bob" in str(e.value) + str(e.value.__cause__), e.value
+    as_user("alice")
+    alice.drop_table(f"{ice_db}.events")
+
+
+def test_a_replaced_service_keytab_is_used_without_a_restart(krb_guard, kdc, lab):
+    """Last in the module: the service key changes. The keytab hms-guard reads holds the old
+    key; tickets for the new key are refused until the new keytab replaces the file."""
+    live = lab / "kdc" / "hms-guard.keytab"
+    fresh = lab / "kdc" / "fresh.keytab"
+    kdc.keytab(fresh, SERVICE)  # a new key version at the KDC
+    with pytest.raises(TTransport.TTransportException) as e:
+        sasl_client(krb_guard.port, user_env(kdc, lab, "alice"))
+    assert "Kerberos authentication failed" in str(e.value), e.value
+    shutil.copy(fresh, live.with_suffix(".new"))
+    os.replace(live.with_suffix(".new"), live)
+    alice, t = sasl_client(krb_guard.port, user_env(kdc, lab, "alice"))
+    assert alice.get_table(DB, "open").tableName == "open"
+    t.close()

@@ -464,12 +464,14 @@ def metric_series(text, name, **labels):
 # Spark
 
 
-def spark_session(lab, metastore_uri, app="hms-guard-lab", extra_conf=None, name="spark"):
+def spark_session(lab, metastore_uri, app="hms-guard-lab", extra_conf=None, name="spark",
+                  java_opts=""):
     """A local[2] Spark session with Hive support whose metastore is `metastore_uri`
     (thrift://HOST:PORT, or a port on 127.0.0.1). Its dirs and its log (DIR/NAME/spark.log)
     are under DIR/NAME (give sessions of one lab in other processes their own NAME);
     s3a://datalake is the lab's emulated bucket, as for the metastore.
-    Stop it with stop_spark(), which also ends its JVM."""
+    `java_opts` are added to the driver JVM's options. Stop it with stop_spark(), which also
+    ends its JVM."""
     from pyspark.sql import SparkSession
     if isinstance(metastore_uri, int) or str(metastore_uri).isdigit():
         metastore_uri = f"thrift://127.0.0.1:{metastore_uri}"
@@ -492,7 +494,7 @@ def spark_session(lab, metastore_uri, app="hms-guard-lab", extra_conf=None, name
         "spark.sql.warehouse.dir": f"file://{home}/warehouse",
         "spark.local.dir": str(home / "local"),
         "spark.driver.extraJavaOptions":
-            f"-Djava.io.tmpdir={home}/tmp -Dlog4j2.configurationFile={l4j}",
+            f"-Djava.io.tmpdir={home}/tmp -Dlog4j2.configurationFile={l4j} {java_opts}".strip(),
         "spark.hadoop.hive.metastore.uris": metastore_uri,
         # A hung metastore (or proxy) fails a statement in a minute, not ten.
         "spark.hadoop.hive.metastore.client.socket.timeout": "60s",
