@@ -168,7 +168,10 @@ pub async fn serve(
     async move {
         let _ = client.set_nodelay(true);
         let identity = shared.settings.identity.initial();
-        match (shared.tls.clone(), shared.settings.identity.kerberos.clone()) {
+        match (
+            shared.tls.clone(),
+            shared.settings.identity.kerberos.clone(),
+        ) {
             (None, None) => {
                 Conn::new(shared, client, identity, id, peer, shutdown)
                     .run()
@@ -286,7 +289,10 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Handshake::Refused(refusal) => {
             outcome(refusal.kind());
-            warn!(kind = refusal.kind(), "closing connection: Kerberos authentication refused: {refusal}");
+            warn!(
+                kind = refusal.kind(),
+                "closing connection: Kerberos authentication refused: {refusal}"
+            );
         }
     }
 }
@@ -597,7 +603,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let shared = self.shared.clone();
         if let Some(message) = self.refusal {
             let h = &request.header;
-            self.count(router::route(&h.name, shared.settings.upstream.versions), "deny");
+            self.count(
+                router::route(&h.name, shared.settings.upstream.versions),
+                "deny",
+            );
             let reply = application_exception(
                 transport.protocol,
                 transport.framed,

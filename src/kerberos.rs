@@ -116,20 +116,24 @@ pub fn local_hostname() -> Option<String> {
 pub enum Rule {
     /// A principal of the default realm maps to its first component.
     Default,
-    Rule {
-        /// The number of components the principal must have.
-        components: usize,
-        /// `$0` is the realm, `$1`… the components.
-        format: String,
-        /// The formatted name must match this whole (none: any).
-        matches: Option<Regex>,
-        /// `s/pattern/replacement/`, every match with `g`.
-        substitute: Option<(Regex, String, bool)>,
-        /// `/L`: the result in lower case.
-        lower: bool,
-        /// The rule as written, for logs.
-        text: String,
-    },
+    Rule(Box<HadoopRule>),
+}
+
+/// `RULE:[n:format](match)s/pattern/replacement/[g][/L]`.
+#[derive(Debug, Clone)]
+pub struct HadoopRule {
+    /// The number of components the principal must have.
+    components: usize,
+    /// `$0` is the realm, `$1`… the components.
+    format: String,
+    /// The formatted name must match this whole (none: any).
+    matches: Option<Regex>,
+    /// `s/pattern/replacement/`, every match with `g`.
+    substitute: Option<(Regex, String, bool)>,
+    /// `/L`: the result in lower case.
+    lower: bool,
+    /// The rule as written, for logs.
+    pub text: String,
 }
 
 impl Rule {
@@ -185,28 +189,29 @@ impl Rule {
         } else if !rest.is_empty() {
             return Err(format!("{t:?}: unexpected {rest:?} after the rule"));
         }
-        Ok(Rule::Rule {
+        Ok(Rule::Rule(Box::new(HadoopRule {
             components,
             format: format.to_string(),
             matches,
             substitute,
             lower,
             text: t.to_string(),
-        })
+        })))
     }
 
     /// The short name this rule gives `p`, if it applies.
     fn apply(&self, p: &Principal, default_realm: &str) -> Option<String> {
         match self {
             Rule::Default => (p.realm == default_realm).then(|| p.components[0].clone()),
-            Rule::Rule {
-                components,
-                format,
-                matches,
-                substitute,
-                lower,
-                ..
-            } => {
+            Rule::Rule(r) => {
+                let HadoopRule {
+                    components,
+                    format,
+                    matches,
+                    substitute,
+                    lower,
+                    ..
+                } = r.as_ref();
                 if p.components.len() != *components {
                     return None;
                 }
@@ -348,7 +353,9 @@ impl NameMapping {
     pub fn map(&self, principal: &Principal) -> Result<String, Unmapped> {
         for rule in &self.rules {
             if let Some(name) = rule.apply(principal, &self.default_realm) {
-                if name.is_empty() || name.contains(['/', '@']) || name.chars().any(char::is_control)
+                if name.is_empty()
+                    || name.contains(['/', '@'])
+                    || name.chars().any(char::is_control)
                 {
                     return Err(Unmapped::NotSimple(name));
                 }
@@ -456,7 +463,10 @@ mod tests {
     #[test]
     fn principals_parse_with_escapes() {
         assert_eq!(p("alice@EXAMPLE.COM").components, vec!["alice"]);
-        assert_eq!(p("hive/h1.example.com@EXAMPLE.COM").components, vec!["hive", "h1.example.com"]);
+        assert_eq!(
+            p("hive/h1.example.com@EXAMPLE.COM").components,
+            vec!["hive", "h1.example.com"]
+        );
         assert_eq!(p("a\\/b@R").components, vec!["a/b"]);
         assert_eq!(p("a\\@b@R").realm, "R");
         assert!(Principal::parse("a//b@R").is_err());
@@ -466,7 +476,10 @@ mod tests {
 
     #[test]
     fn host_is_expanded_in_lower_case() {
-        assert_eq!(expand_host("hive/_HOST@R", "Node1.Example"), "hive/node1.example@R");
+        assert_eq!(
+            expand_host("hive/_HOST@R", "Node1.Example"),
+            "hive/node1.example@R"
+        );
         assert_eq!(expand_host("hive/x@R", "h"), "hive/x@R");
     }
 

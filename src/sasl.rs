@@ -62,9 +62,15 @@ pub enum Refusal {
     /// The service credential could not be read (keytab missing or without the principal).
     Credential(String),
     /// The client asked to act as another principal.
-    Authzid { principal: String, authzid: String },
+    Authzid {
+        principal: String,
+        authzid: String,
+    },
     /// No `auth_to_local` rule gives the principal a user.
-    Unmapped { principal: String, reason: String },
+    Unmapped {
+        principal: String,
+        reason: String,
+    },
     /// The client chose a security layer that was not offered.
     Qop(u8),
     /// Not the SASL exchange (wrong status, a payload too large, too many rounds).
@@ -124,7 +130,7 @@ impl fmt::Display for Refusal {
 
 /// How a handshake ended.
 pub enum Handshake<S> {
-    Authenticated(SaslStream<S>, Authenticated),
+    Authenticated(Box<SaslStream<S>>, Authenticated),
     /// The client did not open with a SASL START message: the bytes it sent are handed back
     /// (a plain Thrift client on a Kerberos listener is answered in its own protocol).
     NotSasl(S, BytesMut),
@@ -199,7 +205,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Negotiation<'_, S> {
     async fn read_response(&mut self) -> Result<Bytes, Refusal> {
         match self.read().await? {
             (OK | COMPLETE, payload) => Ok(payload),
-            (s, _) => Err(Refusal::Protocol(format!("expected OK or COMPLETE, got status {s}"))),
+            (s, _) => Err(Refusal::Protocol(format!(
+                "expected OK or COMPLETE, got status {s}"
+            ))),
         }
     }
 
@@ -242,7 +250,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     match result {
         Ok(auth) => {
             let rest = std::mem::take(&mut n.buf);
-            Handshake::Authenticated(SaslStream::new(io, auth.1, rest, max_frame), auth.0)
+            let stream = SaslStream::new(io, auth.1, rest, max_frame);
+            Handshake::Authenticated(Box::new(stream), auth.0)
         }
         Err(refusal) => {
             if !matches!(
@@ -284,6 +293,8 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     if mechanism != "GSSAPI" {
         return Err(Refusal::Mechanism(mechanism));
     }
+    // The client's first token comes with its opening (the initial response).
+    let mut token = n.read_response().await?;
     let acceptor = settings.clone();
     let cred = tokio::task::spawn_blocking(move || acceptor.acceptor())
         .await
@@ -291,7 +302,6 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(Refusal::Credential)?;
     let mut ctx = ServerCtx::new(Some(cred));
     // The context: tokens back and forth until GSSAPI says it is established.
-    let mut token = n.read_response().await?;
     let mut rounds = 0;
     loop {
         rounds += 1;
@@ -312,7 +322,11 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             _ if done => break,
-            _ => return Err(Refusal::Kerberos("no token to continue the exchange".into())),
+            _ => {
+                return Err(Refusal::Kerberos(
+                    "no token to continue the exchange".into(),
+                ))
+            }
         }
     }
     let principal_name = ctx
@@ -362,7 +376,10 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     n.send(COMPLETE, &[]).await?;
     let layer = match qop {
         Qop::Auth => Layer::Plain,
-        Qop::AuthInt => Layer::Wrapped { ctx, encrypt: false },
+        Qop::AuthInt => Layer::Wrapped {
+            ctx,
+            encrypt: false,
+        },
         Qop::AuthConf => Layer::Wrapped { ctx, encrypt: true },
     };
     Ok((
@@ -405,6 +422,11 @@ fn invalid(msg: String) -> io::Error {
 }
 
 impl<S> SaslStream<S> {
+    /// The stream of a connection whose handshake chose QOP `auth` (frames, no wrapping).
+    pub fn plain(io: S, max_frame: usize) -> Self {
+        SaslStream::new(io, Layer::Plain, BytesMut::new(), max_frame)
+    }
+
     fn new(io: S, layer: Layer, rest: BytesMut, max_frame: usize) -> Self {
         SaslStream {
             io,
@@ -460,8 +482,8 @@ impl<S: AsyncRead + Unpin> SaslStream<S> {
         if self.rbuf.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]])
-            as usize;
+        let len =
+            u32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]) as usize;
         if len > self.max_frame {
             return Err(invalid(format!(
                 "a SASL frame of {len} bytes (at most {})",

@@ -239,10 +239,16 @@ fn kerberos_settings(
     let mut errors = Vec::new();
     let key = |k: &str| format!("identity.kerberos.{k}");
     if k.keytab.is_empty() {
-        errors.push(err(&key("keytab"), "required when identity.mode = \"kerberos\""));
+        errors.push(err(
+            &key("keytab"),
+            "required when identity.mode = \"kerberos\"",
+        ));
     }
     if k.qop.is_empty() {
-        errors.push(err(&key("qop"), "offer at least one of auth, auth-int, auth-conf"));
+        errors.push(err(
+            &key("qop"),
+            "offer at least one of auth, auth-int, auth-conf",
+        ));
     }
     let host = if k.hostname.is_empty() {
         local_hostname().unwrap_or_else(|| "localhost".into())
@@ -331,6 +337,38 @@ mod tests {
         assert_eq!(s.upstream.uris[0].port, 9083);
         assert_eq!(s.server.idle_timeout, Duration::from_secs(3600));
         assert!(s.identity.initial().is_anonymous());
+    }
+
+    #[test]
+    fn kerberos_mode_resolves_the_principal_and_reports_every_missing_part() {
+        let mut c = base();
+        c.identity.mode = IdentityMode::Kerberos;
+        let errors = Settings::resolve_with(c.clone(), |_| None).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"identity.kerberos.principal"), "{keys:?}");
+        assert!(keys.contains(&"identity.kerberos.keytab"), "{keys:?}");
+        c.identity.kerberos.principal = "hive/_HOST".into();
+        c.identity.kerberos.keytab = "/k.keytab".into();
+        c.identity.kerberos.auth_to_local = vec!["RULE:[1:$1](".into(), "DEFAULT".into()];
+        let errors = Settings::resolve_with(c.clone(), |_| None).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains("must name its realm")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|e| e.contains("unbalanced '('")),
+            "{text:?}"
+        );
+        c.identity.kerberos.principal = "hive/_HOST@EXAMPLE.COM".into();
+        c.identity.kerberos.hostname = "Node1.example.com".into();
+        c.identity.kerberos.auth_to_local = vec!["DEFAULT".into()];
+        c.identity.kerberos.qop = vec![crate::kerberos::Qop::AuthConf];
+        let s = Settings::resolve_with(c, |_| None).unwrap();
+        let k = s.identity.kerberos.unwrap();
+        assert_eq!(k.principal, "hive/node1.example.com@EXAMPLE.COM");
+        assert_eq!(k.offered, 4);
+        assert_eq!(k.mapping.default_realm, "EXAMPLE.COM");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the test lab, cached: openssl and a JRE 17+ (apt-get, if missing; Java also if too old) and a
+# Installs the test lab, cached: the build's own needs (tests/lab/build-deps.sh), Debian's MIT
+# KDC and Kerberos tools with faketime, openssl and a JRE 17+ (apt-get, if missing; Java also if too old) and a
 # Python venv with PyPI pyspark (its jars hold Hive Metastore 2.3 and Spark), hmsclient, thrift
 # and pytest, at ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv.
 # First run: ~460 MB download, a few minutes. Re-running when complete takes about a second
@@ -14,7 +15,9 @@ thrift==0.25.0
 pytest==9.2.0
 moto[server]==5.2.5
 boto3==1.44.8
-pyiceberg[hive,pyarrow]==0.12.0"
+pyiceberg[hive,pyarrow]==0.12.0
+pure-sasl==0.6.2
+kerberos==1.3.1"
 
 cache="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}"
 venv="$cache/venv"
@@ -49,6 +52,19 @@ mkdir -p "$cache"
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$cache/.setup.lock"
   flock 9
+fi
+
+# --- what building hms-guard needs (GSSAPI headers, libclang)
+"$(dirname "$0")/build-deps.sh"
+
+# --- a Kerberos realm for the Kerberos tests: Debian's MIT KDC and its tools (kdb5_util,
+# kadmin.local, krb5kdc, kinit, kvno), and faketime (a client clock far off)
+if ! command -v krb5kdc >/dev/null 2>&1 && [ ! -x /usr/sbin/krb5kdc ] \
+   || ! command -v kinit >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1 \
+   || [ ! -x /usr/sbin/kadmin.local ]; then
+  say "installing the MIT KDC and client tools (krb5-kdc krb5-admin-server krb5-user) and faketime with apt-get"
+  apt_install krb5-kdc krb5-admin-server krb5-user faketime \
+    || die "cannot install krb5-kdc krb5-admin-server krb5-user faketime (need root or sudo and apt-get)"
 fi
 
 # --- openssl (the TLS end-to-end tests make their certificates with it)
@@ -112,7 +128,7 @@ printf '%s\n' "$REQUIREMENTS" > "$req_file"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req_file" \
   || die "pip install failed (see above); PyPI must be reachable"
 "$venv/bin/python" - <<'PY' || die "the installed packages are incomplete"
-import os, pyspark, hmsclient, thrift, pytest, pyiceberg.catalog.hive, pyarrow  # noqa: F401
+import os, pyspark, hmsclient, thrift, pytest, pyiceberg.catalog.hive, pyarrow, puresasl, kerberos  # noqa: F401
 from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore  # noqa: F401
 jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
 need = ["hive-metastore-2.3", "hive-exec-2.3", "libthrift-", "derby-", "HikariCP-"]
