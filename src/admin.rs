@@ -97,8 +97,8 @@ async fn handle(
             metrics.encode(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => match upstreams.connect().await {
-            Ok((_stream, uri)) => {
+        "/readyz" => match upstreams.connect(None, 64 * 1024).await {
+            Ok((_stream, uri, _)) => {
                 metrics.upstream_up.set(1);
                 text(StatusCode::OK, "text/plain", format!("ready: {uri}\n"))
             }

@@ -108,6 +108,10 @@ pub fn main() -> ExitCode {
                 role,
                 privilege,
             };
+            if let Some(k) = &cfg.upstream_kerberos {
+                // Before the runtime's threads: MIT krb5 is told through the environment.
+                k.configure_process();
+            }
             let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -176,6 +180,9 @@ pub fn main() -> ExitCode {
                     eprintln!("hms-guard: identity.kerberos: {e}");
                     return ExitCode::from(2);
                 }
+            }
+            if let Some(k) = &settings.upstream_kerberos {
+                k.configure_process();
             }
             crate::telemetry::init(&cfg.logging);
             let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {

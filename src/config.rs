@@ -292,6 +292,60 @@ pub struct UpstreamConfig {
     pub metastore_version: MetastoreVersion,
     /// TLS towards the metastore.
     pub tls: UpstreamTlsConfig,
+    /// Kerberos towards a kerberized metastore (`hive.metastore.sasl.enabled`).
+    pub kerberos: UpstreamKerberosConfig,
+}
+
+/// `[upstream.kerberos]`: hms-guard authenticates to the metastore with its own keytab; empty
+/// `principal` disables it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamKerberosConfig {
+    /// hms-guard's own principal, e.g. `hms-guard/_HOST@EXAMPLE.COM` (`_HOST`: `hostname`).
+    pub principal: String,
+    /// The keytab holding its keys; tickets are obtained from it and renewed before they
+    /// expire.
+    pub keytab: String,
+    /// The metastore's principal (`hive.metastore.kerberos.principal`); `_HOST` stands for
+    /// each metastore URI's host. Default: `hive/_HOST@` the realm of `principal`.
+    pub service_principal: String,
+    /// The host name `_HOST` in `principal` stands for; default: this machine's.
+    pub hostname: String,
+    /// The Kerberos configuration file (`KRB5_CONFIG`); default: the system's.
+    pub krb5_conf: String,
+    /// The security layers hms-guard asks for, in order of preference.
+    pub qop: Vec<crate::kerberos::Qop>,
+    /// Act as the caller at the metastore: as a proxy user there, hms-guard obtains a
+    /// delegation token for each caller and opens that caller's connections with it
+    /// (DIGEST-MD5). Off: every call runs as hms-guard's principal.
+    pub delegation_tokens: bool,
+    /// The renewer named in the tokens; default: the short name of `principal`.
+    pub token_renewer: String,
+    /// A caller's token is used this long, then a new one is obtained.
+    pub token_refresh_ms: u64,
+    /// Most callers whose tokens are kept.
+    pub max_tokens: usize,
+    /// Bound on one SASL negotiation with the metastore (a KDC request included).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for UpstreamKerberosConfig {
+    fn default() -> Self {
+        use crate::kerberos::Qop;
+        UpstreamKerberosConfig {
+            principal: String::new(),
+            keytab: String::new(),
+            service_principal: String::new(),
+            hostname: String::new(),
+            krb5_conf: String::new(),
+            qop: vec![Qop::AuthConf, Qop::AuthInt, Qop::Auth],
+            delegation_tokens: true,
+            token_renewer: String::new(),
+            token_refresh_ms: 3_600_000,
+            max_tokens: 10_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[upstream.tls]`: TLS towards the metastore; empty `ca` disables it.
@@ -345,6 +399,7 @@ impl Default for UpstreamConfig {
             write_timeout_ms: 60_000,
             metastore_version: MetastoreVersion::Any,
             tls: UpstreamTlsConfig::default(),
+            kerberos: UpstreamKerberosConfig::default(),
         }
     }
 }

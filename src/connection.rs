@@ -98,6 +98,10 @@ impl Shared {
         if let Some(t) = upstream_tls {
             upstreams = upstreams.with_tls(t);
         }
+        if let Some(k) = &settings.upstream_kerberos {
+            upstreams =
+                upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(k.clone())));
+        }
         let config = &settings.config;
         let guard = match facts {
             None => Guard::new(config, upstreams.clone(), metrics.clone(), storage),
@@ -840,16 +844,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn take_upstream(&mut self, transport: Transport) -> Result<UpstreamConn, CallError> {
         let authz_on = self.shared.guard.mode != AuthzMode::Off;
         if let Some(up) = self.upstream.take() {
-            let other = up.identity().is_some_and(|u| *u != self.identity);
-            if !(authz_on && other) {
+            // With authorization off the client's own set_ugi keeps a plain session in step.
+            let kerberized = self.shared.upstreams.kerberos().is_some();
+            if up.serves(&self.identity) || !(authz_on || kerberized) {
                 return Ok(up);
             }
             debug!(user = %self.identity.user, "identity changed: a new upstream connection");
         }
-        let mut up = UpstreamConn::open(
+        let mut up = UpstreamConn::open_as(
             &self.shared.upstreams,
             transport,
             self.shared.settings.limits.reply,
+            Some(&self.identity),
         )
         .await
         .map_err(UpstreamError::Connect)?;

@@ -271,6 +271,10 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
         let tls = crate::tls::UpstreamTls::load(t, metrics.clone())?;
         upstreams = upstreams.with_tls(Arc::new(tls));
     }
+    if let Some(k) = &settings.upstream_kerberos {
+        upstreams =
+            upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(k.clone())));
+    }
     let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;

@@ -447,6 +447,47 @@ impl KerberosSettings {
     }
 }
 
+/// Kerberos towards a kerberized metastore, resolved.
+#[derive(Debug, Clone)]
+pub struct UpstreamKerberosSettings {
+    /// hms-guard's own principal, `_HOST` expanded.
+    pub principal: String,
+    pub keytab: std::path::PathBuf,
+    /// The metastore's principal; `_HOST` is each URI's host.
+    pub service_principal: String,
+    pub krb5_conf: Option<std::path::PathBuf>,
+    /// The security layers asked for, in order of preference.
+    pub qop: Vec<Qop>,
+    pub delegation_tokens: bool,
+    pub token_renewer: String,
+    pub token_refresh: std::time::Duration,
+    pub max_tokens: usize,
+    pub handshake_timeout: std::time::Duration,
+}
+
+/// The environment variable MIT krb5 reads an initiator's keytab from.
+pub const CLIENT_KEYTAB_ENV: &str = "KRB5_CLIENT_KTNAME";
+/// The environment variable naming the credential cache.
+pub const CCACHE_ENV: &str = "KRB5CCNAME";
+
+impl UpstreamKerberosSettings {
+    /// The metastore principal at `host`.
+    pub fn service_at(&self, host: &str) -> String {
+        expand_host(&self.service_principal, host)
+    }
+
+    /// Points MIT krb5 at hms-guard's keytab for its own tickets, kept in this process's
+    /// memory (never in a file): the library asks the KDC from the keytab when they are
+    /// missing or near their end. Must run before any other thread starts.
+    pub fn configure_process(&self) {
+        std::env::set_var(CLIENT_KEYTAB_ENV, format!("FILE:{}", self.keytab.display()));
+        std::env::set_var(CCACHE_ENV, "MEMORY:hms-guard");
+        if let Some(c) = &self.krb5_conf {
+            std::env::set_var(CONFIG_ENV, c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

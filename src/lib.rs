@@ -39,6 +39,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod delegation;
 pub mod error;
 pub mod explain;
 pub mod facts;

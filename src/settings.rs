@@ -32,6 +32,8 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// TLS towards the metastore (`[upstream.tls]`), when a CA is configured.
     pub upstream_tls: Option<crate::tls::UpstreamTlsSettings>,
+    /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
+    pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
     pub config: Config,
 }
 
@@ -135,6 +137,17 @@ impl Settings {
             },
             _ => None,
         };
+        let upstream_kerberos = if config.upstream.kerberos.principal.is_empty() {
+            None
+        } else {
+            match upstream_kerberos_settings(&config) {
+                Ok(k) => Some(std::sync::Arc::new(k)),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            }
+        };
         let listen = config.server.listen.parse::<SocketAddr>();
         let admin_listen = match config.admin.listen.as_str() {
             "" => Ok(None),
@@ -225,6 +238,7 @@ impl Settings {
             },
             tls,
             upstream_tls,
+            upstream_kerberos,
             config,
         })
     }
@@ -296,6 +310,97 @@ fn kerberos_settings(
         }),
         _ => Err(errors),
     }
+}
+
+/// `[upstream.kerberos]` resolved.
+fn upstream_kerberos_settings(
+    config: &Config,
+) -> Result<crate::kerberos::UpstreamKerberosSettings, Vec<ConfigError>> {
+    use crate::kerberos::{expand_host, local_hostname, Principal, UpstreamKerberosSettings};
+    let k = &config.upstream.kerberos;
+    let key = |k: &str| format!("upstream.kerberos.{k}");
+    let mut errors = Vec::new();
+    let host = if k.hostname.is_empty() {
+        local_hostname().unwrap_or_else(|| "localhost".into())
+    } else {
+        k.hostname.clone()
+    };
+    let principal = expand_host(&k.principal, &host);
+    let own = match Principal::parse(&principal) {
+        Ok(p) if !p.realm.is_empty() => Some(p),
+        Ok(_) => {
+            errors.push(err(&key("principal"), "must name its realm (…@REALM)"));
+            None
+        }
+        Err(e) => {
+            errors.push(err(&key("principal"), e));
+            None
+        }
+    };
+    if k.keytab.is_empty() {
+        errors.push(err(
+            &key("keytab"),
+            "required with upstream.kerberos.principal",
+        ));
+    }
+    if k.qop.is_empty() {
+        errors.push(err(
+            &key("qop"),
+            "ask for at least one of auth, auth-int, auth-conf",
+        ));
+    }
+    for (name, v) in [
+        ("token_refresh_ms", k.token_refresh_ms),
+        ("max_tokens", k.max_tokens as u64),
+        ("handshake_timeout_ms", k.handshake_timeout_ms),
+    ] {
+        if v == 0 {
+            errors.push(err(&key(name), "must be greater than 0"));
+        }
+    }
+    let ik = &config.identity.kerberos;
+    if config.identity.mode == IdentityMode::Kerberos
+        && !ik.krb5_conf.is_empty()
+        && !k.krb5_conf.is_empty()
+        && ik.krb5_conf != k.krb5_conf
+    {
+        errors.push(err(
+            &key("krb5_conf"),
+            "differs from identity.kerberos.krb5_conf: one process reads one Kerberos configuration",
+        ));
+    }
+    let Some(own) = own.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let service_principal = if k.service_principal.is_empty() {
+        format!("hive/_HOST@{}", own.realm)
+    } else {
+        k.service_principal.clone()
+    };
+    if let Err(e) = Principal::parse(&service_principal) {
+        return Err(vec![err(&key("service_principal"), e)]);
+    }
+    let token_renewer = if k.token_renewer.is_empty() {
+        own.components[0].clone()
+    } else {
+        k.token_renewer.clone()
+    };
+    let krb5_conf = [&k.krb5_conf, &ik.krb5_conf]
+        .into_iter()
+        .find(|c| !c.is_empty())
+        .map(std::path::PathBuf::from);
+    Ok(UpstreamKerberosSettings {
+        principal,
+        keytab: std::path::PathBuf::from(&k.keytab),
+        service_principal,
+        krb5_conf,
+        qop: k.qop.clone(),
+        delegation_tokens: k.delegation_tokens,
+        token_renewer,
+        token_refresh: ms(k.token_refresh_ms),
+        max_tokens: k.max_tokens,
+        handshake_timeout: ms(k.handshake_timeout_ms),
+    })
 }
 
 /// The pinned user and groups, environment overrides applied (`HMS_GUARD_PINNED_USER`,

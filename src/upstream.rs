@@ -20,10 +20,18 @@ use crate::codec::writer::Writer;
 use crate::codec::Ty;
 use crate::codec::{Limits, MessageType, Scan, ScanError};
 use crate::config::ThriftUri;
+use crate::delegation::UpstreamAuth;
 use crate::error::UpstreamError;
 use crate::framing::MessageWalker;
 use crate::identity::Identity;
+use crate::sasl::{self, SaslStream};
 use crate::transport::Transport;
+
+/// The DIGEST-MD5 digest URI a metastore expects from token clients (its SASL server has no
+/// protocol and the server name `default`).
+const DIGEST_URI: &str = "null/default";
+/// Largest `get_delegation_token` reply taken.
+const TOKEN_REPLY_LIMIT: u64 = 1024 * 1024;
 
 /// The configured metastores and how to reach them.
 #[derive(Debug, Clone)]
@@ -32,6 +40,8 @@ pub struct Upstreams {
     timeouts: Timeouts,
     /// TLS towards the metastore (`[upstream.tls]`).
     tls: Option<Arc<crate::tls::UpstreamTls>>,
+    /// Kerberos towards the metastore (`[upstream.kerberos]`).
+    auth: Option<Arc<UpstreamAuth>>,
 }
 
 /// Every connect attempt failed.
@@ -59,7 +69,19 @@ impl Upstreams {
             uris,
             timeouts,
             tls: None,
+            auth: None,
         }
+    }
+
+    /// The same metastores, kerberized: hms-guard authenticates with its own keytab, and acts
+    /// as each caller with a delegation token when so configured.
+    pub fn with_kerberos(mut self, auth: Arc<UpstreamAuth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    pub fn kerberos(&self) -> Option<&Arc<UpstreamAuth>> {
+        self.auth.as_ref()
     }
 
     /// The same metastores, reached over TLS.
@@ -73,9 +95,16 @@ impl Upstreams {
     }
 
     /// Connects to the first reachable URI (every resolved address of each, in order; with
-    /// TLS, the first whose handshake also succeeds).
-    pub async fn connect(&self) -> Result<(Stream, &ThriftUri), ConnectError> {
+    /// TLS, the first whose handshake also succeeds; kerberized, the first that also accepts
+    /// hms-guard's authentication — as `caller` when given and tokens are on).
+    pub async fn connect(
+        &self,
+        caller: Option<&str>,
+        max_frame: usize,
+    ) -> Result<(Stream, &ThriftUri, Option<String>), ConnectError> {
         let mut attempts = Vec::new();
+        // A caller's token, obtained once for all URIs (a metastore pair shares its tokens).
+        let mut token = None;
         for uri in &self.uris {
             let tcp = match self.connect_one(uri).await {
                 Ok(tcp) => tcp,
@@ -84,15 +113,109 @@ impl Upstreams {
                     continue;
                 }
             };
-            let Some(tls) = &self.tls else {
-                return Ok((Stream::Plain(tcp), uri));
+            let stream = match &self.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => match tls.connect(tcp, &uri.host, self.timeouts.connect).await {
+                    Ok(s) => Stream::Tls(Box::new(s)),
+                    Err(e) => {
+                        attempts.push((uri.to_string(), format!("TLS: {e}")));
+                        continue;
+                    }
+                },
             };
-            match tls.connect(tcp, &uri.host, self.timeouts.connect).await {
-                Ok(s) => return Ok((Stream::Tls(Box::new(s)), uri)),
-                Err(e) => attempts.push((uri.to_string(), format!("TLS: {e}"))),
+            let Some(auth) = &self.auth else {
+                return Ok((stream, uri, None));
+            };
+            let k = &auth.settings;
+            let acting = caller.filter(|_| k.delegation_tokens);
+            let result = match acting {
+                None => {
+                    let service = k.service_at(&uri.host);
+                    sasl::connect_gssapi(
+                        stream,
+                        &k.principal,
+                        &service,
+                        &k.qop,
+                        k.handshake_timeout,
+                        max_frame,
+                    )
+                    .await
+                    .map(|(s, _)| (s, None))
+                    .map_err(|e| format!("Kerberos as {} to {service}: {e}", k.principal))
+                }
+                Some(user) => {
+                    if token.is_none() {
+                        match self.token_for(auth, user).await {
+                            Ok(t) => token = Some(t),
+                            Err(e) => {
+                                attempts.push((
+                                    uri.to_string(),
+                                    format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
+                                ));
+                                return Err(ConnectError { attempts });
+                            }
+                        }
+                    }
+                    let t = token.as_ref().expect("set above");
+                    sasl::connect_digest(
+                        stream,
+                        &t.username,
+                        &t.password,
+                        DIGEST_URI,
+                        k.handshake_timeout,
+                        max_frame,
+                    )
+                    .await
+                    .map(|s| (s, Some(user.to_string())))
+                    .map_err(|e| {
+                        // A token the metastore no longer knows: the next connection gets a
+                        // new one.
+                        auth.forget(user);
+                        format!("acting as {user} with a delegation token: {e}")
+                    })
+                }
+            };
+            match result {
+                Ok((s, acting)) => return Ok((Stream::Sasl(Box::new(s)), uri, acting)),
+                Err(e) => attempts.push((uri.to_string(), e)),
             }
         }
         Err(ConnectError { attempts })
+    }
+
+    /// `user`'s delegation token: kept, or asked for on a connection as hms-guard itself.
+    async fn token_for(
+        &self,
+        auth: &UpstreamAuth,
+        user: &str,
+    ) -> Result<Arc<crate::delegation::TokenSecret>, String> {
+        auth.token(user, || async {
+            let limits = Limits {
+                max_message_bytes: TOKEN_REPLY_LIMIT,
+                ..Limits::default()
+            };
+            let transport = Transport {
+                protocol: crate::codec::Protocol::Binary,
+                framed: false,
+            };
+            let mut conn = Box::pin(UpstreamConn::open_as(self, transport, limits, None))
+                .await
+                .map_err(|e| e.to_string())?;
+            let call = crate::delegation::token_call(user, &auth.settings.token_renewer, 1);
+            conn.send(&call, "get_delegation_token")
+                .await
+                .map_err(|e| e.to_string())?;
+            let (reply, _) = conn
+                .read_reply("get_delegation_token", 1, TOKEN_REPLY_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                user,
+                "obtained a delegation token to act as the caller at the metastore"
+            );
+            crate::delegation::token_from_reply(&reply)
+        })
+        .await
     }
 
     async fn connect_one(&self, uri: &ThriftUri) -> io::Result<TcpStream> {
@@ -166,17 +289,47 @@ pub struct UpstreamConn {
     walker: MessageWalker,
     timeouts: Timeouts,
     ugi: Option<Identity>,
+    /// Authenticated with SASL (a kerberized metastore): the session's user is fixed by the
+    /// authentication and `set_ugi` is not sent.
+    sasl: bool,
+    /// Kerberized with delegation tokens: callers' calls go on connections authenticated as
+    /// them.
+    delegation: bool,
 }
 
 impl UpstreamConn {
     /// Connects to the first reachable metastore (failover order), speaking `transport`,
-    /// reading replies within `limits`.
+    /// reading replies within `limits`; kerberized, as hms-guard itself.
     pub async fn open(
         upstreams: &Upstreams,
         transport: Transport,
         limits: Limits,
     ) -> Result<UpstreamConn, ConnectError> {
-        let (stream, uri) = upstreams.connect().await?;
+        UpstreamConn::open_as(upstreams, transport, limits, None).await
+    }
+
+    /// `open`, for `caller`: at a kerberized metastore with delegation tokens, the connection
+    /// authenticates as the caller.
+    pub async fn open_as(
+        upstreams: &Upstreams,
+        transport: Transport,
+        limits: Limits,
+        caller: Option<&Identity>,
+    ) -> Result<UpstreamConn, ConnectError> {
+        if upstreams.auth.is_some() && transport.framed {
+            return Err(ConnectError {
+                attempts: vec![(
+                    "(all)".into(),
+                    "a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport".into(),
+                )],
+            });
+        }
+        let user = caller
+            .filter(|c| !c.is_anonymous())
+            .map(|c| c.user.as_str());
+        let max_frame = limits.max_message_bytes as usize + 64 * 1024;
+        let (stream, uri, acting) = upstreams.connect(user, max_frame).await?;
+        let sasl = matches!(stream, Stream::Sasl(_));
         Ok(UpstreamConn {
             stream,
             uri: uri.clone(),
@@ -184,7 +337,13 @@ impl UpstreamConn {
             buf: BytesMut::new(),
             walker: MessageWalker::new(transport, limits),
             timeouts: upstreams.timeouts,
-            ugi: None,
+            // Authenticated as the caller: the session already carries the caller's identity.
+            ugi: acting.and(caller.cloned()),
+            sasl,
+            delegation: upstreams
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.settings.delegation_tokens),
         })
     }
 
@@ -192,9 +351,22 @@ impl UpstreamConn {
         &self.uri
     }
 
-    /// The identity this connection's metastore session carries (`set_ugi` sent), if any.
+    /// The identity this connection's metastore session carries (`set_ugi` sent, or
+    /// authenticated as), if any.
     pub fn identity(&self) -> Option<&Identity> {
         self.ugi.as_ref()
+    }
+
+    /// Whether this connection can carry `identity`'s calls: it already does, or it can still
+    /// be given it (`set_ugi` not sent yet). A kerberized session's user is fixed by its
+    /// authentication: one opened as hms-guard serves the anonymous, or everyone when calls
+    /// run as hms-guard (no delegation tokens).
+    pub fn serves(&self, identity: &Identity) -> bool {
+        match (&self.ugi, self.sasl) {
+            (Some(u), _) => u == identity,
+            (None, false) => true,
+            (None, true) => identity.is_anonymous() || !self.delegation,
+        }
     }
 
     /// Bytes received beyond the last whole reply (a metastore sends none between calls).
@@ -381,7 +553,7 @@ impl UpstreamConn {
         identity: &Identity,
         before: &str,
     ) -> Result<(), UpstreamError> {
-        if identity.is_anonymous() || self.ugi.as_ref() == Some(identity) {
+        if identity.is_anonymous() || self.ugi.as_ref() == Some(identity) || self.sasl {
             return Ok(());
         }
         let call = format!("set_ugi (before {before})");
@@ -441,6 +613,9 @@ impl UpstreamConn {
             Stream::Tls(tls) => {
                 let _ = tls.read_buf(&mut self.buf).await;
             }
+            Stream::Sasl(s) => {
+                let _ = s.read_buf(&mut self.buf).await;
+            }
         }
     }
 }
@@ -461,10 +636,12 @@ pub fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> Byte
     w.finish(transport.framed)
 }
 
-/// A metastore connection's byte stream: plain TCP, or TLS (`[upstream.tls]`).
+/// A metastore connection's byte stream: plain TCP, or TLS (`[upstream.tls]`), and either
+/// inside SASL (`[upstream.kerberos]`).
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Sasl(Box<SaslStream<Stream>>),
 }
 
 impl tokio::io::AsyncRead for Stream {
@@ -476,6 +653,7 @@ impl tokio::io::AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -489,6 +667,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -499,6 +678,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -509,6 +689,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

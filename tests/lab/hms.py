@@ -193,9 +193,12 @@ class Metastore:
     """A real Hive Metastore 2.3 with embedded Derby; its files under DIR/hms, the emulated
     bucket under DIR/s3/datalake."""
 
-    def __init__(self, lab, port=None, admin_users=("admin",)):
+    def __init__(self, lab, port=None, admin_users=("admin",), kerberos=None, home=None):
+        """`kerberos`: a dict {principal, keytab, krb5_conf, proxy_users, protection} for a
+        metastore in SASL mode (Kerberos for clients, delegation tokens for proxy users)."""
         self.lab = Path(lab)
-        self.home = self.lab / "hms"
+        self.kerberos = kerberos
+        self.home = Path(home) if home else self.lab / "hms"
         self.port = port or free_port()
         self.admin_users = admin_users
         self.proc = None
@@ -239,13 +242,38 @@ class Metastore:
             # in test mode, on the first transaction call; test mode also refuses lock
             # components without an operation type, so it is on for that first boot only.
             props["hive.in.test"] = "true"
+        core = s3a_conf(self.lab)
+        k = self.kerberos
+        if k:
+            props.update({
+                "hive.metastore.sasl.enabled": "true",
+                "hive.metastore.kerberos.principal": k["principal"],
+                "hive.metastore.kerberos.keytab.file": str(k["keytab"]),
+                # Delegation tokens in the metastore's memory (the default store is the
+                # database, whose tables Hive 2.3 creates only in test mode).
+                "hive.cluster.delegation.token.store.class":
+                    "org.apache.hadoop.hive.thrift.MemoryTokenStore",
+            })
+            core.update({
+                "hadoop.security.authentication": "kerberos",
+                "hadoop.rpc.protection": k.get("protection", "authentication"),
+                "hadoop.security.auth_to_local": "RULE:[1:$1@$0](.*@" + k["realm"].replace(
+                    ".", "\\.") + ")s/@.*//\nRULE:[2:$1@$0](.*@" + k["realm"].replace(
+                    ".", "\\.") + ")s/@.*//\nDEFAULT",
+            })
+            for user in k.get("proxy_users", ()):
+                core.update({f"hadoop.proxyuser.{user}.hosts": "*",
+                             f"hadoop.proxyuser.{user}.groups": "*",
+                             f"hadoop.proxyuser.{user}.users": "*"})
         (conf / "hive-site.xml").write_text(site_xml(props))
-        (conf / "core-site.xml").write_text(site_xml(s3a_conf(self.lab)))
+        (conf / "core-site.xml").write_text(site_xml(core))
         return conf
 
     def command(self, conf):
         home = self.home
-        return [java(), "-Xmx512m",
+        krb = ([f"-Djava.security.krb5.conf={self.kerberos['krb5_conf']}"]
+               if self.kerberos else [])
+        return [java(), "-Xmx512m", *krb,
                 f"-Djava.io.tmpdir={home}/tmp",
                 f"-Dderby.stream.error.file={home}/derby.log",
                 f"-Dderby.system.home={home}",
@@ -285,6 +313,10 @@ class Metastore:
             try:
                 # A plain connect first: thrift's TSocket logs every refused connection.
                 socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                if self.kerberos:
+                    # SASL only: listening is what can be checked without a ticket.
+                    self.started_in = time.monotonic() - t0
+                    return self
                 with hms_client(self.port, timeout=10) as c:
                     c.get_all_databases()
                 self.started_in = time.monotonic() - t0

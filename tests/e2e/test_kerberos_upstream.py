@@ -1,0 +1,164 @@
+"""hms-guard in front of a kerberized metastore, end to end: a real MIT KDC on loopback, the
+real metastore 2.3 in SASL mode (hive.metastore.sasl.enabled, hms-guard's principal a proxy
+user there), hms-guard with Kerberos both ways. Clients authenticate to hms-guard with their
+tickets; hms-guard authenticates to the metastore with its own keytab, and acts as each caller
+with a delegation token (DIGEST-MD5): the metastore runs and audits each call as the caller.
+Also: hms-guard's own ticket expiring (renewed from its keytab), and a hms-guard the
+metastore does not let impersonate anyone (a clear refusal)."""
+import re
+import time
+
+import pytest
+from hmsclient.genthrift.hive_metastore import ttypes as tt
+from thrift.Thrift import TApplicationException
+
+import hms
+from kdc import Kdc
+from test_kerberos import sasl_client, table
+
+DB = "kup_db"
+SERVICE = "hive/localhost"
+GUARD = "hms-guard/localhost"
+
+
+@pytest.fixture(scope="module")
+def realm(lab):
+    d = lab / "kup"
+    k = Kdc(d / "kdc").start()
+    k.add(SERVICE, GUARD, "intruder/localhost", "alice", "bob", "carol", "admin")
+    # hms-guard's own tickets live 20 seconds: a test waits past that.
+    k.run("kadmin.local", "-q", f"modprinc -maxlife \"20 seconds\" {k.principal(GUARD)}")
+    service_kt = k.keytab(d / "service.keytab", SERVICE)
+    guard_kt = k.keytab(d / "guard.keytab", GUARD)
+    intruder_kt = k.keytab(d / "intruder.keytab", "intruder/localhost")
+    yield {"kdc": k, "dir": d, "service_kt": service_kt, "guard_kt": guard_kt,
+           "intruder_kt": intruder_kt}
+    k.stop()
+
+
+@pytest.fixture(scope="module")
+def krb_metastore(lab, realm):
+    k = realm["kdc"]
+    m = hms.Metastore(lab, home=realm["dir"] / "hms", kerberos={
+        "principal": f"{SERVICE}@{k.realm}", "keytab": realm["service_kt"],
+        "krb5_conf": k.conf, "realm": k.realm, "proxy_users": ["hms-guard"]})
+    m.start(txn_tables=False)
+    yield m
+    m.stop()
+
+
+def guard_config(k, service_kt, own, own_kt):
+    return ('[authz]\nmode = "enforce"\n\n[storage]\nenabled = false\n\n'
+            '[identity]\nmode = "kerberos"\n\n'
+            '[identity.kerberos]\n'
+            f'principal = "{SERVICE}@{k.realm}"\nkeytab = "{service_kt}"\n'
+            f'krb5_conf = "{k.conf}"\n\n'
+            '[upstream.kerberos]\n'
+            f'principal = "{own}@{k.realm}"\nkeytab = "{own_kt}"\n'
+            f'service_principal = "{SERVICE}@{k.realm}"\n')
+
+
+@pytest.fixture(scope="module")
+def kup_guard(lab, realm, krb_metastore):
+    k = realm["kdc"]
+    g = hms.Guard(lab, krb_metastore.port, name="guard-kerberos-upstream",
+                  env={"KRB5RCACHEDIR": str(realm["dir"])},
+                  extra=guard_config(k, realm["service_kt"], GUARD, realm["guard_kt"]))
+    g.start()
+    yield g
+    g.stop()
+
+
+def client(g, realm, lab, user):
+    k = realm["kdc"]
+    d = realm["dir"] / "users"
+    d.mkdir(exist_ok=True)
+    kt = d / f"{user}.keytab"
+    if not kt.exists():
+        k.keytab(kt, user)
+    return sasl_client(g.port, k.kinit(user, kt, d / f"{user}.cc"))
+
+
+def audited(m, user, cmd):
+    """Metastore audit lines of USER's CMD calls."""
+    pat = re.compile(rf"audit: ugi={re.escape(user)}\s.*cmd={re.escape(cmd)}")
+    return [ln for ln in m.log.read_text(errors="replace").splitlines() if pat.search(ln)]
+
+
+def test_calls_run_at_the_metastore_as_the_caller(kup_guard, realm, lab, krb_metastore):
+    admin, at = client(kup_guard, realm, lab, "admin")
+    admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db",
+                                      parameters={}))
+    for name in ("open", "closed"):
+        t = table(lab, name, "admin")
+        t.dbName = DB
+        t.sd.location = f"file://{lab}/{DB}.db/{name}"
+        admin.create_table(t)
+    obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
+    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
+        obj, "alice", tt.PrincipalType.USER,
+        tt.PrivilegeGrantInfo("SELECT", 0, "admin", tt.PrincipalType.USER, False))]))
+    at.close()
+    alice, t = client(kup_guard, realm, lab, "alice")
+    assert alice.get_table(DB, "open").tableName == "open"
+    with pytest.raises(tt.MetaException) as e:
+        alice.get_table(DB, "closed")
+    assert "user alice" in e.value.message, e.value.message
+    t.close()
+    # The metastore ran alice's call as alice (her delegation token), the admin's as admin.
+    assert audited(krb_metastore, "alice", f"get_table : db={DB} tbl=open") or \
+        audited(krb_metastore, "alice", "get_table"), "alice's call not audited as alice"
+    assert audited(krb_metastore, "admin", "create_database")
+    # hms-guard's own lookups (grants) ran as its principal.
+    assert [ln for ln in krb_metastore.log.read_text(errors="replace").splitlines()
+            if "audit: ugi=hms-guard" in ln], "no lookup as hms-guard"
+    # Nothing ran as the metastore's own user or as an unauthenticated one.
+    assert not audited(krb_metastore, "root", "get_table")
+
+
+def test_a_callers_token_is_kept_between_connections(kup_guard, realm, lab):
+    log = kup_guard.log
+    before = len(re.findall(r'obtained a delegation token.*"user":"bob"', log.read_text()))
+    for _ in range(3):
+        bob, t = client(kup_guard, realm, lab, "bob")
+        bob.get_all_databases()
+        t.close()
+    after = len(re.findall(r'obtained a delegation token.*"user":"bob"', log.read_text()))
+    assert after - before == 1, (before, after)
+
+
+def test_hms_guards_own_ticket_is_renewed_from_its_keytab(kup_guard, realm, lab, krb_metastore):
+    """hms-guard's tickets live 20 s; past that, a caller it has no token for yet (a new
+    lookup connection as hms-guard, then the token) still works."""
+    carol, t = client(kup_guard, realm, lab, "carol")
+    carol.get_all_databases()
+    t.close()
+    time.sleep(25)
+    # A new caller needs a new token: asked for on a connection as hms-guard.
+    kup_guard_user = "admin"
+    admin, at = client(kup_guard, realm, lab, kup_guard_user)
+    assert DB in admin.get_all_databases()
+    at.close()
+    kdc_log = realm["kdc"].log.read_text()
+    grants = [ln for ln in kdc_log.splitlines()
+              if "AS_REQ" in ln and "hms-guard/localhost" in ln and "ISSUE" in ln]
+    assert len(grants) >= 2, "hms-guard asked the KDC once only: no renewal seen"
+
+
+def test_a_metastore_that_refuses_the_impersonation_is_named(lab, realm, krb_metastore):
+    k = realm["kdc"]
+    g = hms.Guard(lab, krb_metastore.port, name="guard-kerberos-intruder",
+                  env={"KRB5RCACHEDIR": str(realm["dir"])},
+                  extra=guard_config(k, realm["service_kt"], "intruder/localhost",
+                                     realm["intruder_kt"]))
+    g.start()
+    try:
+        alice, t = client(g, realm, lab, "alice")
+        with pytest.raises(TApplicationException) as e:
+            alice.get_table(DB, "open")
+        msg = str(e.value)
+        assert "no delegation token for alice" in msg, msg
+        assert "proxy user" in msg, msg
+        t.close()
+    finally:
+        g.stop()
