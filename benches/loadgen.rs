@@ -58,7 +58,9 @@ enum Cmd {
 #[derive(Args)]
 struct HandshakeArgs {
     /// NAME=HOST:PORT, or NAME=tls://HOST:PORT (TLS client settings from LOADGEN_TLS_CA,
-    /// LOADGEN_TLS_CERT, LOADGEN_TLS_KEY; the server name is `localhost`).
+    /// LOADGEN_TLS_CERT, LOADGEN_TLS_KEY; the server name is `localhost`), or
+    /// NAME=krb://HOST:PORT / NAME=krb-conf://HOST:PORT (Kerberos: LOADGEN_KRB_PRINCIPAL,
+    /// LOADGEN_KRB_SERVICE, tickets in KRB5CCNAME).
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
     /// Connections per target per round.
@@ -556,15 +558,47 @@ struct Client {
 }
 
 impl Client {
-    /// `addr` is HOST:PORT, or tls://HOST:PORT for a TLS connection (`tls_client`).
+    /// `addr` is HOST:PORT, tls://HOST:PORT for a TLS connection (`tls_client`), or
+    /// krb://HOST:PORT (krb-conf://HOST:PORT) for Kerberos with the `auth` (`auth-conf`)
+    /// security layer: the principal LOADGEN_KRB_PRINCIPAL (its tickets in the default
+    /// credential cache, KRB5CCNAME) to the service LOADGEN_KRB_SERVICE.
     async fn connect(addr: &str) -> io::Result<Client> {
+        use hms_guard::kerberos::Qop;
         use hms_guard::upstream::Stream;
+        let (kerberos, addr) = match (
+            addr.strip_prefix("krb://"),
+            addr.strip_prefix("krb-conf://"),
+        ) {
+            (Some(rest), _) => (Some(Qop::Auth), rest),
+            (_, Some(rest)) => (Some(Qop::AuthConf), rest),
+            _ => (None, addr),
+        };
         let (tls, host_port) = match addr.strip_prefix("tls://") {
             Some(rest) => (true, rest),
             None => (false, addr),
         };
         let tcp = TcpStream::connect(host_port).await?;
         tcp.set_nodelay(true)?;
+        if let Some(qop) = kerberos {
+            let env = |k: &str| std::env::var(k).map_err(|_| io_err(format!("{k} is not set")));
+            let (s, _) = hms_guard::sasl::connect_gssapi(
+                Stream::Plain(tcp),
+                &env("LOADGEN_KRB_PRINCIPAL")?,
+                &env("LOADGEN_KRB_SERVICE")?,
+                &[qop],
+                Duration::from_secs(10),
+                64 << 20,
+            )
+            .await
+            .map_err(io_err_of)?;
+            return Ok(Client {
+                stream: Stream::Sasl(Box::new(s)),
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                out: BytesMut::with_capacity(256),
+                scanner: Scanner::new(Protocol::Binary, client_limits()),
+                seqid: 0,
+            });
+        }
         let stream = if tls {
             let name = rustls::pki_types::ServerName::try_from("localhost").map_err(io_err_of)?;
             let s = tokio_rustls::TlsConnector::from(tls_client()?)

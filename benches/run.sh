@@ -10,9 +10,10 @@
 #    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
 #    authz.mode = off (pure pass-through);
 # 3. `loadgen load`: getVersion and get_table at 1 and 8 connections, the targets (direct,
-#    haproxy, hms-guard, and for get_table hms-guard-off and hms-guard-tls: TLS with a client
-#    certificate naming the caller) interleaved in rounds; `loadgen handshake`: connection
-#    set-up time plain vs TLS; then at 1
+#    haproxy, hms-guard, and for get_table hms-guard-off, hms-guard-tls: TLS with a client
+#    certificate naming the caller, hms-guard-krb and hms-guard-krb-conf: Kerberos with QOP auth
+#    and auth-conf, a KDC started on loopback) interleaved in rounds; `loadgen handshake`:
+#    connection set-up time plain vs TLS vs Kerberos; then at 1
 #    connection against a scripted upstream answering instantly (the relay's own overhead
 #    without the metastore's noise);
 # 4. peak RSS (VmHWM) of hms-guard, a fresh process for each measurement: 1,000 idle connections,
@@ -313,6 +314,37 @@ client_ca = \"$tls_dir/ca.pem\"
 [identity]
 mode = \"certificate\""
 t_pid=$guard_pid t_port=$guard_port
+# Kerberos towards clients: a KDC on loopback (tests/lab/kdc.py), hms-guard with identity.mode =
+# "kerberos"; the load generator authenticates as bench@HMSGUARD.TEST (its tickets from kinit)
+# and asks for the auth (krb://) or auth-conf (krb-conf://) security layer.
+"$venv/bin/python" - "$work/kdc" >"$work/kdc.env" 2>"$work/kdc.log" <<'EOF' || die "the KDC did not start; see $work/kdc.log"
+import sys
+sys.path.insert(0, "tests/lab")
+from pathlib import Path
+from kdc import Kdc
+k = Kdc(Path(sys.argv[1])).start(daemon=True)
+k.add("hive/localhost", "bench")
+k.keytab(k.dir / "service.keytab", "hive/localhost")
+k.keytab(k.dir / "bench.keytab", "bench")
+env = k.kinit("bench", k.dir / "bench.keytab", k.dir / "bench.cc")
+print(f"kdc_pid={k.proc.pid}")
+print(f"kdc_conf={k.conf}")
+print(f"kdc_dir={k.dir}")
+print(f"kdc_ccache={env['KRB5CCNAME']}")
+print(f"kdc_realm={k.realm}")
+EOF
+# shellcheck disable=SC1091
+source "$work/kdc.env"
+pids+=("$kdc_pid")
+export KRB5_CONFIG="$kdc_conf" KRB5CCNAME="$kdc_ccache" KRB5RCACHEDIR="$kdc_dir" \
+    LOADGEN_KRB_PRINCIPAL="bench@$kdc_realm" LOADGEN_KRB_SERVICE="hive/localhost@$kdc_realm"
+start_guard guard-krb "$hms_port" "[identity]
+mode = \"kerberos\"
+[identity.kerberos]
+principal = \"hive/localhost@$kdc_realm\"
+keytab = \"$kdc_dir/service.keytab\"
+krb5_conf = \"$kdc_conf\""
+k_pid=$guard_pid k_port=$guard_port
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
     start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
@@ -327,6 +359,9 @@ for method in getVersion get_table; do
     [[ $method == get_table && -n "${b_port:-}" ]] && targets+=(--target "hms-guard-base=127.0.0.1:$b_port")
     # The same decisions over TLS, the caller named by its client certificate.
     [[ $method == get_table ]] && targets+=(--target "hms-guard-tls=tls://127.0.0.1:$t_port")
+    # And over Kerberos, the caller named by its ticket: QOP auth, and auth-conf (encrypted).
+    [[ $method == get_table ]] && targets+=(--target "hms-guard-krb=krb://127.0.0.1:$k_port"
+        --target "hms-guard-krb-conf=krb-conf://127.0.0.1:$k_port")
     # CPU of each proxy over the get_table runs (both serve the same kind and number of rounds).
     [[ $method == get_table ]] && { g_cpu0=$(cpu_ticks "$g_pid"); o_cpu0=$(cpu_ticks "$o_pid"); }
     for c in $conns_list; do
@@ -336,11 +371,12 @@ for method in getVersion get_table; do
             "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
     done
 done
-log "connection set-up: plain vs TLS (connect, handshake, set_ugi, getVersion; sequential)"
+log "connection set-up: plain vs TLS vs Kerberos (connect, handshake, set_ugi, getVersion; sequential)"
 "$lg" handshake --target "hms-guard=127.0.0.1:$g_port" \
-    --target "hms-guard-tls=tls://127.0.0.1:$t_port" --connections 100 --rounds 5 \
+    --target "hms-guard-tls=tls://127.0.0.1:$t_port" \
+    --target "hms-guard-krb=krb://127.0.0.1:$k_port" --connections 100 --rounds 5 \
     --json-out "$results" | grep -v '^BENCH_JSON'
-kill "$t_pid"
+kill "$t_pid" "$k_pid"
 g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
 o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
@@ -535,6 +571,10 @@ for r in load:
     for g in [n for n in names if n.startswith("hms-guard")]:
         h = cmp(r, g, "haproxy")
         verdict("throughput vs haproxy >= 0.9x", tag + " " + g, h["throughput_ratio"], h["throughput_ratio"] >= 0.9)
+    if "hms-guard-krb" in names:
+        k = cmp(r, "hms-guard-krb", "hms-guard")
+        verdict("Kerberos (QOP auth) calls vs unauthenticated >= 0.95x", tag + " hms-guard-krb",
+                k["throughput_ratio"], k["throughput_ratio"] >= 0.95)
     errs = sum(t["errors"] + t["failed_connections"] for t in r["targets"])
     if errs:
         verdict("no errors", tag, errs, False)

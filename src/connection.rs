@@ -99,8 +99,10 @@ impl Shared {
             upstreams = upstreams.with_tls(t);
         }
         if let Some(k) = &settings.upstream_kerberos {
-            upstreams =
-                upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(k.clone())));
+            upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
+                k.clone(),
+                metrics.clone(),
+            )));
         }
         let config = &settings.config;
         let guard = match facts {

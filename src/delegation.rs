@@ -109,6 +109,7 @@ pub fn token_from_reply(reply: &[u8]) -> Result<String, String> {
 pub struct UpstreamAuth {
     pub settings: Arc<UpstreamKerberosSettings>,
     tokens: TtlCache<String, Arc<TokenSecret>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for UpstreamAuth {
@@ -121,9 +122,16 @@ impl std::fmt::Debug for UpstreamAuth {
 }
 
 impl UpstreamAuth {
-    pub fn new(settings: Arc<UpstreamKerberosSettings>) -> Self {
+    pub fn new(
+        settings: Arc<UpstreamKerberosSettings>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let tokens = TtlCache::new(settings.token_refresh, settings.max_tokens);
-        UpstreamAuth { settings, tokens }
+        UpstreamAuth {
+            settings,
+            tokens,
+            metrics,
+        }
     }
 
     /// The caller's token: kept, or obtained with `fetch` (one fetch per caller at a time).
@@ -132,11 +140,20 @@ impl UpstreamAuth {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<String, String>>,
     {
+        let metrics = &self.metrics;
         let (t, _) = self
             .tokens
             .get_or_load(
                 &user.to_string(),
-                || async { fetch().await.and_then(|s| decode(&s)).map(Arc::new) },
+                || async {
+                    let t = fetch().await.and_then(|s| decode(&s)).map(Arc::new);
+                    let outcome = if t.is_ok() { "ok" } else { "error" };
+                    metrics
+                        .delegation_tokens
+                        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                        .inc();
+                    t
+                },
                 |_| true,
             )
             .await?;

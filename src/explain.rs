@@ -272,8 +272,10 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
         upstreams = upstreams.with_tls(Arc::new(tls));
     }
     if let Some(k) = &settings.upstream_kerberos {
-        upstreams =
-            upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(k.clone())));
+        upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
+            k.clone(),
+            metrics.clone(),
+        )));
     }
     let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
         .await

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub tls_handshakes: Family<OutcomeLabels, Counter>,
     /// Kerberos (SASL/GSSAPI) handshakes with clients, by outcome.
     pub sasl_handshakes: Family<OutcomeLabels, Counter>,
+    /// Delegation tokens asked of a kerberized metastore to act as a caller, by outcome.
+    pub delegation_tokens: Family<OutcomeLabels, Counter>,
     /// Reloads of changed TLS files (`ok`, `error`: the previous files stay in use).
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub storage_probes: Family<ProbeLabels, Counter>,
@@ -187,6 +189,7 @@ impl Metrics {
             tls_handshakes: Family::default(),
             tls_reloads: Family::default(),
             sasl_handshakes: Family::default(),
+            delegation_tokens: Family::default(),
             storage_probes: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
@@ -320,6 +323,11 @@ impl Metrics {
             "sasl_handshakes",
             "Kerberos (SASL/GSSAPI) handshakes with clients (outcome: ok; not_sasl — a client without Kerberos, refused; mechanism, kerberos, credential, authzid, unmapped, qop, protocol, client_failed, timeout, io — refused)",
             m.sasl_handshakes.clone(),
+        );
+        registry.register(
+            "delegation_tokens",
+            "Delegation tokens asked of a kerberized metastore to act as a caller (outcome: ok, error — the caller's call is refused, the reason in its exception)",
+            m.delegation_tokens.clone(),
         );
         registry.register(
             "tls_reloads",

@@ -56,6 +56,18 @@ async fn another_mechanism_gets_a_bad_message_naming_it() {
 }
 
 #[tokio::test]
+async fn a_delegation_token_client_is_told_to_use_kerberos() {
+    let (h, wrote) = handshake(&msg(sasl::START, b"DIGEST-MD5"), Duration::from_secs(5)).await;
+    assert_eq!(refusal(&h).kind(), "mechanism");
+    let text = String::from_utf8_lossy(&wrote[5..]).into_owned();
+    assert!(text.contains("does not accept delegation tokens"), "{text}");
+    assert!(
+        text.contains("spark.security.credentials.hive.enabled=false"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_negotiation_message_is_refused_before_it_is_read() {
     let mut start = vec![sasl::START];
     start.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());

@@ -86,6 +86,10 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Refusal::Mechanism(m) if m == "DIGEST-MD5" => write!(
+                f,
+                "Unsupported mechanism type {m}: hms-guard does not accept delegation tokens; authenticate with Kerberos (kinit, or a keytab: Spark's --principal/--keytab with spark.security.credentials.hive.enabled=false)"
+            ),
             Refusal::Mechanism(m) => write!(
                 f,
                 "Unsupported mechanism type {m}: hms-guard accepts Kerberos (GSSAPI) only"

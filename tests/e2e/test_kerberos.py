@@ -307,6 +307,39 @@ def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc,
     alice.drop_table(f"{ice_db}.events")
 
 
+def test_kerberos_inside_tls(lab, metastore, kdc):
+    """Both configured: the TLS handshake first, then the SASL negotiation inside it."""
+    from thrift.transport import TSSLSocket
+    from test_tls import make_certs
+    d = lab / "kdc-tls"
+    make_certs(d)
+    keytab = lab / "kdc" / "hms-guard.keytab"
+    g = hms.Guard(lab, metastore.port, name="guard-kerberos-tls", env={
+        "KRB5RCACHEDIR": str(kdc.dir)}, extra=(
+        '[authz]\nmode = "enforce"\n\n[storage]\nenabled = false\n\n'
+        f'[server.tls]\ncert = "{d}/server.pem"\nkey = "{d}/server.key"\n\n'
+        '[identity]\nmode = "kerberos"\n\n[identity.kerberos]\n'
+        f'principal = "{SERVICE}@{kdc.realm}"\nkeytab = "{keytab}"\nkrb5_conf = "{kdc.conf}"\n'))
+    g.start()
+    try:
+        env = user_env(kdc, lab, "alice")
+        for k in ("KRB5_CONFIG", "KRB5CCNAME"):
+            os.environ[k] = env[k]
+        sock = TSSLSocket.TSSLSocket("localhost", g.port, ca_certs=str(d / "ca.pem"))
+        sock.setTimeout(20_000)
+        t = TTransport.TSaslClientTransport(sock, host="localhost", service="hive",
+                                            mechanism="GSSAPI")
+        t.open()
+        alice = T.Client(TBinaryProtocol.TBinaryProtocol(t))
+        assert alice.get_table(DB, "open").tableName == "open"
+        with pytest.raises(tt.MetaException):
+            alice.get_table(DB, "closed")
+        t.close()
+        assert '"principal":"alice@HMSGUARD.TEST"' in g.log.read_text()
+    finally:
+        g.stop()
+
+
 def test_a_replaced_service_keytab_is_used_without_a_restart(krb_guard, kdc, lab):
     """Last in the module: the service key changes. The keytab hms-guard reads holds the old
     key; tickets for the new key are refused until the new keytab replaces the file."""

@@ -54,7 +54,9 @@ class Kdc:
             raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
         return r
 
-    def start(self):
+    def start(self, daemon=False):
+        """Makes the realm and starts the KDC; `daemon`: it outlives this process (the caller
+        stops it by its pid, `self.proc.pid`)."""
         for t in TOOLS:
             find(t)
         if self.dir.exists():
@@ -91,7 +93,7 @@ class Kdc:
         self.run("kdb5_util", "create", "-s", "-r", self.realm, "-P", "hms-guard-master")
         out = self.dir / "krb5kdc.out"
         self.proc = spawn([find("krb5kdc"), "-n", "-r", self.realm], out, out,
-                          cwd=self.dir, env=self.base_env())
+                          cwd=self.dir, env=self.base_env(), daemon=daemon)
         deadline = time.monotonic() + 20
         import socket
         while time.monotonic() < deadline:
