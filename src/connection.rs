@@ -287,7 +287,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Handshake::NotSasl(stream, buffered) => {
             outcome("not_sasl");
-            warn!("a client without Kerberos on the Kerberos listener: its first call is refused and the connection closed");
+            warn!("a client without Kerberos on the Kerberos listener: each of its calls is refused, none reaches the metastore");
             let mut conn = Conn::new(shared, stream, Identity::anonymous(), id, peer, shutdown);
             conn.cbuf = buffered;
             conn.refusal = Some(KERBEROS_REQUIRED);
@@ -318,8 +318,8 @@ struct Conn<S> {
     /// With authorization off: the client's own last `set_ugi` call, sent again on a new
     /// upstream connection so the metastore session keeps the client's identity.
     client_ugi: Option<(Bytes, MessageHeader)>,
-    /// Set: the client did not authenticate as the listener requires; its first call is
-    /// answered with this and the connection closed.
+    /// Set: the client did not authenticate as the listener requires; each of its calls is
+    /// answered with this (a `TApplicationException`), none is forwarded.
     refusal: Option<&'static str>,
 }
 
@@ -621,8 +621,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 AppErrorKind::Unknown,
                 message,
             );
-            let _ = self.write_client(&reply).await;
-            return false;
+            // Every call gets the same answer (a client that ignores a failed set_ugi, as
+            // Hive's does, then shows it on its next call); nothing reaches the metastore.
+            return self.write_client(&reply).await.is_ok();
         }
         let entry = router::route(&request.header.name, shared.settings.upstream.versions);
         let authz_off = shared.guard.mode == AuthzMode::Off;

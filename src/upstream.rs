@@ -48,11 +48,18 @@ pub struct Upstreams {
 #[derive(Debug)]
 pub struct ConnectError {
     pub attempts: Vec<(String, String)>,
+    /// A metastore was reached but hms-guard could not authenticate there (Kerberos, a
+    /// caller's delegation token), or could not forward this client at all.
+    pub refused: bool,
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no metastore reachable")?;
+        f.write_str(if self.refused {
+            "the metastore could not be used"
+        } else {
+            "no metastore reachable"
+        })?;
         for (i, (uri, e)) in self.attempts.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
             write!(f, "{sep}{uri}: {e}")?;
@@ -103,6 +110,7 @@ impl Upstreams {
         max_frame: usize,
     ) -> Result<(Stream, &ThriftUri, Option<String>), ConnectError> {
         let mut attempts = Vec::new();
+        let mut refused = false;
         // A caller's token, obtained once for all URIs (a metastore pair shares its tokens).
         let mut token = None;
         for uri in &self.uris {
@@ -152,7 +160,10 @@ impl Upstreams {
                                     uri.to_string(),
                                     format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
                                 ));
-                                return Err(ConnectError { attempts });
+                                return Err(ConnectError {
+                                    attempts,
+                                    refused: true,
+                                });
                             }
                         }
                     }
@@ -177,10 +188,13 @@ impl Upstreams {
             };
             match result {
                 Ok((s, acting)) => return Ok((Stream::Sasl(Box::new(s)), uri, acting)),
-                Err(e) => attempts.push((uri.to_string(), e)),
+                Err(e) => {
+                    refused = true;
+                    attempts.push((uri.to_string(), e));
+                }
             }
         }
-        Err(ConnectError { attempts })
+        Err(ConnectError { attempts, refused })
     }
 
     /// `user`'s delegation token: kept, or asked for on a connection as hms-guard itself.
@@ -318,6 +332,7 @@ impl UpstreamConn {
     ) -> Result<UpstreamConn, ConnectError> {
         if upstreams.auth.is_some() && transport.framed {
             return Err(ConnectError {
+                refused: true,
                 attempts: vec![(
                     "(all)".into(),
                     "a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport".into(),

@@ -143,6 +143,10 @@ def test_a_plain_client_is_told_kerberos_is_required(krb_guard, metastore):
     with pytest.raises(TApplicationException) as e:
         c.set_ugi("admin", [])
     assert "requires Kerberos" in str(e.value), e.value
+    # Hive's client ignores a failed set_ugi: its next call is told the same.
+    with pytest.raises(TApplicationException) as e:
+        c.get_all_databases()
+    assert "requires Kerberos" in str(e.value), e.value
     t.close()
     assert handshakes(krb_guard, "not_sasl") == before + 1
 
@@ -219,9 +223,11 @@ def test_a_missing_service_key_stops_the_start(lab, metastore, kdc):
     assert f"no key for {SERVICE}@{kdc.realm}" in str(e.value), e.value
 
 
-def spark_with_ticket(lab, kdc, port, user, statements):
-    """Spark SQL in its own JVM, logged in to Kerberos from USER's ticket cache, its metastore
-    client in SASL mode (as for a kerberized metastore) pointed at hms-guard."""
+def spark_with_kerberos(lab, kdc, port, user, statements, login):
+    """Spark SQL in its own JVM pointed at hms-guard. login "keytab": Spark logs in from USER's
+    keytab (spark.kerberos.principal/keytab); "ticket": from USER's ticket cache (kinit); both
+    with the metastore client in SASL mode, as for a kerberized metastore. None: no Kerberos
+    (the client claims USER with set_ugi)."""
     from test_seed_spark import spark_as
     conf_dir = lab / "kdc" / "hadoop-conf"
     conf_dir.mkdir(exist_ok=True)
@@ -231,33 +237,54 @@ def spark_with_ticket(lab, kdc, port, user, statements):
         "hadoop.security.authentication": "kerberos",
         "yarn.resourcemanager.principal": f"yarn/localhost@{kdc.realm}"}))
     env = user_env(kdc, lab, user)
-    os.environ.update(
-        HADOOP_CONF_DIR=str(conf_dir), KRB5CCNAME=env["KRB5CCNAME"],
-        KRB5_CONFIG=env["KRB5_CONFIG"],
-        SPARK_AS_JAVA_OPTS=f"-Djava.security.krb5.conf={kdc.conf}",
-        SPARK_AS_CONF=json.dumps({
-            "metastore_uri": f"thrift://localhost:{port}",
+    conf = {"metastore_uri": f"thrift://localhost:{port}"}
+    saved = {k: os.environ.get(k) for k in ("KRB5CCNAME", "KRB5_CONFIG")}
+    if login:
+        conf.update({
             "spark.hadoop.hive.metastore.sasl.enabled": "true",
             "spark.hadoop.hive.metastore.kerberos.principal": f"{SERVICE}@{kdc.realm}",
-        }))
+        })
+        os.environ.update(HADOOP_CONF_DIR=str(conf_dir), KRB5_CONFIG=env["KRB5_CONFIG"],
+                          SPARK_AS_JAVA_OPTS=f"-Djava.security.krb5.conf={kdc.conf}")
+    if login == "ticket":
+        os.environ["KRB5CCNAME"] = env["KRB5CCNAME"]
+    elif login == "keytab":
+        # No ticket cache to fall back on: the keytab is the only way in.
+        os.environ["KRB5CCNAME"] = f"FILE:{lab}/kdc/users/none.cc"
+        conf.update({"spark.kerberos.principal": kdc.principal(user),
+                     "spark.kerberos.keytab": str(lab / "kdc" / "users" / f"{user}.keytab")})
+    os.environ["SPARK_AS_CONF"] = json.dumps(conf)
     try:
         return spark_as(lab, port, user, statements)
     finally:
         for k in ("HADOOP_CONF_DIR", "SPARK_AS_JAVA_OPTS", "SPARK_AS_CONF"):
             os.environ.pop(k, None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-def test_spark_logged_in_with_kerberos_works_under_the_grants(krb_guard, kdc, lab):
+def test_spark_with_kerberos_works_under_the_grants(krb_guard, kdc, lab):
     before = handshakes(krb_guard, "ok")
-    res = spark_with_ticket(lab, kdc, krb_guard.port, "alice", [
+    res = spark_with_kerberos(lab, kdc, krb_guard.port, "alice", [
         f"SELECT count(*) FROM {DB}.open",
         f"SELECT count(*) FROM {DB}.closed",
-    ])
+    ], login="keytab")
     assert res[0]["ok"] and res[0]["rows"] == [[0]], res[0]
     assert not res[1]["ok"] and "user alice" in res[1]["error"], res[1]
     assert f"{DB}.closed" in res[1]["error"], res[1]
     assert handshakes(krb_guard, "ok") > before
     assert '"principal":"alice@HMSGUARD.TEST"' in krb_guard.log.read_text()
+    # Another user, logged in from a ticket cache, holds no grant on the table.
+    res = spark_with_kerberos(lab, kdc, krb_guard.port, "bob", [
+        f"SELECT count(*) FROM {DB}.open"], login="ticket")
+    assert not res[0]["ok"] and "user bob" in res[0]["error"], res[0]
+    # Spark without Kerberos, claiming the administrator: told Kerberos is required.
+    res = spark_with_kerberos(lab, kdc, krb_guard.port, "admin", [
+        f"SELECT count(*) FROM {DB}.open"], login=None)
+    assert not res[0]["ok"] and "requires Kerberos" in res[0]["error"], res[0]
 
 
 def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc, lab, metastore):
