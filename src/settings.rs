@@ -244,50 +244,71 @@ impl Settings {
     }
 }
 
+/// What both Kerberos sections share: the principal (`_HOST` expanded, realm required), the
+/// keytab and at least one security layer. Returns the expanded principal and its parse.
+fn kerberos_identity(
+    section: &str,
+    principal: &str,
+    hostname: &str,
+    keytab: &str,
+    no_qop: bool,
+    errors: &mut Vec<ConfigError>,
+) -> (String, Option<crate::kerberos::Principal>) {
+    use crate::kerberos::{expand_host, local_hostname, Principal};
+    let key = |k: &str| format!("{section}.{k}");
+    if keytab.is_empty() {
+        errors.push(err(&key("keytab"), "required with a Kerberos principal"));
+    }
+    if no_qop {
+        errors.push(err(
+            &key("qop"),
+            "name at least one of auth, auth-int, auth-conf",
+        ));
+    }
+    let host = if hostname.is_empty() {
+        local_hostname().unwrap_or_else(|| "localhost".into())
+    } else {
+        hostname.to_string()
+    };
+    let expanded = expand_host(principal, &host);
+    let parsed = match Principal::parse(&expanded) {
+        _ if principal.is_empty() => {
+            errors.push(err(
+                &key("principal"),
+                "required (e.g. hive/_HOST@EXAMPLE.COM)",
+            ));
+            None
+        }
+        Ok(p) if !p.realm.is_empty() => Some(p),
+        Ok(_) => {
+            errors.push(err(&key("principal"), "must name its realm (…@REALM)"));
+            None
+        }
+        Err(e) => {
+            errors.push(err(&key("principal"), e));
+            None
+        }
+    };
+    (expanded, parsed)
+}
+
 /// `[identity.kerberos]` resolved: `_HOST` expanded, the rules parsed, the offered layers.
 fn kerberos_settings(
     config: &Config,
 ) -> Result<crate::kerberos::KerberosSettings, Vec<ConfigError>> {
-    use crate::kerberos::{expand_host, local_hostname, KerberosSettings, NameMapping, Principal};
+    use crate::kerberos::{KerberosSettings, NameMapping};
     let k = &config.identity.kerberos;
     let mut errors = Vec::new();
     let key = |k: &str| format!("identity.kerberos.{k}");
-    if k.keytab.is_empty() {
-        errors.push(err(
-            &key("keytab"),
-            "required when identity.mode = \"kerberos\"",
-        ));
-    }
-    if k.qop.is_empty() {
-        errors.push(err(
-            &key("qop"),
-            "offer at least one of auth, auth-int, auth-conf",
-        ));
-    }
-    let host = if k.hostname.is_empty() {
-        local_hostname().unwrap_or_else(|| "localhost".into())
-    } else {
-        k.hostname.clone()
-    };
-    let principal = expand_host(&k.principal, &host);
-    let realm = match Principal::parse(&principal) {
-        _ if k.principal.is_empty() => {
-            errors.push(err(
-                &key("principal"),
-                "required when identity.mode = \"kerberos\" (e.g. hive/_HOST@EXAMPLE.COM)",
-            ));
-            String::new()
-        }
-        Ok(p) if !p.realm.is_empty() => p.realm,
-        Ok(_) => {
-            errors.push(err(&key("principal"), "must name its realm (…@REALM)"));
-            String::new()
-        }
-        Err(e) => {
-            errors.push(err(&key("principal"), e));
-            String::new()
-        }
-    };
+    let (principal, parsed) = kerberos_identity(
+        "identity.kerberos",
+        &k.principal,
+        &k.hostname,
+        &k.keytab,
+        k.qop.is_empty(),
+        &mut errors,
+    );
+    let realm = parsed.map(|p| p.realm).unwrap_or_default();
     let default_realm = if k.default_realm.is_empty() {
         realm
     } else {
@@ -316,39 +337,18 @@ fn kerberos_settings(
 fn upstream_kerberos_settings(
     config: &Config,
 ) -> Result<crate::kerberos::UpstreamKerberosSettings, Vec<ConfigError>> {
-    use crate::kerberos::{expand_host, local_hostname, Principal, UpstreamKerberosSettings};
+    use crate::kerberos::{Principal, UpstreamKerberosSettings};
     let k = &config.upstream.kerberos;
     let key = |k: &str| format!("upstream.kerberos.{k}");
     let mut errors = Vec::new();
-    let host = if k.hostname.is_empty() {
-        local_hostname().unwrap_or_else(|| "localhost".into())
-    } else {
-        k.hostname.clone()
-    };
-    let principal = expand_host(&k.principal, &host);
-    let own = match Principal::parse(&principal) {
-        Ok(p) if !p.realm.is_empty() => Some(p),
-        Ok(_) => {
-            errors.push(err(&key("principal"), "must name its realm (…@REALM)"));
-            None
-        }
-        Err(e) => {
-            errors.push(err(&key("principal"), e));
-            None
-        }
-    };
-    if k.keytab.is_empty() {
-        errors.push(err(
-            &key("keytab"),
-            "required with upstream.kerberos.principal",
-        ));
-    }
-    if k.qop.is_empty() {
-        errors.push(err(
-            &key("qop"),
-            "ask for at least one of auth, auth-int, auth-conf",
-        ));
-    }
+    let (principal, own) = kerberos_identity(
+        "upstream.kerberos",
+        &k.principal,
+        &k.hostname,
+        &k.keytab,
+        k.qop.is_empty(),
+        &mut errors,
+    );
     for (name, v) in [
         ("token_refresh_ms", k.token_refresh_ms),
         ("max_tokens", k.max_tokens as u64),

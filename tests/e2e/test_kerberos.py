@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
@@ -80,15 +79,8 @@ def sasl_client(port, env, qop=None, authzid=None):
     return T.Client(TBinaryProtocol.TBinaryProtocol(t)), t
 
 
-def table(lab, name, owner):
-    sd = tt.StorageDescriptor(
-        cols=[tt.FieldSchema("id", "int", "")], location=f"file://{lab}/{DB}.db/{name}",
-        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-        bucketCols=[], sortCols=[], parameters={})
-    return tt.Table(tableName=name, dbName=DB, owner=owner, sd=sd, partitionKeys=[],
-                    parameters={"EXTERNAL": "TRUE"}, tableType="EXTERNAL_TABLE")
+def table(lab, name, owner, db=DB):
+    return hms.external_table(db, name, f"file://{lab}/{db}.db/{name}", owner)
 
 
 def handshakes(g, outcome):
@@ -290,7 +282,6 @@ def test_spark_with_kerberos_works_under_the_grants(krb_guard, kdc, lab):
 def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc, lab, metastore):
     import pyarrow as pa
     from pyiceberg.catalog.hive import HiveCatalog
-    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.schema import Schema
     from pyiceberg.types import LongType, NestedField
 
@@ -328,7 +319,6 @@ def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc,
     bob = catalog("bob")
     with pytest.raises(Exception) as e:
         bob.load_table(f"{ice_db}.events")
-    assert not isinstance(e.value, NoSuchTableError) or "bob" in str(e.value.__cause__ or e.value)
     assert "user bob" in str(e.value) + str(e.value.__cause__), e.value
     as_user("alice")
     alice.drop_table(f"{ice_db}.events")

@@ -90,10 +90,7 @@ def test_calls_run_at_the_metastore_as_the_caller(kup_guard, realm, lab, krb_met
     admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db",
                                       parameters={}))
     for name in ("open", "closed"):
-        t = table(lab, name, "admin")
-        t.dbName = DB
-        t.sd.location = f"file://{lab}/{DB}.db/{name}"
-        admin.create_table(t)
+        admin.create_table(table(lab, name, "admin", db=DB))
     obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
     assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
         obj, "alice", tt.PrincipalType.USER,

@@ -239,16 +239,8 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
 
 def _table(tt, db, name, location, params=None, partitioned=False, external=True):
     """An EXTERNAL_TABLE (with EXTERNAL=TRUE unless `external` is false) at `location`."""
-    sd = tt.StorageDescriptor(
-        cols=[tt.FieldSchema("id", "int", "")], location=location,
-        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-        bucketCols=[], sortCols=[], parameters={})
-    return tt.Table(tableName=name, dbName=db, owner="admin", sd=sd,
-                    partitionKeys=[tt.FieldSchema("ds", "string", "")] if partitioned else [],
-                    parameters={**({"EXTERNAL": "TRUE"} if external else {}), **(params or {})},
-                    tableType="EXTERNAL_TABLE")
+    return hms.external_table(db, name, location, params=params, partitioned=partitioned,
+                              external=external)
 
 
 def carrier_table(key):

@@ -66,14 +66,7 @@ def tls_client(port, d, user=None):
 
 
 def table(lab, name):
-    sd = tt.StorageDescriptor(
-        cols=[tt.FieldSchema("id", "int", "")], location=f"file://{lab}/{DB}.db/{name}",
-        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-        bucketCols=[], sortCols=[], parameters={})
-    return tt.Table(tableName=name, dbName=DB, owner="admin", sd=sd, partitionKeys=[],
-                    parameters={"EXTERNAL": "TRUE"}, tableType="EXTERNAL_TABLE")
+    return hms.external_table(DB, name, f"file://{lab}/{DB}.db/{name}")
 
 
 def test_the_certificate_names_the_user_and_set_ugi_cannot_change_it(tls_guard, lab, metastore):

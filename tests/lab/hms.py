@@ -173,6 +173,23 @@ def _kill_all():
 # Thrift clients
 
 
+def external_table(db, name, location, owner="admin", params=None, partitioned=False,
+                   external=True):
+    """A one-column EXTERNAL_TABLE DB.NAME at LOCATION (hmsclient's Thrift types), with
+    EXTERNAL=TRUE unless `external` is false, partitioned by `ds` if asked."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    sd = tt.StorageDescriptor(
+        cols=[tt.FieldSchema("id", "int", "")], location=location,
+        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
+        bucketCols=[], sortCols=[], parameters={})
+    return tt.Table(tableName=name, dbName=db, owner=owner, sd=sd,
+                    partitionKeys=[tt.FieldSchema("ds", "string", "")] if partitioned else [],
+                    parameters={**({"EXTERNAL": "TRUE"} if external else {}), **(params or {})},
+                    tableType="EXTERNAL_TABLE")
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""
