@@ -22,6 +22,7 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::audit::{Audit, AuditError};
+use crate::budget::HeldBytes;
 use crate::codec::reply::{application_exception, AppErrorKind};
 use crate::codec::value::Value;
 use crate::codec::{MessageHeader, MessageType, Scan, ScanError};
@@ -56,30 +57,7 @@ pub struct Shared {
     pub guard: Guard,
     pub audit: Audit,
     /// Request bytes held over all connections.
-    held: HeldBytes,
-}
-
-/// The global budget of request bytes held while calls are read and checked
-/// (`limits.max_held_request_bytes`).
-struct HeldBytes {
-    used: std::sync::atomic::AtomicU64,
-    max: u64,
-}
-
-impl HeldBytes {
-    /// Takes `n` bytes of the budget; `false` (nothing taken) if that would exceed it.
-    fn try_take(&self, n: u64) -> bool {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        self.used
-            .fetch_update(AcqRel, Acquire, |u| {
-                u.checked_add(n).filter(|&t| t <= self.max)
-            })
-            .is_ok()
-    }
-
-    fn give(&self, n: u64) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
-    }
+    held: Arc<HeldBytes>,
 }
 
 impl Shared {
@@ -118,10 +96,7 @@ impl Shared {
             upstreams,
             guard,
             audit,
-            held: HeldBytes {
-                used: 0.into(),
-                max,
-            },
+            held: Arc::new(HeldBytes::new(max)),
         })
     }
 }
@@ -266,6 +241,8 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
     match crate::sasl::accept(stream, &kerberos, limit, max_frame).await {
         Handshake::Authenticated(stream, auth) => {
             outcome("ok");
+            // Frames held to be unwrapped count against the global budget of held requests.
+            let stream = Box::new((*stream).with_budget(shared.held.clone()));
             let groups = shared
                 .settings
                 .identity
@@ -538,7 +515,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let want = (held_now + READ_CHUNK as u64).min(max_request.max(held_now));
             if want > self.held {
                 if !self.shared.held.try_take(want - self.held) {
-                    return Err(ClientError::Busy(self.shared.held.max));
+                    return Err(ClientError::Busy(self.shared.held.max()));
                 }
                 self.held = want;
             }

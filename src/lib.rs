@@ -34,6 +34,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authz;
+pub mod budget;
 pub mod cache;
 pub mod cli;
 pub mod codec;

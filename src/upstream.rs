@@ -343,7 +343,15 @@ impl UpstreamConn {
             .filter(|c| !c.is_anonymous())
             .map(|c| c.user.as_str());
         let max_frame = limits.max_message_bytes as usize + 64 * 1024;
-        let (stream, uri, acting) = upstreams.connect(user, max_frame).await?;
+        let (stream, uri, acting) = match upstreams.connect(user, max_frame).await {
+            // A kept token the metastore no longer knows (restarted, or another metastore of
+            // the pair) was forgotten: once more, with a new token.
+            Err(e) if e.refused && user.is_some() && upstreams.auth.is_some() => {
+                tracing::debug!(error = %e, "authenticating as the caller failed; once more with a new token");
+                upstreams.connect(user, max_frame).await?
+            }
+            r => r?,
+        };
         let sasl = matches!(stream, Stream::Sasl(_));
         Ok(UpstreamConn {
             stream,

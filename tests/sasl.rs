@@ -236,3 +236,29 @@ async fn an_oversized_frame_or_a_cut_frame_is_an_error() {
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     assert_eq!(got, b"abc");
 }
+
+#[tokio::test]
+async fn bytes_held_count_against_the_global_budget_and_are_given_back() {
+    use hms_guard::budget::HeldBytes;
+    use std::sync::Arc;
+    let budget = Arc::new(HeldBytes::new(1024));
+    let (mut c, s) = duplex(1 << 16);
+    let mut stream = SaslStream::plain(s, 4096).with_budget(budget.clone());
+    c.write_all(b"\x00\x00\x00\x05hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello");
+    assert!(budget.used() <= 9, "at most what was read is held");
+    drop(stream);
+    assert_eq!(budget.used(), 0, "all given back when the connection ends");
+
+    // A budget already spent elsewhere: the read fails instead of holding more.
+    let budget = Arc::new(HeldBytes::new(1024));
+    assert!(budget.try_take(1020));
+    let (mut c, s) = duplex(1 << 16);
+    let mut stream = SaslStream::plain(s, 4096).with_budget(budget.clone());
+    c.write_all(b"\x00\x00\x00\x05hello").await.unwrap();
+    let err = stream.read(&mut [0u8; 16]).await.unwrap_err();
+    assert!(err.to_string().contains("at their limit"), "{err}");
+    assert_eq!(budget.used(), 1020);
+}

@@ -195,6 +195,18 @@ pub struct SaslStream<S> {
     wbuf: BytesMut,
     /// Framed, not yet written.
     out: BytesMut,
+    /// The global budget the bytes held here (a frame being gathered, unwrapped bytes not yet
+    /// read) are taken from, and how much of it this stream holds.
+    budget: Option<std::sync::Arc<crate::budget::HeldBytes>>,
+    taken: u64,
+}
+
+impl<S> Drop for SaslStream<S> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(std::mem::take(&mut self.taken));
+        }
+    }
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -217,7 +229,36 @@ impl<S> SaslStream<S> {
             plain: Bytes::new(),
             wbuf: BytesMut::new(),
             out: BytesMut::new(),
+            budget: None,
+            taken: 0,
         }
+    }
+
+    /// Counts the bytes this stream holds against `budget` (reads fail when it is spent).
+    pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::HeldBytes>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Makes the budget taken cover the bytes held now plus `more` about to be held, giving
+    /// back what is no longer held; an error when the budget cannot cover them.
+    fn account(&mut self, more: usize) -> io::Result<()> {
+        let Some(b) = &self.budget else {
+            return Ok(());
+        };
+        let want = (self.rbuf.len() + self.plain.len() + more) as u64;
+        if want > self.taken {
+            if !b.try_take(want - self.taken) {
+                return Err(io::Error::other(format!(
+                    "the request bytes held over all connections are at their limit ({} bytes)",
+                    b.max()
+                )));
+            }
+        } else {
+            b.give(self.taken - want);
+        }
+        self.taken = want;
+        Ok(())
     }
 
     /// Moves what was written into a frame (wrapped when the layer wraps).
@@ -288,6 +329,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
             if !this.plain.is_empty() {
                 let n = this.plain.len().min(buf.remaining());
                 buf.put_slice(&this.plain.split_to(n));
+                this.account(0)?;
                 return Poll::Ready(Ok(()));
             }
             let wrapped = matches!(this.layer, Layer::Wrapped { .. });
@@ -325,9 +367,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
                             .map_err(|e| invalid(format!("SASL unwrap failed: {e}")))?;
                         this.plain = Bytes::copy_from_slice(&plain);
                     }
+                    this.account(0)?;
                     continue;
                 }
-                this.rbuf.reserve(4 + len - this.rbuf.len());
             }
             // More raw bytes are needed.
             let mut chunk = [0u8; 8192];
@@ -340,6 +382,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
                     Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
                 };
             }
+            let got = rb.filled().len();
+            this.account(got)?;
             this.rbuf.extend_from_slice(rb.filled());
         }
     }

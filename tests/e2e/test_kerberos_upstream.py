@@ -124,6 +124,23 @@ def test_a_callers_token_is_kept_between_connections(kup_guard, realm, lab):
     assert after - before == 1, (before, after)
 
 
+def test_a_token_lost_by_a_metastore_restart_is_replaced_at_once(kup_guard, realm, lab,
+                                                                 krb_metastore):
+    """The metastore keeps tokens in memory: after its restart hms-guard's kept token for a
+    caller is refused; the caller's next connection gets a new token, and no error."""
+    alice, t = client(kup_guard, realm, lab, "alice")
+    alice.get_table(DB, "open")
+    t.close()
+    tokens = r'obtained a delegation token.*"user":"alice"'
+    before = len(re.findall(tokens, kup_guard.log.read_text()))
+    krb_metastore.stop()
+    krb_metastore.start(txn_tables=False)
+    alice, t = client(kup_guard, realm, lab, "alice")
+    assert alice.get_table(DB, "open").tableName == "open"
+    t.close()
+    assert len(re.findall(tokens, kup_guard.log.read_text())) == before + 1
+
+
 def test_hms_guards_own_ticket_is_renewed_from_its_keytab(kup_guard, realm, lab, krb_metastore):
     """hms-guard's tickets live 20 s; past that, a caller it has no token for yet (a new
     lookup connection as hms-guard, then the token) still works."""
