@@ -42,9 +42,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 sys.path.insert(0, str(HERE))
+import certs  # noqa: E402
 import hms  # noqa: E402
 import kustomize  # noqa: E402
 import moto_lab  # noqa: E402
+from kdc import Kdc  # noqa: E402
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ["base", "standalone", "sidecar", "monitoring"]
@@ -302,14 +304,48 @@ DUPLICATE_FIELD_CALL = (struct.pack(">I", 0x80010001) + struct.pack(">i", 9) + b
                         + _string_field(2, b"u") + b"\x00")
 
 
+def kerberos_call(port, kerberos, call):
+    """CALL(client) on a connection to the Kerberos proxy: TLS (trusting the lab's CA), then
+    SASL/GSSAPI with the ticket cache of `kerberos["env"]`."""
+    from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSSLSocket, TTransport
+    for k in ("KRB5_CONFIG", "KRB5CCNAME"):
+        os.environ[k] = kerberos["env"][k]
+    sock = TSSLSocket.TSSLSocket("localhost", port, ca_certs=str(kerberos["ca"]))
+    sock.setTimeout(20_000)
+    t = TTransport.TSaslClientTransport(sock, host="localhost", service="hive",
+                                        mechanism="GSSAPI")
+    t.open()
+    try:
+        return call(T.Client(TBinaryProtocol.TBinaryProtocol(t)))
+    finally:
+        t.close()
+
+
+def sasl_plain_over_tls(port, ca):
+    """A SASL client asking for PLAIN (refused: Kerberos only), over TLS."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"\x01" + struct.pack(">I", 5) + b"PLAIN")
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+
 class Traffic(threading.Thread):
-    """Calls through the three proxies, over and over, until stopped (or TRAFFIC_MAX_SECONDS):
+    """Calls through the proxies, over and over, until stopped (or TRAFFIC_MAX_SECONDS):
     counters keep moving, so rates and increases over the last minutes are defined. Counts
     outcomes per (proxy, call) in `seen`."""
 
-    def __init__(self, guards):
+    def __init__(self, guards, kerberos=None):
         super().__init__(name="traffic", daemon=True)
         self.guards = guards
+        self.kerberos = kerberos
         self.stop_event = threading.Event()
         self.rounds = 0
         self.seen = {}
@@ -367,6 +403,15 @@ class Traffic(threading.Thread):
             finally:
                 close(b)
         hold_connections(broken, 4)
+        k = self.guards.get("kerberos")
+        if k is not None:
+            # Kerberos inside TLS to a kerberized metastore: the analyst's calls run there as
+            # the analyst (a delegation token); a plain client fails the TLS handshake, a SASL
+            # PLAIN client is refused.
+            self.note("kerberos analyst get_all_databases", attempt(
+                lambda: kerberos_call(k.port, self.kerberos, lambda c: c.get_all_databases())))
+            raw_send(k.port, HTTP_REQUEST)
+            sasl_plain_over_tls(k.port, self.kerberos["ca"])
         raw_send(main, HTTP_REQUEST)
         raw_send(main, OVERSIZED_CALL)
         raw_send(main, DUPLICATE_FIELD_CALL)
@@ -424,7 +469,9 @@ class Lab:
 
 @pytest.fixture(scope="session")
 def monitoring(tmp_path_factory):
-    """The running lab: .metastore, .guards {main, shadow, broken}, .prometheus, .traffic.
+    """The running lab: .metastore, .guards {main, shadow, broken, kerberos}, .prometheus,
+    .traffic. The kerberos proxy: TLS and Kerberos towards clients, Kerberos towards a second,
+    kerberized metastore (.krb_metastore), a KDC on loopback (.kdc).
     Returns once Prometheus has scraped every proxy at least 5 times after the traffic
     started."""
     global _lab_dir
@@ -456,6 +503,23 @@ def monitoring(tmp_path_factory):
         lab.metastore = hms.Metastore(lab_dir)
         lab.metastore.start()
         started.append(lab.metastore)
+        # Kerberos: a KDC, a kerberized metastore where hms-guard is a proxy user, the TLS
+        # certificates of the Kerberos proxy, an analyst's ticket.
+        kd = lab_dir / "kdc"
+        lab.kdc = Kdc(kd).start()
+        started.append(lab.kdc)
+        lab.kdc.add("hive/localhost", "hms-guard/localhost", "analyst")
+        service_kt = lab.kdc.keytab(kd / "service.keytab", "hive/localhost")
+        guard_kt = lab.kdc.keytab(kd / "guard.keytab", "hms-guard/localhost")
+        analyst_kt = lab.kdc.keytab(kd / "analyst.keytab", "analyst")
+        kerberos = {"env": lab.kdc.kinit("analyst", analyst_kt, kd / "analyst.cc"),
+                    "ca": certs.make_certs(lab_dir / "tls", users=()) / "ca.pem"}
+        realm = lab.kdc.realm
+        lab.krb_metastore = hms.Metastore(lab_dir, home=lab_dir / "hms-krb", kerberos={
+            "principal": f"hive/localhost@{realm}", "keytab": service_kt,
+            "krb5_conf": lab.kdc.conf, "realm": realm, "proxy_users": ["hms-guard"]})
+        lab.krb_metastore.start(txn_tables=False)
+        started.append(lab.krb_metastore)
         dead = hms.free_port()  # nothing listens there
         lab.audit_file = lab_dir / "audit-main.jsonl"
         lab.guards = {
@@ -469,6 +533,17 @@ def monitoring(tmp_path_factory):
                                           '[audit]\nsink = "file"\npath = "/dev/full"\n'
                                           'on_failure = "allow"\nall_calls = true\n')),
         }
+        tls = lab_dir / "tls"
+        lab.guards["kerberos"] = hms.Guard(
+            lab_dir, lab.krb_metastore.port, name="guard-kerberos",
+            env={"KRB5RCACHEDIR": str(kd)}, extra=(
+                '[authz]\nmode = "enforce"\n\n'
+                f'[server.tls]\ncert = "{tls}/server.pem"\nkey = "{tls}/server.key"\n\n'
+                '[identity]\nmode = "kerberos"\n\n[identity.kerberos]\n'
+                f'principal = "hive/localhost@{realm}"\nkeytab = "{service_kt}"\n'
+                f'krb5_conf = "{lab.kdc.conf}"\n\n[upstream.kerberos]\n'
+                f'principal = "hms-guard/localhost@{realm}"\nkeytab = "{guard_kt}"\n'
+                f'service_principal = "hive/localhost@{realm}"\n'))
         lab.guards["broken"].config_text = _with_server_limit(lab.guards["broken"], 2)
         for g in lab.guards.values():
             g.start()
@@ -481,7 +556,7 @@ def monitoring(tmp_path_factory):
         lab.kubelet = Kubelet(lab.guards)
         lab.kubelet.start()
         started.append(lab.kubelet)
-        lab.traffic = Traffic(lab.guards)
+        lab.traffic = Traffic(lab.guards, kerberos)
         lab.traffic.start()
         started.append(lab.traffic)
         wait_for_scrapes(lab, n=5)
@@ -522,7 +597,7 @@ def wait_for_scrapes(lab, n):
             counts[r["metric"].get("role")] = float(r["value"][1])
         fresh = all(t["health"] == "up" and _ts(t["lastScrape"]) > since
                     for t in lab.prometheus.api("targets")["activeTargets"])
-        if fresh and len(counts) == 3 and min(counts.values()) >= n:
+        if fresh and len(counts) == len(lab.guards) and min(counts.values()) >= n:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"Prometheus did not scrape every target {n} times within "

@@ -327,7 +327,7 @@ def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc,
 def test_kerberos_inside_tls(lab, metastore, kdc):
     """Both configured: the TLS handshake first, then the SASL negotiation inside it."""
     from thrift.transport import TSSLSocket
-    from test_tls import make_certs
+    from certs import make_certs
     d = lab / "kdc-tls"
     make_certs(d)
     keytab = lab / "kdc" / "hms-guard.keytab"

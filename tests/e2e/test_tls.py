@@ -1,9 +1,7 @@
 """TLS towards clients, end to end: hms-guard with [server.tls] (certificate, key, client CA) and
 identity.mode = "certificate" in front of the real metastore; Python thrift's TLS socket
-(TSSLSocket) with and without a client certificate. Certificates are made here with the
-openssl command line (a CA, the listener's certificate, one certificate per user)."""
-import subprocess
-
+(TSSLSocket) with and without a client certificate. Certificates are made with the
+openssl command line (tests/lab/certs.py: a CA, the listener's certificate, one per user)."""
 import pytest
 from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
 from hmsclient.genthrift.hive_metastore import ttypes as tt
@@ -11,31 +9,9 @@ from thrift.protocol import TBinaryProtocol
 from thrift.transport import TSocket, TSSLSocket, TTransport
 
 import hms
+from certs import make_certs
 
 DB = "tls_db"
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certs(d):
-    """ca.pem/ca.key, server.pem/server.key (localhost, 127.0.0.1), USER.pem/USER.key."""
-    d.mkdir(parents=True, exist_ok=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=hms-guard e2e CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-
-    def leaf(name, cn, ext):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-        (d / f"{name}.ext").write_text(ext)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-                "-out", f"{name}.pem", cwd=d)
-
-    leaf("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for user in ("admin", "mary"):
-        leaf(user, user, "extendedKeyUsage=clientAuth\n")
 
 
 @pytest.fixture(scope="module")
