@@ -321,7 +321,8 @@ pub struct UpstreamKerberosConfig {
     pub delegation_tokens: bool,
     /// The renewer named in the tokens; default: the short name of `principal`.
     pub token_renewer: String,
-    /// A caller's token is used this long, then a new one is obtained.
+    /// A caller's token is used this long, then renewed (or, when the metastore refuses to
+    /// renew it, replaced by a new one).
     pub token_refresh_ms: u64,
     /// Most callers whose tokens are kept.
     pub max_tokens: usize,

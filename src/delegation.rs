@@ -6,8 +6,9 @@
 //! caller's name (`get_delegation_token(user, renewer)`) on its own Kerberos connection and
 //! opens the caller's connections with DIGEST-MD5 on that token: the metastore then runs
 //! (and audits) each call as the caller. Tokens are kept per caller for
-//! `upstream.kerberos.token_refresh_ms` (bounded), then a new one is obtained, well inside the
-//! metastore's renewal interval (a day by default).
+//! `upstream.kerberos.token_refresh_ms` (bounded), well inside the metastore's renewal
+//! interval (a day by default), then renewed — or replaced by a new one when the metastore
+//! refuses the renewal.
 
 use std::sync::Arc;
 
@@ -18,11 +19,13 @@ use crate::codec::writer::Writer;
 use crate::codec::{MessageType, Protocol, Ty};
 use crate::kerberos::UpstreamKerberosSettings;
 
-/// A delegation token as DIGEST-MD5 presents it: its identifier and secret, base64.
+/// A delegation token as DIGEST-MD5 presents it: its identifier and secret, base64; and the
+/// string form the metastore renews.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSecret {
     pub username: String,
     pub password: String,
+    pub token: String,
 }
 
 /// Largest part of a token taken.
@@ -82,6 +85,7 @@ pub fn decode(token: &str) -> Result<TokenSecret, String> {
     Ok(TokenSecret {
         username: b64.encode(identifier),
         password: b64.encode(password),
+        token: token.to_string(),
     })
 }
 
@@ -94,6 +98,25 @@ pub fn token_call(owner: &str, renewer: &str, seqid: i32) -> bytes::BytesMut {
     w.field(Ty::String, 2).string(renewer.as_bytes());
     w.struct_end();
     w.finish(false)
+}
+
+/// The `renew_delegation_token(token)` call (binary protocol, unframed).
+pub fn renew_call(token: &str, seqid: i32) -> bytes::BytesMut {
+    let mut w = Writer::new(Protocol::Binary);
+    w.message("renew_delegation_token", MessageType::Call, seqid)
+        .struct_begin();
+    w.field(Ty::String, 1).string(token.as_bytes());
+    w.struct_end();
+    w.finish(false)
+}
+
+/// The new expiry (ms since the epoch) in a `renew_delegation_token` reply, or the refusal.
+pub fn renewed_from_reply(reply: &[u8]) -> Result<i64, String> {
+    match crate::facts::client::success("renew_delegation_token", reply) {
+        Ok(Some((mut r, Ty::I64))) => r.i64().map_err(|e| e.to_string()),
+        Ok(_) => Err("the reply carries no expiry".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The token string in a `get_delegation_token` reply, or the metastore's refusal.
@@ -109,7 +132,17 @@ pub fn token_from_reply(reply: &[u8]) -> Result<String, String> {
 pub struct UpstreamAuth {
     pub settings: Arc<UpstreamKerberosSettings>,
     tokens: TtlCache<String, Arc<TokenSecret>>,
+    /// Each caller's last token, renewed rather than replaced when its time in `tokens` is up
+    /// (bounded by `max_tokens` too).
+    last: std::sync::Mutex<std::collections::HashMap<String, String>>,
     metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What a token request gave: the token's string form, and whether it is the caller's last
+/// token renewed.
+pub struct Fetched {
+    pub token: String,
+    pub renewed: bool,
 }
 
 impl std::fmt::Debug for UpstreamAuth {
@@ -130,24 +163,33 @@ impl UpstreamAuth {
         UpstreamAuth {
             settings,
             tokens,
+            last: Default::default(),
             metrics,
         }
     }
 
-    /// The caller's token: kept, or obtained with `fetch` (one fetch per caller at a time).
+    /// The caller's token: kept, or obtained with `fetch` (one fetch per caller at a time),
+    /// which is given the caller's last token to renew, if any.
     pub async fn token<F, Fut>(&self, user: &str, fetch: F) -> Result<Arc<TokenSecret>, String>
     where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<String, String>>,
+        F: FnOnce(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Fetched, String>>,
     {
         let metrics = &self.metrics;
+        let previous = self.last.lock().ok().and_then(|l| l.get(user).cloned());
         let (t, _) = self
             .tokens
             .get_or_load(
                 &user.to_string(),
                 || async {
-                    let t = fetch().await.and_then(|s| decode(&s)).map(Arc::new);
-                    let outcome = if t.is_ok() { "ok" } else { "error" };
+                    let fetched = fetch(previous).await;
+                    let renewed = fetched.as_ref().is_ok_and(|f| f.renewed);
+                    let t = fetched.and_then(|f| decode(&f.token)).map(Arc::new);
+                    let outcome = match (&t, renewed) {
+                        (Err(_), _) => "error",
+                        (Ok(_), true) => "renewed",
+                        (Ok(_), false) => "ok",
+                    };
                     metrics
                         .delegation_tokens
                         .get_or_create(&crate::metrics::OutcomeLabels { outcome })
@@ -157,12 +199,23 @@ impl UpstreamAuth {
                 |_| true,
             )
             .await?;
+        if let Ok(mut last) = self.last.lock() {
+            if last.len() >= self.settings.max_tokens && !last.contains_key(user) {
+                if let Some(k) = last.keys().next().cloned() {
+                    last.remove(&k);
+                }
+            }
+            last.insert(user.to_string(), t.token.clone());
+        }
         Ok(t)
     }
 
-    /// Forgets the caller's token (the metastore refused it).
+    /// Forgets the caller's token (the metastore refused it: it is not renewed either).
     pub fn forget(&self, user: &str) {
         self.tokens.remove(&user.to_string());
+        if let Ok(mut last) = self.last.lock() {
+            last.remove(user);
+        }
     }
 }
 

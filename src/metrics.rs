@@ -326,7 +326,7 @@ impl Metrics {
         );
         registry.register(
             "delegation_tokens",
-            "Delegation tokens asked of a kerberized metastore to act as a caller (outcome: ok, error — the caller's call is refused, the reason in its exception)",
+            "Delegation tokens asked of a kerberized metastore to act as a caller (outcome: ok — a new token, renewed — the caller's last token renewed, error — the caller's call is refused, the reason in its exception)",
             m.delegation_tokens.clone(),
         );
         registry.register(

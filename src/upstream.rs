@@ -203,7 +203,7 @@ impl Upstreams {
         auth: &UpstreamAuth,
         user: &str,
     ) -> Result<Arc<crate::delegation::TokenSecret>, String> {
-        auth.token(user, || async {
+        auth.token(user, |previous| async move {
             let limits = Limits {
                 max_message_bytes: TOKEN_REPLY_LIMIT,
                 ..Limits::default()
@@ -215,6 +215,28 @@ impl Upstreams {
             let mut conn = Box::pin(UpstreamConn::open_as(self, transport, limits, None))
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(token) = previous {
+                // hms-guard is the renewer of the tokens it asks for.
+                let call = crate::delegation::renew_call(&token, 1);
+                let method = "renew_delegation_token";
+                conn.send(&call, method).await.map_err(|e| e.to_string())?;
+                let (reply, _) = conn
+                    .read_reply(method, 1, TOKEN_REPLY_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match crate::delegation::renewed_from_reply(&reply) {
+                    Ok(until_ms) => {
+                        tracing::info!(user, until_ms, "renewed the caller's delegation token");
+                        return Ok(crate::delegation::Fetched {
+                            token,
+                            renewed: true,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::info!(user, error = %e, "the caller's delegation token could not be renewed; asking for a new one")
+                    }
+                }
+            }
             let call = crate::delegation::token_call(user, &auth.settings.token_renewer, 1);
             conn.send(&call, "get_delegation_token")
                 .await
@@ -223,11 +245,12 @@ impl Upstreams {
                 .read_reply("get_delegation_token", 1, TOKEN_REPLY_LIMIT)
                 .await
                 .map_err(|e| e.to_string())?;
-            tracing::info!(
-                user,
-                "obtained a delegation token to act as the caller at the metastore"
-            );
-            crate::delegation::token_from_reply(&reply)
+            let token = crate::delegation::token_from_reply(&reply)?;
+            tracing::info!(user, "obtained a delegation token to act as the caller at the metastore");
+            Ok(crate::delegation::Fetched {
+                token,
+                renewed: false,
+            })
         })
         .await
     }

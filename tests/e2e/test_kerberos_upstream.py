@@ -55,7 +55,9 @@ def guard_config(k, service_kt, own, own_kt):
             f'krb5_conf = "{k.conf}"\n\n'
             '[upstream.kerberos]\n'
             f'principal = "{own}@{k.realm}"\nkeytab = "{own_kt}"\n'
-            f'service_principal = "{SERVICE}@{k.realm}"\n')
+            f'service_principal = "{SERVICE}@{k.realm}"\n'
+            # A caller's token is used 5 s, then renewed (test below).
+            'token_refresh_ms = 5000\n')
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,32 @@ def test_a_callers_token_is_kept_between_connections(kup_guard, realm, lab):
         t.close()
     after = len(re.findall(r'obtained a delegation token.*"user":"bob"', log.read_text()))
     assert after - before == 1, (before, after)
+
+
+def test_when_a_callers_token_time_is_up_it_is_renewed_or_replaced(kup_guard, realm, lab,
+                                                                    krb_metastore):
+    """Past token_refresh_ms hms-guard asks the metastore to renew the caller's token (it is
+    the renewer). Hive 2.3 compares the renewer's short name with the caller's full principal
+    and refuses ("non-matching renewer"): then a new token is obtained. Either way the caller's
+    next connection works and still runs as the caller."""
+    bob, t = client(kup_guard, realm, lab, "bob")
+    bob.get_all_databases()
+    t.close()
+    obtained = r'obtained a delegation token.*"user":"bob"'
+    tried = r'(renewed the caller.s delegation token|could not be renewed).*"user":"bob"'
+    text = kup_guard.log.read_text()
+    n_obtained, n_tried = len(re.findall(obtained, text)), len(re.findall(tried, text))
+    time.sleep(6)  # past token_refresh_ms
+    bob, t = client(kup_guard, realm, lab, "bob")
+    assert "default" in bob.get_all_databases()
+    t.close()
+    text = kup_guard.log.read_text()
+    assert len(re.findall(tried, text)) == n_tried + 1, "no renewal tried"
+    renewed = re.search(r'renewed the caller.s delegation token.*"user":"bob"', text)
+    assert len(re.findall(obtained, text)) == n_obtained + (0 if renewed else 1)
+    assert [ln for ln in krb_metastore.log.read_text(errors="replace").splitlines()
+            if "audit: ugi=hms-guard" in ln and "renew_delegation_token" in ln]
+    assert len(audited(krb_metastore, "bob", "get_all_databases")) >= 2
 
 
 def test_a_token_lost_by_a_metastore_restart_is_replaced_at_once(kup_guard, realm, lab,
