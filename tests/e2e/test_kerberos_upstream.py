@@ -204,3 +204,64 @@ def test_a_metastore_that_refuses_the_impersonation_is_named(lab, realm, krb_met
         t.close()
     finally:
         g.stop()
+
+
+def test_kerberos_to_a_metastore_behind_tls(lab, realm, krb_metastore):
+    """[upstream.tls] and [upstream.kerberos] together: SASL inside TLS towards the metastore
+    (a TLS-terminating relay in front of the kerberized metastore, as a load balancer would
+    be)."""
+    import asyncio
+    import ssl
+    import threading
+    from certs import make_certs
+    d = make_certs(lab / "kup-tls", users=())
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(d / "server.pem", d / "server.key")
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    relayed = {"connections": 0}
+
+    async def pipe(r, w):
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        finally:
+            w.close()
+
+    async def handle(cr, cw):
+        relayed["connections"] += 1
+        ur, uw = await asyncio.open_connection("127.0.0.1", krb_metastore.port)
+        await asyncio.gather(pipe(cr, uw), pipe(ur, cw), return_exceptions=True)
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+        relayed["port"] = server.sockets[0].getsockname()[1]
+        relayed["server"] = server
+        ready.set()
+
+    def run():
+        loop.create_task(main())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    k = realm["kdc"]
+    g = hms.Guard(lab, [f"thrift://localhost:{relayed['port']}"], name="guard-kerberos-tls-up",
+                  env={"KRB5RCACHEDIR": str(realm["dir"])},
+                  extra=guard_config(k, realm["service_kt"], GUARD, realm["guard_kt"])
+                  + f'\n[upstream.tls]\nca = "{d}/ca.pem"\n')
+    g.start()
+    try:
+        before = len(audited(krb_metastore, "alice", "get_all_databases"))
+        alice, t = client(g, realm, lab, "alice")
+        assert "default" in alice.get_all_databases()
+        t.close()
+        assert relayed["connections"] >= 2, relayed  # lookups and tokens as hms-guard, alice
+        assert len(audited(krb_metastore, "alice", "get_all_databases")) == before + 1
+    finally:
+        g.stop()
+        loop.call_soon_threadsafe(relayed["server"].close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
