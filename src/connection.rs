@@ -195,8 +195,7 @@ async fn serve_tls(
     let id_settings = &shared.settings.identity;
     let identity = match (id_settings.mode, user) {
         (IdentityMode::Certificate, Some(user)) => {
-            let groups = id_settings.groups.get(&user).cloned().unwrap_or_default();
-            let identity = Identity::new(&user, &groups, IdentitySource::Certificate);
+            let identity = id_settings.verified(&user, IdentitySource::Certificate);
             debug!(user = %identity, "identity from the client certificate");
             identity
         }
@@ -243,14 +242,10 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             outcome("ok");
             // Frames held to be unwrapped count against the global budget of held requests.
             let stream = Box::new((*stream).with_budget(shared.held.clone()));
-            let groups = shared
+            let identity = shared
                 .settings
                 .identity
-                .groups
-                .get(&auth.user)
-                .cloned()
-                .unwrap_or_default();
-            let identity = Identity::new(&auth.user, &groups, IdentitySource::Kerberos);
+                .verified(&auth.user, IdentitySource::Kerberos);
             info!(
                 principal = %auth.principal,
                 user = %identity,
@@ -402,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         .inc();
                     if r == transport::Rejected::Sasl {
                         let _ = self
-                            .write_client(&transport::sasl_bad(transport::SASL_REFUSAL))
+                            .write_client(&crate::sasl::bad(transport::SASL_REFUSAL))
                             .await;
                     }
                     return None;

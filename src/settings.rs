@@ -80,6 +80,13 @@ impl IdentitySettings {
         }
     }
 
+    /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
+    /// principal's user): groups from the configuration only.
+    pub fn verified(&self, user: &str, source: IdentitySource) -> Identity {
+        let groups = self.groups.get(user).cloned().unwrap_or_default();
+        Identity::new(user, &groups, source)
+    }
+
     /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
     /// groups are trusted).
     pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {

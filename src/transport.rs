@@ -154,18 +154,8 @@ pub fn detect(first: &[u8]) -> Detect {
 }
 
 /// What a SASL client (Kerberos, PLAIN) is told before the connection closes: a negotiation
-/// message with status BAD (3) carrying the reason, which clients show as "Peer indicated
+/// message with status BAD carrying the reason (`sasl::bad`), which clients show as "Peer indicated
 /// failure: …" instead of a bare end of stream.
 pub const SASL_REFUSAL: &str = "hms-guard: SASL (Kerberos) is not enabled on this listener; \
 name the user with set_ugi, connect through a pinned sidecar, or present a TLS client \
 certificate (hms-guard docs/IDENTITY.md)";
-
-/// A SASL negotiation frame: status byte, 4-byte big-endian length, payload.
-pub fn sasl_bad(message: &str) -> Vec<u8> {
-    const BAD: u8 = 3;
-    let mut v = Vec::with_capacity(5 + message.len());
-    v.push(BAD);
-    v.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    v.extend_from_slice(message.as_bytes());
-    v
-}

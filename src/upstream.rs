@@ -111,8 +111,28 @@ impl Upstreams {
     ) -> Result<(Stream, &ThriftUri, Option<String>), ConnectError> {
         let mut attempts = Vec::new();
         let mut refused = false;
-        // A caller's token, obtained once for all URIs (a metastore pair shares its tokens).
-        let mut token = None;
+        // Acting as the caller: the caller's token first (one for all URIs: a metastore pair
+        // shares its tokens), on a connection of its own as hms-guard.
+        let acting = self
+            .auth
+            .as_ref()
+            .filter(|a| a.settings.delegation_tokens)
+            .and(caller);
+        let token = match (&self.auth, acting) {
+            (Some(auth), Some(user)) => match self.token_for(auth, user).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    return Err(ConnectError {
+                        attempts: vec![(
+                            "get_delegation_token".into(),
+                            format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
+                        )],
+                        refused: true,
+                    })
+                }
+            },
+            _ => None,
+        };
         for uri in &self.uris {
             let tcp = match self.connect_one(uri).await {
                 Ok(tcp) => tcp,
@@ -134,60 +154,9 @@ impl Upstreams {
             let Some(auth) = &self.auth else {
                 return Ok((stream, uri, None));
             };
-            let k = &auth.settings;
-            let acting = caller.filter(|_| k.delegation_tokens);
-            let result = match acting {
-                None => {
-                    let service = k.service_at(&uri.host);
-                    sasl::connect_gssapi(
-                        stream,
-                        &k.principal,
-                        &service,
-                        &k.qop,
-                        k.handshake_timeout,
-                        max_frame,
-                    )
-                    .await
-                    .map(|(s, _)| (s, None))
-                    .map_err(|e| format!("Kerberos as {} to {service}: {e}", k.principal))
-                }
-                Some(user) => {
-                    if token.is_none() {
-                        match self.token_for(auth, user).await {
-                            Ok(t) => token = Some(t),
-                            Err(e) => {
-                                attempts.push((
-                                    uri.to_string(),
-                                    format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
-                                ));
-                                return Err(ConnectError {
-                                    attempts,
-                                    refused: true,
-                                });
-                            }
-                        }
-                    }
-                    let t = token.as_ref().expect("set above");
-                    sasl::connect_digest(
-                        stream,
-                        &t.username,
-                        &t.password,
-                        DIGEST_URI,
-                        k.handshake_timeout,
-                        max_frame,
-                    )
-                    .await
-                    .map(|s| (s, Some(user.to_string())))
-                    .map_err(|e| {
-                        // A token the metastore no longer knows: the next connection gets a
-                        // new one.
-                        auth.forget(user);
-                        format!("acting as {user} with a delegation token: {e}")
-                    })
-                }
-            };
-            match result {
-                Ok((s, acting)) => return Ok((Stream::Sasl(Box::new(s)), uri, acting)),
+            let as_caller = acting.zip(token.as_deref());
+            match authenticate(auth, stream, &uri.host, as_caller, max_frame).await {
+                Ok(s) => return Ok((Stream::Sasl(Box::new(s)), uri, acting.map(str::to_string))),
                 Err(e) => {
                     refused = true;
                     attempts.push((uri.to_string(), e));
@@ -282,6 +251,48 @@ impl Upstreams {
             }
         }
         Err(last)
+    }
+}
+
+/// The SASL negotiation on a new metastore connection: as the caller with its token
+/// (DIGEST-MD5), else as hms-guard itself (GSSAPI to the metastore's principal at `host`).
+async fn authenticate(
+    auth: &UpstreamAuth,
+    stream: Stream,
+    host: &str,
+    as_caller: Option<(&str, &crate::delegation::TokenSecret)>,
+    max_frame: usize,
+) -> Result<SaslStream<Stream>, String> {
+    let k = &auth.settings;
+    match as_caller {
+        None => {
+            let service = k.service_at(host);
+            sasl::connect_gssapi(
+                stream,
+                &k.principal,
+                &service,
+                &k.qop,
+                k.handshake_timeout,
+                max_frame,
+            )
+            .await
+            .map(|(s, _)| s)
+            .map_err(|e| format!("Kerberos as {} to {service}: {e}", k.principal))
+        }
+        Some((user, t)) => sasl::connect_digest(
+            stream,
+            &t.username,
+            &t.password,
+            DIGEST_URI,
+            k.handshake_timeout,
+            max_frame,
+        )
+        .await
+        .map_err(|e| {
+            // A token the metastore no longer knows: the next connection gets a new one.
+            auth.forget(user);
+            format!("acting as {user} with a delegation token: {e}")
+        }),
     }
 }
 

@@ -245,10 +245,7 @@ def seed(lab, port):
         for t in ("events", "secrets"):
             admin.create_table(table(lab, t))
         obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "events", None, None)
-        grant = tt.HiveObjectPrivilege(obj, "analyst", tt.PrincipalType.USER,
-                                       tt.PrivilegeGrantInfo("SELECT", 0, "admin",
-                                                             tt.PrincipalType.USER, False))
-        assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+        hms.grant(admin, obj, "analyst", "SELECT")
     finally:
         close(admin)
 

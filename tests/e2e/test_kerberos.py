@@ -98,9 +98,7 @@ def test_the_ticket_names_the_user_under_each_security_layer(krb_guard, kdc, lab
             for name in ("open", "closed"):
                 admin.create_table(table(lab, name, "admin"))
             obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
-            assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
-                obj, "alice", tt.PrincipalType.USER,
-                tt.PrivilegeGrantInfo("SELECT", 0, "admin", tt.PrincipalType.USER, False))]))
+            hms.grant(admin, obj, "alice", "SELECT")
     alice, t = sasl_client(krb_guard.port, user_env(kdc, lab, "alice"), qop)
     alice.set_ugi("admin", [])  # changes nothing on an authenticated connection
     assert alice.get_table(DB, "open").tableName == "open"
@@ -296,9 +294,7 @@ def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc,
     admin.create_database(tt.Database(name=ice_db, parameters={},
                                       locationUri=f"s3a://datalake/defloc/{ice_db}.db"))
     obj = tt.HiveObjectRef(tt.HiveObjectType.DATABASE, ice_db, None, None, None)
-    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
-        obj, "alice", tt.PrincipalType.USER,
-        tt.PrivilegeGrantInfo("CREATE", 0, "admin", tt.PrincipalType.USER, False))]))
+    hms.grant(admin, obj, "alice", "CREATE")
     at.close()
 
     def catalog(user):

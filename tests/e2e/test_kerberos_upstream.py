@@ -94,9 +94,7 @@ def test_calls_run_at_the_metastore_as_the_caller(kup_guard, realm, lab, krb_met
     for name in ("open", "closed"):
         admin.create_table(table(lab, name, "admin", db=DB))
     obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
-    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
-        obj, "alice", tt.PrincipalType.USER,
-        tt.PrivilegeGrantInfo("SELECT", 0, "admin", tt.PrincipalType.USER, False))]))
+    hms.grant(admin, obj, "alice", "SELECT")
     at.close()
     alice, t = client(kup_guard, realm, lab, "alice")
     assert alice.get_table(DB, "open").tableName == "open"

@@ -33,12 +33,6 @@ def rows(n0, n):
                      "name": pa.array([f"r{i}" for i in range(n0, n0 + n)], pa.string())})
 
 
-def grant(admin, obj, user, *privs):
-    assert admin.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
-        obj, user, tt.PrincipalType.USER,
-        tt.PrivilegeGrantInfo(p, 0, "admin", tt.PrincipalType.USER, False)) for p in privs]))
-
-
 @pytest.fixture(scope="module")
 def iceguard(lab, metastore):
     g = hms.Guard(lab, metastore.port, name="guard-iceberg", metastore_version="2.3",
@@ -49,8 +43,8 @@ def iceguard(lab, metastore):
     # is recognised under the table's own S3 location).
     admin.create_database(tt.Database(name=DB, locationUri=f"s3a://datalake/defloc/{DB}.db",
                                       parameters={}))
-    grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None), "ana",
-          "CREATE")
+    hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None),
+              "ana", "CREATE")
     yield g
     g.stop()
 
@@ -72,8 +66,8 @@ def test_a_user_creates_fills_and_reads_her_iceberg_table(iceguard, metastore, l
 def test_a_writer_commits_a_reader_does_not(iceguard, metastore, lab):
     admin = connect(iceguard.port, "admin")
     obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "events", None, None)
-    grant(admin, obj, "bob", "SELECT", "INSERT")
-    grant(admin, obj, "carl", "SELECT")
+    hms.grant(admin, obj, "bob", "SELECT", "INSERT")
+    hms.grant(admin, obj, "carl", "SELECT")
     bob = catalog(iceguard.port, "bob", lab)
     before = len(bob.load_table(f"{DB}.events").scan().to_arrow())
     # An Iceberg commit moves metadata_location within the table's own location: INSERT.

@@ -54,10 +54,7 @@ def test_the_certificate_names_the_user_and_set_ugi_cannot_change_it(tls_guard, 
     for name in ("open", "closed"):
         admin.create_table(table(lab, name))
     obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "open", None, None)
-    grant = tt.HiveObjectPrivilege(obj, "mary", tt.PrincipalType.USER,
-                                   tt.PrivilegeGrantInfo("SELECT", 0, "admin",
-                                                         tt.PrincipalType.USER, False))
-    assert admin.grant_privileges(tt.PrivilegeBag([grant]))
+    hms.grant(admin, obj, "mary", "SELECT")
     mary, mt = tls_client(g.port, d, "mary")
     mary.set_ugi("admin", [])  # a claim the certificate overrules
     assert mary.get_table(DB, "open").tableName == "open"

@@ -190,6 +190,15 @@ def external_table(db, name, location, owner="admin", params=None, partitioned=F
                     tableType="EXTERNAL_TABLE")
 
 
+def grant(client, obj, user, *privs):
+    """As `client` (the administrator), grants each of PRIVS on the HiveObjectRef OBJ to the
+    user USER (grantor "admin"); asserts the metastore took it."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    assert client.grant_privileges(tt.PrivilegeBag([tt.HiveObjectPrivilege(
+        obj, user, tt.PrincipalType.USER,
+        tt.PrivilegeGrantInfo(p, 0, "admin", tt.PrincipalType.USER, False)) for p in privs]))
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""
