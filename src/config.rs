@@ -253,6 +253,9 @@ pub struct ServerConfig {
     pub read_timeout_ms: u64,
     /// Writing to a client must make progress within this time.
     pub write_timeout_ms: u64,
+    /// A new connection must have finished its handshakes (TLS, SASL) and sent its first
+    /// whole call within this time of being accepted; otherwise it is closed.
+    pub handshake_timeout_ms: u64,
     /// On SIGTERM/SIGINT, in-flight calls get this long to finish before the process exits.
     pub shutdown_grace_ms: u64,
     /// TLS towards clients.
@@ -268,6 +271,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 3_600_000,
             read_timeout_ms: 60_000,
             write_timeout_ms: 60_000,
+            handshake_timeout_ms: 10_000,
             shutdown_grace_ms: 30_000,
             tls: ServerTlsConfig::default(),
         }
@@ -715,6 +719,10 @@ impl Config {
             ("server.idle_timeout_ms", self.server.idle_timeout_ms),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("server.write_timeout_ms", self.server.write_timeout_ms),
+            (
+                "server.handshake_timeout_ms",
+                self.server.handshake_timeout_ms,
+            ),
             (
                 "upstream.connect_timeout_ms",
                 self.upstream.connect_timeout_ms,

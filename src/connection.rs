@@ -32,7 +32,8 @@ use crate::facts::FactsSource;
 use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{
-    DirectionLabels, KindLabels, MethodLabels, Metrics, RequestLabels, TransportLabels,
+    DirectionLabels, HandshakeStage, KindLabels, MethodLabels, Metrics, RequestLabels,
+    TransportLabels,
 };
 use crate::policy::stage::{denial, unframed};
 use crate::policy::{Action, Call, Caller, Guard, ReplyCheck, UpstreamOutcome};
@@ -137,7 +138,8 @@ impl From<UpstreamError> for CallError {
 }
 
 /// Serves one accepted client connection to its end: the TLS handshake first when the
-/// listener has TLS (a client certificate then may name the caller).
+/// listener has TLS (a client certificate then may name the caller). Handshakes and the first
+/// whole call must be done within `server.handshake_timeout_ms` of now.
 pub async fn serve(
     shared: Arc<Shared>,
     client: TcpStream,
@@ -149,27 +151,57 @@ pub async fn serve(
     async move {
         let _ = client.set_nodelay(true);
         let identity = shared.settings.identity.initial();
+        let accepted = Accepted {
+            id,
+            peer,
+            shutdown,
+            first_call_by: tokio::time::Instant::now() + shared.settings.server.handshake_timeout,
+        };
         match (
             shared.tls.clone(),
             shared.settings.identity.kerberos.clone(),
         ) {
-            (None, None) => {
-                Conn::new(shared, client, identity, id, peer, shutdown)
-                    .run()
-                    .await
-            }
+            (None, None) => Conn::new(shared, client, identity, accepted).run().await,
             // Boxed: a TLS session's or a Kerberos context's state is large, and a plain
             // connection's task should not carry room for it.
             (None, Some(kerberos)) => {
-                Box::pin(serve_sasl(kerberos, shared, client, id, peer, shutdown)).await
+                Box::pin(serve_sasl(kerberos, shared, client, accepted)).await
             }
-            (Some(tls), _) => {
-                Box::pin(serve_tls(tls, shared, client, identity, id, peer, shutdown)).await
-            }
+            (Some(tls), _) => Box::pin(serve_tls(tls, shared, client, identity, accepted)).await,
         }
     }
     .instrument(span)
     .await
+}
+
+/// What a connection's stages need to know about it from its accept.
+struct Accepted {
+    id: u64,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    /// The handshake deadline: handshakes done and the first call whole by then.
+    first_call_by: tokio::time::Instant,
+}
+
+/// Logs and counts a connection closed at its handshake deadline.
+fn handshake_expired(shared: &Shared, stage: HandshakeStage) {
+    shared.metrics.handshake_timeout(stage);
+    info!(
+        stage = stage.as_str(),
+        handshake_timeout_ms = shared.settings.server.handshake_timeout.as_millis() as u64,
+        "closing connection: no whole first call within the handshake timeout"
+    );
+}
+
+/// Logs a failed read outside a call; a SASL frame that did not arrive whole within the read
+/// timeout is counted as a client timeout.
+fn read_failed(shared: &Shared, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        shared.metrics.client_error("timeout");
+        info!(error = %e, "closing connection: a frame did not arrive whole in time");
+    } else {
+        debug!(error = %e, "client read failed");
+    }
 }
 
 /// The TLS handshake, then the connection; a client certificate may name the caller.
@@ -178,19 +210,16 @@ async fn serve_tls(
     shared: Arc<Shared>,
     client: TcpStream,
     identity: Identity,
-    id: u64,
-    peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    accepted: Accepted,
 ) {
-    let (stream, user) = match tls
-        .accept(client, shared.settings.server.read_timeout)
-        .await
-    {
-        Ok(accepted) => accepted,
-        Err(e) => {
+    let handshake = tls.accept(client, shared.settings.server.read_timeout);
+    let (stream, user) = match timeout_at(accepted.first_call_by, handshake).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
             warn!(error = %e, "closing connection: TLS handshake refused");
             return;
         }
+        Err(_) => return handshake_expired(&shared, HandshakeStage::Tls),
     };
     let id_settings = &shared.settings.identity;
     let identity = match (id_settings.mode, user) {
@@ -203,12 +232,8 @@ async fn serve_tls(
     };
     match shared.settings.identity.kerberos.clone() {
         // Kerberos inside TLS: the SASL negotiation follows the TLS handshake.
-        Some(kerberos) => serve_sasl(kerberos, shared, stream, id, peer, shutdown).await,
-        None => {
-            Conn::new(shared, stream, identity, id, peer, shutdown)
-                .run()
-                .await
-        }
+        Some(kerberos) => serve_sasl(kerberos, shared, stream, accepted).await,
+        None => Conn::new(shared, stream, identity, accepted).run().await,
     }
 }
 
@@ -220,9 +245,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
     kerberos: Arc<crate::kerberos::KerberosSettings>,
     shared: Arc<Shared>,
     stream: S,
-    id: u64,
-    peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    accepted: Accepted,
 ) {
     use crate::metrics::OutcomeLabels;
     use crate::sasl::Handshake;
@@ -237,11 +260,21 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             .get_or_create(&OutcomeLabels { outcome: o })
             .inc();
     };
-    match crate::sasl::accept(stream, &kerberos, limit, max_frame).await {
+    let handshake = crate::sasl::accept(stream, &kerberos, limit, max_frame);
+    let Ok(handshake) = timeout_at(accepted.first_call_by, handshake).await else {
+        outcome("timeout");
+        return handshake_expired(&shared, HandshakeStage::Sasl);
+    };
+    match handshake {
         Handshake::Authenticated(stream, auth) => {
             outcome("ok");
-            // Frames held to be unwrapped count against the global budget of held requests.
-            let stream = Box::new((*stream).with_budget(shared.held.clone()));
+            // Frames held to be unwrapped count against the global budget of held requests;
+            // a frame that has started must arrive whole within the read timeout.
+            let stream = Box::new(
+                (*stream)
+                    .with_budget(shared.held.clone())
+                    .with_frame_timeout(limit),
+            );
             let identity = shared
                 .settings
                 .identity
@@ -253,14 +286,12 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
                 handshake_ms = started.elapsed().as_millis() as u64,
                 "authenticated with Kerberos"
             );
-            Conn::new(shared, stream, identity, id, peer, shutdown)
-                .run()
-                .await
+            Conn::new(shared, stream, identity, accepted).run().await
         }
         Handshake::NotSasl(stream, buffered) => {
             outcome("not_sasl");
             warn!("a client without Kerberos on the Kerberos listener: each of its calls is refused, none reaches the metastore");
-            let mut conn = Conn::new(shared, stream, Identity::anonymous(), id, peer, shutdown);
+            let mut conn = Conn::new(shared, stream, Identity::anonymous(), accepted);
             conn.cbuf = buffered;
             conn.refusal = Some(KERBEROS_REQUIRED);
             conn.run().await
@@ -269,6 +300,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             outcome(refusal.kind());
             warn!(
                 kind = refusal.kind(),
+                principal = refusal.principal().unwrap_or_default(),
                 "closing connection: Kerberos authentication refused: {refusal}"
             );
         }
@@ -293,6 +325,9 @@ struct Conn<S> {
     /// Set: the client did not authenticate as the listener requires; each of its calls is
     /// answered with this (a `TApplicationException`), none is forwarded.
     refusal: Option<&'static str>,
+    /// Until the first call has arrived whole: when it must have (`server.handshake_timeout_ms`
+    /// from the accept).
+    first_call_by: Option<tokio::time::Instant>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -302,27 +337,30 @@ impl<S> Drop for Conn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(
-        shared: Arc<Shared>,
-        client: S,
-        identity: Identity,
-        id: u64,
-        peer: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    fn new(shared: Arc<Shared>, client: S, identity: Identity, accepted: Accepted) -> Self {
         Conn {
             shared,
             client,
             cbuf: BytesMut::new(),
             upstream: None,
-            shutdown,
+            shutdown: accepted.shutdown,
             calls: 0,
             identity,
-            id,
-            peer,
+            id: accepted.id,
+            peer: accepted.peer,
             held: 0,
             client_ugi: None,
             refusal: None,
+            first_call_by: Some(accepted.first_call_by),
+        }
+    }
+
+    /// `deadline`, or the handshake deadline when the first call is still due and that comes
+    /// first (then `true`).
+    fn bounded(&self, deadline: tokio::time::Instant) -> (tokio::time::Instant, bool) {
+        match self.first_call_by {
+            Some(first) if first <= deadline => (first, true),
+            _ => (deadline, false),
         }
     }
 
@@ -367,6 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             };
             self.calls += 1;
+            self.first_call_by = None;
             let keep_going = self.serve_call(transport, request).await;
             self.release_held();
             if !keep_going {
@@ -404,15 +443,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Detect::NeedMore => {}
             }
-            let deadline = if self.cbuf.is_empty() {
+            let (deadline, first_call) = self.bounded(if self.cbuf.is_empty() {
                 first_byte.into()
             } else {
                 tokio::time::Instant::now() + read_timeout
-            };
+            });
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 r = timeout_at(deadline, self.client.read_buf(&mut self.cbuf)) => match r {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                    Err(_) if first_call => {
+                        handshake_expired(&self.shared, HandshakeStage::FirstCall);
+                        return None;
+                    }
+                    Ok(Err(e)) => {
+                        read_failed(&self.shared, &e);
+                        return None;
+                    }
+                    Ok(Ok(0)) | Err(_) => return None,
                     Ok(Ok(_)) => {}
                 },
                 _ = crate::until_shutdown(&mut shutdown) => return None,
@@ -428,13 +475,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.cbuf = BytesMut::new();
         }
         let idle = self.settings().server.idle_timeout;
-        let deadline = tokio::time::Instant::now() + idle;
+        let (deadline, first_call) = self.bounded(tokio::time::Instant::now() + idle);
         loop {
             let mut shutdown = self.shutdown.clone();
             let Conn {
                 client,
                 cbuf,
                 upstream,
+                shared,
                 ..
             } = self;
             let upstream_closed = async {
@@ -448,7 +496,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Ok(Ok(0)) => false,
                     Ok(Ok(_)) => true,
                     Ok(Err(e)) => {
-                        debug!(error = %e, "client read failed");
+                        read_failed(shared, &e);
+                        false
+                    }
+                    Err(_) if first_call => {
+                        handshake_expired(shared, HandshakeStage::FirstCall);
                         false
                     }
                     Err(_) => {
@@ -476,7 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let read_timeout = self.settings().server.read_timeout;
         let anonymous_limit = self.settings().limits.max_anonymous_request_bytes;
         let max_request = self.settings().limits.request.max_message_bytes;
-        let deadline = tokio::time::Instant::now() + read_timeout;
+        let (deadline, first_call) = self.bounded(tokio::time::Instant::now() + read_timeout);
         let mut walked = 0usize;
         loop {
             if walked < self.cbuf.len() {
@@ -520,7 +572,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             match timeout_at(deadline, self.client.read_buf(&mut self.cbuf)).await {
                 Ok(Ok(0)) => return Err(ClientError::ClosedMidMessage),
                 Ok(Ok(_)) => {}
+                // A SASL frame that did not arrive whole within the read timeout.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(ClientError::Timeout(read_timeout.as_millis() as u64))
+                }
                 Ok(Err(e)) => return Err(ClientError::Io(e)),
+                Err(_) if first_call => {
+                    handshake_expired(&self.shared, HandshakeStage::FirstCall);
+                    let limit = self.settings().server.handshake_timeout;
+                    return Err(ClientError::Timeout(limit.as_millis() as u64));
+                }
                 Err(_) => return Err(ClientError::Timeout(read_timeout.as_millis() as u64)),
             }
         }

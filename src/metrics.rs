@@ -81,6 +81,9 @@ pub struct Metrics {
     pub tls_handshakes: Family<OutcomeLabels, Counter>,
     /// Kerberos (SASL/GSSAPI) handshakes with clients, by outcome.
     pub sasl_handshakes: Family<OutcomeLabels, Counter>,
+    /// Connections closed because they had not finished their handshakes and first call in
+    /// time (kind: `HandshakeStage`).
+    pub handshake_timeouts: Family<KindLabels, Counter>,
     /// Delegation tokens asked of a kerberized metastore to act as a caller, by outcome.
     pub delegation_tokens: Family<OutcomeLabels, Counter>,
     /// Reloads of changed TLS files (`ok`, `error`: the previous files stay in use).
@@ -154,6 +157,33 @@ pub struct FactsLabels {
     pub outcome: &'static str,
 }
 
+/// Where a connection was when its handshake deadline (`server.handshake_timeout_ms`) passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// The TLS handshake.
+    Tls,
+    /// The SASL (Kerberos) negotiation.
+    Sasl,
+    /// Handshakes done (or none configured); the first call had not arrived whole.
+    FirstCall,
+}
+
+impl HandshakeStage {
+    pub const ALL: [HandshakeStage; 3] = [
+        HandshakeStage::Tls,
+        HandshakeStage::Sasl,
+        HandshakeStage::FirstCall,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeStage::Tls => "tls",
+            HandshakeStage::Sasl => "sasl",
+            HandshakeStage::FirstCall => "first_call",
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -189,6 +219,7 @@ impl Metrics {
             tls_handshakes: Family::default(),
             tls_reloads: Family::default(),
             sasl_handshakes: Family::default(),
+            handshake_timeouts: Family::default(),
             delegation_tokens: Family::default(),
             storage_probes: Family::default(),
             storage_checks: Family::default(),
@@ -321,9 +352,21 @@ impl Metrics {
         );
         registry.register(
             "sasl_handshakes",
-            "Kerberos (SASL/GSSAPI) handshakes with clients (outcome: ok; not_sasl — a client without Kerberos, refused; mechanism, kerberos, credential, authzid, unmapped, qop, protocol, client_failed, timeout, io — refused)",
+            "Kerberos (SASL/GSSAPI) handshakes with clients (outcome: ok; not_sasl — a client without Kerberos, refused; mechanism, kerberos, credential, authzid, unmapped, qop, unprotected — the session lacks mutual authentication, an acceptor subkey or, for a wrapped layer, sequence detection, protocol, client_failed, timeout, io — refused)",
             m.sasl_handshakes.clone(),
         );
+        registry.register(
+            "handshake_timeouts",
+            "Connections closed because they had not sent a whole first call within server.handshake_timeout_ms of being accepted, by the stage they were in (kind: tls, sasl, first_call)",
+            m.handshake_timeouts.clone(),
+        );
+        for stage in HandshakeStage::ALL {
+            m.handshake_timeouts
+                .get_or_create(&KindLabels {
+                    kind: stage.as_str(),
+                })
+                .inc_by(0);
+        }
         registry.register(
             "delegation_tokens",
             "Delegation tokens asked of a kerberized metastore to act as a caller (outcome: ok — a new token, renewed — the caller's last token renewed, error — the caller's call is refused, the reason in its exception)",
@@ -364,6 +407,15 @@ impl Metrics {
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Counts a connection closed at its handshake deadline.
+    pub fn handshake_timeout(&self, stage: HandshakeStage) {
+        self.handshake_timeouts
+            .get_or_create(&KindLabels {
+                kind: stage.as_str(),
+            })
             .inc();
     }
 

@@ -44,6 +44,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// From accept to the first whole call, handshakes included.
+    pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -209,6 +211,7 @@ impl Settings {
                 idle_timeout: ms(s.idle_timeout_ms),
                 read_timeout: ms(s.read_timeout_ms),
                 write_timeout: ms(s.write_timeout_ms),
+                handshake_timeout: ms(s.handshake_timeout_ms),
                 shutdown_grace: ms(s.shutdown_grace_ms),
             },
             upstream: UpstreamSettings {
@@ -448,6 +451,7 @@ mod tests {
         assert_eq!(s.admin_listen.map(|a| a.port()), Some(9464));
         assert_eq!(s.upstream.uris[0].port, 9083);
         assert_eq!(s.server.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(s.server.handshake_timeout, Duration::from_secs(10));
         assert!(s.identity.initial().is_anonymous());
     }
 

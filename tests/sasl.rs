@@ -262,3 +262,50 @@ async fn bytes_held_count_against_the_global_budget_and_are_given_back() {
     assert!(err.to_string().contains("at their limit"), "{err}");
     assert_eq!(budget.used(), 1020);
 }
+
+/// A frame that has started must arrive whole within the frame timeout (the connection's
+/// `server.read_timeout_ms`); between frames the stream waits as long as the caller does.
+#[tokio::test]
+async fn a_frame_that_has_started_must_arrive_whole_within_the_frame_timeout() {
+    let limit = Duration::from_millis(200);
+    // Part of a frame header, then nothing.
+    let (mut c, s) = duplex(1 << 16);
+    let mut stream = SaslStream::plain(s, 4096).with_frame_timeout(limit);
+    c.write_all(&[0, 0]).await.unwrap();
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut [0u8; 16]))
+        .await
+        .expect("bounded by the frame timeout, not by the caller")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(err.to_string().contains("within 200 ms"), "{err}");
+    assert!(t.elapsed() >= Duration::from_millis(180));
+
+    // A header and part of the payload: the part is read, the rest is due in time.
+    let (mut c, s) = duplex(1 << 16);
+    let mut stream = SaslStream::plain(s, 4096).with_frame_timeout(limit);
+    c.write_all(b"\x00\x00\x00\x0aabc").await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("bounded")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+    // Whole frames, then silence: waiting for the next frame is not bounded here.
+    let (mut c, s) = duplex(1 << 16);
+    let mut stream = SaslStream::plain(s, 4096).with_frame_timeout(limit);
+    c.write_all(b"\x00\x00\x00\x02ok\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    assert_eq!(stream.read(&mut buf).await.unwrap(), 2);
+    let idle = tokio::time::timeout(Duration::from_millis(600), stream.read(&mut buf)).await;
+    assert!(idle.is_err(), "still waiting: {idle:?}");
+    // The next frame, sent slowly but within the limit each time, is read.
+    c.write_all(b"\x00\x00").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.write_all(b"\x00\x01z").await.unwrap();
+    assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+    assert_eq!(buf[0], b'z');
+}

@@ -18,11 +18,13 @@ pub mod digest;
 mod server;
 
 pub use client::{connect_digest, connect_gssapi, ClientError};
-pub use server::{accept, Authenticated, Handshake, Refusal};
+pub use server::{accept, Authenticated, Handshake, Refusal, Unprotected};
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use libgssapi::context::{ClientCtx, SecurityContext, ServerCtx};
@@ -199,6 +201,10 @@ pub struct SaslStream<S> {
     /// read) are taken from, and how much of it this stream holds.
     budget: Option<std::sync::Arc<crate::budget::HeldBytes>>,
     taken: u64,
+    /// A frame whose first byte has arrived must be whole within this (`None`: unbounded).
+    frame_timeout: Option<Duration>,
+    /// When the frame in progress must be whole.
+    frame_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Drop for SaslStream<S> {
@@ -231,6 +237,51 @@ impl<S> SaslStream<S> {
             out: BytesMut::new(),
             budget: None,
             taken: 0,
+            frame_timeout: None,
+            frame_deadline: None,
+        }
+    }
+
+    /// Bounds each frame, from its first byte to its last, by `limit`: a frame that does not
+    /// arrive whole in time fails the read (`io::ErrorKind::TimedOut`).
+    pub fn with_frame_timeout(mut self, limit: Duration) -> Self {
+        self.frame_timeout = Some(limit);
+        self
+    }
+
+    /// Whether part of a frame has been read and the rest is due.
+    fn in_frame(&self) -> bool {
+        !self.rbuf.is_empty() || self.frame_left > 0
+    }
+
+    /// Called when the peer has no byte ready: a timed-out error when a frame is in progress
+    /// and its time is up (otherwise the waker is registered with its deadline).
+    fn frame_overdue(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let limit = self.frame_timeout?;
+        if !self.in_frame() {
+            self.frame_deadline = None;
+            return None;
+        }
+        let deadline = self
+            .frame_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "a SASL frame did not arrive whole within {} ms",
+                    limit.as_millis()
+                ),
+            )),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The peer has nothing ready: pending, unless the frame in progress is overdue.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.frame_overdue(cx) {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Poll::Pending,
         }
     }
 
@@ -338,24 +389,38 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
                     let n = this.frame_left.min(this.rbuf.len()).min(buf.remaining());
                     buf.put_slice(&this.rbuf.split_to(n));
                     this.frame_left -= n;
+                    if this.frame_left == 0 {
+                        this.frame_deadline = None;
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 // Straight into the caller's buffer: no copy for QOP auth.
                 let k = this.frame_left.min(buf.remaining());
                 let mut part = ReadBuf::new(buf.initialize_unfilled_to(k));
-                ready!(Pin::new(&mut this.io).poll_read(cx, &mut part))?;
+                if Pin::new(&mut this.io)
+                    .poll_read(cx, &mut part)?
+                    .is_pending()
+                {
+                    return this.pending(cx);
+                }
                 let n = part.filled().len();
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                 }
                 buf.advance(n);
                 this.frame_left -= n;
+                if this.frame_left == 0 {
+                    this.frame_deadline = None;
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(len) = this.frame_len()? {
                 if !wrapped {
                     this.rbuf.advance(4);
                     this.frame_left = len;
+                    if len == 0 && this.rbuf.is_empty() {
+                        this.frame_deadline = None;
+                    }
                     continue;
                 }
                 if this.rbuf.len() >= 4 + len {
@@ -367,6 +432,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
                             .map_err(|e| invalid(format!("SASL unwrap failed: {e}")))?;
                         this.plain = Bytes::copy_from_slice(&plain);
                     }
+                    this.frame_deadline = None;
                     this.account(0)?;
                     continue;
                 }
@@ -374,7 +440,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
             // More raw bytes are needed.
             let mut chunk = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
+                return this.pending(cx);
+            }
             if rb.filled().is_empty() {
                 return if this.rbuf.is_empty() && this.frame_left == 0 {
                     Poll::Ready(Ok(()))
