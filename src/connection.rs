@@ -193,14 +193,20 @@ fn handshake_expired(shared: &Shared, stage: HandshakeStage) {
     );
 }
 
-/// Logs a failed read outside a call; a SASL frame that did not arrive whole within the read
-/// timeout is counted as a client timeout.
+/// Logs a failed read outside a call: a SASL frame that did not arrive whole within the read
+/// timeout is counted as a client timeout, one that could not be taken (a wrapped token
+/// refused: forged, repeated, out of order; a frame over the bound) as `sasl_frame`.
 fn read_failed(shared: &Shared, e: &std::io::Error) {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        shared.metrics.client_error("timeout");
-        info!(error = %e, "closing connection: a frame did not arrive whole in time");
-    } else {
-        debug!(error = %e, "client read failed");
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => {
+            shared.metrics.client_error("timeout");
+            info!(error = %e, "closing connection: a frame did not arrive whole in time");
+        }
+        std::io::ErrorKind::InvalidData => {
+            shared.metrics.client_error("sasl_frame");
+            warn!(error = %e, "closing connection: a SASL frame was refused");
+        }
+        _ => debug!(error = %e, "client read failed"),
     }
 }
 
@@ -575,6 +581,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // A SASL frame that did not arrive whole within the read timeout.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(ClientError::Timeout(read_timeout.as_millis() as u64))
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(ClientError::Frame(e))
                 }
                 Ok(Err(e)) => return Err(ClientError::Io(e)),
                 Err(_) if first_call => {

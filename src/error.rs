@@ -17,6 +17,10 @@ pub enum ClientError {
     Busy(u64),
     #[error("client closed the connection in the middle of a message")]
     ClosedMidMessage,
+    /// A SASL frame that cannot be taken (a wrapped token GSSAPI refuses — forged, repeated,
+    /// out of order — or a frame over the bound).
+    #[error("{0}")]
+    Frame(io::Error),
     #[error("client connection failed: {0}")]
     Io(io::Error),
 }
@@ -30,6 +34,7 @@ impl ClientError {
             ClientError::Timeout(_) => "timeout",
             ClientError::Busy(_) => "busy",
             ClientError::ClosedMidMessage => "closed_mid_message",
+            ClientError::Frame(_) => "sasl_frame",
             ClientError::Io(_) => "io",
         }
     }

@@ -282,7 +282,7 @@ impl Metrics {
         );
         registry.register(
             "client_errors",
-            "Client-caused failures (kind: protocol, too_large, timeout, closed_mid_message)",
+            "Client-caused failures (kind: protocol, too_large, timeout, closed_mid_message, sasl_frame — a wrapped frame refused: forged, repeated or out of order)",
             m.client_errors.clone(),
         );
         registry.register(
