@@ -39,7 +39,7 @@ use crate::policy::{Action, Call, Caller, Guard, ReplyCheck, UpstreamOutcome};
 use crate::router::{self, method_label, Method, Rule};
 use crate::schema::{self, Reject};
 use crate::settings::Settings;
-use crate::tls::Tls;
+use crate::tls::{CertUser, Tls};
 use crate::transport::{self, Detect, Transport};
 use crate::upstream::{StreamError, UpstreamConn, Upstreams};
 
@@ -193,14 +193,31 @@ async fn serve_tls(
         }
     };
     let id_settings = &shared.settings.identity;
-    let identity = match (id_settings.mode, user) {
-        (IdentityMode::Certificate, Some(user)) => {
-            let identity = id_settings.verified(&user, IdentitySource::Certificate);
-            debug!(user = %identity, "identity from the client certificate");
-            identity
+    let (identity, refusal) = match (id_settings.mode, user) {
+        (IdentityMode::Certificate, CertUser::User(user)) => {
+            match id_settings.verified(&user, IdentitySource::Certificate) {
+                Ok(identity) => {
+                    debug!(user = %identity, "identity from the client certificate");
+                    (identity, None)
+                }
+                Err(refused) => (Identity::anonymous(), Some(refused.to_string())),
+            }
         }
-        _ => identity,
+        (IdentityMode::Certificate, CertUser::Refused(why)) => (Identity::anonymous(), Some(why)),
+        (_, CertUser::Refused(why)) => {
+            warn!(error = %why, "closing connection: TLS handshake refused: the client certificate names no user");
+            return;
+        }
+        _ => (identity, None),
     };
+    if let Some(why) = refusal {
+        warn!(error = %why, "the client certificate names no user hms-guard accepts: each call is refused, none reaches the metastore");
+        let mut conn = Conn::new(shared, stream, identity, id, peer, shutdown);
+        conn.refusal = Some(format!(
+            "hms-guard: the client certificate is refused: {why}"
+        ));
+        return conn.run().await;
+    }
     match shared.settings.identity.kerberos.clone() {
         // Kerberos inside TLS: the SASL negotiation follows the TLS handshake.
         Some(kerberos) => serve_sasl(kerberos, shared, stream, id, peer, shutdown).await,
@@ -242,10 +259,22 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             outcome("ok");
             // Frames held to be unwrapped count against the global budget of held requests.
             let stream = Box::new((*stream).with_budget(shared.held.clone()));
-            let identity = shared
+            let identity = match shared
                 .settings
                 .identity
-                .verified(&auth.user, IdentitySource::Kerberos);
+                .verified(&auth.user, IdentitySource::Kerberos)
+            {
+                Ok(identity) => identity,
+                Err(refused) => {
+                    warn!(principal = %auth.principal, error = %refused, "the Kerberos principal's user is refused: each call is refused, none reaches the metastore");
+                    let mut conn =
+                        Conn::new(shared, stream, Identity::anonymous(), id, peer, shutdown);
+                    conn.refusal = Some(format!(
+                        "hms-guard: the Kerberos principal's user is refused: {refused}"
+                    ));
+                    return conn.run().await;
+                }
+            };
             info!(
                 principal = %auth.principal,
                 user = %identity,
@@ -262,7 +291,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             warn!("a client without Kerberos on the Kerberos listener: each of its calls is refused, none reaches the metastore");
             let mut conn = Conn::new(shared, stream, Identity::anonymous(), id, peer, shutdown);
             conn.cbuf = buffered;
-            conn.refusal = Some(KERBEROS_REQUIRED);
+            conn.refusal = Some(KERBEROS_REQUIRED.to_string());
             conn.run().await
         }
         Handshake::Refused(refusal) => {
@@ -292,7 +321,7 @@ struct Conn<S> {
     client_ugi: Option<(Bytes, MessageHeader)>,
     /// Set: the client did not authenticate as the listener requires; each of its calls is
     /// answered with this (a `TApplicationException`), none is forwarded.
-    refusal: Option<&'static str>,
+    refusal: Option<String>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -579,7 +608,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// One call, from its whole request to its end. `false`: the connection must close.
     async fn serve_call(&mut self, transport: Transport, request: Request) -> bool {
         let shared = self.shared.clone();
-        if let Some(message) = self.refusal {
+        if let Some(message) = self.refusal.clone() {
             let h = &request.header;
             self.count(
                 router::route(&h.name, shared.settings.upstream.versions),
@@ -591,7 +620,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 &h.name,
                 h.seqid,
                 AppErrorKind::Unknown,
-                message,
+                &message,
             );
             // Every call gets the same answer (a client that ignores a failed set_ugi, as
             // Hive's does, then shows it on its next call); nothing reaches the metastore.
@@ -617,16 +646,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         };
         if !authz_off && entry.is_some_and(|m| m.rule == Rule::SetUgi) {
-            let (identity, reply) = crate::identity::set_ugi(
+            let answered = crate::identity::set_ugi(
                 &shared.settings.identity,
                 &self.identity,
                 transport,
                 &request.header,
                 &args,
             );
-            self.identity = identity;
-            self.count(entry, "local");
-            return self.write_client(&reply).await.is_ok();
+            return match answered {
+                Ok((identity, reply)) => {
+                    self.identity = identity;
+                    self.count(entry, "local");
+                    self.write_client(&reply).await.is_ok()
+                }
+                Err(refused) => {
+                    let message = format!("hms-guard: set_ugi refused: {refused}");
+                    self.deny(transport, entry, &request.header, &message).await
+                }
+            };
         }
         // Decide.
         let header = request.header;
