@@ -837,3 +837,35 @@ async fn a_named_metastore_database_lets_its_own_comparison_decide() {
         }
     }
 }
+
+/// A claimed user (or trusted claimed group) that breaks the names rule: `set_ugi` is answered
+/// with its MetaException naming the rule, the connection stays anonymous, and nothing reaches
+/// the metastore (before, `admin ` was accepted: the metastore's database would have given it
+/// admin's grants).
+#[tokio::test]
+async fn set_ugi_refuses_a_name_the_metastores_database_would_compare_loosely() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "[identity]\ntrust_client_groups = true\n").await;
+    for (user, groups, expected) in [
+        ("admin ", vec![], "user name \"admin \""),
+        ("admin\u{a0}", vec![], "names rule: edge_white_space"),
+        ("\tadmin", vec![], "names rule: control_character"),
+        ("mary", vec!["staff "], "group name \"staff \""),
+    ] {
+        let mut c = proxy.connect().await;
+        let (h, reply) = roundtrip(&mut c, &set_ugi(user, &groups), B, false).await;
+        assert_eq!(h.kind, MessageType::Reply, "{user:?}");
+        let message = declared(&result(&reply).1).unwrap_or_else(|| panic!("{user:?}: accepted"));
+        assert!(message.contains("set_ugi refused"), "{message}");
+        assert!(message.contains(expected), "{message}");
+        let get = call(B, "get_table", 2, &["db", "secret"]);
+        let (_, reply) = roundtrip(&mut c, &get, B, false).await;
+        let message = declared(&result(&reply).1).expect("denied");
+        assert!(message.contains("anonymous"), "{message}");
+    }
+    // A name the rule accepts, mixed case included, still works.
+    let mut c = proxy.connect().await;
+    let (_, reply) = roundtrip(&mut c, &set_ugi("Mary.Smith", &["Staff"]), B, false).await;
+    assert!(declared(&result(&reply).1).is_none());
+    assert!(methods(&up).is_empty(), "nothing reached the metastore");
+}
