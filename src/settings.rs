@@ -429,7 +429,7 @@ fn upstream_kerberos_settings(
 }
 
 /// Every configured principal name (the pinned identity, the `groups` map, admin users, the
-/// admin role) checked by the names rule of `upstream.metastore_db`.
+/// service user, the admin role) checked by the names rule of `upstream.metastore_db`.
 fn name_errors(config: &Config, pinned: &Identity) -> Vec<ConfigError> {
     let db = config.upstream.metastore_db;
     let mut names: Vec<(String, NameKind, &str)> = Vec::new();
@@ -447,6 +447,13 @@ fn name_errors(config: &Config, pinned: &Identity) -> Vec<ConfigError> {
     }
     for u in &config.authz.admin_users {
         names.push(("authz.admin_users".into(), NameKind::User, u));
+    }
+    if !config.authz.service_user.is_empty() {
+        names.push((
+            "authz.service_user".into(),
+            NameKind::User,
+            &config.authz.service_user,
+        ));
     }
     if !config.authz.admin_role.is_empty() {
         names.push((
