@@ -294,6 +294,10 @@ pub struct UpstreamConfig {
     /// Which metastore's Thrift schema requests are read by (`any`: every recorded version at
     /// once, the strictest).
     pub metastore_version: MetastoreVersion,
+    /// The database behind the metastore (`derby`, `mysql`, `postgres`, `oracle`, `mssql`;
+    /// `any`: every one of them, the strictest): how it compares principal names decides
+    /// which identity names hms-guard refuses (`names.rs`).
+    pub metastore_db: crate::names::MetastoreDb,
     /// TLS towards the metastore.
     pub tls: UpstreamTlsConfig,
     /// Kerberos towards a kerberized metastore (`hive.metastore.sasl.enabled`).
@@ -403,6 +407,7 @@ impl Default for UpstreamConfig {
             read_timeout_ms: 600_000,
             write_timeout_ms: 60_000,
             metastore_version: MetastoreVersion::Any,
+            metastore_db: crate::names::MetastoreDb::Any,
             tls: UpstreamTlsConfig::default(),
             kerberos: UpstreamKerberosConfig::default(),
         }

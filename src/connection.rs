@@ -40,7 +40,7 @@ use crate::policy::{Action, Call, Caller, Guard, ReplyCheck, UpstreamOutcome};
 use crate::router::{self, method_label, Method, Rule};
 use crate::schema::{self, Reject};
 use crate::settings::Settings;
-use crate::tls::Tls;
+use crate::tls::{CertUser, Tls};
 use crate::transport::{self, Detect, Transport};
 use crate::upstream::{StreamError, UpstreamConn, Upstreams};
 
@@ -228,14 +228,31 @@ async fn serve_tls(
         Err(_) => return handshake_expired(&shared, HandshakeStage::Tls),
     };
     let id_settings = &shared.settings.identity;
-    let identity = match (id_settings.mode, user) {
-        (IdentityMode::Certificate, Some(user)) => {
-            let identity = id_settings.verified(&user, IdentitySource::Certificate);
-            debug!(user = %identity, "identity from the client certificate");
-            identity
+    let (identity, refusal) = match (id_settings.mode, user) {
+        (IdentityMode::Certificate, CertUser::User(user)) => {
+            match id_settings.verified(&user, IdentitySource::Certificate) {
+                Ok(identity) => {
+                    debug!(user = %identity, "identity from the client certificate");
+                    (identity, None)
+                }
+                Err(refused) => (Identity::anonymous(), Some(refused.to_string())),
+            }
         }
-        _ => identity,
+        (IdentityMode::Certificate, CertUser::Refused(why)) => (Identity::anonymous(), Some(why)),
+        (_, CertUser::Refused(why)) => {
+            warn!(error = %why, "closing connection: TLS handshake refused: the client certificate names no user");
+            return;
+        }
+        _ => (identity, None),
     };
+    if let Some(why) = refusal {
+        warn!(error = %why, "the client certificate names no user hms-guard accepts: each call is refused, none reaches the metastore");
+        let mut conn = Conn::new(shared, stream, identity, accepted);
+        conn.refusal = Some(format!(
+            "hms-guard: the client certificate is refused: {why}"
+        ));
+        return conn.run().await;
+    }
     match shared.settings.identity.kerberos.clone() {
         // Kerberos inside TLS: the SASL negotiation follows the TLS handshake.
         Some(kerberos) => serve_sasl(kerberos, shared, stream, accepted).await,
@@ -281,10 +298,22 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
                     .with_budget(shared.held.clone())
                     .with_frame_timeout(limit),
             );
-            let identity = shared
+            let identity = match shared
                 .settings
                 .identity
-                .verified(&auth.user, IdentitySource::Kerberos);
+                .verified(&auth.user, IdentitySource::Kerberos)
+            {
+                Ok(identity) => identity,
+                Err(refused) => {
+                    warn!(principal = %auth.principal, error = %refused, "the Kerberos principal's user is refused: each call is refused, none reaches the metastore");
+                    let mut conn =
+                        Conn::new(shared, stream, Identity::anonymous(), accepted);
+                    conn.refusal = Some(format!(
+                        "hms-guard: the Kerberos principal's user is refused: {refused}"
+                    ));
+                    return conn.run().await;
+                }
+            };
             info!(
                 principal = %auth.principal,
                 user = %identity,
@@ -299,7 +328,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
             warn!("a client without Kerberos on the Kerberos listener: each of its calls is refused, none reaches the metastore");
             let mut conn = Conn::new(shared, stream, Identity::anonymous(), accepted);
             conn.cbuf = buffered;
-            conn.refusal = Some(KERBEROS_REQUIRED);
+            conn.refusal = Some(KERBEROS_REQUIRED.to_string());
             conn.run().await
         }
         Handshake::Refused(refusal) => {
@@ -330,7 +359,7 @@ struct Conn<S> {
     client_ugi: Option<(Bytes, MessageHeader)>,
     /// Set: the client did not authenticate as the listener requires; each of its calls is
     /// answered with this (a `TApplicationException`), none is forwarded.
-    refusal: Option<&'static str>,
+    refusal: Option<String>,
     /// Until the first call has arrived whole: when it must have (`server.handshake_timeout_ms`
     /// from the accept).
     first_call_by: Option<tokio::time::Instant>,
@@ -649,7 +678,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// One call, from its whole request to its end. `false`: the connection must close.
     async fn serve_call(&mut self, transport: Transport, request: Request) -> bool {
         let shared = self.shared.clone();
-        if let Some(message) = self.refusal {
+        if let Some(message) = self.refusal.clone() {
             let h = &request.header;
             self.count(
                 router::route(&h.name, shared.settings.upstream.versions),
@@ -661,7 +690,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 &h.name,
                 h.seqid,
                 AppErrorKind::Unknown,
-                message,
+                &message,
             );
             // Every call gets the same answer (a client that ignores a failed set_ugi, as
             // Hive's does, then shows it on its next call); nothing reaches the metastore.
@@ -687,16 +716,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         };
         if !authz_off && entry.is_some_and(|m| m.rule == Rule::SetUgi) {
-            let (identity, reply) = crate::identity::set_ugi(
+            let answered = crate::identity::set_ugi(
                 &shared.settings.identity,
                 &self.identity,
                 transport,
                 &request.header,
                 &args,
             );
-            self.identity = identity;
-            self.count(entry, "local");
-            return self.write_client(&reply).await.is_ok();
+            return match answered {
+                Ok((identity, reply)) => {
+                    self.identity = identity;
+                    self.count(entry, "local");
+                    self.write_client(&reply).await.is_ok()
+                }
+                Err(refused) => {
+                    let message = format!("hms-guard: set_ugi refused: {refused}");
+                    self.deny(transport, entry, &request.header, &message).await
+                }
+            };
         }
         // Decide.
         let header = request.header;

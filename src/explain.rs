@@ -283,6 +283,11 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
     let guard = Guard::new(config, upstreams, metrics, storage);
     let method = router::route(&r.method, settings.upstream.versions);
     let identity = identity_of(settings, r);
+    // The names rule refuses such a user at set_ugi: there is no decision to explain.
+    settings
+        .identity
+        .check(&identity)
+        .map_err(|e| format!("hms-guard refuses this identity at set_ugi: {e}"))?;
     let (args, notes) = match method {
         Some(m) => build_args(&guard, &m.rule, r).await?,
         None => (Value::Struct(Vec::new()), Vec::new()),

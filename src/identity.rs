@@ -79,14 +79,16 @@ impl fmt::Display for Identity {
 /// `set_ugi`, answered by the proxy: in `set_ugi` mode the claimed user becomes the
 /// connection's identity (groups from the configuration, or those claimed when client groups
 /// are trusted); pinned, nothing changes. Returns the connection's identity after the call and
-/// the reply — what the metastore itself answers: the group names the client sent.
+/// the reply — what the metastore itself answers: the group names the client sent. A claimed
+/// user or group that breaks the names rule of the metastore's database (`names::check`) is
+/// refused and the identity stays as it was.
 pub fn set_ugi(
     settings: &crate::settings::IdentitySettings,
     current: &Identity,
     transport: crate::transport::Transport,
     header: &crate::codec::MessageHeader,
     args: &crate::codec::value::Value,
-) -> (Identity, bytes::BytesMut) {
+) -> Result<(Identity, bytes::BytesMut), crate::names::NameRefusal> {
     use crate::codec::writer::Writer;
     use crate::codec::MessageType;
     use crate::codec::Ty;
@@ -98,6 +100,7 @@ pub fn set_ugi(
         (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
             let groups = settings.groups_of(&user, &claimed_groups);
             let id = Identity::new(&user, &groups, IdentitySource::SetUgi);
+            settings.check(&id)?;
             tracing::info!(user = %id.user, groups = ?id.groups, "identity from set_ugi");
             id
         }
@@ -118,5 +121,5 @@ pub fn set_ugi(
         w.string(n.as_bytes());
     }
     w.struct_end();
-    (identity, w.finish(transport.framed))
+    Ok((identity, w.finish(transport.framed)))
 }

@@ -48,6 +48,7 @@ pub mod framing;
 pub mod identity;
 pub mod kerberos;
 pub mod metrics;
+pub mod names;
 pub mod policy;
 pub mod router;
 pub mod sasl;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::codec::Limits;
 use crate::config::{err, ms, Config, ConfigError, IdentityMode, ThriftUri};
 use crate::identity::{Identity, IdentitySource};
+use crate::names::{self, MetastoreDb, NameKind, NameRefusal};
 use crate::schema::ReadLimits;
 use crate::upstream::Timeouts;
 
@@ -67,6 +68,9 @@ pub struct IdentitySettings {
     pub groups: BTreeMap<String, Vec<String>>,
     /// `kerberos` mode: the acceptor and the name mapping.
     pub kerberos: Option<std::sync::Arc<crate::kerberos::KerberosSettings>>,
+    /// The database behind the metastore (`upstream.metastore_db`): which identity names are
+    /// refused (`names::check`).
+    pub metastore_db: MetastoreDb,
 }
 
 impl IdentitySettings {
@@ -83,10 +87,22 @@ impl IdentitySettings {
     }
 
     /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
-    /// principal's user): groups from the configuration only.
-    pub fn verified(&self, user: &str, source: IdentitySource) -> Identity {
+    /// principal's user): groups from the configuration only. Refused when the name breaks
+    /// the names rule of the metastore's database.
+    pub fn verified(&self, user: &str, source: IdentitySource) -> Result<Identity, NameRefusal> {
         let groups = self.groups.get(user).cloned().unwrap_or_default();
-        Identity::new(user, &groups, source)
+        let identity = Identity::new(user, &groups, source);
+        self.check(&identity)?;
+        Ok(identity)
+    }
+
+    /// The names rule (`names::check`) applied to an identity's user and groups.
+    pub fn check(&self, identity: &Identity) -> Result<(), NameRefusal> {
+        names::check(self.metastore_db, NameKind::User, &identity.user)?;
+        for g in &identity.groups {
+            names::check(self.metastore_db, NameKind::Group, g)?;
+        }
+        Ok(())
     }
 
     /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
@@ -136,6 +152,7 @@ impl Settings {
                 format!("required when identity.mode = \"pinned\" (or set {PINNED_USER_ENV})"),
             ));
         }
+        errors.extend(name_errors(&config, &pinned));
         let kerberos = match config.identity.mode {
             IdentityMode::Kerberos => match kerberos_settings(&config) {
                 Ok(k) => Some(std::sync::Arc::new(k)),
@@ -229,6 +246,7 @@ impl Settings {
                 trust_client_groups: config.identity.trust_client_groups,
                 groups: config.identity.groups.clone(),
                 kerberos,
+                metastore_db: u.metastore_db,
             },
             limits: LimitSettings {
                 request,
@@ -413,6 +431,49 @@ fn upstream_kerberos_settings(
     })
 }
 
+/// Every configured principal name (the pinned identity, the `groups` map, admin users, the
+/// service user, the admin role) checked by the names rule of `upstream.metastore_db`.
+fn name_errors(config: &Config, pinned: &Identity) -> Vec<ConfigError> {
+    let db = config.upstream.metastore_db;
+    let mut names: Vec<(String, NameKind, &str)> = Vec::new();
+    if !pinned.is_anonymous() {
+        names.push(("identity.pinned_user".into(), NameKind::User, &pinned.user));
+        for g in &pinned.groups {
+            names.push(("identity.pinned_groups".into(), NameKind::Group, g));
+        }
+    }
+    for (user, groups) in &config.identity.groups {
+        names.push(("identity.groups".into(), NameKind::User, user));
+        for g in groups {
+            names.push((format!("identity.groups.{user}"), NameKind::Group, g));
+        }
+    }
+    for u in &config.authz.admin_users {
+        names.push(("authz.admin_users".into(), NameKind::User, u));
+    }
+    if !config.authz.service_user.is_empty() {
+        names.push((
+            "authz.service_user".into(),
+            NameKind::User,
+            &config.authz.service_user,
+        ));
+    }
+    if !config.authz.admin_role.is_empty() {
+        names.push((
+            "authz.admin_role".into(),
+            NameKind::Role,
+            &config.authz.admin_role,
+        ));
+    }
+    names
+        .into_iter()
+        .filter_map(|(key, kind, name)| {
+            let e = names::check(db, kind, name).err()?;
+            Some(err(&key, e.to_string()))
+        })
+        .collect()
+}
+
 /// The pinned user and groups, environment overrides applied (`HMS_GUARD_PINNED_USER`,
 /// `HMS_GUARD_PINNED_GROUPS` comma-separated).
 fn pinned_identity(config: &Config, env: &impl Fn(&str) -> Option<String>) -> Identity {
@@ -442,6 +503,63 @@ mod tests {
         let mut c = Config::default();
         c.upstream.uris = vec!["thrift://127.0.0.1:9083".into()];
         c
+    }
+
+    #[test]
+    fn metastore_db_is_resolved_and_configured_names_follow_its_rule() {
+        use crate::names::MetastoreDb;
+        let c = Config::parse_unvalidated(
+            "[upstream]\nuris = [\"thrift://127.0.0.1:9083\"]\nmetastore_db = \"postgres\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve_with(c, |_| None).unwrap();
+        assert_eq!(s.identity.metastore_db, MetastoreDb::Postgres);
+        assert_eq!(
+            Settings::resolve_with(base(), |_| None)
+                .unwrap()
+                .identity
+                .metastore_db,
+            MetastoreDb::Any
+        );
+        assert!(Config::parse_unvalidated("[upstream]\nmetastore_db = \"sqlite\"\n").is_err());
+        let mut c = base();
+        c.identity.mode = IdentityMode::Pinned;
+        c.identity.pinned_user = "svc ".into();
+        c.authz.admin_users = vec!["root\u{a0}".into()];
+        c.authz.admin_role = "admin\t".into();
+        c.identity
+            .groups
+            .insert("mary".into(), vec![" staff".into()]);
+        let errors = Settings::resolve_with(c.clone(), |_| None).unwrap_err();
+        for key in [
+            "identity.pinned_user",
+            "authz.admin_users",
+            "authz.admin_role",
+            "identity.groups.mary",
+        ] {
+            assert!(errors.iter().any(|e| e.key == key), "{key}: {errors:?}");
+        }
+        // PostgreSQL compares exactly: only the control character stays refused.
+        c.upstream.metastore_db = MetastoreDb::Postgres;
+        let errors = Settings::resolve_with(c, |_| None).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["authz.admin_role"], "{errors:?}");
+    }
+
+    #[test]
+    fn a_verified_name_is_refused_by_the_names_rule() {
+        let s = Settings::resolve_with(base(), |_| None).unwrap();
+        assert!(s
+            .identity
+            .verified("Mary.Smith", IdentitySource::Certificate)
+            .is_ok());
+        for bad in ["admin ", "admin\u{a0}", "\tadmin", " admin", "ad\nmin"] {
+            let e = s
+                .identity
+                .verified(bad, IdentitySource::Certificate)
+                .unwrap_err();
+            assert!(e.to_string().contains("names rule"), "{e}");
+        }
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub enum HandshakeError {
     NoIdentity(String),
 }
 
+/// What a verified client certificate says about its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertUser {
+    /// No client CA: certificates are not asked for.
+    NotAsked,
+    /// The one name of the configured kind, exactly as stated.
+    User(String),
+    /// The certificate names no user hms-guard accepts: why.
+    Refused(String),
+}
+
 /// Accepts TLS connections with the current certificate, key and client CA.
 pub struct Tls {
     settings: TlsSettings,
@@ -66,13 +77,13 @@ impl Tls {
         })
     }
 
-    /// Completes the handshake within `limit`; returns the stream and, with a client CA, the
-    /// user the client certificate names.
+    /// Completes the handshake within `limit`; returns the stream and, with a client CA, what
+    /// the client certificate says about its user.
     pub async fn accept(
         &self,
         tcp: TcpStream,
         limit: Duration,
-    ) -> Result<(TlsStream<TcpStream>, Option<String>), HandshakeError> {
+    ) -> Result<(TlsStream<TcpStream>, CertUser), HandshakeError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.current());
         let outcome = |ok: bool| {
             self.metrics
@@ -97,12 +108,13 @@ impl Tls {
             &self.settings.client_ca,
             stream.get_ref().1.peer_certificates(),
         ) {
-            (None, _) => None,
+            (None, _) => CertUser::NotAsked,
             (Some(_), Some([leaf, ..])) => match identity_of(leaf, self.settings.client_identity) {
-                Ok(u) => Some(u),
+                Ok(u) => CertUser::User(u),
                 Err(e) => {
+                    // The connection is kept to tell the client why (in certificate mode).
                     outcome(false);
-                    return Err(HandshakeError::NoIdentity(e));
+                    return Ok((stream, CertUser::Refused(e)));
                 }
             },
             (Some(_), _) => {
@@ -367,61 +379,99 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
         .map_err(|e| format!("server.tls.cert/key: {e}"))
 }
 
-/// The user a (verified) client certificate names: its subject CN, or its first SAN of the
-/// configured kind.
+/// The user a (verified) client certificate names, exactly as the certificate states it (no
+/// trimming): its subject's one CN, or its one SAN of the configured kind. A subject with more
+/// than one CN, more than one SAN of the configured kind, or a CN in an encoding hms-guard does
+/// not read (BMPString, T61String, UniversalString…) is refused: other readers (OpenSSL names
+/// the first CN whatever its encoding) could name another user. Whether the name itself is
+/// acceptable is the names rule's to say (`names::check`, applied by the connection).
 pub fn identity_of(cert: &CertificateDer<'_>, kind: ClientIdentity) -> Result<String, String> {
     use x509_cert::der::Decode;
     let cert = x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
     let tbs = &cert.tbs_certificate;
-    let name = match kind {
-        ClientIdentity::Cn => tbs
-            .subject
-            .0
-            .iter()
-            .flat_map(|rdn| rdn.0.iter())
-            .filter(|atv| atv.oid == x509_cert::der::oid::db::rfc4519::CN)
-            .find_map(|atv| directory_string(&atv.value)),
+    let names = match kind {
+        ClientIdentity::Cn => subject_cns(&tbs.subject)?,
         ClientIdentity::SanDns | ClientIdentity::SanEmail | ClientIdentity::SanUri => {
-            use x509_cert::ext::pkix::name::GeneralName;
-            use x509_cert::ext::pkix::SubjectAltName;
-            let san = tbs
-                .extensions
-                .iter()
-                .flatten()
-                .find(|e| e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
-                .map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()))
-                .transpose()
-                .map_err(|e| format!("subjectAltName: {e}"))?;
-            san.iter()
-                .flat_map(|s| s.0.iter())
-                .find_map(|g| match (kind, g) {
-                    (ClientIdentity::SanDns, GeneralName::DnsName(n)) => Some(n.to_string()),
-                    (ClientIdentity::SanEmail, GeneralName::Rfc822Name(n)) => Some(n.to_string()),
-                    (ClientIdentity::SanUri, GeneralName::UniformResourceIdentifier(n)) => {
-                        Some(n.to_string())
-                    }
-                    _ => None,
-                })
+            san_names(tbs, kind)?
         }
     };
-    match name.map(|n| n.trim().to_string()) {
-        Some(n) if !n.is_empty() => Ok(n),
-        _ => Err(format!("no {} in the certificate", kind.as_str())),
+    match names.as_slice() {
+        [] => Err(format!("no {} in the certificate", kind.as_str())),
+        [one] if one.is_empty() => Err(format!("the certificate's {} is empty", kind.as_str())),
+        [one] => Ok(one.clone()),
+        many => Err(format!(
+            "the certificate carries {} names of kind {} ({}); hms-guard takes the user only from a certificate with exactly one",
+            many.len(),
+            kind.as_str(),
+            many.iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
-/// A directory string (UTF8String, PrintableString, IA5String) as text.
-fn directory_string(v: &x509_cert::der::Any) -> Option<String> {
+/// Every CN of a subject, in order; one in an encoding hms-guard does not read is an error.
+fn subject_cns(subject: &x509_cert::name::Name) -> Result<Vec<String>, String> {
+    let cns: Vec<&x509_cert::der::Any> = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == x509_cert::der::oid::db::rfc4519::CN)
+        .map(|atv| &atv.value)
+        .collect();
+    if cns.len() > 1 {
+        return Err(format!(
+            "the subject carries {} common names (CN); hms-guard takes the user only from a subject with exactly one",
+            cns.len()
+        ));
+    }
+    cns.into_iter().map(directory_string).collect()
+}
+
+/// Every SAN of the configured kind, in order.
+fn san_names(tbs: &x509_cert::TbsCertificate, kind: ClientIdentity) -> Result<Vec<String>, String> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let san = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
+        .map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()))
+        .transpose()
+        .map_err(|e| format!("subjectAltName: {e}"))?;
+    Ok(san
+        .iter()
+        .flat_map(|s| s.0.iter())
+        .filter_map(|g| match (kind, g) {
+            (ClientIdentity::SanDns, GeneralName::DnsName(n)) => Some(n.to_string()),
+            (ClientIdentity::SanEmail, GeneralName::Rfc822Name(n)) => Some(n.to_string()),
+            (ClientIdentity::SanUri, GeneralName::UniformResourceIdentifier(n)) => {
+                Some(n.to_string())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// A directory string hms-guard reads (UTF8String, PrintableString, IA5String) as text,
+/// exactly; any other encoding is an error naming it.
+fn directory_string(v: &x509_cert::der::Any) -> Result<String, String> {
     use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
-    v.decode_as::<Utf8StringRef<'_>>()
-        .map(|s| s.as_str().to_string())
-        .or_else(|_| {
-            v.decode_as::<PrintableStringRef<'_>>()
-                .map(|s| s.as_str().to_string())
-        })
-        .or_else(|_| {
-            v.decode_as::<Ia5StringRef<'_>>()
-                .map(|s| s.as_str().to_string())
-        })
-        .ok()
+    use x509_cert::der::{Tag, Tagged};
+    let text = match v.tag() {
+        Tag::Utf8String => v.decode_as::<Utf8StringRef<'_>>().map(|s| s.to_string()),
+        Tag::PrintableString => v
+            .decode_as::<PrintableStringRef<'_>>()
+            .map(|s| s.to_string()),
+        Tag::Ia5String => v.decode_as::<Ia5StringRef<'_>>().map(|s| s.to_string()),
+        other => {
+            return Err(format!(
+                "the subject CN is a {other}, an encoding hms-guard does not read (UTF8String, PrintableString and IA5String are read)"
+            ))
+        }
+    };
+    text.map_err(|e| format!("the subject CN cannot be read: {e}"))
 }

@@ -157,6 +157,16 @@ impl FactsSource for Shared {
 }
 
 async fn start(up: &Upstream, facts: &Arc<Scripted>, extra: &str) -> Proxy {
+    start_with_upstream(up, facts, "", extra).await
+}
+
+/// `start` with further `[upstream]` keys.
+async fn start_with_upstream(
+    up: &Upstream,
+    facts: &Arc<Scripted>,
+    upstream: &str,
+    extra: &str,
+) -> Proxy {
     // Audit lines to a file of their own unless the test says otherwise.
     static N: AtomicUsize = AtomicUsize::new(0);
     let audit = std::env::temp_dir().join(format!(
@@ -173,7 +183,7 @@ async fn start(up: &Upstream, facts: &Arc<Scripted>, extra: &str) -> Proxy {
         )
     };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [\"{}\"]\n{upstream}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [authz]\nmode = \"enforce\"\nadmin_users = [\"admin\"]\n[storage]\nenabled = false\n{extra}",
         up.uri()
     );
@@ -669,4 +679,193 @@ fn a_certificate_names_its_user_by_cn_or_by_a_san_of_the_configured_kind() {
     );
     let err = hms_guard::tls::identity_of(&der, ClientIdentity::SanEmail).unwrap_err();
     assert!(err.contains("e-mail"), "{err}");
+}
+
+/// Certificates whose name is not exactly one readable name of the configured kind without
+/// white space or control characters at its ends: every call is refused with the reason and
+/// nothing reaches the metastore (before, `admin ` was trimmed to `admin`, and a BMPString CN
+/// was skipped for the next one).
+#[tokio::test]
+async fn a_certificate_name_is_taken_exactly_and_refused_when_ambiguous_or_padded() {
+    use rcgen::{BmpString, DnType, DnValue, Ia5String, SanType, TeletexString};
+    let utf8 = |n: &str| DnValue::Utf8String(n.into());
+    let ca = tls::ca();
+    let cn = |values: Vec<DnValue>| {
+        let dn = values
+            .into_iter()
+            .map(|v| (DnType::CommonName, v))
+            .collect();
+        common::certs::leaf_dn(&ca, dn, vec![])
+    };
+    let san = |san: SanType| {
+        common::certs::leaf_dn(&ca, vec![(DnType::CommonName, utf8("mary"))], vec![san])
+    };
+    let ia5 = |n: &str| Ia5String::try_from(n).unwrap();
+    let cases: Vec<(&str, &str, (String, String), &str)> = vec![
+        ("cn", "CN `admin `", cn(vec![utf8("admin ")]), "names rule"),
+        (
+            "cn",
+            "CN `admin` + NBSP",
+            cn(vec![utf8("admin\u{a0}")]),
+            "names rule",
+        ),
+        (
+            "cn",
+            "CN `admin` + tab",
+            cn(vec![utf8("admin\t")]),
+            "names rule",
+        ),
+        ("cn", "CN ` admin`", cn(vec![utf8(" admin")]), "names rule"),
+        (
+            "cn",
+            "a BMPString CN, then a UTF8String CN",
+            cn(vec![
+                DnValue::BmpString(BmpString::try_from("mary").unwrap()),
+                utf8("admin"),
+            ]),
+            "2 common names",
+        ),
+        (
+            "cn",
+            "two CNs",
+            cn(vec![utf8("admin"), utf8("mary")]),
+            "2 common names",
+        ),
+        (
+            "cn",
+            "one BMPString CN",
+            cn(vec![DnValue::BmpString(
+                BmpString::try_from("admin").unwrap(),
+            )]),
+            "BMPString",
+        ),
+        (
+            "cn",
+            "one T61String CN",
+            cn(vec![DnValue::TeletexString(
+                TeletexString::try_from("admin").unwrap(),
+            )]),
+            "does not read",
+        ),
+        (
+            "san_dns",
+            "SAN DNS `admin `",
+            san(SanType::DnsName(ia5("admin "))),
+            "names rule",
+        ),
+        (
+            "san_dns",
+            "SAN DNS `admin` + tab",
+            san(SanType::DnsName(ia5("admin\t"))),
+            "names rule",
+        ),
+        (
+            "san_dns",
+            "SAN DNS ` admin`",
+            san(SanType::DnsName(ia5(" admin"))),
+            "names rule",
+        ),
+        (
+            "san_email",
+            "SAN email `admin `",
+            san(SanType::Rfc822Name(ia5("admin "))),
+            "names rule",
+        ),
+        (
+            "san_email",
+            "SAN email ` admin`",
+            san(SanType::Rfc822Name(ia5(" admin"))),
+            "names rule",
+        ),
+    ];
+    for (kind, what, cert, expected) in cases {
+        let (up, facts) = (metastore().await, facts());
+        let d = tls::dir();
+        tls::write_server(&d, &ca);
+        let extra = format!("client_identity = \"{kind}\"");
+        let proxy = start(&up, &facts, &tls::tls_toml(&d, &extra)).await;
+        let mut c = tls::connect(proxy.addr, &ca, Some(&cert)).await.unwrap();
+        let reply = tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "secret"]))
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer"));
+        let (h, v) = result(&reply);
+        assert_eq!(h.kind, MessageType::Exception, "{what}: {v:?}");
+        let message = v
+            .field(1)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains("client certificate is refused"),
+            "{what}: {message}"
+        );
+        assert!(message.contains(expected), "{what}: {message}");
+        assert!(
+            methods(&up).is_empty(),
+            "{what}: nothing reached the metastore"
+        );
+    }
+}
+
+/// The names rule follows the configured database: PostgreSQL compares exactly, so a CN
+/// `mary ` is another user there (and holds nothing); a mixed-case CN is its own user.
+#[tokio::test]
+async fn a_named_metastore_database_lets_its_own_comparison_decide() {
+    use rcgen::{DnType, DnValue};
+    let ca = tls::ca();
+    let (up, facts) = (metastore().await, facts());
+    let d = tls::dir();
+    tls::write_server(&d, &ca);
+    let upstream = "metastore_db = \"postgres\"";
+    let proxy = start_with_upstream(&up, &facts, upstream, &tls::tls_toml(&d, "")).await;
+    for (name, allowed) in [("mary", true), ("mary ", false), ("Mary", false)] {
+        let cert = common::certs::leaf_dn(
+            &ca,
+            vec![(DnType::CommonName, DnValue::Utf8String(name.into()))],
+            vec![],
+        );
+        let mut c = tls::connect(proxy.addr, &ca, Some(&cert)).await.unwrap();
+        let reply = tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"]))
+            .await
+            .unwrap();
+        let (h, v) = result(&reply);
+        assert_eq!(h.kind, MessageType::Reply, "{name:?}");
+        assert_eq!(declared(&v).is_none(), allowed, "{name:?}: {v:?}");
+        if !allowed {
+            let message = declared(&v).unwrap();
+            assert!(message.contains(&format!("user {name} ")), "{message}");
+        }
+    }
+}
+
+/// A claimed user (or trusted claimed group) that breaks the names rule: `set_ugi` is answered
+/// with its MetaException naming the rule, the connection stays anonymous, and nothing reaches
+/// the metastore (before, `admin ` was accepted: the metastore's database would have given it
+/// admin's grants).
+#[tokio::test]
+async fn set_ugi_refuses_a_name_the_metastores_database_would_compare_loosely() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "[identity]\ntrust_client_groups = true\n").await;
+    for (user, groups, expected) in [
+        ("admin ", vec![], "user name \"admin \""),
+        ("admin\u{a0}", vec![], "names rule: edge_white_space"),
+        ("\tadmin", vec![], "names rule: control_character"),
+        ("mary", vec!["staff "], "group name \"staff \""),
+    ] {
+        let mut c = proxy.connect().await;
+        let (h, reply) = roundtrip(&mut c, &set_ugi(user, &groups), B, false).await;
+        assert_eq!(h.kind, MessageType::Reply, "{user:?}");
+        let message = declared(&result(&reply).1).unwrap_or_else(|| panic!("{user:?}: accepted"));
+        assert!(message.contains("set_ugi refused"), "{message}");
+        assert!(message.contains(expected), "{message}");
+        let get = call(B, "get_table", 2, &["db", "secret"]);
+        let (_, reply) = roundtrip(&mut c, &get, B, false).await;
+        let message = declared(&result(&reply).1).expect("denied");
+        assert!(message.contains("anonymous"), "{message}");
+    }
+    // A name the rule accepts, mixed case included, still works.
+    let mut c = proxy.connect().await;
+    let (_, reply) = roundtrip(&mut c, &set_ugi("Mary.Smith", &["Staff"]), B, false).await;
+    assert!(declared(&result(&reply).1).is_none());
+    assert!(methods(&up).is_empty(), "nothing reached the metastore");
 }

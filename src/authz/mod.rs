@@ -6,6 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use crate::identity::Identity;
+use crate::names::same_principal;
+
+/// The role every user holds (the metastore grants it implicitly).
+pub const PUBLIC_ROLE: &str = "public";
 
 /// Hive privileges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -358,10 +362,13 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Admin: listed in `admin_users` or holding the admin role.
+    /// Admin: listed in `admin_users` or holding the admin role, both compared exactly
+    /// (`names.rs`: `ADMIN` is another role at the metastore, `admin ` another user).
     pub fn is_admin(&self, identity: &Identity, grants: &Grants) -> bool {
-        self.admin_users.contains(&identity.user)
-            || grants.roles.contains(&self.admin_role.to_ascii_lowercase())
+        self.admin_users
+            .iter()
+            .any(|u| same_principal(u, &identity.user))
+            || grants.roles.contains(&self.admin_role)
     }
 }
 
@@ -508,17 +515,14 @@ impl Decision {
 }
 
 /// Whether `owner` is the caller: the user, one of its groups, or a role it holds (never
-/// `public`).
+/// `public`). Names compare exactly (`names.rs`).
 pub fn owner_matches(identity: &Identity, grants: &Grants, owner: &Owner) -> bool {
     match owner.kind {
-        PrincipalKind::User => owner.name == identity.user,
+        PrincipalKind::User => same_principal(&owner.name, &identity.user),
         PrincipalKind::Group => identity.groups.contains(&owner.name),
         // Every user holds `public`: an object it owns (the metastore's `default` database) is
         // nobody's to alter or drop through that.
-        PrincipalKind::Role => {
-            let role = owner.name.to_ascii_lowercase();
-            role != "public" && grants.roles.contains(&role)
-        }
+        PrincipalKind::Role => owner.name != PUBLIC_ROLE && grants.roles.contains(&owner.name),
     }
 }
 
@@ -864,7 +868,7 @@ fn authorize_grants(
             let required = format!("the admin role or WITH ADMIN OPTION on role {role}");
             if admin {
                 Decision::allow(Reason::Admin, required, admin_match())
-            } else if grants.role_admin.contains(&role.to_ascii_lowercase()) {
+            } else if grants.role_admin.contains(role) {
                 Decision::allow(
                     Reason::AdminOption,
                     required,
@@ -918,9 +922,9 @@ fn authorize_grants(
             let own = match principal {
                 None => false,
                 Some(p) => match p.kind {
-                    PrincipalKind::User => p.name == identity.user,
+                    PrincipalKind::User => same_principal(&p.name, &identity.user),
                     PrincipalKind::Group => identity.groups.contains(&p.name),
-                    PrincipalKind::Role => grants.roles.contains(&p.name.to_ascii_lowercase()),
+                    PrincipalKind::Role => grants.roles.contains(&p.name),
                 },
             };
             if let Some(g) = groups.iter().find(|g| !identity.groups.contains(g)) {
@@ -1015,7 +1019,7 @@ pub fn root_principals(identity: &Identity) -> Vec<Principal> {
     }));
     v.push(Principal {
         kind: PrincipalKind::Role,
-        name: "public".into(),
+        name: PUBLIC_ROLE.into(),
     });
     v
 }
@@ -1034,8 +1038,10 @@ pub fn assemble(
         let Some(f) = facts.get(&p) else {
             return Err(p);
         };
+        // Role names as the metastore returns them, never case-folded: `ADMIN` and `admin`
+        // are two roles there.
         if p.kind == PrincipalKind::Role {
-            grants.roles.insert(p.name.to_ascii_lowercase());
+            grants.roles.insert(p.name.clone());
         }
         for (obj, privilege, grant_option) in &f.privileges {
             grants.objects.entry(obj.clone()).or_default().push(Held {
@@ -1048,11 +1054,11 @@ pub fn assemble(
             // The admin option only counts when granted to the identity's own principals or
             // to a role it holds: all of them are reachable here.
             if *admin_option {
-                grants.role_admin.insert(role.to_ascii_lowercase());
+                grants.role_admin.insert(role.clone());
             }
             let r = Principal {
                 kind: PrincipalKind::Role,
-                name: role.to_ascii_lowercase(),
+                name: role.clone(),
             };
             if seen.insert(r.clone()) {
                 queue.push(r);

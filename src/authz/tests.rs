@@ -898,3 +898,84 @@ fn databases_are_visible_to_those_with_a_privilege_in_them() {
     assert!(decide(&user("root", &[]), read("hr"), &[]).allow);
     assert!(decide(&nobody, read("default"), &[]).allow);
 }
+
+#[test]
+fn role_and_principal_names_compare_exactly() {
+    // A role `ADMIN` is another role at the metastore: holding it makes nobody admin.
+    let mut facts = seed();
+    facts.insert(role("ADMIN"), PrincipalFacts::default());
+    facts.insert(
+        principal(PrincipalKind::User, "eve"),
+        PrincipalFacts {
+            roles: vec![("ADMIN".into(), true)],
+            privileges: vec![],
+        },
+    );
+    let eve = user("eve", &[]);
+    let g = grants_of(&eve, &facts);
+    let policy = Policy::default();
+    assert!(!policy.is_admin(&eve, &g), "role ADMIN is not role admin");
+    assert!(g.roles.contains("ADMIN"), "the role keeps its spelling");
+    let d = decide_with(
+        &eve,
+        Operation::CreateDatabase {
+            db: Object::database("x"),
+        },
+        &[],
+        &facts,
+    );
+    assert!(!d.allow, "{d:?}");
+    // WITH ADMIN OPTION on `ADMIN` does not extend to `admin`.
+    let grant = |r: &str| Operation::GrantRole { role: r.into() };
+    assert!(!decide_with(&eve, grant("admin"), &[], &facts).allow);
+    assert!(decide_with(&eve, grant("ADMIN"), &[], &facts).allow);
+    // The admin role itself still makes its holders admin.
+    let root = user("root", &[]);
+    assert!(policy.is_admin(&root, &grants_of(&root, &seed())));
+    // admin_users compare exactly: `root ` and `Root` are other users.
+    let p = Policy {
+        admin_users: vec!["boss".into()],
+        ..Policy::default()
+    };
+    let none = Grants::default();
+    assert!(p.is_admin(&user("boss", &[]), &none));
+    for other in ["boss ", "Boss", " boss", "boss\u{a0}"] {
+        assert!(!p.is_admin(&user(other, &[]), &none), "{other:?}");
+    }
+    // Owners compare exactly: a table owned by `mary` is not `mary `'s nor `Mary`'s.
+    for (who, ok) in [("mary", true), ("mary ", false), ("Mary", false)] {
+        let id = user(who, &[]);
+        let d = decide_with(
+            &id,
+            Operation::DropTable { table: t("x") },
+            &[(t("x"), "mary")],
+            &seed_with(who),
+        );
+        assert_eq!(d.allow, ok, "{who:?}: {d:?}");
+    }
+    // A table owned by role `MARKETING` is not owned by the holders of `marketing`.
+    let mary = user("mary", &[]);
+    let g = grants_of(&mary, &seed());
+    let mut f = Facts {
+        grants: Some(&g),
+        ..Facts::default()
+    };
+    f.owners.insert(
+        t("x"),
+        Owner {
+            name: "MARKETING".into(),
+            kind: PrincipalKind::Role,
+        },
+    );
+    let read = Operation::ReadTables(vec![t("x")]);
+    assert!(!authorize(&mary, &read, &f, &Policy::default()).allow);
+}
+
+/// The seed, with `who` known as a user holding nothing.
+fn seed_with(who: &str) -> HashMap<Principal, PrincipalFacts> {
+    let mut facts = seed();
+    facts
+        .entry(principal(PrincipalKind::User, who))
+        .or_default();
+    facts
+}

@@ -82,6 +82,11 @@ impl MetaSource {
         let value = success_value(M, &reply)?;
         let mut out = Vec::new();
         for g in value.field(1).map(Value::as_list).unwrap_or_default() {
+            // RolePrincipalGrant.principalName as stored: only rows naming the principal
+            // exactly count (the metastore's database may compare more loosely).
+            if !names_principal(g.field(2), p) {
+                continue;
+            }
             if let Some(role) = g.field(1).and_then(Value::as_str) {
                 let admin = matches!(g.field(4), Some(Value::Bool(true)));
                 out.push((role.to_string(), admin));
@@ -107,6 +112,10 @@ impl MetaSource {
         let value = success_value(M, &reply)?;
         let mut out = Vec::new();
         for hop in value.as_list() {
+            // HiveObjectPrivilege.principalName as stored: exactly this principal's rows only.
+            if !names_principal(hop.field(2), p) {
+                continue;
+            }
             let Some(obj) = hop.field(1) else { continue };
             let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
             let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
@@ -225,6 +234,14 @@ impl FactsSource for MetaSource {
     fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
         Box::pin(MetaSource::locks(self))
     }
+}
+
+/// Whether a returned row's principal name is exactly `p`'s (`names::same_principal`): a
+/// database that ignores trailing spaces or case returns `bob `'s rows for `bob`, and those are
+/// another principal's.
+fn names_principal(name: Option<&Value>, p: &Principal) -> bool {
+    name.and_then(Value::as_str)
+        .is_some_and(|n| crate::names::same_principal(n, &p.name))
 }
 
 /// Decodes the success value of a reply.

@@ -281,18 +281,19 @@ fn dedup_held(held: &mut Vec<TxnRef>) -> Result<(), ClassifyError> {
 /// The metastore's catalog (Hive 3+): database names may carry it as `@catalog#db`.
 const DEFAULT_CATALOG: &str = "hive";
 
-/// Normalises a database or table name as the metastore does (Java's `trim()` — every
-/// character up to U+0020 off both ends — then lower case). Names whose case mapping could
-/// differ between Java and Rust (anything not ASCII) are refused, and so are database names
-/// carrying a catalog other than the default one (`@catalog#db`).
+/// Normalises a database or table name as the metastore does (`names::object_name`: Java's
+/// `trim()` — every character up to U+0020 off both ends — then lower case). Names whose case
+/// mapping could differ between Java and Rust (anything not ASCII) or that keep a control
+/// character are refused, and so are database names carrying a catalog other than the
+/// default one (`@catalog#db`).
 pub fn normalize_name(raw: &str) -> Result<String, ClassifyError> {
-    let trimmed = raw.trim_matches(|c: char| c <= ' ');
-    if !trimmed.is_ascii() {
-        return Err(ClassifyError::Args(format!(
-            "the name {raw:?} is not ASCII; hms-guard decides only on ASCII names"
-        )));
-    }
-    let mut name = trimmed.to_ascii_lowercase();
+    let mut name = crate::names::object_name(crate::names::NameKind::Table, raw).map_err(|e| {
+        ClassifyError::Args(format!(
+            "the database or table name {raw:?} {} (names rule: {})",
+            e.why(),
+            e.rule.as_str()
+        ))
+    })?;
     if let Some(rest) = name.strip_prefix('@') {
         let (catalog, db) = rest.split_once('#').unwrap_or((rest, ""));
         if catalog != DEFAULT_CATALOG {

@@ -545,6 +545,39 @@ pub mod certs {
         )
     }
 
+    /// A certificate signed by `ca` with the subject `dn` (attributes in order; a repeated
+    /// type is written as its own attribute) and the subject alternative names `sans`.
+    pub fn leaf_dn(
+        ca: &Ca,
+        dn: Vec<(DnType, rcgen::DnValue)>,
+        sans: Vec<rcgen::SanType>,
+    ) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = sans;
+        let mut seen = std::collections::HashSet::new();
+        for (ty, value) in dn {
+            // rcgen keeps one value per type: a repeated one is written under its OID.
+            let ty = if seen.insert(ty.clone()) {
+                ty
+            } else {
+                DnType::CustomDnType(oid_of(&ty))
+            };
+            p.distinguished_name.push(ty, value);
+        }
+        (
+            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    }
+
+    fn oid_of(ty: &DnType) -> Vec<u64> {
+        match ty {
+            DnType::CommonName => vec![2, 5, 4, 3],
+            other => panic!("no OID written for {other:?}"),
+        }
+    }
+
     /// A fresh temporary directory.
     pub fn dir(what: &str) -> std::path::PathBuf {
         use std::sync::atomic::{AtomicUsize, Ordering};
