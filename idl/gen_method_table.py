@@ -245,7 +245,9 @@ CHANGES_GRANTS = {"create_role", "drop_role", "grant_role", "revoke_role", "gran
                   "create_table_with_constraints", "create_table_req", "drop_table",
                   "drop_table_with_environment_context", "drop_table_req", "alter_table",
                   "alter_table_with_environment_context", "alter_table_with_cascade",
-                  "alter_table_req", "drop_database", "drop_database_req"}
+                  "alter_table_req", "drop_database", "drop_database_req",
+                  # an index table is created (with the grants it carries) or dropped
+                  "add_index", "drop_index_by_name"}
 
 # Group defaults for methods not named above (all decided explicitly, by group).
 # Calls on transactions and locks that must be the caller's (the metastore records who opened a

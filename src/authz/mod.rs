@@ -320,6 +320,12 @@ pub enum Operation {
     /// Revoking privileges (or their grant option): admin, or the grantor recorded at the
     /// metastore for every grant the revoke takes away.
     RevokePrivileges(Vec<RevokeItem>),
+    /// Grants a created table carries (the metastore records them with the table, grantor as
+    /// written): admin, or only the caller's grants to itself (Hive's automatic owner grants).
+    CarriedGrants {
+        table: Object,
+        grants: Vec<(Principal, RecordedGrant)>,
+    },
     /// Reading grants: one's own (user, own groups, roles held) or admin; `groups`: further
     /// groups whose grants the reply carries (`get_privilege_set`), each must be the caller's.
     ReadGrants {
@@ -370,6 +376,7 @@ impl Operation {
             Operation::GrantRole { .. } => "grant_role",
             Operation::GrantPrivileges(_) => "grant_privileges",
             Operation::RevokePrivileges(_) => "revoke_privileges",
+            Operation::CarriedGrants { .. } => "create_table_grants",
             Operation::ReadGrants { .. } => "read_grants",
             Operation::Txn { .. } => "transaction",
             Operation::Lock { .. } => "lock",
@@ -993,6 +1000,12 @@ fn authorize_grants(
             }
             revoke_by_grantor(identity, items, facts)
         }
+        Operation::CarriedGrants { table, grants } => {
+            if admin {
+                return admin_only("a created table's grants to others");
+            }
+            carried_by_caller(identity, table, grants)
+        }
         Operation::ReadGrants { principal, groups } => {
             let own = match principal {
                 None => false,
@@ -1072,6 +1085,48 @@ fn authorize_grants(
             }
         }
     }
+}
+
+/// Grants a table a user (not admin) creates carries: only to the user itself, granted by the
+/// user (as Hive's automatic owner grants are written); a grant to anyone else would be a grant
+/// without the grant option, and another grantor a grant in someone else's name.
+fn carried_by_caller(
+    identity: &Identity,
+    table: &Object,
+    grants: &[(Principal, RecordedGrant)],
+) -> Decision {
+    let required = format!("grants on {table} to the user itself, by the user (or the admin role)");
+    for (to, g) in grants {
+        if to.kind != PrincipalKind::User || to.name != identity.user {
+            return Decision::deny(
+                Reason::MissingPrivilege,
+                required,
+                format!(
+                    "the new table carries a grant of {} to {to}: grants to others need the grant option",
+                    g.privilege
+                ),
+            );
+        }
+        if g.grantor.as_deref() != Some(identity.user.as_str())
+            || g.grantor_kind != Some(PrincipalKind::User)
+        {
+            return Decision::deny(
+                Reason::NotGrantor,
+                required,
+                format!(
+                    "the new table carries a grant of {} naming grantor {} {}, not the user",
+                    g.privilege,
+                    g.grantor_kind.map_or("unknown", |k| k.as_str()),
+                    g.grantor.as_deref().unwrap_or("(none)")
+                ),
+            );
+        }
+    }
+    Decision::allow(
+        Reason::OwnGrants,
+        required,
+        "the new table's grants are the user's own, to itself",
+    )
 }
 
 /// A revoke by a user who is not admin: every grant it takes away must be recorded at the

@@ -1036,3 +1036,29 @@ fn grant_targets_name_what_they_are() {
     t.kind = 2;
     assert_eq!(t.to_string(), "database d");
 }
+
+#[test]
+fn a_created_tables_grants_are_the_creators_own() {
+    use PrincipalKind::{Role, User};
+    let mary = user("mary", &[]);
+    let root = user("root", &[]);
+    let carried = |to: Principal, grantor: &str, kind: PrincipalKind| Operation::CarriedGrants {
+        table: t("new"),
+        grants: vec![(to, recorded("SELECT", grantor, kind))],
+    };
+    // Hive's automatic owner grants: to the creator, by the creator.
+    let own = carried(principal(User, "mary"), "mary", User);
+    assert_eq!(decide(&mary, own, &[]).reason, Reason::OwnGrants);
+    // To someone else: a grant without the grant option.
+    let d = decide(&mary, carried(principal(User, "john"), "mary", User), &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::MissingPrivilege));
+    assert!(d.matched.contains("user:john"), "{}", d.matched);
+    assert!(!decide(&mary, carried(role("sales"), "mary", User), &[]).allow);
+    // In someone else's name (or a role's): refused.
+    let d = decide(&mary, carried(principal(User, "mary"), "admin", User), &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::NotGrantor));
+    assert!(!decide(&mary, carried(principal(User, "mary"), "mary", Role), &[]).allow);
+    // The admin's choice stands.
+    let d = decide(&root, carried(principal(User, "john"), "admin", User), &[]);
+    assert_eq!((d.allow, d.reason), (true, Reason::Admin));
+}

@@ -543,10 +543,16 @@ pub async fn classify(
                     write: deletes_on_drop(&t),
                 });
             }
-            match *rule {
-                Rule::AddIndex { index, .. } => index_with_table(&c, index, &t, cl),
-                _ => Ok(vec![cl]),
+            let mut out = match *rule {
+                Rule::AddIndex { index, .. } => index_with_table(&c, index, &t, cl)?,
+                _ => vec![cl],
+            };
+            // Grants the new table carries are decided before its create (which the audit
+            // line then names).
+            if let Some(g) = carried_grants(&t)? {
+                out.insert(out.len() - 1, g);
             }
+            Ok(out)
         }
         Rule::DropIndex { db, table, index } => drop_index(&c, db, table, index, facts).await,
         Rule::AlterTable {
@@ -859,6 +865,55 @@ fn grant_object(t: &GrantTarget) -> Result<Object, ClassifyError> {
         2 => Object::database(&name(&t.db)?),
         _ => Object::table(&name(&t.db)?, &name(&t.name)?),
     })
+}
+
+/// The grants a created table carries (`Table` 13 privileges, a `PrincipalPrivilegeSet`: 1
+/// user, 2 group, 3 role privileges, each a map from the grantee to its `PrivilegeGrantInfo`s:
+/// 1 privilege, 3 grantor, 4 grantorType), which the metastore records as they are written;
+/// `None` when it carries none.
+fn carried_grants(t: &Value) -> Result<Option<Classified>, ClassifyError> {
+    let mut grants = Vec::new();
+    for (id, kind) in [
+        (1, PrincipalKind::User),
+        (2, PrincipalKind::Group),
+        (3, PrincipalKind::Role),
+    ] {
+        for (to, infos) in t.path(&[13, id]).map(Value::as_map).unwrap_or_default() {
+            let name = to.as_str().ok_or(ClassifyError::Missing("grantee"))?;
+            for info in infos.as_list() {
+                let grant = crate::authz::RecordedGrant {
+                    privilege: info
+                        .field(1)
+                        .and_then(Value::as_str)
+                        .ok_or(ClassifyError::Missing("privilege"))?
+                        .to_string(),
+                    grantor: info.field(3).and_then(Value::as_str).map(str::to_string),
+                    grantor_kind: info
+                        .field(4)
+                        .and_then(Value::as_int)
+                        .and_then(PrincipalKind::from_wire),
+                };
+                let to = Principal {
+                    kind,
+                    name: name.to_string(),
+                };
+                grants.push((to, grant));
+            }
+        }
+    }
+    if grants.is_empty() {
+        return Ok(None);
+    }
+    let db = t.field(2).and_then(Value::as_str).unwrap_or_default();
+    let name = t.field(1).and_then(Value::as_str).unwrap_or_default();
+    let table = Object::table(&normalize_name(db)?, &normalize_name(name)?);
+    Ok(Some(one(
+        Operation::CarriedGrants {
+            table: table.clone(),
+            grants,
+        },
+        &table,
+    )))
 }
 
 /// The database and table a name of an index table means, as the metastore resolves it

@@ -243,6 +243,36 @@ def test_a_grantor_revokes_their_own_grant_and_the_admin_any(granted, metastore)
            "holder", "records no grant")
 
 
+def test_a_created_table_carries_only_its_creators_own_grants(guard, metastore):
+    """create_table (and add_index's table) may carry grants, which the metastore records as
+    written: mallory, creating in her own database, may not grant others through them nor name
+    another grantor; Hive's automatic owner grants (to herself, by herself) pass."""
+    mallory = as_user(guard.port, "mallory")
+
+    def carrying(name, to, grantor):
+        t = managed(MINE, name, "mallory")
+        t.privileges = tt.PrincipalPrivilegeSet(userPrivileges={to: [tt.PrivilegeGrantInfo(
+            "SELECT", 0, grantor, USER, True)]})
+        return t
+
+    denied(lambda: mallory.create_table(carrying("gives", "friend", "mallory")),
+           "mallory", "grant of SELECT to user:friend")
+    denied(lambda: mallory.create_table(carrying("forged", "mallory", "admin")),
+           "mallory", "naming grantor user admin")
+    denied(lambda: mallory.add_index(index("ig", MINE, "base", "gives_idx"),
+                                     carrying("gives_idx", "friend", "mallory")),
+           "mallory", "grant of SELECT to user:friend")
+    with hms.hms_client(metastore.port) as direct:
+        for name in ("gives", "forged", "gives_idx"):
+            assert absent(direct, MINE, name)
+        assert direct.get_indexes(MINE, "base", -1) == []
+    mallory.create_table(carrying("own_grants", "mallory", "mallory"))
+    with hms.hms_client(metastore.port) as direct:
+        ref = tt.HiveObjectRef(tt.HiveObjectType.TABLE, MINE, "own_grants", None, None)
+        assert [(p.grantInfo.privilege, p.grantInfo.grantor)
+                for p in direct.list_privileges("mallory", USER, ref)] == [("SELECT", "mallory")]
+
+
 def test_roles_are_revoked_as_hive_allows(guard, metastore):
     with hms.hms_client(metastore.port) as direct:
         direct.create_role(tt.Role(roleName="idxg_role", ownerName="admin"))
