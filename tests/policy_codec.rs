@@ -933,7 +933,7 @@ async fn a_grant_request_says_whether_it_revokes() {
     .unwrap()
     .rule;
     // GrantRevokePrivilegeRequest(1 requestType, 2 PrivilegeBag(1 list<HiveObjectPrivilege>)).
-    let request = |ty: Option<i32>| {
+    let request_in = |ty: Option<i32>, catalog: Option<&str>| {
         let mut w = W::new(Protocol::Binary);
         w.message("grant_revoke_privileges", CALL, 4).begin_struct();
         w.field(12, 1).begin_struct();
@@ -946,6 +946,9 @@ async fn a_grant_request_says_whether_it_revokes() {
         w.field(8, 1).i32(3);
         w.field(11, 2).string(b"d");
         w.field(11, 3).string(b"t");
+        if let Some(c) = catalog {
+            w.field(11, 6).string(c.as_bytes());
+        }
         w.end_struct();
         w.field(11, 2).string(b"john");
         w.field(8, 3).i32(1);
@@ -958,6 +961,7 @@ async fn a_grant_request_says_whether_it_revokes() {
             .expect("schema-valid call")
             .args
     };
+    let request = |ty: Option<i32>| request_in(ty, None);
     let c = classify(&rule, &request(Some(1)), &facts).await.unwrap();
     assert!(matches!(c[0].op, Operation::GrantPrivileges(_)));
     let c = classify(&rule, &request(Some(2)), &facts).await.unwrap();
@@ -977,4 +981,11 @@ async fn a_grant_request_says_whether_it_revokes() {
     );
     // No request type: the metastore refuses it, and so does the proxy.
     assert!(classify(&rule, &request(None), &facts).await.is_err());
+    // A revoke in another catalog (Hive 3+) is not judged on the default catalog's grants.
+    assert!(classify(&rule, &request_in(Some(2), Some("other")), &facts)
+        .await
+        .is_err());
+    assert!(classify(&rule, &request_in(Some(2), Some("hive")), &facts)
+        .await
+        .is_ok());
 }

@@ -799,6 +799,13 @@ fn revoke_items(bag: &Value) -> Result<Vec<Classified>, ClassifyError> {
     for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
         let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
         let text = |id| obj.field(id).and_then(Value::as_str).map(str::to_string);
+        // Hive 3+ `catName` (6): the recorded grants are asked for in the default catalog,
+        // so a revoke in another one is refused rather than judged on the wrong grants.
+        if let Some(cat) = text(6).filter(|c| !c.trim().eq_ignore_ascii_case(DEFAULT_CATALOG)) {
+            return Err(ClassifyError::Args(format!(
+                "the revoke names catalog {cat:?}; hms-guard serves the {DEFAULT_CATALOG:?} catalog only"
+            )));
+        }
         let target = GrantTarget {
             kind: obj
                 .field(1)
