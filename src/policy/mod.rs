@@ -174,14 +174,13 @@ fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
                 if_absent: IfAbsent::Leave,
             });
         }
-        Rule::GrantPrivileges { bag, kind } => {
-            if classify::is_revoke(kind, args) == Ok(false) {
-                let at = |id: i16| {
-                    let tail = [GRANTS_OF_BAG, EACH, GRANT_INFO, id];
-                    bag.iter().copied().chain(tail).collect::<Vec<_>>()
-                };
-                fields.extend(grantor_fields(at(GRANTOR), at(GRANTOR_TYPE), user));
-            }
+        // A grant (a revoke's grantor is not read by the metastore).
+        Rule::GrantPrivileges { bag, kind } if classify::is_revoke(kind, args) == Ok(false) => {
+            let at = |id: i16| {
+                let tail = [GRANTS_OF_BAG, EACH, GRANT_INFO, id];
+                bag.iter().copied().chain(tail).collect::<Vec<_>>()
+            };
+            fields.extend(grantor_fields(at(GRANTOR), at(GRANTOR_TYPE), user));
         }
         Rule::GrantRole {
             grantor: Some((name, kind)),
