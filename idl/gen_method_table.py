@@ -193,9 +193,12 @@ RULES = {
     "add_default_constraint": owner(("req.defaultConstraintCols[].table_db", "req.defaultConstraintCols[].table_name")),
     "add_check_constraint": owner(("req.checkConstraintCols[].table_db", "req.checkConstraintCols[].table_name")),
     "drop_constraint": owner(("req.dbname", "req.tablename")),
-    "add_index": owner(("new_index.dbName", "new_index.origTableName")),
+    # An index carries the table the metastore creates for it (decided as that table's
+    # create) and names the table a drop of the index drops (decided as that table's drop).
+    # alter_index changes the index's parameters only (Hive 2.3 ObjectStore.alterIndex).
+    "add_index": ("AddIndex", "new_index", "index_table"),
     "alter_index": owner(("dbname", "base_tbl_name")),
-    "drop_index_by_name": owner(("db_name", "tbl_name")),
+    "drop_index_by_name": ("DropIndex", "db_name", "tbl_name", "index_name"),
     "cache_file_metadata": admin("caching file metadata"),
     "clear_file_metadata": admin("clearing file metadata"),
     "put_file_metadata": admin("writing file metadata"),
@@ -223,12 +226,13 @@ RULES = {
     "drop_role": admin("dropping a role"),
     "get_role_names": admin("listing every role"),
     "get_principals_in_role": admin("listing a role's members"),
-    "grant_role": ("GrantRole", "role_name"),
-    "revoke_role": ("GrantRole", "role_name"),
-    "grant_revoke_role": ("GrantRole", "request.roleName"),
-    "grant_privileges": ("GrantPrivileges", "privileges"),
-    "revoke_privileges": ("GrantPrivileges", "privileges"),
-    "grant_revoke_privileges": ("GrantPrivileges", "request.privileges"),
+    # Grantors are set to the caller; a revoke needs the grantor recorded at the metastore.
+    "grant_role": ("GrantRole", "role_name", ("grantor", "grantorType")),
+    "revoke_role": ("GrantRole", "role_name", None),
+    "grant_revoke_role": ("GrantRole", "request.roleName", ("request.grantor", "request.grantorType")),
+    "grant_privileges": ("GrantPrivileges", "privileges", "Grant"),
+    "revoke_privileges": ("GrantPrivileges", "privileges", "Revoke"),
+    "grant_revoke_privileges": ("GrantPrivileges", "request.privileges", "request.requestType"),
     "refresh_privileges": admin("refreshing privileges"),
     "get_privilege_set": grants_read("user_name", None, "group_names"),
     "list_privileges": grants_read("principal_name", "principal_type"),
@@ -241,7 +245,9 @@ CHANGES_GRANTS = {"create_role", "drop_role", "grant_role", "revoke_role", "gran
                   "create_table_with_constraints", "create_table_req", "drop_table",
                   "drop_table_with_environment_context", "drop_table_req", "alter_table",
                   "alter_table_with_environment_context", "alter_table_with_cascade",
-                  "alter_table_req", "drop_database", "drop_database_req"}
+                  "alter_table_req", "drop_database", "drop_database_req",
+                  # an index table is created (with the grants it carries) or dropped
+                  "add_index", "drop_index_by_name"}
 
 # Group defaults for methods not named above (all decided explicitly, by group).
 # Calls on transactions and locks that must be the caller's (the metastore records who opened a
@@ -395,9 +401,15 @@ def rule_rs(method, rule, schema, label):
     if kind == "DropDatabase":
         return f"Rule::DropDatabase {{ name: {r(rule[1])} }}"
     if kind == "GrantRole":
-        return f"Rule::GrantRole {{ role: {r(rule[1])} }}"
+        grantor = "None" if rule[2] is None else f"Some(({r(rule[2][0])}, {r(rule[2][1])}))"
+        return f"Rule::GrantRole {{ role: {r(rule[1])}, grantor: {grantor} }}"
     if kind == "GrantPrivileges":
-        return f"Rule::GrantPrivileges {{ bag: {r(rule[1])} }}"
+        gk = rule[2] if rule[2] in ("Grant", "Revoke") else f"ByRequest({r(rule[2])})"
+        return f"Rule::GrantPrivileges {{ bag: {r(rule[1])}, kind: GrantKind::{gk} }}"
+    if kind == "AddIndex":
+        return f"Rule::AddIndex {{ index: {r(rule[1])}, table: {r(rule[2])} }}"
+    if kind == "DropIndex":
+        return f"Rule::DropIndex {{ db: {r(rule[1])}, table: {r(rule[2])}, index: {r(rule[3])} }}"
     if kind == "ReadGrants":
         kindp = "None" if rule[2] is None else f"Some({r(rule[2])})"
         groups = "None" if rule[3] is None else f"Some({r(rule[3])})"
@@ -471,7 +483,7 @@ def main():
         "//! the metastore IDL in `idl/thrift/` (field ids, oneway, exceptions) and the rules in",
         "//! that script. Do not edit by hand: change the script and run it. Sorted by name.",
         "",
-        "use super::{Class, ListShape, Method, Rule, EACH};",
+        "use super::{Class, GrantKind, ListShape, Method, Rule, EACH};",
         "use crate::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};",
         "",
         "/// Every known method, sorted by name; a method whose rule reads different field ids in",

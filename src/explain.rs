@@ -132,6 +132,35 @@ async fn build_args(
                 put(&mut n, p, s(&r.db));
             }
         }
+        Rule::AddIndex { index, table: p } => {
+            // An index over --table whose index table is `<table>_index` (at --location).
+            let base = table()?;
+            let idx_table = format!("{base}_index");
+            put(&mut n, &join(index, &[3]), s(&r.db));
+            put(&mut n, &join(index, &[4]), s(&base));
+            put(&mut n, &join(index, &[7]), s(&idx_table));
+            put(&mut n, &join(p, &[1]), s(&idx_table));
+            put(&mut n, &join(p, &[2]), s(&r.db));
+            if let Some(l) = &r.location {
+                put(&mut n, &join(p, &[7, 2]), s(l));
+            }
+            notes.push(format!(
+                "explained as: an index on {base} kept in table {idx_table}"
+            ));
+        }
+        Rule::DropIndex {
+            db,
+            table: t,
+            index,
+        } => {
+            let base = table()?;
+            put(&mut n, db, s(&r.db));
+            put(&mut n, t, s(&base));
+            put(&mut n, index, s(&format!("{base}_index")));
+            notes.push(format!(
+                "explained as: dropping index {base}_index of {base}"
+            ));
+        }
         Rule::CreateTable { table: p } => {
             put(&mut n, &join(p, &[1]), s(&table()?));
             put(&mut n, &join(p, &[2]), s(&r.db));
@@ -199,14 +228,17 @@ async fn build_args(
             }
         }
         Rule::DropDatabase { name } | Rule::ReadDatabase { name } => put(&mut n, name, s(&r.db)),
-        Rule::GrantRole { role } => {
+        Rule::GrantRole { role, .. } => {
             let role_name = r
                 .role
                 .clone()
                 .ok_or_else(|| format!("--role is required for {}", r.method))?;
             put(&mut n, role, s(&role_name));
         }
-        Rule::GrantPrivileges { bag } => {
+        Rule::GrantPrivileges { bag, kind } => {
+            if let crate::router::GrantKind::ByRequest(p) = kind {
+                put(&mut n, p, Value::Int(1));
+            }
             let p = r
                 .privilege
                 .clone()

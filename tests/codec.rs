@@ -608,3 +608,90 @@ fn a_reply_carries_a_result_or_an_exception() {
         assert!(carries_result(p, &[0x80, 0x01], 64), "{p}");
     }
 }
+
+/// A `grant_privileges` call: two grants, the first naming grantor `admin` (a ROLE), the second
+/// none; a newer client's field in the first grant's info.
+fn grant_call(p: Protocol, first: Option<(&str, i32)>, second: Option<(&str, i32)>) -> Vec<u8> {
+    let mut w = W::new(p);
+    w.message("grant_privileges", CALL, 9).begin_struct();
+    w.field(12, 1).begin_struct();
+    w.field(15, 1).list(12, 2);
+    for (i, grantor) in [first, second].into_iter().enumerate() {
+        w.begin_struct();
+        w.field(12, 1).begin_struct();
+        w.field(8, 1).i32(3);
+        w.field(11, 2).string(b"d");
+        w.field(11, 3).string(b"t");
+        w.end_struct();
+        w.field(11, 2).string(b"john");
+        w.field(8, 3).i32(1);
+        w.field(12, 4).begin_struct();
+        w.field(11, 1).string(b"SELECT");
+        if i == 0 {
+            w.field(11, 99).string(b"from the future");
+        }
+        if let Some((name, ty)) = grantor {
+            w.field(11, 3).string(name.as_bytes());
+            w.field(8, 4).i32(ty);
+        }
+        w.end_struct();
+        w.end_struct();
+    }
+    w.end_struct();
+    w.end_struct();
+    w.bytes()
+}
+
+#[test]
+fn a_field_is_set_in_every_element_of_a_list() {
+    use hms_guard::codec::splice::{set_field, IfAbsent, NewValue, EACH_ELEMENT};
+    let mary = NewValue::String(b"mary".to_vec());
+    for p in BOTH {
+        let msg = grant_call(p, Some(("admin", 2)), None);
+        let out = set_field(
+            p,
+            &msg,
+            &[1, 1, EACH_ELEMENT, 4, 3],
+            &mary,
+            IfAbsent::Add,
+            64,
+        )
+        .unwrap()
+        .unwrap();
+        let out = set_field(
+            p,
+            &out,
+            &[1, 1, EACH_ELEMENT, 4, 4],
+            &NewValue::I32(1),
+            IfAbsent::Add,
+            64,
+        )
+        .unwrap()
+        .unwrap();
+        // The first grant's fields replaced where they stand, the second's added at its end
+        // (compact: with long-form headers, so no other field's id delta changes): read as
+        // the metastore reads them, the same call as one written with those grantors.
+        let want = grant_call(p, Some(("mary", 1)), Some(("mary", 1)));
+        if p == Protocol::Binary {
+            assert_eq!(out.to_vec(), want);
+        }
+        let limits = hms_guard::schema::ReadLimits {
+            versions: hms_guard::schema::types::ALL_VERSIONS,
+            max_depth: 64,
+            max_name_bytes: 1024,
+        };
+        let read = |m: &[u8]| {
+            hms_guard::schema::read_request(p, m, limits, true)
+                .unwrap()
+                .args
+        };
+        assert_eq!(read(&out), read(&want), "{p}");
+        // Nothing to set: nothing changes.
+        assert_eq!(
+            set_field(p, &msg, &[2, EACH_ELEMENT, 4, 3], &mary, IfAbsent::Add, 64).unwrap(),
+            None
+        );
+        // Not a list where the path steps into elements: refused, never guessed.
+        assert!(set_field(p, &msg, &[1, EACH_ELEMENT, 3], &mary, IfAbsent::Add, 64).is_err());
+    }
+}

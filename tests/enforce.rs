@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hms_guard::authz::{Object, Principal, PrincipalKind, Privilege};
+use hms_guard::authz::{GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant};
 use hms_guard::codec::value::{read_value, Value};
 use hms_guard::codec::writer::Writer;
 use hms_guard::codec::{reader::Reader, Ty};
@@ -32,6 +32,8 @@ struct Scripted {
     /// (db, table) → owner
     owners: Mutex<HashMap<(String, String), String>>,
     table_lookups: AtomicUsize,
+    /// principal name → the grants the metastore records to it (any object), with grantors
+    recorded: HashMap<String, Vec<RecordedGrant>>,
 }
 
 impl FactsSource for Scripted {
@@ -82,6 +84,14 @@ impl FactsSource for Scripted {
     fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+    fn recorded_grants<'a>(
+        &'a self,
+        p: &'a Principal,
+        _: &'a GrantTarget,
+    ) -> Fact<'a, Vec<RecordedGrant>> {
+        let out = self.recorded.get(&p.name).cloned().unwrap_or_default();
+        Box::pin(async move { Ok(out) })
+    }
 }
 
 /// A reply whose result struct is `result`.
@@ -125,10 +135,20 @@ fn facts() -> Arc<Scripted> {
         .iter()
         .map(|(t, o)| (("db".to_string(), t.to_string()), o.to_string()))
         .collect();
+    let by = |grantor: &str| RecordedGrant {
+        privilege: "SELECT".into(),
+        grantor: Some(grantor.into()),
+        grantor_kind: Some(PrincipalKind::User),
+    };
+    let recorded = [("john", by("admin")), ("friend", by("mary"))]
+        .into_iter()
+        .map(|(p, g)| (p.to_string(), vec![g]))
+        .collect();
     Arc::new(Scripted {
         grants,
         owners: Mutex::new(owners),
         table_lookups: AtomicUsize::new(0),
+        recorded,
     })
 }
 
@@ -153,6 +173,13 @@ impl FactsSource for Shared {
     }
     fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
         self.0.locks()
+    }
+    fn recorded_grants<'a>(
+        &'a self,
+        p: &'a Principal,
+        t: &'a GrantTarget,
+    ) -> Fact<'a, Vec<RecordedGrant>> {
+        self.0.recorded_grants(p, t)
     }
 }
 
@@ -868,4 +895,52 @@ async fn set_ugi_refuses_a_name_the_metastores_database_would_compare_loosely() 
     let (_, reply) = roundtrip(&mut c, &set_ugi("Mary.Smith", &["Staff"]), B, false).await;
     assert!(declared(&result(&reply).1).is_none());
     assert!(methods(&up).is_empty(), "nothing reached the metastore");
+}
+
+/// `revoke_privileges` of SELECT on db.t from the user `from`.
+fn revoke(from: &str, seqid: i32) -> Vec<u8> {
+    let mut w = Writer::new(B);
+    w.message("revoke_privileges", MessageType::Call, seqid)
+        .struct_begin();
+    w.field(Ty::Struct, 1).struct_begin();
+    w.field(Ty::List, 1)
+        .list_begin(Ty::Struct, 1)
+        .struct_begin();
+    w.field(Ty::Struct, 1).struct_begin();
+    w.field(Ty::I32, 1).i32(3);
+    w.field(Ty::String, 2).string(b"db");
+    w.field(Ty::String, 3).string(b"t");
+    w.struct_end();
+    w.field(Ty::String, 2).string(from.as_bytes());
+    w.field(Ty::I32, 3).i32(1);
+    w.field(Ty::Struct, 4).struct_begin();
+    w.field(Ty::String, 1).string(b"SELECT");
+    w.struct_end();
+    w.struct_end().struct_end().struct_end();
+    w.finish(false).to_vec()
+}
+
+#[tokio::test]
+async fn a_revoke_is_forwarded_only_for_the_recorded_grantor() {
+    let (up, facts) = (metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    // The metastore records john's SELECT as the admin's: mary may not take it away.
+    let (_, msg) = roundtrip(&mut c, &revoke("john", 2), B, false).await;
+    let message = declared(&result(&msg).1).expect("denied");
+    for part in [
+        "permission denied",
+        "mary",
+        "SELECT on table db.t granted to user:john by user mary",
+        "granted by user admin",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+    assert!(methods(&up).is_empty(), "never forwarded");
+    // friend's SELECT is recorded as mary's own grant: forwarded as written.
+    let (h, _) = roundtrip(&mut c, &revoke("friend", 3), B, false).await;
+    assert_eq!((h.kind, h.seqid), (MessageType::Reply, 3));
+    assert_eq!(methods(&up), ["set_ugi", "revoke_privileges"]);
+    assert_eq!(up.received.lock().unwrap()[1], revoke("friend", 3));
 }

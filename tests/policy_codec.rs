@@ -798,3 +798,194 @@ fn every_place_a_table_or_database_names_is_a_location() {
         ["s3a://lake/d.db", "s3a://lake/managed/d.db"]
     );
 }
+
+#[tokio::test]
+async fn an_index_is_the_create_of_the_table_it_carries_and_names() {
+    use hms_guard::authz::{Object, Operation};
+    use hms_guard::policy::classify::{classify, qualified_index_table, StorageNeed};
+    use hms_guard::router::route;
+    let facts = unreachable_facts();
+    let rule = route(
+        "add_index",
+        hms_guard::schema::types::V2_3 | hms_guard::schema::types::FB303,
+    )
+    .unwrap()
+    .rule;
+    let index = |idx_table: &str, sd_loc: Option<&str>| {
+        let mut f = vec![
+            (1, s("i")),
+            (2, s("compact")),
+            (3, s("d")),
+            (4, s("base")),
+            (7, s(idx_table)),
+        ];
+        if let Some(l) = sd_loc {
+            f.push((8, Value::Struct(vec![(2, s(l))])));
+        }
+        Value::Struct(f)
+    };
+    let table = |db: &str, name: &str, loc: &str| {
+        Value::Struct(vec![
+            (1, s(name)),
+            (2, s(db)),
+            (3, s("admin")),
+            (7, Value::Struct(vec![(2, s(loc))])),
+        ])
+    };
+    // The base table's ownership, then the index table's create with its location checked
+    // (read and write: a drop of the index deletes it).
+    let msg = call_with(
+        "add_index",
+        Value::Struct(vec![
+            (1, index("d__base_i__", None)),
+            (2, table("d", "d__base_i__", "s3://victim/data")),
+        ]),
+    );
+    let c = classify(&rule, &msg, &facts).await.unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(
+        c[0].op,
+        Operation::OwnerOfAll(vec![Object::table("d", "base")])
+    );
+    assert_eq!(
+        c[1].op,
+        Operation::CreateTable {
+            table: Object::table("d", "d__base_i__")
+        }
+    );
+    assert_eq!(
+        c[1].storage,
+        vec![StorageNeed {
+            location: "s3://victim/data".into(),
+            write: true
+        }]
+    );
+    // The index's own descriptor is a location too, where it is not the table's.
+    let msg = call_with(
+        "add_index",
+        Value::Struct(vec![
+            (1, index("x", Some("s3://victim/other"))),
+            (2, table("d", "x", "s3://victim/data")),
+        ]),
+    );
+    let c = classify(&rule, &msg, &facts).await.unwrap();
+    let locs: Vec<_> = c[1].storage.iter().map(|n| n.location.as_str()).collect();
+    assert_eq!(locs, ["s3://victim/data", "s3://victim/other"]);
+    // A dotted index table name lies in another database: the create is judged there.
+    let msg = call_with(
+        "add_index",
+        Value::Struct(vec![
+            (1, index("Other.X", None)),
+            (2, table("other", "x", "s3://b/o")),
+        ]),
+    );
+    let c = classify(&rule, &msg, &facts).await.unwrap();
+    assert_eq!(
+        c[1].op,
+        Operation::CreateTable {
+            table: Object::table("other", "x")
+        }
+    );
+    // The table carried must be the table the index names; and there must be one.
+    let msg = call_with(
+        "add_index",
+        Value::Struct(vec![
+            (1, index("x", None)),
+            (2, table("other", "x", "s3://b/o")),
+        ]),
+    );
+    assert!(classify(&rule, &msg, &facts).await.is_err());
+    let msg = call_with("add_index", Value::Struct(vec![(1, index("x", None))]));
+    assert!(classify(&rule, &msg, &facts).await.is_err());
+    // A drop needs the recorded index (its table): unreachable facts fail closed.
+    let rule = route("drop_index_by_name", hms_guard::schema::types::ALL_VERSIONS)
+        .unwrap()
+        .rule;
+    let msg = call_with(
+        "drop_index_by_name",
+        Value::Struct(vec![
+            (1, s("d")),
+            (2, s("base")),
+            (3, s("i")),
+            (4, Value::Bool(true)),
+        ]),
+    );
+    assert!(classify(&rule, &msg, &facts).await.is_err());
+    // Names as the metastore qualifies them.
+    let q = |db, n| qualified_index_table(db, n);
+    assert_eq!(q("d", "t"), ("d".into(), "t".into()));
+    assert_eq!(q("d", "o.t"), ("o".into(), "t".into()));
+    assert_eq!(q("d", "o.t.u"), ("o".into(), "t".into()));
+    assert_eq!(q("d", "t."), ("d".into(), "t.".into()));
+    assert_eq!(q("d", ".t"), ("".into(), "t".into()));
+}
+
+#[tokio::test]
+async fn a_grant_request_says_whether_it_revokes() {
+    use hms_guard::authz::{Operation, PrincipalKind, Privilege};
+    use hms_guard::policy::classify::classify;
+    use hms_guard::router::route;
+    let facts = unreachable_facts();
+    let rule = route(
+        "grant_revoke_privileges",
+        hms_guard::schema::types::ALL_VERSIONS,
+    )
+    .unwrap()
+    .rule;
+    // GrantRevokePrivilegeRequest(1 requestType, 2 PrivilegeBag(1 list<HiveObjectPrivilege>)).
+    let request_in = |ty: Option<i32>, catalog: Option<&str>| {
+        let mut w = W::new(Protocol::Binary);
+        w.message("grant_revoke_privileges", CALL, 4).begin_struct();
+        w.field(12, 1).begin_struct();
+        if let Some(t) = ty {
+            w.field(8, 1).i32(t);
+        }
+        w.field(12, 2).begin_struct();
+        w.field(15, 1).list(12, 1).begin_struct();
+        w.field(12, 1).begin_struct();
+        w.field(8, 1).i32(3);
+        w.field(11, 2).string(b"d");
+        w.field(11, 3).string(b"t");
+        if let Some(c) = catalog {
+            w.field(11, 6).string(c.as_bytes());
+        }
+        w.end_struct();
+        w.field(11, 2).string(b"john");
+        w.field(8, 3).i32(1);
+        w.field(12, 4).begin_struct();
+        w.field(11, 1).string(b"SELECT");
+        w.field(11, 3).string(b"admin");
+        w.end_struct();
+        w.end_struct().end_struct().end_struct().end_struct();
+        read_request(Protocol::Binary, &w.bytes(), LIMITS, true)
+            .expect("schema-valid call")
+            .args
+    };
+    let request = |ty: Option<i32>| request_in(ty, None);
+    let c = classify(&rule, &request(Some(1)), &facts).await.unwrap();
+    assert!(matches!(c[0].op, Operation::GrantPrivileges(_)));
+    let c = classify(&rule, &request(Some(2)), &facts).await.unwrap();
+    match &c[0].op {
+        Operation::RevokePrivileges(items) => {
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].principal.kind, PrincipalKind::User);
+            assert_eq!(items[0].principal.name, "john");
+            assert_eq!(items[0].privilege, Privilege::Select);
+            assert_eq!(items[0].target.to_string(), "table d.t");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        (c[0].db.as_deref(), c[0].table.as_deref()),
+        (Some("d"), Some("t"))
+    );
+    // No request type: the metastore refuses it, and so does the proxy.
+    assert!(classify(&rule, &request(None), &facts).await.is_err());
+    // A revoke in another catalog (Hive 3+) is not judged on the default catalog's grants.
+    assert!(classify(&rule, &request_in(Some(2), Some("other")), &facts)
+        .await
+        .is_err());
+    assert!(classify(&rule, &request_in(Some(2), Some("hive")), &facts)
+        .await
+        .is_ok());
+}

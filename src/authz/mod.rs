@@ -182,6 +182,66 @@ pub struct Owner {
     pub kind: PrincipalKind,
 }
 
+/// The object a grant is attached to, as a grant call names it (a `HiveObjectRef`: 1 type,
+/// 2 dbName, 3 objectName, 4 partValues, 5 columnName), kept as written: the metastore is asked
+/// for the grants recorded on exactly that object, and matches them itself as its revoke does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantTarget {
+    /// `HiveObjectType`: 1 GLOBAL, 2 DATABASE, 3 TABLE, 4 PARTITION, 5 COLUMN.
+    pub kind: i64,
+    pub db: Option<String>,
+    pub name: Option<String>,
+    pub part_values: Option<Vec<String>>,
+    pub column: Option<String>,
+}
+
+impl fmt::Display for GrantTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = self.db.as_deref().unwrap_or_default();
+        let name = self.name.as_deref().unwrap_or_default();
+        let column = self.column.as_deref().unwrap_or_default();
+        let parts = self.part_values.as_deref().unwrap_or_default().join("/");
+        match self.kind {
+            1 => f.write_str("the metastore"),
+            2 => write!(f, "database {db}"),
+            3 => write!(f, "table {db}.{name}"),
+            4 => write!(f, "partition [{parts}] of table {db}.{name}"),
+            _ if parts.is_empty() => write!(f, "column {column} of table {db}.{name}"),
+            _ => write!(
+                f,
+                "column {column} of partition [{parts}] of table {db}.{name}"
+            ),
+        }
+    }
+}
+
+/// One privilege a revoke takes away: from whom, on what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeItem {
+    pub principal: Principal,
+    pub target: GrantTarget,
+    pub privilege: Privilege,
+}
+
+/// A grant as the metastore records it (`list_privileges`): the privilege as stored, and who
+/// granted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGrant {
+    pub privilege: String,
+    pub grantor: Option<String>,
+    pub grantor_kind: Option<PrincipalKind>,
+}
+
+impl RecordedGrant {
+    /// Whether this record holds `p` (the metastore stores one privilege per record; a
+    /// comma-separated list is read leniently, so a revoke is matched against more, never less).
+    pub fn holds(&self, p: Privilege) -> bool {
+        self.privilege
+            .split(',')
+            .any(|part| Privilege::parse(part) == Some(p))
+    }
+}
+
 /// One way an `alter_table*` call changes the table (from diffing against the current table);
 /// a call is judged on every change it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +319,17 @@ pub enum Operation {
     GrantRole {
         role: String,
     },
-    /// Granting or revoking privileges: admin, or the grant option for each.
+    /// Granting privileges: admin, or the grant option for each.
     GrantPrivileges(Vec<(Object, Privilege)>),
+    /// Revoking privileges (or their grant option): admin, or the grantor recorded at the
+    /// metastore for every grant the revoke takes away.
+    RevokePrivileges(Vec<RevokeItem>),
+    /// Grants a created table carries (the metastore records them with the table, grantor as
+    /// written): admin, or only the caller's grants to itself (Hive's automatic owner grants).
+    CarriedGrants {
+        table: Object,
+        grants: Vec<(Principal, RecordedGrant)>,
+    },
     /// Reading grants: one's own (user, own groups, roles held) or admin; `groups`: further
     /// groups whose grants the reply carries (`get_privilege_set`), each must be the caller's.
     ReadGrants {
@@ -310,6 +379,8 @@ impl Operation {
             Operation::DropDatabase { .. } => "drop_database",
             Operation::GrantRole { .. } => "grant_role",
             Operation::GrantPrivileges(_) => "grant_privileges",
+            Operation::RevokePrivileges(_) => "revoke_privileges",
+            Operation::CarriedGrants { .. } => "create_table_grants",
             Operation::ReadGrants { .. } => "read_grants",
             Operation::Txn { .. } => "transaction",
             Operation::Lock { .. } => "lock",
@@ -408,6 +479,9 @@ pub struct Facts<'a> {
     pub holders: HashMap<TxnRef, Holder>,
     /// Owners of the objects the operation names (absent: unknown or no such object).
     pub owners: HashMap<Object, Owner>,
+    /// The grants recorded at the metastore for each principal and object a revoke names
+    /// (absent: not read).
+    pub recorded: HashMap<(Principal, GrantTarget), Vec<RecordedGrant>>,
     /// Storage checks of the locations the operation points at (gathered only once the grants
     /// allow it: a call denied by grants makes no AWS call).
     pub storage: Vec<StorageFact>,
@@ -446,6 +520,10 @@ pub enum Reason {
     StorageDenied,
     StorageUnavailable,
     NotHolder,
+    /// A revoke of grants the caller made (the grantor recorded at the metastore).
+    Grantor,
+    /// A revoke of a grant someone else made.
+    NotGrantor,
     /// A read of a table that does not exist, forwarded so the metastore answers it.
     Absent,
 }
@@ -470,6 +548,8 @@ impl Reason {
             Reason::StorageDenied => "storage_denied",
             Reason::StorageUnavailable => "storage_unavailable",
             Reason::NotHolder => "not_holder",
+            Reason::Grantor => "grantor",
+            Reason::NotGrantor => "not_grantor",
             Reason::Absent => "absent",
         }
     }
@@ -918,6 +998,18 @@ fn authorize_grants(
             }
             last
         }
+        Operation::RevokePrivileges(items) => {
+            if admin {
+                return admin_only("revoking others' grants");
+            }
+            revoke_by_grantor(identity, items, facts)
+        }
+        Operation::CarriedGrants { table, grants } => {
+            if admin {
+                return admin_only("a created table's grants to others");
+            }
+            carried_by_caller(identity, table, grants)
+        }
         Operation::ReadGrants { principal, groups } => {
             let own = match principal {
                 None => false,
@@ -997,6 +1089,115 @@ fn authorize_grants(
             }
         }
     }
+}
+
+/// Grants a table a user (not admin) creates carries: only to the user itself, granted by the
+/// user (as Hive's automatic owner grants are written); a grant to anyone else would be a grant
+/// without the grant option, and another grantor a grant in someone else's name.
+fn carried_by_caller(
+    identity: &Identity,
+    table: &Object,
+    grants: &[(Principal, RecordedGrant)],
+) -> Decision {
+    let required = format!("grants on {table} to the user itself, by the user (or the admin role)");
+    for (to, g) in grants {
+        if to.kind != PrincipalKind::User || to.name != identity.user {
+            return Decision::deny(
+                Reason::MissingPrivilege,
+                required,
+                format!(
+                    "the new table carries a grant of {} to {to}: grants to others need the grant option",
+                    g.privilege
+                ),
+            );
+        }
+        if g.grantor.as_deref() != Some(identity.user.as_str())
+            || g.grantor_kind != Some(PrincipalKind::User)
+        {
+            return Decision::deny(
+                Reason::NotGrantor,
+                required,
+                format!(
+                    "the new table carries a grant of {} naming grantor {} {}, not the user",
+                    g.privilege,
+                    g.grantor_kind.map_or("unknown", |k| k.as_str()),
+                    g.grantor.as_deref().unwrap_or("(none)")
+                ),
+            );
+        }
+    }
+    Decision::allow(
+        Reason::OwnGrants,
+        required,
+        "the new table's grants are the user's own, to itself",
+    )
+}
+
+/// A revoke by a user who is not admin: every grant it takes away must be recorded at the
+/// metastore with the user as its grantor (grantor type USER), as Hive's SQL-standard
+/// authorization allows; the metastore's own revoke matches grants without looking at the
+/// grantor, so a revoke that matches anyone else's grant is refused whole.
+fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_>) -> Decision {
+    let mut last = Decision::deny(Reason::MissingPrivilege, "a privilege", "nothing to revoke");
+    for it in items {
+        let required = format!(
+            "{} on {} granted to {} by user {} (or the admin role)",
+            it.privilege.as_str(),
+            it.target,
+            it.principal,
+            identity.user
+        );
+        let Some(recorded) = facts
+            .recorded
+            .get(&(it.principal.clone(), it.target.clone()))
+        else {
+            return Decision::deny(
+                Reason::FactsUnavailable,
+                required,
+                format!("the grants recorded for {} are not known", it.principal),
+            );
+        };
+        let matching: Vec<&RecordedGrant> =
+            recorded.iter().filter(|g| g.holds(it.privilege)).collect();
+        if matching.is_empty() {
+            return Decision::deny(
+                Reason::MissingPrivilege,
+                required,
+                format!(
+                    "the metastore records no grant of {} to {} on {}",
+                    it.privilege.as_str(),
+                    it.principal,
+                    it.target
+                ),
+            );
+        }
+        let by_caller = |g: &&RecordedGrant| {
+            g.grantor.as_deref() == Some(identity.user.as_str())
+                && g.grantor_kind == Some(PrincipalKind::User)
+        };
+        if let Some(other) = matching.iter().find(|g| !by_caller(g)) {
+            return Decision::deny(
+                Reason::NotGrantor,
+                required,
+                format!(
+                    "it was granted by {} {}, not by the user",
+                    other.grantor_kind.map_or("unknown", |k| k.as_str()),
+                    other.grantor.as_deref().unwrap_or("(none)")
+                ),
+            );
+        }
+        last = Decision::allow(
+            Reason::Grantor,
+            required,
+            format!(
+                "{} on {} was granted to {} by the user",
+                it.privilege.as_str(),
+                it.target,
+                it.principal
+            ),
+        );
+    }
+    last
 }
 
 /// What the metastore says about one principal: roles granted to it directly (with the admin

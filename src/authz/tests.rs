@@ -113,6 +113,7 @@ fn decide_with(
             .collect(),
         storage: Vec::new(),
         holders: Default::default(),
+        recorded: Default::default(),
     };
     authorize(id, &op, &f, &Policy::default())
 }
@@ -565,6 +566,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         owners: HashMap::new(),
         storage: Vec::new(),
         holders: Default::default(),
+        recorded: Default::default(),
     };
     let d = authorize(&root, &Operation::Tokens, &fr, &p);
     assert_eq!(
@@ -588,6 +590,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         owners: HashMap::new(),
         storage: Vec::new(),
         holders: Default::default(),
+        recorded: Default::default(),
     };
     assert!(authorize(&mary, &Operation::AdminOnly("x"), &fm, &boot).allow);
 }
@@ -614,6 +617,7 @@ fn owner_may_be_a_role_or_group() {
             owners: HashMap::new(),
             storage: Vec::new(),
             holders: Default::default(),
+            recorded: Default::default(),
         };
         f.owners.insert(
             t("x"),
@@ -651,6 +655,7 @@ fn storage_facts_deny_after_grants_allow() {
         owners: HashMap::new(),
         storage: vec![fact(true, false)],
         holders: Default::default(),
+        recorded: Default::default(),
     };
     assert!(
         authorize(&admin, &op, &f, &p).allow,
@@ -757,6 +762,7 @@ fn locks_fit_their_type_and_transactions_need_an_identity() {
         owners: Default::default(),
         storage: Vec::new(),
         holders: Default::default(),
+        recorded: Default::default(),
     };
     let d = authorize(&anon, &open(None), &f, &Policy::default());
     assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
@@ -780,6 +786,7 @@ fn ownership_through_public_is_nobodys() {
         .collect(),
         storage: Vec::new(),
         holders: Default::default(),
+        recorded: Default::default(),
     };
     for op in [
         Operation::DropDatabase {
@@ -978,4 +985,161 @@ fn seed_with(who: &str) -> HashMap<Principal, PrincipalFacts> {
         .entry(principal(PrincipalKind::User, who))
         .or_default();
     facts
+}
+
+/// A revoke of `p` from `to` on table demo_database.`table`, as a grant call names it.
+fn revoke_of(to: Principal, table: &str, p: Privilege) -> RevokeItem {
+    RevokeItem {
+        principal: to,
+        target: GrantTarget {
+            kind: 3,
+            db: Some("demo_database".into()),
+            name: Some(table.into()),
+            part_values: None,
+            column: None,
+        },
+        privilege: p,
+    }
+}
+
+fn recorded(privilege: &str, grantor: &str, kind: PrincipalKind) -> RecordedGrant {
+    RecordedGrant {
+        privilege: privilege.into(),
+        grantor: Some(grantor.into()),
+        grantor_kind: Some(kind),
+    }
+}
+
+/// Decides a revoke with the grants the metastore records for each item's principal and object.
+fn decide_revoke(
+    id: &Identity,
+    items: Vec<RevokeItem>,
+    records: &[(&RevokeItem, Vec<RecordedGrant>)],
+) -> Decision {
+    let g = grants_of(id, &seed());
+    let f = Facts {
+        grants: Some(&g),
+        recorded: records
+            .iter()
+            .map(|(it, r)| ((it.principal.clone(), it.target.clone()), r.clone()))
+            .collect(),
+        ..Facts::default()
+    };
+    authorize(
+        id,
+        &Operation::RevokePrivileges(items),
+        &f,
+        &Policy::default(),
+    )
+}
+
+#[test]
+fn a_revoke_is_the_recorded_grantors_or_the_admins() {
+    use PrincipalKind::{Role, User};
+    let mary = user("mary", &[]);
+    let root = user("root", &[]);
+    let item = revoke_of(principal(User, "john"), "promotion", Privilege::Select);
+    // The admin granted it: mary (even WITH GRANT OPTION) may not take it away.
+    let by_admin = vec![recorded("SELECT", "admin", User)];
+    let d = decide_revoke(&mary, vec![item.clone()], &[(&item, by_admin.clone())]);
+    assert_eq!((d.allow, d.reason), (false, Reason::NotGrantor), "{d:?}");
+    assert!(d.matched.contains("granted by user admin"), "{}", d.matched);
+    assert!(d
+        .required
+        .contains("SELECT on table demo_database.promotion granted to user:john by user mary"));
+    // ... the admin may.
+    let d = decide_revoke(&root, vec![item.clone()], &[(&item, by_admin)]);
+    assert_eq!((d.allow, d.reason), (true, Reason::Admin));
+    // Mary granted it: she may revoke it (privilege names compared as the metastore stores them,
+    // one per record, case aside).
+    let by_mary = vec![recorded("select", "mary", User)];
+    let d = decide_revoke(&mary, vec![item.clone()], &[(&item, by_mary)]);
+    assert_eq!((d.allow, d.reason), (true, Reason::Grantor), "{d:?}");
+    // A grantor named mary but of another principal type (a role mary) is not the user mary.
+    let by_role = vec![recorded("SELECT", "mary", Role)];
+    let d = decide_revoke(&mary, vec![item.clone()], &[(&item, by_role)]);
+    assert_eq!(d.reason, Reason::NotGrantor);
+    // The metastore's revoke takes every matching record whoever granted it: one of another
+    // grantor refuses the whole call; one of another privilege does not matter.
+    let mixed = vec![
+        recorded("SELECT", "mary", User),
+        recorded("SELECT", "admin", User),
+    ];
+    assert!(!decide_revoke(&mary, vec![item.clone()], &[(&item, mixed)]).allow);
+    let other_privilege = vec![
+        recorded("SELECT", "mary", User),
+        recorded("INSERT", "admin", User),
+    ];
+    assert!(decide_revoke(&mary, vec![item.clone()], &[(&item, other_privilege)]).allow);
+    // Nothing recorded: nothing of the user's to revoke.
+    let d = decide_revoke(&mary, vec![item.clone()], &[(&item, vec![])]);
+    assert_eq!((d.allow, d.reason), (false, Reason::MissingPrivilege));
+    // Not read: denied, never assumed.
+    let d = decide_revoke(&mary, vec![item.clone()], &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::FactsUnavailable));
+    // Every item must be the user's: the second, granted by the admin, refuses the call.
+    let second = revoke_of(principal(User, "john"), "customer", Privilege::Select);
+    let d = decide_revoke(
+        &mary,
+        vec![item.clone(), second.clone()],
+        &[
+            (&item, vec![recorded("SELECT", "mary", User)]),
+            (&second, vec![recorded("SELECT", "admin", User)]),
+        ],
+    );
+    assert_eq!(d.reason, Reason::NotGrantor);
+    // A grant with no grantor recorded is nobody's to revoke but the admin's.
+    let none = vec![RecordedGrant {
+        privilege: "SELECT".into(),
+        grantor: None,
+        grantor_kind: None,
+    }];
+    assert!(!decide_revoke(&mary, vec![item.clone()], &[(&item, none)]).allow);
+    // A revoke naming nothing is refused.
+    assert!(!decide_revoke(&mary, vec![], &[]).allow);
+}
+
+#[test]
+fn grant_targets_name_what_they_are() {
+    let mut t = GrantTarget {
+        kind: 5,
+        db: Some("d".into()),
+        name: Some("t".into()),
+        part_values: None,
+        column: Some("c".into()),
+    };
+    assert_eq!(t.to_string(), "column c of table d.t");
+    t.part_values = Some(vec!["2024".into(), "01".into()]);
+    assert_eq!(
+        t.to_string(),
+        "column c of partition [2024/01] of table d.t"
+    );
+    t.kind = 2;
+    assert_eq!(t.to_string(), "database d");
+}
+
+#[test]
+fn a_created_tables_grants_are_the_creators_own() {
+    use PrincipalKind::{Role, User};
+    let mary = user("mary", &[]);
+    let root = user("root", &[]);
+    let carried = |to: Principal, grantor: &str, kind: PrincipalKind| Operation::CarriedGrants {
+        table: t("new"),
+        grants: vec![(to, recorded("SELECT", grantor, kind))],
+    };
+    // Hive's automatic owner grants: to the creator, by the creator.
+    let own = carried(principal(User, "mary"), "mary", User);
+    assert_eq!(decide(&mary, own, &[]).reason, Reason::OwnGrants);
+    // To someone else: a grant without the grant option.
+    let d = decide(&mary, carried(principal(User, "john"), "mary", User), &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::MissingPrivilege));
+    assert!(d.matched.contains("user:john"), "{}", d.matched);
+    assert!(!decide(&mary, carried(role("sales"), "mary", User), &[]).allow);
+    // In someone else's name (or a role's): refused.
+    let d = decide(&mary, carried(principal(User, "mary"), "admin", User), &[]);
+    assert_eq!((d.allow, d.reason), (false, Reason::NotGrantor));
+    assert!(!decide(&mary, carried(principal(User, "mary"), "mary", Role), &[]).allow);
+    // The admin's choice stands.
+    let d = decide(&root, carried(principal(User, "john"), "admin", User), &[]);
+    assert_eq!((d.allow, d.reason), (true, Reason::Admin));
 }

@@ -57,15 +57,21 @@ pub enum SpliceError {
     Scan(#[from] ScanError),
     #[error("field {0} is not a struct")]
     NotAStruct(i16),
+    #[error("field {0} is not a list")]
+    NotAList(i16),
     #[error("field {id} has wire type {got:?}, not {want:?}")]
     WrongType { id: i16, got: Ty, want: Ty },
     #[error("the path is empty")]
     EmptyPath,
 }
 
+/// Path step meaning "in every element of this list" (the router's `EACH`).
+pub const EACH_ELEMENT: i16 = i16::MIN;
+
 /// `message` (a whole unframed request) with the field at `path` (field ids from the args
-/// struct inward) set to `value`. An absent intermediate struct leaves the message unchanged
-/// (`Ok(None)`), as does an absent field with `IfAbsent::Leave`.
+/// struct inward; `EACH_ELEMENT` steps into every struct of a list) set to `value`. An absent
+/// intermediate struct leaves that part of the message unchanged, as does an absent field with
+/// `IfAbsent::Leave`; `Ok(None)` when nothing changed.
 pub fn set_field(
     protocol: Protocol,
     message: &[u8],
@@ -74,60 +80,126 @@ pub fn set_field(
     if_absent: IfAbsent,
     max_depth: usize,
 ) -> Result<Option<BytesMut>, SpliceError> {
-    let (&last, parents) = path.split_last().ok_or(SpliceError::EmptyPath)?;
+    if path.is_empty() || path.last() == Some(&EACH_ELEMENT) {
+        return Err(SpliceError::EmptyPath);
+    }
     let mut r = Reader::new(protocol, message, max_depth);
     r.message_begin()?;
     r.struct_begin()?;
-    'steps: for &id in parents {
-        while let Some(f) = r.field()? {
-            if f.id == id {
+    let mut encoded = BytesMut::new();
+    value.encode(protocol, &mut encoded);
+    let target = Target {
+        value,
+        encoded: &encoded,
+        if_absent,
+    };
+    let mut edits = Vec::new();
+    edit_struct(&mut r, path, &target, &mut edits)?;
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    let mut out = BytesMut::with_capacity(message.len() + edits.len() * (encoded.len() + 4));
+    let mut at = 0;
+    for e in edits {
+        out.put_slice(&message[at..e.start]);
+        out.put_slice(&e.bytes);
+        at = e.end;
+    }
+    out.put_slice(&message[at..]);
+    Ok(Some(out))
+}
+
+/// The value to write and how.
+struct Target<'a> {
+    value: &'a NewValue,
+    encoded: &'a [u8],
+    if_absent: IfAbsent,
+}
+
+/// Bytes `start..end` of the message replaced by `bytes` (an insertion when empty).
+struct Edit {
+    start: usize,
+    end: usize,
+    bytes: Vec<u8>,
+}
+
+/// Walks one struct (the reader just past its beginning) to its STOP, recording the edits that
+/// set the field at `path` in it, in message order.
+fn edit_struct(
+    r: &mut Reader<'_>,
+    path: &[i16],
+    t: &Target<'_>,
+    edits: &mut Vec<Edit>,
+) -> Result<(), SpliceError> {
+    let (&id, rest) = path.split_first().ok_or(SpliceError::EmptyPath)?;
+    let mut found = false;
+    while let Some(f) = r.field()? {
+        if f.id != id {
+            r.skip(f.ty, Some(&f))?;
+            continue;
+        }
+        found = true;
+        match rest {
+            [] => {
+                if f.ty != t.value.ty() {
+                    return Err(SpliceError::WrongType {
+                        id: f.id,
+                        got: f.ty,
+                        want: t.value.ty(),
+                    });
+                }
+                let span = r.skip(f.ty, Some(&f))?;
+                edits.push(Edit {
+                    start: span.start,
+                    end: span.end,
+                    bytes: t.encoded.to_vec(),
+                });
+            }
+            [EACH_ELEMENT, tail @ ..] => {
+                if f.ty != Ty::List {
+                    return Err(SpliceError::NotAList(id));
+                }
+                let (elem, n) = r.list_begin()?;
+                if elem != Ty::Struct {
+                    return Err(SpliceError::NotAStruct(id));
+                }
+                r.enter()?;
+                for _ in 0..n {
+                    r.struct_begin()?;
+                    edit_struct(r, tail, t, edits)?;
+                }
+                r.leave();
+            }
+            _ => {
                 if f.ty != Ty::Struct {
                     return Err(SpliceError::NotAStruct(id));
                 }
                 r.struct_begin()?;
-                continue 'steps;
+                edit_struct(r, rest, t, edits)?;
             }
-            r.skip(f.ty, Some(&f))?;
         }
-        return Ok(None);
     }
-    let mut encoded = BytesMut::new();
-    value.encode(protocol, &mut encoded);
-    let mut out = BytesMut::with_capacity(message.len() + encoded.len() + 4);
-    while let Some(f) = r.field()? {
-        if f.id == last {
-            if f.ty != value.ty() {
-                return Err(SpliceError::WrongType {
-                    id: f.id,
-                    got: f.ty,
-                    want: value.ty(),
-                });
-            }
-            let span = r.skip(f.ty, Some(&f))?;
-            out.put_slice(&message[..span.start]);
-            out.put_slice(&encoded);
-            out.put_slice(&message[span.end..]);
-            return Ok(Some(out));
-        }
-        r.skip(f.ty, Some(&f))?;
-    }
-    if if_absent == IfAbsent::Leave {
-        return Ok(None);
+    if found || !rest.is_empty() || t.if_absent == IfAbsent::Leave {
+        return Ok(());
     }
     // At the struct's STOP (the byte just read): the new field goes before it.
     let stop = r.pos() - 1;
-    out.put_slice(&message[..stop]);
-    match protocol {
+    let mut bytes = BytesMut::new();
+    match r.protocol() {
         Protocol::Binary => {
-            out.put_u8(value.ty().to_binary());
-            out.put_i16(last);
+            bytes.put_u8(t.value.ty().to_binary());
+            bytes.put_i16(id);
         }
         Protocol::Compact => {
-            out.put_u8(value.ty().to_compact());
-            put_varint(&mut out, zigzag32(i32::from(last)));
+            bytes.put_u8(t.value.ty().to_compact());
+            put_varint(&mut bytes, zigzag32(i32::from(id)));
         }
     }
-    out.put_slice(&encoded);
-    out.put_slice(&message[stop..]);
-    Ok(Some(out))
+    bytes.put_slice(t.encoded);
+    edits.push(Edit {
+        start: stop,
+        end: stop,
+        bytes: bytes.to_vec(),
+    });
+    Ok(())
 }

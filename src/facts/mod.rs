@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::{
-    assemble, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind, TxnRef,
+    assemble, GrantTarget, Grants, Holder, Object, Owner, Principal, PrincipalFacts, PrincipalKind,
+    RecordedGrant, TxnRef,
 };
 use crate::cache::TtlCache;
 use crate::codec::value::{read_value, Value};
@@ -220,6 +221,26 @@ impl FactsStore {
                 .insert(Object::table(db, table), Some(table_facts(v)));
         }
         Ok(t)
+    }
+
+    /// An index, fresh from the metastore (`None`: no such index).
+    pub async fn index(
+        &self,
+        db: &str,
+        table: &str,
+        index: &str,
+    ) -> Result<Option<Value>, FactsError> {
+        self.source.index(db, table, index).await
+    }
+
+    /// The grants recorded to `p` on `target`, fresh from the metastore (a revoke is decided
+    /// on the metastore's state now, never on a cached one).
+    pub async fn recorded_grants(
+        &self,
+        p: &Principal,
+        target: &GrantTarget,
+    ) -> Result<Vec<RecordedGrant>, FactsError> {
+        self.source.recorded_grants(p, target).await
     }
 
     /// The current database, fresh from the metastore (`None`: no such database).

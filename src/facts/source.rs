@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::authz::{Object, Principal, Privilege};
+use crate::authz::{GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant};
 use crate::codec::value::{read_value, Value};
 use crate::codec::Ty;
 use crate::metrics::{FactsLabels, Metrics};
@@ -30,6 +30,29 @@ pub trait FactsSource: Send + Sync {
     fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)>;
     /// (lock id, user) of every lock component held or waited on.
     fn locks(&self) -> Fact<'_, Vec<(i64, String)>>;
+    /// An index of a table (Hive 2 `get_index_by_name`; `None`: no such index). A source
+    /// that cannot tell fails, and the call that needed it is denied.
+    fn index<'a>(&'a self, db: &'a str, table: &'a str, index: &'a str) -> Fact<'a, Option<Value>> {
+        let _ = (db, table, index);
+        Box::pin(async { Err(not_provided("get_index_by_name")) })
+    }
+    /// The grants recorded to a principal on one object, with their grantors
+    /// (`list_privileges` for that object, matched by the metastore as its revoke matches).
+    fn recorded_grants<'a>(
+        &'a self,
+        p: &'a Principal,
+        target: &'a GrantTarget,
+    ) -> Fact<'a, Vec<RecordedGrant>> {
+        let _ = (p, target);
+        Box::pin(async { Err(not_provided("list_privileges")) })
+    }
+}
+
+fn not_provided(method: &str) -> FactsError {
+    FactsError::Invalid {
+        method: method.into(),
+        message: "not provided by this facts source".into(),
+    }
 }
 
 /// HiveObjectType values.
@@ -181,6 +204,72 @@ impl MetaSource {
             .collect())
     }
 
+    /// An index (`None`: no such index).
+    async fn index(&self, db: &str, table: &str, index: &str) -> Result<Option<Value>, FactsError> {
+        const M: &str = "get_index_by_name";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(db.as_bytes());
+                w.field(Ty::String, 2).string(table.as_bytes());
+                w.field(Ty::String, 3).string(index.as_bytes());
+            })
+            .await?;
+        match success_value(M, &reply) {
+            Ok(v) => Ok(Some(v)),
+            // get_index_by_name throws (1: MetaException, 2: NoSuchObjectException).
+            Err(FactsError::Exception { field: 2, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The grants recorded to `p` on exactly `target`, with their grantors.
+    async fn recorded_grants(
+        &self,
+        p: &Principal,
+        target: &GrantTarget,
+    ) -> Result<Vec<RecordedGrant>, FactsError> {
+        const M: &str = "list_privileges";
+        let reply = self
+            .call(M, |w| {
+                w.field(Ty::String, 1).string(p.name.as_bytes());
+                w.field(Ty::I32, 2).i32(p.kind.wire());
+                w.field(Ty::Struct, 3).struct_begin();
+                w.field(Ty::I32, 1).i32(target.kind as i32);
+                for (id, v) in [(2, &target.db), (3, &target.name)] {
+                    if let Some(v) = v {
+                        w.field(Ty::String, id).string(v.as_bytes());
+                    }
+                }
+                if let Some(parts) = &target.part_values {
+                    w.field(Ty::List, 4).list_begin(Ty::String, parts.len());
+                    for part in parts {
+                        w.string(part.as_bytes());
+                    }
+                }
+                if let Some(c) = &target.column {
+                    w.field(Ty::String, 5).string(c.as_bytes());
+                }
+                w.struct_end();
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        Ok(value
+            .as_list()
+            .iter()
+            .filter_map(|hop| {
+                let info = hop.field(4)?;
+                Some(RecordedGrant {
+                    privilege: info.field(1)?.as_str()?.to_string(),
+                    grantor: info.field(3).and_then(Value::as_str).map(str::to_string),
+                    grantor_kind: info
+                        .field(4)
+                        .and_then(Value::as_int)
+                        .and_then(PrincipalKind::from_wire),
+                })
+            })
+            .collect())
+    }
+
     /// The current table (`None`: no such table).
     async fn table(&self, db: &str, table: &str) -> Result<Option<Value>, FactsError> {
         const M: &str = "get_table";
@@ -233,6 +322,16 @@ impl FactsSource for MetaSource {
     }
     fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
         Box::pin(MetaSource::locks(self))
+    }
+    fn index<'a>(&'a self, db: &'a str, table: &'a str, index: &'a str) -> Fact<'a, Option<Value>> {
+        Box::pin(MetaSource::index(self, db, table, index))
+    }
+    fn recorded_grants<'a>(
+        &'a self,
+        p: &'a Principal,
+        target: &'a GrantTarget,
+    ) -> Fact<'a, Vec<RecordedGrant>> {
+        Box::pin(MetaSource::recorded_grants(self, p, target))
     }
 }
 

@@ -3,11 +3,12 @@
 //! (to diff) and the current database for `alter_database*` (owner change).
 
 use crate::authz::{
-    AlterKind, LockKind, Object, Operation, Principal, PrincipalKind, Privilege, TxnRef,
+    AlterKind, GrantTarget, LockKind, Object, Operation, Principal, PrincipalKind, Privilege,
+    RevokeItem, TxnRef,
 };
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
-use crate::router::{ListShape, Path, Rule};
+use crate::router::{GrantKind, ListShape, Path, Rule};
 use crate::storage::{is_default_table_location, location_is_under};
 
 use super::args::{strings_at, values_at};
@@ -495,7 +496,7 @@ pub async fn classify(
             let obj = Object::database(&db);
             single(Operation::ListTables { db }, &obj)
         }
-        Rule::CreateTable { table } => {
+        Rule::CreateTable { table } | Rule::AddIndex { table, .. } => {
             let t = c.value(table, "table")?;
             let db = normalize_name(
                 t.field(2)
@@ -543,8 +544,18 @@ pub async fn classify(
                     write: deletes_on_drop(&t),
                 });
             }
-            Ok(vec![cl])
+            let mut out = match *rule {
+                Rule::AddIndex { index, .. } => index_with_table(&c, index, &t, cl)?,
+                _ => vec![cl],
+            };
+            // Grants the new table carries are decided before its create (which the audit
+            // line then names).
+            if let Some(g) = carried_grants(&t)? {
+                out.insert(out.len() - 1, g);
+            }
+            Ok(out)
         }
+        Rule::DropIndex { db, table, index } => drop_index(&c, db, table, index, facts).await,
         Rule::AlterTable {
             db,
             table,
@@ -695,12 +706,15 @@ pub async fn classify(
             let obj = Object::database(&c.name(name, "database name")?);
             single(Operation::DropDatabase { db: obj.clone() }, &obj)
         }
-        Rule::GrantRole { role } => {
+        Rule::GrantRole { role, .. } => {
             let role = c.string(role, "role")?;
             Ok(vec![Classified::of(Operation::GrantRole { role })])
         }
-        Rule::GrantPrivileges { bag } => {
+        Rule::GrantPrivileges { bag, kind } => {
             let bag = c.value(bag, "privilege bag")?;
+            if is_revoke(kind, args)? {
+                return revoke_items(&bag);
+            }
             let mut items = Vec::new();
             for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
                 let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
@@ -758,6 +772,249 @@ pub async fn classify(
             })])
         }
     }
+}
+
+/// Whether a grant call revokes: by its method, or by its request's `GrantRevokeType`
+/// (1 GRANT, 2 REVOKE; the metastore refuses any other value, and so does the proxy).
+pub fn is_revoke(kind: GrantKind, args: &Value) -> Result<bool, ClassifyError> {
+    match kind {
+        GrantKind::Grant => Ok(false),
+        GrantKind::Revoke => Ok(true),
+        GrantKind::ByRequest(p) => match values_at(args, p).first().and_then(|v| v.as_int()) {
+            Some(1) => Ok(false),
+            Some(2) => Ok(true),
+            _ => Err(ClassifyError::Missing("grant or revoke request type")),
+        },
+    }
+}
+
+/// Principal and object pairs one revoke may name: each is looked up at the metastore.
+pub const MAX_REVOKE_LOOKUPS: usize = 100;
+
+/// The privileges a revoke takes away, each with the principal and the object as the call
+/// names them (`HiveObjectPrivilege`: 1 hiveObject, 2 principalName, 3 principalType,
+/// 4 grantInfo with 1 privilege).
+fn revoke_items(bag: &Value) -> Result<Vec<Classified>, ClassifyError> {
+    let mut items: Vec<RevokeItem> = Vec::new();
+    let mut pairs = std::collections::HashSet::new();
+    for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
+        let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
+        let text = |id| obj.field(id).and_then(Value::as_str).map(str::to_string);
+        // Hive 3+ `catName` (6): the recorded grants are asked for in the default catalog,
+        // so a revoke in another one is refused rather than judged on the wrong grants.
+        if let Some(cat) = text(6).filter(|c| !c.trim().eq_ignore_ascii_case(DEFAULT_CATALOG)) {
+            return Err(ClassifyError::Args(format!(
+                "the revoke names catalog {cat:?}; hms-guard serves the {DEFAULT_CATALOG:?} catalog only"
+            )));
+        }
+        let target = GrantTarget {
+            kind: obj
+                .field(1)
+                .and_then(Value::as_int)
+                .filter(|k| (1..=5).contains(k))
+                .ok_or(ClassifyError::Missing("object type"))?,
+            db: text(2),
+            name: text(3),
+            part_values: obj.field(4).map(|l| {
+                l.as_list()
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            }),
+            column: text(5),
+        };
+        let principal = Principal {
+            name: hop
+                .field(2)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing("principal"))?
+                .to_string(),
+            kind: hop
+                .field(3)
+                .and_then(Value::as_int)
+                .and_then(PrincipalKind::from_wire)
+                .ok_or(ClassifyError::Missing("principal type"))?,
+        };
+        let p = hop
+            .path(&[4, 1])
+            .and_then(Value::as_str)
+            .ok_or(ClassifyError::Missing("privilege"))?;
+        for part in p.split(',') {
+            let privilege = Privilege::parse(part)
+                .ok_or_else(|| ClassifyError::Args(format!("unknown privilege {part:?}")))?;
+            pairs.insert((principal.clone(), target.clone()));
+            items.push(RevokeItem {
+                principal: principal.clone(),
+                target: target.clone(),
+                privilege,
+            });
+        }
+    }
+    if pairs.len() > MAX_REVOKE_LOOKUPS {
+        return Err(ClassifyError::Args(format!(
+            "more than {MAX_REVOKE_LOOKUPS} principal and object pairs in one revoke"
+        )));
+    }
+    let first = items.first().ok_or(ClassifyError::Missing("privilege"))?;
+    let obj = grant_object(&first.target)?;
+    let (db, table) = names(&obj);
+    Ok(vec![Classified {
+        db,
+        table,
+        ..Classified::of(Operation::RevokePrivileges(items))
+    }])
+}
+
+/// The database or table a grant target lies in (for the audit line).
+fn grant_object(t: &GrantTarget) -> Result<Object, ClassifyError> {
+    let name = |v: &Option<String>| normalize_name(v.as_deref().unwrap_or_default());
+    Ok(match t.kind {
+        1 => Object::Global,
+        2 => Object::database(&name(&t.db)?),
+        _ => Object::table(&name(&t.db)?, &name(&t.name)?),
+    })
+}
+
+/// The grants a created table carries (`Table` 13 privileges, a `PrincipalPrivilegeSet`: 1
+/// user, 2 group, 3 role privileges, each a map from the grantee to its `PrivilegeGrantInfo`s:
+/// 1 privilege, 3 grantor, 4 grantorType), which the metastore records as they are written;
+/// `None` when it carries none.
+fn carried_grants(t: &Value) -> Result<Option<Classified>, ClassifyError> {
+    let mut grants = Vec::new();
+    for (id, kind) in [
+        (1, PrincipalKind::User),
+        (2, PrincipalKind::Group),
+        (3, PrincipalKind::Role),
+    ] {
+        for (to, infos) in t.path(&[13, id]).map(Value::as_map).unwrap_or_default() {
+            let name = to.as_str().ok_or(ClassifyError::Missing("grantee"))?;
+            for info in infos.as_list() {
+                let grant = crate::authz::RecordedGrant {
+                    privilege: info
+                        .field(1)
+                        .and_then(Value::as_str)
+                        .ok_or(ClassifyError::Missing("privilege"))?
+                        .to_string(),
+                    grantor: info.field(3).and_then(Value::as_str).map(str::to_string),
+                    grantor_kind: info
+                        .field(4)
+                        .and_then(Value::as_int)
+                        .and_then(PrincipalKind::from_wire),
+                };
+                let to = Principal {
+                    kind,
+                    name: name.to_string(),
+                };
+                grants.push((to, grant));
+            }
+        }
+    }
+    if grants.is_empty() {
+        return Ok(None);
+    }
+    let db = t.field(2).and_then(Value::as_str).unwrap_or_default();
+    let name = t.field(1).and_then(Value::as_str).unwrap_or_default();
+    let table = Object::table(&normalize_name(db)?, &normalize_name(name)?);
+    Ok(Some(one(
+        Operation::CarriedGrants {
+            table: table.clone(),
+            grants,
+        },
+        &table,
+    )))
+}
+
+/// The database and table a name of an index table means, as the metastore resolves it
+/// (`MetaStoreUtils.getQualifiedName`): `db.table` names another database, a name without a
+/// dot lies in the index's database (Java's `split`, which drops trailing empty parts).
+pub fn qualified_index_table(index_db: &str, name: &str) -> (String, String) {
+    let mut parts: Vec<&str> = name.split('.').collect();
+    while parts.len() > 1 && parts.last() == Some(&"") {
+        parts.pop();
+    }
+    match parts.as_slice() {
+        [_] => (index_db.to_string(), name.to_string()),
+        [db, table, ..] => (db.to_string(), table.to_string()),
+        [] => (index_db.to_string(), String::new()),
+    }
+}
+
+/// `add_index`: ownership of the base table (the index's 3 dbName, 4 origTableName), then the
+/// create of the index table the call carries (`create`, classified as `create_table`), which
+/// must be the table the index names (7 indexTableName) — the metastore records the index over
+/// that name — plus the index's own storage descriptor location (8 sd, 2 location) where it
+/// is not one of the index table's locations.
+fn index_with_table(
+    c: &Ctx<'_>,
+    index: Path,
+    table: &Value,
+    mut create: Classified,
+) -> Result<Vec<Classified>, ClassifyError> {
+    let idx = c.value(index, "index")?;
+    let text = |id| idx.field(id).and_then(Value::as_str);
+    let raw_db = text(3).ok_or(ClassifyError::Missing("index database"))?;
+    let base = Object::table(
+        &normalize_name(raw_db)?,
+        &normalize_name(text(4).ok_or(ClassifyError::Missing("base table"))?)?,
+    );
+    let named = text(7).ok_or(ClassifyError::Missing("index table name"))?;
+    let (qdb, qtable) = qualified_index_table(raw_db, named);
+    let named = Object::table(&normalize_name(&qdb)?, &normalize_name(&qtable)?);
+    if create.op
+        != (Operation::CreateTable {
+            table: named.clone(),
+        })
+    {
+        let carried = create.table.as_deref().unwrap_or_default();
+        return Err(ClassifyError::Args(format!(
+            "the index names {named} as its index table, but the call creates {}.{carried}",
+            create.db.as_deref().unwrap_or_default()
+        )));
+    }
+    if let Some(l) = idx.path(&[8, 2]).and_then(Value::as_str).map(str::trim) {
+        if !l.is_empty() && !table_locations(table).iter().any(|t| t == l) {
+            create.location.get_or_insert_with(|| l.to_string());
+            create.storage.push(StorageNeed {
+                location: l.to_string(),
+                write: true,
+            });
+        }
+    }
+    Ok(vec![
+        one(Operation::OwnerOfAll(vec![base.clone()]), &base),
+        create,
+    ])
+}
+
+/// `drop_index_by_name`: ownership of the base table, and the drop of the index table the
+/// metastore drops with the index (and whose files it deletes with `deleteData`), as the
+/// metastore names it: the recorded index's table (`get_index_by_name`).
+async fn drop_index(
+    c: &Ctx<'_>,
+    db: Path,
+    table: Path,
+    index: Path,
+    facts: &FactsStore,
+) -> Result<Vec<Classified>, ClassifyError> {
+    let (db, table) = (c.name(db, "database")?, c.name(table, "table name")?);
+    let base = Object::table(&db, &table);
+    let index = c.string(index, "index name")?;
+    let mut out = vec![one(Operation::OwnerOfAll(vec![base.clone()]), &base)];
+    let recorded = facts
+        .index(&db, &table, index.trim())
+        .await
+        .map_err(ClassifyError::Facts)?;
+    // No such index: the metastore answers that itself.
+    let Some(idx) = recorded else {
+        return Ok(out);
+    };
+    if let Some(name) = idx.field(7).and_then(Value::as_str) {
+        let idx_db = idx.field(3).and_then(Value::as_str).unwrap_or(&db);
+        let (qdb, qtable) = qualified_index_table(idx_db, name);
+        let obj = Object::table(&normalize_name(&qdb)?, &normalize_name(&qtable)?);
+        out.push(one(Operation::DropTable { table: obj.clone() }, &obj));
+    }
+    Ok(out)
 }
 
 /// The locations an `alter_table` points the table at that it did not have (`current`: the

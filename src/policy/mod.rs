@@ -19,7 +19,7 @@ use crate::config::{ms, AuthzMode, Config, UnknownMethods};
 use crate::facts::{ClientConfig, FactsSource, FactsStore, MetaClient, MetaSource};
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::router::{ListShape, Method, Rule};
+use crate::router::{ListShape, Method, Rule, EACH};
 use crate::storage::{StorageAction, StorageGuard};
 use crate::upstream::Upstreams;
 
@@ -161,7 +161,7 @@ fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
         Rule::Txn {
             user: Some(path), ..
         } => set_user(path),
-        Rule::CreateTable { table } => {
+        Rule::CreateTable { table } | Rule::AddIndex { table, .. } => {
             let at = |id: i16| table.iter().copied().chain([id]).collect::<Vec<_>>();
             fields.push(FieldSet {
                 path: at(TABLE_OWNER),
@@ -174,14 +174,54 @@ fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
                 if_absent: IfAbsent::Leave,
             });
         }
+        // A grant (a revoke's grantor is not read by the metastore).
+        Rule::GrantPrivileges { bag, kind } if classify::is_revoke(kind, args) == Ok(false) => {
+            let at = |id: i16| {
+                let tail = [GRANTS_OF_BAG, EACH, GRANT_INFO, id];
+                bag.iter().copied().chain(tail).collect::<Vec<_>>()
+            };
+            fields.extend(grantor_fields(at(GRANTOR), at(GRANTOR_TYPE), user));
+        }
+        Rule::GrantRole {
+            grantor: Some((name, kind)),
+            ..
+        } => fields.extend(grantor_fields(name.to_vec(), kind.to_vec(), user)),
         _ => {}
     }
     Rewrite { fields }
 }
 
+/// `PrivilegeBag`: 1 privileges (a list of `HiveObjectPrivilege`, whose 4 is its
+/// `PrivilegeGrantInfo`: 3 grantor, 4 grantorType).
+const GRANTS_OF_BAG: i16 = 1;
+const GRANT_INFO: i16 = 4;
+const GRANTOR: i16 = 3;
+const GRANTOR_TYPE: i16 = 4;
+
+/// A grant's grantor set to the caller, a USER (both added where absent).
+fn grantor_fields(name: Vec<i16>, kind: Vec<i16>, user: &str) -> [FieldSet; 2] {
+    use crate::codec::splice::{IfAbsent, NewValue};
+    [
+        FieldSet {
+            path: name,
+            value: NewValue::String(user.as_bytes().to_vec()),
+            if_absent: IfAbsent::Add,
+        },
+        FieldSet {
+            path: kind,
+            value: NewValue::I32(PRINCIPAL_USER),
+            if_absent: IfAbsent::Add,
+        },
+    ]
+}
+
 fn rewrite_note(rule: &Rule, user: &str) -> String {
     match rule {
         Rule::CreateTable { .. } => format!("the table's owner is set to {user}"),
+        Rule::AddIndex { .. } => format!("the index table's owner is set to {user}"),
+        Rule::GrantPrivileges { .. } | Rule::GrantRole { .. } => {
+            format!("the grantor is set to {user}")
+        }
         _ => format!("taken in the caller's name ({user})"),
     }
 }
@@ -513,6 +553,12 @@ impl Guard {
             if !held.is_empty() && objects.is_empty() {
                 d = authorize(identity, op, &facts, &self.policy);
             }
+            if let Operation::RevokePrivileges(items) = op {
+                if let Err(e) = self.gather_recorded(items, &mut facts).await {
+                    return (e, None);
+                }
+                d = authorize(identity, op, &facts, &self.policy);
+            }
             if !objects.is_empty() {
                 for obj in objects {
                     match self.facts.object(&obj).await {
@@ -574,6 +620,42 @@ impl Guard {
             }
         }
         (authorize(identity, op, &facts, &self.policy), audit)
+    }
+
+    /// The grants the metastore records for each principal and object a revoke names, read
+    /// fresh (never cached: a revoke is decided on the metastore's state now).
+    async fn gather_recorded(
+        &self,
+        items: &[crate::authz::RevokeItem],
+        facts: &mut Facts<'_>,
+    ) -> Result<(), Decision> {
+        for it in items {
+            let key = (it.principal.clone(), it.target.clone());
+            if facts.recorded.contains_key(&key) {
+                continue;
+            }
+            match self.facts.recorded_grants(&key.0, &key.1).await {
+                Ok(recorded) => {
+                    facts.recorded.insert(key, recorded);
+                }
+                Err(e) => {
+                    return Err(Decision {
+                        allow: false,
+                        reason: Reason::FactsUnavailable,
+                        required: format!(
+                            "{} on {} granted by the user",
+                            it.privilege.as_str(),
+                            it.target
+                        ),
+                        matched: format!(
+                            "the grants recorded for {} on {} could not be read: {e}",
+                            it.principal, it.target
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The verdict of a decision in the configured mode (counted).

@@ -4,7 +4,7 @@
 //! the metastore IDL in `idl/thrift/` (field ids, oneway, exceptions) and the rules in
 //! that script. Do not edit by hand: change the script and run it. Sorted by name.
 
-use super::{Class, ListShape, Method, Rule, EACH};
+use super::{Class, GrantKind, ListShape, Method, Rule, EACH};
 use crate::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};
 
 /// Every known method, sorted by name; a method whose rule reads different field ids in
@@ -20,7 +20,7 @@ pub static METHODS: &[Method] = &[
     Method { name: "add_dynamic_partitions", versions: V3_1 | V4_0 | V4_X, class: Class::TableMutation, oneway: false, rule: Rule::AddPartitions { db: &[1, 3], table: &[1, 4], locations: &[], shared_sd: &[] }, meta_exception: None, changes_grants: false },
     Method { name: "add_dynamic_partitions", versions: 0, class: Class::TableMutation, oneway: false, rule: Rule::AdminOnly("add_dynamic_partitions (its request layout differs between Hive versions: set upstream.metastore_version)"), meta_exception: None, changes_grants: false },
     Method { name: "add_foreign_key", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::OwnerOfTables { tables: &[(&[1, 1, EACH, 4], &[1, 1, EACH, 5]), (&[1, 1, EACH, 1], &[1, 1, EACH, 2])] }, meta_exception: Some(2), changes_grants: false },
-    Method { name: "add_index", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::OwnerOfTables { tables: &[(&[1, 3], &[1, 4])] }, meta_exception: Some(3), changes_grants: false },
+    Method { name: "add_index", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::AddIndex { index: &[1], table: &[2] }, meta_exception: Some(3), changes_grants: true },
     Method { name: "add_master_key", versions: ALL_VERSIONS, class: Class::Tokens, oneway: false, rule: Rule::Tokens, meta_exception: Some(1), changes_grants: false },
     Method { name: "add_not_null_constraint", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::OwnerOfTables { tables: &[(&[1, 1, EACH, 2], &[1, 1, EACH, 3])] }, meta_exception: Some(2), changes_grants: false },
     Method { name: "add_package", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("add package"), meta_exception: Some(1), changes_grants: false },
@@ -103,7 +103,7 @@ pub static METHODS: &[Method] = &[
     Method { name: "drop_dataconnector", versions: ALL_VERSIONS, class: Class::Database, oneway: false, rule: Rule::AdminOnly("data connector DDL"), meta_exception: Some(3), changes_grants: false },
     Method { name: "drop_dataconnector_req", versions: ALL_VERSIONS, class: Class::Database, oneway: false, rule: Rule::AdminOnly("data connector DDL"), meta_exception: Some(3), changes_grants: false },
     Method { name: "drop_function", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("drop function"), meta_exception: Some(2), changes_grants: false },
-    Method { name: "drop_index_by_name", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::OwnerOfTables { tables: &[(&[1], &[2])] }, meta_exception: Some(2), changes_grants: false },
+    Method { name: "drop_index_by_name", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::DropIndex { db: &[1], table: &[2], index: &[3] }, meta_exception: Some(2), changes_grants: true },
     Method { name: "drop_ischema", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("drop ischema"), meta_exception: Some(3), changes_grants: false },
     Method { name: "drop_package", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("drop package"), meta_exception: Some(1), changes_grants: false },
     Method { name: "drop_partition", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::DropPartitions { db: &[1], table: &[2] }, meta_exception: Some(2), changes_grants: false },
@@ -257,10 +257,10 @@ pub static METHODS: &[Method] = &[
     Method { name: "get_type_all", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::Harmless, meta_exception: Some(1), changes_grants: false },
     Method { name: "get_unique_constraints", versions: ALL_VERSIONS, class: Class::TableRead, oneway: false, rule: Rule::ReadTable { db: &[1, 2], table: &[1, 3] }, meta_exception: Some(1), changes_grants: false },
     Method { name: "get_valid_write_ids", versions: ALL_VERSIONS, class: Class::TableRead, oneway: false, rule: Rule::Harmless, meta_exception: Some(2), changes_grants: false },
-    Method { name: "grant_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1] }, meta_exception: Some(1), changes_grants: true },
-    Method { name: "grant_revoke_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1, 2] }, meta_exception: Some(1), changes_grants: true },
-    Method { name: "grant_revoke_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1, 2] }, meta_exception: Some(1), changes_grants: true },
-    Method { name: "grant_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1] }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "grant_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1], kind: GrantKind::Grant }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "grant_revoke_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1, 2], kind: GrantKind::ByRequest(&[1, 1]) }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "grant_revoke_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1, 2], grantor: Some((&[1, 5], &[1, 6])) }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "grant_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1], grantor: Some((&[4], &[5])) }, meta_exception: Some(1), changes_grants: true },
     Method { name: "heartbeat", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::Txn { user: None, txns: &[&[1, 2]], locks: &[&[1, 1]], range: None }, meta_exception: None, changes_grants: false },
     Method { name: "heartbeat_lock_materialization_rebuild", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::Txn { user: None, txns: &[], locks: &[], range: None }, meta_exception: None, changes_grants: false },
     Method { name: "heartbeat_txn_range", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::Txn { user: None, txns: &[], locks: &[], range: Some((&[1, 1], &[1, 2])) }, meta_exception: None, changes_grants: false },
@@ -288,8 +288,8 @@ pub static METHODS: &[Method] = &[
     Method { name: "rename_partition_req", versions: ALL_VERSIONS, class: Class::TableMutation, oneway: false, rule: Rule::AlterPartitions { db: &[1, 2], table: &[1, 3], stats_only: false, locations: &[&[1, 5, 6, 2]] }, meta_exception: Some(2), changes_grants: false },
     Method { name: "renew_delegation_token", versions: ALL_VERSIONS, class: Class::Tokens, oneway: false, rule: Rule::Tokens, meta_exception: Some(1), changes_grants: false },
     Method { name: "repl_tbl_writeid_state", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("repl tbl writeid state"), meta_exception: None, changes_grants: false },
-    Method { name: "revoke_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1] }, meta_exception: Some(1), changes_grants: true },
-    Method { name: "revoke_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1] }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "revoke_privileges", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantPrivileges { bag: &[1], kind: GrantKind::Revoke }, meta_exception: Some(1), changes_grants: true },
+    Method { name: "revoke_role", versions: ALL_VERSIONS, class: Class::Authz, oneway: false, rule: Rule::GrantRole { role: &[1], grantor: None }, meta_exception: Some(1), changes_grants: true },
     Method { name: "scheduled_query_maintenance", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("scheduled query maintenance"), meta_exception: Some(1), changes_grants: false },
     Method { name: "scheduled_query_poll", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("scheduled query poll"), meta_exception: Some(1), changes_grants: false },
     Method { name: "scheduled_query_progress", versions: ALL_VERSIONS, class: Class::Other, oneway: false, rule: Rule::AdminOnly("scheduled query progress"), meta_exception: Some(1), changes_grants: false },

@@ -34,6 +34,16 @@ pub type Path = &'static [i16];
 
 /// Path step meaning "every element of this list".
 pub const EACH: i16 = i16::MIN;
+const _: () = assert!(EACH == crate::codec::splice::EACH_ELEMENT);
+
+/// Whether a grant call grants or revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Grant,
+    Revoke,
+    /// The request says which: its `GrantRevokeType` (1 GRANT, 2 REVOKE) sits at this path.
+    ByRequest(Path),
+}
 
 /// Where the list sits in a listing reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +149,30 @@ pub enum Rule {
     DropDatabase {
         name: Path,
     },
-    /// grant_role / revoke_role style: the role name.
+    /// grant_role / revoke_role style: the role name, and where the call names its grantor
+    /// and the grantor's principal type (set to the caller before forwarding).
     GrantRole {
         role: Path,
+        grantor: Option<(Path, Path)>,
     },
-    /// grant_privileges / revoke_privileges style: a `PrivilegeBag`.
+    /// grant_privileges / revoke_privileges style: a `PrivilegeBag`, and whether the call
+    /// grants or revokes.
     GrantPrivileges {
         bag: Path,
+        kind: GrantKind,
+    },
+    /// Hive 2 `add_index`: the `Index` (3 dbName, 4 origTableName, 7 indexTableName, 8 sd)
+    /// and the index table the metastore creates with it (a `Table`).
+    AddIndex {
+        index: Path,
+        table: Path,
+    },
+    /// Hive 2 `drop_index_by_name`: the base table and the index's name; the index table the
+    /// metastore drops with it is read from the metastore.
+    DropIndex {
+        db: Path,
+        table: Path,
+        index: Path,
     },
     /// Reading grants of a principal (name, type paths; no type path: a user) and of the
     /// groups the call names (`groups`); one's own are allowed.
