@@ -41,7 +41,7 @@ use crate::schema::{self, Reject};
 use crate::settings::Settings;
 use crate::tls::Tls;
 use crate::transport::{self, Detect, Transport};
-use crate::upstream::{StreamError, UpstreamConn, Upstreams};
+use crate::upstream::{Answer, StreamError, UpstreamConn, Upstreams};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers above this capacity are released when a connection goes idle.
@@ -293,6 +293,8 @@ struct Conn<S> {
     /// Set: the client did not authenticate as the listener requires; each of its calls is
     /// answered with this (a `TApplicationException`), none is forwarded.
     refusal: Option<&'static str>,
+    /// How the metastore answered the call in flight (set by `forward`).
+    answer: Option<Answer>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -323,6 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             held: 0,
             client_ugi: None,
             refusal: None,
+            answer: None,
         }
     }
 
@@ -651,15 +654,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 UpstreamOutcome::NotSent,
             ),
             Action::Forward { bytes, check } => {
-                let ok = self.call(transport, entry, &header, bytes, check).await;
+                let (ok, outcome) = self.call(transport, entry, &header, bytes, check).await;
                 if ok && authz_off && header.name == "set_ugi" {
                     self.client_ugi = Some((bytes.clone(), header.clone()));
                 }
-                let outcome = if ok {
-                    UpstreamOutcome::Ok
-                } else {
-                    UpstreamOutcome::Error
-                };
                 (ok, outcome)
             }
         };
@@ -730,7 +728,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Forwards a call and brings its reply back, counting it; an upstream failure is
     /// answered with a `TApplicationException` when nothing of the reply reached the client
-    /// yet. `false`: the connection must close.
+    /// yet. Returns whether the connection stays open (`false`: it must close), and how the
+    /// metastore answered.
     async fn call(
         &mut self,
         transport: Transport,
@@ -738,15 +737,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         header: &MessageHeader,
         bytes: &Bytes,
         check: &ReplyCheck,
-    ) -> bool {
+    ) -> (bool, UpstreamOutcome) {
         let started = Instant::now();
         let label = method_label(entry);
         let oneway = header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %header.name, seqid = header.seqid);
+        self.answer = None;
         let result = self
             .forward(transport, entry, header, bytes, oneway, check)
             .instrument(span.clone())
             .await;
+        // The metastore's own answer, read off the reply's first bytes as they passed.
+        let answered = self.answer.take().map(|a| {
+            let def = crate::schema::method(&header.name);
+            UpstreamOutcome::of_answer(a, def, self.settings().upstream.versions)
+        });
         let metrics = self.shared.metrics.clone();
         let _enter = span.enter();
         match result {
@@ -764,11 +769,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         .observe(t.as_secs_f64());
                 }
                 debug!(oneway, "call forwarded");
-                true
+                let outcome = match answered {
+                    Some(o) => o,
+                    None if oneway => UpstreamOutcome::NoReply,
+                    None => UpstreamOutcome::TransportError,
+                };
+                (true, outcome)
             }
             Err(CallError::ClientGone) => {
                 debug!("client went away during the call");
-                false
+                (false, answered.unwrap_or(UpstreamOutcome::TransportError))
             }
             Err(CallError::Upstream { err, flushed }) => {
                 if matches!(err, UpstreamError::Mismatch { .. }) {
@@ -794,7 +804,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     drop(_enter);
                     let _ = self.write_client(&reply).await;
                 }
-                false
+                (false, UpstreamOutcome::TransportError)
             }
         }
     }
@@ -877,7 +887,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let limits = &shared.settings.limits;
         let (upstream_time, out_bytes) = match check {
             ReplyCheck::None => {
-                let s = up
+                let streamed = up
                     .stream_reply(
                         &mut self.client,
                         shared.settings.server.write_timeout,
@@ -886,13 +896,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         limits.reply_buffer_bytes,
                         sent,
                     )
-                    .await?;
+                    .await;
+                // Known once the reply was checked to answer this call: kept even when the
+                // client went away afterwards.
+                if !matches!(streamed, Err(StreamError::Upstream { .. })) {
+                    self.answer = up.answer();
+                }
+                let s = streamed?;
                 (s.upstream_time, s.bytes)
             }
             check => {
                 let (reply, _) = up
                     .read_reply(method, header.seqid, limits.max_checked_reply_bytes)
                     .await?;
+                self.answer = up.answer();
                 let upstream_time = sent.elapsed();
                 let out = shared
                     .guard

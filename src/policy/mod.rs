@@ -24,7 +24,7 @@ use crate::storage::{StorageAction, StorageGuard};
 use crate::upstream::Upstreams;
 
 use classify::{classify, Classified, ClassifyError};
-pub use stage::{Action, Call, Caller, Decided, UpstreamOutcome};
+pub use stage::{Action, Call, Caller, Decided, DeclaredException, UpstreamOutcome};
 
 /// What the connection does with a call.
 #[derive(Debug)]

@@ -20,9 +20,11 @@ use super::{
 use crate::audit::{Audit, AuditEvent};
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
 use crate::codec::value::Value;
-use crate::codec::{MessageHeader, ScanError};
+use crate::codec::{MessageHeader, MessageType, ScanError, TopField};
 use crate::identity::Identity;
 use crate::router::{ListShape, Method};
+use crate::schema::{MethodDef, StructDef, T};
+use crate::upstream::Answer;
 use crate::transport::Transport;
 
 /// One call as the policy stage sees it.
@@ -46,25 +48,104 @@ pub enum Action {
     Deny(String),
 }
 
-/// How the metastore side of a call ended.
+/// How the metastore side of a call ended: the metastore's own answer where it gave one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamOutcome {
-    /// The reply reached the client.
+    /// A REPLY carrying the result (field 0), or the empty result of a void method.
     Ok,
-    /// The metastore failed (or the client went away) during the call.
-    Error,
+    /// A REPLY carrying one of the method's declared exceptions.
+    Exception(DeclaredException),
+    /// A REPLY with nothing set for a method that returns a value (the client reports a
+    /// missing result).
+    NoResult,
+    /// An EXCEPTION message: a `TApplicationException` (unknown method, internal error…).
+    ApplicationException,
+    /// No reply is expected (a oneway call that was sent).
+    NoReply,
+    /// The metastore went away, timed out, or answered something else before the whole
+    /// reply arrived: whether it executed the call is unknown.
+    TransportError,
     /// Nothing was sent: denied, or answered by the proxy.
     NotSent,
+}
+
+/// The declared exception a reply carried: the result field that was set and, where the
+/// method's schema declares it for the configured metastore version(s), its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredException {
+    pub field: i16,
+    /// `MetaException`, `NoSuchObjectException`…; `None`: a field no recorded version
+    /// declares for the method.
+    pub name: Option<&'static str>,
 }
 
 impl UpstreamOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamOutcome::Ok => "ok",
-            UpstreamOutcome::Error => "error",
+            UpstreamOutcome::Exception(_) => "exception",
+            UpstreamOutcome::NoResult => "no_result",
+            UpstreamOutcome::ApplicationException => "application_exception",
+            UpstreamOutcome::NoReply => "no_reply",
+            UpstreamOutcome::TransportError => "transport_error",
             UpstreamOutcome::NotSent => "not_sent",
         }
     }
+
+    /// The exception's type, for the audit line (`undeclared` for a field the method does
+    /// not declare).
+    pub fn exception(self) -> Option<&'static str> {
+        match self {
+            UpstreamOutcome::Exception(e) => Some(e.name.unwrap_or("undeclared")),
+            _ => None,
+        }
+    }
+
+    /// Whether the metastore answered (or, oneway, took) the call: it may have changed
+    /// something, so cached facts are dropped afterwards.
+    pub fn reached_metastore(self) -> bool {
+        !matches!(
+            self,
+            UpstreamOutcome::TransportError | UpstreamOutcome::NotSent
+        )
+    }
+
+    /// The outcome a reply's beginning tells, for `method` (`None`: a method the schema does
+    /// not know) on a metastore of `versions`. A few comparisons on bytes already walked.
+    pub fn of_answer(
+        answer: Answer,
+        method: Option<&'static MethodDef>,
+        versions: u8,
+    ) -> UpstreamOutcome {
+        if answer.kind != MessageType::Reply {
+            return UpstreamOutcome::ApplicationException;
+        }
+        let result = method.map(|m| m.result);
+        match answer.first {
+            Some(TopField::Id(0)) => UpstreamOutcome::Ok,
+            Some(TopField::Id(field)) => UpstreamOutcome::Exception(DeclaredException {
+                field,
+                name: result.and_then(|r| exception_name(r, field, versions)),
+            }),
+            // An empty result: a void method's success; a missing result otherwise.
+            Some(TopField::Stop) => match result {
+                Some(r) if r.field(0).is_some() => UpstreamOutcome::NoResult,
+                _ => UpstreamOutcome::Ok,
+            },
+            None => UpstreamOutcome::TransportError,
+        }
+    }
+}
+
+/// The type of result field `field` as the configured versions declare it (the first
+/// alternative when they differ).
+fn exception_name(result: &StructDef, field: i16, versions: u8) -> Option<&'static str> {
+    let def = result.field(field)?;
+    let mut types = def.types_in(versions).map(|(t, _)| t).chain(def.ty.iter());
+    types.find_map(|t| match t {
+        T::Struct(s) => Some(s.name),
+        _ => None,
+    })
 }
 
 /// A decided call: what to do, and what `finish` needs afterwards.
@@ -251,7 +332,7 @@ impl Guard {
                 tracing::warn!(error = %e, "audit event not queued");
             }
         }
-        if outcome == UpstreamOutcome::Ok {
+        if outcome.reached_metastore() {
             if decided.invalidate_grants {
                 self.facts.invalidate_grants();
             }
@@ -269,6 +350,7 @@ fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>)
     ev.client_addr = caller.peer.to_string();
     ev.method = caller.method.to_string();
     ev.upstream_outcome = Some(outcome.as_str().into());
+    ev.upstream_exception = outcome.exception().map(str::to_string);
     ev.latency_us = decided.started.elapsed().as_micros() as u64;
     match &decided.decision {
         Some(d) => {
@@ -362,5 +444,57 @@ pub fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
         &bytes[4..]
     } else {
         bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::types::{ALL_VERSIONS, V2_3};
+
+    fn reply(first: Option<TopField>) -> Answer {
+        Answer {
+            kind: MessageType::Reply,
+            first,
+        }
+    }
+
+    #[test]
+    fn a_replys_first_field_names_the_outcome() {
+        let of = |a, m: &str| UpstreamOutcome::of_answer(a, crate::schema::method(m), V2_3);
+        assert_eq!(of(reply(Some(TopField::Id(0))), "get_table"), UpstreamOutcome::Ok);
+        // drop_table is void: an empty result is its success.
+        assert_eq!(of(reply(Some(TopField::Stop)), "drop_table"), UpstreamOutcome::Ok);
+        assert_eq!(of(reply(Some(TopField::Stop)), "get_table"), UpstreamOutcome::NoResult);
+        let e = of(reply(Some(TopField::Id(2))), "get_table");
+        assert_eq!(e.as_str(), "exception");
+        assert_eq!(e.exception(), Some("NoSuchObjectException"));
+        let e = of(reply(Some(TopField::Id(1))), "create_table");
+        assert_eq!(e.exception(), Some("AlreadyExistsException"));
+        assert_eq!(
+            of(reply(Some(TopField::Id(9))), "get_table").exception(),
+            Some("undeclared")
+        );
+        let app = Answer {
+            kind: MessageType::Exception,
+            first: Some(TopField::Id(1)),
+        };
+        assert_eq!(
+            of(app, "get_table"),
+            UpstreamOutcome::ApplicationException
+        );
+        // A method the schema does not know: any exception field is undeclared.
+        let e = UpstreamOutcome::of_answer(reply(Some(TopField::Id(1))), None, ALL_VERSIONS);
+        assert_eq!(e.exception(), Some("undeclared"));
+        assert_eq!(of(reply(None), "get_table"), UpstreamOutcome::TransportError);
+    }
+
+    #[test]
+    fn only_calls_that_reached_the_metastore_may_change_its_state() {
+        assert!(UpstreamOutcome::Ok.reached_metastore());
+        assert!(UpstreamOutcome::ApplicationException.reached_metastore());
+        assert!(UpstreamOutcome::NoReply.reached_metastore());
+        assert!(!UpstreamOutcome::TransportError.reached_metastore());
+        assert!(!UpstreamOutcome::NotSent.reached_metastore());
     }
 }
