@@ -670,3 +670,106 @@ fn a_certificate_names_its_user_by_cn_or_by_a_san_of_the_configured_kind() {
     let err = hms_guard::tls::identity_of(&der, ClientIdentity::SanEmail).unwrap_err();
     assert!(err.contains("e-mail"), "{err}");
 }
+
+/// A metastore answering `get_table` by the table's name: a result, a declared exception, an
+/// undeclared field, an empty result, a `TApplicationException`, or half a reply and a close.
+async fn answering_metastore() -> Upstream {
+    use hms_guard::codec::reply::{application_exception, AppErrorKind};
+    Upstream::start(
+        B,
+        false,
+        Arc::new(|h: &MessageHeader, msg: &[u8]| {
+            let has = |x: &str| msg.windows(x.len()).any(|w| w == x.as_bytes());
+            let exception = |id: i16, m: &str| Value::Struct(vec![(id, Value::Struct(vec![(1, s(m))]))]);
+            let table = Value::Struct(vec![(0, Value::Struct(vec![(1, s("t")), (2, s("db"))]))]);
+            let result = match h.name.as_str() {
+                "set_ugi" => Value::Struct(vec![(0, Value::List(vec![]))]),
+                "get_table" if has("gone") => exception(2, "db.gone table not found"),
+                "get_table" if has("odd") => exception(9, "?"),
+                "get_table" if has("empty") => Value::Struct(vec![]),
+                "get_table" if has("crash") => {
+                    return Act::Send(
+                        application_exception(B, false, &h.name, h.seqid, AppErrorKind::InternalError, "boom")
+                            .to_vec(),
+                    )
+                }
+                "get_table" if has("cut") => {
+                    let whole = reply(&h.name, h.seqid, table);
+                    return Act::SendThenClose(whole[..whole.len() / 2].to_vec());
+                }
+                "get_table" => table,
+                "drop_table" => Value::Struct(vec![]),
+                "get_all_tables" if has("nodb") => exception(1, "no database nodb"),
+                "get_all_tables" => Value::Struct(vec![(0, Value::List(vec![s("t"), s("secret")]))]),
+                "get_table_objects_by_name" => exception(3, "Could not find database ghost"),
+                _ => Value::Struct(vec![(0, s("3.1.0"))]),
+            };
+            Act::Send(reply(&h.name, h.seqid, result))
+        }),
+    )
+    .await
+}
+
+/// The audit lines of a file, once it holds at least `n`.
+async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_says_how_the_metastore_answered() {
+    let (up, facts) = (answering_metastore().await, facts());
+    let path = std::env::temp_dir().join(format!("hms-guard-outcomes-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("[audit]\nsink = \"file\"\npath = \"{}\"\n", path.display());
+    let proxy = start(&up, &facts, &extra).await;
+    let mut admin = proxy.connect().await;
+    roundtrip(&mut admin, &set_ugi("admin", &[]), B, false).await;
+    let cases: [(&str, [&str; 2], &str, Option<&str>); 8] = [
+        ("get_table", ["db", "t"], "ok", None),
+        ("get_table", ["db", "gone"], "exception", Some("NoSuchObjectException")),
+        ("get_table", ["db", "odd"], "exception", Some("undeclared")),
+        ("get_table", ["db", "empty"], "no_result", None),
+        ("get_table", ["db", "crash"], "application_exception", None),
+        ("drop_table", ["db", "t"], "ok", None),
+        ("get_all_tables", ["db", ""], "ok", None),
+        ("get_all_tables", ["nodb", ""], "exception", Some("MetaException")),
+    ];
+    for (seqid, (method, args, _, _)) in (10..).zip(&cases) {
+        let (h, _) = roundtrip(&mut admin, &call(B, method, seqid, args), B, false).await;
+        assert_eq!((h.name.as_str(), h.seqid), (*method, seqid));
+    }
+    // Half a reply, then the metastore is gone: the client gets the proxy's exception.
+    let (h, _) = roundtrip(&mut admin, &call(B, "get_table", 90, &["db", "cut"]), B, false).await;
+    assert_eq!(h.kind, MessageType::Exception);
+    // Denied: never sent.
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    roundtrip(&mut mary, &call(B, "get_table", 91, &["db", "secret"]), B, false).await;
+
+    let lines = audit_lines(&path, cases.len() + 2).await;
+    let outcome = |l: &serde_json::Value| {
+        (
+            l["method"].as_str().unwrap().to_string(),
+            l["upstream_outcome"].as_str().unwrap().to_string(),
+            l["upstream_exception"].as_str().map(str::to_string),
+        )
+    };
+    let got: Vec<_> = lines.iter().map(outcome).collect();
+    let mut want: Vec<_> = cases
+        .iter()
+        .map(|(m, _, o, e)| (m.to_string(), o.to_string(), e.map(str::to_string)))
+        .collect();
+    want.push(("get_table".into(), "transport_error".into(), None));
+    want.push(("get_table".into(), "not_sent".into(), None));
+    assert_eq!(got, want);
+    assert_eq!(lines.last().unwrap()["decision"], "deny");
+}
