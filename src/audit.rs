@@ -217,7 +217,12 @@ impl AuditEvent {
         cuts.option("required_privilege", &mut e.required_privilege);
         cuts.option("matched", &mut e.matched);
         cuts.option("upstream_exception", &mut e.upstream_exception);
-        cuts.list("groups", &mut e.groups, TRUNCATED_GROUPS, TRUNCATED_FIELD_BYTES / 4);
+        cuts.list(
+            "groups",
+            &mut e.groups,
+            TRUNCATED_GROUPS,
+            TRUNCATED_FIELD_BYTES / 4,
+        );
         if let Some(s) = &mut e.storage {
             cuts.list(
                 "storage.role_chain",
