@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::filter::parse_list_reply;
+use super::filter::{empty_list_reply, parse_list_reply};
 use super::{
     keep_listed, listed_object, visible_by_grants, Checked, DecisionRecord, Guard, ListFilter,
     Outcome, ReplyCheck, Rewrite, Verdict, MAX_LISTING_OWNER_LOOKUPS,
@@ -24,8 +24,8 @@ use crate::codec::{MessageHeader, MessageType, ScanError, TopField};
 use crate::identity::Identity;
 use crate::router::{ListShape, Method};
 use crate::schema::{MethodDef, StructDef, T};
-use crate::upstream::Answer;
 use crate::transport::Transport;
+use crate::upstream::Answer;
 
 /// One call as the policy stage sees it.
 pub struct Call<'a> {
@@ -274,7 +274,7 @@ impl Guard {
                 tracing::warn!(method = %header.name, "a table absent when decided exists: its reply is withheld");
                 Ok(denial(transport, entry, header, message))
             }
-            ReplyCheck::Filter(f) => self.filter(f, transport, reply).await,
+            ReplyCheck::Filter(f) => self.filter(f, transport, header, reply).await,
         }
     }
 
@@ -284,6 +284,7 @@ impl Guard {
         &self,
         f: &ListFilter,
         transport: Transport,
+        header: &MessageHeader,
         reply: BytesMut,
     ) -> Result<BytesMut, ScanError> {
         let listed = parse_list_reply(
@@ -293,6 +294,19 @@ impl Guard {
             self.max_depth,
         )?;
         let Some(listed) = listed else {
+            // Not a list (an exception: "no such database"…). For a database the caller may
+            // not see, the answer an existing one with nothing visible in it gives.
+            if self.hides_database(f).await {
+                tracing::debug!(method = %header.name, db = %f.db, "a listing of a database hidden from the caller failed: answered as empty");
+                let empty = empty_list_reply(
+                    transport.protocol,
+                    &header.name,
+                    header.seqid,
+                    f.shape.list_path(),
+                    f.shape.element(),
+                );
+                return Ok(frame(transport, empty));
+            }
             return Ok(reply);
         };
         // Names without a grant may be the caller's own tables or databases: their owners are
@@ -462,10 +476,19 @@ mod tests {
     #[test]
     fn a_replys_first_field_names_the_outcome() {
         let of = |a, m: &str| UpstreamOutcome::of_answer(a, crate::schema::method(m), V2_3);
-        assert_eq!(of(reply(Some(TopField::Id(0))), "get_table"), UpstreamOutcome::Ok);
+        assert_eq!(
+            of(reply(Some(TopField::Id(0))), "get_table"),
+            UpstreamOutcome::Ok
+        );
         // drop_table is void: an empty result is its success.
-        assert_eq!(of(reply(Some(TopField::Stop)), "drop_table"), UpstreamOutcome::Ok);
-        assert_eq!(of(reply(Some(TopField::Stop)), "get_table"), UpstreamOutcome::NoResult);
+        assert_eq!(
+            of(reply(Some(TopField::Stop)), "drop_table"),
+            UpstreamOutcome::Ok
+        );
+        assert_eq!(
+            of(reply(Some(TopField::Stop)), "get_table"),
+            UpstreamOutcome::NoResult
+        );
         let e = of(reply(Some(TopField::Id(2))), "get_table");
         assert_eq!(e.as_str(), "exception");
         assert_eq!(e.exception(), Some("NoSuchObjectException"));
@@ -479,14 +502,14 @@ mod tests {
             kind: MessageType::Exception,
             first: Some(TopField::Id(1)),
         };
-        assert_eq!(
-            of(app, "get_table"),
-            UpstreamOutcome::ApplicationException
-        );
+        assert_eq!(of(app, "get_table"), UpstreamOutcome::ApplicationException);
         // A method the schema does not know: any exception field is undeclared.
         let e = UpstreamOutcome::of_answer(reply(Some(TopField::Id(1))), None, ALL_VERSIONS);
         assert_eq!(e.exception(), Some("undeclared"));
-        assert_eq!(of(reply(None), "get_table"), UpstreamOutcome::TransportError);
+        assert_eq!(
+            of(reply(None), "get_table"),
+            UpstreamOutcome::TransportError
+        );
     }
 
     #[test]
