@@ -748,10 +748,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .instrument(span.clone())
             .await;
         // The metastore's own answer, read off the reply's first bytes as they passed.
-        let answered = self.answer.take().map(|a| {
-            let def = crate::schema::method(&header.name);
-            UpstreamOutcome::of_answer(a, def, self.settings().upstream.versions)
-        });
+        let versions = self.settings().upstream.versions;
+        let answered = self
+            .answer
+            .take()
+            .map(|a| UpstreamOutcome::of_answer(a, &header.name, versions));
         let metrics = self.shared.metrics.clone();
         let _enter = span.enter();
         match result {

@@ -23,7 +23,7 @@ use crate::codec::value::Value;
 use crate::codec::{MessageHeader, MessageType, ScanError, TopField};
 use crate::identity::Identity;
 use crate::router::{ListShape, Method};
-use crate::schema::{MethodDef, StructDef, T};
+use crate::schema::{StructDef, T};
 use crate::transport::Transport;
 use crate::upstream::Answer;
 
@@ -110,25 +110,22 @@ impl UpstreamOutcome {
         )
     }
 
-    /// The outcome a reply's beginning tells, for `method` (`None`: a method the schema does
-    /// not know) on a metastore of `versions`. A few comparisons on bytes already walked.
-    pub fn of_answer(
-        answer: Answer,
-        method: Option<&'static MethodDef>,
-        versions: u8,
-    ) -> UpstreamOutcome {
+    /// The outcome a reply's beginning tells, for `method` on a metastore of `versions`. A
+    /// few comparisons on bytes already walked; the method's schema is looked up only when the
+    /// reply is not a plain result.
+    pub fn of_answer(answer: Answer, method: &str, versions: u8) -> UpstreamOutcome {
         if answer.kind != MessageType::Reply {
             return UpstreamOutcome::ApplicationException;
         }
-        let result = method.map(|m| m.result);
+        let result = || crate::schema::method(method).map(|m| m.result);
         match answer.first {
             Some(TopField::Id(0)) => UpstreamOutcome::Ok,
             Some(TopField::Id(field)) => UpstreamOutcome::Exception(DeclaredException {
                 field,
-                name: result.and_then(|r| exception_name(r, field, versions)),
+                name: result().and_then(|r| exception_name(r, field, versions)),
             }),
             // An empty result: a void method's success; a missing result otherwise.
-            Some(TopField::Stop) => match result {
+            Some(TopField::Stop) => match result() {
                 Some(r) if r.field(0).is_some() => UpstreamOutcome::NoResult,
                 _ => UpstreamOutcome::Ok,
             },
@@ -475,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_replys_first_field_names_the_outcome() {
-        let of = |a, m: &str| UpstreamOutcome::of_answer(a, crate::schema::method(m), V2_3);
+        let of = |a, m: &str| UpstreamOutcome::of_answer(a, m, V2_3);
         assert_eq!(
             of(reply(Some(TopField::Id(0))), "get_table"),
             UpstreamOutcome::Ok
@@ -504,7 +501,11 @@ mod tests {
         };
         assert_eq!(of(app, "get_table"), UpstreamOutcome::ApplicationException);
         // A method the schema does not know: any exception field is undeclared.
-        let e = UpstreamOutcome::of_answer(reply(Some(TopField::Id(1))), None, ALL_VERSIONS);
+        let e = UpstreamOutcome::of_answer(
+            reply(Some(TopField::Id(1))),
+            "no_such_method",
+            ALL_VERSIONS,
+        );
         assert_eq!(e.exception(), Some("undeclared"));
         assert_eq!(
             of(reply(None), "get_table"),
