@@ -295,6 +295,8 @@ struct Conn<S> {
     refusal: Option<&'static str>,
     /// How the metastore answered the call in flight (set by `forward`).
     answer: Option<Answer>,
+    /// The call in flight's reply was withheld and the caller got the denial.
+    withheld: bool,
 }
 
 impl<S> Drop for Conn<S> {
@@ -326,6 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             client_ugi: None,
             refusal: None,
             answer: None,
+            withheld: false,
         }
     }
 
@@ -633,7 +636,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Decide.
         let header = request.header;
-        let decided = shared
+        let mut decided = shared
             .guard
             .begin(
                 Call {
@@ -654,6 +657,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 UpstreamOutcome::NotSent,
             ),
             Action::Forward { bytes, check } => {
+                self.withheld = false;
                 let (ok, outcome) = self.call(transport, entry, &header, bytes, check).await;
                 if ok && authz_off && header.name == "set_ugi" {
                     self.client_ugi = Some((bytes.clone(), header.clone()));
@@ -661,6 +665,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 (ok, outcome)
             }
         };
+        if std::mem::take(&mut self.withheld) {
+            decided.withheld();
+        }
         // Finish.
         let caller = Caller {
             method: &header.name,
@@ -921,8 +928,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         method: method.to_string(),
                         err,
                     })?;
-                self.write_client(&out).await?;
-                (upstream_time, out.len() as u64)
+                self.withheld = out.withheld;
+                self.write_client(&out.bytes).await?;
+                (upstream_time, out.bytes.len() as u64)
             }
         };
         self.upstream = Some(up);

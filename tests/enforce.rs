@@ -867,3 +867,37 @@ async fn a_listing_of_a_hidden_database_answers_alike_whether_it_exists_or_not()
         Some("no database nodb")
     );
 }
+
+#[tokio::test]
+async fn a_withheld_reply_is_audited_as_the_denial_the_caller_got() {
+    let (up, facts) = (answering_metastore().await, facts());
+    let path =
+        std::env::temp_dir().join(format!("hms-guard-withheld-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("[audit]\nsink = \"file\"\npath = \"{}\"\n", path.display());
+    let proxy = start(&up, &facts, &extra).await;
+    // mary holds SELECT on db.t: `db.newer` is absent by the facts, so her read is forwarded;
+    // the metastore finds the table after all, and she gets the denial instead.
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    let (_, msg) = roundtrip(
+        &mut mary,
+        &call(B, "get_table", 2, &["db", "newer"]),
+        B,
+        false,
+    )
+    .await;
+    let message = declared(&result(&msg).1).expect("the denial");
+    assert!(message.contains("permission denied"), "{message}");
+    let lines = audit_lines(&path, 1).await;
+    let l = lines.last().unwrap();
+    assert_eq!(
+        (l["method"].as_str(), l["decision"].as_str()),
+        (Some("get_table"), Some("deny"))
+    );
+    assert_eq!(
+        l["upstream_outcome"], "ok",
+        "the metastore answered with the table"
+    );
+    assert!(l["matched"].as_str().unwrap().contains("withheld"), "{l}");
+}

@@ -160,6 +160,27 @@ impl Decided {
     pub fn decision(&self) -> Option<&DecisionRecord> {
         self.decision.as_ref()
     }
+
+    /// The metastore's reply was withheld and the caller got the denial (a table absent when
+    /// the call was decided existed when the metastore read it): audited as the denial it was.
+    pub fn withheld(&mut self) {
+        if let Some(d) = self.decision.as_mut() {
+            d.outcome = Outcome::Deny;
+            d.reason = crate::authz::Reason::MissingPrivilege;
+            d.matched = format!(
+                "{}; the table existed when the metastore read the call: its reply was withheld",
+                d.matched
+            );
+        }
+    }
+}
+
+/// What the client gets for a checked reply.
+#[derive(Debug)]
+pub struct Replied {
+    pub bytes: BytesMut,
+    /// The metastore's reply was replaced by the denial (`Decided::withheld`).
+    pub withheld: bool,
 }
 
 /// Who made a call, and which, for its audit line.
@@ -245,10 +266,10 @@ impl Guard {
         }
     }
 
-    /// The bytes the client gets for a whole `reply` to a call forwarded with `check`: a
-    /// listing filtered to what the caller may see; a read of a table that was absent when
-    /// decided, withheld (replaced by the denial) if it found the table after all. `Err`: the
-    /// reply could not be read.
+    /// What the client gets for a whole `reply` to a call forwarded with `check`: a listing
+    /// filtered to what the caller may see; a read of a table that was absent when decided,
+    /// withheld (replaced by the denial) if it found the table after all. `Err`: the reply
+    /// could not be read.
     pub async fn reply(
         &self,
         check: &ReplyCheck,
@@ -256,9 +277,13 @@ impl Guard {
         entry: Option<&'static Method>,
         header: &MessageHeader,
         reply: BytesMut,
-    ) -> Result<BytesMut, ScanError> {
+    ) -> Result<Replied, ScanError> {
+        let passed = |bytes| Replied {
+            bytes,
+            withheld: false,
+        };
         match check {
-            ReplyCheck::None => Ok(reply),
+            ReplyCheck::None => Ok(passed(reply)),
             ReplyCheck::DenyIfFound(message) => {
                 let found = crate::codec::reply::carries_result(
                     transport.protocol,
@@ -266,12 +291,15 @@ impl Guard {
                     self.max_depth,
                 );
                 if !found {
-                    return Ok(reply);
+                    return Ok(passed(reply));
                 }
                 tracing::warn!(method = %header.name, "a table absent when decided exists: its reply is withheld");
-                Ok(denial(transport, entry, header, message))
+                Ok(Replied {
+                    bytes: denial(transport, entry, header, message),
+                    withheld: true,
+                })
             }
-            ReplyCheck::Filter(f) => self.filter(f, transport, header, reply).await,
+            ReplyCheck::Filter(f) => Ok(passed(self.filter(f, transport, header, reply).await?)),
         }
     }
 
