@@ -121,8 +121,8 @@ RULES = {
     "get_table_names_by_filter": listing("dbname", "Names"),
     "get_materialized_views_for_rewriting": listing("db_name", "Names"),
     "get_table_meta": listing(None, "Metas"),
-    "get_table_objects_by_name": listing(None, "Tables"),
-    "get_table_objects_by_name_req": listing(None, "TablesInResult"),
+    "get_table_objects_by_name": listing("dbname", "Tables"),
+    "get_table_objects_by_name_req": listing("req.dbName", "TablesInResult"),
     "get_all_materialized_view_objects_for_rewriting": listing(None, "Tables"),
     # --- table DDL -----------------------------------------------------------------------
     "create_table": create("tbl"),

@@ -43,7 +43,8 @@
 //!   keep writing).
 //! - Bounds: the queue (`queue_capacity` lines), one batch (at most [`MAX_BATCH_LINES`] lines
 //!   or about [`MAX_BATCH_BYTES`]), one line ([`MAX_LINE_BYTES`]: longer events are written
-//!   with their strings truncated and marked `…[truncated]`), opening the sink in `start`
+//!   with their strings truncated and marked `…[truncated]`, each cut value's original length
+//!   listed in the event's `truncated` field), opening the sink in `start`
 //!   ([`OPEN_TIMEOUT`]).
 //! - Durability: a line is "written" once `write(2)` accepted it (no `fsync` per batch).
 //! - If the writer thread is gone (it only ends when every handle is dropped, or by a bug),
@@ -51,7 +52,7 @@
 //! - The stdout sink writes to a duplicate of file descriptor 1; nothing else in `serve` writes
 //!   to stdout (logs go to stderr).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -128,10 +129,20 @@ pub struct AuditEvent {
     /// The grant or rule that decided, e.g. `role:sales SELECT on demo_database.customer`.
     pub matched: Option<String>,
     pub storage: Option<StorageAudit>,
-    /// `ok`, `exception` (a reply carrying an exception), `error` (the upstream failed) or
-    /// `not_sent` (denied, or answered by the proxy).
+    /// The metastore's answer (`policy::UpstreamOutcome::as_str`): `ok`, `exception` (a
+    /// declared exception, named in `upstream_exception`), `application_exception`,
+    /// `no_result`, `no_reply` (oneway), `transport_error` (the metastore went away or timed
+    /// out) or `not_sent` (denied, or answered by the proxy).
     pub upstream_outcome: Option<String>,
+    /// With `upstream_outcome = "exception"`: the exception's type (`MetaException`,
+    /// `NoSuchObjectException`, `AlreadyExistsException`…; `undeclared` for a result field the
+    /// method does not declare).
+    pub upstream_exception: Option<String>,
     pub latency_us: u64,
+    /// Set when the line was too long and values were cut: each cut value's field (`location`,
+    /// `groups`, `groups[3]`, `storage.role_chain`…) and its original length (bytes of a
+    /// string, elements of a list). Each cut string ends in `…[truncated]`.
+    pub truncated: Option<BTreeMap<String, u64>>,
 }
 
 impl AuditEvent {
@@ -158,7 +169,9 @@ impl AuditEvent {
             matched: None,
             storage: None,
             upstream_outcome: None,
+            upstream_exception: None,
             latency_us: 0,
+            truncated: None,
         }
     }
 
@@ -188,52 +201,82 @@ impl AuditEvent {
     }
 
     /// A copy with every string cut to `TRUNCATED_FIELD_BYTES` and at most `TRUNCATED_GROUPS`
-    /// groups.
+    /// groups; each cut value is marked and its original length recorded in `truncated`.
     fn truncated(&self) -> AuditEvent {
         let mut e = self.clone();
-        let cut = |s: &mut String| truncate(s, TRUNCATED_FIELD_BYTES);
-        let cut_opt = |s: &mut Option<String>| {
-            if let Some(s) = s {
-                truncate(s, TRUNCATED_FIELD_BYTES)
-            }
-        };
-        cut(&mut e.client_addr);
-        cut(&mut e.user);
-        cut(&mut e.method);
-        cut(&mut e.operation);
-        cut(&mut e.reason);
-        cut_opt(&mut e.catalog);
-        cut_opt(&mut e.database);
-        cut_opt(&mut e.table);
-        cut_opt(&mut e.location);
-        cut_opt(&mut e.required_privilege);
-        cut_opt(&mut e.matched);
-        if e.groups.len() > TRUNCATED_GROUPS {
-            e.groups.truncate(TRUNCATED_GROUPS);
-            e.groups.push(TRUNCATED_MARK.into());
-        }
-        for g in &mut e.groups {
-            truncate(g, TRUNCATED_FIELD_BYTES / 4);
-        }
+        let mut cuts = Cuts::default();
+        cuts.string("client_addr", &mut e.client_addr);
+        cuts.string("user", &mut e.user);
+        cuts.string("method", &mut e.method);
+        cuts.string("operation", &mut e.operation);
+        cuts.string("reason", &mut e.reason);
+        cuts.option("catalog", &mut e.catalog);
+        cuts.option("database", &mut e.database);
+        cuts.option("table", &mut e.table);
+        cuts.option("location", &mut e.location);
+        cuts.option("required_privilege", &mut e.required_privilege);
+        cuts.option("matched", &mut e.matched);
+        cuts.option("upstream_exception", &mut e.upstream_exception);
+        cuts.list(
+            "groups",
+            &mut e.groups,
+            TRUNCATED_GROUPS,
+            TRUNCATED_FIELD_BYTES / 4,
+        );
         if let Some(s) = &mut e.storage {
-            if s.role_chain.len() > TRUNCATED_GROUPS / 4 {
-                s.role_chain.truncate(TRUNCATED_GROUPS / 4);
-                s.role_chain.push(TRUNCATED_MARK.into());
-            }
-            for r in &mut s.role_chain {
-                truncate(r, TRUNCATED_FIELD_BYTES);
-            }
-            truncate(&mut s.action, TRUNCATED_FIELD_BYTES);
-            truncate(&mut s.outcome, TRUNCATED_FIELD_BYTES);
+            cuts.list(
+                "storage.role_chain",
+                &mut s.role_chain,
+                TRUNCATED_GROUPS / 4,
+                TRUNCATED_FIELD_BYTES,
+            );
+            cuts.string("storage.action", &mut s.action);
+            cuts.string("storage.outcome", &mut s.outcome);
         }
+        e.truncated = (!cuts.0.is_empty()).then_some(cuts.0);
         e
     }
 }
 
-/// Cuts `s` to at most `max` bytes (at a character boundary) and marks it.
-fn truncate(s: &mut String, max: usize) {
+/// The values cut from one event, with their original lengths.
+#[derive(Default)]
+struct Cuts(BTreeMap<String, u64>);
+
+impl Cuts {
+    fn string(&mut self, field: &str, s: &mut String) {
+        let len = s.len() as u64;
+        if truncate(s, TRUNCATED_FIELD_BYTES) {
+            self.0.insert(field.to_string(), len);
+        }
+    }
+
+    fn option(&mut self, field: &str, s: &mut Option<String>) {
+        if let Some(s) = s {
+            self.string(field, s);
+        }
+    }
+
+    /// At most `max` elements (a last one marks the cut), each at most `each` bytes.
+    fn list(&mut self, field: &str, v: &mut Vec<String>, max: usize, each: usize) {
+        if v.len() > max {
+            self.0.insert(field.to_string(), v.len() as u64);
+            v.truncate(max);
+            v.push(TRUNCATED_MARK.into());
+        }
+        for (i, g) in v.iter_mut().enumerate().take(max) {
+            let len = g.len() as u64;
+            if truncate(g, each) {
+                self.0.insert(format!("{field}[{i}]"), len);
+            }
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (at a character boundary) and marks it; `true` if it was
+/// cut.
+fn truncate(s: &mut String, max: usize) -> bool {
     if s.len() <= max {
-        return;
+        return false;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
@@ -241,6 +284,7 @@ fn truncate(s: &mut String, max: usize) {
     }
     s.truncate(end);
     s.push_str(TRUNCATED_MARK);
+    true
 }
 
 /// `t` as RFC 3339 UTC with microseconds (`2026-11-22T14:08:14.123456Z`). Times before 1970

@@ -42,7 +42,7 @@ use crate::schema::{self, Reject};
 use crate::settings::Settings;
 use crate::tls::{CertUser, Tls};
 use crate::transport::{self, Detect, Transport};
-use crate::upstream::{StreamError, UpstreamConn, Upstreams};
+use crate::upstream::{Answer, StreamError, UpstreamConn, Upstreams};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers above this capacity are released when a connection goes idle.
@@ -363,6 +363,10 @@ struct Conn<S> {
     /// Until the first call has arrived whole: when it must have (`server.handshake_timeout_ms`
     /// from the accept).
     first_call_by: Option<tokio::time::Instant>,
+    /// How the metastore answered the call in flight (set by `forward`).
+    answer: Option<Answer>,
+    /// The call in flight's reply was withheld and the caller got the denial.
+    withheld: bool,
 }
 
 impl<S> Drop for Conn<S> {
@@ -387,6 +391,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             client_ugi: None,
             refusal: None,
             first_call_by: Some(accepted.first_call_by),
+            answer: None,
+            withheld: false,
         }
     }
 
@@ -737,7 +743,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Decide.
         let header = request.header;
-        let decided = shared
+        let mut decided = shared
             .guard
             .begin(
                 Call {
@@ -758,18 +764,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 UpstreamOutcome::NotSent,
             ),
             Action::Forward { bytes, check } => {
-                let ok = self.call(transport, entry, &header, bytes, check).await;
+                self.withheld = false;
+                let (ok, outcome) = self.call(transport, entry, &header, bytes, check).await;
                 if ok && authz_off && header.name == "set_ugi" {
                     self.client_ugi = Some((bytes.clone(), header.clone()));
                 }
-                let outcome = if ok {
-                    UpstreamOutcome::Ok
-                } else {
-                    UpstreamOutcome::Error
-                };
                 (ok, outcome)
             }
         };
+        if std::mem::take(&mut self.withheld) {
+            decided.withheld();
+        }
         // Finish.
         let caller = Caller {
             method: &header.name,
@@ -837,7 +842,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Forwards a call and brings its reply back, counting it; an upstream failure is
     /// answered with a `TApplicationException` when nothing of the reply reached the client
-    /// yet. `false`: the connection must close.
+    /// yet. Returns whether the connection stays open (`false`: it must close), and how the
+    /// metastore answered.
     async fn call(
         &mut self,
         transport: Transport,
@@ -845,15 +851,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         header: &MessageHeader,
         bytes: &Bytes,
         check: &ReplyCheck,
-    ) -> bool {
+    ) -> (bool, UpstreamOutcome) {
         let started = Instant::now();
         let label = method_label(entry);
         let oneway = header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %header.name, seqid = header.seqid);
+        self.answer = None;
         let result = self
             .forward(transport, entry, header, bytes, oneway, check)
             .instrument(span.clone())
             .await;
+        // The metastore's own answer, read off the reply's first bytes as they passed.
+        let versions = self.settings().upstream.versions;
+        let answered = self
+            .answer
+            .take()
+            .map(|a| UpstreamOutcome::of_answer(a, &header.name, versions));
         let metrics = self.shared.metrics.clone();
         let _enter = span.enter();
         match result {
@@ -871,11 +884,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         .observe(t.as_secs_f64());
                 }
                 debug!(oneway, "call forwarded");
-                true
+                let outcome = match answered {
+                    Some(o) => o,
+                    None if oneway => UpstreamOutcome::NoReply,
+                    None => UpstreamOutcome::TransportError,
+                };
+                (true, outcome)
             }
             Err(CallError::ClientGone) => {
                 debug!("client went away during the call");
-                false
+                (false, answered.unwrap_or(UpstreamOutcome::TransportError))
             }
             Err(CallError::Upstream { err, flushed }) => {
                 if matches!(err, UpstreamError::Mismatch { .. }) {
@@ -901,7 +919,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     drop(_enter);
                     let _ = self.write_client(&reply).await;
                 }
-                false
+                (false, UpstreamOutcome::TransportError)
             }
         }
     }
@@ -984,7 +1002,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let limits = &shared.settings.limits;
         let (upstream_time, out_bytes) = match check {
             ReplyCheck::None => {
-                let s = up
+                let streamed = up
                     .stream_reply(
                         &mut self.client,
                         shared.settings.server.write_timeout,
@@ -993,13 +1011,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         limits.reply_buffer_bytes,
                         sent,
                     )
-                    .await?;
+                    .await;
+                // Known once the reply was checked to answer this call: kept even when the
+                // client went away afterwards.
+                if !matches!(streamed, Err(StreamError::Upstream { .. })) {
+                    self.answer = up.answer();
+                }
+                let s = streamed?;
                 (s.upstream_time, s.bytes)
             }
             check => {
                 let (reply, _) = up
                     .read_reply(method, header.seqid, limits.max_checked_reply_bytes)
                     .await?;
+                self.answer = up.answer();
                 let upstream_time = sent.elapsed();
                 let out = shared
                     .guard
@@ -1010,8 +1035,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         method: method.to_string(),
                         err,
                     })?;
-                self.write_client(&out).await?;
-                (upstream_time, out.len() as u64)
+                self.withheld = out.withheld;
+                self.write_client(&out.bytes).await?;
+                (upstream_time, out.bytes.len() as u64)
             }
         };
         self.upstream = Some(up);

@@ -4,7 +4,7 @@
 //! 4-byte length first, bounds it, and scans the payload with the frame length as the exact
 //! size budget, so a frame whose content disagrees with its length is an error.
 
-use crate::codec::{Limits, MessageHeader, Scan, ScanError, Scanner};
+use crate::codec::{Limits, MessageHeader, Scan, ScanError, Scanner, TopField};
 use crate::transport::Transport;
 
 /// Finds the end of one message (frame prefix included) in a byte stream.
@@ -36,6 +36,11 @@ impl MessageWalker {
     /// The current message's header, once read.
     pub fn header(&self) -> Option<&MessageHeader> {
         self.scanner.header()
+    }
+
+    /// The current message's top struct's first field header, once walked.
+    pub fn top_field(&self) -> Option<TopField> {
+        self.scanner.top_field()
     }
 
     /// Walks `buf` (the bytes after those already walked); see `Scanner::advance`.

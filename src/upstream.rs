@@ -18,7 +18,7 @@ use tokio::time::timeout;
 
 use crate::codec::writer::Writer;
 use crate::codec::Ty;
-use crate::codec::{Limits, MessageType, Scan, ScanError};
+use crate::codec::{Limits, MessageType, Scan, ScanError, TopField};
 use crate::config::ThriftUri;
 use crate::delegation::UpstreamAuth;
 use crate::error::UpstreamError;
@@ -528,6 +528,17 @@ impl UpstreamConn {
         })
     }
 
+    /// How the metastore answered the last call whose reply was read or streamed (its header
+    /// checked to answer that call): the message type, and the result struct's first field
+    /// header as it passed. `None` before a reply's header was walked.
+    pub fn answer(&self) -> Option<Answer> {
+        let h = self.walker.header()?;
+        Some(Answer {
+            kind: h.kind,
+            first: self.walker.top_field(),
+        })
+    }
+
     /// Reads one whole reply to `method`/`seqid`, at most `limit` bytes, and takes it out of
     /// the buffer. A reply that does not answer that call is an error.
     pub async fn read_reply(
@@ -675,6 +686,15 @@ impl UpstreamConn {
             }
         }
     }
+}
+
+/// The beginning of a metastore reply: enough to tell a result from an exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// REPLY, or EXCEPTION (a `TApplicationException`).
+    pub kind: MessageType,
+    /// The result struct's first field header (`None`: not walked yet).
+    pub first: Option<TopField>,
 }
 
 /// Largest `set_ugi` reply taken (a list of group names).

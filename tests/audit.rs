@@ -15,7 +15,7 @@ use hms_guard::config::{AuditConfig, AuditOnFailure, AuditSink};
 use hms_guard::metrics::{KindLabels, Metrics};
 use serde_json::Value;
 
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 22] = [
     "time",
     "event_id",
     "connection_id",
@@ -35,7 +35,9 @@ const FIELDS: [&str; 20] = [
     "matched",
     "storage",
     "upstream_outcome",
+    "upstream_exception",
     "latency_us",
+    "truncated",
 ];
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -143,7 +145,8 @@ async fn lines_are_json_with_every_field() {
         cached: true,
         outcome: "allowed".into(),
     });
-    full.upstream_outcome = Some("ok".into());
+    full.upstream_outcome = Some("exception".into());
+    full.upstream_exception = Some("AlreadyExistsException".into());
     full.latency_us = 1234;
     // Control characters and newlines stay inside one line.
     full.reason = "line\nbreak \"quoted\" \u{1}".into();
@@ -189,8 +192,10 @@ async fn lines_are_json_with_every_field() {
             "outcome": "allowed",
         })
     );
-    assert_eq!(l["upstream_outcome"], "ok");
+    assert_eq!(l["upstream_outcome"], "exception");
+    assert_eq!(l["upstream_exception"], "AlreadyExistsException");
     assert_eq!(l["latency_us"], 1234);
+    assert!(l["truncated"].is_null(), "nothing was cut");
 
     // Defaults: absent values are null, identity anonymous.
     let d = &lines[1];
@@ -203,6 +208,8 @@ async fn lines_are_json_with_every_field() {
         "matched",
         "storage",
         "upstream_outcome",
+        "upstream_exception",
+        "truncated",
     ] {
         assert!(d[key].is_null(), "{key}");
     }
@@ -230,6 +237,14 @@ async fn oversized_events_are_truncated_not_dropped() {
         .as_str()
         .unwrap()
         .ends_with("…[truncated]"));
+    // Each cut value is listed with its original length; nothing else is.
+    let location_len = format!("s3://b/{}", "é".repeat(200_000)).len();
+    assert_eq!(
+        lines[0]["truncated"],
+        serde_json::json!({"location": location_len, "groups": 10_000})
+    );
+    let groups = lines[0]["groups"].as_array().unwrap();
+    assert_eq!(groups.last().unwrap(), "…[truncated]");
 }
 
 /// Rotated files, oldest first, then the live file.

@@ -695,3 +695,50 @@ fn a_field_is_set_in_every_element_of_a_list() {
         assert!(set_field(p, &msg, &[1, EACH_ELEMENT, 3], &mary, IfAbsent::Add, 64).is_err());
     }
 }
+
+
+/// A reply whose result struct sets field `id` (a struct holding a message), or nothing.
+fn result_with(p: Protocol, id: Option<i16>) -> Vec<u8> {
+    let mut w = W::new(p);
+    w.message("get_table", REPLY, 3).begin_struct();
+    if let Some(id) = id {
+        w.field(12, id).begin_struct();
+        w.field(11, 1).string(b"no such table");
+        w.end_struct();
+    }
+    w.end_struct();
+    w.bytes()
+}
+
+#[test]
+fn the_result_structs_first_field_is_noted_as_it_passes() {
+    use hms_guard::codec::TopField;
+    for p in BOTH {
+        // Short (delta) and long compact forms, and a negative id.
+        for id in [0i16, 1, 2, 3, 15, 16, 300, -2] {
+            let msg = result_with(p, Some(id));
+            let mut s = Scanner::new(p, Limits::default());
+            assert_eq!(s.advance(&msg).unwrap(), Scan::Complete(msg.len()), "{p}");
+            assert_eq!(s.top_field(), Some(TopField::Id(id)), "{p} {id}");
+            // Fed one byte at a time, the same (the header is taken only once whole).
+            let mut s = Scanner::new(p, Limits::default());
+            let mut walked = 0;
+            for end in 1..=msg.len() {
+                match s.advance(&msg[walked..end]).unwrap() {
+                    Scan::NeedMore(n) | Scan::Complete(n) => walked += n,
+                }
+            }
+            assert_eq!(s.top_field(), Some(TopField::Id(id)), "{p} {id} bytewise");
+        }
+        let msg = result_with(p, None);
+        let mut s = Scanner::new(p, Limits::default());
+        s.advance(&msg).unwrap();
+        assert_eq!(s.top_field(), Some(TopField::Stop), "{p}");
+        // Only the top struct's first field counts, and a reset forgets it.
+        let msg = rich_message(p);
+        s.reset();
+        assert_eq!(s.top_field(), None);
+        s.advance(&msg).unwrap();
+        assert_eq!(s.top_field(), Some(TopField::Id(0)), "{p}");
+    }
+}

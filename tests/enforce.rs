@@ -944,3 +944,235 @@ async fn a_revoke_is_forwarded_only_for_the_recorded_grantor() {
     assert_eq!(methods(&up), ["set_ugi", "revoke_privileges"]);
     assert_eq!(up.received.lock().unwrap()[1], revoke("friend", 3));
 }
+
+
+/// A metastore answering `get_table` by the table's name: a result, a declared exception, an
+/// undeclared field, an empty result, a `TApplicationException`, or half a reply and a close.
+async fn answering_metastore() -> Upstream {
+    use hms_guard::codec::reply::{application_exception, AppErrorKind};
+    Upstream::start(
+        B,
+        false,
+        Arc::new(|h: &MessageHeader, msg: &[u8]| {
+            let has = |x: &str| msg.windows(x.len()).any(|w| w == x.as_bytes());
+            let exception =
+                |id: i16, m: &str| Value::Struct(vec![(id, Value::Struct(vec![(1, s(m))]))]);
+            let table = Value::Struct(vec![(0, Value::Struct(vec![(1, s("t")), (2, s("db"))]))]);
+            let result = match h.name.as_str() {
+                "set_ugi" => Value::Struct(vec![(0, Value::List(vec![]))]),
+                "get_table" if has("gone") => exception(2, "db.gone table not found"),
+                "get_table" if has("odd") => exception(9, "?"),
+                "get_table" if has("empty") => Value::Struct(vec![]),
+                "get_table" if has("crash") => {
+                    return Act::Send(
+                        application_exception(
+                            B,
+                            false,
+                            &h.name,
+                            h.seqid,
+                            AppErrorKind::InternalError,
+                            "boom",
+                        )
+                        .to_vec(),
+                    )
+                }
+                "get_table" if has("cut") => {
+                    let whole = reply(&h.name, h.seqid, table);
+                    return Act::SendThenClose(whole[..whole.len() / 2].to_vec());
+                }
+                "get_table" => table,
+                "drop_table" => Value::Struct(vec![]),
+                "get_all_tables" if has("nodb") => exception(1, "no database nodb"),
+                "get_all_tables" => {
+                    Value::Struct(vec![(0, Value::List(vec![s("t"), s("secret")]))])
+                }
+                "get_table_objects_by_name" => exception(3, "Could not find database ghost"),
+                _ => Value::Struct(vec![(0, s("3.1.0"))]),
+            };
+            Act::Send(reply(&h.name, h.seqid, result))
+        }),
+    )
+    .await
+}
+
+/// The audit lines of a file, once it holds at least `n`.
+async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_says_how_the_metastore_answered() {
+    let (up, facts) = (answering_metastore().await, facts());
+    let path =
+        std::env::temp_dir().join(format!("hms-guard-outcomes-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("[audit]\nsink = \"file\"\npath = \"{}\"\n", path.display());
+    let proxy = start(&up, &facts, &extra).await;
+    let mut admin = proxy.connect().await;
+    roundtrip(&mut admin, &set_ugi("admin", &[]), B, false).await;
+    let cases: [(&str, [&str; 2], &str, Option<&str>); 8] = [
+        ("get_table", ["db", "t"], "ok", None),
+        (
+            "get_table",
+            ["db", "gone"],
+            "exception",
+            Some("NoSuchObjectException"),
+        ),
+        ("get_table", ["db", "odd"], "exception", Some("undeclared")),
+        ("get_table", ["db", "empty"], "no_result", None),
+        ("get_table", ["db", "crash"], "application_exception", None),
+        ("drop_table", ["db", "t"], "ok", None),
+        ("get_all_tables", ["db", ""], "ok", None),
+        (
+            "get_all_tables",
+            ["nodb", ""],
+            "exception",
+            Some("MetaException"),
+        ),
+    ];
+    for (seqid, (method, args, _, _)) in (10..).zip(&cases) {
+        let (h, _) = roundtrip(&mut admin, &call(B, method, seqid, args), B, false).await;
+        assert_eq!((h.name.as_str(), h.seqid), (*method, seqid));
+    }
+    // Half a reply, then the metastore is gone: the client gets the proxy's exception.
+    let (h, _) = roundtrip(
+        &mut admin,
+        &call(B, "get_table", 90, &["db", "cut"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!(h.kind, MessageType::Exception);
+    // Denied: never sent.
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    roundtrip(
+        &mut mary,
+        &call(B, "get_table", 91, &["db", "secret"]),
+        B,
+        false,
+    )
+    .await;
+
+    let lines = audit_lines(&path, cases.len() + 2).await;
+    let outcome = |l: &serde_json::Value| {
+        (
+            l["method"].as_str().unwrap().to_string(),
+            l["upstream_outcome"].as_str().unwrap().to_string(),
+            l["upstream_exception"].as_str().map(str::to_string),
+        )
+    };
+    let got: Vec<_> = lines.iter().map(outcome).collect();
+    let mut want: Vec<_> = cases
+        .iter()
+        .map(|(m, _, o, e)| (m.to_string(), o.to_string(), e.map(str::to_string)))
+        .collect();
+    want.push(("get_table".into(), "transport_error".into(), None));
+    want.push(("get_table".into(), "not_sent".into(), None));
+    assert_eq!(got, want);
+    assert_eq!(lines.last().unwrap()["decision"], "deny");
+}
+
+#[tokio::test]
+async fn a_listing_of_a_hidden_database_answers_alike_whether_it_exists_or_not() {
+    let (up, facts) = (answering_metastore().await, facts());
+    let proxy = start(&up, &facts, "").await;
+    let objects_by_name = |db: &str| {
+        let mut w = Writer::new(B);
+        w.message("get_table_objects_by_name", MessageType::Call, 5)
+            .struct_begin();
+        w.field(Ty::String, 1).string(db.as_bytes());
+        w.field(Ty::List, 2).list_begin(Ty::String, 1).string(b"t");
+        w.struct_end();
+        w.finish(false).to_vec()
+    };
+    let empty_strings = reply(
+        "get_all_tables",
+        4,
+        Value::Struct(vec![(0, Value::List(vec![]))]),
+    );
+    let mut empty_tables = Writer::new(B);
+    empty_tables
+        .message("get_table_objects_by_name", MessageType::Reply, 5)
+        .struct_begin();
+    empty_tables.field(Ty::List, 0).list_begin(Ty::Struct, 0);
+    empty_tables.struct_end();
+    let empty_tables = empty_tables.finish(false).to_vec();
+    // mary holds SELECT on db.t only: `nodb` and `ghost` are hidden from her, and their
+    // metastore's "no such database" reaches her as the listing of a database with nothing
+    // she may see.
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    let (_, msg) = roundtrip(
+        &mut mary,
+        &call(B, "get_all_tables", 4, &["nodb"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!(msg, empty_strings);
+    let (_, msg) = roundtrip(&mut mary, &objects_by_name("ghost"), B, false).await;
+    assert_eq!(msg, empty_tables);
+    // Her own database's listing is filtered as before.
+    let (_, msg) = roundtrip(&mut mary, &call(B, "get_all_tables", 6, &["db"]), B, false).await;
+    assert_eq!(names(&result(&msg).1), ["t"]);
+    // An admin sees the metastore's own answer.
+    let mut admin = proxy.connect().await;
+    roundtrip(&mut admin, &set_ugi("admin", &[]), B, false).await;
+    let (_, msg) = roundtrip(
+        &mut admin,
+        &call(B, "get_all_tables", 4, &["nodb"]),
+        B,
+        false,
+    )
+    .await;
+    assert_eq!(
+        declared(&result(&msg).1).as_deref(),
+        Some("no database nodb")
+    );
+}
+
+#[tokio::test]
+async fn a_withheld_reply_is_audited_as_the_denial_the_caller_got() {
+    let (up, facts) = (answering_metastore().await, facts());
+    let path =
+        std::env::temp_dir().join(format!("hms-guard-withheld-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("[audit]\nsink = \"file\"\npath = \"{}\"\n", path.display());
+    let proxy = start(&up, &facts, &extra).await;
+    // mary holds SELECT on db.t: `db.newer` is absent by the facts, so her read is forwarded;
+    // the metastore finds the table after all, and she gets the denial instead.
+    let mut mary = proxy.connect().await;
+    roundtrip(&mut mary, &set_ugi("mary", &[]), B, false).await;
+    let (_, msg) = roundtrip(
+        &mut mary,
+        &call(B, "get_table", 2, &["db", "newer"]),
+        B,
+        false,
+    )
+    .await;
+    let message = declared(&result(&msg).1).expect("the denial");
+    assert!(message.contains("permission denied"), "{message}");
+    let lines = audit_lines(&path, 1).await;
+    let l = lines.last().unwrap();
+    assert_eq!(
+        (l["method"].as_str(), l["decision"].as_str()),
+        (Some("get_table"), Some("deny"))
+    );
+    assert_eq!(
+        l["upstream_outcome"], "ok",
+        "the metastore answered with the table"
+    );
+    assert!(l["matched"].as_str().unwrap().contains("withheld"), "{l}");
+}

@@ -21,5 +21,5 @@ pub mod wire;
 pub mod writer;
 
 pub use header::{MessageHeader, MessageType};
-pub use scanner::{Limits, Scan, Scanner};
+pub use scanner::{Limits, Scan, Scanner, TopField};
 pub use wire::{Protocol, ScanError, Ty};

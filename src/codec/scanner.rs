@@ -11,7 +11,7 @@
 //! or string length against the bytes the message may still contain.
 
 use super::header::{self, MessageHeader};
-use super::wire::{read_varint, Ty};
+use super::wire::{read_varint, unzigzag64, Ty};
 // `Protocol` and `ScanError` live in `wire`; re-exported so `codec::scanner::` paths still name them.
 use super::wire::{Protocol, ScanError};
 
@@ -60,6 +60,16 @@ fn min_size(t: Ty, protocol: Protocol) -> u64 {
     }
 }
 
+/// The first field header of a message's top struct, as it passed: for a reply, which field
+/// of the result struct the metastore set (0 the result, 1 and up a declared exception).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopField {
+    /// The struct is empty: a void method's result (or a result left unset).
+    Stop,
+    /// The first field's id.
+    Id(i16),
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Frame {
     Struct,
@@ -96,6 +106,8 @@ pub struct Scanner {
     state: State,
     stack: Vec<Frame>,
     header: Option<MessageHeader>,
+    /// The top struct's first field header, once walked.
+    top: Option<TopField>,
     /// Bytes of the current message walked by earlier `advance` calls.
     consumed: u64,
 }
@@ -108,6 +120,7 @@ impl Scanner {
             state: State::Header,
             stack: Vec::with_capacity(8),
             header: None,
+            top: None,
             consumed: 0,
         }
     }
@@ -117,6 +130,7 @@ impl Scanner {
         self.state = State::Header;
         self.stack.clear();
         self.header = None;
+        self.top = None;
         self.consumed = 0;
     }
 
@@ -132,6 +146,12 @@ impl Scanner {
     /// The header of the current message, once it has been read.
     pub fn header(&self) -> Option<&MessageHeader> {
         self.header.as_ref()
+    }
+
+    /// The first field header of the current message's top struct, once walked (noted as it
+    /// passes: no byte is read twice).
+    pub fn top_field(&self) -> Option<TopField> {
+        self.top
     }
 
     /// Bytes of the current message walked so far.
@@ -266,7 +286,11 @@ impl Scanner {
         let Some(&b) = rest.first() else {
             return Ok(None);
         };
+        let first_of_top = self.stack.len() == 1 && self.top.is_none();
         if b == 0 {
+            if first_of_top {
+                self.top = Some(TopField::Stop);
+            }
             self.stack.pop();
             self.state = State::Next;
             return Ok(Some(1));
@@ -277,6 +301,9 @@ impl Scanner {
                 if rest.len() < 3 {
                     return Ok(None);
                 }
+                if first_of_top {
+                    self.top = Some(TopField::Id(i16::from_be_bytes([rest[1], rest[2]])));
+                }
                 self.state = State::Value(t);
                 Ok(Some(3))
             }
@@ -284,12 +311,18 @@ impl Scanner {
                 let nibble = b & 0x0f;
                 let t = Ty::from_compact(nibble)?;
                 let mut used = 1;
+                // Short form: the id is a delta from the previous field's (0 at the start).
+                let mut id = i16::from(b >> 4);
                 if b >> 4 == 0 {
                     // Long form: the field id follows as a zigzag varint.
-                    let Some((_, n)) = read_varint(&rest[1..], 3)? else {
+                    let Some((z, n)) = read_varint(&rest[1..], 3)? else {
                         return Ok(None);
                     };
                     used += n;
+                    id = unzigzag64(z) as i16;
+                }
+                if first_of_top {
+                    self.top = Some(TopField::Id(id));
                 }
                 // Compact bools in structs carry the value in the type nibble.
                 self.state = if t == Ty::Bool {

@@ -127,6 +127,31 @@ impl ListedReply<'_> {
     }
 }
 
+/// The REPLY a listing gives when nothing in it may be shown: result field 0 holding (through
+/// `list_path`'s wrapper structs) an empty list of `elem` — byte for byte what filtering every
+/// element out of the metastore's own reply gives.
+pub fn empty_list_reply(
+    protocol: Protocol,
+    method: &str,
+    seqid: i32,
+    list_path: &[i16],
+    elem: Ty,
+) -> BytesMut {
+    let mut w = Writer::new(protocol);
+    w.message(method, MessageType::Reply, seqid).struct_begin();
+    let mut id = 0;
+    for &step in list_path {
+        w.field(Ty::Struct, id).struct_begin();
+        id = step;
+    }
+    w.field(Ty::List, id).list_begin(elem, 0);
+    for _ in list_path {
+        w.struct_end();
+    }
+    w.struct_end();
+    w.finish(false)
+}
+
 /// Rebuilds a REPLY keeping only the elements of its result list that `keep` accepts
 /// (`parse_list_reply`, then `ListedReply::keep`).
 pub fn filter_list_reply(

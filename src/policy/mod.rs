@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::audit::StorageAudit;
 use crate::authz::{
-    authorize, readable, visible, Decision, Facts, Grants, Object, Operation, Policy, Reason,
-    StorageFact,
+    authorize, readable, visible, AlterKind, Decision, Facts, Grants, Object, Operation, Policy,
+    Reason, StorageFact,
 };
 use crate::codec::value::Value;
 use crate::codec::MessageHeader;
@@ -24,7 +24,7 @@ use crate::storage::{StorageAction, StorageGuard};
 use crate::upstream::Upstreams;
 
 use classify::{classify, Classified, ClassifyError};
-pub use stage::{Action, Call, Caller, Decided, UpstreamOutcome};
+pub use stage::{Action, Call, Caller, Decided, DeclaredException, UpstreamOutcome};
 
 /// What the connection does with a call.
 #[derive(Debug)]
@@ -470,6 +470,27 @@ impl Guard {
             }
         }
         let (mut d, mut record, c) = last.expect("classify yields at least one operation");
+        // Existence: an alter is judged on its changes against the current table; refused to a
+        // caller who holds nothing on the table (or its database), it is judged as for a table
+        // that does not exist, so the refusal reveals nothing of the table or that it exists.
+        if let (Operation::AlterTable { table, changes }, Some(g), false) =
+            (&c.op, &grants, d.allow)
+        {
+            if changes.as_slice() != [AlterKind::Other]
+                && self.hides_table(identity, g, table).await
+            {
+                let blind = Operation::AlterTable {
+                    table: table.clone(),
+                    changes: vec![AlterKind::Other],
+                };
+                let facts = Facts {
+                    grants: Some(g),
+                    ..Facts::default()
+                };
+                d = authorize(identity, &blind, &facts, &self.policy);
+                record = self.record(&d, c.op.class(), Some(c));
+            }
+        }
         // Existence: a denied read of one table that does not exist, by a caller who may act
         // in its database, is answered by the metastore ("not found"), so that creating a
         // table one may create starts as engines expect; strangers are denied, and learn
@@ -769,6 +790,42 @@ impl Guard {
             || grants.holds_in_database(db)
             || matches!(self.facts.object(&Object::database(db)).await,
                 Ok(Some(f)) if f.owner.as_ref().is_some_and(|o| crate::authz::owner_matches(identity, grants, o)))
+    }
+
+    /// Whether `table` is hidden from the caller: not an admin, holding nothing on the table or
+    /// its database, not its owner (a failed lookup counts as not owning it).
+    async fn hides_table(&self, identity: &Identity, grants: &Grants, table: &Object) -> bool {
+        let Object::Table(db, _) = table else {
+            return false;
+        };
+        if self.policy.is_admin(identity, grants)
+            || grants.any_on(table)
+            || grants.any_on(&Object::database(db))
+        {
+            return false;
+        }
+        !matches!(self.facts.object(table).await, Ok(Some(f))
+            if f.owner.as_ref().is_some_and(|o| crate::authz::owner_matches(identity, grants, o)))
+    }
+
+    /// Whether a listing names one database (not a pattern) that the caller may not see: not
+    /// `default`, not an admin, holding nothing on or in it, not its owner (a failed lookup
+    /// counts as not owning it). Its failures are then answered as an empty listing, so that
+    /// a missing database and an existing one with nothing visible answer alike.
+    pub async fn hides_database(&self, f: &ListFilter) -> bool {
+        let named = !matches!(
+            f.shape,
+            ListShape::Metas | ListShape::DbNames | ListShape::Databases
+        );
+        if !named || f.db.is_empty() || f.db == "*" {
+            return false;
+        }
+        if crate::authz::database_visible(&f.identity, &f.grants, &self.policy, &f.db) {
+            return false;
+        }
+        let owner = self.facts.object(&Object::database(&f.db)).await;
+        !matches!(owner, Ok(Some(facts)) if facts.owner.as_ref()
+            .is_some_and(|o| crate::authz::owner_matches(&f.identity, &f.grants, o)))
     }
 
     /// The tables among `tables` the caller owns (owner facts, cached; a failed lookup counts

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::filter::parse_list_reply;
+use super::filter::{empty_list_reply, parse_list_reply};
 use super::{
     keep_listed, listed_object, visible_by_grants, Checked, DecisionRecord, Guard, ListFilter,
     Outcome, ReplyCheck, Rewrite, Verdict, MAX_LISTING_OWNER_LOOKUPS,
@@ -20,10 +20,12 @@ use super::{
 use crate::audit::{Audit, AuditEvent};
 use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
 use crate::codec::value::Value;
-use crate::codec::{MessageHeader, ScanError};
+use crate::codec::{MessageHeader, MessageType, ScanError, TopField};
 use crate::identity::Identity;
 use crate::router::{ListShape, Method};
+use crate::schema::{StructDef, T};
 use crate::transport::Transport;
+use crate::upstream::Answer;
 
 /// One call as the policy stage sees it.
 pub struct Call<'a> {
@@ -46,25 +48,101 @@ pub enum Action {
     Deny(String),
 }
 
-/// How the metastore side of a call ended.
+/// How the metastore side of a call ended: the metastore's own answer where it gave one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamOutcome {
-    /// The reply reached the client.
+    /// A REPLY carrying the result (field 0), or the empty result of a void method.
     Ok,
-    /// The metastore failed (or the client went away) during the call.
-    Error,
+    /// A REPLY carrying one of the method's declared exceptions.
+    Exception(DeclaredException),
+    /// A REPLY with nothing set for a method that returns a value (the client reports a
+    /// missing result).
+    NoResult,
+    /// An EXCEPTION message: a `TApplicationException` (unknown method, internal error…).
+    ApplicationException,
+    /// No reply is expected (a oneway call that was sent).
+    NoReply,
+    /// The metastore went away, timed out, or answered something else before the whole
+    /// reply arrived: whether it executed the call is unknown.
+    TransportError,
     /// Nothing was sent: denied, or answered by the proxy.
     NotSent,
+}
+
+/// The declared exception a reply carried: the result field that was set and, where the
+/// method's schema declares it for the configured metastore version(s), its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredException {
+    pub field: i16,
+    /// `MetaException`, `NoSuchObjectException`…; `None`: a field no recorded version
+    /// declares for the method.
+    pub name: Option<&'static str>,
 }
 
 impl UpstreamOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamOutcome::Ok => "ok",
-            UpstreamOutcome::Error => "error",
+            UpstreamOutcome::Exception(_) => "exception",
+            UpstreamOutcome::NoResult => "no_result",
+            UpstreamOutcome::ApplicationException => "application_exception",
+            UpstreamOutcome::NoReply => "no_reply",
+            UpstreamOutcome::TransportError => "transport_error",
             UpstreamOutcome::NotSent => "not_sent",
         }
     }
+
+    /// The exception's type, for the audit line (`undeclared` for a field the method does
+    /// not declare).
+    pub fn exception(self) -> Option<&'static str> {
+        match self {
+            UpstreamOutcome::Exception(e) => Some(e.name.unwrap_or("undeclared")),
+            _ => None,
+        }
+    }
+
+    /// Whether the metastore answered (or, oneway, took) the call: it may have changed
+    /// something, so cached facts are dropped afterwards.
+    pub fn reached_metastore(self) -> bool {
+        !matches!(
+            self,
+            UpstreamOutcome::TransportError | UpstreamOutcome::NotSent
+        )
+    }
+
+    /// The outcome a reply's beginning tells, for `method` on a metastore of `versions`. A
+    /// few comparisons on bytes already walked; the method's schema is looked up only when the
+    /// reply is not a plain result.
+    pub fn of_answer(answer: Answer, method: &str, versions: u8) -> UpstreamOutcome {
+        if answer.kind != MessageType::Reply {
+            return UpstreamOutcome::ApplicationException;
+        }
+        let result = || crate::schema::method(method).map(|m| m.result);
+        match answer.first {
+            Some(TopField::Id(0)) => UpstreamOutcome::Ok,
+            Some(TopField::Id(field)) => UpstreamOutcome::Exception(DeclaredException {
+                field,
+                name: result().and_then(|r| exception_name(r, field, versions)),
+            }),
+            // An empty result: a void method's success; a missing result otherwise.
+            Some(TopField::Stop) => match result() {
+                Some(r) if r.field(0).is_some() => UpstreamOutcome::NoResult,
+                _ => UpstreamOutcome::Ok,
+            },
+            None => UpstreamOutcome::TransportError,
+        }
+    }
+}
+
+/// The type of result field `field` as the configured versions declare it (the first
+/// alternative when they differ).
+fn exception_name(result: &StructDef, field: i16, versions: u8) -> Option<&'static str> {
+    let def = result.field(field)?;
+    let mut types = def.types_in(versions).map(|(t, _)| t).chain(def.ty.iter());
+    types.find_map(|t| match t {
+        T::Struct(s) => Some(s.name),
+        _ => None,
+    })
 }
 
 /// A decided call: what to do, and what `finish` needs afterwards.
@@ -82,6 +160,27 @@ impl Decided {
     pub fn decision(&self) -> Option<&DecisionRecord> {
         self.decision.as_ref()
     }
+
+    /// The metastore's reply was withheld and the caller got the denial (a table absent when
+    /// the call was decided existed when the metastore read it): audited as the denial it was.
+    pub fn withheld(&mut self) {
+        if let Some(d) = self.decision.as_mut() {
+            d.outcome = Outcome::Deny;
+            d.reason = crate::authz::Reason::MissingPrivilege;
+            d.matched = format!(
+                "{}; the table existed when the metastore read the call: its reply was withheld",
+                d.matched
+            );
+        }
+    }
+}
+
+/// What the client gets for a checked reply.
+#[derive(Debug)]
+pub struct Replied {
+    pub bytes: BytesMut,
+    /// The metastore's reply was replaced by the denial (`Decided::withheld`).
+    pub withheld: bool,
 }
 
 /// Who made a call, and which, for its audit line.
@@ -167,10 +266,10 @@ impl Guard {
         }
     }
 
-    /// The bytes the client gets for a whole `reply` to a call forwarded with `check`: a
-    /// listing filtered to what the caller may see; a read of a table that was absent when
-    /// decided, withheld (replaced by the denial) if it found the table after all. `Err`: the
-    /// reply could not be read.
+    /// What the client gets for a whole `reply` to a call forwarded with `check`: a listing
+    /// filtered to what the caller may see; a read of a table that was absent when decided,
+    /// withheld (replaced by the denial) if it found the table after all. `Err`: the reply
+    /// could not be read.
     pub async fn reply(
         &self,
         check: &ReplyCheck,
@@ -178,9 +277,13 @@ impl Guard {
         entry: Option<&'static Method>,
         header: &MessageHeader,
         reply: BytesMut,
-    ) -> Result<BytesMut, ScanError> {
+    ) -> Result<Replied, ScanError> {
+        let passed = |bytes| Replied {
+            bytes,
+            withheld: false,
+        };
         match check {
-            ReplyCheck::None => Ok(reply),
+            ReplyCheck::None => Ok(passed(reply)),
             ReplyCheck::DenyIfFound(message) => {
                 let found = crate::codec::reply::carries_result(
                     transport.protocol,
@@ -188,12 +291,15 @@ impl Guard {
                     self.max_depth,
                 );
                 if !found {
-                    return Ok(reply);
+                    return Ok(passed(reply));
                 }
                 tracing::warn!(method = %header.name, "a table absent when decided exists: its reply is withheld");
-                Ok(denial(transport, entry, header, message))
+                Ok(Replied {
+                    bytes: denial(transport, entry, header, message),
+                    withheld: true,
+                })
             }
-            ReplyCheck::Filter(f) => self.filter(f, transport, reply).await,
+            ReplyCheck::Filter(f) => Ok(passed(self.filter(f, transport, header, reply).await?)),
         }
     }
 
@@ -203,6 +309,7 @@ impl Guard {
         &self,
         f: &ListFilter,
         transport: Transport,
+        header: &MessageHeader,
         reply: BytesMut,
     ) -> Result<BytesMut, ScanError> {
         let listed = parse_list_reply(
@@ -212,6 +319,19 @@ impl Guard {
             self.max_depth,
         )?;
         let Some(listed) = listed else {
+            // Not a list (an exception: "no such database"…). For a database the caller may
+            // not see, the answer an existing one with nothing visible in it gives.
+            if self.hides_database(f).await {
+                tracing::debug!(method = %header.name, db = %f.db, "a listing of a database hidden from the caller failed: answered as empty");
+                let empty = empty_list_reply(
+                    transport.protocol,
+                    &header.name,
+                    header.seqid,
+                    f.shape.list_path(),
+                    f.shape.element(),
+                );
+                return Ok(frame(transport, empty));
+            }
             return Ok(reply);
         };
         // Names without a grant may be the caller's own tables or databases: their owners are
@@ -251,7 +371,7 @@ impl Guard {
                 tracing::warn!(error = %e, "audit event not queued");
             }
         }
-        if outcome == UpstreamOutcome::Ok {
+        if outcome.reached_metastore() {
             if decided.invalidate_grants {
                 self.facts.invalidate_grants();
             }
@@ -269,6 +389,7 @@ fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>)
     ev.client_addr = caller.peer.to_string();
     ev.method = caller.method.to_string();
     ev.upstream_outcome = Some(outcome.as_str().into());
+    ev.upstream_exception = outcome.exception().map(str::to_string);
     ev.latency_us = decided.started.elapsed().as_micros() as u64;
     match &decided.decision {
         Some(d) => {
@@ -362,5 +483,70 @@ pub fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
         &bytes[4..]
     } else {
         bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::types::{ALL_VERSIONS, V2_3};
+
+    fn reply(first: Option<TopField>) -> Answer {
+        Answer {
+            kind: MessageType::Reply,
+            first,
+        }
+    }
+
+    #[test]
+    fn a_replys_first_field_names_the_outcome() {
+        let of = |a, m: &str| UpstreamOutcome::of_answer(a, m, V2_3);
+        assert_eq!(
+            of(reply(Some(TopField::Id(0))), "get_table"),
+            UpstreamOutcome::Ok
+        );
+        // drop_table is void: an empty result is its success.
+        assert_eq!(
+            of(reply(Some(TopField::Stop)), "drop_table"),
+            UpstreamOutcome::Ok
+        );
+        assert_eq!(
+            of(reply(Some(TopField::Stop)), "get_table"),
+            UpstreamOutcome::NoResult
+        );
+        let e = of(reply(Some(TopField::Id(2))), "get_table");
+        assert_eq!(e.as_str(), "exception");
+        assert_eq!(e.exception(), Some("NoSuchObjectException"));
+        let e = of(reply(Some(TopField::Id(1))), "create_table");
+        assert_eq!(e.exception(), Some("AlreadyExistsException"));
+        assert_eq!(
+            of(reply(Some(TopField::Id(9))), "get_table").exception(),
+            Some("undeclared")
+        );
+        let app = Answer {
+            kind: MessageType::Exception,
+            first: Some(TopField::Id(1)),
+        };
+        assert_eq!(of(app, "get_table"), UpstreamOutcome::ApplicationException);
+        // A method the schema does not know: any exception field is undeclared.
+        let e = UpstreamOutcome::of_answer(
+            reply(Some(TopField::Id(1))),
+            "no_such_method",
+            ALL_VERSIONS,
+        );
+        assert_eq!(e.exception(), Some("undeclared"));
+        assert_eq!(
+            of(reply(None), "get_table"),
+            UpstreamOutcome::TransportError
+        );
+    }
+
+    #[test]
+    fn only_calls_that_reached_the_metastore_may_change_its_state() {
+        assert!(UpstreamOutcome::Ok.reached_metastore());
+        assert!(UpstreamOutcome::ApplicationException.reached_metastore());
+        assert!(UpstreamOutcome::NoReply.reached_metastore());
+        assert!(!UpstreamOutcome::TransportError.reached_metastore());
+        assert!(!UpstreamOutcome::NotSent.reached_metastore());
     }
 }

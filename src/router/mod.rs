@@ -63,6 +63,14 @@ pub enum ListShape {
 }
 
 impl ListShape {
+    /// The wire type of the list's elements.
+    pub fn element(self) -> crate::codec::Ty {
+        match self {
+            ListShape::Names | ListShape::DbNames => crate::codec::Ty::String,
+            _ => crate::codec::Ty::Struct,
+        }
+    }
+
     /// Where the list sits inside result field 0.
     pub fn list_path(self) -> &'static [i16] {
         match self {
