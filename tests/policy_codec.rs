@@ -798,3 +798,97 @@ fn every_place_a_table_or_database_names_is_a_location() {
         ["s3a://lake/d.db", "s3a://lake/managed/d.db"]
     );
 }
+
+#[test]
+fn iceberg_commits_are_recognised_on_every_scheme_with_their_mirrors() {
+    use hms_guard::policy::classify::table_locations;
+    let ice = |loc: &str, params: &[(&str, &str)]| {
+        Value::Struct(vec![
+            (1, s("t")),
+            (2, s("d")),
+            (7, Value::Struct(vec![(2, s(loc))])),
+            (
+                9,
+                Value::Map(params.iter().map(|(k, v)| (s(k), s(v))).collect()),
+            ),
+            (12, s("EXTERNAL_TABLE")),
+        ])
+    };
+    for (table, meta) in [
+        (
+            "file:/lab/warehouse/d.db/t",
+            "file:/lab/warehouse/d.db/t/metadata",
+        ),
+        (
+            "file:/lab/warehouse/d.db/t",
+            "file:///lab/warehouse/d.db/t/metadata",
+        ),
+        (
+            "hdfs://NN:8020/w/d.db/t",
+            "hdfs://nn:8020/w/d.db/t/metadata",
+        ),
+        ("gs://lake/d.db/t", "gs://lake/d.db/t/metadata"),
+        ("s3a://lake/d.db/t/", "s3://lake/d.db/t/metadata"),
+        (
+            "abfss://c@acct.dfs.core.windows.net/t",
+            "abfss://c@ACCT.dfs.core.windows.net/t/m",
+        ),
+    ] {
+        let before = ice(
+            table,
+            &[
+                ("table_type", "ICEBERG"),
+                ("metadata_location", &format!("{meta}/00001.metadata.json")),
+                ("snapshot-count", "1"),
+                ("numRows", "3"),
+            ],
+        );
+        let commit = ice(
+            table,
+            &[
+                ("table_type", "ICEBERG"),
+                ("metadata_location", &format!("{meta}/00002.metadata.json")),
+                (
+                    "previous_metadata_location",
+                    &format!("{meta}/00001.metadata.json"),
+                ),
+                ("snapshot-count", "2"),
+                ("current-snapshot-id", "42"),
+                ("current-snapshot-summary", "{\"added-records\":\"1\"}"),
+                ("current-snapshot-timestamp-ms", "1"),
+                ("current-schema", "{}"),
+                ("uuid", "u"),
+                ("numRows", "4"),
+            ],
+        );
+        assert_eq!(table_locations(&before), [table], "{table}");
+        assert_eq!(
+            alter_changes("d", "t", &before, &commit),
+            [AlterKind::Commit],
+            "{table}"
+        );
+        // Turning the table into another kind is no commit.
+        let retyped = ice(
+            table,
+            &[
+                ("table_type", "HIVE"),
+                ("metadata_location", &format!("{meta}/00002.metadata.json")),
+            ],
+        );
+        assert_eq!(
+            alter_changes("d", "t", &before, &retyped),
+            [AlterKind::Other],
+            "{table}"
+        );
+    }
+    // A metadata file that climbs out of the table, or a local file under an S3 table: a
+    // location of its own.
+    let s3 = |meta: &str| ice("s3a://lake/d.db/t", &[("metadata_location", meta)]);
+    for meta in ["s3a://lake/d.db/t/../u/m.json", "file:/lake/d.db/t/m.json"] {
+        assert_eq!(
+            alter_changes("d", "t", &s3("s3a://lake/d.db/t/m.json"), &s3(meta)),
+            [AlterKind::Location],
+            "{meta}"
+        );
+    }
+}

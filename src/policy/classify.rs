@@ -8,7 +8,7 @@ use crate::authz::{
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{ListShape, Path, Rule};
-use crate::storage::{is_default_table_location, location_is_under};
+use crate::storage::{is_default_table_location, location_is_under, location_key};
 
 use super::args::{strings_at, values_at};
 
@@ -53,7 +53,8 @@ pub fn data_locations(t: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for l in sd_loc.into_iter().chain(serde_paths) {
         let l = l.trim();
-        if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| o == l) {
+        if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| same_place(o, l))
+        {
             out.push(l.to_string());
         }
     }
@@ -104,10 +105,30 @@ pub fn shared_sd_locations(specs: &[Value]) -> Vec<String> {
     out
 }
 
-/// The parameters a table format's commit moves: Iceberg's metadata pointers. A change of
-/// only these, within the table's location, is a write of data (INSERT); any other carried
-/// location that changes is ALTER (and a storage check when it leaves the table).
-const COMMIT_PARAMS: [&str; 2] = ["metadata_location", "previous_metadata_location"];
+/// The parameters a table format's commit rewrites: Iceberg's metadata pointers and the
+/// mirrors of its metadata file that Iceberg's Hive catalogs write on every commit (Java's
+/// `HMSTablePropertyHelper`: the table's `uuid`, `current-schema`, the current snapshot's id,
+/// timestamp and summary, `snapshot-count`, `default-partition-spec`, `default-sort-order`,
+/// `metadata_hash`; `format-version`). The metadata file is what engines read: whoever may
+/// write a new one may say anything in it, so its mirrors carry nothing more. A change of only
+/// these (and statistics), with the pointers within the table's location, is a write of data
+/// (INSERT); any other carried location that changes is ALTER (and a storage check when it
+/// leaves the table). `table_type`, `EXTERNAL` and `storage_handler` are not among them: they
+/// change how engines and a drop treat the table.
+const COMMIT_PARAMS: [&str; 12] = [
+    "metadata_location",
+    "previous_metadata_location",
+    "uuid",
+    "current-schema",
+    "current-snapshot-id",
+    "current-snapshot-timestamp-ms",
+    "current-snapshot-summary",
+    "snapshot-count",
+    "default-partition-spec",
+    "default-sort-order",
+    "metadata_hash",
+    "format-version",
+];
 
 /// A database's locations (`Database` or `CreateDatabaseRequest`: 3 locationUri, 10
 /// managedLocationUri, Hive 4), non-empty and distinct.
@@ -115,12 +136,17 @@ pub fn database_locations(d: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for id in [3, 10] {
         if let Some(l) = d.field(id).and_then(Value::as_str).map(str::trim) {
-            if !l.is_empty() && !out.iter().any(|o| o == l) {
+            if !l.is_empty() && !out.iter().any(|o| same_place(o, l)) {
                 out.push(l.to_string());
             }
         }
     }
     out
+}
+
+/// Two location strings name the same place (their canonical forms are equal).
+fn same_place(a: &str, b: &str) -> bool {
+    a == b || location_key(a) == location_key(b)
 }
 
 /// Every location a table makes engines read or write: its data locations, and the
@@ -139,7 +165,7 @@ pub fn table_locations(t: &Value) -> Vec<String> {
         let Some(l) = v.as_str() else { continue };
         let l = l.trim();
         let inside = roots.iter().any(|root| location_is_under(l, root));
-        if !l.is_empty() && !inside && !out.iter().any(|o| o == l) {
+        if !l.is_empty() && !inside && !out.iter().any(|o| same_place(o, l)) {
             out.push(l.to_string());
         }
     }
@@ -680,7 +706,7 @@ pub async fn classify(
                 None => Vec::new(),
             };
             for l in database_locations(&new) {
-                if !before.contains(&l) {
+                if !before.iter().any(|b| same_place(b, &l)) {
                     cl.location.get_or_insert_with(|| l.clone());
                     cl.storage.push(StorageNeed {
                         location: l,
@@ -769,7 +795,7 @@ pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageN
     let now_deletes = write && current.is_some_and(|c| !deletes_on_drop(c));
     table_locations(new)
         .into_iter()
-        .filter(|l| now_deletes || !before.contains(l))
+        .filter(|l| now_deletes || !before.iter().any(|b| same_place(b, l)))
         .map(|location| StorageNeed { location, write })
         .collect()
 }
@@ -823,7 +849,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     }
     // A location changes — or what a later drop deletes there (external to managed).
     let sorted = |v: &Value| {
-        let mut l = table_locations(v);
+        let mut l: Vec<String> = table_locations(v).iter().map(|l| location_key(l)).collect();
         l.sort_unstable();
         l
     };

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-use super::location::valid_bucket_name;
+use super::location::{valid_bucket_name, SchemeAliases};
 use super::roles::{parse_role_arn, valid_external_id};
 
 /// `[storage]`
@@ -30,6 +30,11 @@ pub struct StorageConfig {
     /// Locations that are not `s3://`, `s3a://` or `s3n://` (including scheme-less paths, which
     /// resolve against the cluster's default filesystem): `deny` (default) or `allow` unchecked.
     pub other_schemes: OtherSchemes,
+    /// Families of URI schemes that name the same store: a location written with one scheme
+    /// of a family is the same place as with any other of it, wherever locations are compared
+    /// (docs/STORAGE.md "Canonical locations"). Default `[["s3", "s3a", "s3n"]]`; a scheme in
+    /// no family is a family of its own.
+    pub scheme_aliases: Vec<Vec<String>>,
     /// User name → the ARN of the user's own role (IAM-A).
     pub user_roles: BTreeMap<String, String>,
     /// Group name → role ARN, for users without an entry in `user_roles`; the first of the
@@ -73,6 +78,7 @@ impl Default for StorageConfig {
             method: StorageMethod::Probe,
             read_only_external: false,
             other_schemes: OtherSchemes::Deny,
+            scheme_aliases: vec![vec!["s3".into(), "s3a".into(), "s3n".into()]],
             user_roles: BTreeMap::new(),
             group_roles: BTreeMap::new(),
             default_role: String::new(),
@@ -155,6 +161,9 @@ impl StorageConfig {
             if let Err(e) = parse_role_arn(&self.default_role) {
                 errors.push(err("storage.default_role", e));
             }
+        }
+        if let Err(e) = SchemeAliases::new(&self.scheme_aliases) {
+            errors.push(err("storage.scheme_aliases", e));
         }
         check_buckets("storage.buckets", &self.buckets, &mut errors);
         if !self.buckets_file.is_empty() {

@@ -32,7 +32,10 @@ use tokio::time::Instant;
 
 pub use self::aws::BaseCredentials;
 pub use self::config::{BucketRole, OtherSchemes, StorageConfig, StorageMethod};
-pub use self::location::{parse_location, Location, S3Location};
+pub use self::location::{
+    canonical_location, install_scheme_aliases, parse_location, CanonicalLocation, Location,
+    S3Location, SchemeAliases,
+};
 
 use self::aws::{Backend, SdkBackend};
 use self::check::{DecisionCache, DecisionKey, Verdict};
@@ -185,6 +188,10 @@ impl StorageGuard {
         if !errors.is_empty() {
             return Err(StorageError::Config(errors));
         }
+        // Comparisons of locations follow the configured scheme families from now on.
+        let aliases =
+            SchemeAliases::new(&cfg.scheme_aliases).map_err(|e| StorageError::Config(vec![e]))?;
+        install_scheme_aliases(aliases);
         let buckets = cfg
             .all_buckets()
             .map_err(|e| StorageError::Config(vec![e]))?;
@@ -523,31 +530,48 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
-/// True if `child` lies at or under `parent`: both S3 locations of the same bucket (any of the
-/// three schemes) with `parent`'s prefix a prefix of `child`'s, segment-wise. False when either
-/// does not parse as S3. (For "a partition location outside the table's location".)
+/// True if `child` lies at or under `parent`, compared in their canonical forms (any scheme;
+/// the families of `storage.scheme_aliases`). False when either does not canonicalise. (For
+/// "a partition location outside the table's location", "a metadata file under the table".)
 pub fn location_is_under(child: &str, parent: &str) -> bool {
-    match (parse_location(child), parse_location(parent)) {
-        (Ok(Location::S3(c)), Ok(Location::S3(p))) => {
-            c.bucket == p.bucket && c.prefix.starts_with(&p.prefix)
-        }
+    match (canonical_location(child), canonical_location(parent)) {
+        (Ok(c), Ok(p)) => c.is_under(&p),
         _ => false,
     }
 }
 
-/// True if `location` is exactly where the metastore puts table `table` of a database at
-/// `db_location` by default (the database's location plus the table's lower-cased name), as S3
-/// locations of the same bucket. Anything else — deeper, elsewhere under the database, another
-/// table's place, or not S3 — is an explicit location.
-pub fn is_default_table_location(location: &str, db_location: &str, table: &str) -> bool {
+/// The key by which locations are compared: the canonical form, or — for a string that does
+/// not canonicalise — the string itself marked so that it equals no canonical form (the very
+/// same string is still the same place, whatever it names).
+pub fn location_key(raw: &str) -> String {
+    match canonical_location(raw) {
+        Ok(c) => c.to_string(),
+        Err(_) => format!("\u{0}{raw}"),
+    }
+}
+
+/// The place where the metastore puts table `table` of a database at `db_location` when the
+/// table names no location (the database's location plus the table's lower-cased name), in
+/// canonical form; `None` when that cannot be known exactly (a name outside `[a-z0-9_]`, which
+/// the metastore would encode, or a database location that does not canonicalise).
+pub fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
     let name = table.to_ascii_lowercase();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return false;
+        return None;
     }
-    match (parse_location(location), parse_location(db_location)) {
-        (Ok(Location::S3(t)), Ok(Location::S3(d))) => {
-            t.bucket == d.bucket && t.prefix == format!("{}{name}/", d.prefix)
-        }
+    canonical_location(db_location).ok().map(|d| d.child(&name))
+}
+
+/// True if `location` is exactly where the metastore puts table `table` of a database at
+/// `db_location` by default, compared canonically. Anything else — deeper, elsewhere under the
+/// database, another table's place, or a location that does not canonicalise — is an explicit
+/// location.
+pub fn is_default_table_location(location: &str, db_location: &str, table: &str) -> bool {
+    match (
+        canonical_location(location),
+        default_table_location(db_location, table),
+    ) {
+        (Ok(t), Some(d)) => t == d,
         _ => false,
     }
 }

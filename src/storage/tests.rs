@@ -484,7 +484,11 @@ fn under() {
     assert!(!location_is_under("s3a://bk1/tx/p=1", "s3a://bk1/t"));
     assert!(!location_is_under("s3a://bk2/t/p=1", "s3a://bk1/t"));
     assert!(!location_is_under("s3a://bk1/t/../u", "s3a://bk1/t"));
-    assert!(!location_is_under("hdfs://nn/t/p", "hdfs://nn/t"));
+    // Every scheme, canonically (src/storage/location.rs has the table per scheme).
+    assert!(location_is_under("hdfs://NN/t/p", "hdfs://nn/t"));
+    assert!(location_is_under("file:///w/t/m.json", "file:/w/t"));
+    assert!(!location_is_under("file:/w/t/../u", "file:/w/t"));
+    assert!(!location_is_under("/w/t/p", "/w/t"));
 }
 
 #[test]
@@ -532,9 +536,15 @@ fn default_table_location_is_exact() {
         db,
         "orders"
     ));
-    assert!(!default(
+    // Every scheme, canonically: Hadoop's `file:/x` is `file:///x`.
+    assert!(default(
         "file:///warehouse/sales.db/orders",
-        "file:///warehouse/sales.db",
+        "file:/warehouse/sales.db",
+        "orders"
+    ));
+    assert!(!default(
+        "hdfs://nn:8020/warehouse/sales.db/orders",
+        "hdfs://nn/warehouse/sales.db",
         "orders"
     ));
 }
