@@ -8,7 +8,9 @@ use crate::authz::{
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{ListShape, Path, Rule};
-use crate::storage::{is_default_table_location, location_is_under, location_key};
+use crate::storage::{
+    canonical_location, is_default_table_location, location_is_under, location_key,
+};
 
 use super::args::{strings_at, values_at};
 
@@ -23,6 +25,11 @@ pub struct Classified {
     /// location on create, a changed one on alter, partition locations outside their table's,
     /// database locations.
     pub storage: Vec<StorageNeed>,
+    /// Default places the call puts a table into (created with no location or exactly its
+    /// default place, or renamed with its directory): exempt from the caller's storage check
+    /// only while nothing is stored there yet; otherwise checked like `storage`
+    /// (docs/STORAGE.md "Default places").
+    pub default_places: Vec<StorageNeed>,
 }
 
 /// One location a call points metadata at, and the access it implies.
@@ -353,6 +360,7 @@ impl Classified {
             table: None,
             location: None,
             storage: Vec::new(),
+            default_places: Vec::new(),
         }
     }
 }
@@ -399,6 +407,82 @@ impl Ctx<'_> {
             .map(|location| StorageNeed { location, write })
             .collect())
     }
+}
+
+/// Where the metastore puts table `name` of a database at `db_location` when the table names
+/// no location: the database's location and the table's (lower-case) name, joined as Hadoop's
+/// `Path` joins them.
+fn default_place(db_location: &str, name: &str) -> String {
+    format!(
+        "{}/{}",
+        db_location.trim_end_matches('/'),
+        name.to_ascii_lowercase()
+    )
+}
+
+/// The default place a rename moves a table's directory into, if it does: the metastore
+/// (`HiveAlterHandler.alterTable`) moves the directory of a table that is not external
+/// (`EXTERNAL` is not `TRUE`), whose new location is unset or unchanged, and whose location is
+/// its database's location plus its name (compared without case), to the new database's
+/// location plus the new name. Locations that do not canonicalise are taken to move (the
+/// place is then listed and, if in use, checked).
+async fn renamed_into(
+    db: &str,
+    name: &str,
+    current: &Value,
+    new: &Value,
+    facts: &FactsStore,
+) -> Result<Option<String>, ClassifyError> {
+    let text = |v: &Value, path: &[i16]| v.path(path).and_then(Value::as_str).map(str::to_string);
+    let new_db = text(new, &[2]).map(|n| normalize_name(&n)).transpose()?;
+    let new_name = text(new, &[1]).map(|n| normalize_name(&n)).transpose()?;
+    let (new_db, new_name) = (
+        new_db.unwrap_or_else(|| db.to_string()),
+        new_name.unwrap_or_else(|| name.to_string()),
+    );
+    if new_db == db && new_name == name {
+        return Ok(None);
+    }
+    let external = current
+        .field(9)
+        .and_then(|p| p.map_get("EXTERNAL"))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("TRUE"));
+    let old_location = text(current, &[7, 2]).unwrap_or_default();
+    let new_location = text(new, &[7, 2]).unwrap_or_default();
+    if external || !(new_location.is_empty() || new_location == old_location) {
+        return Ok(None);
+    }
+    let location_of = |f: Option<crate::facts::ObjectFacts>| f.and_then(|f| f.location);
+    let old_db = location_of(
+        facts
+            .object(&Object::database(db))
+            .await
+            .map_err(ClassifyError::Facts)?,
+    );
+    let at_default = match (
+        old_db.as_deref().map(canonical_location),
+        canonical_location(&old_location),
+    ) {
+        (Some(Ok(d)), Ok(t)) => {
+            t.is_under(&d)
+                && t.segments.len() == d.segments.len() + 1
+                && t.segments
+                    .last()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(name))
+        }
+        _ => true,
+    };
+    if !at_default {
+        return Ok(None);
+    }
+    let target_db = location_of(
+        facts
+            .object(&Object::database(&new_db))
+            .await
+            .map_err(ClassifyError::Facts)?,
+    );
+    Ok(target_db.map(|d| default_place(&d, &new_name)))
 }
 
 /// Classifies a call whose method has `rule`, from its args as the metastore reads them.
@@ -532,41 +616,51 @@ pub async fn classify(
                     .and_then(Value::as_str)
                     .ok_or(ClassifyError::Missing("table name"))?,
             )?;
-            let db = db.as_str();
-            let obj = Object::table(db, &name);
+            let obj = Object::table(&db, &name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
             let locations = table_locations(&t);
             cl.location = locations.first().cloned();
-            let mut db_location = None;
-            for l in locations {
-                // A table at exactly its default place (its database's location plus its name,
-                // where Spark and pyiceberg put it explicitly) is no explicit location: the
-                // database's location was checked when it was set. Anywhere else under the
-                // database is an explicit location (a database can sit at the warehouse root).
-                let last = l
-                    .trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default();
-                if last.eq_ignore_ascii_case(&name) {
-                    if db_location.is_none() {
-                        let dbf = facts
-                            .object(&Object::database(db))
-                            .await
-                            .map_err(ClassifyError::Facts)?;
-                        db_location = Some(dbf.and_then(|f| f.location).unwrap_or_default());
-                    }
-                    if db_location
-                        .as_deref()
-                        .is_some_and(|base| is_default_table_location(&l, base, &name))
-                    {
-                        continue;
-                    }
+            let write = deletes_on_drop(&t);
+            let no_location = data_locations(&t).is_empty();
+            // The database's location is needed only for a table at its default place: no
+            // location, or one ending in the table's name.
+            let named = |l: &String| {
+                let last = l.trim_end_matches('/').rsplit('/').next();
+                last.is_some_and(|last| last.eq_ignore_ascii_case(&name))
+            };
+            let db_location = if no_location || locations.iter().any(named) {
+                facts
+                    .object(&Object::database(&db))
+                    .await
+                    .map_err(ClassifyError::Facts)?
+                    .and_then(|f| f.location)
+            } else {
+                None
+            };
+            let default_place = db_location.as_deref().map(|d| default_place(d, &name));
+            // No location: the metastore puts the table at its default place.
+            if no_location {
+                if let Some(place) = &default_place {
+                    cl.location.get_or_insert_with(|| place.clone());
+                    cl.default_places.push(StorageNeed {
+                        location: place.clone(),
+                        write,
+                    });
                 }
-                cl.storage.push(StorageNeed {
-                    location: l,
-                    write: deletes_on_drop(&t),
-                });
+            }
+            for l in locations {
+                // Exactly its default place (where Spark and pyiceberg put a table
+                // explicitly): a default place. Anywhere else under the database is an explicit
+                // location (a database can sit at the warehouse root).
+                let at_default = db_location
+                    .as_deref()
+                    .is_some_and(|base| is_default_table_location(&l, base, &name));
+                let need = StorageNeed { location: l, write };
+                if at_default {
+                    cl.default_places.push(need);
+                } else {
+                    cl.storage.push(need);
+                }
             }
             Ok(vec![cl])
         }
@@ -599,6 +693,15 @@ pub async fn classify(
             // also relocates is both).
             cl.storage = alter_storage_needs(current.as_ref(), &new);
             cl.location = cl.storage.first().map(|n| n.location.clone());
+            if let Some(cur) = &current {
+                if let Some(place) = renamed_into(&db, &name, cur, &new, facts).await? {
+                    cl.location.get_or_insert_with(|| place.clone());
+                    cl.default_places.push(StorageNeed {
+                        location: place,
+                        write: true,
+                    });
+                }
+            }
             Ok(vec![cl])
         }
         Rule::DropTable { db, table } => {

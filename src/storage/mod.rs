@@ -113,6 +113,29 @@ impl fmt::Display for StorageOutcome {
     }
 }
 
+/// What is stored at a default place (docs/STORAGE.md "Default places").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Occupancy {
+    /// No object under the place: a new table there takes nothing that exists.
+    Empty,
+    /// At least one object under the place.
+    Occupied,
+    /// Not an S3 location: nothing is listed, the ordinary check applies.
+    NotS3,
+    /// The listing failed or the place is not a valid location: denied (fail closed).
+    Unavailable(String),
+}
+
+impl Occupancy {
+    fn label(&self) -> &'static str {
+        match self {
+            Occupancy::Empty => "empty",
+            Occupancy::Occupied => "occupied",
+            Occupancy::NotS3 | Occupancy::Unavailable(_) => "error",
+        }
+    }
+}
+
 /// Building a guard failed (the configuration).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -236,6 +259,44 @@ impl StorageGuard {
     /// Role chains with cached credentials (diagnostics, tests).
     pub fn cached_credentials(&self) -> usize {
         self.inner.creds.len()
+    }
+
+    /// Is anything stored at `location` (a default place) yet? One `ListObjectsV2` (one key,
+    /// prefix = the place with a trailing `/`) with the proxy's own identity, retried within
+    /// `storage.timeout_ms`; never cached (a place fills up at any time).
+    pub async fn occupancy(&self, location: &str) -> Occupancy {
+        let inner = &self.inner;
+        let loc = match parse_location(location) {
+            Ok(Location::S3(loc)) => loc,
+            Ok(Location::Other { .. }) => return Occupancy::NotS3,
+            Err(why) => return Occupancy::Unavailable(format!("invalid location: {why}")),
+        };
+        let Some(backend) = inner.backend.clone() else {
+            return Occupancy::Unavailable("no AWS client".into());
+        };
+        let deadline = Instant::now() + inner.timeout;
+        let result = aws::with_retries(
+            deadline,
+            inner.max_attempts,
+            || backend.any_object(&loc.bucket, &loc.prefix),
+            |_| {},
+        )
+        .await;
+        let occupancy = match result {
+            Ok(true) => Occupancy::Occupied,
+            Ok(false) => Occupancy::Empty,
+            Err((e, attempts)) => Occupancy::Unavailable(format!(
+                "listing {loc} with the proxy's own identity failed after {attempts} attempt(s): {e}"
+            )),
+        };
+        inner
+            .metrics
+            .storage_listings
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: occupancy.label(),
+            })
+            .inc();
+        occupancy
     }
 
     /// May `user` (with `groups`) do `action` on `location` (the raw location string of the
@@ -485,6 +546,9 @@ fn zero_series(m: &Metrics) {
         let _ = m
             .storage_credential_refreshes
             .get_or_create(&OutcomeLabels { outcome });
+    }
+    for outcome in ["empty", "occupied", "error"] {
+        let _ = m.storage_listings.get_or_create(&OutcomeLabels { outcome });
     }
     for action in ["read", "write"] {
         for outcome in ["allow", "deny", "error"] {
