@@ -430,6 +430,13 @@ async fn storage_needs_of_location_bearing_ddl() {
         Value::Struct(vec![(1, table("", "MANAGED_TABLE"))]),
     );
     assert!(classify(&rule, &msg, &facts).await.is_err());
+    // A view has no place (the metastore makes no directory for a VIRTUAL_VIEW): no lookup.
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, table("", "VIRTUAL_VIEW"))]),
+    );
+    let c = classify(&rule, &msg, &facts).await.unwrap();
+    assert!(c[0].storage.is_empty() && c[0].default_places.is_empty());
     // A partition with a location needs the table's location: unreachable facts fail closed.
     let part = Value::Struct(vec![
         (1, Value::List(vec![s("1")])),

@@ -621,7 +621,10 @@ pub async fn classify(
             let locations = table_locations(&t);
             cl.location = locations.first().cloned();
             let write = deletes_on_drop(&t);
-            let no_location = data_locations(&t).is_empty();
+            // A view has no place: the metastore gives a `VIRTUAL_VIEW` (exactly so spelled)
+            // no location and makes no directory.
+            let view = t.field(12).and_then(Value::as_str) == Some("VIRTUAL_VIEW");
+            let no_location = data_locations(&t).is_empty() && !view;
             // The database's location is needed only for a table at its default place: no
             // location, or one ending in the table's name.
             let named = |l: &String| {
