@@ -277,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn scheme_aliases_from_toml() {
+        assert_eq!(
+            StorageConfig::default().scheme_aliases,
+            vec![vec!["s3", "s3a", "s3n"]]
+        );
+        let c: StorageConfig =
+            toml::from_str("scheme_aliases = [[\"s3\", \"s3a\"], [\"abfs\", \"abfss\"]]\n")
+                .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let families = SchemeAliases::new(&c.scheme_aliases).unwrap();
+        assert_eq!(families.family("abfss"), "abfs");
+        assert_eq!(families.family("s3n"), "s3n");
+    }
+
+    #[test]
     fn every_error_at_once() {
         let c = StorageConfig {
             user_roles: [("mary".into(), "role/x".into())].into(),
@@ -297,10 +312,12 @@ mod tests {
             refresh_before_ms: 10,
             timeout_ms: 0,
             max_attempts: 0,
+            scheme_aliases: vec![vec!["s3".into(), "s3a".into()], vec!["S3A".into()]],
             ..Default::default()
         };
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
         for want in [
+            "storage.scheme_aliases",
             "storage.user_roles.mary",
             "storage.group_roles.etl",
             "storage.default_role",
