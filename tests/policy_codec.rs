@@ -899,3 +899,21 @@ fn iceberg_commits_are_recognised_on_every_scheme_with_their_mirrors() {
         );
     }
 }
+
+#[test]
+fn a_databases_managed_place_is_a_fact() {
+    use hms_guard::facts::database_facts;
+    let db = Value::Struct(vec![
+        (1, s("d")),
+        (3, s("s3a://lake/ext/d.db")),
+        (10, s("s3a://lake/managed/d.db")),
+    ]);
+    let f = database_facts(&db);
+    assert_eq!(f.location.as_deref(), Some("s3a://lake/ext/d.db"));
+    assert_eq!(
+        f.managed_location.as_deref(),
+        Some("s3a://lake/managed/d.db")
+    );
+    let plain = database_facts(&Value::Struct(vec![(3, s("file:/w/d.db")), (10, s(""))]));
+    assert_eq!(plain.managed_location, None);
+}

@@ -631,33 +631,41 @@ pub async fn classify(
                 let last = l.trim_end_matches('/').rsplit('/').next();
                 last.is_some_and(|last| last.eq_ignore_ascii_case(&name))
             };
-            let db_location = if no_location || locations.iter().any(named) {
-                facts
+            // The database's places: its location and (Hive 4) the place of its managed
+            // tables; a table with no location goes under one of them.
+            let db_places: Vec<String> = if no_location || locations.iter().any(named) {
+                let f = facts
                     .object(&Object::database(&db))
                     .await
-                    .map_err(ClassifyError::Facts)?
-                    .and_then(|f| f.location)
+                    .map_err(ClassifyError::Facts)?;
+                f.map(|f| f.location.into_iter().chain(f.managed_location).collect())
+                    .unwrap_or_default()
             } else {
-                None
+                Vec::new()
             };
-            let default_place = db_location.as_deref().map(|d| default_place(d, &name));
             // No location: the metastore puts the table at its default place.
             if no_location {
-                if let Some(place) = &default_place {
+                for place in db_places.iter().map(|d| default_place(d, &name)) {
                     cl.location.get_or_insert_with(|| place.clone());
-                    cl.default_places.push(StorageNeed {
-                        location: place.clone(),
-                        write,
-                    });
+                    if !cl
+                        .default_places
+                        .iter()
+                        .any(|n| same_place(&n.location, &place))
+                    {
+                        cl.default_places.push(StorageNeed {
+                            location: place,
+                            write,
+                        });
+                    }
                 }
             }
             for l in locations {
                 // Exactly its default place (where Spark and pyiceberg put a table
                 // explicitly): a default place. Anywhere else under the database is an explicit
                 // location (a database can sit at the warehouse root).
-                let at_default = db_location
-                    .as_deref()
-                    .is_some_and(|base| is_default_table_location(&l, base, &name));
+                let at_default = db_places
+                    .iter()
+                    .any(|base| is_default_table_location(&l, base, &name));
                 let need = StorageNeed { location: l, write };
                 if at_default {
                     cl.default_places.push(need);
