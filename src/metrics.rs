@@ -89,6 +89,9 @@ pub struct Metrics {
     /// Reloads of changed TLS files (`ok`, `error`: the previous files stay in use).
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     pub storage_probes: Family<ProbeLabels, Counter>,
+    /// Listings of a default place with the proxy's own identity (`empty`, `occupied`,
+    /// `error`).
+    pub storage_listings: Family<OutcomeLabels, Counter>,
     pub storage_checks: Family<StorageCheckLabels, Counter>,
     pub storage_check_duration: Histogram,
 }
@@ -222,6 +225,7 @@ impl Metrics {
             handshake_timeouts: Family::default(),
             delegation_tokens: Family::default(),
             storage_probes: Family::default(),
+            storage_listings: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
             registry: Registry::default(),
@@ -381,6 +385,11 @@ impl Metrics {
             "storage_probes",
             "AWS calls deciding a storage check: S3 probes, or IAM simulations in simulate mode (action: read, write; outcome: allow, deny, error)",
             m.storage_probes.clone(),
+        );
+        registry.register(
+            "storage_listings",
+            "Listings (S3 ListObjectsV2, one key, the proxy's own identity) of the default place a table is created or renamed into (outcome: empty — exempt from the caller's check, occupied — the caller's check applies, error — denied)",
+            m.storage_listings.clone(),
         );
         registry.register(
             "storage_checks",

@@ -423,13 +423,20 @@ async fn storage_needs_of_location_bearing_ddl() {
             write: false
         }]
     );
-    // No location: no storage check, and no fact lookup (the metastore is unreachable).
+    // No location: the table goes to its default place, which must be new to be exempt; that
+    // needs the database's location, and unreachable facts fail closed.
     let msg = call_with(
         "create_table",
         Value::Struct(vec![(1, table("", "MANAGED_TABLE"))]),
     );
+    assert!(classify(&rule, &msg, &facts).await.is_err());
+    // A view has no place (the metastore makes no directory for a VIRTUAL_VIEW): no lookup.
+    let msg = call_with(
+        "create_table",
+        Value::Struct(vec![(1, table("", "VIRTUAL_VIEW"))]),
+    );
     let c = classify(&rule, &msg, &facts).await.unwrap();
-    assert!(c[0].storage.is_empty());
+    assert!(c[0].storage.is_empty() && c[0].default_places.is_empty());
     // A partition with a location needs the table's location: unreachable facts fail closed.
     let part = Value::Struct(vec![
         (1, Value::List(vec![s("1")])),
@@ -988,4 +995,116 @@ async fn a_grant_request_says_whether_it_revokes() {
     assert!(classify(&rule, &request_in(Some(2), Some("hive")), &facts)
         .await
         .is_ok());
+}
+
+#[test]
+fn iceberg_commits_are_recognised_on_every_scheme_with_their_mirrors() {
+    use hms_guard::policy::classify::table_locations;
+    let ice = |loc: &str, params: &[(&str, &str)]| {
+        Value::Struct(vec![
+            (1, s("t")),
+            (2, s("d")),
+            (7, Value::Struct(vec![(2, s(loc))])),
+            (
+                9,
+                Value::Map(params.iter().map(|(k, v)| (s(k), s(v))).collect()),
+            ),
+            (12, s("EXTERNAL_TABLE")),
+        ])
+    };
+    for (table, meta) in [
+        (
+            "file:/lab/warehouse/d.db/t",
+            "file:/lab/warehouse/d.db/t/metadata",
+        ),
+        (
+            "file:/lab/warehouse/d.db/t",
+            "file:///lab/warehouse/d.db/t/metadata",
+        ),
+        (
+            "hdfs://NN:8020/w/d.db/t",
+            "hdfs://nn:8020/w/d.db/t/metadata",
+        ),
+        ("gs://lake/d.db/t", "gs://lake/d.db/t/metadata"),
+        ("s3a://lake/d.db/t/", "s3://lake/d.db/t/metadata"),
+        (
+            "abfss://c@acct.dfs.core.windows.net/t",
+            "abfss://c@ACCT.dfs.core.windows.net/t/m",
+        ),
+    ] {
+        let before = ice(
+            table,
+            &[
+                ("table_type", "ICEBERG"),
+                ("metadata_location", &format!("{meta}/00001.metadata.json")),
+                ("snapshot-count", "1"),
+                ("numRows", "3"),
+            ],
+        );
+        let commit = ice(
+            table,
+            &[
+                ("table_type", "ICEBERG"),
+                ("metadata_location", &format!("{meta}/00002.metadata.json")),
+                (
+                    "previous_metadata_location",
+                    &format!("{meta}/00001.metadata.json"),
+                ),
+                ("snapshot-count", "2"),
+                ("current-snapshot-id", "42"),
+                ("current-snapshot-summary", "{\"added-records\":\"1\"}"),
+                ("current-snapshot-timestamp-ms", "1"),
+                ("current-schema", "{}"),
+                ("uuid", "u"),
+                ("numRows", "4"),
+            ],
+        );
+        assert_eq!(table_locations(&before), [table], "{table}");
+        assert_eq!(
+            alter_changes("d", "t", &before, &commit),
+            [AlterKind::Commit],
+            "{table}"
+        );
+        // Turning the table into another kind is no commit.
+        let retyped = ice(
+            table,
+            &[
+                ("table_type", "HIVE"),
+                ("metadata_location", &format!("{meta}/00002.metadata.json")),
+            ],
+        );
+        assert_eq!(
+            alter_changes("d", "t", &before, &retyped),
+            [AlterKind::Other],
+            "{table}"
+        );
+    }
+    // A metadata file that climbs out of the table, or a local file under an S3 table: a
+    // location of its own.
+    let s3 = |meta: &str| ice("s3a://lake/d.db/t", &[("metadata_location", meta)]);
+    for meta in ["s3a://lake/d.db/t/../u/m.json", "file:/lake/d.db/t/m.json"] {
+        assert_eq!(
+            alter_changes("d", "t", &s3("s3a://lake/d.db/t/m.json"), &s3(meta)),
+            [AlterKind::Location],
+            "{meta}"
+        );
+    }
+}
+
+#[test]
+fn a_databases_managed_place_is_a_fact() {
+    use hms_guard::facts::database_facts;
+    let db = Value::Struct(vec![
+        (1, s("d")),
+        (3, s("s3a://lake/ext/d.db")),
+        (10, s("s3a://lake/managed/d.db")),
+    ]);
+    let f = database_facts(&db);
+    assert_eq!(f.location.as_deref(), Some("s3a://lake/ext/d.db"));
+    assert_eq!(
+        f.managed_location.as_deref(),
+        Some("s3a://lake/managed/d.db")
+    );
+    let plain = database_facts(&Value::Struct(vec![(3, s("file:/w/d.db")), (10, s(""))]));
+    assert_eq!(plain.managed_location, None);
 }

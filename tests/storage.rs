@@ -57,6 +57,8 @@ struct State {
     trust: HashMap<String, Option<String>>,
     /// (role, "r"|"w", "bucket/prefix")
     grants: Vec<(String, &'static str, String)>,
+    /// Objects stored ("bucket/key"), listed by the proxy's own identity.
+    objects: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -234,6 +236,37 @@ fn simulate_reply(action: &str, resource: &str, decision: &str) -> String {
     )
 }
 
+/// The proxy's own identity may only list (the first object under the prefix, as S3 answers
+/// `max-keys=1`).
+fn proxy_listing(s: &State, path_q: &str) -> Response<Full<Bytes>> {
+    let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
+    let q = form(query.as_bytes());
+    if q.get("list-type").map(String::as_str) != Some("2") {
+        return reply(403, S3_DENIED.into());
+    }
+    let bucket = path.trim_matches('/');
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let first = s
+        .objects
+        .iter()
+        .filter_map(|o| o.strip_prefix(&format!("{bucket}/")))
+        .find(|k| k.starts_with(&prefix));
+    let (count, contents) = match first {
+        Some(k) => (
+            1,
+            format!("<Contents><Key>{k}</Key><Size>7</Size><StorageClass>STANDARD</StorageClass></Contents>"),
+        ),
+        None => (0, String::new()),
+    };
+    reply(
+        200,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>{bucket}</Name><Prefix>{prefix}</Prefix><KeyCount>{count}</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"#
+        ),
+    )
+}
+
 async fn handle(
     st: Arc<Mutex<State>>,
     req: Request<Incoming>,
@@ -290,6 +323,9 @@ async fn handle(
             status,
             "<Error><Code>InternalError</Code></Error>".into(),
         ));
+    }
+    if key == PROXY_KEY {
+        return Ok(proxy_listing(&s, &path_q));
     }
     let Some((role, expires)) = s.sessions.get(&key).cloned() else {
         return Ok(reply(403, S3_DENIED.into()));
@@ -986,4 +1022,53 @@ fn config_from_toml() {
     assert!(keys.contains(&"storage.bogus"), "{keys:?}");
     assert!(keys.contains(&"storage.default_role"), "{keys:?}");
     assert!(keys.contains(&"storage.refresh_before_ms"), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_default_place_is_listed_over_http_with_the_proxys_own_credentials() {
+    use hms_guard::storage::Occupancy;
+    let aws = FakeAws::start().await;
+    aws.state
+        .lock()
+        .unwrap()
+        .objects
+        .push("datalake/datawarehouse/sales.db/orders/part-0".into());
+    let (g, m) = guard(&config(&aws)).await;
+    assert_eq!(
+        g.occupancy("s3a://datalake/datawarehouse/sales.db/orders")
+            .await,
+        Occupancy::Occupied
+    );
+    assert_eq!(
+        g.occupancy("s3a://datalake/datawarehouse/sales.db/fresh")
+            .await,
+        Occupancy::Empty
+    );
+    let calls = aws.state.lock().unwrap().s3_calls.clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (method, path_q, key) in &calls {
+        assert_eq!((method.as_str(), key.as_str()), ("GET", PROXY_KEY));
+        assert!(
+            path_q.contains("list-type=2") && path_q.contains("max-keys=1"),
+            "{path_q}"
+        );
+    }
+    assert!(
+        calls[0]
+            .1
+            .contains("prefix=datawarehouse%2Fsales.db%2Forders%2F"),
+        "{:?}",
+        calls[0]
+    );
+    assert!(aws.state.lock().unwrap().assumes.is_empty());
+    // S3 failing: unavailable after the bounded retries.
+    aws.state.lock().unwrap().s3_status = Some(503);
+    match g.occupancy("s3a://datalake/datawarehouse/sales.db/t").await {
+        Occupancy::Unavailable(why) => assert!(why.contains("503"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        metric(&m, r#"hms_guard_storage_listings_total{outcome="error"} "#),
+        1.0
+    );
 }

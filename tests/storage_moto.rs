@@ -452,3 +452,81 @@ async fn latency_of_cached_and_uncached_checks() {
         "cached check took {cached:?}"
     );
 }
+
+/// An S3 client as the compute identity (full access to s3://datalake/datawarehouse/), to put
+/// objects where a default place lies.
+async fn compute_s3() -> aws_sdk_s3::Client {
+    let f = &moto().facts;
+    let creds = aws_sdk_s3::config::Credentials::new(
+        s(f, &["compute", "access_key_id"]),
+        s(f, &["compute", "secret_access_key"]),
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(s(f, &["region"])))
+        .endpoint_url(s(f, &["endpoint"]))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[tokio::test]
+async fn a_default_place_is_listed_with_the_proxys_own_identity() {
+    use hms_guard::storage::Occupancy;
+    let (g, m) = guard(&config()).await;
+    let base = format!("datawarehouse/occupancy-{}", std::process::id());
+    compute_s3()
+        .await
+        .put_object()
+        .bucket("datalake")
+        .key(format!("{base}/sales.db/orders/part-00000"))
+        .body(b"1\n".to_vec().into())
+        .send()
+        .await
+        .expect("put as compute");
+    let place = |t: &str| format!("s3a://datalake/{base}/sales.db/{t}");
+    // Under the protected area, where the user's own role may not even list: the proxy's
+    // identity lists it.
+    assert_eq!(g.occupancy(&place("orders")).await, Occupancy::Occupied);
+    assert_eq!(g.occupancy(&place("orders/")).await, Occupancy::Occupied);
+    assert_eq!(g.occupancy(&place("fresh")).await, Occupancy::Empty);
+    // A sibling whose name begins the same is another place.
+    assert_eq!(g.occupancy(&place("order")).await, Occupancy::Empty);
+    assert_eq!(
+        metric(
+            &m,
+            r#"hms_guard_storage_listings_total{outcome="occupied"} "#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"hms_guard_storage_sts_calls_total{hop="user",outcome="ok"} "#
+        ),
+        0.0,
+        "no role assumed: the proxy's own identity"
+    );
+    // A listing that fails (here a bucket the proxy may not list): unavailable, which the
+    // caller turns into a denial, with the reason.
+    match g.occupancy("s3a://no-such-bucket-here/x/t").await {
+        Occupancy::Unavailable(why) => assert!(why.contains("403"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // What a create at a default place costs: one listing.
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(g.occupancy(&place("fresh")).await, Occupancy::Empty);
+        took.push(t.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "default place listing latency (median of 20, moto on loopback, this build): {:?}",
+        took[10]
+    );
+}

@@ -32,6 +32,9 @@ pub use source::{FactsSource, MetaSource};
 pub struct ObjectFacts {
     pub owner: Option<Owner>,
     pub location: Option<String>,
+    /// A database's `managedLocationUri` (Hive 4: where its managed tables go by default);
+    /// `None` for tables.
+    pub managed_location: Option<String>,
     /// A table whose drop deletes its data (and whose partitions' drops delete theirs), as
     /// the metastore judges it (`policy::classify::deletes_on_drop`); false for databases.
     pub deletes_data: bool,
@@ -263,15 +266,23 @@ pub fn table_facts(t: &Value) -> ObjectFacts {
     ObjectFacts {
         owner: owner_of(t.field(3), t.field(18)),
         location: t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string),
+        managed_location: None,
         deletes_data: crate::policy::classify::deletes_on_drop(t),
     }
 }
 
-/// Database: 3 locationUri, 6 ownerName, 7 ownerType.
+/// Database: 3 locationUri, 6 ownerName, 7 ownerType, 10 managedLocationUri (Hive 4).
 pub fn database_facts(d: &Value) -> ObjectFacts {
+    let text = |id| {
+        d.field(id)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     ObjectFacts {
         owner: owner_of(d.field(6), d.field(7)),
-        location: d.field(3).and_then(Value::as_str).map(str::to_string),
+        location: text(3),
+        managed_location: text(10),
         deletes_data: false,
     }
 }

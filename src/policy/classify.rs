@@ -9,7 +9,9 @@ use crate::authz::{
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{GrantKind, ListShape, Path, Rule};
-use crate::storage::{is_default_table_location, location_is_under};
+use crate::storage::{
+    canonical_location, is_default_table_location, location_is_under, location_key,
+};
 
 use super::args::{strings_at, values_at};
 
@@ -24,6 +26,11 @@ pub struct Classified {
     /// location on create, a changed one on alter, partition locations outside their table's,
     /// database locations.
     pub storage: Vec<StorageNeed>,
+    /// Default places the call puts a table into (created with no location or exactly its
+    /// default place, or renamed with its directory): exempt from the caller's storage check
+    /// only while nothing is stored there yet; otherwise checked like `storage`
+    /// (docs/STORAGE.md "Default places").
+    pub default_places: Vec<StorageNeed>,
 }
 
 /// One location a call points metadata at, and the access it implies.
@@ -54,7 +61,8 @@ pub fn data_locations(t: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for l in sd_loc.into_iter().chain(serde_paths) {
         let l = l.trim();
-        if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| o == l) {
+        if !l.is_empty() && !l.ends_with(SPARK_PLACEHOLDER) && !out.iter().any(|o| same_place(o, l))
+        {
             out.push(l.to_string());
         }
     }
@@ -105,10 +113,30 @@ pub fn shared_sd_locations(specs: &[Value]) -> Vec<String> {
     out
 }
 
-/// The parameters a table format's commit moves: Iceberg's metadata pointers. A change of
-/// only these, within the table's location, is a write of data (INSERT); any other carried
-/// location that changes is ALTER (and a storage check when it leaves the table).
-const COMMIT_PARAMS: [&str; 2] = ["metadata_location", "previous_metadata_location"];
+/// The parameters a table format's commit rewrites: Iceberg's metadata pointers and the
+/// mirrors of its metadata file that Iceberg's Hive catalogs write on every commit (Java's
+/// `HMSTablePropertyHelper`: the table's `uuid`, `current-schema`, the current snapshot's id,
+/// timestamp and summary, `snapshot-count`, `default-partition-spec`, `default-sort-order`,
+/// `metadata_hash`; `format-version`). The metadata file is what engines read: whoever may
+/// write a new one may say anything in it, so its mirrors carry nothing more. A change of only
+/// these (and statistics), with the pointers within the table's location, is a write of data
+/// (INSERT); any other carried location that changes is ALTER (and a storage check when it
+/// leaves the table). `table_type`, `EXTERNAL` and `storage_handler` are not among them: they
+/// change how engines and a drop treat the table.
+const COMMIT_PARAMS: [&str; 12] = [
+    "metadata_location",
+    "previous_metadata_location",
+    "uuid",
+    "current-schema",
+    "current-snapshot-id",
+    "current-snapshot-timestamp-ms",
+    "current-snapshot-summary",
+    "snapshot-count",
+    "default-partition-spec",
+    "default-sort-order",
+    "metadata_hash",
+    "format-version",
+];
 
 /// A database's locations (`Database` or `CreateDatabaseRequest`: 3 locationUri, 10
 /// managedLocationUri, Hive 4), non-empty and distinct.
@@ -116,12 +144,17 @@ pub fn database_locations(d: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for id in [3, 10] {
         if let Some(l) = d.field(id).and_then(Value::as_str).map(str::trim) {
-            if !l.is_empty() && !out.iter().any(|o| o == l) {
+            if !l.is_empty() && !out.iter().any(|o| same_place(o, l)) {
                 out.push(l.to_string());
             }
         }
     }
     out
+}
+
+/// Two location strings name the same place (their canonical forms are equal).
+fn same_place(a: &str, b: &str) -> bool {
+    a == b || location_key(a) == location_key(b)
 }
 
 /// Every location a table makes engines read or write: its data locations, and the
@@ -140,7 +173,7 @@ pub fn table_locations(t: &Value) -> Vec<String> {
         let Some(l) = v.as_str() else { continue };
         let l = l.trim();
         let inside = roots.iter().any(|root| location_is_under(l, root));
-        if !l.is_empty() && !inside && !out.iter().any(|o| o == l) {
+        if !l.is_empty() && !inside && !out.iter().any(|o| same_place(o, l)) {
             out.push(l.to_string());
         }
     }
@@ -329,6 +362,7 @@ impl Classified {
             table: None,
             location: None,
             storage: Vec::new(),
+            default_places: Vec::new(),
         }
     }
 }
@@ -375,6 +409,82 @@ impl Ctx<'_> {
             .map(|location| StorageNeed { location, write })
             .collect())
     }
+}
+
+/// Where the metastore puts table `name` of a database at `db_location` when the table names
+/// no location: the database's location and the table's (lower-case) name, joined as Hadoop's
+/// `Path` joins them.
+fn default_place(db_location: &str, name: &str) -> String {
+    format!(
+        "{}/{}",
+        db_location.trim_end_matches('/'),
+        name.to_ascii_lowercase()
+    )
+}
+
+/// The default place a rename moves a table's directory into, if it does: the metastore
+/// (`HiveAlterHandler.alterTable`) moves the directory of a table that is not external
+/// (`EXTERNAL` is not `TRUE`), whose new location is unset or unchanged, and whose location is
+/// its database's location plus its name (compared without case), to the new database's
+/// location plus the new name. Locations that do not canonicalise are taken to move (the
+/// place is then listed and, if in use, checked).
+async fn renamed_into(
+    db: &str,
+    name: &str,
+    current: &Value,
+    new: &Value,
+    facts: &FactsStore,
+) -> Result<Option<String>, ClassifyError> {
+    let text = |v: &Value, path: &[i16]| v.path(path).and_then(Value::as_str).map(str::to_string);
+    let new_db = text(new, &[2]).map(|n| normalize_name(&n)).transpose()?;
+    let new_name = text(new, &[1]).map(|n| normalize_name(&n)).transpose()?;
+    let (new_db, new_name) = (
+        new_db.unwrap_or_else(|| db.to_string()),
+        new_name.unwrap_or_else(|| name.to_string()),
+    );
+    if new_db == db && new_name == name {
+        return Ok(None);
+    }
+    let external = current
+        .field(9)
+        .and_then(|p| p.map_get("EXTERNAL"))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("TRUE"));
+    let old_location = text(current, &[7, 2]).unwrap_or_default();
+    let new_location = text(new, &[7, 2]).unwrap_or_default();
+    if external || !(new_location.is_empty() || new_location == old_location) {
+        return Ok(None);
+    }
+    let location_of = |f: Option<crate::facts::ObjectFacts>| f.and_then(|f| f.location);
+    let old_db = location_of(
+        facts
+            .object(&Object::database(db))
+            .await
+            .map_err(ClassifyError::Facts)?,
+    );
+    let at_default = match (
+        old_db.as_deref().map(canonical_location),
+        canonical_location(&old_location),
+    ) {
+        (Some(Ok(d)), Ok(t)) => {
+            t.is_under(&d)
+                && t.segments.len() == d.segments.len() + 1
+                && t.segments
+                    .last()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(name))
+        }
+        _ => true,
+    };
+    if !at_default {
+        return Ok(None);
+    }
+    let target_db = location_of(
+        facts
+            .object(&Object::database(&new_db))
+            .await
+            .map_err(ClassifyError::Facts)?,
+    );
+    Ok(target_db.map(|d| default_place(&d, &new_name)))
 }
 
 /// Classifies a call whose method has `rule`, from its args as the metastore reads them.
@@ -508,41 +618,62 @@ pub async fn classify(
                     .and_then(Value::as_str)
                     .ok_or(ClassifyError::Missing("table name"))?,
             )?;
-            let db = db.as_str();
-            let obj = Object::table(db, &name);
+            let obj = Object::table(&db, &name);
             let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
             let locations = table_locations(&t);
             cl.location = locations.first().cloned();
-            let mut db_location = None;
-            for l in locations {
-                // A table at exactly its default place (its database's location plus its name,
-                // where Spark and pyiceberg put it explicitly) is no explicit location: the
-                // database's location was checked when it was set. Anywhere else under the
-                // database is an explicit location (a database can sit at the warehouse root).
-                let last = l
-                    .trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default();
-                if last.eq_ignore_ascii_case(&name) {
-                    if db_location.is_none() {
-                        let dbf = facts
-                            .object(&Object::database(db))
-                            .await
-                            .map_err(ClassifyError::Facts)?;
-                        db_location = Some(dbf.and_then(|f| f.location).unwrap_or_default());
-                    }
-                    if db_location
-                        .as_deref()
-                        .is_some_and(|base| is_default_table_location(&l, base, &name))
+            let write = deletes_on_drop(&t);
+            // A view has no place: the metastore gives a `VIRTUAL_VIEW` (exactly so spelled)
+            // no location and makes no directory.
+            let view = t.field(12).and_then(Value::as_str) == Some("VIRTUAL_VIEW");
+            let no_location = data_locations(&t).is_empty() && !view;
+            // The database's location is needed only for a table at its default place: no
+            // location, or one ending in the table's name.
+            let named = |l: &String| {
+                let last = l.trim_end_matches('/').rsplit('/').next();
+                last.is_some_and(|last| last.eq_ignore_ascii_case(&name))
+            };
+            // The database's places: its location and (Hive 4) the place of its managed
+            // tables; a table with no location goes under one of them.
+            let db_places: Vec<String> = if no_location || locations.iter().any(named) {
+                let f = facts
+                    .object(&Object::database(&db))
+                    .await
+                    .map_err(ClassifyError::Facts)?;
+                f.map(|f| f.location.into_iter().chain(f.managed_location).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            // No location: the metastore puts the table at its default place.
+            if no_location {
+                for place in db_places.iter().map(|d| default_place(d, &name)) {
+                    cl.location.get_or_insert_with(|| place.clone());
+                    if !cl
+                        .default_places
+                        .iter()
+                        .any(|n| same_place(&n.location, &place))
                     {
-                        continue;
+                        cl.default_places.push(StorageNeed {
+                            location: place,
+                            write,
+                        });
                     }
                 }
-                cl.storage.push(StorageNeed {
-                    location: l,
-                    write: deletes_on_drop(&t),
-                });
+            }
+            for l in locations {
+                // Exactly its default place (where Spark and pyiceberg put a table
+                // explicitly): a default place. Anywhere else under the database is an explicit
+                // location (a database can sit at the warehouse root).
+                let at_default = db_places
+                    .iter()
+                    .any(|base| is_default_table_location(&l, base, &name));
+                let need = StorageNeed { location: l, write };
+                if at_default {
+                    cl.default_places.push(need);
+                } else {
+                    cl.storage.push(need);
+                }
             }
             let mut out = match *rule {
                 Rule::AddIndex { index, .. } => index_with_table(&c, index, &t, cl)?,
@@ -585,6 +716,15 @@ pub async fn classify(
             // also relocates is both).
             cl.storage = alter_storage_needs(current.as_ref(), &new);
             cl.location = cl.storage.first().map(|n| n.location.clone());
+            if let Some(cur) = &current {
+                if let Some(place) = renamed_into(&db, &name, cur, &new, facts).await? {
+                    cl.location.get_or_insert_with(|| place.clone());
+                    cl.default_places.push(StorageNeed {
+                        location: place,
+                        write: true,
+                    });
+                }
+            }
             Ok(vec![cl])
         }
         Rule::DropTable { db, table } => {
@@ -692,7 +832,7 @@ pub async fn classify(
                 None => Vec::new(),
             };
             for l in database_locations(&new) {
-                if !before.contains(&l) {
+                if !before.iter().any(|b| same_place(b, &l)) {
                     cl.location.get_or_insert_with(|| l.clone());
                     cl.storage.push(StorageNeed {
                         location: l,
@@ -1027,7 +1167,7 @@ pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageN
     let now_deletes = write && current.is_some_and(|c| !deletes_on_drop(c));
     table_locations(new)
         .into_iter()
-        .filter(|l| now_deletes || !before.contains(l))
+        .filter(|l| now_deletes || !before.iter().any(|b| same_place(b, l)))
         .map(|location| StorageNeed { location, write })
         .collect()
 }
@@ -1081,7 +1221,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     }
     // A location changes — or what a later drop deletes there (external to managed).
     let sorted = |v: &Value| {
-        let mut l = table_locations(v);
+        let mut l: Vec<String> = table_locations(v).iter().map(|l| location_key(l)).collect();
         l.sort_unstable();
         l
     };

@@ -604,11 +604,51 @@ impl Guard {
             }
         }
         // Storage facts only for calls the grants allow: a denied call costs no AWS call.
-        if !d.allow || c.storage.is_empty() || !self.storage.enabled() {
+        let has_places = !c.storage.is_empty() || !c.default_places.is_empty();
+        if !d.allow || !has_places || !self.storage.enabled() {
             return (d, None);
         }
+        let audit = self.storage_facts(identity, c, &mut facts).await;
+        (authorize(identity, op, &facts, &self.policy), audit)
+    }
+
+    /// The storage facts of a call the grants allow: each default place it fills is listed
+    /// with the proxy's own identity (a place already in use is checked like an explicit
+    /// location; a failed listing denies), then every location to check is checked (read,
+    /// and write unless only read is needed). Stops at the first denial.
+    async fn storage_facts(
+        &self,
+        identity: &Identity,
+        c: &Classified,
+        facts: &mut Facts<'_>,
+    ) -> Option<StorageAudit> {
+        let mut needs: Vec<&classify::StorageNeed> = Vec::new();
+        for place in &c.default_places {
+            match self.storage.occupancy(&place.location).await {
+                crate::storage::Occupancy::Empty => {}
+                // In use, or not S3 (nothing to list): the ordinary check.
+                crate::storage::Occupancy::Occupied | crate::storage::Occupancy::NotS3 => {
+                    needs.push(place)
+                }
+                crate::storage::Occupancy::Unavailable(why) => {
+                    facts.storage.push(StorageFact {
+                        location: place.location.clone(),
+                        // What the place would need if it is in use.
+                        action: if place.write { "write" } else { "read" },
+                        allow: false,
+                        unavailable: true,
+                        reason: format!(
+                            "storage check unavailable: user {}, default place {}: whether anything is stored there could not be learned: {why}",
+                            identity.user, place.location
+                        ),
+                    });
+                    return None;
+                }
+            }
+        }
+        needs.extend(c.storage.iter());
         let mut audit = None;
-        'needs: for need in &c.storage {
+        'needs: for need in needs {
             // Read, and write unless the location is only read (external data, with
             // `storage.read_only_external`): a user must not point a table the compute role
             // writes to at a place the user's own role cannot write.
@@ -640,7 +680,7 @@ impl Guard {
                 }
             }
         }
-        (authorize(identity, op, &facts, &self.policy), audit)
+        audit
     }
 
     /// The grants the metastore records for each principal and object a revoke names, read

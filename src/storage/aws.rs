@@ -99,6 +99,22 @@ pub trait Backend: Send + Sync + 'static {
         prefix: &'a str,
     ) -> BoxFut<'a, Result<(), AwsError>>;
 
+    /// `ListObjectsV2(bucket, prefix, max-keys 1)` with the proxy's own identity: whether any
+    /// object lies under `prefix` (a default place already in use). Backends that cannot
+    /// list fail, which denies (fail closed).
+    fn any_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+    ) -> BoxFut<'a, Result<bool, AwsError>> {
+        let _ = (bucket, prefix);
+        Box::pin(async {
+            Err(AwsError::Failed(
+                "this storage backend cannot list with the proxy's own identity".into(),
+            ))
+        })
+    }
+
     /// `CreateMultipartUpload(bucket, key)`, returning the upload id.
     fn start_upload<'a>(
         &'a self,
@@ -209,6 +225,16 @@ impl SdkBackend {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// S3 as the proxy's own identity (the default chain, or the static base credentials).
+    fn s3_own(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.base)
+            .force_path_style(self.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
     fn iam_as(&self, creds: &SessionCreds) -> aws_sdk_iam::Client {
         let conf = aws_sdk_iam::config::Builder::from(&self.base)
             .credentials_provider(Self::sdk_creds(creds))
@@ -278,6 +304,25 @@ impl Backend for SdkBackend {
                 .await
                 .map(|_| ())
                 .map_err(|e| classify("S3 ListObjectsV2", e))
+        })
+    }
+
+    fn any_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+    ) -> BoxFut<'a, Result<bool, AwsError>> {
+        Box::pin(async move {
+            let out = self
+                .s3_own()
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(|e| classify("S3 ListObjectsV2", e))?;
+            Ok(out.key_count().unwrap_or(0) > 0 || !out.contents().is_empty())
         })
     }
 

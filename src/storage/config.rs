@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-use super::location::valid_bucket_name;
+use super::location::{valid_bucket_name, SchemeAliases};
 use super::roles::{parse_role_arn, valid_external_id};
 
 /// `[storage]`
@@ -30,6 +30,11 @@ pub struct StorageConfig {
     /// Locations that are not `s3://`, `s3a://` or `s3n://` (including scheme-less paths, which
     /// resolve against the cluster's default filesystem): `deny` (default) or `allow` unchecked.
     pub other_schemes: OtherSchemes,
+    /// Families of URI schemes that name the same store: a location written with one scheme
+    /// of a family is the same place as with any other of it, wherever locations are compared
+    /// (docs/STORAGE.md "Canonical locations"). Default `[["s3", "s3a", "s3n"]]`; a scheme in
+    /// no family is a family of its own.
+    pub scheme_aliases: Vec<Vec<String>>,
     /// User name → the ARN of the user's own role (IAM-A).
     pub user_roles: BTreeMap<String, String>,
     /// Group name → role ARN, for users without an entry in `user_roles`; the first of the
@@ -73,6 +78,7 @@ impl Default for StorageConfig {
             method: StorageMethod::Probe,
             read_only_external: false,
             other_schemes: OtherSchemes::Deny,
+            scheme_aliases: vec![vec!["s3".into(), "s3a".into(), "s3n".into()]],
             user_roles: BTreeMap::new(),
             group_roles: BTreeMap::new(),
             default_role: String::new(),
@@ -155,6 +161,9 @@ impl StorageConfig {
             if let Err(e) = parse_role_arn(&self.default_role) {
                 errors.push(err("storage.default_role", e));
             }
+        }
+        if let Err(e) = SchemeAliases::new(&self.scheme_aliases) {
+            errors.push(err("storage.scheme_aliases", e));
         }
         check_buckets("storage.buckets", &self.buckets, &mut errors);
         if !self.buckets_file.is_empty() {
@@ -268,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn scheme_aliases_from_toml() {
+        assert_eq!(
+            StorageConfig::default().scheme_aliases,
+            vec![vec!["s3", "s3a", "s3n"]]
+        );
+        let c: StorageConfig =
+            toml::from_str("scheme_aliases = [[\"s3\", \"s3a\"], [\"abfs\", \"abfss\"]]\n")
+                .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let families = SchemeAliases::new(&c.scheme_aliases).unwrap();
+        assert_eq!(families.family("abfss"), "abfs");
+        assert_eq!(families.family("s3n"), "s3n");
+    }
+
+    #[test]
     fn every_error_at_once() {
         let c = StorageConfig {
             user_roles: [("mary".into(), "role/x".into())].into(),
@@ -288,10 +312,12 @@ mod tests {
             refresh_before_ms: 10,
             timeout_ms: 0,
             max_attempts: 0,
+            scheme_aliases: vec![vec!["s3".into(), "s3a".into()], vec!["S3A".into()]],
             ..Default::default()
         };
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
         for want in [
+            "storage.scheme_aliases",
             "storage.user_roles.mary",
             "storage.group_roles.etl",
             "storage.default_role",

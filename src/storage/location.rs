@@ -1,14 +1,27 @@
-//! Stage 1: a DDL location string → S3 bucket + normalized key prefix.
+//! Stage 1: a location string → its one canonical form (`CanonicalLocation`), and for S3 the
+//! bucket and normalized key prefix the storage check asks about (`S3Location`).
 //!
-//! The check must cover exactly the objects Hadoop will touch, so anything a filesystem client
-//! could resolve differently from the literal text is refused rather than guessed at: `.` and
-//! `..` segments (Hadoop's `Path` normalizes them away, `defloc/../datawarehouse` *is*
-//! `datawarehouse`), empty segments (`a//b`), percent-escapes of `.` or `/`, query and fragment
-//! markers, backslashes, whitespace and control characters.
+//! Every comparison of locations ("the same place", "under that place", a default place, an
+//! Iceberg commit, the storage check's key) goes through the canonical form, for every scheme.
+//! The form follows what Hadoop's `Path` and the metastore (`Warehouse.getDnsPath`) do to a
+//! location, and refuses whatever a filesystem client could resolve differently from the
+//! literal text: the scheme is compared without case and through its family
+//! (`storage.scheme_aliases`; by default `s3`, `s3a` and `s3n` are one family); the authority
+//! as its store compares it (an S3 bucket exactly, under AWS's naming rules; a namenode's host
+//! without case, its port as written; an Azure `container@account` with the container exact
+//! and the account host without case; `file:` only with no authority or `localhost`; any
+//! other scheme's authority exactly); one trailing `/` is dropped; a `%` is an ordinary
+//! character of a name (Hadoop's `Path` quotes it) — but `.` and `..` segments (Hadoop's
+//! `Path` resolves them, other readers do not), empty segments (`a//b`: Hadoop folds `//`
+//! pairwise, object stores keep them), percent-escapes of `.`, `/` or `\`, query and fragment
+//! markers, backslashes, user info, whitespace at either end and control characters are
+//! refused. A location that does not canonicalise is never the same as, nor under, any other.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
-/// A parsed location.
+/// A parsed location, for the storage check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     S3(S3Location),
@@ -33,11 +46,173 @@ impl fmt::Display for S3Location {
     }
 }
 
+/// The schemes the storage check asks S3 about.
 const S3_SCHEMES: [&str; 3] = ["s3", "s3a", "s3n"];
 
-/// Parses and normalizes `raw`. `Err` explains what is wrong with an S3 location (or with the
-/// string as a whole); a well-formed location of another scheme is `Ok(Location::Other)`.
-pub fn parse_location(raw: &str) -> Result<Location, String> {
+/// The families of schemes that name the same store (`storage.scheme_aliases`): a location
+/// written with any scheme of a family is the same place as with any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemeAliases {
+    /// scheme (lower case) → its family's name (the family's first scheme).
+    family: BTreeMap<String, String>,
+}
+
+impl Default for SchemeAliases {
+    fn default() -> Self {
+        SchemeAliases::new(&[S3_SCHEMES.iter().map(|s| s.to_string()).collect()])
+            .expect("the default aliases are valid")
+    }
+}
+
+impl SchemeAliases {
+    /// Families from lists of schemes; every scheme valid and in one family at most.
+    pub fn new(families: &[Vec<String>]) -> Result<SchemeAliases, String> {
+        let mut family = BTreeMap::new();
+        for list in families {
+            let Some(first) = list.first() else {
+                return Err("an empty family of schemes".into());
+            };
+            let name = first.to_ascii_lowercase();
+            for scheme in list {
+                if split_scheme(&format!("{scheme}:")).is_none() {
+                    return Err(format!("`{scheme}` is not a URI scheme"));
+                }
+                let scheme = scheme.to_ascii_lowercase();
+                if family.insert(scheme.clone(), name.clone()).is_some() {
+                    return Err(format!("scheme `{scheme}` is in more than one family"));
+                }
+            }
+        }
+        Ok(SchemeAliases { family })
+    }
+
+    /// The family of a lower-case scheme (the scheme itself when it has none).
+    pub fn family<'a>(&'a self, scheme: &'a str) -> &'a str {
+        self.family
+            .get(scheme)
+            .map(String::as_str)
+            .unwrap_or(scheme)
+    }
+}
+
+static ALIASES: RwLock<Option<Arc<SchemeAliases>>> = RwLock::new(None);
+
+/// Makes `aliases` the families every comparison in this process uses (set once from the
+/// configuration when the storage stage is built; the default families until then).
+pub fn install_scheme_aliases(aliases: SchemeAliases) {
+    let mut slot = ALIASES.write().unwrap_or_else(|e| e.into_inner());
+    *slot = Some(Arc::new(aliases));
+}
+
+fn installed_aliases() -> Arc<SchemeAliases> {
+    let slot = ALIASES.read().unwrap_or_else(|e| e.into_inner());
+    match slot.as_ref() {
+        Some(a) => a.clone(),
+        None => Arc::new(SchemeAliases::default()),
+    }
+}
+
+/// A location in its canonical form: two locations are the same place exactly when their
+/// canonical forms are equal, and one is under another when the family and authority are
+/// equal and the other's segments begin this one's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalLocation {
+    /// The scheme's family (lower case).
+    pub family: String,
+    /// The authority as its store compares it (empty for `file:`).
+    pub authority: String,
+    /// The path's segments (none: the root).
+    pub segments: Vec<String>,
+}
+
+impl fmt::Display for CanonicalLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}/", self.family, self.authority)?;
+        for s in &self.segments {
+            write!(f, "{s}/")?;
+        }
+        Ok(())
+    }
+}
+
+impl CanonicalLocation {
+    /// At or under `parent`.
+    pub fn is_under(&self, parent: &CanonicalLocation) -> bool {
+        self.family == parent.family
+            && self.authority == parent.authority
+            && self.segments.starts_with(&parent.segments)
+    }
+
+    /// The place `name` directly under this one.
+    pub fn child(&self, name: &str) -> CanonicalLocation {
+        let mut c = self.clone();
+        c.segments.push(name.to_string());
+        c
+    }
+}
+
+/// How a scheme's store compares the authority of a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthorityRule {
+    /// An S3 bucket: AWS's naming rules, compared exactly.
+    S3Bucket,
+    /// `host[:port]` of a namenode: the host without case, the port as written.
+    Host,
+    /// `container@account-host` (ABFS, WASB): the container exactly, the host without case.
+    Azure,
+    /// The local filesystem: no authority, or `localhost` (the metastore stores either as
+    /// `file:/…`).
+    Local,
+    /// Any other store: exactly as written.
+    Exact,
+}
+
+fn authority_rule(scheme: &str) -> AuthorityRule {
+    match scheme {
+        "s3" | "s3a" | "s3n" => AuthorityRule::S3Bucket,
+        "hdfs" | "webhdfs" | "swebhdfs" => AuthorityRule::Host,
+        "abfs" | "abfss" | "wasb" | "wasbs" => AuthorityRule::Azure,
+        "file" => AuthorityRule::Local,
+        _ => AuthorityRule::Exact,
+    }
+}
+
+/// The canonical form of `raw` under the installed scheme families.
+pub fn canonical_location(raw: &str) -> Result<CanonicalLocation, String> {
+    canonical_location_with(raw, &installed_aliases())
+}
+
+/// The canonical form of `raw` under `aliases`.
+pub fn canonical_location_with(
+    raw: &str,
+    aliases: &SchemeAliases,
+) -> Result<CanonicalLocation, String> {
+    check_text(raw)?;
+    let Some((scheme, rest)) = split_scheme(raw) else {
+        return Err(
+            "no scheme (the path would resolve against the cluster's default filesystem)".into(),
+        );
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if let Some(c) = rest.chars().find(|c| matches!(c, '?' | '#' | '\\')) {
+        return Err(format!("`{c}` is not accepted in a location"));
+    }
+    let rule = authority_rule(&scheme);
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => after.split_at(after.find('/').unwrap_or(after.len())),
+        // `file:/x`: Hadoop's form of a local path without authority.
+        None if rule == AuthorityRule::Local && rest.starts_with('/') => ("", rest),
+        None => return Err(format!("expected {scheme}://authority/path")),
+    };
+    let authority = canonical_authority(rule, authority)?;
+    Ok(CanonicalLocation {
+        family: aliases.family(&scheme).to_string(),
+        authority,
+        segments: segments(path)?,
+    })
+}
+
+fn check_text(raw: &str) -> Result<(), String> {
     if raw.is_empty() {
         return Err("empty location".into());
     }
@@ -47,7 +222,76 @@ pub fn parse_location(raw: &str) -> Result<Location, String> {
     if let Some(c) = raw.chars().find(|c| c.is_control()) {
         return Err(format!("control character U+{:04X}", c as u32));
     }
-    let Some((scheme, rest)) = split_scheme(raw) else {
+    Ok(())
+}
+
+fn canonical_authority(rule: AuthorityRule, authority: &str) -> Result<String, String> {
+    if authority.contains('%') {
+        return Err(format!("percent-escape in the authority `{authority}`"));
+    }
+    match rule {
+        AuthorityRule::S3Bucket => valid_bucket_name(authority).map(|_| authority.to_string()),
+        AuthorityRule::Local
+            if authority.is_empty() || authority.eq_ignore_ascii_case("localhost") =>
+        {
+            Ok(String::new())
+        }
+        AuthorityRule::Local => Err(format!(
+            "`file://{authority}/…`: a local path names no host other than localhost"
+        )),
+        _ if authority.is_empty() => Err("missing authority".into()),
+        AuthorityRule::Host => host_port(authority),
+        AuthorityRule::Azure => match authority.split_once('@') {
+            Some((container, host)) if !container.is_empty() && !host.contains('@') => {
+                Ok(format!("{container}@{}", host_port(host)?))
+            }
+            _ => Err(format!("`{authority}` is not container@account-host")),
+        },
+        AuthorityRule::Exact if authority.contains('@') => Err(format!(
+            "`{authority}`: user info in a location is not accepted"
+        )),
+        AuthorityRule::Exact => Ok(authority.to_string()),
+    }
+}
+
+/// `host[:port]`: host lower-cased, port digits as written.
+fn host_port(authority: &str) -> Result<String, String> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !host_ok || !port_ok {
+        return Err(format!("`{authority}` is not host[:port]"));
+    }
+    Ok(authority.to_ascii_lowercase())
+}
+
+/// The segments of an absolute path (`""` and `"/"`: the root), one trailing `/` dropped.
+fn segments(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() || path == "/" {
+        return Ok(Vec::new());
+    }
+    let inner = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("relative path `{path}`"))?;
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    inner
+        .split('/')
+        .map(|segment| check_segment(segment).map(|_| segment.to_string()))
+        .collect()
+}
+
+/// Parses and normalizes `raw` for the storage check. `Err` explains what is wrong with an S3
+/// location (or with the string as a whole); a location of another scheme is
+/// `Ok(Location::Other)` (`storage.other_schemes` decides on it).
+pub fn parse_location(raw: &str) -> Result<Location, String> {
+    check_text(raw)?;
+    let Some((scheme, _)) = split_scheme(raw) else {
         return Ok(Location::Other {
             scheme: String::new(),
         });
@@ -56,26 +300,16 @@ pub fn parse_location(raw: &str) -> Result<Location, String> {
     if !S3_SCHEMES.contains(&scheme.as_str()) {
         return Ok(Location::Other { scheme });
     }
-    let rest = rest
-        .strip_prefix("//")
-        .ok_or_else(|| format!("expected {scheme}://bucket/prefix"))?;
-    if let Some(c) = rest.chars().find(|c| matches!(c, '?' | '#' | '\\')) {
-        return Err(format!("`{c}` is not accepted in an S3 location"));
-    }
-    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-    valid_bucket_name(bucket)?;
-    let mut prefix = String::with_capacity(path.len() + 1);
-    if !path.is_empty() {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        for segment in path.split('/') {
-            check_segment(segment)?;
-            prefix.push_str(segment);
-            prefix.push('/');
-        }
+    // The storage check's key is the canonical form's bucket and segments.
+    let c = canonical_location_with(raw, &SchemeAliases::default())?;
+    let mut prefix = String::new();
+    for s in &c.segments {
+        prefix.push_str(s);
+        prefix.push('/');
     }
     Ok(Location::S3(S3Location {
         scheme,
-        bucket: bucket.to_string(),
+        bucket: c.authority,
         prefix,
     }))
 }
@@ -244,5 +478,224 @@ mod tests {
         assert_eq!(percent_decode("%2"), "%2");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("x%2e"), "x.");
+    }
+
+    fn canon(raw: &str) -> Result<CanonicalLocation, String> {
+        canonical_location_with(raw, &SchemeAliases::default())
+    }
+
+    fn same(a: &str, b: &str) -> bool {
+        matches!((canon(a), canon(b)), (Ok(x), Ok(y)) if x == y)
+    }
+
+    fn under(child: &str, parent: &str) -> bool {
+        matches!((canon(child), canon(parent)), (Ok(c), Ok(p)) if c.is_under(&p))
+    }
+
+    #[test]
+    fn the_same_place_in_every_scheme() {
+        for (a, b) in [
+            // S3: the family, one trailing slash, the scheme's case.
+            ("s3a://lake/t", "s3://lake/t/"),
+            ("S3N://lake/t", "s3a://lake/t"),
+            ("s3a://lake", "s3a://lake/"),
+            // Local files: Hadoop's `file:/x`, `file:///x` and `file://localhost/x`.
+            ("file:/w/t", "file:///w/t"),
+            ("file:///w/t/", "file://localhost/w/t"),
+            ("FILE://LocalHost/w/t", "file:/w/t"),
+            // A namenode's host without case, its port as written.
+            (
+                "hdfs://NN.example.com:8020/w/t",
+                "hdfs://nn.example.com:8020/w/t/",
+            ),
+            ("HDFS://nn/w", "hdfs://nn/w"),
+            // Azure: the account host without case.
+            (
+                "abfss://c@Acct.dfs.core.windows.net/t",
+                "abfss://c@acct.dfs.core.windows.net/t",
+            ),
+            (
+                "wasb://c@acct.blob.core.windows.net/t/",
+                "wasb://c@acct.blob.core.windows.net/t",
+            ),
+            // Other stores: exactly.
+            ("gs://bkt/t", "gs://bkt/t/"),
+            ("oss://bkt/t", "OSS://bkt/t"),
+            ("viewfs://cluster/t", "viewfs://cluster/t/"),
+            // A `%` is a character of the name, as Hadoop's Path quotes it.
+            ("s3a://lake/a%41", "s3a://lake/a%41/"),
+        ] {
+            assert!(same(a, b), "{a} = {b}");
+            assert!(under(a, b) && under(b, a), "{a} ~ {b}");
+        }
+    }
+
+    #[test]
+    fn different_places_in_every_scheme() {
+        for (a, b) in [
+            ("s3a://lake/t", "s3a://lake/T"),
+            ("s3a://lake/t", "s3a://other/t"),
+            ("s3a://lake/t", "gs://lake/t"),
+            ("file:/w/t", "file:/w/T"),
+            ("hdfs://nn:8020/w", "hdfs://nn/w"),
+            ("hdfs://nn1/w", "hdfs://nn2/w"),
+            ("hdfs://nn/w", "webhdfs://nn/w"),
+            (
+                "abfs://c@acct.dfs.core.windows.net/t",
+                "abfss://c@acct.dfs.core.windows.net/t",
+            ),
+            (
+                "abfss://C@acct.dfs.core.windows.net/t",
+                "abfss://c@acct.dfs.core.windows.net/t",
+            ),
+            ("gs://Bkt/t", "gs://bkt/t"),
+            ("viewfs://Cluster/t", "viewfs://cluster/t"),
+            ("s3a://lake/a%41", "s3a://lake/aA"),
+            ("file:/w/t", "hdfs://nn/w/t"),
+        ] {
+            assert!(!same(a, b), "{a} != {b}");
+            assert!(!under(a, b) && !under(b, a), "{a} !~ {b}");
+        }
+    }
+
+    #[test]
+    fn under_and_not_under_in_every_scheme() {
+        for (child, parent) in [
+            ("s3a://lake/t/p=1", "s3://lake/t"),
+            ("s3a://lake/t/metadata/1.json", "s3a://lake/t/"),
+            ("s3a://lake/t", "s3a://lake"),
+            (
+                "file:/w/db.db/t/metadata/00001.metadata.json",
+                "file:///w/db.db/t",
+            ),
+            ("file://localhost/w/t/x", "file:/w"),
+            ("file:/w", "file:/"),
+            ("hdfs://NN:8020/w/t/x", "hdfs://nn:8020/w/t"),
+            (
+                "abfss://c@acct.dfs.core.windows.net/t/x",
+                "abfss://c@ACCT.dfs.core.windows.net/t",
+            ),
+            ("gs://bkt/t/x", "gs://bkt/t"),
+            ("viewfs://cluster/t/x", "viewfs://cluster/t"),
+        ] {
+            assert!(under(child, parent), "{child} under {parent}");
+        }
+        for (child, parent) in [
+            ("s3a://lake/tx/p=1", "s3a://lake/t"),
+            ("s3a://lake/t", "s3a://lake/t/p=1"),
+            ("file:/w/tx", "file:/w/t"),
+            ("file:/w/t/../u", "file:/w/t"),
+            ("file://otherhost/w/t/x", "file:/w/t"),
+            ("hdfs://nn/w/t/x", "hdfs://nn:8020/w/t"),
+            ("hdfs:/w/t/x", "hdfs:/w/t"),
+            ("/w/t/x", "/w/t"),
+            ("gs://bkt/t2/x", "gs://bkt/t"),
+            (
+                "abfss://d@acct.dfs.core.windows.net/t/x",
+                "abfss://c@acct.dfs.core.windows.net/t",
+            ),
+        ] {
+            assert!(!under(child, parent), "{child} not under {parent}");
+        }
+    }
+
+    #[test]
+    fn refused_in_every_scheme() {
+        for raw in [
+            "file:/w/./t",
+            "file:/w/../t",
+            "file:/w//t",
+            "file:///w/%2e%2e/t",
+            "file:/w/a%2Fb",
+            "file://host/w",
+            "file:w/t",
+            "hdfs://nn/w/../t",
+            "hdfs://user@nn/w",
+            "hdfs://nn:x/w",
+            "hdfs:///w",
+            "hdfs:/w",
+            "gs://bkt/w?x",
+            "gs://user@bkt/w",
+            "abfss://acct.dfs.core.windows.net/w",
+            "viewfs:///w",
+            "/w/t",
+            "w/t",
+            " file:/w",
+        ] {
+            assert!(canon(raw).is_err(), "{raw:?} accepted");
+        }
+    }
+
+    #[test]
+    fn scheme_aliases() {
+        let azure = SchemeAliases::new(&[
+            vec!["s3".into(), "s3a".into()],
+            vec!["abfs".into(), "ABFSS".into()],
+        ])
+        .unwrap();
+        let c = |raw: &str| canonical_location_with(raw, &azure).unwrap();
+        assert_eq!(
+            c("abfs://c@acct.dfs.core.windows.net/t"),
+            c("abfss://c@acct.dfs.core.windows.net/t")
+        );
+        // s3n left out of the family: another store.
+        assert_ne!(c("s3n://lake/t"), c("s3a://lake/t"));
+        assert_eq!(c("s3://lake/t"), c("s3a://lake/t"));
+        assert!(SchemeAliases::new(&[vec!["s3".into()], vec!["S3".into()]]).is_err());
+        assert!(SchemeAliases::new(&[vec![]]).is_err());
+        assert!(SchemeAliases::new(&[vec!["s 3".into()]]).is_err());
+    }
+
+    /// A small deterministic generator (no property-testing crate): locations built from
+    /// pieces that exercise case, slashes, escapes and dot segments.
+    fn generated(n: usize) -> Vec<String> {
+        const SCHEMES: [&str; 8] = ["s3", "S3A", "s3n", "file", "hdfs", "gs", "abfss", "viewfs"];
+        const AUTH: [&str; 6] = ["lake", "", "localhost", "NN:8020", "c@Acct.dfs", "u@x"];
+        const SEGS: [&str; 9] = ["a", "B", ".", "..", "", "%2e", "%41", "p=1", "x.y"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % m as u64) as usize
+        };
+        (0..n)
+            .map(|_| {
+                let mut s = format!("{}://{}", SCHEMES[next(8)], AUTH[next(6)]);
+                for _ in 0..next(4) {
+                    s.push('/');
+                    s.push_str(SEGS[next(9)]);
+                }
+                if next(2) == 0 {
+                    s.push('/');
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn canonical_form_is_idempotent_and_under_is_consistent() {
+        let all = generated(3000);
+        let parsed: Vec<CanonicalLocation> = all.iter().filter_map(|r| canon(r).ok()).collect();
+        assert!(parsed.len() > 300, "too few valid cases: {}", parsed.len());
+        for c in &parsed {
+            // The canonical form, written out and read again, is itself.
+            let again = canon(&c.to_string()).unwrap();
+            assert_eq!(&again, c, "{c}");
+            assert!(c.is_under(c));
+            for seg in 0..=c.segments.len() {
+                let mut parent = c.clone();
+                parent.segments.truncate(seg);
+                assert!(c.is_under(&parent), "{c} under {parent}");
+                assert!(c.child("z").is_under(&parent));
+            }
+        }
+        for a in parsed.iter().take(200) {
+            for b in parsed.iter().take(200) {
+                // Under both ways is the same place; under is antisymmetric otherwise.
+                assert_eq!(a.is_under(b) && b.is_under(a), a == b, "{a} {b}");
+            }
+        }
     }
 }

@@ -32,7 +32,10 @@ use tokio::time::Instant;
 
 pub use self::aws::BaseCredentials;
 pub use self::config::{BucketRole, OtherSchemes, StorageConfig, StorageMethod};
-pub use self::location::{parse_location, Location, S3Location};
+pub use self::location::{
+    canonical_location, install_scheme_aliases, parse_location, CanonicalLocation, Location,
+    S3Location, SchemeAliases,
+};
 
 use self::aws::{Backend, SdkBackend};
 use self::check::{DecisionCache, DecisionKey, Verdict};
@@ -107,6 +110,29 @@ impl StorageOutcome {
 impl fmt::Display for StorageOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What is stored at a default place (docs/STORAGE.md "Default places").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Occupancy {
+    /// No object under the place: a new table there takes nothing that exists.
+    Empty,
+    /// At least one object under the place.
+    Occupied,
+    /// Not an S3 location: nothing is listed, the ordinary check applies.
+    NotS3,
+    /// The listing failed or the place is not a valid location: denied (fail closed).
+    Unavailable(String),
+}
+
+impl Occupancy {
+    fn label(&self) -> &'static str {
+        match self {
+            Occupancy::Empty => "empty",
+            Occupancy::Occupied => "occupied",
+            Occupancy::NotS3 | Occupancy::Unavailable(_) => "error",
+        }
     }
 }
 
@@ -185,6 +211,10 @@ impl StorageGuard {
         if !errors.is_empty() {
             return Err(StorageError::Config(errors));
         }
+        // Comparisons of locations follow the configured scheme families from now on.
+        let aliases =
+            SchemeAliases::new(&cfg.scheme_aliases).map_err(|e| StorageError::Config(vec![e]))?;
+        install_scheme_aliases(aliases);
         let buckets = cfg
             .all_buckets()
             .map_err(|e| StorageError::Config(vec![e]))?;
@@ -229,6 +259,44 @@ impl StorageGuard {
     /// Role chains with cached credentials (diagnostics, tests).
     pub fn cached_credentials(&self) -> usize {
         self.inner.creds.len()
+    }
+
+    /// Is anything stored at `location` (a default place) yet? One `ListObjectsV2` (one key,
+    /// prefix = the place with a trailing `/`) with the proxy's own identity, retried within
+    /// `storage.timeout_ms`; never cached (a place fills up at any time).
+    pub async fn occupancy(&self, location: &str) -> Occupancy {
+        let inner = &self.inner;
+        let loc = match parse_location(location) {
+            Ok(Location::S3(loc)) => loc,
+            Ok(Location::Other { .. }) => return Occupancy::NotS3,
+            Err(why) => return Occupancy::Unavailable(format!("invalid location: {why}")),
+        };
+        let Some(backend) = inner.backend.clone() else {
+            return Occupancy::Unavailable("no AWS client".into());
+        };
+        let deadline = Instant::now() + inner.timeout;
+        let result = aws::with_retries(
+            deadline,
+            inner.max_attempts,
+            || backend.any_object(&loc.bucket, &loc.prefix),
+            |_| {},
+        )
+        .await;
+        let occupancy = match result {
+            Ok(true) => Occupancy::Occupied,
+            Ok(false) => Occupancy::Empty,
+            Err((e, attempts)) => Occupancy::Unavailable(format!(
+                "listing {loc} with the proxy's own identity failed after {attempts} attempt(s): {e}"
+            )),
+        };
+        inner
+            .metrics
+            .storage_listings
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: occupancy.label(),
+            })
+            .inc();
+        occupancy
     }
 
     /// May `user` (with `groups`) do `action` on `location` (the raw location string of the
@@ -479,6 +547,9 @@ fn zero_series(m: &Metrics) {
             .storage_credential_refreshes
             .get_or_create(&OutcomeLabels { outcome });
     }
+    for outcome in ["empty", "occupied", "error"] {
+        let _ = m.storage_listings.get_or_create(&OutcomeLabels { outcome });
+    }
     for action in ["read", "write"] {
         for outcome in ["allow", "deny", "error"] {
             let _ = m
@@ -523,31 +594,48 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
-/// True if `child` lies at or under `parent`: both S3 locations of the same bucket (any of the
-/// three schemes) with `parent`'s prefix a prefix of `child`'s, segment-wise. False when either
-/// does not parse as S3. (For "a partition location outside the table's location".)
+/// True if `child` lies at or under `parent`, compared in their canonical forms (any scheme;
+/// the families of `storage.scheme_aliases`). False when either does not canonicalise. (For
+/// "a partition location outside the table's location", "a metadata file under the table".)
 pub fn location_is_under(child: &str, parent: &str) -> bool {
-    match (parse_location(child), parse_location(parent)) {
-        (Ok(Location::S3(c)), Ok(Location::S3(p))) => {
-            c.bucket == p.bucket && c.prefix.starts_with(&p.prefix)
-        }
+    match (canonical_location(child), canonical_location(parent)) {
+        (Ok(c), Ok(p)) => c.is_under(&p),
         _ => false,
     }
 }
 
-/// True if `location` is exactly where the metastore puts table `table` of a database at
-/// `db_location` by default (the database's location plus the table's lower-cased name), as S3
-/// locations of the same bucket. Anything else — deeper, elsewhere under the database, another
-/// table's place, or not S3 — is an explicit location.
-pub fn is_default_table_location(location: &str, db_location: &str, table: &str) -> bool {
+/// The key by which locations are compared: the canonical form, or — for a string that does
+/// not canonicalise — the string itself marked so that it equals no canonical form (the very
+/// same string is still the same place, whatever it names).
+pub fn location_key(raw: &str) -> String {
+    match canonical_location(raw) {
+        Ok(c) => c.to_string(),
+        Err(_) => format!("\u{0}{raw}"),
+    }
+}
+
+/// The place where the metastore puts table `table` of a database at `db_location` when the
+/// table names no location (the database's location plus the table's lower-cased name), in
+/// canonical form; `None` when that cannot be known exactly (a name outside `[a-z0-9_]`, which
+/// the metastore would encode, or a database location that does not canonicalise).
+pub fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
     let name = table.to_ascii_lowercase();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return false;
+        return None;
     }
-    match (parse_location(location), parse_location(db_location)) {
-        (Ok(Location::S3(t)), Ok(Location::S3(d))) => {
-            t.bucket == d.bucket && t.prefix == format!("{}{name}/", d.prefix)
-        }
+    canonical_location(db_location).ok().map(|d| d.child(&name))
+}
+
+/// True if `location` is exactly where the metastore puts table `table` of a database at
+/// `db_location` by default, compared canonically. Anything else — deeper, elsewhere under the
+/// database, another table's place, or a location that does not canonicalise — is an explicit
+/// location.
+pub fn is_default_table_location(location: &str, db_location: &str, table: &str) -> bool {
+    match (
+        canonical_location(location),
+        default_table_location(db_location, table),
+    ) {
+        (Ok(t), Some(d)) => t == d,
         _ => false,
     }
 }

@@ -20,6 +20,9 @@ struct Scripted {
     trust_external_id: Option<&'static str>,
     /// Every call fails like an unreachable endpoint.
     down: bool,
+    /// Objects stored (`bucket/key`), for listings with the proxy's own identity.
+    objects: Vec<&'static str>,
+    list_calls: AtomicUsize,
     assume_calls: AtomicUsize,
     probe_calls: AtomicUsize,
     aborts: Mutex<HashSet<String>>,
@@ -84,6 +87,21 @@ impl Backend for Scripted {
                     "S3 ListObjectsV2: HTTP 403 AccessDenied".into(),
                 ))
             }
+        })
+    }
+
+    fn any_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+    ) -> BoxFut<'a, Result<bool, AwsError>> {
+        Box::pin(async move {
+            self.list_calls.fetch_add(1, Ordering::SeqCst);
+            if self.down {
+                return Err(AwsError::Transient("connection refused".into()));
+            }
+            let under = format!("{bucket}/{prefix}");
+            Ok(self.objects.iter().any(|o| o.starts_with(&under)))
         })
     }
 
@@ -477,6 +495,86 @@ async fn disabled_allows_without_looking() {
     assert_eq!(aws.assume_calls.load(Ordering::SeqCst), 0);
 }
 
+#[tokio::test]
+async fn a_default_place_is_listed_with_the_proxys_identity() {
+    let aws = Arc::new(Scripted {
+        // Another table's files under this database's directory; an old table's leftovers.
+        objects: vec![
+            "datalake/datawarehouse/sales.db/orders/part-0",
+            "datalake/datawarehouse/sales.db/gone/000000_0",
+        ],
+        ..scripted()
+    });
+    let (g, m) = guard(&config(), aws.clone());
+    for (place, want) in [
+        (
+            "s3a://datalake/datawarehouse/sales.db/fresh",
+            Occupancy::Empty,
+        ),
+        (
+            "s3a://datalake/datawarehouse/sales.db/orders",
+            Occupancy::Occupied,
+        ),
+        (
+            "s3://datalake/datawarehouse/sales.db/gone/",
+            Occupancy::Occupied,
+        ),
+        // A sibling whose name begins the same is not the place.
+        (
+            "s3a://datalake/datawarehouse/sales.db/order",
+            Occupancy::Empty,
+        ),
+        ("hdfs://nn/warehouse/sales.db/orders", Occupancy::NotS3),
+        ("file:/warehouse/sales.db/orders", Occupancy::NotS3),
+    ] {
+        assert_eq!(g.occupancy(place).await, want, "{place}");
+    }
+    // One listing per S3 place, no STS call (the proxy's own identity), nothing cached.
+    assert_eq!(aws.list_calls.load(Ordering::SeqCst), 4);
+    assert_eq!(aws.assume_calls.load(Ordering::SeqCst), 0);
+    g.occupancy("s3a://datalake/datawarehouse/sales.db/fresh")
+        .await;
+    assert_eq!(aws.list_calls.load(Ordering::SeqCst), 5);
+    assert!(matches!(
+        g.occupancy("s3a://datalake/datawarehouse/../x").await,
+        Occupancy::Unavailable(m) if m.contains("invalid location")
+    ));
+    let text = m.encode();
+    assert!(
+        text.contains(r#"hms_guard_storage_listings_total{outcome="occupied"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"hms_guard_storage_listings_total{outcome="empty"} 3"#));
+}
+
+#[tokio::test]
+async fn a_failed_listing_is_unavailable() {
+    let aws = Arc::new(Scripted {
+        down: true,
+        ..scripted()
+    });
+    let cfg = StorageConfig {
+        timeout_ms: 300,
+        ..config()
+    };
+    let (g, m) = guard(&cfg, aws.clone());
+    match g.occupancy("s3a://datalake/datawarehouse/sales.db/t").await {
+        Occupancy::Unavailable(why) => {
+            assert!(
+                why.contains("s3a://datalake/datawarehouse/sales.db/t/")
+                    && why.contains("own identity")
+                    && why.contains("connection refused"),
+                "{why}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(aws.list_calls.load(Ordering::SeqCst) >= 1);
+    assert!(m
+        .encode()
+        .contains(r#"hms_guard_storage_listings_total{outcome="error"} 1"#));
+}
+
 #[test]
 fn under() {
     assert!(location_is_under("s3a://bk1/t/p=1", "s3://bk1/t"));
@@ -484,7 +582,11 @@ fn under() {
     assert!(!location_is_under("s3a://bk1/tx/p=1", "s3a://bk1/t"));
     assert!(!location_is_under("s3a://bk2/t/p=1", "s3a://bk1/t"));
     assert!(!location_is_under("s3a://bk1/t/../u", "s3a://bk1/t"));
-    assert!(!location_is_under("hdfs://nn/t/p", "hdfs://nn/t"));
+    // Every scheme, canonically (src/storage/location.rs has the table per scheme).
+    assert!(location_is_under("hdfs://NN/t/p", "hdfs://nn/t"));
+    assert!(location_is_under("file:///w/t/m.json", "file:/w/t"));
+    assert!(!location_is_under("file:/w/t/../u", "file:/w/t"));
+    assert!(!location_is_under("/w/t/p", "/w/t"));
 }
 
 #[test]
@@ -532,9 +634,15 @@ fn default_table_location_is_exact() {
         db,
         "orders"
     ));
-    assert!(!default(
+    // Every scheme, canonically: Hadoop's `file:/x` is `file:///x`.
+    assert!(default(
         "file:///warehouse/sales.db/orders",
-        "file:///warehouse/sales.db",
+        "file:/warehouse/sales.db",
+        "orders"
+    ));
+    assert!(!default(
+        "hdfs://nn:8020/warehouse/sales.db/orders",
+        "hdfs://nn/warehouse/sales.db",
         "orders"
     ));
 }

@@ -59,6 +59,7 @@ EXPECTED_METRICS = {
     "hms_guard_storage_sts_calls_total": "counter",
     "hms_guard_storage_credential_refreshes_total": "counter",
     "hms_guard_storage_probes_total": "counter",
+    "hms_guard_storage_listings_total": "counter",
     "hms_guard_storage_checks_total": "counter",
     "hms_guard_storage_check_duration_seconds": "histogram",
 }
