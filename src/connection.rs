@@ -306,8 +306,7 @@ async fn serve_sasl<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(identity) => identity,
                 Err(refused) => {
                     warn!(principal = %auth.principal, error = %refused, "the Kerberos principal's user is refused: each call is refused, none reaches the metastore");
-                    let mut conn =
-                        Conn::new(shared, stream, Identity::anonymous(), accepted);
+                    let mut conn = Conn::new(shared, stream, Identity::anonymous(), accepted);
                     conn.refusal = Some(format!(
                         "hms-guard: the Kerberos principal's user is refused: {refused}"
                     ));

@@ -696,7 +696,6 @@ fn a_field_is_set_in_every_element_of_a_list() {
     }
 }
 
-
 /// A reply whose result struct sets field `id` (a struct holding a message), or nothing.
 fn result_with(p: Protocol, id: Option<i16>) -> Vec<u8> {
     let mut w = W::new(p);

@@ -945,7 +945,6 @@ async fn a_revoke_is_forwarded_only_for_the_recorded_grantor() {
     assert_eq!(up.received.lock().unwrap()[1], revoke("friend", 3));
 }
 
-
 /// A metastore answering `get_table` by the table's name: a result, a declared exception, an
 /// undeclared field, an empty result, a `TApplicationException`, or half a reply and a close.
 async fn answering_metastore() -> Upstream {
