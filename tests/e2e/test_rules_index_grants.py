@@ -65,9 +65,13 @@ def absent(direct, db, name):
 @pytest.fixture(scope="module")
 def guard(lab, metastore):
     """hms-guard enforcing GRANTs; storage checks on with no storage role configured, so every
-    explicit location is outside every user's storage role (tests/storage_moto.rs and
-    test_storage_spark.py test real roles). The set-up is made at the metastore directly."""
-    g = hms.Guard(lab, metastore.port, extra='[authz]\nmode = "enforce"\ncache_ttl_ms = 60000\n',
+    S3 location is outside every user's storage role (tests/storage_moto.rs and
+    test_storage_spark.py test real roles). The lab's databases live on `file:`, which the
+    storage check lets through here (`other_schemes = "allow"`: a `file:` default place cannot
+    be listed, so it gets the ordinary check). The set-up is made at the metastore directly."""
+    g = hms.Guard(lab, metastore.port,
+                  extra='[authz]\nmode = "enforce"\ncache_ttl_ms = 60000\n\n'
+                        '[storage]\nother_schemes = "allow"\n',
                   name="guard-index-grants")
     g.start()
     with hms.hms_client(metastore.port) as direct:
@@ -108,7 +112,7 @@ def test_an_index_table_must_be_the_one_the_index_names(guard, metastore):
 
 def test_an_index_table_outside_the_callers_storage_is_refused(guard, metastore, lab):
     mallory = as_user(guard.port, "mallory")
-    elsewhere = f"file://{lab}/someone_elses_files"
+    elsewhere = "s3a://someone-elses-bucket/files"
     # At the index table's location ...
     denied(lambda: mallory.add_index(index("i3", MINE, "base", "at_location"),
                                      managed(MINE, "at_location", "mallory", elsewhere,
