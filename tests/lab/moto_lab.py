@@ -245,12 +245,24 @@ def storage_toml(facts, user_roles=None, external_id=None, **extra):
     return "\n".join(lines) + "\n"
 
 
-def enforce_iam(endpoint):
-    req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+def _moto_api(endpoint, path, body):
+    req = urllib.request.Request(f"{endpoint}/moto-api/{path}", data=body, method="POST",
                                  headers={"Content-Type": "text/plain"})
     with urllib.request.urlopen(req, timeout=10) as r:
         if r.status != 200:
-            raise RuntimeError(f"reset-auth answered {r.status}")
+            raise RuntimeError(f"{path} answered {r.status}")
+
+
+def enforce_iam(endpoint):
+    _moto_api(endpoint, "reset-auth", b"0")
+
+
+def fresh_moto(endpoint):
+    """moto keeps its accounts and its IAM enforcement switch per process, not per server: a
+    second server in the same test process starts with the first one's state. Forget it all and
+    turn enforcement off, so the seed can run."""
+    _moto_api(endpoint, "reset", b"")
+    _moto_api(endpoint, "reset-auth", b"inf")
 
 
 class MotoLab:
@@ -270,6 +282,7 @@ class MotoLab:
         self.server.start()
         host, port = self.server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        fresh_moto(endpoint)
         self.facts = seed(endpoint)
         enforce_iam(endpoint)
         return self.facts
