@@ -54,6 +54,7 @@ EXPECTED_METRICS = {
     # authentication (docs/IDENTITY.md): the lab's Kerberos proxy (TLS, Kerberos both ways)
     "hms_guard_tls_handshakes_total": "counter",
     "hms_guard_sasl_handshakes_total": "counter",
+    "hms_guard_handshake_timeouts_total": "counter",
     "hms_guard_delegation_tokens_total": "counter",
     # storage checks (dual IAM, docs/STORAGE.md)
     "hms_guard_storage_sts_calls_total": "counter",

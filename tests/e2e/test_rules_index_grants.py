@@ -47,13 +47,7 @@ def index(name, base_db, base, index_table, location=None):
                     sd=sd(location), parameters={}, deferredRebuild=True)
 
 
-def denied(call, *parts):
-    with pytest.raises(tt.MetaException) as e:
-        call()
-    msg = e.value.message
-    for p in ("permission denied",) + parts:
-        assert p in msg, msg
-    return msg
+denied = hms.denied
 
 
 def absent(direct, db, name):

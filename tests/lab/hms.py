@@ -199,6 +199,19 @@ def grant(client, obj, user, *privs):
         tt.PrivilegeGrantInfo(p, 0, "admin", tt.PrincipalType.USER, False)) for p in privs]))
 
 
+def denied(call, *parts):
+    """Runs CALL, which must raise the MetaException of an hms-guard denial whose message
+    contains "permission denied" and each of PARTS; returns the message."""
+    import pytest
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    with pytest.raises(tt.MetaException) as e:
+        call()
+    msg = e.value.message
+    for p in ("permission denied",) + parts:
+        assert p in msg, msg
+    return msg
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""
