@@ -295,15 +295,9 @@ impl Backend for SdkBackend {
         prefix: &'a str,
     ) -> BoxFut<'a, Result<(), AwsError>> {
         Box::pin(async move {
-            self.s3_as(creds)
-                .list_objects_v2()
-                .bucket(bucket)
-                .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
-                .max_keys(1)
-                .send()
+            list_one(&self.s3_as(creds), bucket, prefix)
                 .await
                 .map(|_| ())
-                .map_err(|e| classify("S3 ListObjectsV2", e))
         })
     }
 
@@ -313,15 +307,7 @@ impl Backend for SdkBackend {
         prefix: &'a str,
     ) -> BoxFut<'a, Result<bool, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .s3_own()
-                .list_objects_v2()
-                .bucket(bucket)
-                .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
-                .max_keys(1)
-                .send()
-                .await
-                .map_err(|e| classify("S3 ListObjectsV2", e))?;
+            let out = list_one(&self.s3_own(), bucket, prefix).await?;
             Ok(out.key_count().unwrap_or(0) > 0 || !out.contents().is_empty())
         })
     }
@@ -562,4 +548,20 @@ where
             Err(e) => return Err((e, attempt)),
         }
     }
+}
+
+/// One `ListObjectsV2` of at most one key under `prefix` (the whole bucket when empty): the
+/// storage probe's read (as the user) and the default-place listing (as the proxy) alike.
+async fn list_one(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output, AwsError> {
+    s3.list_objects_v2()
+        .bucket(bucket)
+        .set_prefix(Some(prefix.to_string()).filter(|p| !p.is_empty()))
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| classify("S3 ListObjectsV2", e))
 }
