@@ -119,7 +119,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     use hms_guard::codec::writer::Writer;
     use hms_guard::codec::MessageHeader;
     use hms_guard::identity::{Identity, IdentitySource};
-    use hms_guard::policy::{Guard, Verdict};
+    use hms_guard::policy::{Action, Call, Guard};
     let text = format!(
         "[upstream]\nuris = [\"thrift://{}\"]\n[storage]\nenabled = false\n",
         a.metastore
@@ -161,11 +161,28 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     };
     let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let first = guard.check(&id, method, &header, &call.args).await;
-    if !matches!(first.verdict, Verdict::Forward) {
+    let transport = hms_guard::transport::Transport {
+        protocol: Protocol::Binary,
+        framed: false,
+    };
+    let bytes = msg.clone().freeze();
+    let first = guard
+        .decide(
+            Call {
+                identity: &id,
+                entry: method,
+                header: &header,
+                args: &call.args,
+                bytes: bytes.clone(),
+                transport,
+            },
+            false,
+        )
+        .await;
+    if !matches!(first.action, Action::Forward(_)) {
         return Err(io::Error::other(format!(
             "the warm-up decision did not allow: {:?}",
-            first.decision
+            first.record
         )));
     }
     let facts_before = facts_calls(&metrics);
@@ -178,7 +195,19 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
             // The request is read schema-exact once per call, as the connection does.
             let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let c = guard.check(&id, method, &header, &call.args).await;
+            let c = guard
+                .decide(
+                    Call {
+                        identity: &id,
+                        entry: method,
+                        header: &header,
+                        args: &call.args,
+                        bytes: bytes.clone(),
+                        transport,
+                    },
+                    false,
+                )
+                .await;
             std::hint::black_box(&c);
         }
         per_round_ns.push(t.elapsed().as_nanos() as f64 / f64::from(a.iterations));

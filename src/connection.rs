@@ -23,22 +23,20 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::audit::{Audit, AuditError};
 use crate::budget::HeldBytes;
-use crate::codec::reply::{application_exception, AppErrorKind};
-use crate::codec::value::Value;
+use crate::codec::reply::AppErrorKind;
 use crate::codec::{MessageHeader, MessageType, Scan, ScanError};
-use crate::config::{AuthzMode, IdentityMode};
+use crate::config::IdentityMode;
 use crate::error::{ClientError, UpstreamError};
 use crate::facts::FactsSource;
 use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
-use crate::metrics::{
-    DirectionLabels, HandshakeStage, KindLabels, MethodLabels, Metrics, RequestLabels,
-    TransportLabels,
+use crate::metrics::{HandshakeStage, Metrics, TransportLabels};
+use crate::answer;
+use crate::policy::{
+    self, Action, CallEnd, Caller, Decision, Exit, Forward, Guard, Invalidation, Record,
+    ReplyCheck, Session, UpstreamOutcome,
 };
-use crate::policy::stage::{denial, unframed};
-use crate::policy::{Action, Call, Caller, Guard, ReplyCheck, UpstreamOutcome};
-use crate::router::{self, method_label, Method, Rule};
-use crate::schema::{self, Reject};
+use crate::router::{self, Method};
 use crate::settings::Settings;
 use crate::tls::{CertUser, Tls};
 use crate::transport::{self, Detect, Transport};
@@ -364,8 +362,6 @@ struct Conn<S> {
     first_call_by: Option<tokio::time::Instant>,
     /// How the metastore answered the call in flight (set by `forward`).
     answer: Option<Answer>,
-    /// The call in flight's reply was withheld and the caller got the denial.
-    withheld: bool,
 }
 
 impl<S> Drop for Conn<S> {
@@ -391,7 +387,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             refusal: None,
             first_call_by: Some(accepted.first_call_by),
             answer: None,
-            withheld: false,
         }
     }
 
@@ -566,7 +561,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Reads one complete request, bounded in size and time.
     async fn read_request(&mut self, walker: &mut MessageWalker) -> Result<Request, ClientError> {
         let read_timeout = self.settings().server.read_timeout;
-        let anonymous_limit = self.settings().limits.max_anonymous_request_bytes;
+        // Before an identity, calls are small (`limits.max_anonymous_request_bytes`) while the
+        // policy decides on identities.
+        let anonymous_limit = self
+            .shared
+            .guard
+            .anonymous_request_limit(self.settings().limits.max_anonymous_request_bytes);
         let max_request = self.settings().limits.request.max_message_bytes;
         let (deadline, first_call) = self.bounded(tokio::time::Instant::now() + read_timeout);
         let mut walked = 0usize;
@@ -587,14 +587,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Scan::NeedMore(n) => walked += n,
                 }
             }
-            // Before an identity, calls are small (`limits.max_anonymous_request_bytes`).
-            if self.identity.is_anonymous()
-                && self.shared.guard.mode != AuthzMode::Off
-                && walked as u64 > anonymous_limit
-            {
-                return Err(ClientError::Protocol(ScanError::TooLarge {
-                    limit: anonymous_limit,
-                }));
+            if let Some(limit) = anonymous_limit.filter(|_| self.identity.is_anonymous()) {
+                if walked as u64 > limit {
+                    return Err(ClientError::Protocol(ScanError::TooLarge { limit }));
+                }
             }
             // Every byte held counts against the global budget.
             // (Read-ahead stops at one largest call, so one such call always fits the budget.)
@@ -630,296 +626,192 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Logs and counts a client failure, answering in the protocol when the call is known.
+    /// Logs and counts a client failure; when the call is known (its header was read), answers
+    /// it in the protocol where the client can take a message, and ends it with the finish.
     async fn client_failed(
         &mut self,
         transport: Transport,
         header: Option<MessageHeader>,
         err: ClientError,
     ) {
-        let metrics = self.shared.metrics.clone();
-        metrics.client_error(err.kind());
+        self.shared.metrics.client_error(err.kind());
         if matches!(err, ClientError::Io(_)) {
             debug!(error = %err, "client connection failed");
+        } else {
+            warn!(kind = err.kind(), error = %err, method = header.as_ref().map(|h| h.name.as_str()), "client error; closing connection");
+        }
+        let Some(header) = header else {
             return;
+        };
+        let started = Instant::now();
+        let answer = match &err {
+            ClientError::Protocol(_) => Some(AppErrorKind::ProtocolError),
+            ClientError::Timeout(_) | ClientError::Busy(_) => Some(AppErrorKind::Unknown),
+            _ => None,
+        };
+        if let Some(kind) = answer {
+            let msg = format!("hms-guard: rejected {}: {err}", header.name);
+            let _ = self
+                .write_client(&answer::failure(transport, &header, kind, &msg))
+                .await;
         }
-        warn!(kind = err.kind(), error = %err, method = header.as_ref().map(|h| h.name.as_str()), "client error; closing connection");
-        if let (
-            Some(h),
-            ClientError::Protocol(_) | ClientError::Timeout(_) | ClientError::Busy(_),
-        ) = (header, &err)
-        {
-            let kind = if matches!(err, ClientError::Protocol(_)) {
-                AppErrorKind::ProtocolError
-            } else {
-                AppErrorKind::Unknown
-            };
-            let msg = format!("hms-guard: rejected {}: {err}", h.name);
-            let reply = application_exception(
-                transport.protocol,
-                transport.framed,
-                &h.name,
-                h.seqid,
-                kind,
-                &msg,
-            );
-            let entry = router::route(&h.name, self.settings().upstream.versions);
-            self.count(entry, "error");
-            let _ = self.write_client(&reply).await;
-        }
+        let record = Record::Unread { kind: err.kind() };
+        let done = Done::ended(Exit::ClientFailed);
+        let shared = self.shared.clone();
+        let end = self.ended(&header, record, Invalidation::default(), started, done);
+        shared.guard.finish(&shared.audit, end).await;
     }
 
-    fn count(&self, entry: Option<&'static Method>, decision: &'static str) {
-        self.shared
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                method: method_label(entry),
-                decision,
-            })
-            .inc();
-    }
-
-    /// One call, from its whole request to its end. `false`: the connection must close.
+    /// One call, from its whole request to its end: decide, then forward or answer, then
+    /// finish. `false`: the connection must close.
     async fn serve_call(&mut self, transport: Transport, request: Request) -> bool {
         let shared = self.shared.clone();
-        if let Some(message) = self.refusal.clone() {
-            let h = &request.header;
-            self.count(
-                router::route(&h.name, shared.settings.upstream.versions),
-                "deny",
-            );
-            let reply = application_exception(
-                transport.protocol,
-                transport.framed,
-                &h.name,
-                h.seqid,
-                AppErrorKind::Unknown,
-                &message,
-            );
-            // Every call gets the same answer (a client that ignores a failed set_ugi, as
-            // Hive's does, then shows it on its next call); nothing reaches the metastore.
-            return self.write_client(&reply).await.is_ok();
-        }
-        let entry = router::route(&request.header.name, shared.settings.upstream.versions);
-        let authz_off = shared.guard.mode == AuthzMode::Off;
-        // Read once, as the metastore will read it; with authorization off the proxy is a
-        // pure pass-through and decides nothing.
-        let args = if authz_off {
-            Value::Struct(Vec::new())
-        } else {
-            let build = entry.is_none_or(|m| m.rule != Rule::Harmless);
-            let msg = unframed(transport, &request.bytes);
-            match schema::read_request(transport.protocol, msg, shared.settings.limits.read, build)
-            {
-                Ok(call) => call.args,
-                Err(rejected) => {
-                    self.refuse(transport, entry, &request.header, rejected)
-                        .await;
-                    return false;
-                }
-            }
-        };
-        if !authz_off && entry.is_some_and(|m| m.rule == Rule::SetUgi) {
-            let answered = crate::identity::set_ugi(
-                &shared.settings.identity,
-                &self.identity,
-                transport,
-                &request.header,
-                &args,
-            );
-            return match answered {
-                Ok((identity, reply)) => {
-                    self.identity = identity;
-                    self.count(entry, "local");
-                    self.write_client(&reply).await.is_ok()
-                }
-                Err(refused) => {
-                    let message = format!("hms-guard: set_ugi refused: {refused}");
-                    self.deny(transport, entry, &request.header, &message).await
-                }
-            };
-        }
-        // Decide.
+        let started = Instant::now();
         let header = request.header;
-        let mut decided = shared
+        let entry = router::route(&header.name, shared.settings.upstream.versions);
+        let Decision {
+            action,
+            record,
+            invalidate,
+        } = shared
             .guard
             .begin(
-                Call {
+                policy::Request {
                     identity: &self.identity,
+                    refusal: self.refusal.as_deref(),
                     entry,
                     header: &header,
-                    args: &args,
                     bytes: request.bytes,
                     transport,
                 },
+                &shared.settings,
                 shared.audit.failing_closed(),
             )
             .await;
-        // Forward or answer.
-        let (keep_going, outcome) = match &decided.action {
-            Action::Deny(message) => (
-                self.deny(transport, entry, &header, message).await,
-                UpstreamOutcome::NotSent,
-            ),
-            Action::Forward { bytes, check } => {
-                self.withheld = false;
-                let (ok, outcome) = self.call(transport, entry, &header, bytes, check).await;
-                if ok && authz_off && header.name == "set_ugi" {
-                    self.client_ugi = Some((bytes.clone(), header.clone()));
+        let done = self.carry_out(transport, entry, &header, action).await;
+        let keep_open = done.keep_open;
+        let end = self.ended(&header, record, invalidate, started, done);
+        shared.guard.finish(&shared.audit, end).await;
+        keep_open
+    }
+
+    /// Does what the decision says: forward, deny, answer, or refuse.
+    async fn carry_out(
+        &mut self,
+        transport: Transport,
+        entry: Option<&'static Method>,
+        header: &MessageHeader,
+        action: Action,
+    ) -> Done {
+        let answered = |exit, ok: Result<(), CallError>| Done {
+            exit,
+            keep_open: ok.is_ok(),
+            upstream_time: None,
+        };
+        match action {
+            Action::Forward(forward) => self.call(transport, entry, header, forward).await,
+            Action::Deny(message) => {
+                info!(method = %header.name, user = %self.identity.user, "denied: {message}");
+                if header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway) {
+                    return answered(Exit::Denied, Ok(()));
                 }
-                (ok, outcome)
+                let reply = answer::denial(transport, entry, header, &message);
+                answered(Exit::Denied, self.write_client(&reply).await)
             }
-        };
-        if std::mem::take(&mut self.withheld) {
-            decided.withheld();
+            Action::Answer { reply, identity } => {
+                self.identity = identity;
+                answered(Exit::Answered, self.write_client(&reply).await)
+            }
+            Action::Refuse {
+                kind,
+                message,
+                close,
+            } => {
+                let reply = answer::failure(transport, header, kind, &message);
+                let written = self.write_client(&reply).await;
+                let mut done = answered(Exit::Denied, written);
+                done.keep_open &= !close;
+                done
+            }
         }
-        // Finish.
-        let caller = Caller {
-            method: &header.name,
-            connection_id: self.id,
-            peer: self.peer,
-            identity: &self.identity,
-        };
-        shared
-            .guard
-            .finish(decided, outcome, &caller, &shared.audit)
-            .await;
-        keep_going
     }
 
-    /// Answers a request the schema-exact reader refused (PROTOCOL_ERROR) and counts it; the
-    /// connection then closes: nothing of it is forwarded.
-    async fn refuse(
-        &mut self,
-        transport: Transport,
-        entry: Option<&'static Method>,
-        header: &MessageHeader,
-        rejected: Reject,
-    ) {
-        self.shared
-            .metrics
-            .rejected_requests
-            .get_or_create(&KindLabels {
-                kind: rejected.kind.as_str(),
-            })
-            .inc();
-        self.count(entry, "error");
-        warn!(method = %header.name, user = %self.identity.user, kind = rejected.kind.as_str(), "refused a request the metastore could read differently: {rejected}");
-        let reply = application_exception(
-            transport.protocol,
-            transport.framed,
-            &header.name,
-            header.seqid,
-            AppErrorKind::ProtocolError,
-            &format!(
-                "hms-guard: refused {}: {rejected}; the connection is closed",
-                header.name
-            ),
-        );
-        let _ = self.write_client(&reply).await;
-    }
-
-    /// Answers a denied call in the protocol: the method's declared `MetaException` at its
-    /// field id, else a `TApplicationException`; a oneway call gets nothing. The connection
-    /// stays usable.
-    async fn deny(
-        &mut self,
-        transport: Transport,
-        entry: Option<&'static Method>,
-        header: &MessageHeader,
-        message: &str,
-    ) -> bool {
-        self.count(entry, "deny");
-        info!(method = %header.name, user = %self.identity.user, "denied: {message}");
-        if header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway) {
-            return true;
-        }
-        let reply = denial(transport, entry, header, message);
-        self.write_client(&reply).await.is_ok()
-    }
-
-    /// Forwards a call and brings its reply back, counting it; an upstream failure is
-    /// answered with a `TApplicationException` when nothing of the reply reached the client
-    /// yet. Returns whether the connection stays open (`false`: it must close), and how the
-    /// metastore answered.
+    /// Forwards a call and brings its reply back; an upstream failure is answered with a
+    /// `TApplicationException` when nothing of the reply reached the client yet (the
+    /// connection then closes).
     async fn call(
         &mut self,
         transport: Transport,
         entry: Option<&'static Method>,
         header: &MessageHeader,
-        bytes: &Bytes,
-        check: &ReplyCheck,
-    ) -> (bool, UpstreamOutcome) {
-        let started = Instant::now();
-        let label = method_label(entry);
+        forward: Forward,
+    ) -> Done {
         let oneway = header.kind == MessageType::Oneway || entry.is_some_and(|m| m.oneway);
         let span = info_span!("call", method = %header.name, seqid = header.seqid);
         self.answer = None;
         let result = self
-            .forward(transport, entry, header, bytes, oneway, check)
+            .forward(transport, entry, header, &forward, oneway)
             .instrument(span.clone())
             .await;
         // The metastore's own answer, read off the reply's first bytes as they passed.
         let versions = self.settings().upstream.versions;
-        let answered = self
-            .answer
-            .take()
-            .map(|a| UpstreamOutcome::of_answer(a, &header.name, versions));
-        let metrics = self.shared.metrics.clone();
+        let outcome =
+            UpstreamOutcome::of_answer(self.answer.take(), &header.name, versions, oneway);
         let _enter = span.enter();
         match result {
-            Ok(upstream_time) => {
-                self.count(entry, "pass");
-                let mlabel = MethodLabels { method: label };
-                metrics
-                    .request_duration
-                    .get_or_create(&mlabel)
-                    .observe(started.elapsed().as_secs_f64());
-                if let Some(t) = upstream_time {
-                    metrics
-                        .upstream_duration
-                        .get_or_create(&mlabel)
-                        .observe(t.as_secs_f64());
-                }
+            Ok(forwarded) => {
                 debug!(oneway, "call forwarded");
-                let outcome = match answered {
-                    Some(o) => o,
-                    None if oneway => UpstreamOutcome::NoReply,
-                    None => UpstreamOutcome::TransportError,
-                };
-                (true, outcome)
+                if forward.session == Session::ClientNamesItself {
+                    self.client_ugi = Some((forward.bytes, header.clone()));
+                }
+                Done {
+                    exit: Exit::Forwarded {
+                        outcome,
+                        withheld: forwarded.withheld,
+                    },
+                    keep_open: true,
+                    upstream_time: forwarded.upstream_time,
+                }
             }
             Err(CallError::ClientGone) => {
                 debug!("client went away during the call");
-                (false, answered.unwrap_or(UpstreamOutcome::TransportError))
+                Done::ended(Exit::ClientGone { outcome })
             }
             Err(CallError::Upstream { err, flushed }) => {
-                if matches!(err, UpstreamError::Mismatch { .. }) {
-                    metrics.mismatched_replies.inc();
-                }
-                metrics.upstream_error(if flushed { "mid_reply" } else { err.kind() });
-                self.count(entry, "error");
-                self.upstream = None;
-                if flushed {
-                    warn!(error = %err, "upstream failed after part of the reply was sent; closing the connection");
-                } else if oneway {
-                    warn!(error = %err, "upstream failed on a oneway call; closing the connection");
-                } else {
-                    warn!(error = %err, "upstream failed; answering the client with an exception");
-                    let reply = application_exception(
-                        transport.protocol,
-                        transport.framed,
-                        &header.name,
-                        header.seqid,
-                        AppErrorKind::InternalError,
-                        &format!("hms-guard: {err}"),
-                    );
-                    drop(_enter);
-                    let _ = self.write_client(&reply).await;
-                }
-                (false, UpstreamOutcome::TransportError)
+                drop(_enter);
+                self.upstream_failed(transport, header, err, flushed, oneway)
+                    .instrument(span)
+                    .await;
+                Done::ended(Exit::UpstreamFailed)
             }
+        }
+    }
+
+    /// Counts and logs an upstream failure; answers the client with a `TApplicationException`
+    /// when it can still take a message.
+    async fn upstream_failed(
+        &mut self,
+        transport: Transport,
+        header: &MessageHeader,
+        err: UpstreamError,
+        flushed: bool,
+        oneway: bool,
+    ) {
+        let metrics = &self.shared.metrics;
+        if matches!(err, UpstreamError::Mismatch { .. }) {
+            metrics.mismatched_replies.inc();
+        }
+        metrics.upstream_error(if flushed { "mid_reply" } else { err.kind() });
+        self.upstream = None;
+        if flushed {
+            warn!(error = %err, "upstream failed after part of the reply was sent; closing the connection");
+        } else if oneway {
+            warn!(error = %err, "upstream failed on a oneway call; closing the connection");
+        } else {
+            warn!(error = %err, "upstream failed; answering the client with an exception");
+            let message = format!("hms-guard: {err}");
+            let reply = answer::failure(transport, header, AppErrorKind::InternalError, &message);
+            let _ = self.write_client(&reply).await;
         }
     }
 
@@ -936,16 +828,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// The upstream connection for the caller's identity, taken out of the connection for the
+    /// The upstream connection for the call's session, taken out of the connection for the
     /// call (put back when the call succeeds): the open one, or a new one (in failover order)
     /// when there is none or it carries another identity — the metastore refuses a second
     /// `set_ugi` on a connection (Hive 2.3 closes it).
-    async fn take_upstream(&mut self, transport: Transport) -> Result<UpstreamConn, CallError> {
-        let authz_on = self.shared.guard.mode != AuthzMode::Off;
+    async fn take_upstream(
+        &mut self,
+        transport: Transport,
+        session: Session,
+    ) -> Result<UpstreamConn, CallError> {
+        let as_caller = session == Session::Caller;
         if let Some(up) = self.upstream.take() {
-            // With authorization off the client's own set_ugi keeps a plain session in step.
+            // The client's own session (its set_ugi kept in step) serves any call, unless a
+            // delegation token names the caller.
             let kerberized = self.shared.upstreams.kerberos().is_some();
-            if up.serves(&self.identity) || !(authz_on || kerberized) {
+            if up.serves(&self.identity) || !(as_caller || kerberized) {
                 return Ok(up);
             }
             debug!(user = %self.identity.user, "identity changed: a new upstream connection");
@@ -960,47 +857,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .map_err(UpstreamError::Connect)?;
         self.shared.metrics.upstream_connects.inc();
         debug!(upstream = %up.uri(), "upstream connected");
-        if let (false, Some((call, header))) = (authz_on, &self.client_ugi) {
-            // Pass-through: the client named itself on the connection that is gone.
+        if let (false, Some((call, header))) = (as_caller, &self.client_ugi) {
+            // The client named itself on the connection that is gone.
             up.replay(call, header).await?;
         }
         Ok(up)
     }
 
     /// Sends the call upstream and brings the reply to the client: streamed, or read whole and
-    /// checked by the policy stage. Returns the upstream time (none for a oneway call).
+    /// checked by the policy stage.
     async fn forward(
         &mut self,
         transport: Transport,
         entry: Option<&'static Method>,
         header: &MessageHeader,
-        bytes: &Bytes,
+        forward: &Forward,
         oneway: bool,
-        check: &ReplyCheck,
-    ) -> Result<Option<Duration>, CallError> {
+    ) -> Result<Forwarded, CallError> {
         let shared = self.shared.clone();
         let method = header.name.as_str();
-        let mut up = self.take_upstream(transport).await?;
-        if shared.guard.mode != AuthzMode::Off {
-            // With authorization off the client's own set_ugi passes through untouched.
+        let mut up = self.take_upstream(transport, forward.session).await?;
+        if forward.session == Session::Caller {
             up.ensure_identity(&self.identity, method).await?;
         }
         let sent = Instant::now();
-        up.send(bytes, method).await?;
-        shared
-            .metrics
-            .bytes
-            .get_or_create(&DirectionLabels {
-                direction: "client_to_upstream",
-            })
-            .inc_by(bytes.len() as u64);
+        up.send(&forward.bytes, method).await?;
+        shared.metrics.count_bytes("client_to_upstream", forward.bytes.len());
         if oneway {
             self.upstream = Some(up);
-            return Ok(None);
+            return Ok(Forwarded::default());
         }
-        let limits = &shared.settings.limits;
-        let (upstream_time, out_bytes) = match check {
-            ReplyCheck::None => {
+        let (replied, out_bytes) = match &forward.reply {
+            ReplyCheck::Stream => {
+                let limits = &shared.settings.limits;
                 let streamed = up
                     .stream_reply(
                         &mut self.client,
@@ -1017,36 +906,107 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.answer = up.answer();
                 }
                 let s = streamed?;
-                (s.upstream_time, s.bytes)
+                let replied = Forwarded {
+                    upstream_time: Some(s.upstream_time),
+                    withheld: false,
+                };
+                (replied, s.bytes)
             }
-            check => {
-                let (reply, _) = up
-                    .read_reply(method, header.seqid, limits.max_checked_reply_bytes)
-                    .await?;
-                self.answer = up.answer();
-                let upstream_time = sent.elapsed();
-                let out = shared
-                    .guard
-                    .reply(check, transport, entry, header, reply)
-                    .await
-                    .map_err(|err| UpstreamError::Protocol {
-                        uri: up.uri().to_string(),
-                        method: method.to_string(),
-                        err,
-                    })?;
-                self.withheld = out.withheld;
-                self.write_client(&out.bytes).await?;
-                (upstream_time, out.bytes.len() as u64)
-            }
+            check => self.checked_reply(&mut up, transport, entry, header, check, sent).await?,
         };
         self.upstream = Some(up);
-        shared
-            .metrics
-            .bytes
-            .get_or_create(&DirectionLabels {
-                direction: "upstream_to_client",
-            })
-            .inc_by(out_bytes);
-        Ok(Some(upstream_time))
+        shared.metrics.count_bytes("upstream_to_client", out_bytes as usize);
+        Ok(replied)
+    }
+
+    /// A reply read whole, turned by the policy stage into what the client gets (a listing
+    /// filtered, a reply withheld), and written.
+    async fn checked_reply(
+        &mut self,
+        up: &mut UpstreamConn,
+        transport: Transport,
+        entry: Option<&'static Method>,
+        header: &MessageHeader,
+        check: &ReplyCheck,
+        sent: Instant,
+    ) -> Result<(Forwarded, u64), CallError> {
+        let shared = self.shared.clone();
+        let method = header.name.as_str();
+        let max = shared.settings.limits.max_checked_reply_bytes;
+        let (reply, _) = up.read_reply(method, header.seqid, max).await?;
+        self.answer = up.answer();
+        let upstream_time = sent.elapsed();
+        let out = shared
+            .guard
+            .reply(check, transport, entry, header, reply)
+            .await
+            .map_err(|err| UpstreamError::Protocol {
+                uri: up.uri().to_string(),
+                method: method.to_string(),
+                err,
+            })?;
+        self.write_client(&out.bytes).await?;
+        let forwarded = Forwarded {
+            upstream_time: Some(upstream_time),
+            withheld: out.withheld,
+        };
+        Ok((forwarded, out.bytes.len() as u64))
     }
 }
+
+impl<S> Conn<S> {
+    /// A call at its end, for the policy stage's finish (metrics, audit line, invalidation).
+    /// Borrows only the identity, so that the finish may await without holding the stream.
+    fn ended<'a>(
+        &'a self,
+        header: &'a MessageHeader,
+        record: Record,
+        invalidate: Invalidation,
+        started: Instant,
+        done: Done,
+    ) -> CallEnd<'a> {
+        CallEnd {
+            caller: Caller {
+                method: &header.name,
+                connection_id: self.id,
+                peer: self.peer,
+                identity: &self.identity,
+            },
+            entry: router::route(&header.name, self.shared.settings.upstream.versions),
+            record,
+            invalidate,
+            exit: done.exit,
+            started,
+            upstream_time: done.upstream_time,
+        }
+    }
+}
+
+/// How a forwarded call went, for its finish.
+#[derive(Default)]
+struct Forwarded {
+    /// The metastore's time (none for a oneway call).
+    upstream_time: Option<Duration>,
+    /// The reply was replaced by the denial.
+    withheld: bool,
+}
+
+/// How the connection carried out a decision.
+struct Done {
+    exit: Exit,
+    /// `false`: the connection must close.
+    keep_open: bool,
+    upstream_time: Option<Duration>,
+}
+
+impl Done {
+    /// A call after which the connection closes.
+    fn ended(exit: Exit) -> Done {
+        Done {
+            exit,
+            keep_open: false,
+            upstream_time: None,
+        }
+    }
+}
+

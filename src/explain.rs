@@ -15,7 +15,7 @@ use crate::codec::{MessageHeader, MessageType};
 use crate::config::IdentityMode;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::Metrics;
-use crate::policy::{Guard, Verdict};
+use crate::policy::{Action, Call, Guard, Record, ReplyCheck};
 use crate::router::{self, Path, Rule, EACH};
 use crate::settings::Settings;
 use crate::upstream::Upstreams;
@@ -330,7 +330,23 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
         seqid: 1,
         len: 0,
     };
-    let checked = guard.check(&identity, method, &header, &args).await;
+    // The call as a client would send it (binary, unframed), decided on the one path every
+    // call takes.
+    let mut w = crate::codec::writer::Writer::new(crate::codec::Protocol::Binary);
+    w.message(&r.method, MessageType::Call, 1).value(&args);
+    let transport = crate::transport::Transport {
+        protocol: crate::codec::Protocol::Binary,
+        framed: false,
+    };
+    let call = Call {
+        identity: &identity,
+        entry: method,
+        header: &header,
+        args: &args,
+        bytes: w.finish(false).freeze(),
+        transport,
+    };
+    let decided = guard.decide(call, false).await;
 
     let mut out = String::new();
     let _ = writeln!(out, "user:      {identity}");
@@ -346,12 +362,9 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
     for n in &notes {
         let _ = writeln!(out, "note:      {n}");
     }
-    let allowed = match &checked.verdict {
-        Verdict::Forward | Verdict::Filter(_) | Verdict::ForwardIfAbsent(_) => true,
-        Verdict::Deny(_) => false,
-    };
-    match &checked.decision {
-        None => {
+    let allowed = matches!(decided.action, Action::Forward(_));
+    match &decided.record {
+        Record::Passed | Record::Local | Record::Refused { .. } | Record::Unread { .. } => {
             let _ = writeln!(
                 out,
                 "decision:  allow (pass-through: {})",
@@ -362,7 +375,7 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
                 }
             );
         }
-        Some(d) => {
+        Record::Decided(d) => {
             let _ = writeln!(out, "decision:  {}", d.outcome);
             let _ = writeln!(out, "reason:    {}", d.reason.as_str());
             let _ = writeln!(out, "operation: {}", d.operation);
@@ -393,16 +406,20 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
             }
         }
     }
-    if let Verdict::Filter(_) = &checked.verdict {
-        let _ = writeln!(
-            out,
-            "listing:   filtered to the tables the user holds a privilege on"
-        );
+    match &decided.action {
+        Action::Forward(f) if matches!(f.reply, ReplyCheck::Filter(_)) => {
+            let _ = writeln!(
+                out,
+                "listing:   filtered to the tables the user holds a privilege on"
+            );
+        }
+        Action::Deny(msg) => {
+            let _ = writeln!(out, "client sees: {msg}");
+        }
+        _ => {}
     }
-    if let Verdict::Deny(msg) = &checked.verdict {
-        let _ = writeln!(out, "client sees: {msg}");
-    }
-    if !identity.groups.is_empty() || checked.decision.is_some() {
+    let decided_by_rules = matches!(decided.record, Record::Decided(_));
+    if !identity.groups.is_empty() || decided_by_rules {
         if let Ok(g) = guard.facts.grants(&identity).await {
             let roles: Vec<&str> = g.roles.iter().map(String::as_str).collect();
             let _ = writeln!(out, "roles:     {}", roles.join(", "));

@@ -91,3 +91,23 @@ impl MessageWalker {
         }
     }
 }
+
+/// A whole message, with the 4-byte length prefix when the transport is framed.
+pub fn frame(transport: Transport, message: bytes::BytesMut) -> bytes::BytesMut {
+    if !transport.framed {
+        return message;
+    }
+    let mut framed = bytes::BytesMut::with_capacity(message.len() + 4);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// The message without its frame prefix.
+pub fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
+    if transport.framed {
+        &bytes[4..]
+    } else {
+        bytes
+    }
+}

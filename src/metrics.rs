@@ -431,4 +431,11 @@ impl Metrics {
     pub fn client_error(&self, kind: &'static str) {
         self.client_errors.get_or_create(&KindLabels { kind }).inc();
     }
+
+    /// Counts `n` bytes relayed in `direction` (`client_to_upstream`, `upstream_to_client`).
+    pub fn count_bytes(&self, direction: &'static str, n: usize) {
+        self.bytes
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(n as u64);
+    }
 }

@@ -1,186 +1,42 @@
-//! The policy stage's beginning and end, around one call.
+//! The decision stage's beginning and end, around one call.
 //!
-//! `Guard::begin` decides a call and says what the connection does with it (`Action`): send
-//! these bytes upstream (the client's own, or with the caller set as owner or lock holder)
-//! and treat the reply so, or answer with this denial. `Guard::reply` turns a reply that must
-//! be checked (a listing to filter, a read of a table that was absent) into the bytes the
-//! client gets. `Guard::finish` ends every call the same way, whatever happened in between:
-//! the audit line, then cache invalidation — only after a call the metastore executed.
+//! `Guard::begin` turns a whole request into its `Decision`: refused (the connection did not
+//! authenticate; the metastore could read the request differently), answered (`set_ugi`), or
+//! decided by the rules (`Guard::decide`). `Guard::finish` ends every call the same way,
+//! whatever happened in between: the request metric and its duration, the audit line (where
+//! the call is audited), then cache invalidation — only after a call the metastore executed.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::filter::{empty_list_reply, parse_list_reply};
-use super::{
-    keep_listed, listed_object, visible_by_grants, Checked, DecisionRecord, Guard, ListFilter,
-    Outcome, ReplyCheck, Rewrite, Verdict, MAX_LISTING_OWNER_LOOKUPS,
-};
+use super::decision::{Exit, Invalidation, Record, Refused};
+use super::{Action, Call, Decision, Guard};
 use crate::audit::{Audit, AuditEvent};
-use crate::codec::reply::{application_exception, declared_exception, AppErrorKind};
+use crate::codec::reply::AppErrorKind;
 use crate::codec::value::Value;
-use crate::codec::{MessageHeader, MessageType, ScanError, TopField};
+use crate::codec::MessageHeader;
+use crate::config::AuthzMode;
+use crate::framing::unframed;
 use crate::identity::Identity;
-use crate::router::{ListShape, Method};
-use crate::schema::{StructDef, T};
+use crate::metrics::{KindLabels, MethodLabels, RequestLabels};
+use crate::router::{method_label, Method, Rule};
+use crate::schema::{self, Reject};
+use crate::settings::Settings;
 use crate::transport::Transport;
-use crate::upstream::Answer;
 
-/// One call as the policy stage sees it.
-pub struct Call<'a> {
+/// A whole request as the connection read it.
+pub struct Request<'a> {
     pub identity: &'a Identity,
+    /// Set: the connection did not authenticate as the listener requires; the call is refused
+    /// with this.
+    pub refusal: Option<&'a str>,
     pub entry: Option<&'static Method>,
     pub header: &'a MessageHeader,
-    /// The arguments as the metastore reads them.
-    pub args: &'a Value,
     /// The whole message as the client sent it (frame prefix included when framed).
     pub bytes: Bytes,
     pub transport: Transport,
-}
-
-/// What the connection does with a decided call.
-#[derive(Debug)]
-pub enum Action {
-    /// Send `bytes` upstream; the reply streams back unless `check` says otherwise.
-    Forward { bytes: Bytes, check: ReplyCheck },
-    /// Answer with this denial (in the protocol); nothing goes upstream.
-    Deny(String),
-}
-
-/// How the metastore side of a call ended: the metastore's own answer where it gave one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamOutcome {
-    /// A REPLY carrying the result (field 0), or the empty result of a void method.
-    Ok,
-    /// A REPLY carrying one of the method's declared exceptions.
-    Exception(DeclaredException),
-    /// A REPLY with nothing set for a method that returns a value (the client reports a
-    /// missing result).
-    NoResult,
-    /// An EXCEPTION message: a `TApplicationException` (unknown method, internal error…).
-    ApplicationException,
-    /// No reply is expected (a oneway call that was sent).
-    NoReply,
-    /// The metastore went away, timed out, or answered something else before the whole
-    /// reply arrived: whether it executed the call is unknown.
-    TransportError,
-    /// Nothing was sent: denied, or answered by the proxy.
-    NotSent,
-}
-
-/// The declared exception a reply carried: the result field that was set and, where the
-/// method's schema declares it for the configured metastore version(s), its type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeclaredException {
-    pub field: i16,
-    /// `MetaException`, `NoSuchObjectException`…; `None`: a field no recorded version
-    /// declares for the method.
-    pub name: Option<&'static str>,
-}
-
-impl UpstreamOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamOutcome::Ok => "ok",
-            UpstreamOutcome::Exception(_) => "exception",
-            UpstreamOutcome::NoResult => "no_result",
-            UpstreamOutcome::ApplicationException => "application_exception",
-            UpstreamOutcome::NoReply => "no_reply",
-            UpstreamOutcome::TransportError => "transport_error",
-            UpstreamOutcome::NotSent => "not_sent",
-        }
-    }
-
-    /// The exception's type, for the audit line (`undeclared` for a field the method does
-    /// not declare).
-    pub fn exception(self) -> Option<&'static str> {
-        match self {
-            UpstreamOutcome::Exception(e) => Some(e.name.unwrap_or("undeclared")),
-            _ => None,
-        }
-    }
-
-    /// Whether the metastore answered (or, oneway, took) the call: it may have changed
-    /// something, so cached facts are dropped afterwards.
-    pub fn reached_metastore(self) -> bool {
-        !matches!(
-            self,
-            UpstreamOutcome::TransportError | UpstreamOutcome::NotSent
-        )
-    }
-
-    /// The outcome a reply's beginning tells, for `method` on a metastore of `versions`. A
-    /// few comparisons on bytes already walked; the method's schema is looked up only when the
-    /// reply is not a plain result.
-    pub fn of_answer(answer: Answer, method: &str, versions: u8) -> UpstreamOutcome {
-        if answer.kind != MessageType::Reply {
-            return UpstreamOutcome::ApplicationException;
-        }
-        let result = || crate::schema::method(method).map(|m| m.result);
-        match answer.first {
-            Some(TopField::Id(0)) => UpstreamOutcome::Ok,
-            Some(TopField::Id(field)) => UpstreamOutcome::Exception(DeclaredException {
-                field,
-                name: result().and_then(|r| exception_name(r, field, versions)),
-            }),
-            // An empty result: a void method's success; a missing result otherwise.
-            Some(TopField::Stop) => match result() {
-                Some(r) if r.field(0).is_some() => UpstreamOutcome::NoResult,
-                _ => UpstreamOutcome::Ok,
-            },
-            None => UpstreamOutcome::TransportError,
-        }
-    }
-}
-
-/// The type of result field `field` as the configured versions declare it (the first
-/// alternative when they differ).
-fn exception_name(result: &StructDef, field: i16, versions: u8) -> Option<&'static str> {
-    let def = result.field(field)?;
-    let mut types = def.types_in(versions).map(|(t, _)| t).chain(def.ty.iter());
-    types.find_map(|t| match t {
-        T::Struct(s) => Some(s.name),
-        _ => None,
-    })
-}
-
-/// A decided call: what to do, and what `finish` needs afterwards.
-pub struct Decided {
-    pub action: Action,
-    /// `None`: a call that was not decided (harmless, or authorization off).
-    decision: Option<DecisionRecord>,
-    invalidate_grants: bool,
-    invalidate_objects: Vec<crate::authz::Object>,
-    started: Instant,
-}
-
-impl Decided {
-    /// The decision's record, if the call was decided.
-    pub fn decision(&self) -> Option<&DecisionRecord> {
-        self.decision.as_ref()
-    }
-
-    /// The metastore's reply was withheld and the caller got the denial (a table absent when
-    /// the call was decided existed when the metastore read it): audited as the denial it was.
-    pub fn withheld(&mut self) {
-        if let Some(d) = self.decision.as_mut() {
-            d.outcome = Outcome::Deny;
-            d.reason = crate::authz::Reason::MissingPrivilege;
-            d.matched = format!(
-                "{}; the table existed when the metastore read the call: its reply was withheld",
-                d.matched
-            );
-        }
-    }
-}
-
-/// What the client gets for a checked reply.
-#[derive(Debug)]
-pub struct Replied {
-    pub bytes: BytesMut,
-    /// The metastore's reply was replaced by the denial (`Decided::withheld`).
-    pub withheld: bool,
 }
 
 /// Who made a call, and which, for its audit line.
@@ -191,208 +47,179 @@ pub struct Caller<'a> {
     pub identity: &'a Identity,
 }
 
+/// A call at its end: what was decided and how the connection carried it out.
+pub struct CallEnd<'a> {
+    pub caller: Caller<'a>,
+    pub entry: Option<&'static Method>,
+    pub record: Record,
+    pub invalidate: Invalidation,
+    pub exit: Exit,
+    /// When the whole request had arrived.
+    pub started: Instant,
+    /// The metastore's time, for a call it answered.
+    pub upstream_time: Option<Duration>,
+}
+
 impl Guard {
-    /// Decides one call (everything but `set_ugi`, which the identity stage answers).
-    /// `audit_failing` is the audit stage's state: while it cannot write and
-    /// `audit.on_failure = "deny"`, every decided call is denied.
-    pub async fn begin(&self, call: Call<'_>, audit_failing: bool) -> Decided {
-        let started = Instant::now();
-        let Checked {
-            verdict,
-            rewrite,
-            mut decision,
-            invalidate_grants,
-            invalidate_objects,
-            ..
-        } = self
-            .check(call.identity, call.entry, call.header, call.args)
-            .await;
-        let method = &call.header.name;
-        let deny = |decision: &mut Option<DecisionRecord>, matched: &str, why: String| {
-            if let Some(d) = decision.as_mut() {
-                d.outcome = Outcome::Deny;
-                d.matched = matched.to_string();
-            }
-            Action::Deny(why)
-        };
-        let action = if audit_failing && decision.is_some() {
-            deny(
-                &mut decision,
-                "the audit log cannot be written (audit.on_failure = \"deny\")",
-                format!(
-                    "hms-guard: permission denied: user {} may not call {method}: the audit log cannot be written, so decided calls are refused",
-                    call.identity
-                ),
-            )
+    /// The decision of one whole request. `audit_failing`: see `Guard::decide`.
+    pub async fn begin(
+        &self,
+        request: Request<'_>,
+        settings: &Settings,
+        audit_failing: bool,
+    ) -> Decision {
+        if let Some(message) = request.refusal {
+            // Every call gets the same answer (a client that ignores a failed set_ugi, as
+            // Hive's does, then shows it on its next call); nothing reaches the metastore.
+            return refusal(Refused::Unauthenticated, message, AppErrorKind::Unknown, false);
+        }
+        // With authorization off the proxy is a pure pass-through: nothing is read.
+        let args = if self.mode == AuthzMode::Off {
+            Value::Struct(Vec::new())
         } else {
-            match verdict {
-                Verdict::Deny(message) => Action::Deny(message),
-                Verdict::Forward => match rewrite {
-                    None => Action::Forward {
-                        bytes: call.bytes,
-                        check: ReplyCheck::None,
-                    },
-                    Some(rw) => match rewritten(call.transport, &call.bytes, &rw, self.max_depth) {
-                        Ok(bytes) => Action::Forward {
-                            bytes,
-                            check: ReplyCheck::None,
-                        },
-                        // Fail closed: the call does not go upstream with another owner.
-                        Err(e) => {
-                            let why = format!(
-                                "hms-guard: permission denied: user {} may not call {method}: the call could not be set to act for the caller ({e})",
-                                call.identity
-                            );
-                            deny(&mut decision, &why.clone(), why)
-                        }
-                    },
-                },
-                Verdict::ForwardIfAbsent(message) => Action::Forward {
-                    bytes: call.bytes,
-                    check: ReplyCheck::DenyIfFound(message),
-                },
-                Verdict::Filter(f) => Action::Forward {
-                    bytes: call.bytes,
-                    check: ReplyCheck::Filter(f),
-                },
+            match self.read_args(&request, settings) {
+                Ok(args) => args,
+                Err(rejected) => return self.unreadable(&request, rejected),
             }
         };
-        Decided {
-            action,
-            decision,
-            invalidate_grants,
-            invalidate_objects,
-            started,
+        if self.mode != AuthzMode::Off && request.entry.is_some_and(|m| m.rule == Rule::SetUgi) {
+            return set_ugi(&request, settings, &args);
         }
-    }
-
-    /// What the client gets for a whole `reply` to a call forwarded with `check`: a listing
-    /// filtered to what the caller may see; a read of a table that was absent when decided,
-    /// withheld (replaced by the denial) if it found the table after all. `Err`: the reply
-    /// could not be read.
-    pub async fn reply(
-        &self,
-        check: &ReplyCheck,
-        transport: Transport,
-        entry: Option<&'static Method>,
-        header: &MessageHeader,
-        reply: BytesMut,
-    ) -> Result<Replied, ScanError> {
-        let passed = |bytes| Replied {
-            bytes,
-            withheld: false,
+        let call = Call {
+            identity: request.identity,
+            entry: request.entry,
+            header: request.header,
+            args: &args,
+            bytes: request.bytes,
+            transport: request.transport,
         };
-        match check {
-            ReplyCheck::None => Ok(passed(reply)),
-            ReplyCheck::DenyIfFound(message) => {
-                let found = crate::codec::reply::carries_result(
-                    transport.protocol,
-                    unframed(transport, &reply),
-                    self.max_depth,
-                );
-                if !found {
-                    return Ok(passed(reply));
-                }
-                tracing::warn!(method = %header.name, "a table absent when decided exists: its reply is withheld");
-                Ok(Replied {
-                    bytes: denial(transport, entry, header, message),
-                    withheld: true,
-                })
-            }
-            ReplyCheck::Filter(f) => Ok(passed(self.filter(f, transport, header, reply).await?)),
-        }
+        self.decide(call, audit_failing).await
     }
 
-    /// A listing reply filtered to what the caller may see (walked once; head and tail copied
-    /// as bytes).
-    async fn filter(
-        &self,
-        f: &ListFilter,
-        transport: Transport,
-        header: &MessageHeader,
-        reply: BytesMut,
-    ) -> Result<BytesMut, ScanError> {
-        let listed = parse_list_reply(
-            transport.protocol,
-            unframed(transport, &reply),
-            f.shape.list_path(),
-            self.max_depth,
-        )?;
-        let Some(listed) = listed else {
-            // Not a list (an exception: "no such database"…). For a database the caller may
-            // not see, the answer an existing one with nothing visible in it gives.
-            if self.hides_database(f).await {
-                tracing::debug!(method = %header.name, db = %f.db, "a listing of a database hidden from the caller failed: answered as empty");
-                let empty = empty_list_reply(
-                    transport.protocol,
-                    &header.name,
-                    header.seqid,
-                    f.shape.list_path(),
-                    f.shape.element(),
-                );
-                return Ok(frame(transport, empty));
-            }
-            return Ok(reply);
-        };
-        // Names without a grant may be the caller's own tables or databases: their owners are
-        // looked up (cached, bounded) before the reply is filtered.
-        let mut unseen = Vec::new();
-        if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult) {
-            unseen = listed
-                .values()
-                .filter_map(|v| listed_object(f, v))
-                .filter(|o| !visible_by_grants(f, &self.policy, o))
-                .take(MAX_LISTING_OWNER_LOOKUPS)
-                .collect();
-        }
-        let owned = self.owned_among(f, unseen).await;
-        let filtered = listed.keep(|v| keep_listed(f, &self.policy, v, &owned));
-        tracing::debug!(
-            kept = filtered.kept,
-            dropped = filtered.dropped,
-            "listing filtered"
-        );
-        Ok(frame(transport, filtered.reply))
+    /// The arguments, read once, as the metastore will read them.
+    fn read_args(&self, request: &Request<'_>, settings: &Settings) -> Result<Value, Reject> {
+        let build = request.entry.is_none_or(|m| m.rule != Rule::Harmless);
+        let msg = unframed(request.transport, &request.bytes);
+        let protocol = request.transport.protocol;
+        schema::read_request(protocol, msg, settings.limits.read, build).map(|call| call.args)
     }
 
-    /// Ends a call: writes its audit line (decided calls, and every call with
-    /// `audit.all_calls`), then — only if the metastore executed it — drops the cached facts
-    /// it may have changed. A denied or failed call never evicts anything.
-    pub async fn finish(
-        &self,
-        decided: Decided,
-        outcome: UpstreamOutcome,
-        caller: &Caller<'_>,
-        audit: &Audit,
-    ) {
-        if decided.decision.is_some() || audit.all_calls() {
-            let ev = audit_event(&decided, outcome, caller);
-            if let Err(e) = audit.record(ev).await {
+    /// A request the schema-exact reader refused: answered with PROTOCOL_ERROR, counted, and
+    /// the connection closed; nothing of it is forwarded.
+    fn unreadable(&self, request: &Request<'_>, rejected: Reject) -> Decision {
+        let kind = rejected.kind.as_str();
+        self.metrics
+            .rejected_requests
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        let method = &request.header.name;
+        tracing::warn!(method = %method, user = %request.identity.user, kind, "refused a request the metastore could read differently: {rejected}");
+        let message =
+            format!("hms-guard: refused {method}: {rejected}; the connection is closed");
+        refusal(
+            Refused::UnreadableRequest,
+            &message,
+            AppErrorKind::ProtocolError,
+            true,
+        )
+    }
+
+    /// Ends a call: counts it (`requests_total` by how it ended, and its duration), writes its
+    /// audit line (decided and refused calls, and every call with `audit.all_calls`), then —
+    /// only if the metastore executed it — drops the cached facts it may have changed. A
+    /// denied or failed call never evicts anything.
+    pub async fn finish(&self, audit: &Audit, end: CallEnd<'_>) {
+        let method = method_label(end.entry);
+        let m = &self.metrics;
+        let decision = end.exit.label(&end.record);
+        m.requests
+            .get_or_create(&RequestLabels { method, decision })
+            .inc();
+        let labels = MethodLabels { method };
+        m.request_duration
+            .get_or_create(&labels)
+            .observe(end.started.elapsed().as_secs_f64());
+        if let Some(t) = end.upstream_time {
+            m.upstream_duration
+                .get_or_create(&labels)
+                .observe(t.as_secs_f64());
+        }
+        let always = matches!(end.record, Record::Decided(_) | Record::Refused { .. });
+        if always || audit.all_calls() {
+            if let Err(e) = audit.record(audit_event(&end)).await {
                 tracing::warn!(error = %e, "audit event not queued");
             }
         }
-        if outcome.reached_metastore() {
-            if decided.invalidate_grants {
+        if end.exit.upstream().reached_metastore() {
+            if end.invalidate.grants {
                 self.facts.invalidate_grants();
             }
-            for obj in &decided.invalidate_objects {
+            for obj in &end.invalidate.objects {
                 self.facts.invalidate_object(obj);
             }
         }
     }
 }
 
+/// A call refused before any rule.
+fn refusal(why: Refused, message: &str, kind: AppErrorKind, close: bool) -> Decision {
+    Decision {
+        action: Action::Refuse {
+            kind,
+            message: message.to_string(),
+            close,
+        },
+        record: Record::Refused {
+            why,
+            detail: message.to_string(),
+        },
+        invalidate: Invalidation::default(),
+    }
+}
+
+/// `set_ugi`, answered by the identity stage: the connection's new identity and the reply the
+/// metastore would give; a name the names rule refuses is denied.
+fn set_ugi(request: &Request<'_>, settings: &Settings, args: &Value) -> Decision {
+    let answered = crate::identity::set_ugi(
+        &settings.identity,
+        request.identity,
+        request.transport,
+        request.header,
+        args,
+    );
+    match answered {
+        Ok((identity, reply)) => Decision {
+            action: Action::Answer { reply, identity },
+            record: Record::Local,
+            invalidate: Invalidation::default(),
+        },
+        Err(refused) => {
+            let message = format!("hms-guard: set_ugi refused: {refused}");
+            Decision {
+                action: Action::Deny(message.clone()),
+                record: Record::Refused {
+                    why: Refused::IdentityRefused,
+                    detail: message,
+                },
+                invalidate: Invalidation::default(),
+            }
+        }
+    }
+}
+
 /// The audit line of a call.
-fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>) -> AuditEvent {
+fn audit_event(end: &CallEnd<'_>) -> AuditEvent {
+    let caller = &end.caller;
     let mut ev = AuditEvent::now().identity(caller.identity);
     ev.connection_id = caller.connection_id;
     ev.client_addr = caller.peer.to_string();
     ev.method = caller.method.to_string();
-    ev.upstream_outcome = Some(outcome.as_str().into());
-    ev.upstream_exception = outcome.exception().map(str::to_string);
-    ev.latency_us = decided.started.elapsed().as_micros() as u64;
-    match &decided.decision {
-        Some(d) => {
+    let upstream = end.exit.upstream();
+    ev.upstream_outcome = Some(upstream.as_str().into());
+    ev.upstream_exception = upstream.exception().map(str::to_string);
+    ev.latency_us = end.started.elapsed().as_micros() as u64;
+    match &end.record {
+        Record::Decided(d) => {
             ev.operation = d.operation.into();
             ev.database = d.db.clone();
             ev.table = d.table.clone();
@@ -402,151 +229,38 @@ fn audit_event(decided: &Decided, outcome: UpstreamOutcome, caller: &Caller<'_>)
             ev.required_privilege = Some(d.required.clone());
             ev.matched = Some(d.matched.clone());
             ev.storage = d.storage.clone();
+            if let Exit::Forwarded { withheld: true, .. } = end.exit {
+                // A table absent when decided existed when the metastore read the call: its
+                // reply was replaced by the denial, audited as the denial it was.
+                ev.decision = super::Outcome::Deny.as_str().into();
+                ev.reason = crate::authz::Reason::MissingPrivilege.as_str().into();
+                ev.matched = Some(format!(
+                    "{}; the table existed when the metastore read the call: its reply was withheld",
+                    d.matched
+                ));
+            }
         }
-        None => {
+        Record::Passed => {
             ev.operation = "pass_through".into();
             ev.decision = "pass".into();
             ev.reason = "harmless".into();
         }
+        Record::Local => {
+            ev.operation = "set_ugi".into();
+            ev.decision = "local".into();
+            ev.reason = "answered_by_proxy".into();
+        }
+        Record::Refused { why, detail } => {
+            ev.operation = "refused".into();
+            ev.decision = super::Outcome::Deny.as_str().into();
+            ev.reason = why.as_str().into();
+            ev.matched = Some(detail.clone());
+        }
+        Record::Unread { kind } => {
+            ev.operation = "unread".into();
+            ev.decision = "error".into();
+            ev.reason = (*kind).into();
+        }
     }
     ev
-}
-
-/// A denial in the protocol: the method's declared `MetaException` at its field id, else a
-/// `TApplicationException`.
-pub fn denial(
-    transport: Transport,
-    entry: Option<&'static Method>,
-    header: &MessageHeader,
-    message: &str,
-) -> BytesMut {
-    let (method, seqid) = (header.name.as_str(), header.seqid);
-    match entry.and_then(|m| m.meta_exception) {
-        Some(field) => declared_exception(
-            transport.protocol,
-            transport.framed,
-            method,
-            seqid,
-            field,
-            message,
-        ),
-        None => application_exception(
-            transport.protocol,
-            transport.framed,
-            method,
-            seqid,
-            AppErrorKind::Unknown,
-            message,
-        ),
-    }
-}
-
-/// The request with the rewrite's fields set (every other byte as the client wrote it),
-/// framed as it came.
-fn rewritten(
-    transport: Transport,
-    bytes: &[u8],
-    rw: &Rewrite,
-    depth: usize,
-) -> Result<Bytes, crate::codec::splice::SpliceError> {
-    use crate::codec::splice::set_field;
-    let mut out = BytesMut::from(unframed(transport, bytes));
-    for f in &rw.fields {
-        if let Some(b) = set_field(
-            transport.protocol,
-            &out,
-            &f.path,
-            &f.value,
-            f.if_absent,
-            depth,
-        )? {
-            out = b;
-        }
-    }
-    Ok(frame(transport, out).freeze())
-}
-
-/// A whole message, with the 4-byte length prefix when the transport is framed.
-pub fn frame(transport: Transport, message: BytesMut) -> BytesMut {
-    if !transport.framed {
-        return message;
-    }
-    let mut framed = BytesMut::with_capacity(message.len() + 4);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    framed
-}
-
-/// The message without its frame prefix.
-pub fn unframed(transport: Transport, bytes: &[u8]) -> &[u8] {
-    if transport.framed {
-        &bytes[4..]
-    } else {
-        bytes
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::schema::types::{ALL_VERSIONS, V2_3};
-
-    fn reply(first: Option<TopField>) -> Answer {
-        Answer {
-            kind: MessageType::Reply,
-            first,
-        }
-    }
-
-    #[test]
-    fn a_replys_first_field_names_the_outcome() {
-        let of = |a, m: &str| UpstreamOutcome::of_answer(a, m, V2_3);
-        assert_eq!(
-            of(reply(Some(TopField::Id(0))), "get_table"),
-            UpstreamOutcome::Ok
-        );
-        // drop_table is void: an empty result is its success.
-        assert_eq!(
-            of(reply(Some(TopField::Stop)), "drop_table"),
-            UpstreamOutcome::Ok
-        );
-        assert_eq!(
-            of(reply(Some(TopField::Stop)), "get_table"),
-            UpstreamOutcome::NoResult
-        );
-        let e = of(reply(Some(TopField::Id(2))), "get_table");
-        assert_eq!(e.as_str(), "exception");
-        assert_eq!(e.exception(), Some("NoSuchObjectException"));
-        let e = of(reply(Some(TopField::Id(1))), "create_table");
-        assert_eq!(e.exception(), Some("AlreadyExistsException"));
-        assert_eq!(
-            of(reply(Some(TopField::Id(9))), "get_table").exception(),
-            Some("undeclared")
-        );
-        let app = Answer {
-            kind: MessageType::Exception,
-            first: Some(TopField::Id(1)),
-        };
-        assert_eq!(of(app, "get_table"), UpstreamOutcome::ApplicationException);
-        // A method the schema does not know: any exception field is undeclared.
-        let e = UpstreamOutcome::of_answer(
-            reply(Some(TopField::Id(1))),
-            "no_such_method",
-            ALL_VERSIONS,
-        );
-        assert_eq!(e.exception(), Some("undeclared"));
-        assert_eq!(
-            of(reply(None), "get_table"),
-            UpstreamOutcome::TransportError
-        );
-    }
-
-    #[test]
-    fn only_calls_that_reached_the_metastore_may_change_its_state() {
-        assert!(UpstreamOutcome::Ok.reached_metastore());
-        assert!(UpstreamOutcome::ApplicationException.reached_metastore());
-        assert!(UpstreamOutcome::NoReply.reached_metastore());
-        assert!(!UpstreamOutcome::TransportError.reached_metastore());
-        assert!(!UpstreamOutcome::NotSent.reached_metastore());
-    }
 }
