@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::answer;
 use crate::audit::{Audit, AuditError};
 use crate::budget::HeldBytes;
 use crate::codec::reply::AppErrorKind;
@@ -31,7 +32,6 @@ use crate::facts::FactsSource;
 use crate::framing::MessageWalker;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{HandshakeStage, Metrics, TransportLabels};
-use crate::answer;
 use crate::policy::{
     self, Action, CallEnd, Caller, Decision, Exit, Forward, Guard, Invalidation, Record,
     ReplyCheck, Session, UpstreamOutcome,
@@ -882,7 +882,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let sent = Instant::now();
         up.send(&forward.bytes, method).await?;
-        shared.metrics.count_bytes("client_to_upstream", forward.bytes.len());
+        shared
+            .metrics
+            .count_bytes("client_to_upstream", forward.bytes.len());
         if oneway {
             self.upstream = Some(up);
             return Ok(Forwarded::default());
@@ -912,10 +914,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 };
                 (replied, s.bytes)
             }
-            check => self.checked_reply(&mut up, transport, entry, header, check, sent).await?,
+            check => {
+                self.checked_reply(&mut up, transport, entry, header, check, sent)
+                    .await?
+            }
         };
         self.upstream = Some(up);
-        shared.metrics.count_bytes("upstream_to_client", out_bytes as usize);
+        shared
+            .metrics
+            .count_bytes("upstream_to_client", out_bytes as usize);
         Ok(replied)
     }
 
@@ -1009,4 +1016,3 @@ impl Done {
         }
     }
 }
-

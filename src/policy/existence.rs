@@ -24,7 +24,9 @@ impl Guard {
         }
         // Not `database_visible`: `default` is visible to all, but only those who hold
         // something in it (or own it) learn which names it lacks.
-        admin || grants.holds_in_database(db) || self.owns(identity, grants, &Object::database(db)).await
+        admin
+            || grants.holds_in_database(db)
+            || self.owns(identity, grants, &Object::database(db)).await
     }
 
     /// Whether `table` is hidden from the caller: not an admin, holding nothing on the table or

@@ -7,7 +7,8 @@ use super::classify::{Classified, StorageNeed};
 use super::Guard;
 use crate::audit::StorageAudit;
 use crate::authz::{
-    authorize, AlterKind, Decision as Ruled, Facts, Grants, Object, Operation, Reason, RevokeItem, StorageFact,
+    authorize, AlterKind, Decision as Ruled, Facts, Grants, Object, Operation, Reason, RevokeItem,
+    StorageFact,
 };
 use crate::identity::Identity;
 use crate::storage::{Occupancy, StorageAction, StorageOutcome};
@@ -105,9 +106,7 @@ impl Guard {
             match self.storage.occupancy(&place.location).await {
                 Occupancy::Empty => {}
                 // In use, or not S3 (nothing to list): the ordinary check.
-                Occupancy::Occupied | Occupancy::NotS3 => {
-                    needs.push(place)
-                }
+                Occupancy::Occupied | Occupancy::NotS3 => needs.push(place),
                 Occupancy::Unavailable(why) => {
                     facts.storage.push(StorageFact {
                         location: place.location.clone(),

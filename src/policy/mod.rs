@@ -314,7 +314,9 @@ impl Guard {
         match op {
             Operation::AlterTable { table, changes }
                 if changes.as_slice() != [AlterKind::Other]
-                    && self.hides_table(identity, grants, ruling.admin, table).await =>
+                    && self
+                        .hides_table(identity, grants, ruling.admin, table)
+                        .await =>
             {
                 let blind = Operation::AlterTable {
                     table: table.clone(),

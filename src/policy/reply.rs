@@ -10,8 +10,8 @@ use bytes::BytesMut;
 use super::decision::ReplyCheck;
 use super::filter::{empty_list_reply, parse_list_reply};
 use super::Guard;
-use crate::authz::{readable, visible, Grants, Object, Policy};
 use crate::answer::denial;
+use crate::authz::{readable, visible, Grants, Object, Policy};
 use crate::codec::value::Value;
 use crate::codec::{MessageHeader, ScanError};
 use crate::framing::{frame, unframed};
@@ -149,11 +149,7 @@ impl Guard {
 
     /// The tables among `tables` the caller owns (owner facts, cached; a failed lookup counts
     /// as not owned: the table is left out).
-    pub async fn owned_among(
-        &self,
-        f: &ListFilter,
-        tables: Vec<Object>,
-    ) -> HashSet<Object> {
+    pub async fn owned_among(&self, f: &ListFilter, tables: Vec<Object>) -> HashSet<Object> {
         let mut owned = HashSet::new();
         for t in tables.into_iter().take(MAX_LISTING_OWNER_LOOKUPS) {
             if let Ok(Some(facts)) = self.facts.object(&t).await {
@@ -173,7 +169,7 @@ impl Guard {
 /// The object a listed element names: a table (`Names`: a table name in `f.db`; `Metas`,
 /// `Tables`: a struct) or a database (`DbNames`: a name; `Databases`: a struct).
 pub fn listed_object(f: &ListFilter, element: &Value) -> Option<Object> {
-        let s = |id| element.field(id).and_then(Value::as_str);
+    let s = |id| element.field(id).and_then(Value::as_str);
     let (db, table) = match f.shape {
         ListShape::Names => (Some(f.db.as_str()), element.as_str()),
         ListShape::Metas => (s(1), s(2)),
@@ -201,7 +197,7 @@ pub fn keep_listed(
     element: &Value,
     owned: &HashSet<Object>,
 ) -> bool {
-        let Some(obj) = listed_object(f, element) else {
+    let Some(obj) = listed_object(f, element) else {
         return false;
     };
     match f.shape {

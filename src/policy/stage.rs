@@ -71,7 +71,12 @@ impl Guard {
         if let Some(message) = request.refusal {
             // Every call gets the same answer (a client that ignores a failed set_ugi, as
             // Hive's does, then shows it on its next call); nothing reaches the metastore.
-            return refusal(Refused::Unauthenticated, message, AppErrorKind::Unknown, false);
+            return refusal(
+                Refused::Unauthenticated,
+                message,
+                AppErrorKind::Unknown,
+                false,
+            );
         }
         // With authorization off the proxy is a pure pass-through: nothing is read.
         let args = if self.mode == AuthzMode::Off {
@@ -114,8 +119,7 @@ impl Guard {
             .inc();
         let method = &request.header.name;
         tracing::warn!(method = %method, user = %request.identity.user, kind, "refused a request the metastore could read differently: {rejected}");
-        let message =
-            format!("hms-guard: refused {method}: {rejected}; the connection is closed");
+        let message = format!("hms-guard: refused {method}: {rejected}; the connection is closed");
         refusal(
             Refused::UnreadableRequest,
             &message,
