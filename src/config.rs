@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::config_error as err;
+/// Its home is `error`, beside the other failures; re-exported for the documents' readers.
+pub use crate::error::ConfigError;
+
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "HMS_GUARD_CONFIG";
 
@@ -543,31 +547,6 @@ impl Default for LoggingConfig {
 pub enum LogFormat {
     Json,
     Text,
-}
-
-/// One problem in a config document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted key path (`server.listen`), empty for the whole document.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
 }
 
 /// A parsed `thrift://host:port` URI.

@@ -72,17 +72,7 @@ impl Shared {
         tls: Option<Arc<Tls>>,
         upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
     ) -> Result<Self, AuditError> {
-        let mut upstreams =
-            Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
-        if let Some(t) = upstream_tls {
-            upstreams = upstreams.with_tls(t);
-        }
-        if let Some(k) = &settings.upstream_kerberos {
-            upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
-                k.clone(),
-                metrics.clone(),
-            )));
-        }
+        let upstreams = Upstreams::from_settings(&settings, metrics.clone(), upstream_tls);
         let config = &settings.config;
         let guard = match facts {
             None => Guard::new(config, upstreams.clone(), metrics.clone(), storage),

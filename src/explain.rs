@@ -298,17 +298,11 @@ fn identity_of(settings: &Settings, r: &Request) -> Identity {
 pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, String> {
     let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
-    let mut upstreams = Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
-    if let Some(t) = settings.upstream_tls.clone() {
-        let tls = crate::tls::UpstreamTls::load(t, metrics.clone())?;
-        upstreams = upstreams.with_tls(Arc::new(tls));
-    }
-    if let Some(k) = &settings.upstream_kerberos {
-        upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
-            k.clone(),
-            metrics.clone(),
-        )));
-    }
+    let tls = match settings.upstream_tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(t, metrics.clone())?)),
+    };
+    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
     let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;

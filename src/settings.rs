@@ -3,16 +3,15 @@
 //! environment overrides read here and nowhere else), codec limits. Nothing re-parses a string
 //! or reads the environment after this.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::Limits;
-use crate::config::{err, ms, Config, ConfigError, IdentityMode, ThriftUri};
-use crate::identity::{Identity, IdentitySource};
-use crate::names::{self, MetastoreDb, NameKind, NameRefusal};
+use crate::config::{ms, Config, IdentityMode, ThriftUri};
+use crate::error::{config_error as err, ConfigError};
+use crate::identity::{Identity, IdentitySettings, IdentitySource};
+use crate::names::{self, NameKind};
 use crate::schema::ReadLimits;
-use crate::upstream::Timeouts;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
@@ -59,61 +58,13 @@ pub struct UpstreamSettings {
     pub versions: u8,
 }
 
-#[derive(Debug, Clone)]
-pub struct IdentitySettings {
-    pub mode: IdentityMode,
-    /// The identity of every connection of a pinned proxy (anonymous in `set_ugi` mode).
-    pub pinned: Identity,
-    pub trust_client_groups: bool,
-    pub groups: BTreeMap<String, Vec<String>>,
-    /// `kerberos` mode: the acceptor and the name mapping.
-    pub kerberos: Option<std::sync::Arc<crate::kerberos::KerberosSettings>>,
-    /// The database behind the metastore (`upstream.metastore_db`): which identity names are
-    /// refused (`names::check`).
-    pub metastore_db: MetastoreDb,
-}
-
-impl IdentitySettings {
-    /// The identity a new connection starts with: the pinned one, or anonymous until
-    /// `set_ugi`.
-    /// (In `certificate` mode the identity comes from the TLS handshake.)
-    pub fn initial(&self) -> Identity {
-        match self.mode {
-            IdentityMode::Pinned => self.pinned.clone(),
-            IdentityMode::SetUgi | IdentityMode::Certificate | IdentityMode::Kerberos => {
-                Identity::anonymous()
-            }
-        }
-    }
-
-    /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
-    /// principal's user): groups from the configuration only. Refused when the name breaks
-    /// the names rule of the metastore's database.
-    pub fn verified(&self, user: &str, source: IdentitySource) -> Result<Identity, NameRefusal> {
-        let groups = self.groups.get(user).cloned().unwrap_or_default();
-        let identity = Identity::new(user, &groups, source);
-        self.check(&identity)?;
-        Ok(identity)
-    }
-
-    /// The names rule (`names::check`) applied to an identity's user and groups.
-    pub fn check(&self, identity: &Identity) -> Result<(), NameRefusal> {
-        names::check(self.metastore_db, NameKind::User, &identity.user)?;
-        for g in &identity.groups {
-            names::check(self.metastore_db, NameKind::Group, g)?;
-        }
-        Ok(())
-    }
-
-    /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
-    /// groups are trusted).
-    pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {
-        if self.trust_client_groups {
-            claimed.to_vec()
-        } else {
-            self.groups.get(user).cloned().unwrap_or_default()
-        }
-    }
+/// How long the metastore gets: to connect (per resolved address), to take a request, and to
+/// send the next byte of a reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub write: Duration,
+    pub read: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::{config_error as err, ConfigError};
 
 use super::location::{valid_bucket_name, SchemeAliases};
 use super::roles::{parse_role_arn, valid_external_id};
@@ -124,13 +124,6 @@ pub enum OtherSchemes {
 pub(crate) const CHAINED_SESSION_MAX_MS: u64 = 3_600_000;
 /// Longest session any role can have.
 const SESSION_MAX_MS: u64 = 43_200_000;
-
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 /// Reads a `buckets_file` document.
 pub fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
