@@ -7,18 +7,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::Limits;
-use crate::config::{ms, Config, IdentityMode, ThriftUri};
+use crate::config::{
+    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ThriftUri, UnknownMethods,
+};
 use crate::error::{config_error as err, ConfigError};
 use crate::identity::{Identity, IdentitySettings, IdentitySource};
 use crate::names::{self, NameKind};
 use crate::schema::ReadLimits;
+use crate::storage::StorageConfig;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
 pub const PINNED_GROUPS_ENV: &str = "HMS_GUARD_PINNED_GROUPS";
 
-/// Everything resolved; `config` keeps the sections whose stages resolve their own settings
-/// (authz, storage, audit, logging).
+/// Everything resolved. The `[audit]` and `[storage]` sections are kept as validated: their
+/// stages build themselves from them (`Audit::start`, `StorageGuard::new`). `[logging]` is read
+/// before this, by the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -34,7 +38,54 @@ pub struct Settings {
     pub upstream_tls: Option<crate::tls::UpstreamTlsSettings>,
     /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
     pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
-    pub config: Config,
+    pub authz: AuthzSettings,
+    pub audit: AuditConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[authz]` resolved: what the policy stage decides by.
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    /// `enforce`, `shadow` or `off`.
+    pub mode: AuthzMode,
+    /// The metastore role whose holders are administrators.
+    pub admin_role: String,
+    /// Users treated as administrators whatever their grants.
+    pub admin_users: Vec<String>,
+    /// How long cached grants and object owners are trusted.
+    pub cache_ttl: Duration,
+    /// Methods missing from the method table are allowed (`unknown_methods = "allow"`).
+    pub allow_unknown_methods: bool,
+    /// Table listings are filtered to the tables the user holds a privilege on.
+    pub filter_listings: bool,
+    /// Delegation-token and master-key calls are allowed (to admins).
+    pub allow_tokens: bool,
+    /// The user the proxy's own metastore connections `set_ugi` as.
+    pub service_user: String,
+    /// Bound on one facts call to the metastore.
+    pub facts_timeout: Duration,
+    /// Largest facts reply accepted, in bytes.
+    pub facts_max_reply_bytes: u64,
+    /// Most principals (user, groups, roles) reachable from one identity.
+    pub max_principals: usize,
+}
+
+impl AuthzSettings {
+    fn resolve(a: &AuthzConfig) -> AuthzSettings {
+        AuthzSettings {
+            mode: a.mode,
+            admin_role: a.admin_role.clone(),
+            admin_users: a.admin_users.clone(),
+            cache_ttl: ms(a.cache_ttl_ms),
+            allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
+            filter_listings: a.filter_listings,
+            allow_tokens: a.allow_tokens,
+            service_user: a.service_user.clone(),
+            facts_timeout: ms(a.facts_timeout_ms),
+            facts_max_reply_bytes: a.facts_max_reply_bytes,
+            max_principals: a.max_principals,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,7 +269,9 @@ impl Settings {
             tls,
             upstream_tls,
             upstream_kerberos,
-            config,
+            authz: AuthzSettings::resolve(&config.authz),
+            audit: config.audit,
+            storage: config.storage,
         })
     }
 }
