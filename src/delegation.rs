@@ -367,7 +367,7 @@ impl UpstreamAuth {
     }
 
     /// Forgets the caller's token (the metastore refused it: it is not renewed either).
-    pub fn forget(&self, user: &str) {
+    fn forget(&self, user: &str) {
         self.tokens.remove(&user.to_string());
         if let Ok(mut last) = self.last.lock() {
             last.remove(user);

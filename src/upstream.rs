@@ -661,7 +661,7 @@ pub struct Answer {
 const SET_UGI_REPLY_LIMIT: u64 = 1024 * 1024;
 
 /// A `set_ugi(user, groups)` call message (sequence id 0), framed as `transport` frames.
-pub fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> BytesMut {
+fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> BytesMut {
     let mut w = Writer::new(transport.protocol);
     w.message("set_ugi", MessageType::Call, 0).struct_begin();
     w.field(Ty::String, 1).string(user.as_bytes());

@@ -126,7 +126,7 @@ pub(crate) const CHAINED_SESSION_MAX_MS: u64 = 3_600_000;
 const SESSION_MAX_MS: u64 = 43_200_000;
 
 /// Reads a `buckets_file` document.
-pub fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
+fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
