@@ -668,6 +668,20 @@ impl Config {
     /// Semantic checks that types alone cannot express.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        self.check_addresses(&mut errors);
+        self.check_limits(&mut errors);
+        self.check_tls(&mut errors);
+        self.check_authz(&mut errors);
+        self.check_audit(&mut errors);
+        errors.extend(self.storage.validate());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            errors.push(err("logging.level", format!("bad filter: {e}")));
+        }
+        errors
+    }
+
+    /// The listeners' addresses and the metastore URIs.
+    fn check_addresses(&self, errors: &mut Vec<ConfigError>) {
         if self.server.listen.parse::<SocketAddr>().is_err() {
             errors.push(err(
                 "server.listen",
@@ -694,6 +708,10 @@ impl Config {
                 errors.push(err(&format!("upstream.uris[{i}]"), e));
             }
         }
+    }
+
+    /// Timeouts, counts and sizes that must be positive, and the limits' relations.
+    fn check_limits(&self, errors: &mut Vec<ConfigError>) {
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
             (
@@ -753,6 +771,10 @@ impl Config {
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
             ));
         }
+    }
+
+    /// TLS both ways: what goes together (and the certificate identity's CA).
+    fn check_tls(&self, errors: &mut Vec<ConfigError>) {
         let tls = &self.server.tls;
         if tls.cert.is_empty() != tls.key.is_empty() {
             errors.push(err(
@@ -788,6 +810,10 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+    }
+
+    /// `[authz]`.
+    fn check_authz(&self, errors: &mut Vec<ConfigError>) {
         if self.authz.admin_role.is_empty() {
             errors.push(err("authz.admin_role", "must not be empty"));
         }
@@ -808,6 +834,10 @@ impl Config {
                 errors.push(err(key, "must be greater than 0"));
             }
         }
+    }
+
+    /// `[audit]`.
+    fn check_audit(&self, errors: &mut Vec<ConfigError>) {
         if self.audit.sink == AuditSink::File && self.audit.path.is_empty() {
             errors.push(err("audit.path", "required when audit.sink = \"file\""));
         }
@@ -820,11 +850,6 @@ impl Config {
                 errors.push(err(key, "must be greater than 0"));
             }
         }
-        errors.extend(self.storage.validate());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
-            errors.push(err("logging.level", format!("bad filter: {e}")));
-        }
-        errors
     }
 }
 

@@ -4,11 +4,14 @@
 //! or reads the environment after this.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Limits;
 use crate::config::{
-    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ThriftUri, UnknownMethods,
+    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig,
+    ThriftUri, UnknownMethods, UpstreamTlsConfig,
 };
 use crate::error::{config_error as err, ConfigError};
 use crate::identity::{Identity, IdentitySettings, IdentitySource};
@@ -155,27 +158,7 @@ impl Settings {
             ));
         }
         errors.extend(name_errors(&config, &pinned));
-        let kerberos = match config.identity.mode {
-            IdentityMode::Kerberos => match kerberos_settings(&config) {
-                Ok(k) => Some(std::sync::Arc::new(k)),
-                Err(mut e) => {
-                    errors.append(&mut e);
-                    None
-                }
-            },
-            _ => None,
-        };
-        let upstream_kerberos = if config.upstream.kerberos.principal.is_empty() {
-            None
-        } else {
-            match upstream_kerberos_settings(&config) {
-                Ok(k) => Some(std::sync::Arc::new(k)),
-                Err(mut e) => {
-                    errors.append(&mut e);
-                    None
-                }
-            }
-        };
+        let (kerberos, upstream_kerberos) = both_kerberos(&config, &mut errors);
         let listen = config.server.listen.parse::<SocketAddr>();
         let admin_listen = match config.admin.listen.as_str() {
             "" => Ok(None),
@@ -198,41 +181,11 @@ impl Settings {
             }
             return Err(errors);
         };
-        let s = &config.server;
         let u = &config.upstream;
-        let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
-        let tls = path(&s.tls.cert).map(|cert| crate::tls::TlsSettings {
-            cert,
-            key: std::path::PathBuf::from(&s.tls.key),
-            client_ca: path(&s.tls.client_ca),
-            client_identity: s.tls.client_identity,
-            reload_interval: ms(s.tls.reload_interval_ms),
-        });
-        let ut = &config.upstream.tls;
-        let upstream_tls = path(&ut.ca).map(|ca| crate::tls::UpstreamTlsSettings {
-            ca,
-            cert: path(&ut.cert),
-            key: path(&ut.key),
-            server_name: (!ut.server_name.is_empty()).then(|| ut.server_name.clone()),
-        });
-        let l = &config.limits;
-        let request = Limits {
-            max_message_bytes: l.max_request_bytes,
-            max_depth: l.max_depth,
-            max_name_bytes: l.max_method_name_bytes,
-        };
         Ok(Settings {
             listen,
             admin_listen,
-            server: ServerSettings {
-                max_connections: s.max_connections,
-                max_connections_per_client: s.max_connections_per_client,
-                idle_timeout: ms(s.idle_timeout_ms),
-                read_timeout: ms(s.read_timeout_ms),
-                write_timeout: ms(s.write_timeout_ms),
-                handshake_timeout: ms(s.handshake_timeout_ms),
-                shutdown_grace: ms(s.shutdown_grace_ms),
-            },
+            server: server_settings(&config.server),
             upstream: UpstreamSettings {
                 uris: uris.into_iter().filter_map(Result::ok).collect(),
                 timeouts: Timeouts {
@@ -250,30 +203,113 @@ impl Settings {
                 kerberos,
                 metastore_db: u.metastore_db,
             },
-            limits: LimitSettings {
-                request,
-                reply: Limits {
-                    max_message_bytes: l.max_reply_bytes,
-                    ..request
-                },
-                read: ReadLimits {
-                    max_depth: l.max_depth,
-                    max_name_bytes: l.max_method_name_bytes,
-                    versions: u.metastore_version.bits(),
-                },
-                max_held_request_bytes: l.max_held_request_bytes,
-                max_anonymous_request_bytes: l.max_anonymous_request_bytes,
-                reply_buffer_bytes: l.reply_buffer_bytes,
-                max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
-            },
-            tls,
-            upstream_tls,
+            limits: limit_settings(&config),
+            tls: tls_settings(&config.server.tls),
+            upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
             authz: AuthzSettings::resolve(&config.authz),
             audit: config.audit,
             storage: config.storage,
         })
     }
+}
+
+/// The Kerberos sections in use resolved: `[identity.kerberos]` in `kerberos` mode,
+/// `[upstream.kerberos]` when it names a principal. Their errors go to `errors`.
+#[allow(clippy::type_complexity)] // a pair of the two optional settings, each shared
+fn both_kerberos(
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) -> (
+    Option<Arc<crate::kerberos::KerberosSettings>>,
+    Option<Arc<crate::kerberos::UpstreamKerberosSettings>>,
+) {
+    let kerberos = match config.identity.mode {
+        IdentityMode::Kerberos => kept(kerberos_settings(config), errors),
+        _ => None,
+    };
+    let upstream_kerberos = if config.upstream.kerberos.principal.is_empty() {
+        None
+    } else {
+        kept(upstream_kerberos_settings(config), errors)
+    };
+    (kerberos, upstream_kerberos)
+}
+
+/// The settings resolved, shared; else their errors added to `errors`.
+fn kept<T>(r: Result<T, Vec<ConfigError>>, errors: &mut Vec<ConfigError>) -> Option<Arc<T>> {
+    match r {
+        Ok(k) => Some(Arc::new(k)),
+        Err(mut e) => {
+            errors.append(&mut e);
+            None
+        }
+    }
+}
+
+fn server_settings(s: &ServerConfig) -> ServerSettings {
+    ServerSettings {
+        max_connections: s.max_connections,
+        max_connections_per_client: s.max_connections_per_client,
+        idle_timeout: ms(s.idle_timeout_ms),
+        read_timeout: ms(s.read_timeout_ms),
+        write_timeout: ms(s.write_timeout_ms),
+        handshake_timeout: ms(s.handshake_timeout_ms),
+        shutdown_grace: ms(s.shutdown_grace_ms),
+    }
+}
+
+/// `[limits]` (with the schema versions of `[upstream]` and the checked-reply bound of
+/// `[authz]`).
+fn limit_settings(config: &Config) -> LimitSettings {
+    let l = &config.limits;
+    let request = Limits {
+        max_message_bytes: l.max_request_bytes,
+        max_depth: l.max_depth,
+        max_name_bytes: l.max_method_name_bytes,
+    };
+    LimitSettings {
+        request,
+        reply: Limits {
+            max_message_bytes: l.max_reply_bytes,
+            ..request
+        },
+        read: ReadLimits {
+            max_depth: l.max_depth,
+            max_name_bytes: l.max_method_name_bytes,
+            versions: config.upstream.metastore_version.bits(),
+        },
+        max_held_request_bytes: l.max_held_request_bytes,
+        max_anonymous_request_bytes: l.max_anonymous_request_bytes,
+        reply_buffer_bytes: l.reply_buffer_bytes,
+        max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
+    }
+}
+
+/// An optional path: empty is none.
+fn path(p: &str) -> Option<PathBuf> {
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+/// `[server.tls]`, when a certificate is configured.
+fn tls_settings(t: &ServerTlsConfig) -> Option<crate::tls::TlsSettings> {
+    path(&t.cert).map(|cert| crate::tls::TlsSettings {
+        cert,
+        key: PathBuf::from(&t.key),
+        client_ca: path(&t.client_ca),
+        client_identity: t.client_identity,
+        reload_interval: ms(t.reload_interval_ms),
+    })
+}
+
+/// `[upstream.tls]`, when a CA is configured.
+fn upstream_tls_settings(t: &UpstreamTlsConfig) -> Option<crate::tls::UpstreamTlsSettings> {
+    path(&t.ca).map(|ca| crate::tls::UpstreamTlsSettings {
+        ca,
+        cert: path(&t.cert),
+        key: path(&t.key),
+        server_name: (!t.server_name.is_empty()).then(|| t.server_name.clone()),
+    })
 }
 
 /// What both Kerberos sections share: the principal (`_HOST` expanded, realm required), the
