@@ -176,3 +176,28 @@ impl UpstreamError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_call_reads_as_the_closed_connection_it_ends_in() {
+        let refused = |call| UpstreamError::Refused {
+            uri: "thrift://m:9083".into(),
+            call,
+            bytes: 42,
+            method: "get_table".into(),
+        };
+        let e = refused(RefusedCall::SetUgi);
+        assert_eq!(e.kind(), "closed");
+        assert_eq!(
+            e.to_string(),
+            "metastore thrift://m:9083 (set_ugi refused: 42 bytes) closed the connection before the reply to get_table was complete"
+        );
+        assert_eq!(
+            refused(RefusedCall::Replayed("set_ugi".into())).to_string(),
+            "metastore thrift://m:9083 (set_ugi refused again: 42 bytes) closed the connection before the reply to get_table was complete"
+        );
+    }
+}
