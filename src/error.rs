@@ -32,10 +32,32 @@ pub(crate) fn config_error(key: &str, message: impl Into<String>) -> ConfigError
     }
 }
 
+/// One failed connect attempt: where (a metastore URI, or the step that failed before any)
+/// and why (the typed failure of that step: an unreachable address, a TLS handshake, hms-guard's
+/// authentication, no delegation token for the caller, a transport a kerberized metastore
+/// cannot carry).
+#[derive(Debug)]
+pub struct Attempt {
+    pub at: String,
+    pub failure: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Attempt {
+    pub fn new(
+        at: impl Into<String>,
+        failure: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Attempt {
+            at: at.into(),
+            failure: Box::new(failure),
+        }
+    }
+}
+
 /// Every connect attempt failed.
 #[derive(Debug)]
 pub struct ConnectError {
-    pub attempts: Vec<(String, String)>,
+    pub attempts: Vec<Attempt>,
     /// A metastore was reached but hms-guard could not authenticate there (Kerberos, a
     /// caller's delegation token), or could not forward this client at all.
     pub refused: bool,
@@ -48,9 +70,9 @@ impl fmt::Display for ConnectError {
         } else {
             "no metastore reachable"
         })?;
-        for (i, (uri, e)) in self.attempts.iter().enumerate() {
+        for (i, a) in self.attempts.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
-            write!(f, "{sep}{uri}: {e}")?;
+            write!(f, "{sep}{}: {}", a.at, a.failure)?;
         }
         Ok(())
     }

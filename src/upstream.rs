@@ -1,7 +1,9 @@
 //! The upstream stage: connections to the real metastore.
 //!
-//! `Upstreams` is the configured list of metastores, tried in failover order with a bounded
-//! connect time. `UpstreamConn` is one open connection: it sends a message, reads one whole
+//! `Upstreams` is the configured list of metastores (built once from the settings:
+//! `Upstreams::from_settings`), tried in failover order with a bounded connect time; a new
+//! connection is TCP, then TLS, then SASL when so configured (the delegation-token protocol
+//! itself is in `delegation`). `UpstreamConn` is one open connection: it sends a message, reads one whole
 //! reply within a limit, or streams a reply to the client, and keeps the metastore session's
 //! identity (`set_ugi`) in step with the caller's. Client connections and the facts client
 //! both talk to the metastore only through it.
@@ -19,8 +21,9 @@ use crate::codec::writer::Writer;
 use crate::codec::Ty;
 use crate::codec::{Limits, MessageType, Scan, ScanError, TopField};
 use crate::config::ThriftUri;
+use crate::delegation::TokenError;
 use crate::delegation::{TokenChannel, TokenSecret, UpstreamAuth, TOKEN_REPLY_LIMIT};
-use crate::error::{ConnectError, RefusedCall, UpstreamError};
+use crate::error::{Attempt, ConnectError, RefusedCall, UpstreamError};
 use crate::framing::MessageWalker;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -44,7 +47,7 @@ pub struct Upstreams {
 
 /// A connection made: its stream, the metastore it reached, and the caller it is
 /// authenticated as (kerberized, with delegation tokens).
-type Connected<'a> = (Stream, &'a ThriftUri, Option<String>);
+pub type Connected<'a> = (Stream, &'a ThriftUri, Option<String>);
 
 /// Why one metastore address could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +74,21 @@ enum AuthError {
     },
 }
 
+/// The acting caller's delegation token could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {err}")]
+struct NoToken {
+    user: String,
+    err: TokenError,
+}
+
+/// A framed-transport client at a kerberized metastore.
+#[derive(Debug, thiserror::Error)]
+#[error("a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport")]
+struct FramedToKerberized;
+
 impl Upstreams {
+    /// Plain metastores: no TLS, no Kerberos (tests and benches).
     pub fn new(uris: Vec<ThriftUri>, timeouts: Timeouts) -> Self {
         Upstreams {
             uris,
@@ -124,7 +141,7 @@ impl Upstreams {
             let stream = match self.reach(uri).await {
                 Ok(stream) => stream,
                 Err(e) => {
-                    attempts.push((uri.to_string(), e.to_string()));
+                    attempts.push(Attempt::new(uri.to_string(), e));
                     continue;
                 }
             };
@@ -135,7 +152,7 @@ impl Upstreams {
                 Ok(s) => return Ok((Stream::Sasl(Box::new(s)), uri, acting.map(str::to_string))),
                 Err(e) => {
                     refused = true;
-                    attempts.push((uri.to_string(), e.to_string()));
+                    attempts.push(Attempt::new(uri.to_string(), e));
                 }
             }
         }
@@ -172,10 +189,13 @@ impl Upstreams {
         let open = || Box::pin(UpstreamConn::open_as(self, transport, limits, None));
         match auth.token_for(user, open).await {
             Ok(t) => Ok(Some(t)),
-            Err(e) => Err(ConnectError {
-                attempts: vec![(
-                    "get_delegation_token".into(),
-                    format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
+            Err(err) => Err(ConnectError {
+                attempts: vec![Attempt::new(
+                    "get_delegation_token",
+                    NoToken {
+                        user: user.to_string(),
+                        err,
+                    },
                 )],
                 refused: true,
             }),
@@ -326,10 +346,7 @@ impl UpstreamConn {
         if upstreams.auth.is_some() && transport.framed {
             return Err(ConnectError {
                 refused: true,
-                attempts: vec![(
-                    "(all)".into(),
-                    "a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport".into(),
-                )],
+                attempts: vec![Attempt::new("(all)", FramedToKerberized)],
             });
         }
         let user = caller
@@ -728,5 +745,39 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_read_as_before_they_were_typed() {
+        let e = ConnectError {
+            attempts: vec![Attempt::new(
+                "get_delegation_token",
+                NoToken {
+                    user: "alice".into(),
+                    err: TokenError::NoToken,
+                },
+            )],
+            refused: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the metastore could not be used: get_delegation_token: no delegation token for alice (hms-guard must be a proxy user at the metastore): the reply carries no token"
+        );
+        let e = ConnectError {
+            attempts: vec![
+                Attempt::new("m1:9083", ReachError::Tls("bad certificate".into())),
+                Attempt::new("(all)", FramedToKerberized),
+            ],
+            refused: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no metastore reachable: m1:9083: TLS: bad certificate; (all): a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport"
+        );
     }
 }
