@@ -298,7 +298,7 @@ fn needs_grants(op: &Operation) -> bool {
 }
 
 impl Guard {
-    /// The policy stage of a config: its own pooled metastore client for facts.
+    /// The policy stage of the authorization settings: its own pooled metastore client for facts.
     /// `max_depth`: how deep replies are read (`limits.max_depth`); `read_only_external`:
     /// `storage.read_only_external`.
     pub fn new(
