@@ -127,16 +127,19 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     let settings = hms_guard::config::Config::parse(&text)
         .and_then(hms_guard::settings::Settings::resolve)
         .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
-    let cfg = &settings.config;
     let metrics = Arc::new(hms_guard::metrics::Metrics::new());
-    let storage = hms_guard::storage::StorageGuard::new(&cfg.storage, metrics.clone())
+    let storage = hms_guard::storage::StorageGuard::new(&settings.storage, metrics.clone())
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let up = hms_guard::upstream::Upstreams::new(
-        settings.upstream.uris.clone(),
-        settings.upstream.timeouts,
+    let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
+    let guard = Guard::new(
+        &settings.authz,
+        settings.limits.request.max_depth,
+        settings.storage.read_only_external,
+        up,
+        metrics.clone(),
+        storage,
     );
-    let guard = Guard::new(cfg, up, metrics.clone(), storage);
     let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
     let method = hms_guard::router::route("get_table", hms_guard::schema::types::ALL_VERSIONS);
     let mut w = Writer::new(Protocol::Binary);

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::config_error as err;
+/// Its home is `error`, beside the other failures; re-exported for the documents' readers.
+pub use crate::error::ConfigError;
+
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "HMS_GUARD_CONFIG";
 
@@ -545,31 +549,6 @@ pub enum LogFormat {
     Text,
 }
 
-/// One problem in a config document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted key path (`server.listen`), empty for the whole document.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
 /// A parsed `thrift://host:port` URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThriftUri {
@@ -689,6 +668,20 @@ impl Config {
     /// Semantic checks that types alone cannot express.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        self.check_addresses(&mut errors);
+        self.check_limits(&mut errors);
+        self.check_tls(&mut errors);
+        self.check_authz(&mut errors);
+        self.check_audit(&mut errors);
+        errors.extend(self.storage.validate());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            errors.push(err("logging.level", format!("bad filter: {e}")));
+        }
+        errors
+    }
+
+    /// The listeners' addresses and the metastore URIs.
+    fn check_addresses(&self, errors: &mut Vec<ConfigError>) {
         if self.server.listen.parse::<SocketAddr>().is_err() {
             errors.push(err(
                 "server.listen",
@@ -715,6 +708,10 @@ impl Config {
                 errors.push(err(&format!("upstream.uris[{i}]"), e));
             }
         }
+    }
+
+    /// Timeouts, counts and sizes that must be positive, and the limits' relations.
+    fn check_limits(&self, errors: &mut Vec<ConfigError>) {
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
             (
@@ -774,6 +771,10 @@ impl Config {
                 "must be below 2 GiB (Thrift lengths are 32-bit)",
             ));
         }
+    }
+
+    /// TLS both ways: what goes together (and the certificate identity's CA).
+    fn check_tls(&self, errors: &mut Vec<ConfigError>) {
         let tls = &self.server.tls;
         if tls.cert.is_empty() != tls.key.is_empty() {
             errors.push(err(
@@ -809,6 +810,10 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+    }
+
+    /// `[authz]`.
+    fn check_authz(&self, errors: &mut Vec<ConfigError>) {
         if self.authz.admin_role.is_empty() {
             errors.push(err("authz.admin_role", "must not be empty"));
         }
@@ -829,6 +834,10 @@ impl Config {
                 errors.push(err(key, "must be greater than 0"));
             }
         }
+    }
+
+    /// `[audit]`.
+    fn check_audit(&self, errors: &mut Vec<ConfigError>) {
         if self.audit.sink == AuditSink::File && self.audit.path.is_empty() {
             errors.push(err("audit.path", "required when audit.sink = \"file\""));
         }
@@ -841,11 +850,6 @@ impl Config {
                 errors.push(err(key, "must be greater than 0"));
             }
         }
-        errors.extend(self.storage.validate());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
-            errors.push(err("logging.level", format!("bad filter: {e}")));
-        }
-        errors
     }
 }
 

@@ -70,23 +70,23 @@ impl Shared {
         tls: Option<Arc<Tls>>,
         upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
     ) -> Result<Self, AuditError> {
-        let mut upstreams =
-            Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
-        if let Some(t) = upstream_tls {
-            upstreams = upstreams.with_tls(t);
-        }
-        if let Some(k) = &settings.upstream_kerberos {
-            upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
-                k.clone(),
-                metrics.clone(),
-            )));
-        }
-        let config = &settings.config;
+        let upstreams = Upstreams::from_settings(&settings, metrics.clone(), upstream_tls);
+        let (a, depth) = (&settings.authz, settings.limits.request.max_depth);
+        let read_only_external = settings.storage.read_only_external;
         let guard = match facts {
-            None => Guard::new(config, upstreams.clone(), metrics.clone(), storage),
-            Some(f) => Guard::with_source(config, f, metrics.clone(), storage),
+            None => Guard::new(
+                a,
+                depth,
+                read_only_external,
+                upstreams.clone(),
+                metrics.clone(),
+                storage,
+            ),
+            Some(f) => {
+                Guard::with_source(a, depth, read_only_external, f, metrics.clone(), storage)
+            }
         };
-        let audit = Audit::start(&settings.config.audit, metrics.clone())?;
+        let audit = Audit::start(&settings.audit, metrics.clone())?;
         let max = settings.limits.max_held_request_bytes;
         Ok(Shared {
             settings,

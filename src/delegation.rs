@@ -9,15 +9,88 @@
 //! `upstream.kerberos.token_refresh_ms` (bounded), well inside the metastore's renewal
 //! interval (a day by default), then renewed — or replaced by a new one when the metastore
 //! refuses the renewal.
+//!
+//! The whole protocol is here: the calls and their replies, the renew-or-ask order
+//! (`UpstreamAuth::token_for`, on a connection the upstream stage opens), and the DIGEST-MD5
+//! negotiation as the caller (`UpstreamAuth::connect_as`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::cache::TtlCache;
+use crate::codec::reply::{success, ReplyError};
 use crate::codec::writer::Writer;
-use crate::codec::{MessageType, Protocol, Ty};
+use crate::codec::{MessageType, Protocol, ScanError, Ty};
+use crate::error::{ConnectError, UpstreamError};
 use crate::kerberos::UpstreamKerberosSettings;
+use crate::sasl::{self, SaslStream};
+
+/// The DIGEST-MD5 digest URI a metastore expects from token clients (its SASL server has no
+/// protocol and the server name `default`).
+const DIGEST_URI: &str = "null/default";
+/// Largest `get_delegation_token` / `renew_delegation_token` reply taken.
+pub const TOKEN_REPLY_LIMIT: u64 = 1024 * 1024;
+
+/// Why no token was had: the token itself, the connection it was asked on, or the reply.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token ends early")]
+    EndsEarly,
+    #[error("the token ends inside a number")]
+    EndsInsideNumber,
+    #[error("a token part of length {0}")]
+    PartLength(i64),
+    #[error("the token ends inside a part")]
+    EndsInsidePart,
+    #[error("the token is not URL-safe base64: {0}")]
+    NotBase64(base64::DecodeError),
+    #[error("a token of kind {0:?}, not HIVE_DELEGATION_TOKEN")]
+    Kind(String),
+    /// No connection as hms-guard to ask on.
+    #[error("{0}")]
+    Connect(ConnectError),
+    /// That connection failed.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    /// The metastore refused (an exception), or its reply could not be read.
+    #[error("{}", reply_text(.method, .err))]
+    Reply {
+        method: &'static str,
+        err: ReplyError,
+    },
+    /// The success value could not be read.
+    #[error("{0}")]
+    Value(ScanError),
+    #[error("the reply carries no token")]
+    NoToken,
+    #[error("the reply carries no expiry")]
+    NoExpiry,
+}
+
+/// A reply without a success value, as the facts client words it.
+fn reply_text(method: &str, err: &ReplyError) -> String {
+    match err {
+        ReplyError::Invalid(e) => format!("invalid reply to {method}: {e}"),
+        ReplyError::Exception {
+            exception, message, ..
+        } => format!("metastore answered {method} with {exception}: {message}"),
+    }
+}
+
+/// A connection to the metastore as hms-guard itself, on which tokens are asked for.
+pub trait TokenChannel: Send {
+    /// Sends `call` (`method`, sequence id 1) and reads its whole reply, at most
+    /// `TOKEN_REPLY_LIMIT` bytes.
+    fn call(
+        &mut self,
+        call: &[u8],
+        method: &'static str,
+    ) -> impl Future<Output = Result<BytesMut, UpstreamError>> + Send;
+}
 
 /// A delegation token as DIGEST-MD5 presents it: its identifier and secret, base64; and the
 /// string form the metastore renews.
@@ -32,8 +105,8 @@ pub struct TokenSecret {
 const MAX_TOKEN_PART: usize = 64 * 1024;
 
 /// A Hadoop variable-length integer (`WritableUtils.readVInt`).
-fn read_vint(b: &[u8], at: &mut usize) -> Result<i64, String> {
-    let first = *b.get(*at).ok_or("the token ends early")? as i8;
+fn read_vint(b: &[u8], at: &mut usize) -> Result<i64, TokenError> {
+    let first = *b.get(*at).ok_or(TokenError::EndsEarly)? as i8;
     *at += 1;
     if first >= -112 {
         return Ok(i64::from(first));
@@ -44,42 +117,35 @@ fn read_vint(b: &[u8], at: &mut usize) -> Result<i64, String> {
     } else {
         -(i32::from(first) + 112)
     } as usize;
-    let bytes = b
-        .get(*at..*at + n)
-        .ok_or("the token ends inside a number")?;
+    let bytes = b.get(*at..*at + n).ok_or(TokenError::EndsInsideNumber)?;
     *at += n;
     let v = bytes.iter().fold(0i64, |v, x| (v << 8) | i64::from(*x));
     Ok(if negative { !v } else { v })
 }
 
-fn read_part<'a>(b: &'a [u8], at: &mut usize) -> Result<&'a [u8], String> {
+fn read_part<'a>(b: &'a [u8], at: &mut usize) -> Result<&'a [u8], TokenError> {
     let len = read_vint(b, at)?;
     let len = usize::try_from(len)
         .ok()
         .filter(|l| *l <= MAX_TOKEN_PART)
-        .ok_or_else(|| format!("a token part of length {len}"))?;
-    let part = b
-        .get(*at..*at + len)
-        .ok_or("the token ends inside a part")?;
+        .ok_or(TokenError::PartLength(len))?;
+    let part = b.get(*at..*at + len).ok_or(TokenError::EndsInsidePart)?;
     *at += len;
     Ok(part)
 }
 
 /// Decodes the string `get_delegation_token` returns: URL-safe base64 (without padding) of a
 /// Hadoop `Token` (identifier, password, kind, service, each length-prefixed).
-pub fn decode(token: &str) -> Result<TokenSecret, String> {
+pub fn decode(token: &str) -> Result<TokenSecret, TokenError> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
-        .map_err(|e| format!("the token is not URL-safe base64: {e}"))?;
+        .map_err(TokenError::NotBase64)?;
     let mut at = 0;
     let identifier = read_part(&raw, &mut at)?;
     let password = read_part(&raw, &mut at)?;
     let kind = read_part(&raw, &mut at)?;
     if kind != b"HIVE_DELEGATION_TOKEN" {
-        return Err(format!(
-            "a token of kind {:?}, not HIVE_DELEGATION_TOKEN",
-            String::from_utf8_lossy(kind)
-        ));
+        return Err(TokenError::Kind(String::from_utf8_lossy(kind).into_owned()));
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(TokenSecret {
@@ -90,7 +156,7 @@ pub fn decode(token: &str) -> Result<TokenSecret, String> {
 }
 
 /// The `get_delegation_token(owner, renewer)` call (binary protocol, unframed).
-pub fn token_call(owner: &str, renewer: &str, seqid: i32) -> bytes::BytesMut {
+fn token_call(owner: &str, renewer: &str, seqid: i32) -> BytesMut {
     let mut w = Writer::new(Protocol::Binary);
     w.message("get_delegation_token", MessageType::Call, seqid)
         .struct_begin();
@@ -101,7 +167,7 @@ pub fn token_call(owner: &str, renewer: &str, seqid: i32) -> bytes::BytesMut {
 }
 
 /// The `renew_delegation_token(token)` call (binary protocol, unframed).
-pub fn renew_call(token: &str, seqid: i32) -> bytes::BytesMut {
+fn renew_call(token: &str, seqid: i32) -> BytesMut {
     let mut w = Writer::new(Protocol::Binary);
     w.message("renew_delegation_token", MessageType::Call, seqid)
         .struct_begin();
@@ -111,21 +177,49 @@ pub fn renew_call(token: &str, seqid: i32) -> bytes::BytesMut {
 }
 
 /// The new expiry (ms since the epoch) in a `renew_delegation_token` reply, or the refusal.
-pub fn renewed_from_reply(reply: &[u8]) -> Result<i64, String> {
-    match crate::facts::client::success("renew_delegation_token", reply) {
-        Ok(Some((mut r, Ty::I64))) => r.i64().map_err(|e| e.to_string()),
-        Ok(_) => Err("the reply carries no expiry".into()),
-        Err(e) => Err(e.to_string()),
+fn renewed_from_reply(reply: &[u8]) -> Result<i64, TokenError> {
+    let method = "renew_delegation_token";
+    match success(reply) {
+        Ok(Some((mut r, Ty::I64))) => r.i64().map_err(TokenError::Value),
+        Ok(_) => Err(TokenError::NoExpiry),
+        Err(err) => Err(TokenError::Reply { method, err }),
     }
 }
 
 /// The token string in a `get_delegation_token` reply, or the metastore's refusal.
-pub fn token_from_reply(reply: &[u8]) -> Result<String, String> {
-    match crate::facts::client::success("get_delegation_token", reply) {
-        Ok(Some((mut r, Ty::String))) => r.string_lossy().map_err(|e| e.to_string()),
-        Ok(_) => Err("the reply carries no token".into()),
-        Err(e) => Err(e.to_string()),
+fn token_from_reply(reply: &[u8]) -> Result<String, TokenError> {
+    let method = "get_delegation_token";
+    match success(reply) {
+        Ok(Some((mut r, Ty::String))) => r.string_lossy().map_err(TokenError::Value),
+        Ok(_) => Err(TokenError::NoToken),
+        Err(err) => Err(TokenError::Reply { method, err }),
     }
+}
+
+/// Renews the caller's last `token` (hms-guard is the renewer of the tokens it asks for):
+/// `Ok(Err(..))` when the metastore refuses the renewal, `Err` when the connection fails.
+async fn renew(
+    conn: &mut impl TokenChannel,
+    token: &str,
+) -> Result<Result<i64, TokenError>, TokenError> {
+    let reply = conn
+        .call(&renew_call(token, 1), "renew_delegation_token")
+        .await
+        .map_err(TokenError::Upstream)?;
+    Ok(renewed_from_reply(&reply))
+}
+
+/// A new token for `user`, renewed by `renewer`.
+async fn ask(
+    conn: &mut impl TokenChannel,
+    user: &str,
+    renewer: &str,
+) -> Result<String, TokenError> {
+    let reply = conn
+        .call(&token_call(user, renewer, 1), "get_delegation_token")
+        .await
+        .map_err(TokenError::Upstream)?;
+    token_from_reply(&reply)
 }
 
 /// Kerberos towards the metastore: the settings and the callers' tokens.
@@ -140,7 +234,7 @@ pub struct UpstreamAuth {
 
 /// What a token request gave: the token's string form, and whether it is the caller's last
 /// token renewed.
-pub struct Fetched {
+struct Fetched {
     pub token: String,
     pub renewed: bool,
 }
@@ -168,12 +262,74 @@ impl UpstreamAuth {
         }
     }
 
+    /// `user`'s token: kept, or asked for on the connection as hms-guard that `open` gives —
+    /// the caller's last token renewed, else a new one (one fetch per caller at a time).
+    pub async fn token_for<C, Fut>(
+        &self,
+        user: &str,
+        open: impl FnOnce() -> Fut,
+    ) -> Result<Arc<TokenSecret>, TokenError>
+    where
+        C: TokenChannel,
+        Fut: Future<Output = Result<C, ConnectError>>,
+    {
+        let renewer = &self.settings.token_renewer;
+        self.token(user, |previous| async move {
+            let mut conn = open().await.map_err(TokenError::Connect)?;
+            if let Some(token) = previous {
+                match renew(&mut conn, &token).await? {
+                    Ok(until_ms) => {
+                        tracing::info!(user, until_ms, "renewed the caller's delegation token");
+                        return Ok(Fetched {
+                            token,
+                            renewed: true,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::info!(user, error = %e, "the caller's delegation token could not be renewed; asking for a new one")
+                    }
+                }
+            }
+            let token = ask(&mut conn, user, renewer).await?;
+            tracing::info!(user, "obtained a delegation token to act as the caller at the metastore");
+            Ok(Fetched {
+                token,
+                renewed: false,
+            })
+        })
+        .await
+    }
+
+    /// DIGEST-MD5 on `stream` as `user` with the user's `token`. A token the metastore no
+    /// longer knows is forgotten: the next connection gets a new one.
+    pub async fn connect_as<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        user: &str,
+        token: &TokenSecret,
+        max_frame: usize,
+    ) -> Result<SaslStream<S>, sasl::ClientError> {
+        let connected = sasl::connect_digest(
+            stream,
+            &token.username,
+            &token.password,
+            DIGEST_URI,
+            self.settings.handshake_timeout,
+            max_frame,
+        )
+        .await;
+        if connected.is_err() {
+            self.forget(user);
+        }
+        connected
+    }
+
     /// The caller's token: kept, or obtained with `fetch` (one fetch per caller at a time),
     /// which is given the caller's last token to renew, if any.
-    pub async fn token<F, Fut>(&self, user: &str, fetch: F) -> Result<Arc<TokenSecret>, String>
+    async fn token<F, Fut>(&self, user: &str, fetch: F) -> Result<Arc<TokenSecret>, TokenError>
     where
         F: FnOnce(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<Fetched, String>>,
+        Fut: Future<Output = Result<Fetched, TokenError>>,
     {
         let metrics = &self.metrics;
         let previous = self.last.lock().ok().and_then(|l| l.get(user).cloned());
@@ -211,7 +367,7 @@ impl UpstreamAuth {
     }
 
     /// Forgets the caller's token (the metastore refused it: it is not renewed either).
-    pub fn forget(&self, user: &str) {
+    fn forget(&self, user: &str) {
         self.tokens.remove(&user.to_string());
         if let Ok(mut last) = self.last.lock() {
             last.remove(user);
@@ -267,6 +423,7 @@ mod tests {
         let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(other);
         assert!(decode(&s)
             .unwrap_err()
+            .to_string()
             .contains("not HIVE_DELEGATION_TOKEN"));
     }
 }

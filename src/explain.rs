@@ -296,23 +296,23 @@ fn identity_of(settings: &Settings, r: &Request) -> Identity {
 
 /// Explains one decision against the configured metastore.
 pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, String> {
-    let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
-    let mut upstreams = Upstreams::new(settings.upstream.uris.clone(), settings.upstream.timeouts);
-    if let Some(t) = settings.upstream_tls.clone() {
-        let tls = crate::tls::UpstreamTls::load(t, metrics.clone())?;
-        upstreams = upstreams.with_tls(Arc::new(tls));
-    }
-    if let Some(k) = &settings.upstream_kerberos {
-        upstreams = upstreams.with_kerberos(Arc::new(crate::delegation::UpstreamAuth::new(
-            k.clone(),
-            metrics.clone(),
-        )));
-    }
-    let storage = crate::storage::StorageGuard::new(&config.storage, metrics.clone())
+    let tls = match settings.upstream_tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(t, metrics.clone())?)),
+    };
+    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
+    let storage = crate::storage::StorageGuard::new(&settings.storage, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let guard = Guard::new(config, upstreams, metrics, storage);
+    let guard = Guard::new(
+        &settings.authz,
+        settings.limits.request.max_depth,
+        settings.storage.read_only_external,
+        upstreams,
+        metrics,
+        storage,
+    );
     let method = router::route(&r.method, settings.upstream.versions);
     let identity = identity_of(settings, r);
     // The names rule refuses such a user at set_ugi: there is no decision to explain.

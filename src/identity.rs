@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use crate::config::IdentityMode;
+use crate::names::{self, MetastoreDb, NameKind, NameRefusal};
+
 /// Where a connection's identity came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentitySource {
@@ -76,6 +79,65 @@ impl fmt::Display for Identity {
     }
 }
 
+/// How callers are identified (`[identity]` resolved, with the names rule of the metastore's
+/// database): part of `Settings`, used by every connection.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub mode: IdentityMode,
+    /// The identity of every connection of a pinned proxy (anonymous in `set_ugi` mode).
+    pub pinned: Identity,
+    pub trust_client_groups: bool,
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// `kerberos` mode: the acceptor and the name mapping.
+    pub kerberos: Option<std::sync::Arc<crate::kerberos::KerberosSettings>>,
+    /// The database behind the metastore (`upstream.metastore_db`): which identity names are
+    /// refused (`names::check`).
+    pub metastore_db: MetastoreDb,
+}
+
+impl IdentitySettings {
+    /// The identity a new connection starts with: the pinned one, or anonymous until
+    /// `set_ugi`.
+    /// (In `certificate` mode the identity comes from the TLS handshake.)
+    pub fn initial(&self) -> Identity {
+        match self.mode {
+            IdentityMode::Pinned => self.pinned.clone(),
+            IdentityMode::SetUgi | IdentityMode::Certificate | IdentityMode::Kerberos => {
+                Identity::anonymous()
+            }
+        }
+    }
+
+    /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
+    /// principal's user): groups from the configuration only. Refused when the name breaks
+    /// the names rule of the metastore's database.
+    pub fn verified(&self, user: &str, source: IdentitySource) -> Result<Identity, NameRefusal> {
+        let groups = self.groups.get(user).cloned().unwrap_or_default();
+        let identity = Identity::new(user, &groups, source);
+        self.check(&identity)?;
+        Ok(identity)
+    }
+
+    /// The names rule (`names::check`) applied to an identity's user and groups.
+    pub fn check(&self, identity: &Identity) -> Result<(), NameRefusal> {
+        names::check(self.metastore_db, NameKind::User, &identity.user)?;
+        for g in &identity.groups {
+            names::check(self.metastore_db, NameKind::Group, g)?;
+        }
+        Ok(())
+    }
+
+    /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
+    /// groups are trusted).
+    pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {
+        if self.trust_client_groups {
+            claimed.to_vec()
+        } else {
+            self.groups.get(user).cloned().unwrap_or_default()
+        }
+    }
+}
+
 /// `set_ugi`, answered by the proxy: in `set_ugi` mode the claimed user becomes the
 /// connection's identity (groups from the configuration, or those claimed when client groups
 /// are trusted); pinned, nothing changes. Returns the connection's identity after the call and
@@ -83,7 +145,7 @@ impl fmt::Display for Identity {
 /// user or group that breaks the names rule of the metastore's database (`names::check`) is
 /// refused and the identity stays as it was.
 pub fn set_ugi(
-    settings: &crate::settings::IdentitySettings,
+    settings: &IdentitySettings,
     current: &Identity,
     transport: crate::transport::Transport,
     header: &crate::codec::MessageHeader,
@@ -92,7 +154,6 @@ pub fn set_ugi(
     use crate::codec::writer::Writer;
     use crate::codec::MessageType;
     use crate::codec::Ty;
-    use crate::config::IdentityMode;
     use crate::policy::args::strings_at;
     let claimed = strings_at(args, &[1]).into_iter().next();
     let claimed_groups = strings_at(args, &[2, crate::router::EACH]);

@@ -117,7 +117,7 @@ pub async fn start_with(
         std::io::Error::new(std::io::ErrorKind::InvalidInput, all.join("; "))
     })?;
     let metrics = Arc::new(Metrics::new());
-    let storage = storage::StorageGuard::new(&settings.config.storage, metrics.clone())
+    let storage = storage::StorageGuard::new(&settings.storage, metrics.clone())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let admin_listen = settings.admin_listen;

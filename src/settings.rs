@@ -3,23 +3,29 @@
 //! environment overrides read here and nowhere else), codec limits. Nothing re-parses a string
 //! or reads the environment after this.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Limits;
-use crate::config::{err, ms, Config, ConfigError, IdentityMode, ThriftUri};
-use crate::identity::{Identity, IdentitySource};
-use crate::names::{self, MetastoreDb, NameKind, NameRefusal};
+use crate::config::{
+    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig,
+    ThriftUri, UnknownMethods, UpstreamTlsConfig,
+};
+use crate::error::{config_error as err, ConfigError};
+use crate::identity::{Identity, IdentitySettings, IdentitySource};
+use crate::names::{self, NameKind};
 use crate::schema::ReadLimits;
-use crate::upstream::Timeouts;
+use crate::storage::StorageConfig;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
 pub const PINNED_GROUPS_ENV: &str = "HMS_GUARD_PINNED_GROUPS";
 
-/// Everything resolved; `config` keeps the sections whose stages resolve their own settings
-/// (authz, storage, audit, logging).
+/// Everything resolved. The `[audit]` and `[storage]` sections are kept as validated: their
+/// stages build themselves from them (`Audit::start`, `StorageGuard::new`). `[logging]` is read
+/// before this, by the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -35,7 +41,54 @@ pub struct Settings {
     pub upstream_tls: Option<crate::tls::UpstreamTlsSettings>,
     /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
     pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
-    pub config: Config,
+    pub authz: AuthzSettings,
+    pub audit: AuditConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[authz]` resolved: what the policy stage decides by.
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    /// `enforce`, `shadow` or `off`.
+    pub mode: AuthzMode,
+    /// The metastore role whose holders are administrators.
+    pub admin_role: String,
+    /// Users treated as administrators whatever their grants.
+    pub admin_users: Vec<String>,
+    /// How long cached grants and object owners are trusted.
+    pub cache_ttl: Duration,
+    /// Methods missing from the method table are allowed (`unknown_methods = "allow"`).
+    pub allow_unknown_methods: bool,
+    /// Table listings are filtered to the tables the user holds a privilege on.
+    pub filter_listings: bool,
+    /// Delegation-token and master-key calls are allowed (to admins).
+    pub allow_tokens: bool,
+    /// The user the proxy's own metastore connections `set_ugi` as.
+    pub service_user: String,
+    /// Bound on one facts call to the metastore.
+    pub facts_timeout: Duration,
+    /// Largest facts reply accepted, in bytes.
+    pub facts_max_reply_bytes: u64,
+    /// Most principals (user, groups, roles) reachable from one identity.
+    pub max_principals: usize,
+}
+
+impl AuthzSettings {
+    fn resolve(a: &AuthzConfig) -> AuthzSettings {
+        AuthzSettings {
+            mode: a.mode,
+            admin_role: a.admin_role.clone(),
+            admin_users: a.admin_users.clone(),
+            cache_ttl: ms(a.cache_ttl_ms),
+            allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
+            filter_listings: a.filter_listings,
+            allow_tokens: a.allow_tokens,
+            service_user: a.service_user.clone(),
+            facts_timeout: ms(a.facts_timeout_ms),
+            facts_max_reply_bytes: a.facts_max_reply_bytes,
+            max_principals: a.max_principals,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,61 +112,13 @@ pub struct UpstreamSettings {
     pub versions: u8,
 }
 
-#[derive(Debug, Clone)]
-pub struct IdentitySettings {
-    pub mode: IdentityMode,
-    /// The identity of every connection of a pinned proxy (anonymous in `set_ugi` mode).
-    pub pinned: Identity,
-    pub trust_client_groups: bool,
-    pub groups: BTreeMap<String, Vec<String>>,
-    /// `kerberos` mode: the acceptor and the name mapping.
-    pub kerberos: Option<std::sync::Arc<crate::kerberos::KerberosSettings>>,
-    /// The database behind the metastore (`upstream.metastore_db`): which identity names are
-    /// refused (`names::check`).
-    pub metastore_db: MetastoreDb,
-}
-
-impl IdentitySettings {
-    /// The identity a new connection starts with: the pinned one, or anonymous until
-    /// `set_ugi`.
-    /// (In `certificate` mode the identity comes from the TLS handshake.)
-    pub fn initial(&self) -> Identity {
-        match self.mode {
-            IdentityMode::Pinned => self.pinned.clone(),
-            IdentityMode::SetUgi | IdentityMode::Certificate | IdentityMode::Kerberos => {
-                Identity::anonymous()
-            }
-        }
-    }
-
-    /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
-    /// principal's user): groups from the configuration only. Refused when the name breaks
-    /// the names rule of the metastore's database.
-    pub fn verified(&self, user: &str, source: IdentitySource) -> Result<Identity, NameRefusal> {
-        let groups = self.groups.get(user).cloned().unwrap_or_default();
-        let identity = Identity::new(user, &groups, source);
-        self.check(&identity)?;
-        Ok(identity)
-    }
-
-    /// The names rule (`names::check`) applied to an identity's user and groups.
-    pub fn check(&self, identity: &Identity) -> Result<(), NameRefusal> {
-        names::check(self.metastore_db, NameKind::User, &identity.user)?;
-        for g in &identity.groups {
-            names::check(self.metastore_db, NameKind::Group, g)?;
-        }
-        Ok(())
-    }
-
-    /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
-    /// groups are trusted).
-    pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {
-        if self.trust_client_groups {
-            claimed.to_vec()
-        } else {
-            self.groups.get(user).cloned().unwrap_or_default()
-        }
-    }
+/// How long the metastore gets: to connect (per resolved address), to take a request, and to
+/// send the next byte of a reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub write: Duration,
+    pub read: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -153,27 +158,7 @@ impl Settings {
             ));
         }
         errors.extend(name_errors(&config, &pinned));
-        let kerberos = match config.identity.mode {
-            IdentityMode::Kerberos => match kerberos_settings(&config) {
-                Ok(k) => Some(std::sync::Arc::new(k)),
-                Err(mut e) => {
-                    errors.append(&mut e);
-                    None
-                }
-            },
-            _ => None,
-        };
-        let upstream_kerberos = if config.upstream.kerberos.principal.is_empty() {
-            None
-        } else {
-            match upstream_kerberos_settings(&config) {
-                Ok(k) => Some(std::sync::Arc::new(k)),
-                Err(mut e) => {
-                    errors.append(&mut e);
-                    None
-                }
-            }
-        };
+        let (kerberos, upstream_kerberos) = both_kerberos(&config, &mut errors);
         let listen = config.server.listen.parse::<SocketAddr>();
         let admin_listen = match config.admin.listen.as_str() {
             "" => Ok(None),
@@ -196,41 +181,11 @@ impl Settings {
             }
             return Err(errors);
         };
-        let s = &config.server;
         let u = &config.upstream;
-        let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
-        let tls = path(&s.tls.cert).map(|cert| crate::tls::TlsSettings {
-            cert,
-            key: std::path::PathBuf::from(&s.tls.key),
-            client_ca: path(&s.tls.client_ca),
-            client_identity: s.tls.client_identity,
-            reload_interval: ms(s.tls.reload_interval_ms),
-        });
-        let ut = &config.upstream.tls;
-        let upstream_tls = path(&ut.ca).map(|ca| crate::tls::UpstreamTlsSettings {
-            ca,
-            cert: path(&ut.cert),
-            key: path(&ut.key),
-            server_name: (!ut.server_name.is_empty()).then(|| ut.server_name.clone()),
-        });
-        let l = &config.limits;
-        let request = Limits {
-            max_message_bytes: l.max_request_bytes,
-            max_depth: l.max_depth,
-            max_name_bytes: l.max_method_name_bytes,
-        };
         Ok(Settings {
             listen,
             admin_listen,
-            server: ServerSettings {
-                max_connections: s.max_connections,
-                max_connections_per_client: s.max_connections_per_client,
-                idle_timeout: ms(s.idle_timeout_ms),
-                read_timeout: ms(s.read_timeout_ms),
-                write_timeout: ms(s.write_timeout_ms),
-                handshake_timeout: ms(s.handshake_timeout_ms),
-                shutdown_grace: ms(s.shutdown_grace_ms),
-            },
+            server: server_settings(&config.server),
             upstream: UpstreamSettings {
                 uris: uris.into_iter().filter_map(Result::ok).collect(),
                 timeouts: Timeouts {
@@ -248,28 +203,113 @@ impl Settings {
                 kerberos,
                 metastore_db: u.metastore_db,
             },
-            limits: LimitSettings {
-                request,
-                reply: Limits {
-                    max_message_bytes: l.max_reply_bytes,
-                    ..request
-                },
-                read: ReadLimits {
-                    max_depth: l.max_depth,
-                    max_name_bytes: l.max_method_name_bytes,
-                    versions: u.metastore_version.bits(),
-                },
-                max_held_request_bytes: l.max_held_request_bytes,
-                max_anonymous_request_bytes: l.max_anonymous_request_bytes,
-                reply_buffer_bytes: l.reply_buffer_bytes,
-                max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
-            },
-            tls,
-            upstream_tls,
+            limits: limit_settings(&config),
+            tls: tls_settings(&config.server.tls),
+            upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
-            config,
+            authz: AuthzSettings::resolve(&config.authz),
+            audit: config.audit,
+            storage: config.storage,
         })
     }
+}
+
+/// The Kerberos sections in use resolved: `[identity.kerberos]` in `kerberos` mode,
+/// `[upstream.kerberos]` when it names a principal. Their errors go to `errors`.
+#[allow(clippy::type_complexity)] // a pair of the two optional settings, each shared
+fn both_kerberos(
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) -> (
+    Option<Arc<crate::kerberos::KerberosSettings>>,
+    Option<Arc<crate::kerberos::UpstreamKerberosSettings>>,
+) {
+    let kerberos = match config.identity.mode {
+        IdentityMode::Kerberos => kept(kerberos_settings(config), errors),
+        _ => None,
+    };
+    let upstream_kerberos = if config.upstream.kerberos.principal.is_empty() {
+        None
+    } else {
+        kept(upstream_kerberos_settings(config), errors)
+    };
+    (kerberos, upstream_kerberos)
+}
+
+/// The settings resolved, shared; else their errors added to `errors`.
+fn kept<T>(r: Result<T, Vec<ConfigError>>, errors: &mut Vec<ConfigError>) -> Option<Arc<T>> {
+    match r {
+        Ok(k) => Some(Arc::new(k)),
+        Err(mut e) => {
+            errors.append(&mut e);
+            None
+        }
+    }
+}
+
+fn server_settings(s: &ServerConfig) -> ServerSettings {
+    ServerSettings {
+        max_connections: s.max_connections,
+        max_connections_per_client: s.max_connections_per_client,
+        idle_timeout: ms(s.idle_timeout_ms),
+        read_timeout: ms(s.read_timeout_ms),
+        write_timeout: ms(s.write_timeout_ms),
+        handshake_timeout: ms(s.handshake_timeout_ms),
+        shutdown_grace: ms(s.shutdown_grace_ms),
+    }
+}
+
+/// `[limits]` (with the schema versions of `[upstream]` and the checked-reply bound of
+/// `[authz]`).
+fn limit_settings(config: &Config) -> LimitSettings {
+    let l = &config.limits;
+    let request = Limits {
+        max_message_bytes: l.max_request_bytes,
+        max_depth: l.max_depth,
+        max_name_bytes: l.max_method_name_bytes,
+    };
+    LimitSettings {
+        request,
+        reply: Limits {
+            max_message_bytes: l.max_reply_bytes,
+            ..request
+        },
+        read: ReadLimits {
+            max_depth: l.max_depth,
+            max_name_bytes: l.max_method_name_bytes,
+            versions: config.upstream.metastore_version.bits(),
+        },
+        max_held_request_bytes: l.max_held_request_bytes,
+        max_anonymous_request_bytes: l.max_anonymous_request_bytes,
+        reply_buffer_bytes: l.reply_buffer_bytes,
+        max_checked_reply_bytes: config.authz.max_filtered_reply_bytes,
+    }
+}
+
+/// An optional path: empty is none.
+fn path(p: &str) -> Option<PathBuf> {
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+/// `[server.tls]`, when a certificate is configured.
+fn tls_settings(t: &ServerTlsConfig) -> Option<crate::tls::TlsSettings> {
+    path(&t.cert).map(|cert| crate::tls::TlsSettings {
+        cert,
+        key: PathBuf::from(&t.key),
+        client_ca: path(&t.client_ca),
+        client_identity: t.client_identity,
+        reload_interval: ms(t.reload_interval_ms),
+    })
+}
+
+/// `[upstream.tls]`, when a CA is configured.
+fn upstream_tls_settings(t: &UpstreamTlsConfig) -> Option<crate::tls::UpstreamTlsSettings> {
+    path(&t.ca).map(|ca| crate::tls::UpstreamTlsSettings {
+        ca,
+        cert: path(&t.cert),
+        key: path(&t.key),
+        server_name: (!t.server_name.is_empty()).then(|| t.server_name.clone()),
+    })
 }
 
 /// What both Kerberos sections share: the principal (`_HOST` expanded, realm required), the

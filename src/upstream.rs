@@ -1,12 +1,13 @@
 //! The upstream stage: connections to the real metastore.
 //!
-//! `Upstreams` is the configured list of metastores, tried in failover order with a bounded
-//! connect time. `UpstreamConn` is one open connection: it sends a message, reads one whole
+//! `Upstreams` is the configured list of metastores (built once from the settings:
+//! `Upstreams::from_settings`), tried in failover order with a bounded connect time; a new
+//! connection is TCP, then TLS, then SASL when so configured (the delegation-token protocol
+//! itself is in `delegation`). `UpstreamConn` is one open connection: it sends a message, reads one whole
 //! reply within a limit, or streams a reply to the client, and keeps the metastore session's
 //! identity (`set_ugi`) in step with the caller's. Client connections and the facts client
 //! both talk to the metastore only through it.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,18 +21,18 @@ use crate::codec::writer::Writer;
 use crate::codec::Ty;
 use crate::codec::{Limits, MessageType, Scan, ScanError, TopField};
 use crate::config::ThriftUri;
-use crate::delegation::UpstreamAuth;
-use crate::error::UpstreamError;
+use crate::delegation::TokenError;
+use crate::delegation::{TokenChannel, TokenSecret, UpstreamAuth, TOKEN_REPLY_LIMIT};
+use crate::error::{Attempt, ConnectError, RefusedCall, UpstreamError};
 use crate::framing::MessageWalker;
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::sasl::{self, SaslStream};
+use crate::settings::Settings;
+/// Its home is `settings`; re-exported here, beside the connections it bounds.
+pub use crate::settings::Timeouts;
+use crate::tls::UpstreamTls;
 use crate::transport::Transport;
-
-/// The DIGEST-MD5 digest URI a metastore expects from token clients (its SASL server has no
-/// protocol and the server name `default`).
-const DIGEST_URI: &str = "null/default";
-/// Largest `get_delegation_token` reply taken.
-const TOKEN_REPLY_LIMIT: u64 = 1024 * 1024;
 
 /// The configured metastores and how to reach them.
 #[derive(Debug, Clone)]
@@ -39,38 +40,55 @@ pub struct Upstreams {
     uris: Vec<ThriftUri>,
     timeouts: Timeouts,
     /// TLS towards the metastore (`[upstream.tls]`).
-    tls: Option<Arc<crate::tls::UpstreamTls>>,
+    tls: Option<Arc<UpstreamTls>>,
     /// Kerberos towards the metastore (`[upstream.kerberos]`).
     auth: Option<Arc<UpstreamAuth>>,
 }
 
-/// Every connect attempt failed.
-#[derive(Debug)]
-pub struct ConnectError {
-    pub attempts: Vec<(String, String)>,
-    /// A metastore was reached but hms-guard could not authenticate there (Kerberos, a
-    /// caller's delegation token), or could not forward this client at all.
-    pub refused: bool,
+/// A connection made: its stream, the metastore it reached, and the caller it is
+/// authenticated as (kerberized, with delegation tokens).
+pub type Connected<'a> = (Stream, &'a ThriftUri, Option<String>);
+
+/// Why one metastore address could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum ReachError {
+    #[error("{0}")]
+    Tcp(io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.refused {
-            "the metastore could not be used"
-        } else {
-            "no metastore reachable"
-        })?;
-        for (i, (uri, e)) in self.attempts.iter().enumerate() {
-            let sep = if i == 0 { ": " } else { "; " };
-            write!(f, "{sep}{uri}: {e}")?;
-        }
-        Ok(())
-    }
+/// Why a reached metastore did not accept hms-guard's SASL authentication.
+#[derive(Debug, thiserror::Error)]
+enum AuthError {
+    #[error("Kerberos as {principal} to {service}: {err}")]
+    Kerberos {
+        principal: String,
+        service: String,
+        err: sasl::ClientError,
+    },
+    #[error("acting as {user} with a delegation token: {err}")]
+    Token {
+        user: String,
+        err: sasl::ClientError,
+    },
 }
 
-impl std::error::Error for ConnectError {}
+/// The acting caller's delegation token could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {err}")]
+struct NoToken {
+    user: String,
+    err: TokenError,
+}
+
+/// A framed-transport client at a kerberized metastore.
+#[derive(Debug, thiserror::Error)]
+#[error("a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport")]
+struct FramedToKerberized;
 
 impl Upstreams {
+    /// Plain metastores: no TLS, no Kerberos (tests and benches).
     pub fn new(uris: Vec<ThriftUri>, timeouts: Timeouts) -> Self {
         Upstreams {
             uris,
@@ -80,25 +98,30 @@ impl Upstreams {
         }
     }
 
-    /// The same metastores, kerberized: hms-guard authenticates with its own keytab, and acts
-    /// as each caller with a delegation token when so configured.
-    pub fn with_kerberos(mut self, auth: Arc<UpstreamAuth>) -> Self {
-        self.auth = Some(auth);
-        self
+    /// The metastores of `settings` (their URIs and timeouts), over `tls` when given (loaded by
+    /// the caller, who may watch it for reloads), kerberized when `[upstream.kerberos]` is
+    /// configured: hms-guard authenticates with its own keytab, and acts as each caller with
+    /// a delegation token when so configured. The one place `Upstreams` is assembled.
+    pub fn from_settings(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
+        let u = &settings.upstream;
+        let auth = settings
+            .upstream_kerberos
+            .as_ref()
+            .map(|k| Arc::new(UpstreamAuth::new(k.clone(), metrics)));
+        Upstreams {
+            uris: u.uris.clone(),
+            timeouts: u.timeouts,
+            tls,
+            auth,
+        }
     }
 
     pub fn kerberos(&self) -> Option<&Arc<UpstreamAuth>> {
         self.auth.as_ref()
-    }
-
-    /// The same metastores, reached over TLS.
-    pub fn with_tls(mut self, tls: Arc<crate::tls::UpstreamTls>) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    pub fn uris(&self) -> &[ThriftUri] {
-        &self.uris
     }
 
     /// Connects to the first reachable URI (every resolved address of each, in order; with
@@ -108,120 +131,88 @@ impl Upstreams {
         &self,
         caller: Option<&str>,
         max_frame: usize,
-    ) -> Result<(Stream, &ThriftUri, Option<String>), ConnectError> {
+    ) -> Result<Connected<'_>, ConnectError> {
+        let acting = self.acting_as(caller);
+        let token = self.caller_token(acting).await?;
+        let as_caller = acting.zip(token.as_deref());
         let mut attempts = Vec::new();
         let mut refused = false;
-        // Acting as the caller: the caller's token first (one for all URIs: a metastore pair
-        // shares its tokens), on a connection of its own as hms-guard.
-        let acting = self
-            .auth
-            .as_ref()
-            .filter(|a| a.settings.delegation_tokens)
-            .and(caller);
-        let token = match (&self.auth, acting) {
-            (Some(auth), Some(user)) => match self.token_for(auth, user).await {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    return Err(ConnectError {
-                        attempts: vec![(
-                            "get_delegation_token".into(),
-                            format!("no delegation token for {user} (hms-guard must be a proxy user at the metastore): {e}"),
-                        )],
-                        refused: true,
-                    })
-                }
-            },
-            _ => None,
-        };
         for uri in &self.uris {
-            let tcp = match self.connect_one(uri).await {
-                Ok(tcp) => tcp,
+            let stream = match self.reach(uri).await {
+                Ok(stream) => stream,
                 Err(e) => {
-                    attempts.push((uri.to_string(), e.to_string()));
+                    attempts.push(Attempt::new(uri.to_string(), e));
                     continue;
                 }
-            };
-            let stream = match &self.tls {
-                None => Stream::Plain(tcp),
-                Some(tls) => match tls.connect(tcp, &uri.host, self.timeouts.connect).await {
-                    Ok(s) => Stream::Tls(Box::new(s)),
-                    Err(e) => {
-                        attempts.push((uri.to_string(), format!("TLS: {e}")));
-                        continue;
-                    }
-                },
             };
             let Some(auth) = &self.auth else {
                 return Ok((stream, uri, None));
             };
-            let as_caller = acting.zip(token.as_deref());
             match authenticate(auth, stream, &uri.host, as_caller, max_frame).await {
                 Ok(s) => return Ok((Stream::Sasl(Box::new(s)), uri, acting.map(str::to_string))),
                 Err(e) => {
                     refused = true;
-                    attempts.push((uri.to_string(), e));
+                    attempts.push(Attempt::new(uri.to_string(), e));
                 }
             }
         }
         Err(ConnectError { attempts, refused })
     }
 
-    /// `user`'s delegation token: kept, or asked for on a connection as hms-guard itself.
-    async fn token_for(
+    /// The caller a new connection authenticates as: `caller`, at a kerberized metastore with
+    /// delegation tokens on.
+    fn acting_as<'c>(&self, caller: Option<&'c str>) -> Option<&'c str> {
+        self.auth
+            .as_ref()
+            .filter(|a| a.settings.delegation_tokens)
+            .and(caller)
+    }
+
+    /// The acting caller's delegation token (one for all URIs: a metastore pair shares its
+    /// tokens), kept or asked for on a connection of its own as hms-guard.
+    async fn caller_token(
         &self,
-        auth: &UpstreamAuth,
-        user: &str,
-    ) -> Result<Arc<crate::delegation::TokenSecret>, String> {
-        auth.token(user, |previous| async move {
-            let limits = Limits {
-                max_message_bytes: TOKEN_REPLY_LIMIT,
-                ..Limits::default()
-            };
-            let transport = Transport {
-                protocol: crate::codec::Protocol::Binary,
-                framed: false,
-            };
-            let mut conn = Box::pin(UpstreamConn::open_as(self, transport, limits, None))
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(token) = previous {
-                // hms-guard is the renewer of the tokens it asks for.
-                let call = crate::delegation::renew_call(&token, 1);
-                let method = "renew_delegation_token";
-                conn.send(&call, method).await.map_err(|e| e.to_string())?;
-                let (reply, _) = conn
-                    .read_reply(method, 1, TOKEN_REPLY_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match crate::delegation::renewed_from_reply(&reply) {
-                    Ok(until_ms) => {
-                        tracing::info!(user, until_ms, "renewed the caller's delegation token");
-                        return Ok(crate::delegation::Fetched {
-                            token,
-                            renewed: true,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::info!(user, error = %e, "the caller's delegation token could not be renewed; asking for a new one")
-                    }
-                }
-            }
-            let call = crate::delegation::token_call(user, &auth.settings.token_renewer, 1);
-            conn.send(&call, "get_delegation_token")
-                .await
-                .map_err(|e| e.to_string())?;
-            let (reply, _) = conn
-                .read_reply("get_delegation_token", 1, TOKEN_REPLY_LIMIT)
-                .await
-                .map_err(|e| e.to_string())?;
-            let token = crate::delegation::token_from_reply(&reply)?;
-            tracing::info!(user, "obtained a delegation token to act as the caller at the metastore");
-            Ok(crate::delegation::Fetched {
-                token,
-                renewed: false,
-            })
-        })
-        .await
+        acting: Option<&str>,
+    ) -> Result<Option<Arc<TokenSecret>>, ConnectError> {
+        let (Some(auth), Some(user)) = (&self.auth, acting) else {
+            return Ok(None);
+        };
+        let limits = Limits {
+            max_message_bytes: TOKEN_REPLY_LIMIT,
+            ..Limits::default()
+        };
+        let transport = Transport {
+            protocol: crate::codec::Protocol::Binary,
+            framed: false,
+        };
+        // Boxed: opening that connection is itself a `connect`.
+        let open = || Box::pin(UpstreamConn::open_as(self, transport, limits, None));
+        match auth.token_for(user, open).await {
+            Ok(t) => Ok(Some(t)),
+            Err(err) => Err(ConnectError {
+                attempts: vec![Attempt::new(
+                    "get_delegation_token",
+                    NoToken {
+                        user: user.to_string(),
+                        err,
+                    },
+                )],
+                refused: true,
+            }),
+        }
+    }
+
+    /// A byte stream to `uri`: TCP (the first resolved address that answers), inside TLS when
+    /// configured.
+    async fn reach(&self, uri: &ThriftUri) -> Result<Stream, ReachError> {
+        let tcp = self.connect_one(uri).await.map_err(ReachError::Tcp)?;
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => match tls.connect(tcp, &uri.host, self.timeouts.connect).await {
+                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Err(e) => Err(ReachError::Tls(e)),
+            },
+        }
     }
 
     async fn connect_one(&self, uri: &ThriftUri) -> io::Result<TcpStream> {
@@ -260,9 +251,9 @@ async fn authenticate(
     auth: &UpstreamAuth,
     stream: Stream,
     host: &str,
-    as_caller: Option<(&str, &crate::delegation::TokenSecret)>,
+    as_caller: Option<(&str, &TokenSecret)>,
     max_frame: usize,
-) -> Result<SaslStream<Stream>, String> {
+) -> Result<SaslStream<Stream>, AuthError> {
     let k = &auth.settings;
     match as_caller {
         None => {
@@ -277,32 +268,20 @@ async fn authenticate(
             )
             .await
             .map(|(s, _)| s)
-            .map_err(|e| format!("Kerberos as {} to {service}: {e}", k.principal))
+            .map_err(|err| AuthError::Kerberos {
+                principal: k.principal.clone(),
+                service,
+                err,
+            })
         }
-        Some((user, t)) => sasl::connect_digest(
-            stream,
-            &t.username,
-            &t.password,
-            DIGEST_URI,
-            k.handshake_timeout,
-            max_frame,
-        )
-        .await
-        .map_err(|e| {
-            // A token the metastore no longer knows: the next connection gets a new one.
-            auth.forget(user);
-            format!("acting as {user} with a delegation token: {e}")
-        }),
+        Some((user, token)) => auth
+            .connect_as(stream, user, token, max_frame)
+            .await
+            .map_err(|err| AuthError::Token {
+                user: user.to_string(),
+                err,
+            }),
     }
-}
-
-/// How long the metastore gets: to connect (per resolved address), to take a request, and to
-/// send the next byte of a reply.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub write: Duration,
-    pub read: Duration,
 }
 
 /// Bytes a connection keeps allocated while idle; a larger buffer is released.
@@ -367,10 +346,7 @@ impl UpstreamConn {
         if upstreams.auth.is_some() && transport.framed {
             return Err(ConnectError {
                 refused: true,
-                attempts: vec![(
-                    "(all)".into(),
-                    "a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport".into(),
-                )],
+                attempts: vec![Attempt::new("(all)", FramedToKerberized)],
             });
         }
         let user = caller
@@ -406,12 +382,6 @@ impl UpstreamConn {
 
     pub fn uri(&self) -> &ThriftUri {
         &self.uri
-    }
-
-    /// The identity this connection's metastore session carries (`set_ugi` sent, or
-    /// authenticated as), if any.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.ugi.as_ref()
     }
 
     /// Whether this connection can carry `identity`'s calls: it already does, or it can still
@@ -629,8 +599,10 @@ impl UpstreamConn {
         self.send(&msg, &call).await?;
         let (reply, kind) = self.read_reply("set_ugi", 0, SET_UGI_REPLY_LIMIT).await?;
         if kind != MessageType::Reply {
-            return Err(UpstreamError::Closed {
-                uri: format!("{} (set_ugi refused: {} bytes)", self.uri, reply.len()),
+            return Err(UpstreamError::Refused {
+                uri: self.uri.to_string(),
+                call: RefusedCall::SetUgi,
+                bytes: reply.len(),
                 method: before.to_string(),
             });
         }
@@ -650,13 +622,10 @@ impl UpstreamConn {
             .read_reply(&header.name, header.seqid, SET_UGI_REPLY_LIMIT)
             .await?;
         if kind != MessageType::Reply {
-            return Err(UpstreamError::Closed {
-                uri: format!(
-                    "{} ({} refused again: {} bytes)",
-                    self.uri,
-                    header.name,
-                    reply.len()
-                ),
+            return Err(UpstreamError::Refused {
+                uri: self.uri.to_string(),
+                call: RefusedCall::Replayed(header.name.clone()),
+                bytes: reply.len(),
                 method: header.name.clone(),
             });
         }
@@ -688,6 +657,14 @@ impl UpstreamConn {
     }
 }
 
+/// Delegation tokens are asked for on a connection as hms-guard itself.
+impl TokenChannel for UpstreamConn {
+    async fn call(&mut self, call: &[u8], method: &'static str) -> Result<BytesMut, UpstreamError> {
+        self.send(call, method).await?;
+        Ok(self.read_reply(method, 1, TOKEN_REPLY_LIMIT).await?.0)
+    }
+}
+
 /// The beginning of a metastore reply: enough to tell a result from an exception.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
@@ -701,7 +678,7 @@ pub struct Answer {
 const SET_UGI_REPLY_LIMIT: u64 = 1024 * 1024;
 
 /// A `set_ugi(user, groups)` call message (sequence id 0), framed as `transport` frames.
-pub fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> BytesMut {
+fn set_ugi_call(transport: Transport, user: &str, groups: &[String]) -> BytesMut {
     let mut w = Writer::new(transport.protocol);
     w.message("set_ugi", MessageType::Call, 0).struct_begin();
     w.field(Ty::String, 1).string(user.as_bytes());
@@ -768,5 +745,39 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Sasl(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_read_as_before_they_were_typed() {
+        let e = ConnectError {
+            attempts: vec![Attempt::new(
+                "get_delegation_token",
+                NoToken {
+                    user: "alice".into(),
+                    err: TokenError::NoToken,
+                },
+            )],
+            refused: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the metastore could not be used: get_delegation_token: no delegation token for alice (hms-guard must be a proxy user at the metastore): the reply carries no token"
+        );
+        let e = ConnectError {
+            attempts: vec![
+                Attempt::new("m1:9083", ReachError::Tls("bad certificate".into())),
+                Attempt::new("(all)", FramedToKerberized),
+            ],
+            refused: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no metastore reachable: m1:9083: TLS: bad certificate; (all): a framed-transport client cannot be forwarded to a kerberized metastore (its SASL transport frames messages itself): use the unframed transport"
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! Messages the proxy writes itself: `TApplicationException` replies and declared-exception
-//! replies, and the check whether a metastore reply carries a result.
+//! replies; the check whether a metastore reply carries a result, and the reader of its
+//! success value.
 
 use bytes::{BufMut, BytesMut};
 
 use super::header::MessageType;
 use super::reader::Reader;
-use super::wire::{put_varint, zigzag32, Protocol, Ty};
+use super::wire::{put_varint, zigzag32, Protocol, ScanError, Ty};
 use super::writer::Writer;
 
 /// Its home is `header`; re-exported here, where callers outside the codec find it.
@@ -103,4 +104,64 @@ pub fn carries_result(protocol: Protocol, reply: &[u8], max_depth: usize) -> boo
         Ok(_) => false,
         Err(_) => true,
     }
+}
+
+/// Why a metastore reply carries no success value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// The reply could not be read.
+    #[error("{0}")]
+    Invalid(ScanError),
+    /// A `TApplicationException` (`field` 0) or a declared exception (its result field id).
+    #[error("{exception}: {message}")]
+    Exception {
+        field: i16,
+        exception: String,
+        message: String,
+    },
+}
+
+/// Positions a reader at the success value (field 0) of a binary-protocol reply, or turns a
+/// declared exception / `TApplicationException` into an error. `Ok(None)`: void success.
+pub fn success(reply: &[u8]) -> Result<Option<(Reader<'_>, Ty)>, ReplyError> {
+    let mut r = Reader::new(Protocol::Binary, reply, 64);
+    let h = r.message_begin().map_err(ReplyError::Invalid)?;
+    r.struct_begin().map_err(ReplyError::Invalid)?;
+    if h.kind == MessageType::Exception {
+        return Err(ReplyError::Exception {
+            field: 0,
+            exception: "TApplicationException".into(),
+            message: exception_message(&mut r)?,
+        });
+    }
+    match r.field().map_err(ReplyError::Invalid)? {
+        None => Ok(None),
+        Some(f) if f.id == 0 => Ok(Some((r, f.ty))),
+        Some(f) => {
+            // A declared exception: every Hive exception struct has `1: string message`.
+            let mut message = String::new();
+            if f.ty == Ty::Struct {
+                r.struct_begin().map_err(ReplyError::Invalid)?;
+                message = exception_message(&mut r)?;
+            }
+            Err(ReplyError::Exception {
+                field: f.id,
+                exception: format!("exception field {}", f.id),
+                message,
+            })
+        }
+    }
+}
+
+/// The `1: string message` of the exception struct `r` is in (the rest skipped).
+fn exception_message(r: &mut Reader<'_>) -> Result<String, ReplyError> {
+    let mut message = String::new();
+    while let Some(f) = r.field().map_err(ReplyError::Invalid)? {
+        if f.id == 1 && f.ty == Ty::String {
+            message = r.string_lossy().map_err(ReplyError::Invalid)?;
+        } else {
+            r.skip(f.ty, Some(&f)).map_err(ReplyError::Invalid)?;
+        }
+    }
+    Ok(message)
 }

@@ -168,17 +168,6 @@ impl Value {
             other => other.clone(),
         }
     }
-
-    /// A copy of this string map without the listed keys.
-    pub fn map_without(&self, keys: &[&str]) -> Value {
-        Value::Map(
-            self.as_map()
-                .iter()
-                .filter(|(k, _)| !k.as_str().is_some_and(|k| keys.contains(&k)))
-                .cloned()
-                .collect(),
-        )
-    }
 }
 
 /// Reads one value of type `ty` (a struct field's header passed for compact bools).

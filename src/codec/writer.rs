@@ -3,7 +3,6 @@
 use bytes::{BufMut, BytesMut};
 
 use super::header::{write_message_begin, MessageType};
-use super::reader::Field;
 use super::value::Value;
 use super::wire::{put_varint, zigzag32, zigzag64, Protocol, Ty};
 
@@ -122,18 +121,6 @@ impl Writer {
             }
         }
         self
-    }
-
-    /// A field copied from another message of the same protocol: a fresh header for `field`
-    /// (compact deltas are relative to this writer's previous field) and its raw value bytes.
-    pub fn field_raw(&mut self, field: Field, value: &[u8]) -> &mut Self {
-        match field.compact_bool {
-            Some(v) => self.field_bool(field.id, v),
-            None => {
-                self.field(field.ty, field.id);
-                self.raw(value)
-            }
-        }
     }
 
     /// Raw bytes (an already-encoded value copied from another message of the same protocol).

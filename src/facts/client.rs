@@ -4,8 +4,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::codec::reply::ReplyError;
 use crate::codec::writer::Writer;
-use crate::codec::{reader::Reader, Ty};
 use crate::codec::{Limits, MessageType, Protocol};
 use crate::identity::{Identity, IdentitySource};
 use crate::transport::Transport;
@@ -26,6 +26,29 @@ pub enum FactsError {
     },
     #[error("invalid reply to {method}: {message}")]
     Invalid { method: String, message: String },
+}
+
+impl FactsError {
+    /// A reply to `method` that carries no success value (`codec::reply::success`).
+    pub fn from_reply(method: &str, e: ReplyError) -> FactsError {
+        let method = method.to_string();
+        match e {
+            ReplyError::Invalid(e) => FactsError::Invalid {
+                method,
+                message: e.to_string(),
+            },
+            ReplyError::Exception {
+                field,
+                exception,
+                message,
+            } => FactsError::Exception {
+                method,
+                field,
+                exception,
+                message,
+            },
+        }
+    }
 }
 
 /// Client settings.
@@ -148,57 +171,5 @@ impl MetaClient {
             .await
             .map_err(|e| e.to_string())?;
         Ok(conn)
-    }
-}
-
-/// Positions a reader at the success value (field 0) of a reply, or turns a declared
-/// exception / `TApplicationException` into an error. `Ok(None)`: void success.
-pub fn success<'a>(method: &str, reply: &'a [u8]) -> Result<Option<(Reader<'a>, Ty)>, FactsError> {
-    let invalid = |message: String| FactsError::Invalid {
-        method: method.to_string(),
-        message,
-    };
-    let mut r = Reader::new(Protocol::Binary, reply, 64);
-    let h = r.message_begin().map_err(|e| invalid(e.to_string()))?;
-    r.struct_begin().map_err(|e| invalid(e.to_string()))?;
-    if h.kind == MessageType::Exception {
-        let mut message = String::new();
-        while let Some(f) = r.field().map_err(|e| invalid(e.to_string()))? {
-            if f.id == 1 && f.ty == Ty::String {
-                message = r.string_lossy().map_err(|e| invalid(e.to_string()))?;
-            } else {
-                r.skip(f.ty, Some(&f)).map_err(|e| invalid(e.to_string()))?;
-            }
-        }
-        return Err(FactsError::Exception {
-            method: method.to_string(),
-            field: 0,
-            exception: "TApplicationException".into(),
-            message,
-        });
-    }
-    match r.field().map_err(|e| invalid(e.to_string()))? {
-        None => Ok(None),
-        Some(f) if f.id == 0 => Ok(Some((r, f.ty))),
-        Some(f) => {
-            // A declared exception: every Hive exception struct has `1: string message`.
-            let mut message = String::new();
-            if f.ty == Ty::Struct {
-                r.struct_begin().map_err(|e| invalid(e.to_string()))?;
-                while let Some(g) = r.field().map_err(|e| invalid(e.to_string()))? {
-                    if g.id == 1 && g.ty == Ty::String {
-                        message = r.string_lossy().map_err(|e| invalid(e.to_string()))?;
-                    } else {
-                        r.skip(g.ty, Some(&g)).map_err(|e| invalid(e.to_string()))?;
-                    }
-                }
-            }
-            Err(FactsError::Exception {
-                method: method.to_string(),
-                field: f.id,
-                exception: format!("exception field {}", f.id),
-                message,
-            })
-        }
     }
 }

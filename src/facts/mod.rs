@@ -19,8 +19,7 @@ use crate::authz::{
     RecordedGrant, TxnRef,
 };
 use crate::cache::TtlCache;
-use crate::codec::value::{read_value, Value};
-use crate::codec::{reader::Reader, Ty};
+use crate::codec::value::Value;
 use crate::identity::Identity;
 use crate::metrics::{CacheLabels, Metrics};
 
@@ -285,9 +284,4 @@ pub fn database_facts(d: &Value) -> ObjectFacts {
         managed_location: text(10),
         deletes_data: false,
     }
-}
-
-/// Reads a whole struct value from a reader positioned at it (helper for callers).
-pub fn read_struct(r: &mut Reader<'_>) -> Result<Value, crate::codec::ScanError> {
-    read_value(r, Ty::Struct, None)
 }

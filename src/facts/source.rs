@@ -11,7 +11,7 @@ use crate::codec::value::{read_value, Value};
 use crate::codec::Ty;
 use crate::metrics::{FactsLabels, Metrics};
 
-use super::client::{self, FactsError, MetaClient};
+use super::client::{FactsError, MetaClient};
 
 /// A boxed future of a fact.
 pub type Fact<'a, T> = Pin<Box<dyn Future<Output = Result<T, FactsError>> + Send + 'a>>;
@@ -345,7 +345,7 @@ fn names_principal(name: Option<&Value>, p: &Principal) -> bool {
 
 /// Decodes the success value of a reply.
 fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
-    match client::success(method, reply)? {
+    match crate::codec::reply::success(reply).map_err(|e| FactsError::from_reply(method, e))? {
         None => Err(FactsError::Invalid {
             method: method.into(),
             message: "no result".into(),

@@ -28,11 +28,12 @@ use crate::authz::{
 };
 use crate::codec::value::Value;
 use crate::codec::MessageHeader;
-use crate::config::{ms, AuthzMode, Config, UnknownMethods};
+use crate::config::AuthzMode;
 use crate::facts::{ClientConfig, FactsSource, FactsStore, MetaClient, MetaSource};
 use crate::identity::Identity;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::router::{Method, Rule};
+use crate::settings::AuthzSettings;
 use crate::storage::StorageGuard;
 use crate::transport::Transport;
 use crate::upstream::Upstreams;
@@ -141,54 +142,53 @@ fn needs_grants(op: &Operation) -> bool {
 }
 
 impl Guard {
-    /// The policy stage of a config: its own pooled metastore client for facts.
+    /// The policy stage of the authorization settings: its own pooled metastore client for facts.
+    /// `max_depth`: how deep replies are read (`limits.max_depth`); `read_only_external`:
+    /// `storage.read_only_external`.
     pub fn new(
-        config: &Config,
+        a: &AuthzSettings,
+        max_depth: usize,
+        read_only_external: bool,
         upstreams: Upstreams,
         metrics: Arc<Metrics>,
         storage: StorageGuard,
     ) -> Guard {
-        let a = &config.authz;
         let client = MetaClient::new(
             upstreams,
             ClientConfig {
                 service_user: a.service_user.clone(),
-                timeout: ms(a.facts_timeout_ms),
+                timeout: a.facts_timeout,
                 max_reply_bytes: a.facts_max_reply_bytes,
                 max_idle: 8,
             },
         );
         let source = Box::new(MetaSource::new(client, metrics.clone()));
-        Guard::with_source(config, source, metrics, storage)
+        Guard::with_source(a, max_depth, read_only_external, source, metrics, storage)
     }
 
     /// The policy stage with its facts from `source` (tests script it).
     pub fn with_source(
-        config: &Config,
+        a: &AuthzSettings,
+        max_depth: usize,
+        read_only_external: bool,
         source: Box<dyn FactsSource>,
         metrics: Arc<Metrics>,
         storage: StorageGuard,
     ) -> Guard {
-        let a = &config.authz;
         Guard {
             mode: a.mode,
             policy: Policy {
                 admin_role: a.admin_role.clone(),
                 admin_users: a.admin_users.clone(),
                 allow_tokens: a.allow_tokens,
-                allow_unknown_methods: a.unknown_methods == UnknownMethods::Allow,
+                allow_unknown_methods: a.allow_unknown_methods,
             },
-            facts: FactsStore::new(
-                source,
-                ms(a.cache_ttl_ms),
-                a.max_principals,
-                metrics.clone(),
-            ),
+            facts: FactsStore::new(source, a.cache_ttl, a.max_principals, metrics.clone()),
             filter_listings: a.filter_listings,
-            max_depth: config.limits.max_depth,
+            max_depth,
             metrics,
             storage,
-            read_only_external: config.storage.read_only_external,
+            read_only_external,
         }
     }
 

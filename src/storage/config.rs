@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::{config_error as err, ConfigError};
 
 use super::location::{valid_bucket_name, SchemeAliases};
 use super::roles::{parse_role_arn, valid_external_id};
@@ -125,15 +125,8 @@ pub(crate) const CHAINED_SESSION_MAX_MS: u64 = 3_600_000;
 /// Longest session any role can have.
 const SESSION_MAX_MS: u64 = 43_200_000;
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
 /// Reads a `buckets_file` document.
-pub fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
+fn load_buckets_file(path: &Path) -> Result<BTreeMap<String, BucketRole>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
@@ -147,6 +140,18 @@ impl StorageConfig {
     /// Semantic checks, every error at once (keys are `storage.*`).
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        self.check_roles(&mut errors);
+        if let Err(e) = SchemeAliases::new(&self.scheme_aliases) {
+            errors.push(err("storage.scheme_aliases", e));
+        }
+        self.check_buckets(&mut errors);
+        self.check_endpoint(&mut errors);
+        self.check_bounds(&mut errors);
+        errors
+    }
+
+    /// The role ARNs of `user_roles`, `group_roles` and `default_role`.
+    fn check_roles(&self, errors: &mut Vec<ConfigError>) {
         for (user, arn) in &self.user_roles {
             if let Err(e) = parse_role_arn(arn) {
                 errors.push(err(&format!("storage.user_roles.{user}"), e));
@@ -162,14 +167,15 @@ impl StorageConfig {
                 errors.push(err("storage.default_role", e));
             }
         }
-        if let Err(e) = SchemeAliases::new(&self.scheme_aliases) {
-            errors.push(err("storage.scheme_aliases", e));
-        }
-        check_buckets("storage.buckets", &self.buckets, &mut errors);
+    }
+
+    /// `buckets` and the `buckets_file` (read now), and that no bucket is in both.
+    fn check_buckets(&self, errors: &mut Vec<ConfigError>) {
+        check_buckets("storage.buckets", &self.buckets, errors);
         if !self.buckets_file.is_empty() {
             match load_buckets_file(Path::new(&self.buckets_file)) {
                 Ok(file) => {
-                    check_buckets("storage.buckets_file", &file, &mut errors);
+                    check_buckets("storage.buckets_file", &file, errors);
                     for bucket in file.keys().filter(|b| self.buckets.contains_key(*b)) {
                         errors.push(err(
                             "storage.buckets_file",
@@ -180,6 +186,10 @@ impl StorageConfig {
                 Err(e) => errors.push(err("storage.buckets_file", e)),
             }
         }
+    }
+
+    /// `endpoint_url` and `region`.
+    fn check_endpoint(&self, errors: &mut Vec<ConfigError>) {
         if !self.endpoint_url.is_empty() {
             let ok = ["http://", "https://"].iter().any(|p| {
                 self.endpoint_url
@@ -207,6 +217,10 @@ impl StorageConfig {
                 format!("`{}` is not a region name (like eu-west-1)", self.region),
             ));
         }
+    }
+
+    /// Session lifetimes, the timeout and the attempts.
+    fn check_bounds(&self, errors: &mut Vec<ConfigError>) {
         if self.session_duration_ms < 1_000 || self.session_duration_ms > SESSION_MAX_MS {
             errors.push(err(
                 "storage.session_duration_ms",
@@ -225,7 +239,6 @@ impl StorageConfig {
         if self.max_attempts == 0 || self.max_attempts > 10 {
             errors.push(err("storage.max_attempts", "must be between 1 and 10"));
         }
-        errors
     }
 
     /// `buckets` and `buckets_file` merged (the file is read now).

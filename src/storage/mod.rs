@@ -256,11 +256,6 @@ impl StorageGuard {
         self.inner.enabled
     }
 
-    /// Role chains with cached credentials (diagnostics, tests).
-    pub fn cached_credentials(&self) -> usize {
-        self.inner.creds.len()
-    }
-
     /// Is anything stored at `location` (a default place) yet? One `ListObjectsV2` (one key,
     /// prefix = the place with a trailing `/`) with the proxy's own identity, retried within
     /// `storage.timeout_ms`; never cached (a place fills up at any time).
