@@ -9,6 +9,7 @@
 #[allow(non_upper_case_globals, non_snake_case, dead_code)]
 #[rustfmt::skip]
 mod generated;
+pub mod fields;
 pub mod read;
 pub mod types;
 
