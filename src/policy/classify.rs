@@ -180,22 +180,9 @@ pub fn table_locations(t: &Value) -> Vec<String> {
     out
 }
 
-/// Whether dropping the table deletes its data, judged as the metastore judges it: by the
-/// table parameter `EXTERNAL` (the table type does not count: the metastore stores an
-/// `EXTERNAL_TABLE` without `EXTERNAL=TRUE` as a managed table and deletes its data on drop),
-/// compared without case; and an external table with `external.table.purge=true` (Hive 3+)
-/// has its data deleted too.
-pub fn deletes_on_drop(t: &Value) -> bool {
-    let param = |k: &str| {
-        t.field(9)
-            .and_then(|p| p.map_get(k))
-            .and_then(Value::as_str)
-            .map(str::trim)
-    };
-    let external = param("EXTERNAL").is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
-    let purge = param("external.table.purge").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    !external || purge
-}
+/// The metastore's rule for whether a drop deletes a table's data lives with the facts, which
+/// record it per table; classification uses the same rule.
+pub use crate::facts::deletes_on_drop;
 
 /// Why a call could not be classified (it is denied, fail closed).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
