@@ -364,21 +364,7 @@ impl StorageGuard {
             Err(decision) => return decision,
         };
         let Some((user_role, source)) = inner.roles.user_role(user, groups) else {
-            let groups = if groups.is_empty() {
-                "no groups".to_string()
-            } else {
-                format!("groups {}", groups.join(", "))
-            };
-            return decided(
-                false,
-                StorageOutcome::Deny,
-                format!(
-                    "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
-                ),
-                &[],
-                action,
-                false,
-            );
+            return no_role(user, groups, &loc, action);
         };
         let chain = inner.roles.chain(user_role, &loc.bucket);
         let Some(backend) = inner.backend.clone() else {
@@ -414,33 +400,7 @@ impl StorageGuard {
             ))
         });
         let as_roles = describe_chain(&chain, &source, &loc.bucket);
-        let (allow, outcome, reason, cached) = match result {
-            Ok((v, cached)) if v.allow => (
-                true,
-                StorageOutcome::Allow,
-                format!(
-                    "storage: user {user} may {verb} {loc} as {as_roles}: {}",
-                    v.detail
-                ),
-                cached,
-            ),
-            Ok((v, cached)) => (
-                false,
-                StorageOutcome::Deny,
-                format!(
-                    "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
-                    v.detail
-                ),
-                cached,
-            ),
-            Err(m) => (
-                false,
-                StorageOutcome::Unavailable,
-                format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
-                false,
-            ),
-        };
-        decided(allow, outcome, reason, &chain, action, cached)
+        concluded(user, &loc, action, &as_roles, result, &chain)
     }
 
     /// The S3 location a check is about, or the decision for any other: a scheme let through
@@ -536,6 +496,71 @@ impl StorageGuard {
         };
         check::ask(&asker, loc, action).await
     }
+}
+
+/// A check's decision once AWS has answered (`Ok`: the answer and whether it was cached) or
+/// could not (`Err`: unavailable); `as_roles` names the role chain (`describe_chain`).
+fn concluded(
+    user: &str,
+    loc: &S3Location,
+    action: StorageAction,
+    as_roles: &str,
+    result: Result<(AwsAnswer, bool), String>,
+    chain: &[Hop],
+) -> StorageDecision {
+    let verb = action.as_str();
+    let (allow, outcome, reason, cached) = match result {
+        Ok((v, cached)) if v.allow => (
+            true,
+            StorageOutcome::Allow,
+            format!(
+                "storage: user {user} may {verb} {loc} as {as_roles}: {}",
+                v.detail
+            ),
+            cached,
+        ),
+        Ok((v, cached)) => (
+            false,
+            StorageOutcome::Deny,
+            format!(
+                "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
+                v.detail
+            ),
+            cached,
+        ),
+        Err(m) => (
+            false,
+            StorageOutcome::Unavailable,
+            format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
+            false,
+        ),
+    };
+    decided(allow, outcome, reason, chain, action, cached)
+}
+
+/// The denial of a user with no storage role.
+fn no_role(
+    user: &str,
+    groups: &[String],
+    loc: &S3Location,
+    action: StorageAction,
+) -> StorageDecision {
+    let verb = action.as_str();
+    let groups = if groups.is_empty() {
+        "no groups".to_string()
+    } else {
+        format!("groups {}", groups.join(", "))
+    };
+    decided(
+        false,
+        StorageOutcome::Deny,
+        format!(
+            "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
+        ),
+        &[],
+        action,
+        false,
+    )
 }
 
 /// A check's decision.
