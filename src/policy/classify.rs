@@ -1419,26 +1419,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     // Everything else: names, owner and locations are judged above; statistics and a table
     // format's metadata pointers (checked as locations when they leave the table) are not
     // changes of their own.
-    let strip = |v: &Value, format_params: bool| {
-        use fields::table::{DB_NAME, OWNER, PARAMETERS, SD, TABLE_NAME};
-        let mut t = v
-            .without(&TABLE_BOOKKEEPING)
-            .without(&[TABLE_NAME, DB_NAME, OWNER]);
-        if let Value::Struct(kept) = &mut t {
-            // (Unset and empty fields — temporary = false… — are equated below.)
-            kept.retain(|(id, _)| *id != PARAMETERS);
-            kept.push((
-                PARAMETERS,
-                without_stats(v.field(PARAMETERS), format_params),
-            ));
-            // Locations are compared above (sd.location and the serde `path`).
-            if let Some(i) = kept.iter().position(|(id, _)| *id == SD) {
-                kept[i].1 = without_locations(&kept[i].1);
-            }
-        }
-        t
-    };
-    let strip = |v: &Value, format_params: bool| without_defaults(&strip(v, format_params));
+    let strip = comparable;
     if strip(new, false) != strip(current, false) {
         let (a, b) = (strip(new, true), strip(current, true));
         if a == b {
@@ -1449,18 +1430,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
             }
         } else {
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let ids = |x: &Value, y: &Value| match x {
-                    Value::Struct(f) => f
-                        .iter()
-                        .filter(|(id, v)| y.field(*id) != Some(v))
-                        .map(|(id, _)| *id)
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let mut differ: Vec<i16> = ids(&a, &b);
-                differ.extend(ids(&b, &a));
-                differ.sort_unstable();
-                differ.dedup();
+                let differ = differing_fields(&a, &b);
                 tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
             }
             changes.push(AlterKind::Other);
@@ -1470,6 +1440,46 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
         changes.push(AlterKind::StatsOnly);
     }
     changes
+}
+
+/// A `Table` as `alter_changes` compares it for changes other than names, owner and
+/// locations: without those, bookkeeping fields, statistics (and, with `format_params`, the
+/// table format's metadata pointers) and empty values.
+fn comparable(v: &Value, format_params: bool) -> Value {
+    use fields::table::{DB_NAME, OWNER, PARAMETERS, SD, TABLE_NAME};
+    let mut t = v
+        .without(&TABLE_BOOKKEEPING)
+        .without(&[TABLE_NAME, DB_NAME, OWNER]);
+    if let Value::Struct(kept) = &mut t {
+        // (Unset and empty fields — temporary = false… — are equated below.)
+        kept.retain(|(id, _)| *id != PARAMETERS);
+        kept.push((
+            PARAMETERS,
+            without_stats(v.field(PARAMETERS), format_params),
+        ));
+        // Locations are compared above (sd.location and the serde `path`).
+        if let Some(i) = kept.iter().position(|(id, _)| *id == SD) {
+            kept[i].1 = without_locations(&kept[i].1);
+        }
+    }
+    without_defaults(&t)
+}
+
+/// The ids of the fields in which two structs differ (for the debug log).
+fn differing_fields(a: &Value, b: &Value) -> Vec<i16> {
+    let ids = |x: &Value, y: &Value| match x {
+        Value::Struct(f) => f
+            .iter()
+            .filter(|(id, v)| y.field(*id) != Some(v))
+            .map(|(id, _)| *id)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut differ: Vec<i16> = ids(a, b);
+    differ.extend(ids(b, a));
+    differ.sort_unstable();
+    differ.dedup();
+    differ
 }
 
 /// A value with every struct field that holds its type's empty value left out (false, 0, "",
