@@ -648,7 +648,7 @@ pub struct PrincipalFacts {
 }
 
 /// The principals an identity starts from: the user and its groups (and `public`).
-pub fn root_principals(identity: &Identity) -> Vec<Principal> {
+fn root_principals(identity: &Identity) -> Vec<Principal> {
     let mut v = vec![Principal {
         kind: PrincipalKind::User,
         name: identity.user.clone(),

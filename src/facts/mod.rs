@@ -54,10 +54,10 @@ pub struct FactsStore {
 }
 
 /// Entries each facts cache holds at most.
-pub const MAX_CACHED_IDENTITIES: usize = 65_536;
-pub const MAX_CACHED_PRINCIPALS: usize = 65_536;
-pub const MAX_CACHED_OBJECTS: usize = 262_144;
-pub const MAX_CACHED_HOLDERS: usize = 65_536;
+const MAX_CACHED_IDENTITIES: usize = 65_536;
+const MAX_CACHED_PRINCIPALS: usize = 65_536;
+const MAX_CACHED_OBJECTS: usize = 262_144;
+const MAX_CACHED_HOLDERS: usize = 65_536;
 
 impl FactsStore {
     pub fn new(

@@ -50,14 +50,6 @@ impl DecisionCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
-    }
-
     /// The cached answer for `key`, or `compute`'s (one computation per key at a time; the
     /// others wait for it within `deadline`). `Ok((answer, cached))`; `Err` = unavailable,
     /// which is never cached.

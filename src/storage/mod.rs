@@ -256,11 +256,6 @@ impl StorageGuard {
         self.inner.enabled
     }
 
-    /// Role chains with cached credentials (diagnostics, tests).
-    pub fn cached_credentials(&self) -> usize {
-        self.inner.creds.len()
-    }
-
     /// Is anything stored at `location` (a default place) yet? One `ListObjectsV2` (one key,
     /// prefix = the place with a trailing `/`) with the proxy's own identity, retried within
     /// `storage.timeout_ms`; never cached (a place fills up at any time).
@@ -668,7 +663,7 @@ pub fn location_key(raw: &str) -> String {
 /// table names no location (the database's location plus the table's lower-cased name), in
 /// canonical form; `None` when that cannot be known exactly (a name outside `[a-z0-9_]`, which
 /// the metastore would encode, or a database location that does not canonicalise).
-pub fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
+fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
     let name = table.to_ascii_lowercase();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return None;
