@@ -1,6 +1,8 @@
 //! Authorization: `authorize(identity, operation, facts) -> Decision`, a pure function
-//! (no I/O) implementing the Hive SQL-standard table of docs/AUTHORIZATION.md, the privilege table. The facts (grants,
-//! owners) are gathered beforehand by `facts`; the operation is classified by `classify`.
+//! (no I/O) implementing the Hive SQL-standard table of docs/AUTHORIZATION.md, the privilege
+//! table (its rules, one function per family of operations, in `judge`), then the storage
+//! checks. The facts (grants, owners) are gathered beforehand by `facts`; the operation is
+//! classified by `classify`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -184,8 +186,8 @@ pub struct Owner {
     pub kind: PrincipalKind,
 }
 
-/// The object a grant is attached to, as a grant call names it (a `HiveObjectRef`: 1 type,
-/// 2 dbName, 3 objectName, 4 partValues, 5 columnName), kept as written: the metastore is asked
+/// The object a grant is attached to, as a grant call names it (a `HiveObjectRef`:
+/// `schema::fields::hive_object_ref`), kept as written: the metastore is asked
 /// for the grants recorded on exactly that object, and matches them itself as its revoke does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GrantTarget {
