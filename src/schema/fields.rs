@@ -301,6 +301,12 @@ pub mod show_locks_response_element {
     pub const USER: i16 = 10;
 }
 
+/// Every method's result struct (`<method>_result`): the returned value; the exceptions the method declares have ids from 1.
+pub mod method_result {
+    /// `success`
+    pub const SUCCESS: i16 = 0;
+}
+
 /// `get_table` args.
 pub mod get_table_args {
     /// `dbname`
@@ -672,6 +678,7 @@ mod tests {
                 &S_ShowLocksResponseElement,
                 "user",
             ),
+            (super::method_result::SUCCESS, &R_get_table, "success"),
             (super::get_table_args::DBNAME, &A_get_table, "dbname"),
             (super::get_table_args::TBL_NAME, &A_get_table, "tbl_name"),
             (super::get_database_args::NAME, &A_get_database, "name"),
