@@ -193,7 +193,8 @@ pub mod privilege_grant_info {
     pub const GRANT_OPTION: i16 = 5;
 }
 
-/// `PrincipalPrivilegeSet`: grants by grantee kind (each a map from the grantee to its `PrivilegeGrantInfo`s).
+/// `PrincipalPrivilegeSet`: grants by grantee kind (each a map from the grantee to its
+/// `PrivilegeGrantInfo`s).
 pub mod principal_privilege_set {
     /// `userPrivileges`
     pub const USER_PRIVILEGES: i16 = 1;
@@ -301,7 +302,8 @@ pub mod show_locks_response_element {
     pub const USER: i16 = 10;
 }
 
-/// Every method's result struct (`<method>_result`): the returned value; the exceptions the method declares have ids from 1.
+/// Every method's result struct (`<method>_result`): the returned value; the exceptions the
+/// method declares have ids from 1.
 pub mod method_result {
     /// `success`
     pub const SUCCESS: i16 = 0;

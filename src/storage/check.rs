@@ -20,7 +20,8 @@ const MAX_ENTRIES: usize = 100_000;
 /// leading `_` hides it from Hive and Spark should an abort ever fail.
 pub const PROBE_OBJECT: &str = "_hms_guard_probe";
 
-/// AWS's definitive answer to one probe or simulation: what it said, without the user (the same for every user of the chain).
+/// AWS's definitive answer to one probe or simulation: what it said, without the user (the
+/// same for every user of the chain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsAnswer {
     pub allow: bool,
