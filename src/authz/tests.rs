@@ -681,6 +681,7 @@ fn storage_facts_deny_after_grants_allow() {
     assert!(!d.allow && d.reason == Reason::MissingPrivilege);
 }
 
+// Long: every lock type and level, and every transaction case, read best side by side.
 #[test]
 fn locks_fit_their_type_and_transactions_need_an_identity() {
     let lock = |who: &str, items: Vec<(Object, LockKind)>| Operation::Lock {

@@ -22,6 +22,7 @@ use crate::cache::TtlCache;
 use crate::codec::value::Value;
 use crate::identity::Identity;
 use crate::metrics::{CacheLabels, Metrics};
+use crate::schema::fields::{database, storage_descriptor, table};
 
 pub use client::{ClientConfig, FactsError, MetaClient};
 pub use source::{FactsSource, MetaSource};
@@ -35,7 +36,7 @@ pub struct ObjectFacts {
     /// `None` for tables.
     pub managed_location: Option<String>,
     /// A table whose drop deletes its data (and whose partitions' drops delete theirs), as
-    /// the metastore judges it (`policy::classify::deletes_on_drop`); false for databases.
+    /// the metastore judges it (`deletes_on_drop`); false for databases.
     pub deletes_data: bool,
 }
 
@@ -53,10 +54,10 @@ pub struct FactsStore {
 }
 
 /// Entries each facts cache holds at most.
-pub const MAX_CACHED_IDENTITIES: usize = 65_536;
-pub const MAX_CACHED_PRINCIPALS: usize = 65_536;
-pub const MAX_CACHED_OBJECTS: usize = 262_144;
-pub const MAX_CACHED_HOLDERS: usize = 65_536;
+const MAX_CACHED_IDENTITIES: usize = 65_536;
+const MAX_CACHED_PRINCIPALS: usize = 65_536;
+const MAX_CACHED_OBJECTS: usize = 262_144;
+const MAX_CACHED_HOLDERS: usize = 65_536;
 
 impl FactsStore {
     pub fn new(
@@ -260,17 +261,38 @@ fn owner_of(name: Option<&Value>, kind: Option<&Value>) -> Option<Owner> {
     Some(Owner { name, kind })
 }
 
-/// Table: 3 owner, 7 sd (2 location), 18 ownerType (Hive 3+).
+/// A table's owner (with its principal type, Hive 3+), location and whether its drop deletes
+/// its data.
 pub fn table_facts(t: &Value) -> ObjectFacts {
     ObjectFacts {
-        owner: owner_of(t.field(3), t.field(18)),
-        location: t.path(&[7, 2]).and_then(Value::as_str).map(str::to_string),
+        owner: owner_of(t.field(table::OWNER), t.field(table::OWNER_TYPE)),
+        location: t
+            .path(&[table::SD, storage_descriptor::LOCATION])
+            .and_then(Value::as_str)
+            .map(str::to_string),
         managed_location: None,
-        deletes_data: crate::policy::classify::deletes_on_drop(t),
+        deletes_data: deletes_on_drop(t),
     }
 }
 
-/// Database: 3 locationUri, 6 ownerName, 7 ownerType, 10 managedLocationUri (Hive 4).
+/// Whether dropping the table deletes its data, judged as the metastore judges it: by the
+/// table parameter `EXTERNAL` (the table type does not count: the metastore stores an
+/// `EXTERNAL_TABLE` without `EXTERNAL=TRUE` as a managed table and deletes its data on drop),
+/// compared without case; and an external table with `external.table.purge=true` (Hive 3+)
+/// has its data deleted too.
+pub fn deletes_on_drop(t: &Value) -> bool {
+    let param = |k: &str| {
+        t.field(table::PARAMETERS)
+            .and_then(|p| p.map_get(k))
+            .and_then(Value::as_str)
+            .map(str::trim)
+    };
+    let external = param("EXTERNAL").is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
+    let purge = param("external.table.purge").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    !external || purge
+}
+
+/// A database's owner (with its principal type), location and (Hive 4) managed-table location.
 pub fn database_facts(d: &Value) -> ObjectFacts {
     let text = |id| {
         d.field(id)
@@ -279,9 +301,9 @@ pub fn database_facts(d: &Value) -> ObjectFacts {
             .map(str::to_string)
     };
     ObjectFacts {
-        owner: owner_of(d.field(6), d.field(7)),
-        location: text(3),
-        managed_location: text(10),
+        owner: owner_of(d.field(database::OWNER_NAME), d.field(database::OWNER_TYPE)),
+        location: text(database::LOCATION_URI),
+        managed_location: text(database::MANAGED_LOCATION_URI),
         deletes_data: false,
     }
 }

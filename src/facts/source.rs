@@ -10,6 +10,13 @@ use crate::authz::{GrantTarget, Object, Principal, PrincipalKind, Privilege, Rec
 use crate::codec::value::{read_value, Value};
 use crate::codec::Ty;
 use crate::metrics::{FactsLabels, Metrics};
+use crate::schema::fields::{
+    get_database_args, get_index_by_name_args, get_open_txns_info_response,
+    get_role_grants_for_principal_args, get_role_grants_for_principal_request,
+    get_role_grants_for_principal_response, get_table_args, hive_object_privilege, hive_object_ref,
+    list_privileges_args, privilege_grant_info, role_principal_grant, show_locks_args,
+    show_locks_response, show_locks_response_element, txn_info,
+};
 
 use super::client::{FactsError, MetaClient};
 
@@ -96,22 +103,38 @@ impl MetaSource {
         const M: &str = "get_role_grants_for_principal";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::Struct, 1).struct_begin();
-                w.field(Ty::String, 1).string(p.name.as_bytes());
-                w.field(Ty::I32, 2).i32(p.kind.wire());
+                w.field(Ty::Struct, get_role_grants_for_principal_args::REQUEST)
+                    .struct_begin();
+                w.field(
+                    Ty::String,
+                    get_role_grants_for_principal_request::PRINCIPAL_NAME,
+                )
+                .string(p.name.as_bytes());
+                w.field(
+                    Ty::I32,
+                    get_role_grants_for_principal_request::PRINCIPAL_TYPE,
+                )
+                .i32(p.kind.wire());
                 w.struct_end();
             })
             .await?;
         let value = success_value(M, &reply)?;
         let mut out = Vec::new();
-        for g in value.field(1).map(Value::as_list).unwrap_or_default() {
+        let grants = value.field(get_role_grants_for_principal_response::PRINCIPAL_GRANTS);
+        for g in grants.map(Value::as_list).unwrap_or_default() {
             // RolePrincipalGrant.principalName as stored: only rows naming the principal
             // exactly count (the metastore's database may compare more loosely).
-            if !names_principal(g.field(2), p) {
+            if !names_principal(g.field(role_principal_grant::PRINCIPAL_NAME), p) {
                 continue;
             }
-            if let Some(role) = g.field(1).and_then(Value::as_str) {
-                let admin = matches!(g.field(4), Some(Value::Bool(true)));
+            if let Some(role) = g
+                .field(role_principal_grant::ROLE_NAME)
+                .and_then(Value::as_str)
+            {
+                let admin = matches!(
+                    g.field(role_principal_grant::GRANT_OPTION),
+                    Some(Value::Bool(true))
+                );
                 out.push((role.to_string(), admin));
             }
         }
@@ -126,34 +149,52 @@ impl MetaSource {
         const M: &str = "list_privileges";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::String, 1).string(p.name.as_bytes());
-                w.field(Ty::I32, 2).i32(p.kind.wire());
+                w.field(Ty::String, list_privileges_args::PRINCIPAL_NAME)
+                    .string(p.name.as_bytes());
+                w.field(Ty::I32, list_privileges_args::PRINCIPAL_TYPE)
+                    .i32(p.kind.wire());
                 // An empty HiveObjectRef (no objectType): every grant of the principal.
-                w.field(Ty::Struct, 3).struct_begin().struct_end();
+                w.field(Ty::Struct, list_privileges_args::HIVE_OBJECT)
+                    .struct_begin()
+                    .struct_end();
             })
             .await?;
         let value = success_value(M, &reply)?;
         let mut out = Vec::new();
         for hop in value.as_list() {
             // HiveObjectPrivilege.principalName as stored: exactly this principal's rows only.
-            if !names_principal(hop.field(2), p) {
+            if !names_principal(hop.field(hive_object_privilege::PRINCIPAL_NAME), p) {
                 continue;
             }
-            let Some(obj) = hop.field(1) else { continue };
-            let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
-            let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
-            let object = match obj.field(1).and_then(Value::as_int) {
+            let Some(obj) = hop.field(hive_object_privilege::HIVE_OBJECT) else {
+                continue;
+            };
+            let text = |id| obj.field(id).and_then(Value::as_str).unwrap_or_default();
+            let (db, name) = (
+                text(hive_object_ref::DB_NAME),
+                text(hive_object_ref::OBJECT_NAME),
+            );
+            let object = match obj
+                .field(hive_object_ref::OBJECT_TYPE)
+                .and_then(Value::as_int)
+            {
                 Some(OBJ_GLOBAL) => Object::Global,
                 Some(OBJ_DATABASE) => Object::database(db),
                 Some(OBJ_TABLE) => Object::table(db, name),
                 // Partition and column grants do not give table-level access.
                 _ => continue,
             };
-            let Some(info) = hop.field(4) else { continue };
-            let Some(privilege) = info.field(1).and_then(Value::as_str) else {
+            let Some(info) = hop.field(hive_object_privilege::GRANT_INFO) else {
                 continue;
             };
-            let grant_option = matches!(info.field(5), Some(Value::Bool(true)));
+            let privilege = info.field(privilege_grant_info::PRIVILEGE);
+            let Some(privilege) = privilege.and_then(Value::as_str) else {
+                continue;
+            };
+            let grant_option = matches!(
+                info.field(privilege_grant_info::GRANT_OPTION),
+                Some(Value::Bool(true))
+            );
             // Hive stores one privilege per row; be lenient with comma lists.
             for part in privilege.split(',') {
                 if let Some(p) = Privilege::parse(part) {
@@ -170,18 +211,21 @@ impl MetaSource {
         let reply = self.call(M, |_| {}).await?;
         let value = success_value(M, &reply)?;
         let hwm = value
-            .field(1)
+            .field(get_open_txns_info_response::TXN_HIGH_WATER_MARK)
             .and_then(Value::as_int)
             .ok_or_else(|| FactsError::Invalid {
                 method: M.into(),
                 message: "no txn_high_water_mark".into(),
             })?;
         let txns = value
-            .field(2)
+            .field(get_open_txns_info_response::OPEN_TXNS)
             .map(Value::as_list)
             .unwrap_or_default()
             .iter()
-            .filter_map(|t| Some((t.field(1)?.as_int()?, t.field(3)?.as_str()?.to_string())))
+            .filter_map(|t| {
+                let id = t.field(txn_info::ID)?.as_int()?;
+                Some((id, t.field(txn_info::USER)?.as_str()?.to_string()))
+            })
             .collect();
         Ok((hwm, txns))
     }
@@ -191,16 +235,22 @@ impl MetaSource {
         const M: &str = "show_locks";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::Struct, 1).struct_begin().struct_end();
+                w.field(Ty::Struct, show_locks_args::RQST)
+                    .struct_begin()
+                    .struct_end();
             })
             .await?;
         let value = success_value(M, &reply)?;
         Ok(value
-            .field(1)
+            .field(show_locks_response::LOCKS)
             .map(Value::as_list)
             .unwrap_or_default()
             .iter()
-            .filter_map(|l| Some((l.field(1)?.as_int()?, l.field(10)?.as_str()?.to_string())))
+            .filter_map(|l| {
+                let id = l.field(show_locks_response_element::LOCKID)?.as_int()?;
+                let user = l.field(show_locks_response_element::USER)?.as_str()?;
+                Some((id, user.to_string()))
+            })
             .collect())
     }
 
@@ -209,9 +259,12 @@ impl MetaSource {
         const M: &str = "get_index_by_name";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::String, 1).string(db.as_bytes());
-                w.field(Ty::String, 2).string(table.as_bytes());
-                w.field(Ty::String, 3).string(index.as_bytes());
+                w.field(Ty::String, get_index_by_name_args::DB_NAME)
+                    .string(db.as_bytes());
+                w.field(Ty::String, get_index_by_name_args::TBL_NAME)
+                    .string(table.as_bytes());
+                w.field(Ty::String, get_index_by_name_args::INDEX_NAME)
+                    .string(index.as_bytes());
             })
             .await?;
         match success_value(M, &reply) {
@@ -231,23 +284,33 @@ impl MetaSource {
         const M: &str = "list_privileges";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::String, 1).string(p.name.as_bytes());
-                w.field(Ty::I32, 2).i32(p.kind.wire());
-                w.field(Ty::Struct, 3).struct_begin();
-                w.field(Ty::I32, 1).i32(target.kind as i32);
-                for (id, v) in [(2, &target.db), (3, &target.name)] {
+                w.field(Ty::String, list_privileges_args::PRINCIPAL_NAME)
+                    .string(p.name.as_bytes());
+                w.field(Ty::I32, list_privileges_args::PRINCIPAL_TYPE)
+                    .i32(p.kind.wire());
+                w.field(Ty::Struct, list_privileges_args::HIVE_OBJECT)
+                    .struct_begin();
+                w.field(Ty::I32, hive_object_ref::OBJECT_TYPE)
+                    .i32(target.kind as i32);
+                let names = [
+                    (hive_object_ref::DB_NAME, &target.db),
+                    (hive_object_ref::OBJECT_NAME, &target.name),
+                ];
+                for (id, v) in names {
                     if let Some(v) = v {
                         w.field(Ty::String, id).string(v.as_bytes());
                     }
                 }
                 if let Some(parts) = &target.part_values {
-                    w.field(Ty::List, 4).list_begin(Ty::String, parts.len());
+                    w.field(Ty::List, hive_object_ref::PART_VALUES)
+                        .list_begin(Ty::String, parts.len());
                     for part in parts {
                         w.string(part.as_bytes());
                     }
                 }
                 if let Some(c) = &target.column {
-                    w.field(Ty::String, 5).string(c.as_bytes());
+                    w.field(Ty::String, hive_object_ref::COLUMN_NAME)
+                        .string(c.as_bytes());
                 }
                 w.struct_end();
             })
@@ -257,12 +320,18 @@ impl MetaSource {
             .as_list()
             .iter()
             .filter_map(|hop| {
-                let info = hop.field(4)?;
+                let info = hop.field(hive_object_privilege::GRANT_INFO)?;
                 Some(RecordedGrant {
-                    privilege: info.field(1)?.as_str()?.to_string(),
-                    grantor: info.field(3).and_then(Value::as_str).map(str::to_string),
+                    privilege: info
+                        .field(privilege_grant_info::PRIVILEGE)?
+                        .as_str()?
+                        .to_string(),
+                    grantor: info
+                        .field(privilege_grant_info::GRANTOR)
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     grantor_kind: info
-                        .field(4)
+                        .field(privilege_grant_info::GRANTOR_TYPE)
                         .and_then(Value::as_int)
                         .and_then(PrincipalKind::from_wire),
                 })
@@ -275,8 +344,10 @@ impl MetaSource {
         const M: &str = "get_table";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::String, 1).string(db.as_bytes());
-                w.field(Ty::String, 2).string(table.as_bytes());
+                w.field(Ty::String, get_table_args::DBNAME)
+                    .string(db.as_bytes());
+                w.field(Ty::String, get_table_args::TBL_NAME)
+                    .string(table.as_bytes());
             })
             .await?;
         match success_value(M, &reply) {
@@ -292,7 +363,8 @@ impl MetaSource {
         const M: &str = "get_database";
         let reply = self
             .call(M, |w| {
-                w.field(Ty::String, 1).string(db.as_bytes());
+                w.field(Ty::String, get_database_args::NAME)
+                    .string(db.as_bytes());
             })
             .await?;
         match success_value(M, &reply) {

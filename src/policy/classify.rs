@@ -9,6 +9,7 @@ use crate::authz::{
 use crate::codec::value::Value;
 use crate::facts::{FactsError, FactsStore};
 use crate::router::{GrantKind, ListShape, Path, Rule};
+use crate::schema::fields;
 use crate::storage::{
     canonical_location, is_default_table_location, location_is_under, location_key,
 };
@@ -50,9 +51,15 @@ const SPARK_PLACEHOLDER: &str = "-__PLACEHOLDER__";
 /// keeps a data-source table's location (Spark's placeholder location left out; engines read
 /// that key in any case, so every casing counts).
 pub fn data_locations(t: &Value) -> Vec<String> {
-    let sd_loc = t.path(&[7, 2]).and_then(Value::as_str);
+    let sd_loc = t
+        .path(&[fields::table::SD, fields::storage_descriptor::LOCATION])
+        .and_then(Value::as_str);
     let serde_paths = t
-        .path(&[7, 7, 3])
+        .path(&[
+            fields::table::SD,
+            fields::storage_descriptor::SERDE_INFO,
+            fields::serde_info::PARAMETERS,
+        ])
         .map(Value::as_map)
         .unwrap_or_default()
         .iter()
@@ -93,18 +100,20 @@ const FORMAT_LOCATION_PARAMS: [&str; 12] = [
     "flink.table-path",
 ];
 
-/// The partitions of `PartitionSpecWithSharedSD` structs (1: partitions, 2: sd) lie at the
-/// shared `sd.location` (field 2) followed by each partition's `relativePath` (field 4),
+/// The partitions of `PartitionSpecWithSharedSD` structs lie at the shared `sd.location`
+/// followed by each partition's (`PartitionWithoutSD`) `relativePath`,
 /// joined as plain strings — `s3://b/t` and `x/p=1` make `s3://b/tx/p=1`, a sibling of the
 /// table — and an absent string joins as Java's `null`, as the metastore joins them.
 pub fn shared_sd_locations(specs: &[Value]) -> Vec<String> {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("null").to_string();
     let mut out = Vec::new();
     for spec in specs {
-        let base = text(spec.path(&[2, 2]));
-        let parts = spec.field(1).map(Value::as_list).unwrap_or_default();
-        for p in parts {
-            let l = format!("{base}{}", text(p.field(4)));
+        use fields::partition_spec_with_shared_sd as shared;
+        let base = text(spec.path(&[shared::SD, fields::storage_descriptor::LOCATION]));
+        let parts = spec.field(shared::PARTITIONS).map(Value::as_list);
+        for p in parts.unwrap_or_default() {
+            let relative = p.field(fields::partition_without_sd::RELATIVE_PATH);
+            let l = format!("{base}{}", text(relative));
             if !out.contains(&l) {
                 out.push(l);
             }
@@ -138,11 +147,14 @@ const COMMIT_PARAMS: [&str; 12] = [
     "format-version",
 ];
 
-/// A database's locations (`Database` or `CreateDatabaseRequest`: 3 locationUri, 10
-/// managedLocationUri, Hive 4), non-empty and distinct.
+/// A database's locations (`Database` or `CreateDatabaseRequest`: locationUri and, Hive 4,
+/// managedLocationUri), non-empty and distinct.
 pub fn database_locations(d: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for id in [3, 10] {
+    for id in [
+        fields::database::LOCATION_URI,
+        fields::database::MANAGED_LOCATION_URI,
+    ] {
         if let Some(l) = d.field(id).and_then(Value::as_str).map(str::trim) {
             if !l.is_empty() && !out.iter().any(|o| same_place(o, l)) {
                 out.push(l.to_string());
@@ -163,7 +175,8 @@ fn same_place(a: &str, b: &str) -> bool {
 pub fn table_locations(t: &Value) -> Vec<String> {
     let roots = data_locations(t);
     let mut out = roots.clone();
-    let params = t.field(9).map(Value::as_map).unwrap_or_default();
+    let params = t.field(fields::table::PARAMETERS).map(Value::as_map);
+    let params = params.unwrap_or_default();
     let carried = FORMAT_LOCATION_PARAMS.iter().flat_map(|key| {
         params
             .iter()
@@ -180,22 +193,9 @@ pub fn table_locations(t: &Value) -> Vec<String> {
     out
 }
 
-/// Whether dropping the table deletes its data, judged as the metastore judges it: by the
-/// table parameter `EXTERNAL` (the table type does not count: the metastore stores an
-/// `EXTERNAL_TABLE` without `EXTERNAL=TRUE` as a managed table and deletes its data on drop),
-/// compared without case; and an external table with `external.table.purge=true` (Hive 3+)
-/// has its data deleted too.
-pub fn deletes_on_drop(t: &Value) -> bool {
-    let param = |k: &str| {
-        t.field(9)
-            .and_then(|p| p.map_get(k))
-            .and_then(Value::as_str)
-            .map(str::trim)
-    };
-    let external = param("EXTERNAL").is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
-    let purge = param("external.table.purge").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    !external || purge
-}
+/// The metastore's rule for whether a drop deletes a table's data lives with the facts, which
+/// record it per table; classification uses the same rule.
+pub use crate::facts::deletes_on_drop;
 
 /// Why a call could not be classified (it is denied, fail closed).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -222,12 +222,30 @@ const STATS_PARAMS: [&str; 9] = [
 ];
 const STATS_PARAM_PREFIXES: [&str; 1] = ["spark.sql.statistics."];
 
-/// `Table` fields that clients do not round-trip and that carry no policy meaning here: 4
-/// createTime, 5 lastAccessTime, 13 privileges, and the Hive 3+/4 bookkeeping fields (16
-/// creationMetadata, 17 catName, 18 ownerType — owner changes are caught on field 3 —, 19
-/// writeId, 20 isStatsCompliant, 21 colStats, 22 accessType, 23/24 required capabilities,
-/// 25 id, 26 fileMetadata, 27 dictionary, 28 txnId).
-const TABLE_BOOKKEEPING: [i16; 16] = [4, 5, 13, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28];
+/// `Table` fields that clients do not round-trip and that carry no policy meaning here:
+/// createTime, lastAccessTime, privileges, and the Hive 3+/4 bookkeeping fields (ownerType
+/// among them — owner changes are judged on their own).
+const TABLE_BOOKKEEPING: [i16; 16] = {
+    use fields::table::*;
+    [
+        CREATE_TIME,
+        LAST_ACCESS_TIME,
+        PRIVILEGES,
+        CREATION_METADATA,
+        CAT_NAME,
+        OWNER_TYPE,
+        WRITE_ID,
+        IS_STATS_COMPLIANT,
+        COL_STATS,
+        ACCESS_TYPE,
+        REQUIRED_READ_CAPABILITIES,
+        REQUIRED_WRITE_CAPABILITIES,
+        ID,
+        FILE_METADATA,
+        DICTIONARY,
+        TXN_ID,
+    ]
+};
 
 struct Ctx<'a> {
     /// The call's args as the metastore reads them (`schema::read`).
@@ -436,8 +454,10 @@ async fn renamed_into(
     facts: &FactsStore,
 ) -> Result<Option<String>, ClassifyError> {
     let text = |v: &Value, path: &[i16]| v.path(path).and_then(Value::as_str).map(str::to_string);
-    let new_db = text(new, &[2]).map(|n| normalize_name(&n)).transpose()?;
-    let new_name = text(new, &[1]).map(|n| normalize_name(&n)).transpose()?;
+    let new_db = text(new, &[fields::table::DB_NAME]);
+    let new_db = new_db.map(|n| normalize_name(&n)).transpose()?;
+    let new_name = text(new, &[fields::table::TABLE_NAME]);
+    let new_name = new_name.map(|n| normalize_name(&n)).transpose()?;
     let (new_db, new_name) = (
         new_db.unwrap_or_else(|| db.to_string()),
         new_name.unwrap_or_else(|| name.to_string()),
@@ -446,12 +466,13 @@ async fn renamed_into(
         return Ok(None);
     }
     let external = current
-        .field(9)
+        .field(fields::table::PARAMETERS)
         .and_then(|p| p.map_get("EXTERNAL"))
         .and_then(Value::as_str)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("TRUE"));
-    let old_location = text(current, &[7, 2]).unwrap_or_default();
-    let new_location = text(new, &[7, 2]).unwrap_or_default();
+    let location = [fields::table::SD, fields::storage_descriptor::LOCATION];
+    let old_location = text(current, &location).unwrap_or_default();
+    let new_location = text(new, &location).unwrap_or_default();
     if external || !(new_location.is_empty() || new_location == old_location) {
         return Ok(None);
     }
@@ -494,424 +515,561 @@ pub async fn classify(
     facts: &FactsStore,
 ) -> Result<Vec<Classified>, ClassifyError> {
     let c = Ctx { args };
-    let single = |op, obj: &Object| Ok(vec![one(op, obj)]);
     match *rule {
         Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
+        Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
         Rule::Txn {
             user,
             txns,
             locks,
             range,
-        } => {
-            let claimed_user = match user {
-                Some(p) => Some(c.string(p, "user")?),
-                None => None,
-            };
-            let mut held = Vec::new();
-            for &p in txns {
-                held.extend(c.ids(p).into_iter().map(TxnRef::Txn));
-            }
-            for &p in locks {
-                held.extend(c.ids(p).into_iter().map(TxnRef::Lock));
-            }
-            if let Some((min, max)) = range {
-                let (min, max) = (
-                    c.id(min, "first transaction")?,
-                    c.id(max, "last transaction")?,
-                );
-                // Each transaction of the range is checked: bounded like any other list.
-                if max.checked_sub(min).is_none_or(|n| n >= MAX_HELD as i64) {
-                    return Err(ClassifyError::Args(format!(
-                        "a transaction range of more than {MAX_HELD} ids ({min}..={max})"
-                    )));
-                }
-                held.extend((min..=max).map(TxnRef::Txn));
-            }
-            dedup_held(&mut held)?;
-            Ok(vec![Classified::of(Operation::Txn { claimed_user, held })])
-        }
+        } => c.txn(user, txns, locks, range),
         Rule::Lock {
             components,
             user,
             txn,
-        } => {
-            let claimed_user = c.string(user, "user")?;
-            let mut held: Vec<TxnRef> = c.ids(txn).into_iter().map(TxnRef::Txn).collect();
-            dedup_held(&mut held)?;
-            let mut items = Vec::new();
-            for comp in values_at(c.args, components)
-                .into_iter()
-                .flat_map(Value::as_list)
-            {
-                let kind = comp
-                    .field(1)
-                    .and_then(Value::as_int)
-                    .and_then(LockKind::from_wire)
-                    .ok_or(ClassifyError::Missing("lock type"))?;
-                let db = normalize_name(
-                    comp.field(3)
-                        .and_then(Value::as_str)
-                        .ok_or(ClassifyError::Missing("database"))?,
-                )?;
-                // LockLevel: 1 DB, 2 TABLE, 3 PARTITION (a partition's table decides).
-                let obj = match comp.field(2).and_then(Value::as_int) {
-                    Some(1) => Object::database(&db),
-                    Some(2 | 3) => Object::table(
-                        &db,
-                        &normalize_name(
-                            comp.field(4)
-                                .and_then(Value::as_str)
-                                .ok_or(ClassifyError::Missing("table"))?,
-                        )?,
-                    ),
-                    _ => return Err(ClassifyError::Missing("lock level")),
-                };
-                if !items.contains(&(obj.clone(), kind)) {
-                    items.push((obj, kind));
-                }
-            }
-            let first = items
-                .first()
-                .map(|(o, _)| o.clone())
-                .unwrap_or(Object::Global);
-            Ok(vec![one(
-                Operation::Lock {
-                    claimed_user,
-                    items,
-                    held,
-                },
-                &first,
-            )])
-        }
-        Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
-        Rule::ReadTable { db, table } => {
-            let tables = c.tables(db, table)?;
-            let first = tables[0].clone();
-            single(Operation::ReadTables(tables), &first)
-        }
-        Rule::Listing {
-            shape: ListShape::DbNames | ListShape::Databases,
-            ..
-        } => Ok(vec![one(Operation::ListDatabases, &Object::Global)]),
-        Rule::ReadDatabase { name } => {
-            let obj = Object::database(&c.name(name, "database name")?);
-            single(Operation::ReadDatabase { db: obj.clone() }, &obj)
-        }
-        Rule::Listing { db, .. } => {
-            let db = match db {
-                Some(p) => c.name(p, "database")?,
-                None => "*".to_string(),
-            };
-            let obj = Object::database(&db);
-            single(Operation::ListTables { db }, &obj)
-        }
+        } => c.lock(components, user, txn),
+        Rule::ReadTable { .. } | Rule::ReadDatabase { .. } | Rule::Listing { .. } => c.read(rule),
         Rule::CreateTable { table } | Rule::AddIndex { table, .. } => {
-            let t = c.value(table, "table")?;
-            let db = normalize_name(
-                t.field(2)
-                    .and_then(Value::as_str)
-                    .ok_or(ClassifyError::Missing("database"))?,
-            )?;
-            let name = normalize_name(
-                t.field(1)
-                    .and_then(Value::as_str)
-                    .ok_or(ClassifyError::Missing("table name"))?,
-            )?;
-            let obj = Object::table(&db, &name);
-            let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
-            let locations = table_locations(&t);
-            cl.location = locations.first().cloned();
-            let write = deletes_on_drop(&t);
-            // A view has no place: the metastore gives a `VIRTUAL_VIEW` (exactly so spelled)
-            // no location and makes no directory.
-            let view = t.field(12).and_then(Value::as_str) == Some("VIRTUAL_VIEW");
-            let no_location = data_locations(&t).is_empty() && !view;
-            // The database's location is needed only for a table at its default place: no
-            // location, or one ending in the table's name.
-            let named = |l: &String| {
-                let last = l.trim_end_matches('/').rsplit('/').next();
-                last.is_some_and(|last| last.eq_ignore_ascii_case(&name))
-            };
-            // The database's places: its location and (Hive 4) the place of its managed
-            // tables; a table with no location goes under one of them.
-            let db_places: Vec<String> = if no_location || locations.iter().any(named) {
-                let f = facts
-                    .object(&Object::database(&db))
-                    .await
-                    .map_err(ClassifyError::Facts)?;
-                f.map(|f| f.location.into_iter().chain(f.managed_location).collect())
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            // No location: the metastore puts the table at its default place.
-            if no_location {
-                for place in db_places.iter().map(|d| default_place(d, &name)) {
-                    cl.location.get_or_insert_with(|| place.clone());
-                    if !cl
-                        .default_places
-                        .iter()
-                        .any(|n| same_place(&n.location, &place))
-                    {
-                        cl.default_places.push(StorageNeed {
-                            location: place,
-                            write,
-                        });
-                    }
-                }
-            }
-            for l in locations {
-                // Exactly its default place (where Spark and pyiceberg put a table
-                // explicitly): a default place. Anywhere else under the database is an explicit
-                // location (a database can sit at the warehouse root).
-                let at_default = db_places
-                    .iter()
-                    .any(|base| is_default_table_location(&l, base, &name));
-                let need = StorageNeed { location: l, write };
-                if at_default {
-                    cl.default_places.push(need);
-                } else {
-                    cl.storage.push(need);
-                }
-            }
-            let mut out = match *rule {
-                Rule::AddIndex { index, .. } => index_with_table(&c, index, &t, cl)?,
-                _ => vec![cl],
-            };
-            // Grants the new table carries are decided before its create (which the audit
-            // line then names).
-            if let Some(g) = carried_grants(&t)? {
-                out.insert(out.len() - 1, g);
-            }
-            Ok(out)
+            c.create_table(rule, table, facts).await
         }
         Rule::DropIndex { db, table, index } => drop_index(&c, db, table, index, facts).await,
         Rule::AlterTable {
             db,
             table,
             new_table,
-        } => {
-            let db = c.name(db, "database")?;
-            let name = c.name(table, "table name")?;
-            let new = c.value(new_table, "new table")?;
-            let current = facts
-                .table(&db, &name)
-                .await
-                .map_err(ClassifyError::Facts)?;
-            let changes = match &current {
-                Some(cur) => alter_changes(&db, &name, cur, &new),
-                None => vec![AlterKind::Other],
-            };
-            tracing::debug!(table = %format!("{db}.{name}"), ?changes, "alter_table judged");
-            let obj = Object::table(&db, &name);
-            let mut cl = one(
-                Operation::AlterTable {
-                    table: obj.clone(),
-                    changes,
-                },
-                &obj,
+        } => c.alter_table(db, table, new_table, facts).await,
+        Rule::DropTable { .. }
+        | Rule::TruncateTable { .. }
+        | Rule::AddPartitions { .. }
+        | Rule::AlterPartitions { .. }
+        | Rule::DropPartitions { .. }
+        | Rule::OwnerOfTables { .. } => c.table_data(rule, facts).await,
+        Rule::CreateDatabase { database } => c.create_database(database),
+        Rule::AlterDatabase { name, new_database } => {
+            c.alter_database(name, new_database, facts).await
+        }
+        Rule::DropDatabase { name } => {
+            let obj = Object::database(&c.name(name, "database name")?);
+            Ok(vec![one(Operation::DropDatabase { db: obj.clone() }, &obj)])
+        }
+        Rule::GrantRole { role, .. } => {
+            let role = c.string(role, "role")?;
+            Ok(vec![Classified::of(Operation::GrantRole { role })])
+        }
+        Rule::GrantPrivileges { bag, kind } => c.grant_privileges(bag, kind),
+        Rule::ReadGrants { name, kind, groups } => c.read_grants(name, kind, groups),
+    }
+}
+
+/// The rule families, one classification each.
+impl Ctx<'_> {
+    /// Transaction calls: the user they claim, and every transaction and lock they act on.
+    fn txn(
+        &self,
+        user: Option<Path>,
+        txns: &[Path],
+        locks: &[Path],
+        range: Option<(Path, Path)>,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let claimed_user = match user {
+            Some(p) => Some(self.string(p, "user")?),
+            None => None,
+        };
+        let mut held = Vec::new();
+        for &p in txns {
+            held.extend(self.ids(p).into_iter().map(TxnRef::Txn));
+        }
+        for &p in locks {
+            held.extend(self.ids(p).into_iter().map(TxnRef::Lock));
+        }
+        if let Some((min, max)) = range {
+            let (min, max) = (
+                self.id(min, "first transaction")?,
+                self.id(max, "last transaction")?,
             );
-            // Every new location is checked whatever else the call changes (a rename that
-            // also relocates is both).
-            cl.storage = alter_storage_needs(current.as_ref(), &new);
-            cl.location = cl.storage.first().map(|n| n.location.clone());
-            if let Some(cur) = &current {
-                if let Some(place) = renamed_into(&db, &name, cur, &new, facts).await? {
-                    cl.location.get_or_insert_with(|| place.clone());
-                    cl.default_places.push(StorageNeed {
-                        location: place,
-                        write: true,
-                    });
+            // Each transaction of the range is checked: bounded like any other list.
+            if max.checked_sub(min).is_none_or(|n| n >= MAX_HELD as i64) {
+                return Err(ClassifyError::Args(format!(
+                    "a transaction range of more than {MAX_HELD} ids ({min}..={max})"
+                )));
+            }
+            held.extend((min..=max).map(TxnRef::Txn));
+        }
+        dedup_held(&mut held)?;
+        Ok(vec![Classified::of(Operation::Txn { claimed_user, held })])
+    }
+
+    /// `lock`: the objects locked (a `LockComponent` each) and the transaction it runs in.
+    fn lock(
+        &self,
+        components: Path,
+        user: Path,
+        txn: Path,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let claimed_user = self.string(user, "user")?;
+        let mut held: Vec<TxnRef> = self.ids(txn).into_iter().map(TxnRef::Txn).collect();
+        dedup_held(&mut held)?;
+        let mut items = Vec::new();
+        for comp in values_at(self.args, components)
+            .into_iter()
+            .flat_map(Value::as_list)
+        {
+            let item = lock_item(comp)?;
+            if !items.contains(&item) {
+                items.push(item);
+            }
+        }
+        let first = items
+            .first()
+            .map(|(o, _)| o.clone())
+            .unwrap_or(Object::Global);
+        Ok(vec![one(
+            Operation::Lock {
+                claimed_user,
+                items,
+                held,
+            },
+            &first,
+        )])
+    }
+
+    /// Reads of tables and databases, and listings (filtered on the way back).
+    fn read(&self, rule: &Rule) -> Result<Vec<Classified>, ClassifyError> {
+        match *rule {
+            Rule::ReadTable { db, table } => {
+                let tables = self.tables(db, table)?;
+                let first = tables[0].clone();
+                Ok(vec![one(Operation::ReadTables(tables), &first)])
+            }
+            Rule::Listing {
+                shape: ListShape::DbNames | ListShape::Databases,
+                ..
+            } => Ok(vec![one(Operation::ListDatabases, &Object::Global)]),
+            Rule::ReadDatabase { name } => {
+                let obj = Object::database(&self.name(name, "database name")?);
+                Ok(vec![one(Operation::ReadDatabase { db: obj.clone() }, &obj)])
+            }
+            Rule::Listing { db, .. } => {
+                let db = match db {
+                    Some(p) => self.name(p, "database")?,
+                    None => "*".to_string(),
+                };
+                let obj = Object::database(&db);
+                Ok(vec![one(Operation::ListTables { db }, &obj)])
+            }
+            _ => unreachable!("classify passes only reads"),
+        }
+    }
+
+    /// `create_table` (and `add_index`'s index table): the database it goes in, its locations
+    /// (explicit ones checked, default places exempt while empty), and the grants it carries.
+    async fn create_table(
+        &self,
+        rule: &Rule,
+        table: Path,
+        facts: &FactsStore,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let t = self.value(table, "table")?;
+        let text = |id, what| {
+            t.field(id)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing(what))
+        };
+        let db = normalize_name(text(fields::table::DB_NAME, "database")?)?;
+        let name = normalize_name(text(fields::table::TABLE_NAME, "table name")?)?;
+        let obj = Object::table(&db, &name);
+        let mut cl = one(Operation::CreateTable { table: obj.clone() }, &obj);
+        created_table_places(&mut cl, &t, &db, &name, facts).await?;
+        let mut out = match *rule {
+            Rule::AddIndex { index, .. } => index_with_table(self, index, &t, cl)?,
+            _ => vec![cl],
+        };
+        // Grants the new table carries are decided before its create (which the audit
+        // line then names).
+        if let Some(g) = carried_grants(&t)? {
+            out.insert(out.len() - 1, g);
+        }
+        Ok(out)
+    }
+
+    /// `alter_table*`: every way the new table differs from the current one, and the
+    /// locations it newly points at (a rename may move its directory into a default place).
+    async fn alter_table(
+        &self,
+        db: Path,
+        table: Path,
+        new_table: Path,
+        facts: &FactsStore,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let db = self.name(db, "database")?;
+        let name = self.name(table, "table name")?;
+        let new = self.value(new_table, "new table")?;
+        let current = facts
+            .table(&db, &name)
+            .await
+            .map_err(ClassifyError::Facts)?;
+        let changes = match &current {
+            Some(cur) => alter_changes(&db, &name, cur, &new),
+            None => vec![AlterKind::Other],
+        };
+        tracing::debug!(table = %format!("{db}.{name}"), ?changes, "alter_table judged");
+        let obj = Object::table(&db, &name);
+        let mut cl = one(
+            Operation::AlterTable {
+                table: obj.clone(),
+                changes,
+            },
+            &obj,
+        );
+        // Every new location is checked whatever else the call changes (a rename that
+        // also relocates is both).
+        cl.storage = alter_storage_needs(current.as_ref(), &new);
+        cl.location = cl.storage.first().map(|n| n.location.clone());
+        if let Some(cur) = &current {
+            if let Some(place) = renamed_into(&db, &name, cur, &new, facts).await? {
+                cl.location.get_or_insert_with(|| place.clone());
+                cl.default_places.push(StorageNeed {
+                    location: place,
+                    write: true,
+                });
+            }
+        }
+        Ok(vec![cl])
+    }
+
+    /// Calls on a table's data and partitions: drop, truncate, partitions added, altered or
+    /// dropped, and calls that need ownership of every table they name.
+    async fn table_data(
+        &self,
+        rule: &Rule,
+        facts: &FactsStore,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        match *rule {
+            Rule::DropTable { db, table } => {
+                let obj = self.tables(db, table)?.remove(0);
+                Ok(vec![one(Operation::DropTable { table: obj.clone() }, &obj)])
+            }
+            Rule::TruncateTable { db, table } => {
+                let obj = self.tables(db, table)?.remove(0);
+                Ok(vec![one(
+                    Operation::TruncateTable { table: obj.clone() },
+                    &obj,
+                )])
+            }
+            Rule::AddPartitions {
+                db,
+                table,
+                locations,
+                shared_sd,
+            } => {
+                let joined = shared_sd_locations(&self.values(shared_sd)?);
+                let mut out = Vec::new();
+                for t in self.tables(db, table)? {
+                    let mut cl = one(Operation::AddPartitions { table: t.clone() }, &t);
+                    cl.storage = self.partition_needs(locations, &joined, &t, facts).await?;
+                    cl.location = cl.storage.first().map(|n| n.location.clone());
+                    out.push(cl);
                 }
+                Ok(out)
             }
-            Ok(vec![cl])
-        }
-        Rule::DropTable { db, table } => {
-            let obj = c.tables(db, table)?.remove(0);
-            single(Operation::DropTable { table: obj.clone() }, &obj)
-        }
-        Rule::TruncateTable { db, table } => {
-            let obj = c.tables(db, table)?.remove(0);
-            single(Operation::TruncateTable { table: obj.clone() }, &obj)
-        }
-        Rule::AddPartitions {
-            db,
-            table,
-            locations,
-            shared_sd,
-        } => {
-            let joined = shared_sd_locations(&c.values(shared_sd)?);
-            let mut out = Vec::new();
-            for t in c.tables(db, table)? {
-                let mut cl = one(Operation::AddPartitions { table: t.clone() }, &t);
-                cl.storage = c.partition_needs(locations, &joined, &t, facts).await?;
-                cl.location = cl.storage.first().map(|n| n.location.clone());
-                out.push(cl);
-            }
-            Ok(out)
-        }
-        Rule::AlterPartitions {
-            db,
-            table,
-            stats_only,
-            locations,
-        } => {
-            let mut out = Vec::new();
-            for t in c.tables(db, table)? {
-                let mut cl = one(
-                    Operation::AlterPartitions {
+            Rule::AlterPartitions {
+                db,
+                table,
+                stats_only,
+                locations,
+            } => {
+                let mut out = Vec::new();
+                for t in self.tables(db, table)? {
+                    let op = Operation::AlterPartitions {
                         table: t.clone(),
                         stats_only,
-                    },
-                    &t,
-                );
-                cl.storage = c.partition_needs(locations, &[], &t, facts).await?;
-                cl.location = cl.storage.first().map(|n| n.location.clone());
-                out.push(cl);
+                    };
+                    let mut cl = one(op, &t);
+                    cl.storage = self.partition_needs(locations, &[], &t, facts).await?;
+                    cl.location = cl.storage.first().map(|n| n.location.clone());
+                    out.push(cl);
+                }
+                Ok(out)
             }
-            Ok(out)
-        }
-        Rule::DropPartitions { db, table } => Ok(c
-            .tables(db, table)?
-            .iter()
-            .map(|t| one(Operation::DropPartitions { table: t.clone() }, t))
-            .collect()),
-        Rule::OwnerOfTables { tables } => {
-            let mut all = Vec::new();
-            for (db, t) in tables {
-                for o in c.tables(db, t)? {
-                    if !all.contains(&o) {
-                        all.push(o);
+            Rule::DropPartitions { db, table } => Ok(self
+                .tables(db, table)?
+                .iter()
+                .map(|t| one(Operation::DropPartitions { table: t.clone() }, t))
+                .collect()),
+            Rule::OwnerOfTables { tables } => {
+                let mut all = Vec::new();
+                for (db, t) in tables {
+                    for o in self.tables(db, t)? {
+                        if !all.contains(&o) {
+                            all.push(o);
+                        }
                     }
                 }
+                let first = all[0].clone();
+                Ok(vec![one(Operation::OwnerOfAll(all), &first)])
             }
-            let first = all[0].clone();
-            single(Operation::OwnerOfAll(all), &first)
+            _ => unreachable!("classify passes only calls on a table's data"),
         }
-        Rule::CreateDatabase { database } => {
-            let d = c.value(database, "database")?;
-            let name = normalize_name(
-                d.field(1)
-                    .and_then(Value::as_str)
-                    .ok_or(ClassifyError::Missing("database name"))?,
-            )?;
-            let obj = Object::database(&name);
-            let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
-            for l in database_locations(&d) {
+    }
+
+    /// `create_database`: its locations, each written to.
+    fn create_database(&self, database: Path) -> Result<Vec<Classified>, ClassifyError> {
+        let d = self.value(database, "database")?;
+        let name = normalize_name(
+            d.field(fields::database::NAME)
+                .and_then(Value::as_str)
+                .ok_or(ClassifyError::Missing("database name"))?,
+        )?;
+        let obj = Object::database(&name);
+        let mut cl = one(Operation::CreateDatabase { db: obj.clone() }, &obj);
+        for l in database_locations(&d) {
+            cl.location.get_or_insert_with(|| l.clone());
+            cl.storage.push(StorageNeed {
+                location: l,
+                write: true,
+            });
+        }
+        Ok(vec![cl])
+    }
+
+    /// `alter_database`: an owner change, and the locations the database newly names.
+    async fn alter_database(
+        &self,
+        name: Path,
+        new_database: Path,
+        facts: &FactsStore,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let name = self.name(name, "database name")?;
+        let new = self.value(new_database, "new database")?;
+        let obj = Object::database(&name);
+        let current = facts.object(&obj).await.map_err(ClassifyError::Facts)?;
+        let new_owner = new
+            .field(fields::database::OWNER_NAME)
+            .and_then(Value::as_str);
+        let owner_change = match (new_owner, current.as_ref().and_then(|f| f.owner.as_ref())) {
+            (Some(n), Some(cur)) => n != cur.name,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let mut cl = one(
+            Operation::AlterDatabase {
+                db: obj.clone(),
+                owner_change,
+            },
+            &obj,
+        );
+        // Every location the new database names that the current one does not have (its
+        // location and, Hive 4, its managed-table location).
+        let before = match facts.database(&name).await.map_err(ClassifyError::Facts)? {
+            Some(cur) => database_locations(&cur),
+            None => Vec::new(),
+        };
+        for l in database_locations(&new) {
+            if !before.iter().any(|b| same_place(b, &l)) {
                 cl.location.get_or_insert_with(|| l.clone());
                 cl.storage.push(StorageNeed {
                     location: l,
                     write: true,
                 });
             }
-            Ok(vec![cl])
         }
-        Rule::AlterDatabase { name, new_database } => {
-            let name = c.name(name, "database name")?;
-            let new = c.value(new_database, "new database")?;
-            let obj = Object::database(&name);
-            let current = facts.object(&obj).await.map_err(ClassifyError::Facts)?;
-            let new_owner = new.field(6).and_then(Value::as_str);
-            let owner_change = match (new_owner, current.as_ref().and_then(|f| f.owner.as_ref())) {
-                (Some(n), Some(cur)) => n != cur.name,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            let mut cl = one(
-                Operation::AlterDatabase {
-                    db: obj.clone(),
-                    owner_change,
-                },
-                &obj,
-            );
-            // Every location the new database names that the current one does not have (its
-            // location and, Hive 4, its managed-table location).
-            let before = match facts.database(&name).await.map_err(ClassifyError::Facts)? {
-                Some(cur) => database_locations(&cur),
-                None => Vec::new(),
-            };
-            for l in database_locations(&new) {
-                if !before.iter().any(|b| same_place(b, &l)) {
-                    cl.location.get_or_insert_with(|| l.clone());
-                    cl.storage.push(StorageNeed {
-                        location: l,
-                        write: true,
-                    });
-                }
+        Ok(vec![cl])
+    }
+
+    /// `grant_privileges` (or a revoke, by method or request type): each privilege on each
+    /// object of the bag.
+    fn grant_privileges(
+        &self,
+        bag: Path,
+        kind: GrantKind,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let bag = self.value(bag, "privilege bag")?;
+        if is_revoke(kind, self.args)? {
+            return revoke_items(&bag);
+        }
+        let mut items = Vec::new();
+        let privileges = bag.field(fields::privilege_bag::PRIVILEGES);
+        for hop in privileges.map(Value::as_list).unwrap_or_default() {
+            let object = granted_object(hop)?;
+            for privilege in granted_privileges(hop)? {
+                items.push((object.clone(), privilege));
             }
-            Ok(vec![cl])
         }
-        Rule::DropDatabase { name } => {
-            let obj = Object::database(&c.name(name, "database name")?);
-            single(Operation::DropDatabase { db: obj.clone() }, &obj)
+        if items.is_empty() {
+            return Err(ClassifyError::Missing("privilege"));
         }
-        Rule::GrantRole { role, .. } => {
-            let role = c.string(role, "role")?;
-            Ok(vec![Classified::of(Operation::GrantRole { role })])
-        }
-        Rule::GrantPrivileges { bag, kind } => {
-            let bag = c.value(bag, "privilege bag")?;
-            if is_revoke(kind, args)? {
-                return revoke_items(&bag);
+        let first = items[0].0.clone();
+        Ok(vec![one(Operation::GrantPrivileges(items), &first)])
+    }
+
+    /// Reads of a principal's grants (and of groups' grants).
+    fn read_grants(
+        &self,
+        name: Path,
+        kind: Option<Path>,
+        groups: Option<Path>,
+    ) -> Result<Vec<Classified>, ClassifyError> {
+        let groups = match groups {
+            Some(p) => values_at(self.args, p)
+                .into_iter()
+                .flat_map(Value::as_list)
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            None => Vec::new(),
+        };
+        let who = self.strings(name)?.into_iter().next();
+        let kind = match kind {
+            None => Some(PrincipalKind::User),
+            Some(p) => self
+                .values(p)?
+                .first()
+                .and_then(Value::as_int)
+                .and_then(PrincipalKind::from_wire),
+        };
+        let principal = match (who, kind) {
+            (Some(name), Some(kind)) => Some(Principal { kind, name }),
+            _ => None,
+        };
+        Ok(vec![Classified::of(Operation::ReadGrants {
+            principal,
+            groups,
+        })])
+    }
+}
+
+/// One `LockComponent`: the object it locks and how.
+fn lock_item(comp: &Value) -> Result<(Object, LockKind), ClassifyError> {
+    use fields::lock_component as lc;
+    let kind = comp
+        .field(lc::TYPE)
+        .and_then(Value::as_int)
+        .and_then(LockKind::from_wire)
+        .ok_or(ClassifyError::Missing("lock type"))?;
+    let text = |id, what| {
+        comp.field(id)
+            .and_then(Value::as_str)
+            .ok_or(ClassifyError::Missing(what))
+    };
+    let db = normalize_name(text(lc::DBNAME, "database")?)?;
+    // LockLevel: 1 DB, 2 TABLE, 3 PARTITION (a partition's table decides).
+    let obj = match comp.field(lc::LEVEL).and_then(Value::as_int) {
+        Some(1) => Object::database(&db),
+        Some(2 | 3) => Object::table(&db, &normalize_name(text(lc::TABLENAME, "table")?)?),
+        _ => return Err(ClassifyError::Missing("lock level")),
+    };
+    Ok((obj, kind))
+}
+
+/// The places a created table puts its data: `cl.location`, the explicit locations checked
+/// (`cl.storage`), and the default places (`cl.default_places`) — where the metastore puts a
+/// table with no location, or a location exactly there.
+async fn created_table_places(
+    cl: &mut Classified,
+    t: &Value,
+    db: &str,
+    name: &str,
+    facts: &FactsStore,
+) -> Result<(), ClassifyError> {
+    let locations = table_locations(t);
+    cl.location = locations.first().cloned();
+    let write = deletes_on_drop(t);
+    // A view has no place: the metastore gives a `VIRTUAL_VIEW` (exactly so spelled)
+    // no location and makes no directory.
+    let view = t.field(fields::table::TABLE_TYPE).and_then(Value::as_str) == Some("VIRTUAL_VIEW");
+    let no_location = data_locations(t).is_empty() && !view;
+    // The database's location is needed only for a table at its default place: no
+    // location, or one ending in the table's name.
+    let named = |l: &String| {
+        let last = l.trim_end_matches('/').rsplit('/').next();
+        last.is_some_and(|last| last.eq_ignore_ascii_case(name))
+    };
+    // The database's places: its location and (Hive 4) the place of its managed
+    // tables; a table with no location goes under one of them.
+    let db_places: Vec<String> = if no_location || locations.iter().any(named) {
+        let f = facts
+            .object(&Object::database(db))
+            .await
+            .map_err(ClassifyError::Facts)?;
+        f.map(|f| f.location.into_iter().chain(f.managed_location).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    // No location: the metastore puts the table at its default place.
+    if no_location {
+        for place in db_places.iter().map(|d| default_place(d, name)) {
+            cl.location.get_or_insert_with(|| place.clone());
+            if !cl
+                .default_places
+                .iter()
+                .any(|n| same_place(&n.location, &place))
+            {
+                cl.default_places.push(StorageNeed {
+                    location: place,
+                    write,
+                });
             }
-            let mut items = Vec::new();
-            for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
-                let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
-                let db = obj.field(2).and_then(Value::as_str).unwrap_or_default();
-                let name = obj.field(3).and_then(Value::as_str).unwrap_or_default();
-                let object = match obj.field(1).and_then(Value::as_int) {
-                    Some(1) => Object::Global,
-                    Some(2) => Object::database(&normalize_name(db)?),
-                    // Table, partition and column grants: the table's grant option decides.
-                    Some(3..=5) => Object::table(&normalize_name(db)?, &normalize_name(name)?),
-                    _ => return Err(ClassifyError::Missing("object type")),
-                };
-                let p = hop
-                    .path(&[4, 1])
-                    .and_then(Value::as_str)
-                    .ok_or(ClassifyError::Missing("privilege"))?;
-                for part in p.split(',') {
-                    let privilege = Privilege::parse(part).ok_or_else(|| {
-                        ClassifyError::Args(format!("unknown privilege {part:?}"))
-                    })?;
-                    items.push((object.clone(), privilege));
-                }
-            }
-            if items.is_empty() {
-                return Err(ClassifyError::Missing("privilege"));
-            }
-            let first = items[0].0.clone();
-            single(Operation::GrantPrivileges(items), &first)
-        }
-        Rule::ReadGrants { name, kind, groups } => {
-            let groups = match groups {
-                Some(p) => values_at(c.args, p)
-                    .into_iter()
-                    .flat_map(Value::as_list)
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-                None => Vec::new(),
-            };
-            let who = c.strings(name)?.into_iter().next();
-            let kind = match kind {
-                None => Some(PrincipalKind::User),
-                Some(p) => c
-                    .values(p)?
-                    .first()
-                    .and_then(Value::as_int)
-                    .and_then(PrincipalKind::from_wire),
-            };
-            let principal = match (who, kind) {
-                (Some(name), Some(kind)) => Some(Principal { kind, name }),
-                _ => None,
-            };
-            Ok(vec![Classified::of(Operation::ReadGrants {
-                principal,
-                groups,
-            })])
         }
     }
+    for l in locations {
+        // Exactly its default place (where Spark and pyiceberg put a table
+        // explicitly): a default place. Anywhere else under the database is an explicit
+        // location (a database can sit at the warehouse root).
+        let at_default = db_places
+            .iter()
+            .any(|base| is_default_table_location(&l, base, name));
+        let need = StorageNeed { location: l, write };
+        if at_default {
+            cl.default_places.push(need);
+        } else {
+            cl.storage.push(need);
+        }
+    }
+    Ok(())
+}
+
+/// The object a granted `HiveObjectPrivilege` is on (partition and column grants: their
+/// table's grant option decides).
+fn granted_object(hop: &Value) -> Result<Object, ClassifyError> {
+    use fields::hive_object_ref as r;
+    let obj = hop
+        .field(fields::hive_object_privilege::HIVE_OBJECT)
+        .ok_or(ClassifyError::Missing("object"))?;
+    let db = obj
+        .field(r::DB_NAME)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = obj
+        .field(r::OBJECT_NAME)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(match obj.field(r::OBJECT_TYPE).and_then(Value::as_int) {
+        Some(1) => Object::Global,
+        Some(2) => Object::database(&normalize_name(db)?),
+        // Table, partition and column grants: the table's grant option decides.
+        Some(3..=5) => Object::table(&normalize_name(db)?, &normalize_name(name)?),
+        _ => return Err(ClassifyError::Missing("object type")),
+    })
+}
+
+/// The privileges of a `HiveObjectPrivilege` (its grant info's privilege, possibly a comma
+/// list).
+fn granted_privileges(hop: &Value) -> Result<Vec<Privilege>, ClassifyError> {
+    let p = hop
+        .path(&[
+            fields::hive_object_privilege::GRANT_INFO,
+            fields::privilege_grant_info::PRIVILEGE,
+        ])
+        .and_then(Value::as_str)
+        .ok_or(ClassifyError::Missing("privilege"))?;
+    p.split(',')
+        .map(|part| {
+            Privilege::parse(part)
+                .ok_or_else(|| ClassifyError::Args(format!("unknown privilege {part:?}")))
+        })
+        .collect()
 }
 
 /// Whether a grant call revokes: by its method, or by its request's `GrantRevokeType`
@@ -931,52 +1089,29 @@ pub fn is_revoke(kind: GrantKind, args: &Value) -> Result<bool, ClassifyError> {
 /// Principal and object pairs one revoke may name: each is looked up at the metastore.
 pub const MAX_REVOKE_LOOKUPS: usize = 100;
 
-/// The privileges a revoke takes away, each with the principal and the object as the call
-/// names them (`HiveObjectPrivilege`: 1 hiveObject, 2 principalName, 3 principalType,
-/// 4 grantInfo with 1 privilege).
+/// The privileges a revoke takes away (each `HiveObjectPrivilege` of the bag), each with the
+/// principal and the object as the call names them.
 fn revoke_items(bag: &Value) -> Result<Vec<Classified>, ClassifyError> {
+    use fields::hive_object_privilege as hop_f;
     let mut items: Vec<RevokeItem> = Vec::new();
     let mut pairs = std::collections::HashSet::new();
-    for hop in bag.field(1).map(Value::as_list).unwrap_or_default() {
-        let obj = hop.field(1).ok_or(ClassifyError::Missing("object"))?;
-        let text = |id| obj.field(id).and_then(Value::as_str).map(str::to_string);
-        // Hive 3+ `catName` (6): the recorded grants are asked for in the default catalog,
-        // so a revoke in another one is refused rather than judged on the wrong grants.
-        if let Some(cat) = text(6).filter(|c| !c.trim().eq_ignore_ascii_case(DEFAULT_CATALOG)) {
-            return Err(ClassifyError::Args(format!(
-                "the revoke names catalog {cat:?}; hms-guard serves the {DEFAULT_CATALOG:?} catalog only"
-            )));
-        }
-        let target = GrantTarget {
-            kind: obj
-                .field(1)
-                .and_then(Value::as_int)
-                .filter(|k| (1..=5).contains(k))
-                .ok_or(ClassifyError::Missing("object type"))?,
-            db: text(2),
-            name: text(3),
-            part_values: obj.field(4).map(|l| {
-                l.as_list()
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            }),
-            column: text(5),
-        };
+    let privileges = bag.field(fields::privilege_bag::PRIVILEGES);
+    for hop in privileges.map(Value::as_list).unwrap_or_default() {
+        let target = revoke_target(hop)?;
         let principal = Principal {
             name: hop
-                .field(2)
+                .field(hop_f::PRINCIPAL_NAME)
                 .and_then(Value::as_str)
                 .ok_or(ClassifyError::Missing("principal"))?
                 .to_string(),
             kind: hop
-                .field(3)
+                .field(hop_f::PRINCIPAL_TYPE)
                 .and_then(Value::as_int)
                 .and_then(PrincipalKind::from_wire)
                 .ok_or(ClassifyError::Missing("principal type"))?,
         };
         let p = hop
-            .path(&[4, 1])
+            .path(&[hop_f::GRANT_INFO, fields::privilege_grant_info::PRIVILEGE])
             .and_then(Value::as_str)
             .ok_or(ClassifyError::Missing("privilege"))?;
         for part in p.split(',') {
@@ -1005,6 +1140,39 @@ fn revoke_items(bag: &Value) -> Result<Vec<Classified>, ClassifyError> {
     }])
 }
 
+/// The object a revoked `HiveObjectPrivilege` names (its `HiveObjectRef`), as written.
+fn revoke_target(hop: &Value) -> Result<GrantTarget, ClassifyError> {
+    use fields::hive_object_ref as r;
+    let obj = hop
+        .field(fields::hive_object_privilege::HIVE_OBJECT)
+        .ok_or(ClassifyError::Missing("object"))?;
+    let text = |id| obj.field(id).and_then(Value::as_str).map(str::to_string);
+    // Hive 3+ `catName`: the recorded grants are asked for in the default catalog,
+    // so a revoke in another one is refused rather than judged on the wrong grants.
+    let catalog = text(r::CAT_NAME);
+    if let Some(cat) = catalog.filter(|c| !c.trim().eq_ignore_ascii_case(DEFAULT_CATALOG)) {
+        return Err(ClassifyError::Args(format!(
+            "the revoke names catalog {cat:?}; hms-guard serves the {DEFAULT_CATALOG:?} catalog only"
+        )));
+    }
+    Ok(GrantTarget {
+        kind: obj
+            .field(r::OBJECT_TYPE)
+            .and_then(Value::as_int)
+            .filter(|k| (1..=5).contains(k))
+            .ok_or(ClassifyError::Missing("object type"))?,
+        db: text(r::DB_NAME),
+        name: text(r::OBJECT_NAME),
+        part_values: obj.field(r::PART_VALUES).map(|l| {
+            l.as_list()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        }),
+        column: text(r::COLUMN_NAME),
+    })
+}
+
 /// The database or table a grant target lies in (for the audit line).
 fn grant_object(t: &GrantTarget) -> Result<Object, ClassifyError> {
     let name = |v: &Option<String>| normalize_name(v.as_deref().unwrap_or_default());
@@ -1015,29 +1183,34 @@ fn grant_object(t: &GrantTarget) -> Result<Object, ClassifyError> {
     })
 }
 
-/// The grants a created table carries (`Table` 13 privileges, a `PrincipalPrivilegeSet`: 1
-/// user, 2 group, 3 role privileges, each a map from the grantee to its `PrivilegeGrantInfo`s:
-/// 1 privilege, 3 grantor, 4 grantorType), which the metastore records as they are written;
-/// `None` when it carries none.
+/// The grants a created table carries (`Table.privileges`, a `PrincipalPrivilegeSet`: user,
+/// group and role privileges, each a map from the grantee to its `PrivilegeGrantInfo`s),
+/// which the metastore records as they are written; `None` when it carries none.
 fn carried_grants(t: &Value) -> Result<Option<Classified>, ClassifyError> {
+    use fields::principal_privilege_set as set;
+    use fields::privilege_grant_info as info_f;
     let mut grants = Vec::new();
     for (id, kind) in [
-        (1, PrincipalKind::User),
-        (2, PrincipalKind::Group),
-        (3, PrincipalKind::Role),
+        (set::USER_PRIVILEGES, PrincipalKind::User),
+        (set::GROUP_PRIVILEGES, PrincipalKind::Group),
+        (set::ROLE_PRIVILEGES, PrincipalKind::Role),
     ] {
-        for (to, infos) in t.path(&[13, id]).map(Value::as_map).unwrap_or_default() {
+        let granted = t.path(&[fields::table::PRIVILEGES, id]).map(Value::as_map);
+        for (to, infos) in granted.unwrap_or_default() {
             let name = to.as_str().ok_or(ClassifyError::Missing("grantee"))?;
             for info in infos.as_list() {
                 let grant = crate::authz::RecordedGrant {
                     privilege: info
-                        .field(1)
+                        .field(info_f::PRIVILEGE)
                         .and_then(Value::as_str)
                         .ok_or(ClassifyError::Missing("privilege"))?
                         .to_string(),
-                    grantor: info.field(3).and_then(Value::as_str).map(str::to_string),
+                    grantor: info
+                        .field(info_f::GRANTOR)
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     grantor_kind: info
-                        .field(4)
+                        .field(info_f::GRANTOR_TYPE)
                         .and_then(Value::as_int)
                         .and_then(PrincipalKind::from_wire),
                 };
@@ -1052,8 +1225,11 @@ fn carried_grants(t: &Value) -> Result<Option<Classified>, ClassifyError> {
     if grants.is_empty() {
         return Ok(None);
     }
-    let db = t.field(2).and_then(Value::as_str).unwrap_or_default();
-    let name = t.field(1).and_then(Value::as_str).unwrap_or_default();
+    let text = |id| t.field(id).and_then(Value::as_str).unwrap_or_default();
+    let (db, name) = (
+        text(fields::table::DB_NAME),
+        text(fields::table::TABLE_NAME),
+    );
     let table = Object::table(&normalize_name(db)?, &normalize_name(name)?);
     Ok(Some(one(
         Operation::CarriedGrants {
@@ -1079,11 +1255,11 @@ pub fn qualified_index_table(index_db: &str, name: &str) -> (String, String) {
     }
 }
 
-/// `add_index`: ownership of the base table (the index's 3 dbName, 4 origTableName), then the
+/// `add_index`: ownership of the base table (the index's dbName, origTableName), then the
 /// create of the index table the call carries (`create`, classified as `create_table`), which
-/// must be the table the index names (7 indexTableName) — the metastore records the index over
-/// that name — plus the index's own storage descriptor location (8 sd, 2 location) where it
-/// is not one of the index table's locations.
+/// must be the table the index names (indexTableName) — the metastore records the index over
+/// that name — plus the index's own storage descriptor location where it is not one of the
+/// index table's locations.
 fn index_with_table(
     c: &Ctx<'_>,
     index: Path,
@@ -1092,12 +1268,13 @@ fn index_with_table(
 ) -> Result<Vec<Classified>, ClassifyError> {
     let idx = c.value(index, "index")?;
     let text = |id| idx.field(id).and_then(Value::as_str);
-    let raw_db = text(3).ok_or(ClassifyError::Missing("index database"))?;
+    use fields::index as i;
+    let raw_db = text(i::DB_NAME).ok_or(ClassifyError::Missing("index database"))?;
     let base = Object::table(
         &normalize_name(raw_db)?,
-        &normalize_name(text(4).ok_or(ClassifyError::Missing("base table"))?)?,
+        &normalize_name(text(i::ORIG_TABLE_NAME).ok_or(ClassifyError::Missing("base table"))?)?,
     );
-    let named = text(7).ok_or(ClassifyError::Missing("index table name"))?;
+    let named = text(i::INDEX_TABLE_NAME).ok_or(ClassifyError::Missing("index table name"))?;
     let (qdb, qtable) = qualified_index_table(raw_db, named);
     let named = Object::table(&normalize_name(&qdb)?, &normalize_name(&qtable)?);
     if create.op
@@ -1111,7 +1288,8 @@ fn index_with_table(
             create.db.as_deref().unwrap_or_default()
         )));
     }
-    if let Some(l) = idx.path(&[8, 2]).and_then(Value::as_str).map(str::trim) {
+    let location = idx.path(&[i::SD, fields::storage_descriptor::LOCATION]);
+    if let Some(l) = location.and_then(Value::as_str).map(str::trim) {
         if !l.is_empty() && !table_locations(table).iter().any(|t| t == l) {
             create.location.get_or_insert_with(|| l.to_string());
             create.storage.push(StorageNeed {
@@ -1148,8 +1326,10 @@ async fn drop_index(
     let Some(idx) = recorded else {
         return Ok(out);
     };
-    if let Some(name) = idx.field(7).and_then(Value::as_str) {
-        let idx_db = idx.field(3).and_then(Value::as_str).unwrap_or(&db);
+    let index_table = idx.field(fields::index::INDEX_TABLE_NAME);
+    if let Some(name) = index_table.and_then(Value::as_str) {
+        let idx_db = idx.field(fields::index::DB_NAME);
+        let idx_db = idx_db.and_then(Value::as_str).unwrap_or(&db);
         let (qdb, qtable) = qualified_index_table(idx_db, name);
         let obj = Object::table(&normalize_name(&qdb)?, &normalize_name(&qtable)?);
         out.push(one(Operation::DropTable { table: obj.clone() }, &obj));
@@ -1208,14 +1388,22 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
             .and_then(Value::as_str)
             .map(|n| normalize_name(n).unwrap_or_else(|_| format!("\u{0}{n}")))
     };
-    let new_db = s(new, 2).unwrap_or_else(|| db.to_ascii_lowercase());
-    let new_name = s(new, 1).unwrap_or_else(|| name.to_ascii_lowercase());
+    let new_db = s(new, fields::table::DB_NAME).unwrap_or_else(|| db.to_ascii_lowercase());
+    let new_name = s(new, fields::table::TABLE_NAME).unwrap_or_else(|| name.to_ascii_lowercase());
     if new_db != db.to_ascii_lowercase() || new_name != name.to_ascii_lowercase() {
         changes.push(AlterKind::Rename { new_db });
     }
-    // The owner and its principal type (18, Hive 3+; unset means USER), removed or replaced.
-    let owner = |v: &Value| v.field(3).and_then(Value::as_str).map(str::to_string);
-    let owner_type = |v: &Value| v.field(18).and_then(Value::as_int).unwrap_or(1);
+    // The owner and its principal type (Hive 3+; unset means USER), removed or replaced.
+    let owner = |v: &Value| {
+        v.field(fields::table::OWNER)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let owner_type = |v: &Value| {
+        v.field(fields::table::OWNER_TYPE)
+            .and_then(Value::as_int)
+            .unwrap_or(1)
+    };
     if owner(new) != owner(current) || owner_type(new) != owner_type(current) {
         changes.push(AlterKind::Owner);
     }
@@ -1231,20 +1419,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
     // Everything else: names, owner and locations are judged above; statistics and a table
     // format's metadata pointers (checked as locations when they leave the table) are not
     // changes of their own.
-    let strip = |v: &Value, format_params: bool| {
-        let mut t = v.without(&TABLE_BOOKKEEPING).without(&[1, 2, 3]);
-        if let Value::Struct(fields) = &mut t {
-            // (Unset and empty fields — 14 temporary = false… — are equated below.)
-            fields.retain(|(id, _)| *id != 9);
-            fields.push((9, without_stats(v.field(9), format_params)));
-            // Locations are compared above (sd.location and the serde `path`).
-            if let Some(i) = fields.iter().position(|(id, _)| *id == 7) {
-                fields[i].1 = without_locations(&fields[i].1);
-            }
-        }
-        t
-    };
-    let strip = |v: &Value, format_params: bool| without_defaults(&strip(v, format_params));
+    let strip = comparable;
     if strip(new, false) != strip(current, false) {
         let (a, b) = (strip(new, true), strip(current, true));
         if a == b {
@@ -1255,18 +1430,7 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
             }
         } else {
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let ids = |x: &Value, y: &Value| match x {
-                    Value::Struct(f) => f
-                        .iter()
-                        .filter(|(id, v)| y.field(*id) != Some(v))
-                        .map(|(id, _)| *id)
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let mut differ: Vec<i16> = ids(&a, &b);
-                differ.extend(ids(&b, &a));
-                differ.sort_unstable();
-                differ.dedup();
+                let differ = differing_fields(&a, &b);
                 tracing::debug!(table = %format!("{db}.{name}"), fields = ?differ, "alter_table changes more than statistics");
             }
             changes.push(AlterKind::Other);
@@ -1276,6 +1440,46 @@ pub fn alter_changes(db: &str, name: &str, current: &Value, new: &Value) -> Vec<
         changes.push(AlterKind::StatsOnly);
     }
     changes
+}
+
+/// A `Table` as `alter_changes` compares it for changes other than names, owner and
+/// locations: without those, bookkeeping fields, statistics (and, with `format_params`, the
+/// table format's metadata pointers) and empty values.
+fn comparable(v: &Value, format_params: bool) -> Value {
+    use fields::table::{DB_NAME, OWNER, PARAMETERS, SD, TABLE_NAME};
+    let mut t = v
+        .without(&TABLE_BOOKKEEPING)
+        .without(&[TABLE_NAME, DB_NAME, OWNER]);
+    if let Value::Struct(kept) = &mut t {
+        // (Unset and empty fields — temporary = false… — are equated below.)
+        kept.retain(|(id, _)| *id != PARAMETERS);
+        kept.push((
+            PARAMETERS,
+            without_stats(v.field(PARAMETERS), format_params),
+        ));
+        // Locations are compared above (sd.location and the serde `path`).
+        if let Some(i) = kept.iter().position(|(id, _)| *id == SD) {
+            kept[i].1 = without_locations(&kept[i].1);
+        }
+    }
+    without_defaults(&t)
+}
+
+/// The ids of the fields in which two structs differ (for the debug log).
+fn differing_fields(a: &Value, b: &Value) -> Vec<i16> {
+    let ids = |x: &Value, y: &Value| match x {
+        Value::Struct(f) => f
+            .iter()
+            .filter(|(id, v)| y.field(*id) != Some(v))
+            .map(|(id, _)| *id)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut differ: Vec<i16> = ids(a, b);
+    differ.extend(ids(b, a));
+    differ.sort_unstable();
+    differ.dedup();
+    differ
 }
 
 /// A value with every struct field that holds its type's empty value left out (false, 0, "",
@@ -1315,15 +1519,15 @@ fn is_empty_value(v: &Value) -> bool {
 
 /// A storage descriptor without its location and the serde `path` (compared as locations).
 fn without_locations(sd: &Value) -> Value {
-    let mut sd = sd.without(&[2]);
-    if let Value::Struct(fields) = &mut sd {
-        for (id, serde) in fields.iter_mut() {
-            if *id != 7 {
+    let mut sd = sd.without(&[fields::storage_descriptor::LOCATION]);
+    if let Value::Struct(sd_fields) = &mut sd {
+        for (id, serde) in sd_fields.iter_mut() {
+            if *id != fields::storage_descriptor::SERDE_INFO {
                 continue;
             }
             if let Value::Struct(sf) = serde {
                 for (sid, params) in sf.iter_mut() {
-                    if *sid == 3 {
+                    if *sid == fields::serde_info::PARAMETERS {
                         if let Value::Map(entries) = params {
                             entries.retain(|(k, _)| {
                                 !k.as_str().is_some_and(|k| k.eq_ignore_ascii_case("path"))

@@ -7,6 +7,7 @@ use crate::codec::value::{read_value, Value};
 use crate::codec::writer::Writer;
 use crate::codec::{reader::Reader, Ty};
 use crate::codec::{MessageType, Protocol, ScanError};
+use crate::schema::fields::method_result::SUCCESS;
 
 /// Outcome of filtering one reply.
 #[derive(Debug)]
@@ -17,8 +18,8 @@ pub struct Filtered {
     pub dropped: usize,
 }
 
-/// A listing reply, walked once: the elements of the list in result field 0 (their bytes and
-/// values), and the bytes around them.
+/// A listing reply, walked once: the elements of the list in result field 0 (`success`; their
+/// bytes and values), and the bytes around them.
 pub struct ListedReply<'a> {
     reply: &'a [u8],
     protocol: Protocol,
@@ -50,7 +51,7 @@ pub fn parse_list_reply<'a>(
     let Some(f0) = r.field()? else {
         return Ok(None);
     };
-    if f0.id != 0 {
+    if f0.id != SUCCESS {
         return Ok(None);
     }
     // Descend through the wrapper structs (their fields before the list are kept as bytes).
@@ -139,7 +140,7 @@ pub fn empty_list_reply(
 ) -> BytesMut {
     let mut w = Writer::new(protocol);
     w.message(method, MessageType::Reply, seqid).struct_begin();
-    let mut id = 0;
+    let mut id = SUCCESS;
     for &step in list_path {
         w.field(Ty::Struct, id).struct_begin();
         id = step;

@@ -1,7 +1,8 @@
 //! The metastore's whole Thrift schema — every method's args and result structs and every
 //! struct, union and enum they reach, for Hive 2.3, 3.1, 4.0 and the newest 4.x, plus fb303 —
 //! as data (`generated.rs`, written by `idl/gen_schema.py` from the IDL files in
-//! `idl/thrift/`), and the schema-exact request reader (`read`).
+//! `idl/thrift/`), the schema-exact request reader (`read`), and the names of the struct
+//! fields hms-guard reads or writes (`fields`).
 //!
 //! Every request is read once, here, into the values the metastore will read; the policy
 //! stage decides on those values and never re-reads the raw bytes.
@@ -9,6 +10,7 @@
 #[allow(non_upper_case_globals, non_snake_case, dead_code)]
 #[rustfmt::skip]
 mod generated;
+pub mod fields;
 pub mod read;
 pub mod types;
 

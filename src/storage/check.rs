@@ -20,9 +20,10 @@ const MAX_ENTRIES: usize = 100_000;
 /// leading `_` hides it from Hive and Spark should an abort ever fail.
 pub const PROBE_OBJECT: &str = "_hms_guard_probe";
 
-/// A definitive answer: what AWS said, without the user (the same for every user of the chain).
+/// AWS's definitive answer to one probe or simulation: what it said, without the user (the
+/// same for every user of the chain).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct AwsAnswer {
     pub allow: bool,
     pub detail: String,
 }
@@ -38,7 +39,7 @@ pub struct DecisionKey {
 /// The decisions: the crate's one bounded, single-flight TTL cache (`cache::TtlCache`), at most
 /// `MAX_ENTRIES` entries.
 pub struct DecisionCache {
-    cache: TtlCache<DecisionKey, Verdict>,
+    cache: TtlCache<DecisionKey, AwsAnswer>,
     ttl: Duration,
 }
 
@@ -50,16 +51,8 @@ impl DecisionCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
-    }
-
-    /// The cached verdict for `key`, or `compute`'s (one computation per key at a time; the
-    /// others wait for it within `deadline`). `Ok((verdict, cached))`; `Err` = unavailable,
+    /// The cached answer for `key`, or `compute`'s (one computation per key at a time; the
+    /// others wait for it within `deadline`). `Ok((answer, cached))`; `Err` = unavailable,
     /// which is never cached.
     pub async fn get_or_compute<F, Fut>(
         &self,
@@ -67,10 +60,10 @@ impl DecisionCache {
         key: &DecisionKey,
         deadline: Instant,
         compute: F,
-    ) -> Result<(Verdict, bool), String>
+    ) -> Result<(AwsAnswer, bool), String>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Verdict, String>>,
+        Fut: std::future::Future<Output = Result<AwsAnswer, String>>,
     {
         let lookup = |hit: bool| {
             metrics
@@ -87,9 +80,9 @@ impl DecisionCache {
         }
         let load = self.cache.get_or_load(key, compute, |_| true);
         match tokio::time::timeout_at(deadline, load).await {
-            Ok(Ok((verdict, hit))) => {
+            Ok(Ok((answer, hit))) => {
                 lookup(hit);
-                Ok((verdict, hit))
+                Ok((answer, hit))
             }
             Ok(Err(e)) => {
                 lookup(false);
@@ -103,38 +96,61 @@ impl DecisionCache {
     }
 }
 
-/// Asks AWS, as the chain's last role (`creds`), whether it may do `action` on `loc`.
+/// Who asks AWS, and within what: the chain's last role (`creds`, `role_arn`), the check's
+/// method, retry budget and deadline.
+pub struct Asker<'a> {
+    pub backend: &'a dyn Backend,
+    pub metrics: &'a Metrics,
+    pub method: StorageMethod,
+    pub max_attempts: u32,
+    pub creds: &'a SessionCreds,
+    pub role_arn: &'a str,
+    pub deadline: Instant,
+}
+
+/// Asks AWS, as the chain's last role (`asker.creds`), whether it may do `action` on `loc`.
 /// `Err` = unavailable.
-#[allow(clippy::too_many_arguments)]
 pub async fn ask(
-    backend: &dyn Backend,
-    metrics: &Metrics,
-    method: StorageMethod,
-    max_attempts: u32,
-    creds: &SessionCreds,
-    role_arn: &str,
+    asker: &Asker<'_>,
     loc: &S3Location,
     action: StorageAction,
-    deadline: Instant,
-) -> Result<Verdict, String> {
-    let count = |outcome: &'static str| {
-        metrics
+) -> Result<AwsAnswer, String> {
+    match (asker.method, action) {
+        (StorageMethod::Probe, StorageAction::Read) => probe_read(asker, loc).await,
+        (StorageMethod::Probe, StorageAction::Write) => probe_write(asker, loc).await,
+        (StorageMethod::Simulate, _) => simulate(asker, loc, action).await,
+    }
+}
+
+impl Asker<'_> {
+    /// Counts one attempt of a probe or simulation by its outcome.
+    fn count(&self, action: StorageAction, outcome: &'static str) {
+        self.metrics
             .storage_probes
             .get_or_create(&ProbeLabels {
                 action: action.as_str(),
                 outcome,
             })
             .inc();
-    };
-    let count_result = |e: Option<&AwsError>| {
-        count(match e {
-            None => "allow",
-            Some(AwsError::Denied(_)) => "deny",
-            Some(_) => "error",
-        })
-    };
-    let fail = |(e, attempts): (AwsError, u32)| match e {
-        AwsError::Denied(m) => Ok(Verdict {
+    }
+
+    /// Counts one S3 probe attempt by its result.
+    fn count_result(&self, action: StorageAction, e: Option<&AwsError>) {
+        self.count(
+            action,
+            match e {
+                None => "allow",
+                Some(AwsError::Denied(_)) => "deny",
+                Some(_) => "error",
+            },
+        )
+    }
+}
+
+/// A failed probe: AWS's denial is an answer; anything else is unavailable.
+fn failed((e, attempts): (AwsError, u32)) -> Result<AwsAnswer, String> {
+    match e {
+        AwsError::Denied(m) => Ok(AwsAnswer {
             allow: false,
             detail: m,
         }),
@@ -142,104 +158,116 @@ pub async fn ask(
             "{other} ({attempts} attempt{})",
             if attempts == 1 { "" } else { "s" }
         )),
+    }
+}
+
+/// The read probe: may the role list the prefix?
+async fn probe_read(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, String> {
+    let listed = with_retries(
+        a.deadline,
+        a.max_attempts,
+        || a.backend.list_prefix(a.creds, &loc.bucket, &loc.prefix),
+        |r| a.count_result(StorageAction::Read, r.as_ref().err()),
+    )
+    .await;
+    match listed {
+        Ok(()) => Ok(AwsAnswer {
+            allow: true,
+            detail: "S3 ListObjectsV2 allowed".into(),
+        }),
+        Err(e) => failed(e),
+    }
+}
+
+/// The write probe: may the role start an upload under the prefix? (The upload is aborted.)
+async fn probe_write(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, String> {
+    let key = format!("{}{PROBE_OBJECT}_{:016x}", loc.prefix, random_u64());
+    let upload = match with_retries(
+        a.deadline,
+        a.max_attempts,
+        || a.backend.start_upload(a.creds, &loc.bucket, &key),
+        |r| a.count_result(StorageAction::Write, r.as_ref().err()),
+    )
+    .await
+    {
+        Ok(id) => id,
+        Err(e) => return failed(e),
     };
-    match method {
-        StorageMethod::Probe => match action {
-            StorageAction::Read => {
-                match with_retries(
-                    deadline,
-                    max_attempts,
-                    || backend.list_prefix(creds, &loc.bucket, &loc.prefix),
-                    |r| count_result(r.as_ref().err()),
-                )
-                .await
-                {
-                    Ok(()) => Ok(Verdict {
-                        allow: true,
-                        detail: "S3 ListObjectsV2 allowed".into(),
-                    }),
-                    Err(e) => fail(e),
-                }
-            }
-            StorageAction::Write => {
-                let key = format!("{}{PROBE_OBJECT}_{:016x}", loc.prefix, random_u64());
-                let upload = match with_retries(
-                    deadline,
-                    max_attempts,
-                    || backend.start_upload(creds, &loc.bucket, &key),
-                    |r| count_result(r.as_ref().err()),
-                )
-                .await
-                {
-                    Ok(id) => id,
-                    Err(e) => return fail(e),
-                };
-                // Allowed whatever happens next; a failed abort only leaves an empty upload
-                // behind (a bucket lifecycle rule for incomplete uploads removes it).
-                let aborted = with_retries(
-                    deadline,
-                    max_attempts,
-                    || backend.abort_upload(creds, &loc.bucket, &key, &upload),
-                    |_| {},
-                )
-                .await;
-                if let Err((e, _)) = aborted {
-                    tracing::warn!(bucket = %loc.bucket, key = %key, error = %e,
-                        "storage write probe: could not abort its multipart upload");
-                }
-                Ok(Verdict {
-                    allow: true,
-                    detail: "S3 CreateMultipartUpload allowed".into(),
-                })
-            }
+    // Allowed whatever happens next; a failed abort only leaves an empty upload
+    // behind (a bucket lifecycle rule for incomplete uploads removes it).
+    let aborted = with_retries(
+        a.deadline,
+        a.max_attempts,
+        || a.backend.abort_upload(a.creds, &loc.bucket, &key, &upload),
+        |_| {},
+    )
+    .await;
+    if let Err((e, _)) = aborted {
+        tracing::warn!(bucket = %loc.bucket, key = %key, error = %e,
+            "storage write probe: could not abort its multipart upload");
+    }
+    Ok(AwsAnswer {
+        allow: true,
+        detail: "S3 CreateMultipartUpload allowed".into(),
+    })
+}
+
+/// The IAM policy simulation of the S3 action `action` implies on `loc`.
+async fn simulate(
+    a: &Asker<'_>,
+    loc: &S3Location,
+    action: StorageAction,
+) -> Result<AwsAnswer, String> {
+    let partition = a.role_arn.split(':').nth(1).unwrap_or("aws");
+    let (action_name, resource, prefix) = match action {
+        StorageAction::Read => (
+            "s3:ListBucket",
+            format!("arn:{partition}:s3:::{}", loc.bucket),
+            Some(loc.prefix.as_str()),
+        ),
+        StorageAction::Write => (
+            "s3:PutObject",
+            format!(
+                "arn:{partition}:s3:::{}/{}{PROBE_OBJECT}",
+                loc.bucket, loc.prefix
+            ),
+            None,
+        ),
+    };
+    let result = with_retries(
+        a.deadline,
+        a.max_attempts,
+        || {
+            a.backend
+                .simulate(a.creds, a.role_arn, action_name, &resource, prefix)
         },
-        StorageMethod::Simulate => {
-            let partition = role_arn.split(':').nth(1).unwrap_or("aws");
-            let (action_name, resource, prefix) = match action {
-                StorageAction::Read => (
-                    "s3:ListBucket",
-                    format!("arn:{partition}:s3:::{}", loc.bucket),
-                    Some(loc.prefix.as_str()),
-                ),
-                StorageAction::Write => (
-                    "s3:PutObject",
-                    format!(
-                        "arn:{partition}:s3:::{}/{}{PROBE_OBJECT}",
-                        loc.bucket, loc.prefix
-                    ),
-                    None,
-                ),
-            };
-            let result = with_retries(
-                deadline,
-                max_attempts,
-                || backend.simulate(creds, role_arn, action_name, &resource, prefix),
-                |r| {
-                    count(match r {
-                        Ok(Simulated::Allowed) => "allow",
-                        Ok(Simulated::Denied(_)) => "deny",
-                        Err(_) => "error",
-                    })
+        |r| {
+            a.count(
+                action,
+                match r {
+                    Ok(Simulated::Allowed) => "allow",
+                    Ok(Simulated::Denied(_)) => "deny",
+                    Err(_) => "error",
                 },
             )
-            .await;
-            match result {
-                Ok(Simulated::Allowed) => Ok(Verdict {
-                    allow: true,
-                    detail: format!("IAM policy simulation allows {action_name} on {resource}"),
-                }),
-                Ok(Simulated::Denied(m)) => Ok(Verdict {
-                    allow: false,
-                    detail: format!("IAM policy simulation: {m}"),
-                }),
-                // The simulation call itself refused (the role may not simulate itself):
-                // that says nothing about S3, so it is unavailable, not a deny.
-                Err((AwsError::Denied(m), attempts)) => Err(format!(
-                    "{m} ({attempts} attempt{}; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)",
-                    if attempts == 1 { "" } else { "s" }
-                )),
-                Err(e) => fail(e),
-            }
-        }
+        },
+    )
+    .await;
+    match result {
+        Ok(Simulated::Allowed) => Ok(AwsAnswer {
+            allow: true,
+            detail: format!("IAM policy simulation allows {action_name} on {resource}"),
+        }),
+        Ok(Simulated::Denied(m)) => Ok(AwsAnswer {
+            allow: false,
+            detail: format!("IAM policy simulation: {m}"),
+        }),
+        // The simulation call itself refused (the role may not simulate itself):
+        // that says nothing about S3, so it is unavailable, not a deny.
+        Err((AwsError::Denied(m), attempts)) => Err(format!(
+            "{m} ({attempts} attempt{}; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)",
+            if attempts == 1 { "" } else { "s" }
+        )),
+        Err(e) => failed(e),
     }
 }

@@ -227,41 +227,10 @@ impl CredentialCache {
     ) -> Result<Entry, CredError> {
         let index = key.chain.len() - 1;
         let hop = &key.chain[index];
-        let hop_label = if index == 0 { "user" } else { "bucket" };
-        let duration = if index == 0 {
-            self.policy.session_duration
-        } else {
-            self.policy.chained_session_duration
-        };
         let started = Instant::now();
-        let result = with_retries(
-            deadline,
-            self.policy.max_attempts,
-            || {
-                backend.assume_role(
-                    parent,
-                    &hop.role_arn,
-                    hop.external_id.as_deref(),
-                    &key.session,
-                    duration,
-                )
-            },
-            |r| {
-                let outcome = match r {
-                    Ok(_) => "ok",
-                    Err(AwsError::Denied(_)) => "denied",
-                    Err(_) => "error",
-                };
-                metrics
-                    .storage_sts_calls
-                    .get_or_create(&StsLabels {
-                        hop: hop_label,
-                        outcome,
-                    })
-                    .inc();
-            },
-        )
-        .await;
+        let result = self
+            .assume_role(backend, metrics, key, parent, deadline)
+            .await;
         let refreshed = |outcome: &'static str| {
             metrics
                 .storage_credential_refreshes
@@ -296,6 +265,60 @@ impl CredentialCache {
             )));
         }
         refreshed("ok");
+        Ok(self.entry(creds, started))
+    }
+
+    /// AssumeRole of the chain's last hop (from `parent`, or the proxy's own identity), with
+    /// retries within `deadline`, each call counted.
+    async fn assume_role(
+        &self,
+        backend: &dyn Backend,
+        metrics: &Metrics,
+        key: &CredKey,
+        parent: Option<&SessionCreds>,
+        deadline: Instant,
+    ) -> Result<SessionCreds, (AwsError, u32)> {
+        let index = key.chain.len() - 1;
+        let hop = &key.chain[index];
+        let hop_label = if index == 0 { "user" } else { "bucket" };
+        let duration = if index == 0 {
+            self.policy.session_duration
+        } else {
+            self.policy.chained_session_duration
+        };
+        with_retries(
+            deadline,
+            self.policy.max_attempts,
+            || {
+                backend.assume_role(
+                    parent,
+                    &hop.role_arn,
+                    hop.external_id.as_deref(),
+                    &key.session,
+                    duration,
+                )
+            },
+            |r| {
+                let outcome = match r {
+                    Ok(_) => "ok",
+                    Err(AwsError::Denied(_)) => "denied",
+                    Err(_) => "error",
+                };
+                metrics
+                    .storage_sts_calls
+                    .get_or_create(&StsLabels {
+                        hop: hop_label,
+                        outcome,
+                    })
+                    .inc();
+            },
+        )
+        .await
+    }
+
+    /// The cache entry of credentials asked for at `started`: usable until `margin` before
+    /// they expire, renewed `refresh_before` (with jitter) before.
+    fn entry(&self, creds: SessionCreds, started: Instant) -> Entry {
         let expires_at = started + creds.valid_for;
         let usable_until = expires_at - self.policy.margin;
         let early = self.policy.refresh_before + jitter(self.policy.refresh_before / 10);
@@ -304,11 +327,11 @@ impl CredentialCache {
             .unwrap_or(started)
             .max(started)
             .min(usable_until);
-        Ok(Entry {
+        Entry {
             creds: Arc::new(creds),
             refresh_at,
             usable_until,
-        })
+        }
     }
 }
 

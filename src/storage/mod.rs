@@ -38,7 +38,7 @@ pub use self::location::{
 };
 
 use self::aws::{Backend, SdkBackend};
-use self::check::{DecisionCache, DecisionKey, Verdict};
+use self::check::{AwsAnswer, DecisionCache, DecisionKey};
 use self::credentials::{CredError, CredPolicy, CredentialCache};
 use self::roles::{session_name, Hop, RoleMap, RoleSource};
 use crate::metrics::{Metrics, StorageCheckLabels};
@@ -77,7 +77,7 @@ pub struct StorageDecision {
     pub role_chain: Vec<String>,
     /// `read` or `write`.
     pub action: &'static str,
-    /// The verdict came from the decision cache (no AWS call for it).
+    /// The answer came from the decision cache (no AWS call for it).
     pub cached: bool,
     pub outcome: StorageOutcome,
 }
@@ -342,6 +342,8 @@ impl StorageGuard {
         decision
     }
 
+    /// One check, start to end: the location, the user's role chain, then AWS's answer (cached
+    /// per chain, bucket, prefix and action).
     async fn decide(
         &self,
         user: &str,
@@ -352,82 +354,21 @@ impl StorageGuard {
     ) -> StorageDecision {
         let inner = &self.inner;
         let verb = action.as_str();
-        let done = |allow: bool, outcome: StorageOutcome, reason: String, chain: &[Hop], cached| {
-            StorageDecision {
-                allow,
-                reason,
-                role_chain: chain.iter().map(|h| h.role_arn.clone()).collect(),
-                action: verb,
-                cached,
-                outcome,
-            }
-        };
-        let loc = match parse_location(location) {
-            Ok(Location::S3(loc)) => loc,
-            Ok(Location::Other { scheme }) => {
-                let what = if scheme.is_empty() {
-                    "has no scheme (it would resolve against the cluster's default filesystem)"
-                        .to_string()
-                } else {
-                    format!("is a {scheme}:// location")
-                };
-                return match inner.other_schemes {
-                    OtherSchemes::Allow => done(
-                        true,
-                        StorageOutcome::NotS3Allowed,
-                        format!(
-                            "storage: location `{location}` {what}, not S3; allowed unchecked by storage.other_schemes = \"allow\""
-                        ),
-                        &[],
-                        false,
-                    ),
-                    OtherSchemes::Deny => done(
-                        false,
-                        StorageOutcome::Deny,
-                        format!(
-                            "storage: user {user} may not {verb} `{location}`: the location {what}, and only s3://, s3a:// and s3n:// locations can be checked (storage.other_schemes = \"allow\" lets other schemes through unchecked)"
-                        ),
-                        &[],
-                        false,
-                    ),
-                };
-            }
-            Err(why) => {
-                return done(
-                    false,
-                    StorageOutcome::Deny,
-                    format!(
-                        "storage: user {user} may not {verb} `{location}`: invalid location: {why}"
-                    ),
-                    &[],
-                    false,
-                )
-            }
+        let loc = match self.s3_location(user, location, action) {
+            Ok(loc) => loc,
+            Err(decision) => return decision,
         };
         let Some((user_role, source)) = inner.roles.user_role(user, groups) else {
-            let groups = if groups.is_empty() {
-                "no groups".to_string()
-            } else {
-                format!("groups {}", groups.join(", "))
-            };
-            return done(
-                false,
-                StorageOutcome::Deny,
-                format!(
-                    "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
-                ),
-                &[],
-                false,
-            );
+            return no_role(user, groups, &loc, action);
         };
         let chain = inner.roles.chain(user_role, &loc.bucket);
-        let as_roles = describe_chain(&chain, &source, &loc.bucket);
         let Some(backend) = inner.backend.clone() else {
-            return done(
+            return decided(
                 false,
                 StorageOutcome::Unavailable,
                 format!("storage check unavailable: user {user}, {verb} {loc}: no AWS client"),
                 &chain,
+                action,
                 false,
             );
         };
@@ -439,49 +380,7 @@ impl StorageGuard {
             action,
         };
         let session = session_name(user);
-        let compute = || async {
-            let creds = match inner
-                .creds
-                .chain_credentials(&*backend, &inner.metrics, &session, &chain, deadline)
-                .await
-            {
-                Ok(c) => c,
-                Err(CredError::Denied {
-                    hop,
-                    role_arn,
-                    message,
-                }) => {
-                    let from = if hop == 0 {
-                        "the proxy's own identity".to_string()
-                    } else {
-                        chain[hop - 1].role_arn.clone()
-                    };
-                    return Ok(Verdict {
-                        allow: false,
-                        detail: format!(
-                            "STS refused {from} assuming {role_arn} (its trust policy, external id, or the caller's sts:AssumeRole permission): {message}"
-                        ),
-                    });
-                }
-                Err(CredError::Unavailable(m)) => return Err(m),
-            };
-            let last = chain
-                .last()
-                .map(|h| h.role_arn.as_str())
-                .unwrap_or_default();
-            check::ask(
-                &*backend,
-                &inner.metrics,
-                inner.method,
-                inner.max_attempts,
-                &creds,
-                last,
-                &loc,
-                action,
-                deadline,
-            )
-            .await
-        };
+        let compute = || self.ask_aws(&*backend, &session, &chain, &loc, action, deadline);
         let result = tokio::time::timeout_at(
             deadline,
             inner
@@ -495,35 +394,186 @@ impl StorageGuard {
                 inner.timeout.as_millis()
             ))
         });
-        match result {
-            Ok((v, cached)) if v.allow => done(
+        let as_roles = describe_chain(&chain, &source, &loc.bucket);
+        concluded(user, &loc, action, &as_roles, result, &chain)
+    }
+
+    /// The S3 location a check is about, or the decision for any other: a scheme let through
+    /// or refused by `storage.other_schemes`, an invalid location denied.
+    fn s3_location(
+        &self,
+        user: &str,
+        location: &str,
+        action: StorageAction,
+    ) -> Result<S3Location, StorageDecision> {
+        let verb = action.as_str();
+        let deny =
+            |reason: String| decided(false, StorageOutcome::Deny, reason, &[], action, false);
+        let scheme = match parse_location(location) {
+            Ok(Location::S3(loc)) => return Ok(loc),
+            Ok(Location::Other { scheme }) => scheme,
+            Err(why) => {
+                return Err(deny(format!(
+                    "storage: user {user} may not {verb} `{location}`: invalid location: {why}"
+                )))
+            }
+        };
+        let what = if scheme.is_empty() {
+            "has no scheme (it would resolve against the cluster's default filesystem)".to_string()
+        } else {
+            format!("is a {scheme}:// location")
+        };
+        Err(match self.inner.other_schemes {
+            OtherSchemes::Allow => decided(
                 true,
-                StorageOutcome::Allow,
+                StorageOutcome::NotS3Allowed,
                 format!(
-                    "storage: user {user} may {verb} {loc} as {as_roles}: {}",
-                    v.detail
+                    "storage: location `{location}` {what}, not S3; allowed unchecked by storage.other_schemes = \"allow\""
                 ),
-                &chain,
-                cached,
-            ),
-            Ok((v, cached)) => done(
-                false,
-                StorageOutcome::Deny,
-                format!(
-                    "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
-                    v.detail
-                ),
-                &chain,
-                cached,
-            ),
-            Err(m) => done(
-                false,
-                StorageOutcome::Unavailable,
-                format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
-                &chain,
+                &[],
+                action,
                 false,
             ),
-        }
+            OtherSchemes::Deny => deny(format!(
+                "storage: user {user} may not {verb} `{location}`: the location {what}, and only s3://, s3a:// and s3n:// locations can be checked (storage.other_schemes = \"allow\" lets other schemes through unchecked)"
+            )),
+        })
+    }
+
+    /// AWS's answer for the chain's last role, its credentials assumed hop by hop first (a
+    /// refused AssumeRole is a denial). `Err` = unavailable.
+    async fn ask_aws(
+        &self,
+        backend: &dyn Backend,
+        session: &str,
+        chain: &[Hop],
+        loc: &S3Location,
+        action: StorageAction,
+        deadline: Instant,
+    ) -> Result<AwsAnswer, String> {
+        let inner = &self.inner;
+        let creds = match inner
+            .creds
+            .chain_credentials(backend, &inner.metrics, session, chain, deadline)
+            .await
+        {
+            Ok(c) => c,
+            Err(CredError::Denied {
+                hop,
+                role_arn,
+                message,
+            }) => {
+                let from = if hop == 0 {
+                    "the proxy's own identity".to_string()
+                } else {
+                    chain[hop - 1].role_arn.clone()
+                };
+                return Ok(AwsAnswer {
+                    allow: false,
+                    detail: format!(
+                        "STS refused {from} assuming {role_arn} (its trust policy, external id, or the caller's sts:AssumeRole permission): {message}"
+                    ),
+                });
+            }
+            Err(CredError::Unavailable(m)) => return Err(m),
+        };
+        let asker = check::Asker {
+            backend,
+            metrics: &inner.metrics,
+            method: inner.method,
+            max_attempts: inner.max_attempts,
+            creds: &creds,
+            role_arn: chain
+                .last()
+                .map(|h| h.role_arn.as_str())
+                .unwrap_or_default(),
+            deadline,
+        };
+        check::ask(&asker, loc, action).await
+    }
+}
+
+/// A check's decision once AWS has answered (`Ok`: the answer and whether it was cached) or
+/// could not (`Err`: unavailable); `as_roles` names the role chain (`describe_chain`).
+fn concluded(
+    user: &str,
+    loc: &S3Location,
+    action: StorageAction,
+    as_roles: &str,
+    result: Result<(AwsAnswer, bool), String>,
+    chain: &[Hop],
+) -> StorageDecision {
+    let verb = action.as_str();
+    let (allow, outcome, reason, cached) = match result {
+        Ok((v, cached)) if v.allow => (
+            true,
+            StorageOutcome::Allow,
+            format!(
+                "storage: user {user} may {verb} {loc} as {as_roles}: {}",
+                v.detail
+            ),
+            cached,
+        ),
+        Ok((v, cached)) => (
+            false,
+            StorageOutcome::Deny,
+            format!(
+                "storage: user {user} may not {verb} {loc}: denied for {as_roles}: {}",
+                v.detail
+            ),
+            cached,
+        ),
+        Err(m) => (
+            false,
+            StorageOutcome::Unavailable,
+            format!("storage check unavailable: user {user}, {verb} {loc} as {as_roles}: {m}"),
+            false,
+        ),
+    };
+    decided(allow, outcome, reason, chain, action, cached)
+}
+
+/// The denial of a user with no storage role.
+fn no_role(
+    user: &str,
+    groups: &[String],
+    loc: &S3Location,
+    action: StorageAction,
+) -> StorageDecision {
+    let verb = action.as_str();
+    let groups = if groups.is_empty() {
+        "no groups".to_string()
+    } else {
+        format!("groups {}", groups.join(", "))
+    };
+    decided(
+        false,
+        StorageOutcome::Deny,
+        format!(
+            "no storage role for user {user} ({groups}): cannot {verb} {loc}; set storage.user_roles, storage.group_roles or storage.default_role"
+        ),
+        &[],
+        action,
+        false,
+    )
+}
+
+/// A check's decision.
+fn decided(
+    allow: bool,
+    outcome: StorageOutcome,
+    reason: String,
+    chain: &[Hop],
+    action: StorageAction,
+    cached: bool,
+) -> StorageDecision {
+    StorageDecision {
+        allow,
+        reason,
+        role_chain: chain.iter().map(|h| h.role_arn.clone()).collect(),
+        action: action.as_str(),
+        cached,
+        outcome,
     }
 }
 
@@ -613,7 +663,7 @@ pub fn location_key(raw: &str) -> String {
 /// table names no location (the database's location plus the table's lower-cased name), in
 /// canonical form; `None` when that cannot be known exactly (a name outside `[a-z0-9_]`, which
 /// the metastore would encode, or a database location that does not canonicalise).
-pub fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
+fn default_table_location(db_location: &str, table: &str) -> Option<CanonicalLocation> {
     let name = table.to_ascii_lowercase();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return None;
