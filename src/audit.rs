@@ -409,6 +409,31 @@ impl Audit {
     /// cannot be opened (missing directory, permissions, a FIFO with no reader within
     /// [`OPEN_TIMEOUT`]).
     pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
+        let target = Audit::target(cfg)?;
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (progress, _) = watch::channel(Progress::default());
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(true),
+            queued: AtomicU64::new(0),
+            progress,
+            metrics,
+        });
+        let opened = Audit::spawn_writer(target, shared.clone(), rx)?;
+        Audit::wait_opened(&opened, &shared, &cfg.path)?;
+        info!(sink = ?cfg.sink, path = %cfg.path, "audit trail started");
+        Ok(Audit {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                queue_wait: Duration::from_millis(cfg.queue_wait_ms),
+                on_failure: cfg.on_failure,
+                all_calls: cfg.all_calls,
+            }),
+        })
+    }
+
+    /// Checks the config and says where the lines go.
+    fn target(cfg: &AuditConfig) -> Result<Target, AuditError> {
         if cfg.queue_capacity == 0 {
             return Err(AuditError::Config(
                 "audit.queue_capacity must be greater than 0".into(),
@@ -419,7 +444,7 @@ impl Audit {
                 "audit.queue_wait_ms must be greater than 0".into(),
             ));
         }
-        let target = match cfg.sink {
+        Ok(match cfg.sink {
             AuditSink::Stdout => Target::Stdout,
             AuditSink::File => {
                 if cfg.path.is_empty() {
@@ -438,22 +463,22 @@ impl Audit {
                     max_files: cfg.max_files,
                 }
             }
-        };
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        let (progress, _) = watch::channel(Progress::default());
-        let shared = Arc::new(Shared {
-            healthy: AtomicBool::new(true),
-            queued: AtomicU64::new(0),
-            progress,
-            metrics,
-        });
+        })
+    }
+
+    /// Starts the writer thread: it opens the sink, says how that went on the returned
+    /// channel, then writes what arrives on `rx`.
+    fn spawn_writer(
+        target: Target,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<std_mpsc::Receiver<Result<(), AuditError>>, AuditError> {
         let (opened_tx, opened_rx) = std_mpsc::sync_channel::<Result<(), AuditError>>(1);
-        let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("hms-guard-audit".into())
             .spawn(move || {
-                let _stopped = StoppedGuard(writer_shared.clone());
-                let mut writer = Writer::new(target, writer_shared);
+                let _stopped = StoppedGuard(shared.clone());
+                let mut writer = Writer::new(target, shared);
                 match writer.open() {
                     Ok(()) => {
                         if opened_tx.send(Ok(())).is_err() {
@@ -468,33 +493,32 @@ impl Audit {
                 writer.run(rx);
             })
             .map_err(AuditError::Spawn)?;
-        match opened_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(())) => {}
+        Ok(opened_rx)
+    }
+
+    /// Waits up to [`OPEN_TIMEOUT`] for the writer to open the sink at `path`.
+    fn wait_opened(
+        opened: &std_mpsc::Receiver<Result<(), AuditError>>,
+        shared: &Shared,
+        path: &str,
+    ) -> Result<(), AuditError> {
+        match opened.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 shared.failure("open");
-                return Err(e);
+                Err(e)
             }
             Err(_) => {
                 shared.failure("open");
-                return Err(AuditError::Open {
-                    path: cfg.path.clone(),
+                Err(AuditError::Open {
+                    path: path.to_string(),
                     reason: format!(
                         "not opened within {} s (a FIFO with no reader?)",
                         OPEN_TIMEOUT.as_secs()
                     ),
-                });
+                })
             }
         }
-        info!(sink = ?cfg.sink, path = %cfg.path, "audit trail started");
-        Ok(Audit {
-            inner: Arc::new(Inner {
-                tx,
-                shared,
-                queue_wait: Duration::from_millis(cfg.queue_wait_ms),
-                on_failure: cfg.on_failure,
-                all_calls: cfg.all_calls,
-            }),
-        })
     }
 
     /// Queues one event. Waits for room up to `audit.queue_wait_ms` (backpressure), then

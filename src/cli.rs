@@ -76,13 +76,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
-                println!("{}: valid", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { config } => check_config(&config),
         Command::Explain {
             config,
             user,
@@ -94,10 +88,6 @@ pub fn main() -> ExitCode {
             role,
             privilege,
         } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
             let request = crate::explain::Request {
                 user,
                 groups,
@@ -108,97 +98,152 @@ pub fn main() -> ExitCode {
                 role,
                 privilege,
             };
-            if let Some(k) = &cfg.upstream_kerberos {
-                // Before the runtime's threads: MIT krb5 is told through the environment.
-                k.configure_process();
-            }
-            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(crate::explain::explain(&cfg, &request)) {
-                Ok(e) => {
-                    print!("{}", e.text);
-                    if e.allowed {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("hms-guard explain: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            explain(&config, &request)
         }
         Command::Serve {
             config,
             listen,
             upstream,
             admin_listen,
-        } => {
-            let text = match &config {
-                Some(path) => match std::fs::read_to_string(path) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("hms-guard: cannot read {}: {e}", path.display());
-                        return ExitCode::from(2);
-                    }
-                },
-                None => String::new(),
-            };
-            let source = config
-                .as_ref()
-                .map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
-            let mut cfg = match Config::parse_unvalidated(&text) {
-                Ok(c) => c,
-                Err(errors) => {
-                    report(&source, &errors);
-                    return ExitCode::from(2);
-                }
-            };
-            if let Some(l) = listen {
-                cfg.server.listen = l;
-            }
-            if !upstream.is_empty() {
-                cfg.upstream.uris = upstream;
-            }
-            if let Some(a) = admin_listen {
-                cfg.admin.listen = a;
-            }
-            let settings = match Settings::resolve(cfg.clone()) {
-                Ok(s) => s,
-                Err(errors) => {
-                    report(&source, &errors);
-                    return ExitCode::from(2);
-                }
-            };
-            if let Some(k) = &settings.identity.kerberos {
-                // Before any thread starts: MIT krb5 is told through the environment.
-                k.configure_process();
-                if let Err(e) = k.acceptor() {
-                    eprintln!("hms-guard: identity.kerberos: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            if let Some(k) = &settings.upstream_kerberos {
-                k.configure_process();
-            }
-            crate::telemetry::init(&cfg.logging);
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(crate::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "hms-guard failed");
-                    eprintln!("hms-guard: {e}");
-                    ExitCode::FAILURE
-                }
+        } => serve(config.as_deref(), listen, upstream, admin_listen),
+    }
+}
+
+/// `check-config`: exit 0 if the file is valid, else every error and exit 2.
+fn check_config(config: &std::path::Path) -> ExitCode {
+    match load(config) {
+        Ok(_) => {
+            println!("{}: valid", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `explain`: prints the decision; exit 0 allowed, 1 denied, 2 usage or config error.
+fn explain(config: &std::path::Path, request: &crate::explain::Request) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(k) = &cfg.upstream_kerberos {
+        // Before the runtime's threads: MIT krb5 is told through the environment.
+        k.configure_process();
+    }
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::explain::explain(&cfg, request)) {
+        Ok(e) => {
+            print!("{}", e.text);
+            if e.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
+        Err(e) => {
+            eprintln!("hms-guard explain: {e}");
+            ExitCode::from(2)
+        }
     }
+}
+
+/// `serve`: runs the proxy until it stops.
+fn serve(
+    config: Option<&std::path::Path>,
+    listen: Option<String>,
+    upstream: Vec<String>,
+    admin_listen: Option<String>,
+) -> ExitCode {
+    let cfg = match serve_config(config, listen, upstream, admin_listen) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let source = source_name(config);
+    let settings = match Settings::resolve(cfg.clone()) {
+        Ok(s) => s,
+        Err(errors) => {
+            report(&source, &errors);
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(code) = configure_kerberos(&settings) {
+        return code;
+    }
+    crate::telemetry::init(&cfg.logging);
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "hms-guard failed");
+            eprintln!("hms-guard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How errors name the config: its path, or `(defaults)` without one.
+fn source_name(config: Option<&std::path::Path>) -> String {
+    config.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string())
+}
+
+/// The config of `serve`: the file (or the defaults) parsed, then the flags over it; not yet
+/// validated. On errors, prints them (exit code 2).
+fn serve_config(
+    config: Option<&std::path::Path>,
+    listen: Option<String>,
+    upstream: Vec<String>,
+    admin_listen: Option<String>,
+) -> Result<Config, ExitCode> {
+    let text = match config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("hms-guard: cannot read {}: {e}", path.display());
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => String::new(),
+    };
+    let mut cfg = match Config::parse_unvalidated(&text) {
+        Ok(c) => c,
+        Err(errors) => {
+            report(&source_name(config), &errors);
+            return Err(ExitCode::from(2));
+        }
+    };
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+    }
+    if !upstream.is_empty() {
+        cfg.upstream.uris = upstream;
+    }
+    if let Some(a) = admin_listen {
+        cfg.admin.listen = a;
+    }
+    Ok(cfg)
+}
+
+/// Configures Kerberos for the process (both sides) and checks the acceptor's keytab (exit
+/// code 2 when it is unusable).
+fn configure_kerberos(settings: &Settings) -> Result<(), ExitCode> {
+    if let Some(k) = &settings.identity.kerberos {
+        // Before any thread starts: MIT krb5 is told through the environment.
+        k.configure_process();
+        if let Err(e) = k.acceptor() {
+            eprintln!("hms-guard: identity.kerberos: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    if let Some(k) = &settings.upstream_kerberos {
+        k.configure_process();
+    }
+    Ok(())
 }
 
 /// Loads, validates and resolves a config file; on errors, prints every one (exit code 2).

@@ -83,6 +83,7 @@ fn put(root: &mut Value, path: &[i16], v: Value) {
 }
 
 /// Builds the args struct of `method` from the request. Errors name the missing flag.
+// Long: one short arm per rule of the method table (a closed set); longer arms are helpers.
 async fn build_args(
     guard: &Guard,
     rule: &Rule,
@@ -90,11 +91,7 @@ async fn build_args(
 ) -> Result<(Value, Vec<String>), String> {
     let mut n = Value::Struct(Vec::new());
     let mut notes = Vec::new();
-    let table = || {
-        r.table
-            .clone()
-            .ok_or_else(|| format!("--table is required for {}", r.method))
-    };
+    let table = || required(&r.table, "--table", r);
     match *rule {
         Rule::Harmless | Rule::SetUgi | Rule::Tokens | Rule::AdminOnly(_) => {}
         Rule::Txn { user, .. } => {
@@ -105,17 +102,7 @@ async fn build_args(
         Rule::Lock {
             components, user, ..
         } => {
-            // An exclusive table lock (a writer's), or a shared database lock.
-            let component = match &r.table {
-                Some(t) => Value::Struct(vec![
-                    (1, Value::Int(3)),
-                    (2, Value::Int(2)),
-                    (3, s(&r.db)),
-                    (4, s(t)),
-                ]),
-                None => Value::Struct(vec![(1, Value::Int(1)), (2, Value::Int(1)), (3, s(&r.db))]),
-            };
-            put(&mut n, components, Value::List(vec![component]));
+            put(&mut n, components, Value::List(vec![lock_component(r)]));
             put(&mut n, user, s(&r.user));
         }
         Rule::ReadTable { db, table: t }
@@ -133,20 +120,7 @@ async fn build_args(
             }
         }
         Rule::AddIndex { index, table: p } => {
-            // An index over --table whose index table is `<table>_index` (at --location).
-            let base = table()?;
-            let idx_table = format!("{base}_index");
-            put(&mut n, &join(index, &[3]), s(&r.db));
-            put(&mut n, &join(index, &[4]), s(&base));
-            put(&mut n, &join(index, &[7]), s(&idx_table));
-            put(&mut n, &join(p, &[1]), s(&idx_table));
-            put(&mut n, &join(p, &[2]), s(&r.db));
-            if let Some(l) = &r.location {
-                put(&mut n, &join(p, &[7, 2]), s(l));
-            }
-            notes.push(format!(
-                "explained as: an index on {base} kept in table {idx_table}"
-            ));
+            notes.push(put_index(&mut n, index, p, r, &table()?));
         }
         Rule::DropIndex {
             db,
@@ -176,35 +150,7 @@ async fn build_args(
             let name = table()?;
             put(&mut n, db, s(&r.db));
             put(&mut n, t, s(&name));
-            // The new table: the current one with the asked change.
-            let current = guard
-                .facts
-                .table(&r.db, &name)
-                .await
-                .map_err(|e| format!("cannot read the current table {}.{name}: {e}", r.db))?;
-            let mut new = match current {
-                Some(v) => v,
-                None => {
-                    notes.push(format!("table {}.{name} does not exist", r.db));
-                    Value::Struct(vec![(1, s(&name)), (2, s(&r.db))])
-                }
-            };
-            match &r.location {
-                Some(l) => {
-                    put(&mut new, &[7, 2], s(l));
-                    notes.push(format!("explained as: SET LOCATION '{l}'"));
-                }
-                None => {
-                    let mut params = new.field(9).cloned().unwrap_or(Value::Map(Vec::new()));
-                    if let Value::Map(m) = &mut params {
-                        m.push((s("hms-guard.explain"), s("a property change")));
-                    }
-                    put(&mut new, &[9], params);
-                    notes.push(
-                        "explained as: a property change (give --location for SET LOCATION)".into(),
-                    );
-                }
-            }
+            let new = altered_table(guard, r, &name, &mut notes).await?;
             put(&mut n, new_table, new);
         }
         Rule::OwnerOfTables { tables } => {
@@ -229,46 +175,13 @@ async fn build_args(
         }
         Rule::DropDatabase { name } | Rule::ReadDatabase { name } => put(&mut n, name, s(&r.db)),
         Rule::GrantRole { role, .. } => {
-            let role_name = r
-                .role
-                .clone()
-                .ok_or_else(|| format!("--role is required for {}", r.method))?;
-            put(&mut n, role, s(&role_name));
+            put(&mut n, role, s(&required(&r.role, "--role", r)?));
         }
         Rule::GrantPrivileges { bag, kind } => {
             if let crate::router::GrantKind::ByRequest(p) = kind {
                 put(&mut n, p, Value::Int(1));
             }
-            let p = r
-                .privilege
-                .clone()
-                .ok_or_else(|| format!("--privilege is required for {}", r.method))?;
-            for part in p.split(',') {
-                if Privilege::parse(part).is_none() {
-                    return Err(format!("unknown privilege {part:?}"));
-                }
-            }
-            // PrivilegeBag 1: list<HiveObjectPrivilege>(1 HiveObjectRef(1 type, 2 db, 3 name),
-            // 2 principalName, 3 principalType, 4 PrivilegeGrantInfo(1 privilege)).
-            let (kind, name) = match &r.table {
-                Some(t) => (3, t.clone()),
-                None => (2, String::new()),
-            };
-            let mut obj = vec![(1, Value::Int(kind)), (2, s(&r.db))];
-            if kind == 3 {
-                obj.push((3, s(&name)));
-            }
-            let hop = Value::Struct(vec![
-                (1, Value::Struct(obj)),
-                (2, s("public")),
-                (3, Value::Int(2)),
-                (4, Value::Struct(vec![(1, s(&p))])),
-            ]);
-            put(
-                &mut n,
-                bag,
-                Value::Struct(vec![(1, Value::List(vec![hop]))]),
-            );
+            put(&mut n, bag, privilege_bag(r)?);
             notes.push("explained as: granting to role public".into());
         }
         Rule::ReadGrants { name, kind, .. } => {
@@ -279,6 +192,106 @@ async fn build_args(
         }
     }
     Ok((n, notes))
+}
+
+/// The value of an optional flag the method needs; an error naming the flag without it.
+fn required(value: &Option<String>, flag: &str, r: &Request) -> Result<String, String> {
+    value
+        .clone()
+        .ok_or_else(|| format!("{flag} is required for {}", r.method))
+}
+
+/// The one lock component: an exclusive table lock (a writer's), or a shared database lock.
+fn lock_component(r: &Request) -> Value {
+    match &r.table {
+        Some(t) => Value::Struct(vec![
+            (1, Value::Int(3)),
+            (2, Value::Int(2)),
+            (3, s(&r.db)),
+            (4, s(t)),
+        ]),
+        None => Value::Struct(vec![(1, Value::Int(1)), (2, Value::Int(1)), (3, s(&r.db))]),
+    }
+}
+
+/// Puts an index over table `base` whose index table is `<base>_index` (at --location) at
+/// `index` and `table`; returns the note saying so.
+fn put_index(n: &mut Value, index: Path, table: Path, r: &Request, base: &str) -> String {
+    let idx_table = format!("{base}_index");
+    put(n, &join(index, &[3]), s(&r.db));
+    put(n, &join(index, &[4]), s(base));
+    put(n, &join(index, &[7]), s(&idx_table));
+    put(n, &join(table, &[1]), s(&idx_table));
+    put(n, &join(table, &[2]), s(&r.db));
+    if let Some(l) = &r.location {
+        put(n, &join(table, &[7, 2]), s(l));
+    }
+    format!("explained as: an index on {base} kept in table {idx_table}")
+}
+
+/// The new table of an `alter_table*`: the current one (read from the metastore) with the
+/// asked change — SET LOCATION with --location, else a property change.
+async fn altered_table(
+    guard: &Guard,
+    r: &Request,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Result<Value, String> {
+    let current = guard
+        .facts
+        .table(&r.db, name)
+        .await
+        .map_err(|e| format!("cannot read the current table {}.{name}: {e}", r.db))?;
+    let mut new = match current {
+        Some(v) => v,
+        None => {
+            notes.push(format!("table {}.{name} does not exist", r.db));
+            Value::Struct(vec![(1, s(name)), (2, s(&r.db))])
+        }
+    };
+    match &r.location {
+        Some(l) => {
+            put(&mut new, &[7, 2], s(l));
+            notes.push(format!("explained as: SET LOCATION '{l}'"));
+        }
+        None => {
+            let mut params = new.field(9).cloned().unwrap_or(Value::Map(Vec::new()));
+            if let Value::Map(m) = &mut params {
+                m.push((s("hms-guard.explain"), s("a property change")));
+            }
+            put(&mut new, &[9], params);
+            notes.push("explained as: a property change (give --location for SET LOCATION)".into());
+        }
+    }
+    Ok(new)
+}
+
+/// The privilege bag of a grant/revoke: --privilege on the request's table (or database), to
+/// role `public`. An error for a missing flag or an unknown privilege.
+fn privilege_bag(r: &Request) -> Result<Value, String> {
+    let p = required(&r.privilege, "--privilege", r)?;
+    for part in p.split(',') {
+        if Privilege::parse(part).is_none() {
+            return Err(format!("unknown privilege {part:?}"));
+        }
+    }
+    // PrivilegeBag 1: list<HiveObjectPrivilege>(1 HiveObjectRef(1 type, 2 db, 3 name),
+    // 2 principalName, 3 principalType, 4 PrivilegeGrantInfo(1 privilege)).
+    let (kind, name) = match &r.table {
+        Some(t) => (3, t.clone()),
+        None => (2, String::new()),
+    };
+    let mut obj = vec![(1, Value::Int(kind)), (2, s(&r.db))];
+    if kind == 3 {
+        obj.push((3, s(&name)));
+    }
+    let hop = Value::Struct(vec![
+        (1, Value::Struct(obj)),
+        (2, s("public")),
+        (3, Value::Int(2)),
+        (4, Value::Struct(vec![(1, s(&p))])),
+    ]);
+    Ok(Value::Struct(vec![(1, Value::List(vec![hop]))]))
 }
 
 /// The identity the proxy would give this user.

@@ -196,7 +196,21 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("hms_guard");
-        let m = Metrics {
+        let m = Metrics::unregistered();
+        Metrics::register_build_info(&mut registry);
+        m.register_connections(&mut registry);
+        m.register_calls(&mut registry);
+        m.register_decisions(&mut registry);
+        m.register_audit(&mut registry);
+        m.register_storage_credentials(&mut registry);
+        m.register_handshakes(&mut registry);
+        m.register_storage_checks(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Every metric at zero, none registered yet.
+    fn unregistered() -> Self {
+        Metrics {
             connections_active: Gauge::default(),
             connections: Family::default(),
             connections_rejected: Family::default(),
@@ -229,143 +243,171 @@ impl Metrics {
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
             registry: Registry::default(),
-        };
+        }
+    }
+
+    /// `build_info`: 1, labelled with the version.
+    fn register_build_info(registry: &mut Registry) {
         let info: Family<BuildLabels, Gauge> = Family::default();
         info.get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION"),
         })
         .set(1);
         registry.register("build_info", "hms-guard build", info);
+    }
+
+    /// Client connections: open, accepted, refused.
+    fn register_connections(&self, registry: &mut Registry) {
         registry.register(
             "connections_active",
             "Client connections open now",
-            m.connections_active.clone(),
+            self.connections_active.clone(),
         );
         registry.register(
             "connections",
             "Client connections accepted, by detected transport",
-            m.connections.clone(),
+            self.connections.clone(),
         );
         registry.register(
             "connections_rejected",
             "Client connections closed at accept (kind: limit, shutdown)",
-            m.connections_rejected.clone(),
+            self.connections_rejected.clone(),
         );
         registry.register(
             "rejected_transports",
             "Client connections closed because their transport is not accepted",
-            m.rejected_transports.clone(),
+            self.rejected_transports.clone(),
         );
+    }
+
+    /// Calls relayed: counts, durations, bytes, failures on either side, the upstream's state.
+    fn register_calls(&self, registry: &mut Registry) {
         registry.register(
             "requests",
             "Client calls, by method and decision",
-            m.requests.clone(),
+            self.requests.clone(),
         );
         registry.register_with_unit(
             "request_duration",
             "Time from a complete client call to the last reply byte written, by method",
             Unit::Seconds,
-            m.request_duration.clone(),
+            self.request_duration.clone(),
         );
         registry.register_with_unit(
             "upstream_duration",
             "Time from the call written upstream to the last reply byte read, by method",
             Unit::Seconds,
-            m.upstream_duration.clone(),
+            self.upstream_duration.clone(),
         );
         registry.register_with_unit(
             "proxied",
             "Message bytes relayed, by direction",
             Unit::Bytes,
-            m.bytes.clone(),
+            self.bytes.clone(),
         );
         registry.register(
             "upstream_errors",
             "Upstream failures (kind: connect, timeout, closed, protocol, mid_reply, write)",
-            m.upstream_errors.clone(),
+            self.upstream_errors.clone(),
         );
         registry.register(
             "client_errors",
             "Client-caused failures (kind: protocol, too_large, timeout, closed_mid_message, sasl_frame — a wrapped frame refused: forged, repeated or out of order)",
-            m.client_errors.clone(),
+            self.client_errors.clone(),
         );
         registry.register(
             "rejected_requests",
             "Requests refused because the metastore could read them differently (kind: field_type, duplicate_field, message_type, ...)",
-            m.rejected_requests.clone(),
+            self.rejected_requests.clone(),
         );
         registry.register(
             "mismatched_replies",
             "Metastore replies whose method name or sequence id did not answer the call in flight",
-            m.mismatched_replies.clone(),
+            self.mismatched_replies.clone(),
         );
         registry.register(
             "upstream_connects",
             "Upstream connections opened",
-            m.upstream_connects.clone(),
+            self.upstream_connects.clone(),
         );
         registry.register(
             "upstream_up",
             "1 if the last readiness probe reached a metastore, else 0",
-            m.upstream_up.clone(),
+            self.upstream_up.clone(),
         );
+    }
+
+    /// Authorization decisions and the facts and caches behind them.
+    fn register_decisions(&self, registry: &mut Registry) {
         registry.register(
             "decisions",
             "Authorization decisions, by decision and reason",
-            m.decisions.clone(),
+            self.decisions.clone(),
         );
         registry.register(
             "cache_lookups",
             "Cache lookups (cache: grants, objects, storage_credentials, storage_decisions; result: hit, miss)",
-            m.cache.clone(),
+            self.cache.clone(),
         );
         registry.register(
             "facts_calls",
             "Calls the proxy made to the metastore to gather facts, by method and outcome",
-            m.facts_calls.clone(),
+            self.facts_calls.clone(),
         );
+    }
+
+    /// The audit trail's writes, failures and queue.
+    fn register_audit(&self, registry: &mut Registry) {
         registry.register(
             "audit_events",
             "Audit lines written",
-            m.audit_events.clone(),
+            self.audit_events.clone(),
         );
         registry.register(
             "audit_failures",
             "Audit write failures (kind: write, rotate, open)",
-            m.audit_failures.clone(),
+            self.audit_failures.clone(),
         );
         registry.register(
             "audit_queue_depth",
             "Audit events waiting to be written",
-            m.audit_queue_depth.clone(),
+            self.audit_queue_depth.clone(),
         );
+    }
+
+    /// Storage credentials: STS calls and cache refreshes.
+    fn register_storage_credentials(&self, registry: &mut Registry) {
         registry.register(
             "storage_sts_calls",
             "STS AssumeRole attempts of storage checks (hop: user, bucket; outcome: ok, denied, error)",
-            m.storage_sts_calls.clone(),
+            self.storage_sts_calls.clone(),
         );
         registry.register(
             "storage_credential_refreshes",
             "Storage credential cache fills and renewals, one per key and renewal, retries included (outcome: ok, error)",
-            m.storage_credential_refreshes.clone(),
+            self.storage_credential_refreshes.clone(),
         );
+    }
+
+    /// Handshakes and credentials: TLS, SASL, their deadline, delegation tokens, TLS reloads.
+    fn register_handshakes(&self, registry: &mut Registry) {
         registry.register(
             "tls_handshakes",
             "TLS handshakes with clients (outcome: ok, error — a failed handshake, or a client certificate that names no user)",
-            m.tls_handshakes.clone(),
+            self.tls_handshakes.clone(),
         );
         registry.register(
             "sasl_handshakes",
             "Kerberos (SASL/GSSAPI) handshakes with clients (outcome: ok; not_sasl — a client without Kerberos, refused; mechanism, kerberos, credential, authzid, unmapped, qop, unprotected — the session lacks mutual authentication, an acceptor subkey or, for a wrapped layer, sequence detection, protocol, client_failed, timeout, io — refused)",
-            m.sasl_handshakes.clone(),
+            self.sasl_handshakes.clone(),
         );
         registry.register(
             "handshake_timeouts",
             "Connections closed because they had not sent a whole first call within server.handshake_timeout_ms of being accepted, by the stage they were in (kind: tls, sasl, first_call)",
-            m.handshake_timeouts.clone(),
+            self.handshake_timeouts.clone(),
         );
         for stage in HandshakeStage::ALL {
-            m.handshake_timeouts
+            self.handshake_timeouts
                 .get_or_create(&KindLabels {
                     kind: stage.as_str(),
                 })
@@ -374,35 +416,38 @@ impl Metrics {
         registry.register(
             "delegation_tokens",
             "Delegation tokens asked of a kerberized metastore to act as a caller (outcome: ok — a new token, renewed — the caller's last token renewed, error — the caller's call is refused, the reason in its exception)",
-            m.delegation_tokens.clone(),
+            self.delegation_tokens.clone(),
         );
         registry.register(
             "tls_reloads",
             "Reloads of changed TLS files (outcome: ok, error — the previous certificate, key and CA stay in use)",
-            m.tls_reloads.clone(),
+            self.tls_reloads.clone(),
         );
+    }
+
+    /// Storage checks and the AWS calls deciding them.
+    fn register_storage_checks(&self, registry: &mut Registry) {
         registry.register(
             "storage_probes",
             "AWS calls deciding a storage check: S3 probes, or IAM simulations in simulate mode (action: read, write; outcome: allow, deny, error)",
-            m.storage_probes.clone(),
+            self.storage_probes.clone(),
         );
         registry.register(
             "storage_listings",
             "Listings (S3 ListObjectsV2, one key, the proxy's own identity) of the default place a table is created or renamed into (outcome: empty — exempt from the caller's check, occupied — the caller's check applies, error — denied)",
-            m.storage_listings.clone(),
+            self.storage_listings.clone(),
         );
         registry.register(
             "storage_checks",
             "Storage checks of location-bearing DDL (action; outcome: allow, deny, unavailable; cached: decision cache answered)",
-            m.storage_checks.clone(),
+            self.storage_checks.clone(),
         );
         registry.register_with_unit(
             "storage_check_duration",
             "Time of one storage check, cached or not",
             Unit::Seconds,
-            m.storage_check_duration.clone(),
+            self.storage_check_duration.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Prometheus text exposition of every metric.

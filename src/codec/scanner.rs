@@ -336,6 +336,7 @@ impl Scanner {
     }
 
     /// Reads the fixed part of a value of type `t`; sets the next state.
+    // Long: one match over (protocol, wire type), kept whole on the hot scan path.
     fn value(&mut self, t: Ty, rest: &[u8], pos: usize) -> Result<Option<usize>, ScanError> {
         let need = |n: usize| if rest.len() < n { None } else { Some(n) };
         match (self.protocol, t) {

@@ -97,48 +97,72 @@ pub async fn connect_gssapi<S: AsyncRead + AsyncWrite + Unpin>(
     let service_name = service.to_string();
     // Acquiring the credentials may ask the KDC for a ticket (from the keytab): off the async
     // threads, like each step.
-    let (ctx, first) = tokio::task::spawn_blocking(move || {
-        let kerberos = |what: &str, e: libgssapi::error::Error| {
-            ClientError::Kerberos(format!("{what}: {}", e.to_string().trim()))
-        };
-        let mechs = OidSet::singleton(GSS_MECH_KRB5).map_err(|e| kerberos("mechanism", e))?;
-        let me = Name::new(own_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
-            .map_err(|e| kerberos(&format!("the principal {own_name}"), e))?;
-        let cred = Cred::acquire(Some(&me), None, CredUsage::Initiate, Some(&mechs))
-            .map_err(|e| kerberos(&format!("no credentials for {own_name} (its keytab)"), e))?;
-        let target = Name::new(service_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
-            .map_err(|e| kerberos(&format!("the principal {service_name}"), e))?;
-        let mut ctx = ClientCtx::new(
-            Some(cred),
-            target,
-            CtxFlags::GSS_C_MUTUAL_FLAG
-                | CtxFlags::GSS_C_SEQUENCE_FLAG
-                | CtxFlags::GSS_C_INTEG_FLAG
-                | CtxFlags::GSS_C_CONF_FLAG,
-            Some(GSS_MECH_KRB5),
-        );
-        let first = ctx
-            .step(None, None)
-            .map_err(|e| kerberos(&format!("a ticket for {service_name}"), e))?
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
-        Ok::<_, ClientError>((ctx, first))
-    })
-    .await
-    .map_err(|e| ClientError::Kerberos(e.to_string()))??;
-    let mut ctx = ctx;
+    let (ctx, first) = tokio::task::spawn_blocking(move || initiate(&own_name, &service_name))
+        .await
+        .map_err(|e| ClientError::Kerberos(e.to_string()))??;
     let mut n = negotiation(&mut io, limit);
     n.send(START, b"GSSAPI").await?;
     n.send(OK, &first).await?;
+    let mut ctx = establish(&mut n, ctx).await?;
+    let qop = choose_layer(&mut n, &mut ctx, prefer).await?;
+    let (status, _) = next(&mut n).await?;
+    if status != COMPLETE {
+        return Err(NegotiationError::Protocol("the metastore did not complete".into()).into());
+    }
+    let rest = std::mem::take(&mut n.buf);
+    let layer = match qop {
+        Qop::Auth => Layer::Plain,
+        q => Layer::Wrapped {
+            ctx: Gss::Client(ctx),
+            encrypt: q == Qop::AuthConf,
+        },
+    };
+    Ok((SaslStream::new(io, layer, rest, max_frame), qop))
+}
+
+/// Acquires `own`'s credentials (from its keytab) and makes the first GSSAPI token towards
+/// `service`. Blocking.
+fn initiate(own_name: &str, service_name: &str) -> Result<(ClientCtx, Vec<u8>), ClientError> {
+    let kerberos = |what: &str, e: libgssapi::error::Error| {
+        ClientError::Kerberos(format!("{what}: {}", e.to_string().trim()))
+    };
+    let mechs = OidSet::singleton(GSS_MECH_KRB5).map_err(|e| kerberos("mechanism", e))?;
+    let me = Name::new(own_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+        .map_err(|e| kerberos(&format!("the principal {own_name}"), e))?;
+    let cred = Cred::acquire(Some(&me), None, CredUsage::Initiate, Some(&mechs))
+        .map_err(|e| kerberos(&format!("no credentials for {own_name} (its keytab)"), e))?;
+    let target = Name::new(service_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+        .map_err(|e| kerberos(&format!("the principal {service_name}"), e))?;
+    let mut ctx = ClientCtx::new(
+        Some(cred),
+        target,
+        CtxFlags::GSS_C_MUTUAL_FLAG
+            | CtxFlags::GSS_C_SEQUENCE_FLAG
+            | CtxFlags::GSS_C_INTEG_FLAG
+            | CtxFlags::GSS_C_CONF_FLAG,
+        Some(GSS_MECH_KRB5),
+    );
+    let first = ctx
+        .step(None, None)
+        .map_err(|e| kerberos(&format!("a ticket for {service_name}"), e))?
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    Ok((ctx, first))
+}
+
+/// Exchanges tokens until the context is established (the last one is the metastore's
+/// mutual authentication); each step off the async threads.
+async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
+    n: &mut Negotiation<'_, S>,
+    mut ctx: ClientCtx,
+) -> Result<ClientCtx, ClientError> {
     let mut rounds = 0;
-    // Tokens until the context is established (the last one is the metastore's mutual
-    // authentication).
     while !ctx.is_complete() {
         rounds += 1;
         if rounds > MAX_ROUNDS {
             return Err(NegotiationError::Protocol("too many negotiation rounds".into()).into());
         }
-        let (_, token) = next(&mut n).await?;
+        let (_, token) = next(n).await?;
         let (c, out) = tokio::task::spawn_blocking(move || {
             let out = ctx.step(Some(&token), None).map(|o| o.map(|b| b.to_vec()));
             (ctx, out)
@@ -149,8 +173,17 @@ pub async fn connect_gssapi<S: AsyncRead + AsyncWrite + Unpin>(
         let out = out.map_err(|e| ClientError::Kerberos(e.to_string().trim().to_string()))?;
         n.send(OK, &out.unwrap_or_default()).await?;
     }
-    // The security-layer offer (RFC 4752 §3.1), then the choice.
-    let (_, offer) = next(&mut n).await?;
+    Ok(ctx)
+}
+
+/// Reads the security-layer offer (RFC 4752 §3.1) and sends the choice: the first layer of
+/// `prefer` offered.
+async fn choose_layer<S: AsyncRead + AsyncWrite + Unpin>(
+    n: &mut Negotiation<'_, S>,
+    ctx: &mut ClientCtx,
+    prefer: &[Qop],
+) -> Result<Qop, ClientError> {
+    let (_, offer) = next(n).await?;
     let offer = ctx
         .unwrap(&offer)
         .map_err(|e| ClientError::Kerberos(format!("reading the security-layer offer: {e}")))?;
@@ -174,19 +207,7 @@ pub async fn connect_gssapi<S: AsyncRead + AsyncWrite + Unpin>(
         .wrap(false, &choice)
         .map_err(|e| ClientError::Kerberos(format!("wrapping the security-layer choice: {e}")))?;
     n.send(COMPLETE, &choice).await?;
-    let (status, _) = next(&mut n).await?;
-    if status != COMPLETE {
-        return Err(NegotiationError::Protocol("the metastore did not complete".into()).into());
-    }
-    let rest = std::mem::take(&mut n.buf);
-    let layer = match qop {
-        Qop::Auth => Layer::Plain,
-        q => Layer::Wrapped {
-            ctx: Gss::Client(ctx),
-            encrypt: q == Qop::AuthConf,
-        },
-    };
-    Ok((SaslStream::new(io, layer, rest, max_frame), qop))
+    Ok(qop)
 }
 
 /// Authenticates with DIGEST-MD5 as `username`/`password` (a delegation token's identifier

@@ -364,6 +364,99 @@ impl<S: AsyncRead + Unpin> SaslStream<S> {
         }
         Ok(Some(len))
     }
+
+    /// Gives the caller what it has room for of the unwrapped plaintext.
+    fn give_plain(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let n = self.plain.len().min(buf.remaining());
+        buf.put_slice(&self.plain.split_to(n));
+        self.account(0)
+    }
+
+    /// Gives the caller the next bytes of the unwrapped frame in progress: from `rbuf`, else
+    /// read straight into the caller's buffer.
+    fn poll_frame_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.rbuf.is_empty() {
+            let n = self.frame_left.min(self.rbuf.len()).min(buf.remaining());
+            buf.put_slice(&self.rbuf.split_to(n));
+            self.frame_left -= n;
+            if self.frame_left == 0 {
+                self.frame_deadline = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        // Straight into the caller's buffer: no copy for QOP auth.
+        let k = self.frame_left.min(buf.remaining());
+        let mut part = ReadBuf::new(buf.initialize_unfilled_to(k));
+        if Pin::new(&mut self.io)
+            .poll_read(cx, &mut part)?
+            .is_pending()
+        {
+            return self.pending(cx);
+        }
+        let n = part.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.advance(n);
+        self.frame_left -= n;
+        if self.frame_left == 0 {
+            self.frame_deadline = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes the frame of `len` bytes whose header starts `rbuf`: an unwrapped frame's header
+    /// is consumed (its body follows); a wrapped frame, once whole, is unwrapped into `plain`.
+    /// False when a wrapped frame is not whole yet.
+    fn take_frame(&mut self, len: usize, wrapped: bool) -> io::Result<bool> {
+        if !wrapped {
+            self.rbuf.advance(4);
+            self.frame_left = len;
+            if len == 0 && self.rbuf.is_empty() {
+                self.frame_deadline = None;
+            }
+            return Ok(true);
+        }
+        if self.rbuf.len() < 4 + len {
+            return Ok(false);
+        }
+        self.rbuf.advance(4);
+        let frame = self.rbuf.split_to(len);
+        if let Layer::Wrapped { ctx, .. } = &mut self.layer {
+            let plain = ctx
+                .unwrap(&frame)
+                .map_err(|e| invalid(format!("SASL unwrap failed: {e}")))?;
+            self.plain = Bytes::copy_from_slice(&plain);
+        }
+        self.frame_deadline = None;
+        self.account(0)?;
+        Ok(true)
+    }
+
+    /// Reads more raw bytes into `rbuf`: true when some arrived, false at the end of the
+    /// stream between frames (an error inside one).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut chunk = [0u8; 8192];
+        let mut rb = ReadBuf::new(&mut chunk);
+        if Pin::new(&mut self.io).poll_read(cx, &mut rb)?.is_pending() {
+            return self.pending(cx);
+        }
+        if rb.filled().is_empty() {
+            return if self.rbuf.is_empty() && self.frame_left == 0 {
+                Poll::Ready(Ok(false))
+            } else {
+                Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
+            };
+        }
+        let got = rb.filled().len();
+        self.account(got)?;
+        self.rbuf.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(true))
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
@@ -378,81 +471,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for SaslStream<S> {
         }
         loop {
             if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(&this.plain.split_to(n));
-                this.account(0)?;
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(this.give_plain(buf));
             }
             let wrapped = matches!(this.layer, Layer::Wrapped { .. });
             if !wrapped && this.frame_left > 0 {
-                if !this.rbuf.is_empty() {
-                    let n = this.frame_left.min(this.rbuf.len()).min(buf.remaining());
-                    buf.put_slice(&this.rbuf.split_to(n));
-                    this.frame_left -= n;
-                    if this.frame_left == 0 {
-                        this.frame_deadline = None;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                // Straight into the caller's buffer: no copy for QOP auth.
-                let k = this.frame_left.min(buf.remaining());
-                let mut part = ReadBuf::new(buf.initialize_unfilled_to(k));
-                if Pin::new(&mut this.io)
-                    .poll_read(cx, &mut part)?
-                    .is_pending()
-                {
-                    return this.pending(cx);
-                }
-                let n = part.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                }
-                buf.advance(n);
-                this.frame_left -= n;
-                if this.frame_left == 0 {
-                    this.frame_deadline = None;
-                }
-                return Poll::Ready(Ok(()));
+                return this.poll_frame_body(cx, buf);
             }
             if let Some(len) = this.frame_len()? {
-                if !wrapped {
-                    this.rbuf.advance(4);
-                    this.frame_left = len;
-                    if len == 0 && this.rbuf.is_empty() {
-                        this.frame_deadline = None;
-                    }
-                    continue;
-                }
-                if this.rbuf.len() >= 4 + len {
-                    this.rbuf.advance(4);
-                    let frame = this.rbuf.split_to(len);
-                    if let Layer::Wrapped { ctx, .. } = &mut this.layer {
-                        let plain = ctx
-                            .unwrap(&frame)
-                            .map_err(|e| invalid(format!("SASL unwrap failed: {e}")))?;
-                        this.plain = Bytes::copy_from_slice(&plain);
-                    }
-                    this.frame_deadline = None;
-                    this.account(0)?;
+                if this.take_frame(len, wrapped)? {
                     continue;
                 }
             }
             // More raw bytes are needed.
-            let mut chunk = [0u8; 8192];
-            let mut rb = ReadBuf::new(&mut chunk);
-            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
-                return this.pending(cx);
+            if !ready!(this.poll_fill(cx))? {
+                return Poll::Ready(Ok(()));
             }
-            if rb.filled().is_empty() {
-                return if this.rbuf.is_empty() && this.frame_left == 0 {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
-                };
-            }
-            let got = rb.filled().len();
-            this.account(got)?;
-            this.rbuf.extend_from_slice(rb.filled());
         }
     }
 }

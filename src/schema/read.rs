@@ -550,6 +550,7 @@ impl<'a> Rd<'a> {
     }
 
     /// Reads a value of declared type `t` (its wire type already matched).
+    // Long: one match over the declared types, kept whole on the hot decode path.
     fn value(
         &mut self,
         t: &'static T,
