@@ -151,10 +151,10 @@ pub fn set_ugi(
     header: &crate::codec::MessageHeader,
     args: &crate::codec::value::Value,
 ) -> Result<(Identity, bytes::BytesMut), crate::names::NameRefusal> {
+    use crate::codec::path::strings_at;
     use crate::codec::writer::Writer;
     use crate::codec::MessageType;
     use crate::codec::Ty;
-    use crate::policy::args::strings_at;
     let claimed = strings_at(args, &[1]).into_iter().next();
     let claimed_groups = strings_at(args, &[2, crate::router::EACH]);
     let identity = match (settings.mode, claimed) {

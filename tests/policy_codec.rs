@@ -4,10 +4,10 @@ mod common;
 
 use common::{CALL, EXCEPTION, REPLY, W};
 use hms_guard::authz::AlterKind;
+use hms_guard::codec::path::{strings_at, values_at};
 use hms_guard::codec::value::{read_value, Value};
 use hms_guard::codec::Protocol;
 use hms_guard::codec::{reader::Reader, Ty};
-use hms_guard::policy::args::{strings_at, values_at};
 use hms_guard::policy::classify::alter_changes;
 use hms_guard::policy::filter::filter_list_reply;
 use hms_guard::router::EACH;

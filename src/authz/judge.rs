@@ -10,12 +10,12 @@ pub(super) fn authorize_grants(
     op: &Operation,
     facts: &Facts<'_>,
     policy: &Policy,
-) -> Decision {
+) -> Verdict {
     if let Some(d) = before_grants(identity, op, policy) {
         return d;
     }
     let Some(grants) = facts.grants else {
-        return Decision::deny(
+        return Verdict::deny(
             Reason::FactsUnavailable,
             "grant facts",
             "the user's grants could not be read from the metastore",
@@ -60,7 +60,7 @@ pub(super) fn authorize_grants(
         Operation::AdminOnly(what) => j.admin_only(what),
         Operation::Tokens => {
             if !policy.allow_tokens {
-                Decision::deny(
+                Verdict::deny(
                     Reason::TokensDisabled,
                     "authz.allow_tokens = true and the admin role",
                     "delegation tokens and master keys are disabled",
@@ -74,9 +74,9 @@ pub(super) fn authorize_grants(
 
 /// The decisions made before the grants are looked at: harmless calls, unknown methods,
 /// anonymous callers.
-fn before_grants(identity: &Identity, op: &Operation, policy: &Policy) -> Option<Decision> {
+fn before_grants(identity: &Identity, op: &Operation, policy: &Policy) -> Option<Verdict> {
     if let Operation::Harmless = op {
-        return Some(Decision::allow(
+        return Some(Verdict::allow(
             Reason::Harmless,
             "nothing",
             "session or harmless call",
@@ -84,13 +84,13 @@ fn before_grants(identity: &Identity, op: &Operation, policy: &Policy) -> Option
     }
     if let Operation::Unknown(name) = op {
         return Some(if policy.allow_unknown_methods {
-            Decision::allow(
+            Verdict::allow(
                 Reason::UnknownMethod,
                 "nothing",
                 "authz.unknown_methods = \"allow\"",
             )
         } else {
-            Decision::deny(
+            Verdict::deny(
                 Reason::UnknownMethod,
                 format!("a known method ({name} is not in the method table)"),
                 "unknown methods are denied (authz.unknown_methods = \"deny\")",
@@ -98,7 +98,7 @@ fn before_grants(identity: &Identity, op: &Operation, policy: &Policy) -> Option
         });
     }
     if identity.is_anonymous() {
-        return Some(Decision::deny(
+        return Some(Verdict::deny(
             Reason::Anonymous,
             "an identity",
             "no set_ugi was received on this connection, and anonymous callers are denied: \
@@ -138,7 +138,7 @@ impl Judge<'_> {
     }
 
     /// Owner or a privilege (table rules); admin always passes.
-    fn owner_or(&self, obj: &Object, privs: &[Privilege]) -> Decision {
+    fn owner_or(&self, obj: &Object, privs: &[Privilege]) -> Verdict {
         let required = format!(
             "{} on {obj} (or ownership)",
             privs
@@ -148,48 +148,48 @@ impl Judge<'_> {
                 .join(" or ")
         );
         if self.admin {
-            return Decision::allow(Reason::Admin, required, self.admin_match());
+            return Verdict::allow(Reason::Admin, required, self.admin_match());
         }
         if self.is_owner(obj) {
-            return Decision::allow(Reason::Owner, required, format!("owner of {obj}"));
+            return Verdict::allow(Reason::Owner, required, format!("owner of {obj}"));
         }
         for p in privs {
             if let Some(h) = self.grants.find(obj, *p, false) {
-                return Decision::allow(
+                return Verdict::allow(
                     Reason::Grant,
                     required,
                     format!("{} {} on {obj}", h.via, h.privilege.as_str()),
                 );
             }
         }
-        Decision::deny(
+        Verdict::deny(
             Reason::MissingPrivilege,
             required,
             format!("no grant to the user, its groups or its roles gives it on {obj}"),
         )
     }
 
-    fn owner_only(&self, obj: &Object, what: &str) -> Decision {
+    fn owner_only(&self, obj: &Object, what: &str) -> Verdict {
         let required = format!("ownership of {obj} ({what})");
         if self.admin {
-            return Decision::allow(Reason::Admin, required, self.admin_match());
+            return Verdict::allow(Reason::Admin, required, self.admin_match());
         }
         if self.is_owner(obj) {
-            return Decision::allow(Reason::Owner, required, format!("owner of {obj}"));
+            return Verdict::allow(Reason::Owner, required, format!("owner of {obj}"));
         }
-        Decision::deny(
+        Verdict::deny(
             Reason::MissingPrivilege,
             required,
             format!("the user does not own {obj}"),
         )
     }
 
-    fn admin_only(&self, what: &str) -> Decision {
+    fn admin_only(&self, what: &str) -> Verdict {
         let required = format!("the admin role ({what})");
         if self.admin {
-            Decision::allow(Reason::Admin, required, self.admin_match())
+            Verdict::allow(Reason::Admin, required, self.admin_match())
         } else {
-            Decision::deny(
+            Verdict::deny(
                 Reason::AdminRequired,
                 required,
                 format!("the user does not hold role {}", self.policy.admin_role),
@@ -197,22 +197,22 @@ impl Judge<'_> {
         }
     }
 
-    fn create_in(&self, db: &Object) -> Decision {
+    fn create_in(&self, db: &Object) -> Verdict {
         let required = format!("CREATE on {db} (or its ownership)");
         if self.admin {
-            return Decision::allow(Reason::Admin, required, self.admin_match());
+            return Verdict::allow(Reason::Admin, required, self.admin_match());
         }
         if self.is_owner(db) {
-            return Decision::allow(Reason::Owner, required, format!("owner of {db}"));
+            return Verdict::allow(Reason::Owner, required, format!("owner of {db}"));
         }
         if let Some(h) = self.grants.find(db, Privilege::Create, false) {
-            return Decision::allow(
+            return Verdict::allow(
                 Reason::Grant,
                 required,
                 format!("{} {} on {db}", h.via, h.privilege.as_str()),
             );
         }
-        Decision::deny(
+        Verdict::deny(
             Reason::MissingPrivilege,
             required,
             format!("no CREATE grant on {db} and not its owner"),
@@ -221,7 +221,7 @@ impl Judge<'_> {
 
     /// Each check in turn until one denies: the first denial, else the last allow (`none`
     /// when there is nothing to check).
-    fn all(&self, none: Decision, checks: impl IntoIterator<Item = Decision>) -> Decision {
+    fn all(&self, none: Verdict, checks: impl IntoIterator<Item = Verdict>) -> Verdict {
         let mut last = none;
         for d in checks {
             last = d;
@@ -236,17 +236,17 @@ impl Judge<'_> {
 /// The families of operations.
 impl Judge<'_> {
     /// Reads of tables and databases, and listings (allowed, their replies filtered).
-    fn read(&self, op: &Operation) -> Decision {
+    fn read(&self, op: &Operation) -> Verdict {
         let filtered = |required: String, filter: &str| {
             if self.admin {
-                Decision::allow(Reason::Admin, required, self.admin_match())
+                Verdict::allow(Reason::Admin, required, self.admin_match())
             } else {
-                Decision::allow(Reason::Filtered, required, filter)
+                Verdict::allow(Reason::Filtered, required, filter)
             }
         };
         match op {
             Operation::ReadTables(tables) => self.all(
-                Decision::allow(Reason::Harmless, "nothing", "no table named"),
+                Verdict::allow(Reason::Harmless, "nothing", "no table named"),
                 tables
                     .iter()
                     .map(|t| self.owner_or(t, &[Privilege::Select])),
@@ -266,18 +266,18 @@ impl Judge<'_> {
     }
 
     /// One database's metadata: admin, its owner, a privilege in it; `default` for everyone.
-    fn read_database(&self, db: &Object) -> Decision {
+    fn read_database(&self, db: &Object) -> Verdict {
         let name = match db {
             Object::Database(d) => d.as_str(),
             _ => "",
         };
         let required = format!("any privilege in {db} (or its ownership)");
         if self.admin {
-            Decision::allow(Reason::Admin, required, self.admin_match())
+            Verdict::allow(Reason::Admin, required, self.admin_match())
         } else if self.is_owner(db) {
-            Decision::allow(Reason::Owner, required, format!("owner of {db}"))
+            Verdict::allow(Reason::Owner, required, format!("owner of {db}"))
         } else if database_visible(self.identity, self.grants, self.policy, name) {
-            Decision::allow(
+            Verdict::allow(
                 Reason::Grant,
                 required,
                 if name == DEFAULT_DATABASE {
@@ -287,7 +287,7 @@ impl Judge<'_> {
                 },
             )
         } else {
-            Decision::deny(
+            Verdict::deny(
                 Reason::MissingPrivilege,
                 required,
                 format!("no grant in {db} to the user, its groups or its roles, and not its owner"),
@@ -296,7 +296,7 @@ impl Judge<'_> {
     }
 
     /// Table DDL and writes: create, alter, drop, truncate, partitions, ownership of all.
-    fn table(&self, op: &Operation) -> Decision {
+    fn table(&self, op: &Operation) -> Verdict {
         match op {
             Operation::CreateTable { table } => match table {
                 Object::Table(db, _) => self.create_in(&Object::Database(db.clone())),
@@ -329,7 +329,7 @@ impl Judge<'_> {
     }
 
     /// One change of an `alter_table*`.
-    fn alter(&self, table: &Object, kind: &AlterKind) -> Decision {
+    fn alter(&self, table: &Object, kind: &AlterKind) -> Verdict {
         match kind {
             AlterKind::StatsOnly | AlterKind::Commit => {
                 self.owner_or(table, &[Privilege::Insert, Privilege::Alter])
@@ -351,7 +351,7 @@ impl Judge<'_> {
     }
 
     /// Grants: of roles, of privileges, revokes, a created table's grants, reading grants.
-    fn grant(&self, op: &Operation) -> Decision {
+    fn grant(&self, op: &Operation) -> Verdict {
         match op {
             Operation::GrantRole { role } => self.grant_role(role),
             Operation::GrantPrivileges(items) => {
@@ -383,18 +383,18 @@ impl Judge<'_> {
         }
     }
 
-    fn grant_role(&self, role: &str) -> Decision {
+    fn grant_role(&self, role: &str) -> Verdict {
         let required = format!("the admin role or WITH ADMIN OPTION on role {role}");
         if self.admin {
-            Decision::allow(Reason::Admin, required, self.admin_match())
+            Verdict::allow(Reason::Admin, required, self.admin_match())
         } else if self.grants.role_admin.contains(role) {
-            Decision::allow(
+            Verdict::allow(
                 Reason::AdminOption,
                 required,
                 format!("role:{role} held WITH ADMIN OPTION"),
             )
         } else {
-            Decision::deny(
+            Verdict::deny(
                 Reason::AdminRequired,
                 required,
                 format!("the user is not admin and does not hold role {role} WITH ADMIN OPTION"),
@@ -403,13 +403,13 @@ impl Judge<'_> {
     }
 
     /// Granting `p` on `obj`: the caller holds it WITH GRANT OPTION.
-    fn grant_option(&self, obj: &Object, p: Privilege) -> Decision {
+    fn grant_option(&self, obj: &Object, p: Privilege) -> Verdict {
         let required = format!(
             "{} on {obj} WITH GRANT OPTION (or the admin role)",
             p.as_str()
         );
         match self.grants.find(obj, p, true) {
-            Some(h) => Decision::allow(
+            Some(h) => Verdict::allow(
                 Reason::GrantOption,
                 required,
                 format!(
@@ -418,7 +418,7 @@ impl Judge<'_> {
                     h.privilege.as_str()
                 ),
             ),
-            None => Decision::deny(
+            None => Verdict::deny(
                 Reason::MissingPrivilege,
                 required,
                 format!("the user holds no grant option for it on {obj}"),
@@ -427,7 +427,7 @@ impl Judge<'_> {
     }
 
     /// Reading grants: one's own, or admin; every group named must be the caller's.
-    fn read_grants(&self, principal: Option<&Principal>, groups: &[String]) -> Decision {
+    fn read_grants(&self, principal: Option<&Principal>, groups: &[String]) -> Verdict {
         let identity = self.identity;
         let own = match principal {
             None => false,
@@ -439,7 +439,7 @@ impl Judge<'_> {
         };
         if let Some(g) = groups.iter().find(|g| !identity.groups.contains(g)) {
             if !self.admin {
-                return Decision::deny(
+                return Verdict::deny(
                     Reason::AdminRequired,
                     "the admin role to read other principals' grants",
                     format!("group {g} is not one of the caller's groups"),
@@ -447,7 +447,7 @@ impl Judge<'_> {
             }
         }
         if own {
-            Decision::allow(Reason::OwnGrants, "nothing", "reading one's own grants")
+            Verdict::allow(Reason::OwnGrants, "nothing", "reading one's own grants")
         } else {
             self.admin_only("reading other principals' grants")
         }
@@ -456,12 +456,12 @@ impl Judge<'_> {
     /// Transactions and locks. The user a lock or transaction names is set to the caller
     /// before forwarding (the policy stage rewrites it; an admin's choice stands): not a
     /// reason to deny.
-    fn txn(&self, op: &Operation) -> Decision {
+    fn txn(&self, op: &Operation) -> Verdict {
         let (identity, facts) = (self.identity, self.facts);
         match op {
             Operation::Txn { held, .. } => held_by_caller(identity, self.admin, held, facts)
                 .unwrap_or_else(|| {
-                    Decision::allow(
+                    Verdict::allow(
                         Reason::Harmless,
                         "an identity",
                         if held.is_empty() {
@@ -476,7 +476,7 @@ impl Judge<'_> {
                     return d;
                 }
                 self.all(
-                    Decision::allow(Reason::Harmless, "nothing", "no object locked"),
+                    Verdict::allow(Reason::Harmless, "nothing", "no object locked"),
                     items.iter().map(|(obj, kind)| self.lock(obj, *kind)),
                 )
             }
@@ -485,7 +485,7 @@ impl Judge<'_> {
     }
 
     /// One object a lock request locks.
-    fn lock(&self, obj: &Object, kind: LockKind) -> Decision {
+    fn lock(&self, obj: &Object, kind: LockKind) -> Verdict {
         match (obj, kind) {
             (Object::Table(..), LockKind::Read) => self.owner_or(obj, &[Privilege::Select]),
             (Object::Table(..), LockKind::Write) => self.owner_or(
@@ -494,7 +494,7 @@ impl Judge<'_> {
             ),
             // A shared lock on a database: any caller with an identity (engines take
             // one for every query in it); an exclusive one: its owner.
-            (_, LockKind::Read) => Decision::allow(
+            (_, LockKind::Read) => Verdict::allow(
                 Reason::Harmless,
                 format!("a shared lock on {obj}"),
                 "shared database locks need an identity only",
@@ -511,13 +511,13 @@ fn held_by_caller(
     admin: bool,
     held: &[TxnRef],
     facts: &Facts<'_>,
-) -> Option<Decision> {
+) -> Option<Verdict> {
     if admin {
         return None;
     }
     let required = || format!("{} opened by user {}", list_held(held), identity.user);
     for h in held {
-        let deny = |matched: String| Some(Decision::deny(Reason::NotHolder, required(), matched));
+        let deny = |matched: String| Some(Verdict::deny(Reason::NotHolder, required(), matched));
         match facts.holders.get(h) {
             Some(Holder::User(u)) if *u == identity.user => {}
             Some(Holder::Finished) => {}
@@ -550,11 +550,11 @@ fn carried_by_caller(
     identity: &Identity,
     table: &Object,
     grants: &[(Principal, RecordedGrant)],
-) -> Decision {
+) -> Verdict {
     let required = format!("grants on {table} to the user itself, by the user (or the admin role)");
     for (to, g) in grants {
         if to.kind != PrincipalKind::User || to.name != identity.user {
-            return Decision::deny(
+            return Verdict::deny(
                 Reason::MissingPrivilege,
                 required,
                 format!(
@@ -566,7 +566,7 @@ fn carried_by_caller(
         if g.grantor.as_deref() != Some(identity.user.as_str())
             || g.grantor_kind != Some(PrincipalKind::User)
         {
-            return Decision::deny(
+            return Verdict::deny(
                 Reason::NotGrantor,
                 required,
                 format!(
@@ -578,7 +578,7 @@ fn carried_by_caller(
             );
         }
     }
-    Decision::allow(
+    Verdict::allow(
         Reason::OwnGrants,
         required,
         "the new table's grants are the user's own, to itself",
@@ -589,8 +589,8 @@ fn carried_by_caller(
 /// metastore with the user as its grantor (grantor type USER), as Hive's SQL-standard
 /// authorization allows; the metastore's own revoke matches grants without looking at the
 /// grantor, so a revoke that matches anyone else's grant is refused whole.
-fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_>) -> Decision {
-    let mut last = Decision::deny(Reason::MissingPrivilege, "a privilege", "nothing to revoke");
+fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_>) -> Verdict {
+    let mut last = Verdict::deny(Reason::MissingPrivilege, "a privilege", "nothing to revoke");
     for it in items {
         let required = format!(
             "{} on {} granted to {} by user {} (or the admin role)",
@@ -603,7 +603,7 @@ fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_
             .recorded
             .get(&(it.principal.clone(), it.target.clone()))
         else {
-            return Decision::deny(
+            return Verdict::deny(
                 Reason::FactsUnavailable,
                 required,
                 format!("the grants recorded for {} are not known", it.principal),
@@ -612,7 +612,7 @@ fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_
         let matching: Vec<&RecordedGrant> =
             recorded.iter().filter(|g| g.holds(it.privilege)).collect();
         if matching.is_empty() {
-            return Decision::deny(
+            return Verdict::deny(
                 Reason::MissingPrivilege,
                 required,
                 format!(
@@ -628,7 +628,7 @@ fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_
                 && g.grantor_kind == Some(PrincipalKind::User)
         };
         if let Some(other) = matching.iter().find(|g| !by_caller(g)) {
-            return Decision::deny(
+            return Verdict::deny(
                 Reason::NotGrantor,
                 required,
                 format!(
@@ -638,7 +638,7 @@ fn revoke_by_grantor(identity: &Identity, items: &[RevokeItem], facts: &Facts<'_
                 ),
             );
         }
-        last = Decision::allow(
+        last = Verdict::allow(
             Reason::Grantor,
             required,
             format!(

@@ -1,4 +1,4 @@
-//! Authorization: `authorize(identity, operation, facts) -> Decision`, a pure function
+//! Authorization: `authorize(identity, operation, facts) -> Verdict`, a pure function
 //! (no I/O) implementing the Hive SQL-standard table of docs/AUTHORIZATION.md, the privilege
 //! table (its rules, one function per family of operations, in `judge`), then the storage
 //! checks. The facts (grants, owners) are gathered beforehand by `facts`; the operation is
@@ -561,7 +561,7 @@ impl Reason {
 
 /// The outcome of `authorize`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Verdict {
     pub allow: bool,
     pub reason: Reason,
     /// What was required, e.g. "SELECT on table demo.customer".
@@ -570,9 +570,9 @@ pub struct Decision {
     pub matched: String,
 }
 
-impl Decision {
+impl Verdict {
     pub fn allow(reason: Reason, required: impl Into<String>, matched: impl Into<String>) -> Self {
-        Decision {
+        Verdict {
             allow: true,
             reason,
             required: required.into(),
@@ -581,7 +581,7 @@ impl Decision {
     }
 
     fn deny(reason: Reason, required: impl Into<String>, why: impl Into<String>) -> Self {
-        Decision {
+        Verdict {
             allow: false,
             reason,
             required: required.into(),
@@ -616,7 +616,7 @@ pub fn authorize(
     op: &Operation,
     facts: &Facts<'_>,
     policy: &Policy,
-) -> Decision {
+) -> Verdict {
     let d = judge::authorize_grants(identity, op, facts, policy);
     if !d.allow {
         return d;
@@ -625,7 +625,7 @@ pub fn authorize(
     // by the user's own storage role.
     match facts.storage.iter().find(|f| !f.allow) {
         None => d,
-        Some(f) => Decision {
+        Some(f) => Verdict {
             allow: false,
             reason: if f.unavailable {
                 Reason::StorageUnavailable

@@ -86,7 +86,7 @@ fn grants_of(id: &Identity, facts: &HashMap<Principal, PrincipalFacts>) -> Grant
     assemble(id, facts).unwrap()
 }
 
-fn decide(id: &Identity, op: Operation, owners: &[(Object, &str)]) -> Decision {
+fn decide(id: &Identity, op: Operation, owners: &[(Object, &str)]) -> Verdict {
     decide_with(id, op, owners, &seed())
 }
 
@@ -95,7 +95,7 @@ fn decide_with(
     op: Operation,
     owners: &[(Object, &str)],
     facts: &HashMap<Principal, PrincipalFacts>,
-) -> Decision {
+) -> Verdict {
     let g = grants_of(id, facts);
     let f = Facts {
         grants: Some(&g),
@@ -1016,7 +1016,7 @@ fn decide_revoke(
     id: &Identity,
     items: Vec<RevokeItem>,
     records: &[(&RevokeItem, Vec<RecordedGrant>)],
-) -> Decision {
+) -> Verdict {
     let g = grants_of(id, &seed());
     let f = Facts {
         grants: Some(&g),

@@ -12,6 +12,7 @@
 //! `reply`, with `splice` on `reader`; no file imports one that imports it back.
 
 pub mod header;
+pub mod path;
 pub mod reader;
 pub mod reply;
 pub mod scanner;

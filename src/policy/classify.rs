@@ -14,7 +14,7 @@ use crate::storage::{
     canonical_location, is_default_table_location, location_is_under, location_key,
 };
 
-use super::args::{strings_at, values_at};
+use crate::codec::path::{strings_at, values_at};
 
 /// A classified call.
 #[derive(Debug, Clone, PartialEq)]

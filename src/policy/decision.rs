@@ -11,6 +11,7 @@ use crate::authz::{Object, Reason};
 use crate::codec::reply::AppErrorKind;
 use crate::codec::{MessageType, TopField};
 use crate::identity::Identity;
+use crate::schema::fields::method_result::SUCCESS;
 use crate::schema::{StructDef, T};
 use crate::upstream::Answer;
 
@@ -293,14 +294,14 @@ impl UpstreamOutcome {
         }
         let result = || crate::schema::method(method).map(|m| m.result);
         match answer.first {
-            Some(TopField::Id(0)) => UpstreamOutcome::Ok,
+            Some(TopField::Id(SUCCESS)) => UpstreamOutcome::Ok,
             Some(TopField::Id(field)) => UpstreamOutcome::Exception(DeclaredException {
                 field,
                 name: result().and_then(|r| exception_name(r, field, versions)),
             }),
             // An empty result: a void method's success; a missing result otherwise.
             Some(TopField::Stop) => match result() {
-                Some(r) if r.field(0).is_some() => UpstreamOutcome::NoResult,
+                Some(r) if r.field(SUCCESS).is_some() => UpstreamOutcome::NoResult,
                 _ => UpstreamOutcome::Ok,
             },
             None => UpstreamOutcome::TransportError,

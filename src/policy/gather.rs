@@ -7,8 +7,8 @@ use super::classify::{Classified, StorageNeed};
 use super::Guard;
 use crate::audit::StorageAudit;
 use crate::authz::{
-    authorize, AlterKind, Decision as Ruled, Facts, Grants, Object, Operation, Reason, RevokeItem,
-    StorageFact,
+    authorize, AlterKind, Facts, Grants, Object, Operation, Reason, RevokeItem, StorageFact,
+    Verdict,
 };
 use crate::identity::Identity;
 use crate::storage::{Occupancy, StorageAction, StorageOutcome};
@@ -21,7 +21,7 @@ impl Guard {
         identity: &Identity,
         c: &Classified,
         grants: Option<&Grants>,
-    ) -> (Ruled, Option<StorageAudit>) {
+    ) -> (Verdict, Option<StorageAudit>) {
         let op = &c.op;
         let mut facts = Facts {
             grants,
@@ -40,7 +40,7 @@ impl Guard {
                         facts.holders.insert(h, holder);
                     }
                     Err(e) => {
-                        let d = Ruled {
+                        let d = Verdict {
                             allow: false,
                             reason: Reason::FactsUnavailable,
                             required: d.required,
@@ -69,7 +69,7 @@ impl Guard {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            let d = Ruled {
+                            let d = Verdict {
                                 allow: false,
                                 reason: Reason::FactsUnavailable,
                                 required: d.required,
@@ -166,7 +166,7 @@ impl Guard {
         &self,
         items: &[RevokeItem],
         facts: &mut Facts<'_>,
-    ) -> Result<(), Ruled> {
+    ) -> Result<(), Verdict> {
         for it in items {
             let key = (it.principal.clone(), it.target.clone());
             if facts.recorded.contains_key(&key) {
@@ -177,7 +177,7 @@ impl Guard {
                     facts.recorded.insert(key, recorded);
                 }
                 Err(e) => {
-                    return Err(Ruled {
+                    return Err(Verdict {
                         allow: false,
                         reason: Reason::FactsUnavailable,
                         required: format!(

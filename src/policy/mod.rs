@@ -9,7 +9,6 @@
 //! caller, `rewrite`), forward and check the reply (`reply`), or deny. `Guard::finish`
 //! (stage.rs) ends every call the same way.
 
-pub mod args;
 pub mod classify;
 pub mod decision;
 mod existence;
@@ -24,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::authz::{
-    authorize, AlterKind, Decision as Ruled, Facts, Grants, Object, Operation, Policy, Reason,
+    authorize, AlterKind, Facts, Grants, Object, Operation, Policy, Reason, Verdict,
 };
 use crate::codec::value::Value;
 use crate::codec::MessageHeader;
@@ -60,7 +59,7 @@ pub struct Call<'a> {
 
 /// What the rules concluded about a call, before the mode and the wire make it a `Decision`.
 struct Ruling {
-    decision: Ruled,
+    verdict: Verdict,
     operation: &'static str,
     /// The operation that decided (the first denied, else the last), for the record.
     classified: Option<Classified>,
@@ -83,7 +82,7 @@ impl Ruling {
             _ => Reason::MissingPrivilege,
         };
         Ruling {
-            decision: Ruled {
+            verdict: Verdict {
                 allow: false,
                 reason,
                 required: "a readable call".into(),
@@ -277,7 +276,7 @@ impl Guard {
         }
         let (d, storage, c) = last.expect("classify yields at least one operation");
         let mut ruling = Ruling {
-            decision: d,
+            verdict: d,
             operation: c.op.class(),
             storage,
             absent: false,
@@ -308,7 +307,7 @@ impl Guard {
         op: &Operation,
         ruling: &mut Ruling,
     ) {
-        if ruling.decision.allow {
+        if ruling.verdict.allow {
             return;
         }
         match op {
@@ -326,7 +325,7 @@ impl Guard {
                     grants: Some(grants),
                     ..Facts::default()
                 };
-                ruling.decision = authorize(identity, &blind, &facts, &self.policy);
+                ruling.verdict = authorize(identity, &blind, &facts, &self.policy);
                 ruling.storage = None;
             }
             Operation::ReadTables(tables) => {
@@ -338,9 +337,9 @@ impl Guard {
                     .await
                 {
                     ruling.absent = true;
-                    ruling.decision = Ruled::allow(
+                    ruling.verdict = Verdict::allow(
                         Reason::Absent,
-                        ruling.decision.required.clone(),
+                        ruling.verdict.required.clone(),
                         format!("{table} does not exist and the user may act in its database: the metastore answers"),
                     );
                 }
@@ -366,7 +365,7 @@ impl Guard {
             Operation::ListDatabases => String::new(),
             _ => return None,
         };
-        let d = &ruling.decision;
+        let d = &ruling.verdict;
         (d.allow && self.filter_listings && d.reason != Reason::Admin).then(|| ListFilter {
             shape,
             db,
@@ -386,7 +385,7 @@ impl Guard {
         audit_failing: bool,
     ) -> Decision {
         let method = &call.header.name;
-        let d = &ruling.decision;
+        let d = &ruling.verdict;
         let (mut outcome, forward) = outcome(d.allow, self.mode);
         self.metrics
             .decisions
@@ -442,12 +441,12 @@ impl Guard {
         let c = ruling.classified.as_ref();
         let record = Record::Decided(DecisionRecord {
             outcome,
-            reason: ruling.decision.reason,
+            reason: ruling.verdict.reason,
             operation: ruling.operation,
             db: c.and_then(|c| c.db.clone()),
             table: c.and_then(|c| c.table.clone()),
             location: c.and_then(|c| c.location.clone()),
-            required: ruling.decision.required,
+            required: ruling.verdict.required,
             matched,
             storage: ruling.storage,
         });

@@ -17,6 +17,7 @@ use crate::codec::{MessageHeader, ScanError};
 use crate::framing::{frame, unframed};
 use crate::identity::Identity;
 use crate::router::{ListShape, Method};
+use crate::schema::fields::{database, table, table_meta};
 use crate::transport::Transport;
 
 /// How to filter one listing reply.
@@ -172,10 +173,10 @@ pub fn listed_object(f: &ListFilter, element: &Value) -> Option<Object> {
     let s = |id| element.field(id).and_then(Value::as_str);
     let (db, table) = match f.shape {
         ListShape::Names => (Some(f.db.as_str()), element.as_str()),
-        ListShape::Metas => (s(1), s(2)),
-        ListShape::Tables | ListShape::TablesInResult => (s(2), s(1)),
+        ListShape::Metas => (s(table_meta::DB_NAME), s(table_meta::TABLE_NAME)),
+        ListShape::Tables | ListShape::TablesInResult => (s(table::DB_NAME), s(table::TABLE_NAME)),
         ListShape::DbNames => return element.as_str().map(Object::database),
-        ListShape::Databases => return s(1).map(Object::database),
+        ListShape::Databases => return s(database::NAME).map(Object::database),
     };
     Some(Object::table(db?, table?))
 }
@@ -203,7 +204,7 @@ pub fn keep_listed(
     match f.shape {
         // Whole tables: their owner, or SELECT (what reading the table alone needs).
         ListShape::Tables | ListShape::TablesInResult => {
-            element.field(3).and_then(Value::as_str) == Some(f.identity.user.as_str())
+            element.field(table::OWNER).and_then(Value::as_str) == Some(f.identity.user.as_str())
                 || readable(&f.identity, &f.grants, policy, &obj)
         }
         _ => visible_by_grants(f, policy, &obj) || owned.contains(&obj),

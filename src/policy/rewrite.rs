@@ -4,11 +4,12 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::args;
 use super::classify;
+use crate::codec::path;
 use crate::codec::value::Value;
 use crate::framing::{frame, unframed};
 use crate::router::{Rule, EACH};
+use crate::schema::fields::{hive_object_privilege, privilege_bag, privilege_grant_info, table};
 use crate::transport::Transport;
 
 /// Changes the proxy makes to an allowed call before it goes upstream, each one field set in
@@ -28,9 +29,6 @@ pub struct FieldSet {
     pub if_absent: crate::codec::splice::IfAbsent,
 }
 
-/// `Table` fields: 3 owner (string), 18 ownerType (PrincipalType, Hive 3+).
-const TABLE_OWNER: i16 = 3;
-const TABLE_OWNER_TYPE: i16 = 18;
 /// `PrincipalType.USER`.
 const PRINCIPAL_USER: i32 = 1;
 
@@ -41,7 +39,7 @@ pub fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
     use crate::codec::splice::{IfAbsent, NewValue};
     let mut fields = Vec::new();
     let mut set_user = |path: &[i16]| {
-        if args::strings_at(args, path).iter().any(|u| u != user) {
+        if path::strings_at(args, path).iter().any(|u| u != user) {
             fields.push(FieldSet {
                 path: path.to_vec(),
                 value: NewValue::String(user.as_bytes().to_vec()),
@@ -57,12 +55,12 @@ pub fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
         Rule::CreateTable { table } | Rule::AddIndex { table, .. } => {
             let at = |id: i16| table.iter().copied().chain([id]).collect::<Vec<_>>();
             fields.push(FieldSet {
-                path: at(TABLE_OWNER),
+                path: at(table::OWNER),
                 value: NewValue::String(user.as_bytes().to_vec()),
                 if_absent: IfAbsent::Add,
             });
             fields.push(FieldSet {
-                path: at(TABLE_OWNER_TYPE),
+                path: at(table::OWNER_TYPE),
                 value: NewValue::I32(PRINCIPAL_USER),
                 if_absent: IfAbsent::Leave,
             });
@@ -70,10 +68,19 @@ pub fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
         // A grant (a revoke's grantor is not read by the metastore).
         Rule::GrantPrivileges { bag, kind } if classify::is_revoke(kind, args) == Ok(false) => {
             let at = |id: i16| {
-                let tail = [GRANTS_OF_BAG, EACH, GRANT_INFO, id];
+                let tail = [
+                    privilege_bag::PRIVILEGES,
+                    EACH,
+                    hive_object_privilege::GRANT_INFO,
+                    id,
+                ];
                 bag.iter().copied().chain(tail).collect::<Vec<_>>()
             };
-            fields.extend(grantor_fields(at(GRANTOR), at(GRANTOR_TYPE), user));
+            fields.extend(grantor_fields(
+                at(privilege_grant_info::GRANTOR),
+                at(privilege_grant_info::GRANTOR_TYPE),
+                user,
+            ));
         }
         Rule::GrantRole {
             grantor: Some((name, kind)),
@@ -83,13 +90,6 @@ pub fn rewrite_for(rule: &Rule, args: &Value, user: &str) -> Rewrite {
     }
     Rewrite { fields }
 }
-
-/// `PrivilegeBag`: 1 privileges (a list of `HiveObjectPrivilege`, whose 4 is its
-/// `PrivilegeGrantInfo`: 3 grantor, 4 grantorType).
-const GRANTS_OF_BAG: i16 = 1;
-const GRANT_INFO: i16 = 4;
-const GRANTOR: i16 = 3;
-const GRANTOR_TYPE: i16 = 4;
 
 /// A grant's grantor set to the caller, a USER (both added where absent).
 fn grantor_fields(name: Vec<i16>, kind: Vec<i16>, user: &str) -> [FieldSet; 2] {

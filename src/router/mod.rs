@@ -33,8 +33,7 @@ pub enum Class {
 pub type Path = &'static [i16];
 
 /// Path step meaning "every element of this list".
-pub const EACH: i16 = i16::MIN;
-const _: () = assert!(EACH == crate::codec::splice::EACH_ELEMENT);
+pub const EACH: i16 = crate::codec::splice::EACH_ELEMENT;
 
 /// Whether a grant call grants or revokes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -193,6 +193,14 @@ pub mod privilege_grant_info {
     pub const GRANT_OPTION: i16 = 5;
 }
 
+/// `TableMeta`: one element of a `get_table_meta` listing.
+pub mod table_meta {
+    /// `dbName`
+    pub const DB_NAME: i16 = 1;
+    /// `tableName`
+    pub const TABLE_NAME: i16 = 2;
+}
+
 /// `PrincipalPrivilegeSet`: grants by grantee kind (each a map from the grantee to its
 /// `PrivilegeGrantInfo`s).
 pub mod principal_privilege_set {
@@ -363,6 +371,8 @@ mod tests {
     /// Every constant above, with the struct and Thrift field name it stands for.
     fn named() -> Vec<(i16, &'static StructDef, &'static str)> {
         vec![
+            (super::table_meta::DB_NAME, &S_TableMeta, "dbName"),
+            (super::table_meta::TABLE_NAME, &S_TableMeta, "tableName"),
             (super::table::TABLE_NAME, &S_Table, "tableName"),
             (super::table::DB_NAME, &S_Table, "dbName"),
             (super::table::OWNER, &S_Table, "owner"),

@@ -1,8 +1,8 @@
 //! Reading the values a rule names out of a call's args, by field-id path, from the value tree
 //! the schema-exact reader built (`schema::read`): one reading of the bytes, the metastore's.
 
-use crate::codec::value::Value;
-use crate::router::EACH;
+use super::splice::EACH_ELEMENT as EACH;
+use super::value::Value;
 
 /// Every value at `path` in the args struct. `EACH` steps fan out over list elements; absent
 /// fields yield nothing. The reader refuses repeated field ids, so a path names one value.
