@@ -15,7 +15,7 @@ use crate::codec::{MessageHeader, MessageType};
 use crate::config::IdentityMode;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::Metrics;
-use crate::policy::{Action, Call, Guard, Record, ReplyCheck};
+use crate::policy::{Action, Call, Decision, Guard, Record, ReplyCheck};
 use crate::router::{self, Path, Rule, EACH};
 use crate::settings::Settings;
 use crate::upstream::Upstreams;
@@ -309,23 +309,7 @@ fn identity_of(settings: &Settings, r: &Request) -> Identity {
 
 /// Explains one decision against the configured metastore.
 pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, String> {
-    let metrics = Arc::new(Metrics::new());
-    let tls = match settings.upstream_tls.clone() {
-        None => None,
-        Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(t, metrics.clone())?)),
-    };
-    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
-    let storage = crate::storage::StorageGuard::new(&settings.storage, metrics.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let guard = Guard::new(
-        &settings.authz,
-        settings.limits.request.max_depth,
-        settings.storage.read_only_external,
-        upstreams,
-        metrics,
-        storage,
-    );
+    let guard = guard_of(settings).await?;
     let method = router::route(&r.method, settings.upstream.versions);
     let identity = identity_of(settings, r);
     // The names rule refuses such a user at set_ugi: there is no decision to explain.
@@ -337,30 +321,7 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
         Some(m) => build_args(&guard, &m.rule, r).await?,
         None => (Value::Struct(Vec::new()), Vec::new()),
     };
-    let header = MessageHeader {
-        name: r.method.clone(),
-        kind: MessageType::Call,
-        seqid: 1,
-        len: 0,
-    };
-    // The call as a client would send it (binary, unframed), decided on the one path every
-    // call takes.
-    let mut w = crate::codec::writer::Writer::new(crate::codec::Protocol::Binary);
-    w.message(&r.method, MessageType::Call, 1).value(&args);
-    let transport = crate::transport::Transport {
-        protocol: crate::codec::Protocol::Binary,
-        framed: false,
-    };
-    let call = Call {
-        identity: &identity,
-        entry: method,
-        header: &header,
-        args: &args,
-        bytes: w.finish(false).freeze(),
-        transport,
-    };
-    let decided = guard.decide(call, false).await;
-
+    let decided = decide(&guard, &identity, method, &r.method, &args).await;
     let mut out = String::new();
     let _ = writeln!(out, "user:      {identity}");
     let _ = writeln!(
@@ -375,48 +336,81 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
     for n in &notes {
         let _ = writeln!(out, "note:      {n}");
     }
-    let allowed = matches!(decided.action, Action::Forward(_));
-    match &decided.record {
-        Record::Passed | Record::Local | Record::Refused { .. } | Record::Unread { .. } => {
-            let _ = writeln!(
-                out,
-                "decision:  allow (pass-through: {})",
-                if guard.mode == crate::config::AuthzMode::Off {
-                    "authz.mode = \"off\""
-                } else {
-                    "a harmless call, not a decision"
-                }
-            );
+    write_decision(&mut out, &decided, guard.mode);
+    if !identity.groups.is_empty() || matches!(decided.record, Record::Decided(_)) {
+        if let Ok(g) = guard.facts.grants(&identity).await {
+            write_grants(&mut out, &g);
         }
-        Record::Decided(d) => {
-            let _ = writeln!(out, "decision:  {}", d.outcome);
-            let _ = writeln!(out, "reason:    {}", d.reason.as_str());
-            let _ = writeln!(out, "operation: {}", d.operation);
-            let object = match (&d.db, &d.table) {
-                (Some(db), Some(t)) => Object::table(db, t).to_string(),
-                (Some(db), None) => Object::database(db).to_string(),
-                _ => "the metastore".into(),
+    }
+    let allowed = matches!(decided.action, Action::Forward(_));
+    Ok(Explained { allowed, text: out })
+}
+
+/// The decision stage as the proxy builds it from `settings`, with its own metastore client.
+async fn guard_of(settings: &Settings) -> Result<Guard, String> {
+    let metrics = Arc::new(Metrics::new());
+    let tls = match settings.upstream_tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(t, metrics.clone())?)),
+    };
+    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
+    let storage = crate::storage::StorageGuard::new(&settings.storage, metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Guard::new(
+        &settings.authz,
+        settings.limits.request.max_depth,
+        settings.storage.read_only_external,
+        upstreams,
+        metrics,
+        storage,
+    ))
+}
+
+/// The call as a client would send it (binary, unframed), decided on the one path every call
+/// takes.
+async fn decide(
+    guard: &Guard,
+    identity: &Identity,
+    entry: Option<&'static crate::router::Method>,
+    method: &str,
+    args: &Value,
+) -> Decision {
+    let header = MessageHeader {
+        name: method.to_string(),
+        kind: MessageType::Call,
+        seqid: 1,
+        len: 0,
+    };
+    let protocol = crate::codec::Protocol::Binary;
+    let mut w = crate::codec::writer::Writer::new(protocol);
+    w.message(method, MessageType::Call, 1).value(args);
+    let call = Call {
+        identity,
+        entry,
+        header: &header,
+        args,
+        bytes: w.finish(false).freeze(),
+        transport: crate::transport::Transport {
+            protocol,
+            framed: false,
+        },
+    };
+    guard.decide(call, false).await
+}
+
+/// The decision's lines: outcome, reason, object, what was required and matched, the storage
+/// check, and what the client sees.
+fn write_decision(out: &mut String, decided: &Decision, mode: crate::config::AuthzMode) {
+    match &decided.record {
+        Record::Decided(d) => write_record(out, d),
+        _ => {
+            let why = if mode == crate::config::AuthzMode::Off {
+                "authz.mode = \"off\""
+            } else {
+                "a harmless call, not a decision"
             };
-            let _ = writeln!(out, "object:    {object}");
-            if let Some(l) = &d.location {
-                let _ = writeln!(out, "location:  {l}");
-            }
-            let _ = writeln!(out, "required:  {}", d.required);
-            let _ = writeln!(out, "matched:   {}", d.matched);
-            if let Some(st) = &d.storage {
-                let _ = writeln!(
-                    out,
-                    "storage:   {} check {} via {}{}",
-                    st.action,
-                    st.outcome,
-                    if st.role_chain.is_empty() {
-                        "no role".to_string()
-                    } else {
-                        st.role_chain.join(" -> ")
-                    },
-                    if st.cached { " (cached)" } else { "" }
-                );
-            }
+            let _ = writeln!(out, "decision:  allow (pass-through: {why})");
         }
     }
     match &decided.action {
@@ -431,39 +425,60 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
         }
         _ => {}
     }
-    let decided_by_rules = matches!(decided.record, Record::Decided(_));
-    if !identity.groups.is_empty() || decided_by_rules {
-        if let Ok(g) = guard.facts.grants(&identity).await {
-            let roles: Vec<&str> = g.roles.iter().map(String::as_str).collect();
-            let _ = writeln!(out, "roles:     {}", roles.join(", "));
-            let mut held: Vec<String> = g
-                .objects
-                .iter()
-                .flat_map(|(o, hs)| {
-                    hs.iter().map(move |h| {
-                        format!(
-                            "{} on {o} via {}{}",
-                            h.privilege.as_str(),
-                            h.via,
-                            if h.grant_option {
-                                " WITH GRANT OPTION"
-                            } else {
-                                ""
-                            }
-                        )
-                    })
-                })
-                .collect();
-            held.sort();
-            let _ = writeln!(
-                out,
-                "grants:    {}",
-                if held.is_empty() { "none" } else { "" }
-            );
-            for h in held {
-                let _ = writeln!(out, "  {h}");
-            }
-        }
+}
+
+fn write_record(out: &mut String, d: &crate::policy::DecisionRecord) {
+    let _ = writeln!(out, "decision:  {}", d.outcome);
+    let _ = writeln!(out, "reason:    {}", d.reason.as_str());
+    let _ = writeln!(out, "operation: {}", d.operation);
+    let object = match (&d.db, &d.table) {
+        (Some(db), Some(t)) => Object::table(db, t).to_string(),
+        (Some(db), None) => Object::database(db).to_string(),
+        _ => "the metastore".into(),
+    };
+    let _ = writeln!(out, "object:    {object}");
+    if let Some(l) = &d.location {
+        let _ = writeln!(out, "location:  {l}");
     }
-    Ok(Explained { allowed, text: out })
+    let _ = writeln!(out, "required:  {}", d.required);
+    let _ = writeln!(out, "matched:   {}", d.matched);
+    if let Some(st) = &d.storage {
+        let via = if st.role_chain.is_empty() {
+            "no role".to_string()
+        } else {
+            st.role_chain.join(" -> ")
+        };
+        let cached = if st.cached { " (cached)" } else { "" };
+        let _ = writeln!(
+            out,
+            "storage:   {} check {} via {via}{cached}",
+            st.action, st.outcome
+        );
+    }
+}
+
+/// The caller's roles and grants, sorted.
+fn write_grants(out: &mut String, g: &crate::authz::Grants) {
+    let roles: Vec<&str> = g.roles.iter().map(String::as_str).collect();
+    let _ = writeln!(out, "roles:     {}", roles.join(", "));
+    let mut held: Vec<String> = g
+        .objects
+        .iter()
+        .flat_map(|(o, hs)| {
+            hs.iter().map(move |h| {
+                let option = if h.grant_option {
+                    " WITH GRANT OPTION"
+                } else {
+                    ""
+                };
+                format!("{} on {o} via {}{option}", h.privilege.as_str(), h.via)
+            })
+        })
+        .collect();
+    held.sort();
+    let none = if held.is_empty() { "none" } else { "" };
+    let _ = writeln!(out, "grants:    {none}");
+    for h in held {
+        let _ = writeln!(out, "  {h}");
+    }
 }
