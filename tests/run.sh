@@ -7,7 +7,8 @@
 #  4. deployment tests: manifests (kustomize, Kubernetes schemas), the container build steps,
 #     a real Prometheus scraping hms-guard with the alert rules and the dashboard's queries
 #     (installs Debian's prometheus) — tests/deploy.
-# A missing part (Java, the metastore, Spark) fails the run; nothing is skipped.
+# A missing part (Java, the metastore, Spark) fails the run; nothing is skipped. Which file holds
+# which feature, and how to run one: tests/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,6 +10,8 @@
 //! (not captured from a live account: this machine has no AWS access); the SDK's own generated
 //! deserializer reading them is part of what is tested.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use common::metric_of;
 use hms_guard::metrics::Metrics;
 use hms_guard::storage::{
     parse_location, BaseCredentials, BucketRole, Location, OtherSchemes, StorageAction,
@@ -486,14 +489,6 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
 const W: StorageAction = StorageAction::Write;
 const R: StorageAction = StorageAction::Read;
 
-fn metric(m: &Metrics, line_prefix: &str) -> f64 {
-    m.encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // tests
 
@@ -597,7 +592,7 @@ async fn probe_allows_and_denies_by_role() {
     let sessions: Vec<String> = aws.with(|s| s.assumes.iter().map(|a| a.2.clone()).collect());
     assert_eq!(sessions, ["mary", "etl-bot"]);
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_probes_total{action="write",outcome="deny"} "#
         ),
@@ -671,7 +666,7 @@ async fn cross_account_chain_with_external_id() {
         d.reason
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="bucket",outcome="ok"} "#
         ),
@@ -702,7 +697,7 @@ async fn concurrent_checks_for_one_key_make_one_assume_role() {
     assert_eq!(aws.s3_count(), 2, "one CreateMultipartUpload + its abort");
     assert_eq!(cached, 31);
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_cache_lookups_total{cache="storage_decisions",result="hit"} "#
         ),
@@ -741,14 +736,14 @@ async fn credentials_are_refreshed_before_expiry_and_never_used_expired() {
         "an expired session was used"
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_credential_refreshes_total{outcome="ok"} "#
         ),
         assumes as f64
     );
     // Every check after the first hit the credential cache.
-    let hits = metric(
+    let hits = metric_of(
         &m,
         r#"hms_guard_cache_lookups_total{cache="storage_credentials",result="hit"} "#,
     );
@@ -819,7 +814,7 @@ async fn endpoint_down_denies_quickly() {
     assert!(d.reason.contains("3 attempts"), "{}", d.reason);
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="user",outcome="error"} "#
         ),
@@ -866,7 +861,7 @@ async fn s3_errors_are_retried_then_unavailable() {
     assert!(d.reason.contains("503"), "{}", d.reason);
     assert_eq!(aws.s3_count(), 3);
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_probes_total{action="write",outcome="error"} "#
         ),
@@ -888,7 +883,7 @@ async fn s3_errors_are_retried_then_unavailable() {
         "{d:?}"
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_checks_total{action="write",outcome="unavailable",cached="false"} "#
         ),
@@ -952,7 +947,7 @@ async fn simulate_method() {
         "the chain's last role is simulated"
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_probes_total{action="write",outcome="deny"} "#
         ),
@@ -1068,7 +1063,7 @@ async fn a_default_place_is_listed_over_http_with_the_proxys_own_credentials() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        metric(&m, r#"hms_guard_storage_listings_total{outcome="error"} "#),
+        metric_of(&m, r#"hms_guard_storage_listings_total{outcome="error"} "#),
         1.0
     );
 }

@@ -7,12 +7,15 @@
 //! line and exits when this process's pipe to it closes. If moto cannot be started the tests
 //! fail; they never skip.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::metric_of;
 use hms_guard::metrics::Metrics;
 use hms_guard::storage::{BaseCredentials, BucketRole, StorageAction, StorageConfig, StorageGuard};
 use serde_json::Value;
@@ -147,14 +150,6 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
     (g, m)
 }
 
-fn metric(m: &Metrics, line_prefix: &str) -> f64 {
-    m.encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn default_role_may_write_defloc_but_not_the_warehouse() {
     let (g, m) = guard(&config()).await;
@@ -191,7 +186,7 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
         .await;
     assert!(d.allow, "the etl role may: {d:?}");
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="user",outcome="ok"} "#
         ),
@@ -199,7 +194,7 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
         "one AssumeRole per user session"
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_probes_total{action="write",outcome="deny"} "#
         ),
@@ -243,7 +238,7 @@ async fn cross_account_bucket_role_needs_the_right_external_id() {
             .allow
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="bucket",outcome="ok"} "#
         ),
@@ -264,7 +259,7 @@ async fn cross_account_bucket_role_needs_the_right_external_id() {
         d.reason
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="bucket",outcome="denied"} "#
         ),
@@ -303,7 +298,7 @@ async fn assume_role_calls_follow_the_refresh_policy() {
         assert!(d.allow, "{d:?}");
     }
     let sts = |m: &Metrics| {
-        metric(
+        metric_of(
             m,
             r#"hms_guard_storage_sts_calls_total{hop="user",outcome="ok"} "#,
         )
@@ -325,7 +320,7 @@ async fn assume_role_calls_follow_the_refresh_policy() {
         "{calls} AssumeRole calls over {checks} checks"
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_credential_refreshes_total{outcome="ok"} "#
         ),
@@ -371,7 +366,7 @@ async fn endpoint_down_denies_quickly() {
         start.elapsed()
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_checks_total{action="write",outcome="unavailable",cached="false"} "#
         ),
@@ -497,14 +492,14 @@ async fn a_default_place_is_listed_with_the_proxys_own_identity() {
     // A sibling whose name begins the same is another place.
     assert_eq!(g.occupancy(&place("order")).await, Occupancy::Empty);
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_listings_total{outcome="occupied"} "#
         ),
         2.0
     );
     assert_eq!(
-        metric(
+        metric_of(
             &m,
             r#"hms_guard_storage_sts_calls_total{hop="user",outcome="ok"} "#
         ),

@@ -1,6 +1,11 @@
-//! Test helpers: a tiny Thrift writer for literal messages, a scripted upstream metastore, and
-//! an in-process proxy.
+//! Test helpers shared by the socket and codec tests (tests/README.md): a tiny Thrift writer
+//! for literal messages, a scripted upstream metastore, an in-process proxy and what reads its
+//! answers and metrics; `authz` the enforce path's scripted facts, `tls` certificates and TLS
+//! ends.
 #![allow(dead_code)]
+
+pub mod authz;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -403,6 +408,11 @@ pub fn config(uris: &[String]) -> Config {
     Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"))
 }
 
+/// A proxy in front of `uris` with the config of `config`.
+pub async fn proxy_to(uris: &[String]) -> Proxy {
+    Proxy::start(config(uris)).await
+}
+
 impl Proxy {
     pub async fn start(config: Config) -> Proxy {
         Proxy::start_with(config, None).await
@@ -513,81 +523,24 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Test certificates (rcgen): a CA, and certificates it signs.
-pub mod certs {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+/// Reads until EOF (or 5 s); returns what arrived.
+pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
 
-    pub struct Ca {
-        pub cert: rcgen::Certificate,
-        key: KeyPair,
-    }
+/// The value of the first line of `m`'s metrics (the Prometheus text format) that starts with
+/// `line_prefix`; 0 if there is none.
+pub fn metric_of(m: &hms_guard::metrics::Metrics, line_prefix: &str) -> f64 {
+    m.encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
 
-    pub fn ca(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// A certificate signed by `ca`: (PEM certificate, PEM key).
-    pub fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        (
-            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
-
-    /// A certificate signed by `ca` with the subject `dn` (attributes in order; a repeated
-    /// type is written as its own attribute) and the subject alternative names `sans`.
-    pub fn leaf_dn(
-        ca: &Ca,
-        dn: Vec<(DnType, rcgen::DnValue)>,
-        sans: Vec<rcgen::SanType>,
-    ) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = sans;
-        let mut seen = std::collections::HashSet::new();
-        for (ty, value) in dn {
-            // rcgen keeps one value per type: a repeated one is written under its OID.
-            let ty = if seen.insert(ty.clone()) {
-                ty
-            } else {
-                DnType::CustomDnType(oid_of(&ty))
-            };
-            p.distinguished_name.push(ty, value);
-        }
-        (
-            p.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
-
-    fn oid_of(ty: &DnType) -> Vec<u64> {
-        match ty {
-            DnType::CommonName => vec![2, 5, 4, 3],
-            other => panic!("no OID written for {other:?}"),
-        }
-    }
-
-    /// A fresh temporary directory.
-    pub fn dir(what: &str) -> std::path::PathBuf {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "hms-guard-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+/// A count from the proxy's metrics: the series that starts with `series`, 0 if none.
+pub fn metric(p: &Proxy, series: &str) -> u64 {
+    metric_of(&p.metrics, series) as u64
 }

@@ -44,8 +44,10 @@ sys.path.insert(0, str(REPO / "tests" / "lab"))
 sys.path.insert(0, str(HERE))
 import certs  # noqa: E402
 import hms  # noqa: E402
+from hms import connect  # noqa: E402
 import kustomize  # noqa: E402
 import moto_lab  # noqa: E402
+import pytest_hooks  # noqa: E402
 from kdc import Kdc  # noqa: E402
 
 K8S = REPO / "deploy" / "k8s"
@@ -200,21 +202,6 @@ class PromQLError(RuntimeError):
 # clients
 
 
-def connect(port, user, timeout=20):
-    """A raw HMS Thrift client (hmsclient's generated code) that has called set_ugi(user)."""
-    from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
-    from thrift.protocol import TBinaryProtocol
-    from thrift.transport import TSocket, TTransport
-    sock = TSocket.TSocket("127.0.0.1", port)
-    sock.setTimeout(timeout * 1000)
-    t = TTransport.TBufferedTransport(sock)
-    t.open()
-    c = T.Client(TBinaryProtocol.TBinaryProtocol(t))
-    c._transport = t
-    c.set_ugi(user, [])
-    return c
-
-
 def close(c):
     try:
         c._transport.close()
@@ -223,16 +210,8 @@ def close(c):
 
 
 def table(lab, name, location=None):
-    from hmsclient.genthrift.hive_metastore import ttypes as tt
-    sd = tt.StorageDescriptor(
-        cols=[tt.FieldSchema("id", "int", "")],
-        location=location or f"{WAREHOUSE}/{DB}.db/{name}",
-        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-        bucketCols=[], sortCols=[], parameters={})
-    return tt.Table(tableName=name, dbName=DB, owner="admin", sd=sd, partitionKeys=[],
-                    parameters={}, tableType="EXTERNAL_TABLE")
+    return hms.external_table(DB, name, location or f"{WAREHOUSE}/{DB}.db/{name}",
+                              external=False)
 
 
 def seed(lab, port):
@@ -614,20 +593,8 @@ def _ts(rfc3339):
         return 0.0
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """A failing test's report carries the tails of the lab's logs."""
-    outcome = yield
-    rep = outcome.get_result()
-    # Not for the many expression tests: their message names the expression and the metric.
-    if rep.failed and _lab_dir is not None and "_returns_series[" not in item.nodeid:
-        logs = (sorted(_lab_dir.glob("*.log")) + [_lab_dir / "hms" / "metastore.log",
-                                                  _lab_dir / "prometheus" / "prometheus.log"])
-        for log in logs:
-            if log.exists():
-                rep.sections.append((f"lab log {log.relative_to(_lab_dir)}", hms.tail(log, n=8)))
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _lab_dir is not None:
-        terminalreporter.write_line(f"deploy lab (logs, configs, Prometheus data): {_lab_dir}")
+# A failing test's report carries the tails of the lab's logs (tests/lab/pytest_hooks.py); not
+# for the many expression tests: their message names the expression and the metric.
+pytest_runtest_makereport, pytest_terminal_summary = pytest_hooks.lab_hooks(
+    lambda: _lab_dir, ["hms/metastore.log", "prometheus/prometheus.log"],
+    "deploy lab (logs, configs, Prometheus data)", n=8, quiet=["_returns_series["])

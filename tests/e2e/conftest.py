@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 import hms  # noqa: E402
+import pytest_hooks  # noqa: E402
 
 _lab_dir = None
 
@@ -55,19 +56,6 @@ def spark(lab, passthrough_guard):
             hms.stop_spark(s)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """A failing test's report carries the tails of the lab's logs."""
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.failed and _lab_dir is not None:
-        logs = sorted(_lab_dir.glob("*.log")) + [_lab_dir / "hms" / "metastore.log",
-                                                 _lab_dir / "spark" / "spark.log"]
-        for log in logs:
-            if log.exists():
-                rep.sections.append((f"lab log {log.relative_to(_lab_dir)}", hms.tail(log, n=25)))
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _lab_dir is not None:
-        terminalreporter.write_line(f"lab (logs, configs): {_lab_dir}")
+# A failing test's report carries the tails of the lab's logs (tests/lab/pytest_hooks.py).
+pytest_runtest_makereport, pytest_terminal_summary = pytest_hooks.lab_hooks(
+    lambda: _lab_dir, ["hms/metastore.log", "spark/spark.log"], "lab (logs, configs)", n=25)

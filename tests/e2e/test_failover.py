@@ -23,13 +23,11 @@ import time
 import uuid
 
 import pytest
-from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
 from hmsclient.genthrift.hive_metastore import ttypes as tt
-from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException
-from thrift.transport import TSocket, TTransport
 
 import hms
+from hms import connect
 
 GUARD_CONFIG = ('[authz]\nmode = "enforce"\n'
                 # Grants read before the kill stay cached for the whole module: what is tested
@@ -44,19 +42,6 @@ AUDIT = re.compile(r"audit: ugi=(?P<ugi>\S+)\tip=\S*\tcmd=source:\S+ (?P<cmd>[^\
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def connect(port, user=None, timeout=30):
-    """A raw Thrift client (binary, buffered) on 127.0.0.1:port, set_ugi(user) if given.
-    Returns (client, transport); a hung server fails the call after `timeout` seconds."""
-    sock = TSocket.TSocket("127.0.0.1", port)
-    sock.setTimeout(timeout * 1000)
-    t = TTransport.TBufferedTransport(sock)
-    t.open()
-    c = T.Client(TBinaryProtocol.TBinaryProtocol(t))
-    if user is not None:
-        c.set_ugi(user, [])
-    return c, t
 
 
 def database(lab, name):
@@ -191,8 +176,10 @@ def test_survivor_audits_the_set_ugi_user(lab, metastores):
     _, b = metastores
     offset = log_size(b)
     named, anon = unique("failover_ugi"), unique("failover_anon")
-    c, ct = connect(b.port, "fo_probe")
-    n, nt = connect(b.port)
+    c = connect(b.port, "fo_probe")
+    ct = c._transport
+    n = connect(b.port)
+    nt = n._transport
     try:
         c.create_database(database(lab, named))
         n.create_database(database(lab, anon))
@@ -215,7 +202,8 @@ def test_idle_connection_reestablishes_upstream(lab, guard, killable, metastores
     next metastore, as the same set_ugi user, on the same client connection."""
     a, b = killable, metastores[1]
     offset_a = log_size(a)
-    c, ct = connect(guard.port, "admin")
+    c = connect(guard.port, "admin")
+    ct = c._transport
     try:
         assert "default" in c.get_all_databases()
         wait_audit(a, offset_a, lambda u, cmd: u == "admin" and cmd == "get_all_databases",
@@ -235,7 +223,8 @@ def test_idle_connection_reestablishes_upstream(lab, guard, killable, metastores
 
         name = unique("failover_idle")
         c.create_database(database(lab, name))
-        d, dt = connect(b.port, "admin")
+        d = connect(b.port, "admin")
+        dt = d._transport
         try:
             assert d.get_database(name).name == name, "the database was not created on b"
             assert created_by(b, offset_b, name) == ["admin"], \
@@ -276,7 +265,8 @@ class Worker(threading.Thread):
             if c is None:
                 start = time.monotonic()
                 try:
-                    c, t = connect(self.port, "admin")
+                    c = connect(self.port, "admin")
+                    t = c._transport
                 except Exception as e:  # noqa: BLE001 - recorded, asserted on by the test
                     self.calls.append((start, time.monotonic(), "other", f"reconnect: {e!r}"))
                     time.sleep(0.1)
@@ -380,7 +370,8 @@ def test_fact_lookups_fail_over(lab, killable, metastores):
                   extra=GUARD_CONFIG.replace("cache_ttl_ms = 600000", "cache_ttl_ms = 1"))
     g.start()
     try:
-        c, ct = connect(g.port, "admin")
+        c = connect(g.port, "admin")
+        ct = c._transport
         try:
             assert "default" in c.get_all_databases()
             lookups = grant_lookups(g)

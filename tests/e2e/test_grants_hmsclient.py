@@ -1,13 +1,11 @@
 """GRANT enforcement against the real metastore, through a raw Python client (set_ugi names
 the user): the seed's roles and grants, reads, listings, DDL and grant administration."""
 import pytest
-from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
 from hmsclient.genthrift.hive_metastore import ttypes as tt
-from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException
-from thrift.transport import TSocket, TTransport
 
 import hms
+from hms import connect
 
 DB = "grants_db"
 TABLES = ["customer", "store_sales", "promotion"]
@@ -19,23 +17,9 @@ SEED = {  # role -> {table: privileges}
 MEMBERS = {"john": "finance", "david": "sales", "mary": "marketing"}
 
 
-def connect(port, user):
-    t = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", port))
-    t.open()
-    c = T.Client(TBinaryProtocol.TBinaryProtocol(t))
-    c.set_ugi(user, [])
-    return c
-
-
 def table(name):
-    sd = tt.StorageDescriptor(
-        cols=[tt.FieldSchema("id", "int", "")], location=f"s3a://datalake/datawarehouse/{DB}/{name}",
-        inputFormat="org.apache.hadoop.mapred.TextInputFormat",
-        outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-        serdeInfo=tt.SerDeInfo(None, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe", {}),
-        bucketCols=[], sortCols=[], parameters={})
-    return tt.Table(tableName=name, dbName=DB, owner="admin", sd=sd, partitionKeys=[],
-                    parameters={}, tableType="EXTERNAL_TABLE")
+    return hms.external_table(DB, name, f"s3a://datalake/datawarehouse/{DB}/{name}",
+                              external=False)
 
 
 @pytest.fixture(scope="module")

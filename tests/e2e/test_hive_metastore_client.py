@@ -11,7 +11,7 @@ import pytest
 from hmsclient.genthrift.hive_metastore import ttypes as tt
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 
 HERE = Path(__file__).resolve().parent
 DB, TABLE = "hmc_db", "events"

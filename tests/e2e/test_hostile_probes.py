@@ -22,7 +22,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TSocket, TTransport
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 
 REPO = Path(__file__).resolve().parents[2]
 DB, TABLE, ROLE, USER = "probe_db", "probe_t", "probe_role", "eve"

@@ -15,7 +15,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 
 DB = "ice_db"
 SCHEMA = Schema(NestedField(1, "id", LongType(), required=False),

@@ -22,7 +22,7 @@ from hmsclient.genthrift.hive_metastore import ttypes as tt
 
 import hms
 import moto_lab
-from test_grants_hmsclient import connect
+from hms import connect
 from test_pyiceberg import SCHEMA, catalog, rows
 
 GUARD_EXTRA = '[authz]\nmode = "enforce"\n\n[storage]\nenabled = false\n'

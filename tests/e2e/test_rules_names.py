@@ -5,23 +5,12 @@ claiming names that differ from a real principal's only by white space or case; 
 refused call the metastore itself (asked directly, not through hms-guard) shows nothing
 changed."""
 import pytest
-from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
 from hmsclient.genthrift.hive_metastore import ttypes as tt
-from thrift.protocol import TBinaryProtocol
-from thrift.transport import TSocket, TTransport
 
 import hms
+from hms import connect
 
 DB = "names_db"
-
-
-def connect(port, user=None):
-    t = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", port))
-    t.open()
-    c = T.Client(TBinaryProtocol.TBinaryProtocol(t))
-    if user is not None:
-        c.set_ugi(user, [])
-    return c
 
 
 def table_ref(name):

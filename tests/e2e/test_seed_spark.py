@@ -16,7 +16,7 @@ import pytest
 from hmsclient.genthrift.hive_metastore import ttypes as tt
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 
 HERE = Path(__file__).resolve().parent
 DB = "demo_database"

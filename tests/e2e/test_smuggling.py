@@ -29,7 +29,7 @@ from thrift.Thrift import TMessageType, TType
 from thrift.transport import TTransport
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 from test_hostile_probes import snapshot
 
 DB, OPEN, SECRET, USER = "smug_db", "open_t", "secret_t", "eve"
@@ -46,9 +46,8 @@ def sd(name):
 
 
 def table(name, owner="admin"):
-    return tt.Table(tableName=name, dbName=DB, owner=owner, sd=sd(name),
-                    partitionKeys=[tt.FieldSchema("ds", "string", "")], parameters={},
-                    tableType="EXTERNAL_TABLE")
+    return hms.external_table(DB, name, f"file:///tmp/{DB}/{name}", owner=owner,
+                              partitioned=True, external=False)
 
 
 def recorded(method, *args):

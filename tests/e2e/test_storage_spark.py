@@ -142,7 +142,7 @@ def test_storage_endpoint_down_denies_and_the_proxy_keeps_serving(lab, metastore
     try:
         import time
         from hmsclient.genthrift.hive_metastore import ttypes as tt
-        from test_grants_hmsclient import connect
+        from hms import connect
         c = connect(g.port, "admin")
         sd = tt.StorageDescriptor(
             cols=[tt.FieldSchema("id", "int", "")], location="s3a://datalake/defloc/down",
@@ -173,7 +173,7 @@ def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(storage, lab, 
     table typed EXTERNAL_TABLE without it is stored as managed and a drop deletes its files, so
     it needs write access; so does turning an external table into a managed one."""
     from hmsclient.genthrift.hive_metastore import ttypes as tt
-    from test_grants_hmsclient import connect
+    from hms import connect
     _, facts, _ = storage  # the module's moto server
     g = hms.Guard(lab, metastore.port, name="guard-storage-ro", env=moto_lab.guard_env(facts),
                   extra=('[authz]\nmode = "enforce"\n\n'
@@ -187,8 +187,8 @@ def test_what_a_drop_deletes_is_judged_as_the_metastore_judges_it(storage, lab, 
 
         def tbl(name, external):
             # The default role reads the whole bucket but writes only defloc/ and temp/.
-            return _table(tt, db, name, f"s3a://datalake/datawarehouse/protected_{name}",
-                          external=external)
+            return hms.external_table(db, name, f"s3a://datalake/datawarehouse/protected_{name}",
+                                      external=external)
 
         admin.create_table(tbl("ext", True))  # read suffices
         with pytest.raises(tt.MetaException) as e:
@@ -213,15 +213,16 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
     at exactly its database's location plus its name is checked with the database, not again;
     one level elsewhere under the database is an explicit location and is checked."""
     from hmsclient.genthrift.hive_metastore import ttypes as tt
-    from test_grants_hmsclient import connect
+    from hms import connect
     g, facts, audit = storage
     admin = connect(g.port, "admin")
     db = "default_place_db"
     admin.create_database(tt.Database(name=db, locationUri=f"s3a://datalake/defloc/{db}.db",
                                       parameters={}))
 
-    admin.create_table(_table(tt, db, "at_home", f"s3a://datalake/defloc/{db}.db/at_home"))
-    admin.create_table(_table(tt, db, "nested", f"s3a://datalake/defloc/{db}.db/sub/nested"))
+    defloc = f"s3a://datalake/defloc/{db}.db"
+    admin.create_table(hms.external_table(db, "at_home", f"{defloc}/at_home"))
+    admin.create_table(hms.external_table(db, "nested", f"{defloc}/sub/nested"))
     # The audit line is written by its own thread: wait for both.
     deadline = time.monotonic() + 10
     while True:
@@ -237,12 +238,6 @@ def test_a_table_at_its_default_place_needs_no_storage_check(storage, lab):
     admin.drop_database(db, False, False)
 
 
-def _table(tt, db, name, location, params=None, partitioned=False, external=True):
-    """An EXTERNAL_TABLE (with EXTERNAL=TRUE unless `external` is false) at `location`."""
-    return hms.external_table(db, name, location, params=params, partitioned=partitioned,
-                              external=external)
-
-
 def carrier_table(key):
     return "p_" + key.replace(".", "_").replace("-", "_")
 
@@ -252,7 +247,7 @@ def test_every_location_carrier_is_checked(storage, lab, metastore):
     default: read/write defloc/ and temp/ only) must reach it. Allowed where it may, refused
     (and nothing changed in the metastore) where it may not."""
     from hmsclient.genthrift.hive_metastore import ttypes as tt
-    from test_grants_hmsclient import connect
+    from hms import connect
     g, facts, audit = storage
     admin = connect(g.port, "admin")
     db = "carriers_db"
@@ -270,15 +265,15 @@ def test_every_location_carrier_is_checked(storage, lab, metastore):
     ]:
         name = carrier_table(key)
         with pytest.raises(tt.MetaException, match="storage"):
-            admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: bad}))
-        admin.create_table(_table(tt, db, name, f"{home}/{name}", {key: good}))
+            admin.create_table(hms.external_table(db, name, f"{home}/{name}", params={key: bad}))
+        admin.create_table(hms.external_table(db, name, f"{home}/{name}", params={key: good}))
         # The same pointer moved to the warehouse by an alter: refused.
         t = admin.get_table(db, name)
         t.parameters[key] = bad
         with pytest.raises(tt.MetaException, match="storage"):
             admin.alter_table(db, name, t)
     # Partitions outside their table: each form.
-    admin.create_table(_table(tt, db, "parts", f"{home}/parts", partitioned=True))
+    admin.create_table(hms.external_table(db, "parts", f"{home}/parts", partitioned=True))
 
     def part(value, location):
         sd = admin.get_table(db, "parts").sd

@@ -9,7 +9,7 @@ from hmsclient.genthrift.hive_metastore import ttypes as tt
 from thrift.Thrift import TApplicationException
 
 import hms
-from test_grants_hmsclient import connect
+from hms import connect
 
 DB = "txn_db"
 

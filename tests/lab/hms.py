@@ -212,6 +212,24 @@ def denied(call, *parts):
     return msg
 
 
+def connect(port, user=None, timeout=30):
+    """A raw HMS Thrift client (hmsclient's generated code; binary, buffered) on
+    127.0.0.1:PORT that has called set_ugi(USER) if a user is given; its transport is
+    `client._transport`. A hung server fails the call after `timeout` seconds."""
+    from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+    sock = TSocket.TSocket("127.0.0.1", port)
+    sock.setTimeout(timeout * 1000)
+    t = TTransport.TBufferedTransport(sock)
+    t.open()
+    c = T.Client(TBinaryProtocol.TBinaryProtocol(t))
+    c._transport = t
+    if user is not None:
+        c.set_ugi(user, [])
+    return c
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""

@@ -1,4 +1,6 @@
-//! Policy-side codec: argument extraction by path, listing splices, the alter_table diff.
+//! How the policy reads a call (no sockets): argument extraction by path, listing splices, the
+//! alter_table diff, and classification — the objects, locations and storage needs a call names
+//! (location-bearing DDL, Hive 4 request methods, drops, indexes, grants, Iceberg commits).
 
 mod common;
 
