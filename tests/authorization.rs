@@ -342,22 +342,6 @@ async fn answering_metastore() -> Upstream {
     .await
 }
 
-/// The audit lines of a file, once it holds at least `n`.
-async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_audit_says_how_the_metastore_answered() {
     let (up, facts) = (answering_metastore().await, facts());

@@ -1,56 +1,22 @@
 //! Every way a call can end goes through the one finish: each exit counts the call once in
 //! `hms_guard_requests_total` (under the label that says how it ended) and writes its audit
 //! line where the call is audited. Socket tests: the proxy in-process, enforcing, in front of
-//! a scripted metastore, with scripted facts (`admin` is an admin user; `mary` holds nothing).
+//! a scripted metastore, with the scripted facts of tests/common/authz.rs.
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::authz::{audit_lines, facts, set_ugi, start};
+use common::tls::client as tls;
+use common::tls::leaf;
 use common::*;
-use hms_guard::authz::{GrantTarget, Object, Principal, Privilege, RecordedGrant};
-use hms_guard::codec::value::Value;
 use hms_guard::codec::writer::Writer;
 use hms_guard::codec::{MessageHeader, MessageType, Protocol, Ty};
-use hms_guard::config::Config;
-use hms_guard::facts::source::Fact;
-use hms_guard::facts::FactsSource;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const B: Protocol = Protocol::Binary;
-
-/// Facts of a metastore where nobody holds anything and no table has an owner.
-struct Nobody;
-
-impl FactsSource for Nobody {
-    fn role_grants<'a>(&'a self, _: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn privileges<'a>(&'a self, _: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn table<'a>(&'a self, _: &'a str, _: &'a str) -> Fact<'a, Option<Value>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn database<'a>(&'a self, _: &'a str) -> Fact<'a, Option<Value>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn open_txns(&self) -> Fact<'_, (i64, Vec<(i64, String)>)> {
-        Box::pin(async { Ok((0, Vec::new())) })
-    }
-    fn locks(&self) -> Fact<'_, Vec<(i64, String)>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn recorded_grants<'a>(
-        &'a self,
-        _: &'a Principal,
-        _: &'a GrantTarget,
-    ) -> Fact<'a, Vec<RecordedGrant>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-}
 
 /// A reply to `get_table`: a table struct padded to `pad` bytes (a large reply takes many
 /// writes to reach the client).
@@ -100,37 +66,15 @@ async fn metastore() -> Upstream {
     .await
 }
 
-/// A proxy enforcing in front of `up`, auditing to its own file (every call with
-/// `all_calls`); `extra` is more TOML.
-async fn start(up: &Upstream, extra: &str, all_calls: bool) -> (Proxy, std::path::PathBuf) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let audit = std::env::temp_dir().join(format!(
-        "hms-guard-exits-{}-{}.jsonl",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_file(&audit);
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nuris = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [authz]\nmode = \"enforce\"\nadmin_users = [\"admin\"]\n[storage]\nenabled = false\n{extra}\n\
-         [audit]\nsink = \"file\"\npath = \"{}\"\nall_calls = {all_calls}\n",
-        up.uri(),
-        audit.display(),
+/// A proxy enforcing in front of `up` (`admin` is an admin user, `mary` holds SELECT on
+/// `db.t` only), auditing to its own file (every call with `all_calls`); `extra` is more TOML.
+async fn proxy(up: &Upstream, extra: &str, all_calls: bool) -> (Proxy, std::path::PathBuf) {
+    let audit = common::tls::dir("exits").join("audit.jsonl");
+    let extra = format!(
+        "{extra}\n[audit]\nsink = \"file\"\npath = \"{}\"\nall_calls = {all_calls}\n",
+        audit.display()
     );
-    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
-    (
-        Proxy::start_with(config, Some(Box::new(Nobody))).await,
-        audit,
-    )
-}
-
-fn set_ugi(user: &str) -> Vec<u8> {
-    let mut w = Writer::new(B);
-    w.message("set_ugi", MessageType::Call, 1).struct_begin();
-    w.field(Ty::String, 1).string(user.as_bytes());
-    w.field(Ty::List, 2).list_begin(Ty::String, 0);
-    w.struct_end();
-    w.finish(false).to_vec()
+    (start(up, &facts(), &extra).await, audit)
 }
 
 /// `hms_guard_requests_total` by `decision` label (all methods), and in all.
@@ -149,22 +93,12 @@ fn requests(p: &Proxy) -> (std::collections::BTreeMap<String, u64>, u64) {
     (by, all)
 }
 
-/// The audit lines written so far, waiting up to 5 s for at least `n` (and 300 ms more, so
-/// that a line too many would show).
-async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let read = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    while read().len() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The audit lines once there are at least `n`, and 300 ms later (so that a line too many
+/// would show).
+async fn settled_audit(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    audit_lines(path, n).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    read()
+    audit_lines(path, 0).await
 }
 
 /// Runs `exit` (which makes exactly one call after the set-up calls counted in `before`),
@@ -186,22 +120,22 @@ async fn one_call(
     }
     assert_eq!(all, before.1 + 1, "one request counted: {by:?}");
     assert!(by.get(label).copied().unwrap_or(0) >= 1, "{label}: {by:?}");
-    let lines = audit_lines(audit, before.0 + audited).await;
+    let lines = settled_audit(audit, before.0 + audited).await;
     assert_eq!(lines.len(), before.0 + audited, "audit lines: {lines:#?}");
     lines[before.0..].to_vec()
 }
 
 /// The counts before the call under test: audit lines and requests.
 async fn counts(proxy: &Proxy, audit: &std::path::Path, lines: usize) -> (usize, u64) {
-    (audit_lines(audit, lines).await.len(), requests(proxy).1)
+    (settled_audit(audit, lines).await.len(), requests(proxy).1)
 }
 
 #[tokio::test]
 async fn an_allowed_call_is_counted_and_audited_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("admin"), B, false).await;
+    roundtrip(&mut c, &set_ugi("admin", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     let (h, _) = roundtrip(&mut c, &call(B, "get_table", 2, &["db", "t"]), B, false).await;
     assert_eq!(h.kind, MessageType::Reply);
@@ -213,9 +147,9 @@ async fn an_allowed_call_is_counted_and_audited_once() {
 #[tokio::test]
 async fn a_denied_call_is_counted_and_audited_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("mary"), B, false).await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     roundtrip(&mut c, &call(B, "drop_table", 2, &["db", "t"]), B, false).await;
     let lines = one_call(&proxy, &audit, before, "deny", 1).await;
@@ -227,10 +161,10 @@ async fn a_denied_call_is_counted_and_audited_once() {
 async fn set_ugi_is_counted_as_local_and_audited_with_all_calls() {
     let up = metastore().await;
     for all_calls in [true, false] {
-        let (proxy, audit) = start(&up, "", all_calls).await;
+        let (proxy, audit) = proxy(&up, "", all_calls).await;
         let mut c = proxy.connect().await;
         let before = counts(&proxy, &audit, 0).await;
-        roundtrip(&mut c, &set_ugi("mary"), B, false).await;
+        roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
         let lines = one_call(&proxy, &audit, before, "local", usize::from(all_calls)).await;
         if all_calls {
             assert_eq!(lines[0]["method"], "set_ugi");
@@ -243,9 +177,9 @@ async fn set_ugi_is_counted_as_local_and_audited_with_all_calls() {
 #[tokio::test]
 async fn a_request_the_metastore_could_read_differently_is_counted_and_audited_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("mary"), B, false).await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     // Field 2 twice: Java keeps the last.
     let mut w = W::binary();
@@ -263,61 +197,18 @@ async fn a_request_the_metastore_could_read_differently_is_counted_and_audited_o
 
 #[tokio::test]
 async fn a_call_on_a_refused_transport_is_counted_and_audited_once() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let ca = certs::ca("hms-guard exits CA");
-    let d = certs::dir("exits");
-    let (cert, key) = certs::leaf(&ca, "hms-guard", &["localhost"]);
-    std::fs::write(d.join("server.pem"), cert).unwrap();
-    std::fs::write(d.join("server.key"), key).unwrap();
-    std::fs::write(d.join("ca.pem"), ca.cert.pem()).unwrap();
-    let extra = format!(
-        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[identity]\nmode = \"certificate\"\n",
-        d.join("server.pem").display(),
-        d.join("server.key").display(),
-        d.join("ca.pem").display()
-    );
+    let ca = tls::ca();
+    let d = tls::dir();
+    tls::write_server(&d, &ca);
     let up = metastore().await;
-    let (proxy, audit) = start(&up, &extra, true).await;
+    let (proxy, audit) = proxy(&up, &tls::tls_toml(&d, ""), true).await;
     // A padded CN: the names rule refuses it, so every call on the connection is refused.
-    let (cert, key) = certs::leaf(&ca, "admin ", &[]);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert.pem().as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut c = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let cert = leaf(&ca, "admin ", &[]);
+    let mut c = tls::connect(proxy.addr, &ca, Some(&cert)).await.unwrap();
     let before = counts(&proxy, &audit, 0).await;
-    c.write_all(&call(B, "get_table", 1, &["db", "t"]))
+    let reply = tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"]))
         .await
-        .unwrap();
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut scanner = hms_guard::codec::Scanner::new(B, Default::default());
-        if let Ok(hms_guard::codec::Scan::Complete(_)) = scanner.advance(&reply) {
-            break;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "an answer before EOF");
-        reply.extend_from_slice(&chunk[..n]);
-    }
+        .expect("an answer");
     let h = hms_guard::codec::reader::Reader::new(B, &reply, 64)
         .message_begin()
         .unwrap();
@@ -332,9 +223,9 @@ async fn a_call_on_a_refused_transport_is_counted_and_audited_once() {
 #[tokio::test]
 async fn a_client_gone_mid_call_is_counted_and_audited_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("admin"), B, false).await;
+    roundtrip(&mut c, &set_ugi("admin", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     // The reply is large and late: the client has gone by the time it streams.
     c.write_all(&call(B, "get_table", 2, &["db", "big"]))
@@ -349,9 +240,9 @@ async fn a_client_gone_mid_call_is_counted_and_audited_once() {
 #[tokio::test]
 async fn a_metastore_gone_mid_call_is_counted_and_audited_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("admin"), B, false).await;
+    roundtrip(&mut c, &set_ugi("admin", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     let (h, _) = roundtrip(&mut c, &call(B, "get_table", 2, &["db", "cut"]), B, false).await;
     assert_eq!(h.kind, MessageType::Exception, "the proxy's own exception");
@@ -363,9 +254,9 @@ async fn a_metastore_gone_mid_call_is_counted_and_audited_once() {
 #[tokio::test]
 async fn a_request_that_never_arrives_whole_is_counted_once() {
     let up = metastore().await;
-    let (proxy, audit) = start(&up, "", true).await;
+    let (proxy, audit) = proxy(&up, "", true).await;
     let mut c = proxy.connect().await;
-    roundtrip(&mut c, &set_ugi("admin"), B, false).await;
+    roundtrip(&mut c, &set_ugi("admin", &[]), B, false).await;
     let before = counts(&proxy, &audit, 1).await;
     // The call's header, then the client is gone.
     let msg = call(B, "get_table", 2, &["db", "t"]);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hms_guard::authz::{GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant};
 use hms_guard::codec::reader::Reader;
@@ -266,4 +267,20 @@ pub fn methods(up: &Upstream) -> Vec<String> {
             r.message_begin().unwrap().name
         })
         .collect()
+}
+
+/// The audit lines of a file, once it holds at least `n`.
+pub async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
