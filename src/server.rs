@@ -105,6 +105,15 @@ impl Server {
                 "shutdown grace period over; closing remaining connections"
             );
         }
+        // Every call that ended queued its audit line: the writer gets the grace period again
+        // to write them before the process exits.
+        let audit = &self.shared.audit;
+        if tokio::time::timeout(grace, audit.flush()).await.is_err() {
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "audit lines still queued at exit: the audit sink did not take them in time"
+            );
+        }
     }
 }
 

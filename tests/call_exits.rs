@@ -268,3 +268,23 @@ async fn a_request_that_never_arrives_whole_is_counted_once() {
     assert_eq!(lines[0]["decision"], "error");
     assert_eq!(lines[0]["method"], "get_table");
 }
+
+#[tokio::test]
+async fn the_audit_lines_of_calls_ended_before_shutdown_are_written_before_it_completes() {
+    let up = metastore().await;
+    let (proxy, audit) = proxy(&up, "", true).await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("admin", &[]), B, false).await;
+    for seqid in 2..50 {
+        roundtrip(&mut c, &call(B, "get_table", seqid, &["db", "t"]), B, false).await;
+    }
+    drop(c);
+    proxy.shutdown.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), proxy.done)
+        .await
+        .unwrap()
+        .unwrap();
+    // Read at once: shutdown completes only after the writer took every queued line.
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    assert_eq!(text.lines().count(), 49, "{text}");
+}
