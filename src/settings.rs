@@ -8,24 +8,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditSettings;
 use crate::codec::Limits;
 use crate::config::{
-    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig,
-    ThriftUri, UnknownMethods, UpstreamTlsConfig,
+    ms, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig, ThriftUri,
+    UnknownMethods, UpstreamTlsConfig,
 };
 use crate::error::{config_error as err, ConfigError};
 use crate::identity::{Identity, IdentitySettings, IdentitySource};
 use crate::names::{self, NameKind};
 use crate::schema::ReadLimits;
-use crate::storage::StorageConfig;
+use crate::storage::config::StorageSettings;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
 pub const PINNED_GROUPS_ENV: &str = "HMS_GUARD_PINNED_GROUPS";
 
-/// Everything resolved. The `[audit]` and `[storage]` sections are kept as validated: their
-/// stages build themselves from them (`Audit::start`, `StorageGuard::new`). `[logging]` is read
-/// before this, by the command line.
+/// Everything resolved, `[audit]` and `[storage]` included (`Audit::start` and
+/// `StorageGuard::new` take their settings). `[logging]` is read before this, by the command
+/// line.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -42,8 +43,8 @@ pub struct Settings {
     /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
     pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
     pub authz: AuthzSettings,
-    pub audit: AuditConfig,
-    pub storage: StorageConfig,
+    pub audit: AuditSettings,
+    pub storage: StorageSettings,
 }
 
 /// `[authz]` resolved: what the policy stage decides by.
@@ -181,6 +182,10 @@ impl Settings {
             }
             return Err(errors);
         };
+        // `validate` reported these sections' errors; what remains is a buckets file that
+        // changed since (it is read again here, once).
+        let audit = AuditSettings::resolve(&config.audit)?;
+        let storage = StorageSettings::resolve(&config.storage)?;
         let u = &config.upstream;
         Ok(Settings {
             listen,
@@ -208,8 +213,8 @@ impl Settings {
             upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
             authz: AuthzSettings::resolve(&config.authz),
-            audit: config.audit,
-            storage: config.storage,
+            audit,
+            storage,
         })
     }
 }

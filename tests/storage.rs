@@ -23,9 +23,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 use hms_guard::metrics::Metrics;
+use hms_guard::storage::config::StorageSettings;
 use hms_guard::storage::{
     parse_location, BaseCredentials, BucketRole, Location, OtherSchemes, StorageAction,
-    StorageConfig, StorageGuard, StorageMethod,
+    StorageConfig, StorageError, StorageGuard, StorageMethod,
 };
 
 const ACCOUNT: &str = "123456789012";
@@ -470,7 +471,7 @@ fn config(aws: &FakeAws) -> StorageConfig {
 async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
     let m = Arc::new(Metrics::new());
     let g = StorageGuard::with_credentials(
-        cfg,
+        &StorageSettings::resolve(cfg).unwrap(),
         m.clone(),
         Some(BaseCredentials {
             access_key_id: PROXY_KEY.into(),
@@ -478,8 +479,7 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
             session_token: None,
         }),
     )
-    .await
-    .unwrap();
+    .await;
     (g, m)
 }
 
@@ -979,9 +979,8 @@ async fn buckets_file_and_bad_config() {
     assert!(d.allow && d.role_chain.len() == 2, "{d:?}");
 
     std::fs::write(&file, r#"{"partner-data": {"role": "x"}}"#).unwrap();
-    let m = Arc::new(Metrics::new());
-    let err = StorageGuard::new(&cfg, m)
-        .await
+    let err = StorageSettings::resolve(&cfg)
+        .map_err(StorageError::from)
         .err()
         .expect("bad file refused");
     assert!(err.to_string().contains("storage.buckets_file"), "{err}");
