@@ -662,6 +662,59 @@ mod tests {
     }
 
     #[test]
+    fn audit_and_storage_are_resolved_into_typed_settings() {
+        use crate::audit::AuditTarget;
+        let dir = std::env::temp_dir().join(format!("hms-guard-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("buckets.json");
+        let partner = "arn:aws:iam::210987654321:role/subscriber";
+        std::fs::write(
+            &file,
+            format!(r#"{{"partner-data": {{"role_arn": "{partner}"}}}}"#),
+        )
+        .unwrap();
+        let mut c = base();
+        c.audit.sink = crate::config::AuditSink::File;
+        c.audit.path = dir.join("audit.log").display().to_string();
+        c.audit.queue_wait_ms = 250;
+        c.storage.buckets_file = file.display().to_string();
+        c.storage.timeout_ms = 1_500;
+        let s = Settings::resolve_with(c, |_| None).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            &s.audit.target,
+            AuditTarget::File { path, max_files: 5, .. } if path.ends_with("audit.log")
+        ));
+        assert_eq!(s.audit.queue_wait, Duration::from_millis(250));
+        assert_eq!(s.storage.timeout, Duration::from_millis(1_500));
+        assert_eq!(s.storage.session_duration, Duration::from_secs(3600));
+        let chain = s
+            .storage
+            .roles
+            .chain("arn:aws:iam::123456789012:role/a", "partner-data");
+        assert_eq!(chain.len(), 2, "the buckets file is loaded: {chain:?}");
+        assert_eq!(chain[1].role_arn, partner);
+        assert_eq!(s.storage.scheme_aliases.family("s3n"), "s3");
+    }
+
+    #[test]
+    fn audit_and_storage_errors_are_reported_with_the_others() {
+        let mut c = base();
+        c.server.listen = "nowhere".into();
+        c.audit.queue_capacity = 0;
+        c.storage.timeout_ms = 0;
+        let errors = Settings::resolve_with(c, |_| None).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "server.listen",
+            "audit.queue_capacity",
+            "storage.timeout_ms",
+        ] {
+            assert!(keys.contains(&key), "{key}: {keys:?}");
+        }
+    }
+
+    #[test]
     fn the_pinned_identity_is_read_once_with_its_overrides() {
         let mut c = base();
         c.identity.mode = IdentityMode::Pinned;
