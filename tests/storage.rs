@@ -981,8 +981,7 @@ async fn buckets_file_and_bad_config() {
     std::fs::write(&file, r#"{"partner-data": {"role": "x"}}"#).unwrap();
     let err = StorageSettings::resolve(&cfg)
         .map_err(StorageError::from)
-        .err()
-        .expect("bad file refused");
+        .expect_err("bad file refused");
     assert!(err.to_string().contains("storage.buckets_file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
