@@ -182,8 +182,8 @@ impl Settings {
             }
             return Err(errors);
         };
-        // `validate` reported these sections' errors; what remains is a buckets file that
-        // changed since (it is read again here, once).
+        // `validate` above reported these sections' errors; resolving still fails if the
+        // buckets file changed in between (read here for the last time, never after start-up).
         let audit = AuditSettings::resolve(&config.audit)?;
         let storage = StorageSettings::resolve(&config.storage)?;
         let u = &config.upstream;
