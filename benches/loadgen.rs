@@ -128,9 +128,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         .and_then(hms_guard::settings::Settings::resolve)
         .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
     let metrics = Arc::new(hms_guard::metrics::Metrics::new());
-    let storage = hms_guard::storage::StorageGuard::new(&settings.storage, metrics.clone())
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let storage = hms_guard::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
     let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
     let guard = Guard::new(
         &settings.authz,

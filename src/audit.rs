@@ -64,7 +64,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{AuditConfig, AuditOnFailure, AuditSink};
+use crate::config::{ms, AuditConfig, AuditOnFailure, AuditSink};
+use crate::error::ConfigError;
 use crate::identity::{Identity, IdentitySource};
 use crate::metrics::{KindLabels, Metrics};
 
@@ -341,8 +342,9 @@ fn next_event_id() -> String {
 /// Why the audit trail could not start or take an event.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit config: {0}")]
-    Config(String),
+    /// The `[audit]` section could not be resolved (every problem, by key).
+    #[error("audit config: {}", joined(.0))]
+    Config(Vec<ConfigError>),
     #[error("cannot open audit file {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("cannot start the audit writer: {0}")]
@@ -351,6 +353,86 @@ pub enum AuditError {
     QueueTimeout(u64),
     #[error("the audit writer has stopped")]
     Closed,
+}
+
+impl From<Vec<ConfigError>> for AuditError {
+    fn from(errors: Vec<ConfigError>) -> Self {
+        AuditError::Config(errors)
+    }
+}
+
+/// Every error's text, `; `-separated.
+fn joined(errors: &[ConfigError]) -> String {
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    all.join("; ")
+}
+
+/// `[audit]` resolved: where the lines go and how a full queue or a failing sink is handled.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub target: AuditTarget,
+    /// Lines the queue holds (more than 0).
+    pub queue_capacity: usize,
+    /// Longest a call waits for room in a full queue (more than 0).
+    pub queue_wait: Duration,
+    pub on_failure: AuditOnFailure,
+    /// Also audit calls that need no decision (pass-through).
+    pub all_calls: bool,
+}
+
+impl AuditSettings {
+    /// Checks `[audit]` (every error at once, keys `audit.*`) and resolves it.
+    pub fn resolve(c: &AuditConfig) -> Result<AuditSettings, Vec<ConfigError>> {
+        let errors = c.validate();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let target = match c.sink {
+            AuditSink::Stdout => AuditTarget::Stdout,
+            AuditSink::File => AuditTarget::File {
+                path: PathBuf::from(&c.path),
+                max_bytes: c.max_file_bytes,
+                max_files: c.max_files,
+            },
+        };
+        Ok(AuditSettings {
+            target,
+            queue_capacity: c.queue_capacity,
+            queue_wait: ms(c.queue_wait_ms),
+            on_failure: c.on_failure,
+            all_calls: c.all_calls,
+        })
+    }
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    /// A file rotated past `max_bytes` (more than 0), keeping `max_files` old ones.
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+        max_files: u32,
+    },
+}
+
+impl AuditTarget {
+    /// The configured sink.
+    pub fn sink(&self) -> AuditSink {
+        match self {
+            AuditTarget::Stdout => AuditSink::Stdout,
+            AuditTarget::File { .. } => AuditSink::File,
+        }
+    }
+
+    /// The file's path; empty for stdout.
+    fn path(&self) -> String {
+        match self {
+            AuditTarget::Stdout => String::new(),
+            AuditTarget::File { path, .. } => path.display().to_string(),
+        }
+    }
 }
 
 /// Writer progress, for `flush`.
@@ -405,12 +487,11 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    /// Opens the sink and starts the writer thread. Fails on a bad config, a file that
-    /// cannot be opened (missing directory, permissions, a FIFO with no reader within
-    /// [`OPEN_TIMEOUT`]).
-    pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
-        let target = Audit::target(cfg)?;
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    /// Opens the sink and starts the writer thread. Fails on a file that cannot be opened
+    /// (missing directory, permissions, a FIFO with no reader within [`OPEN_TIMEOUT`]) or a
+    /// writer thread that cannot start.
+    pub fn start(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
         let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
@@ -418,58 +499,25 @@ impl Audit {
             progress,
             metrics,
         });
-        let opened = Audit::spawn_writer(target, shared.clone(), rx)?;
-        Audit::wait_opened(&opened, &shared, &cfg.path)?;
-        info!(sink = ?cfg.sink, path = %cfg.path, "audit trail started");
+        let target = &settings.target;
+        let opened = Audit::spawn_writer(target.clone(), shared.clone(), rx)?;
+        Audit::wait_opened(&opened, &shared, &target.path())?;
+        info!(sink = ?target.sink(), path = %target.path(), "audit trail started");
         Ok(Audit {
             inner: Arc::new(Inner {
                 tx,
                 shared,
-                queue_wait: Duration::from_millis(cfg.queue_wait_ms),
-                on_failure: cfg.on_failure,
-                all_calls: cfg.all_calls,
+                queue_wait: settings.queue_wait,
+                on_failure: settings.on_failure,
+                all_calls: settings.all_calls,
             }),
-        })
-    }
-
-    /// Checks the config and says where the lines go.
-    fn target(cfg: &AuditConfig) -> Result<Target, AuditError> {
-        if cfg.queue_capacity == 0 {
-            return Err(AuditError::Config(
-                "audit.queue_capacity must be greater than 0".into(),
-            ));
-        }
-        if cfg.queue_wait_ms == 0 {
-            return Err(AuditError::Config(
-                "audit.queue_wait_ms must be greater than 0".into(),
-            ));
-        }
-        Ok(match cfg.sink {
-            AuditSink::Stdout => Target::Stdout,
-            AuditSink::File => {
-                if cfg.path.is_empty() {
-                    return Err(AuditError::Config(
-                        "audit.path is required when audit.sink = \"file\"".into(),
-                    ));
-                }
-                if cfg.max_file_bytes == 0 {
-                    return Err(AuditError::Config(
-                        "audit.max_file_bytes must be greater than 0".into(),
-                    ));
-                }
-                Target::File {
-                    path: PathBuf::from(&cfg.path),
-                    max_bytes: cfg.max_file_bytes,
-                    max_files: cfg.max_files,
-                }
-            }
         })
     }
 
     /// Starts the writer thread: it opens the sink, says how that went on the returned
     /// channel, then writes what arrives on `rx`.
     fn spawn_writer(
-        target: Target,
+        target: AuditTarget,
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Vec<u8>>,
     ) -> Result<std_mpsc::Receiver<Result<(), AuditError>>, AuditError> {
@@ -607,15 +655,6 @@ impl Drop for StoppedGuard {
     }
 }
 
-enum Target {
-    Stdout,
-    File {
-        path: PathBuf,
-        max_bytes: u64,
-        max_files: u32,
-    },
-}
-
 /// A failed attempt: the metric kind and the error.
 struct Failure {
     kind: &'static str,
@@ -629,7 +668,7 @@ fn fail(kind: &'static str) -> impl FnOnce(io::Error) -> Failure {
 /// The writer thread's state. Unwritten lines live in `buf`; `ends` holds the end offset of
 /// each unfinished line, `off` how much of `buf` has been written.
 struct Writer {
-    target: Target,
+    target: AuditTarget,
     shared: Arc<Shared>,
     file: Option<File>,
     /// Bytes in the open file (regular files only).
@@ -646,7 +685,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(target: Target, shared: Arc<Shared>) -> Self {
+    fn new(target: AuditTarget, shared: Arc<Shared>) -> Self {
         Writer {
             target,
             shared,
@@ -663,15 +702,15 @@ impl Writer {
 
     fn path_display(&self) -> String {
         match &self.target {
-            Target::Stdout => "stdout".into(),
-            Target::File { path, .. } => path.display().to_string(),
+            AuditTarget::Stdout => "stdout".into(),
+            AuditTarget::File { path, .. } => path.display().to_string(),
         }
     }
 
     fn open_error(&self, e: &io::Error) -> AuditError {
         let path = self.path_display();
         let reason = match &self.target {
-            Target::File { path: p, .. } if e.kind() == io::ErrorKind::NotFound => {
+            AuditTarget::File { path: p, .. } if e.kind() == io::ErrorKind::NotFound => {
                 match p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     Some(dir) if !dir.exists() => {
                         format!("the directory {} does not exist", dir.display())
@@ -687,14 +726,17 @@ impl Writer {
     /// (Re)opens the sink for appending.
     fn open(&mut self) -> io::Result<()> {
         let file = match &self.target {
-            Target::Stdout => {
+            AuditTarget::Stdout => {
                 use std::os::fd::AsFd;
                 File::from(io::stdout().as_fd().try_clone_to_owned()?)
             }
-            Target::File { path, .. } => OpenOptions::new().create(true).append(true).open(path)?,
+            AuditTarget::File { path, .. } => {
+                OpenOptions::new().create(true).append(true).open(path)?
+            }
         };
         let meta = file.metadata()?;
-        self.rotatable = matches!(self.target, Target::File { .. }) && meta.file_type().is_file();
+        self.rotatable =
+            matches!(self.target, AuditTarget::File { .. }) && meta.file_type().is_file();
         self.size = if self.rotatable { meta.len() } else { 0 };
         self.file = Some(file);
         Ok(())
@@ -763,7 +805,7 @@ impl Writer {
                 self.open().map_err(fail("open"))?;
             }
             let mut end = self.buf.len();
-            if let Target::File { max_bytes, .. } = self.target {
+            if let AuditTarget::File { max_bytes, .. } = self.target {
                 if self.rotatable {
                     let at_line_start = self.off == self.line_start;
                     let first_len = (first_end - self.off) as u64;
@@ -838,7 +880,7 @@ impl Writer {
 
     /// `path.{max_files}` deleted, `path.{i}` → `path.{i+1}`, `path` → `path.1`, reopen.
     fn rotate(&mut self) -> io::Result<()> {
-        let Target::File {
+        let AuditTarget::File {
             path, max_files, ..
         } = &self.target
         else {

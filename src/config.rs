@@ -509,6 +509,26 @@ impl Default for AuditConfig {
     }
 }
 
+impl AuditConfig {
+    /// Semantic checks, every error at once (keys are `audit.*`).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.sink == AuditSink::File && self.path.is_empty() {
+            errors.push(err("audit.path", "required when audit.sink = \"file\""));
+        }
+        for (key, v) in [
+            ("audit.max_file_bytes", self.max_file_bytes),
+            ("audit.queue_capacity", self.queue_capacity as u64),
+            ("audit.queue_wait_ms", self.queue_wait_ms),
+        ] {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
+        }
+        errors
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditSink {
@@ -672,7 +692,7 @@ impl Config {
         self.check_limits(&mut errors);
         self.check_tls(&mut errors);
         self.check_authz(&mut errors);
-        self.check_audit(&mut errors);
+        errors.extend(self.audit.validate());
         errors.extend(self.storage.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
@@ -829,22 +849,6 @@ impl Config {
                 "authz.max_filtered_reply_bytes",
                 self.authz.max_filtered_reply_bytes,
             ),
-        ] {
-            if v == 0 {
-                errors.push(err(key, "must be greater than 0"));
-            }
-        }
-    }
-
-    /// `[audit]`.
-    fn check_audit(&self, errors: &mut Vec<ConfigError>) {
-        if self.audit.sink == AuditSink::File && self.audit.path.is_empty() {
-            errors.push(err("audit.path", "required when audit.sink = \"file\""));
-        }
-        for (key, v) in [
-            ("audit.max_file_bytes", self.audit.max_file_bytes),
-            ("audit.queue_capacity", self.audit.queue_capacity as u64),
-            ("audit.queue_wait_ms", self.audit.queue_wait_ms),
         ] {
             if v == 0 {
                 errors.push(err(key, "must be greater than 0"));

@@ -354,9 +354,7 @@ async fn guard_of(settings: &Settings) -> Result<Guard, String> {
         Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(t, metrics.clone())?)),
     };
     let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
-    let storage = crate::storage::StorageGuard::new(&settings.storage, metrics.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let storage = crate::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
     Ok(Guard::new(
         &settings.authz,
         settings.limits.request.max_depth,

@@ -117,9 +117,7 @@ pub async fn start_with(
         std::io::Error::new(std::io::ErrorKind::InvalidInput, all.join("; "))
     })?;
     let metrics = Arc::new(Metrics::new());
-    let storage = storage::StorageGuard::new(&settings.storage, metrics.clone())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let storage = storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
     let admin_listen = settings.admin_listen;
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let tls = match settings.tls.clone() {

@@ -8,24 +8,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditSettings;
 use crate::codec::Limits;
 use crate::config::{
-    ms, AuditConfig, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig,
-    ThriftUri, UnknownMethods, UpstreamTlsConfig,
+    ms, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig, ThriftUri,
+    UnknownMethods, UpstreamTlsConfig,
 };
 use crate::error::{config_error as err, ConfigError};
 use crate::identity::{Identity, IdentitySettings, IdentitySource};
 use crate::names::{self, NameKind};
 use crate::schema::ReadLimits;
-use crate::storage::StorageConfig;
+use crate::storage::config::StorageSettings;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
 pub const PINNED_GROUPS_ENV: &str = "HMS_GUARD_PINNED_GROUPS";
 
-/// Everything resolved. The `[audit]` and `[storage]` sections are kept as validated: their
-/// stages build themselves from them (`Audit::start`, `StorageGuard::new`). `[logging]` is read
-/// before this, by the command line.
+/// Everything resolved, `[audit]` and `[storage]` included (`Audit::start` and
+/// `StorageGuard::new` take their settings). `[logging]` is read before this, by the command
+/// line.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -42,8 +43,8 @@ pub struct Settings {
     /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
     pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
     pub authz: AuthzSettings,
-    pub audit: AuditConfig,
-    pub storage: StorageConfig,
+    pub audit: AuditSettings,
+    pub storage: StorageSettings,
 }
 
 /// `[authz]` resolved: what the policy stage decides by.
@@ -181,6 +182,10 @@ impl Settings {
             }
             return Err(errors);
         };
+        // `validate` above reported these sections' errors; resolving still fails if the
+        // buckets file changed in between (read here for the last time, never after start-up).
+        let audit = AuditSettings::resolve(&config.audit)?;
+        let storage = StorageSettings::resolve(&config.storage)?;
         let u = &config.upstream;
         Ok(Settings {
             listen,
@@ -208,8 +213,8 @@ impl Settings {
             upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
             authz: AuthzSettings::resolve(&config.authz),
-            audit: config.audit,
-            storage: config.storage,
+            audit,
+            storage,
         })
     }
 }
@@ -654,6 +659,59 @@ mod tests {
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"server.listen"), "{keys:?}");
         assert!(keys.contains(&"upstream.uris[1]"), "{keys:?}");
+    }
+
+    #[test]
+    fn audit_and_storage_are_resolved_into_typed_settings() {
+        use crate::audit::AuditTarget;
+        let dir = std::env::temp_dir().join(format!("hms-guard-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("buckets.json");
+        let partner = "arn:aws:iam::210987654321:role/subscriber";
+        std::fs::write(
+            &file,
+            format!(r#"{{"partner-data": {{"role_arn": "{partner}"}}}}"#),
+        )
+        .unwrap();
+        let mut c = base();
+        c.audit.sink = crate::config::AuditSink::File;
+        c.audit.path = dir.join("audit.log").display().to_string();
+        c.audit.queue_wait_ms = 250;
+        c.storage.buckets_file = file.display().to_string();
+        c.storage.timeout_ms = 1_500;
+        let s = Settings::resolve_with(c, |_| None).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            &s.audit.target,
+            AuditTarget::File { path, max_files: 5, .. } if path.ends_with("audit.log")
+        ));
+        assert_eq!(s.audit.queue_wait, Duration::from_millis(250));
+        assert_eq!(s.storage.timeout, Duration::from_millis(1_500));
+        assert_eq!(s.storage.session_duration, Duration::from_secs(3600));
+        let chain = s
+            .storage
+            .roles
+            .chain("arn:aws:iam::123456789012:role/a", "partner-data");
+        assert_eq!(chain.len(), 2, "the buckets file is loaded: {chain:?}");
+        assert_eq!(chain[1].role_arn, partner);
+        assert_eq!(s.storage.scheme_aliases.family("s3n"), "s3");
+    }
+
+    #[test]
+    fn audit_and_storage_errors_are_reported_with_the_others() {
+        let mut c = base();
+        c.server.listen = "nowhere".into();
+        c.audit.queue_capacity = 0;
+        c.storage.timeout_ms = 0;
+        let errors = Settings::resolve_with(c, |_| None).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "server.listen",
+            "audit.queue_capacity",
+            "storage.timeout_ms",
+        ] {
+            assert!(keys.contains(&key), "{key}: {keys:?}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hms_guard::audit::{
-    format_time, rfc3339_micros, Audit, AuditError, AuditEvent, StorageAudit, MAX_ATTEMPTS,
-    MAX_LINE_BYTES,
+    format_time, rfc3339_micros, Audit, AuditError, AuditEvent, AuditSettings, StorageAudit,
+    MAX_ATTEMPTS, MAX_LINE_BYTES,
 };
 use hms_guard::config::{AuditConfig, AuditOnFailure, AuditSink};
 use hms_guard::metrics::{KindLabels, Metrics};
@@ -53,6 +53,12 @@ fn file_config(path: &Path) -> AuditConfig {
         path: path.display().to_string(),
         ..AuditConfig::default()
     }
+}
+
+/// `[audit]` resolved and the trail started (a section that does not resolve is
+/// `AuditError::Config`).
+fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
+    Audit::start(&AuditSettings::resolve(cfg)?, metrics)
 }
 
 fn failures(m: &Metrics, kind: &'static str) -> u64 {
@@ -120,7 +126,7 @@ fn time_format() {
 async fn lines_are_json_with_every_field() {
     let dir = tmpdir("fields");
     let path = dir.join("audit.log");
-    let audit = Audit::start(&file_config(&path), Arc::new(Metrics::new())).unwrap();
+    let audit = start(&file_config(&path), Arc::new(Metrics::new())).unwrap();
 
     let mut full = AuditEvent::now().connection(42, "10.1.2.3:50514");
     full.user = "alice".into();
@@ -222,7 +228,7 @@ async fn lines_are_json_with_every_field() {
 async fn oversized_events_are_truncated_not_dropped() {
     let dir = tmpdir("huge");
     let path = dir.join("audit.log");
-    let audit = Audit::start(&file_config(&path), Arc::new(Metrics::new())).unwrap();
+    let audit = start(&file_config(&path), Arc::new(Metrics::new())).unwrap();
     let mut ev = event(7);
     ev.location = Some(format!("s3://b/{}", "é".repeat(200_000)));
     ev.groups = (0..10_000).map(|i| format!("group{i}")).collect();
@@ -267,7 +273,7 @@ async fn write_rotating(name: &str, max_files: u32, events: u64) -> (PathBuf, Ve
         ..file_config(&path)
     };
     let metrics = Arc::new(Metrics::new());
-    let audit = Audit::start(&cfg, metrics.clone()).unwrap();
+    let audit = start(&cfg, metrics.clone()).unwrap();
     for i in 0..events {
         audit.record(event(i)).await.unwrap();
         if i % 7 == 0 {
@@ -325,7 +331,7 @@ async fn start_errors_are_clear() {
     let metrics = Arc::new(Metrics::new());
     let dir = tmpdir("open");
     let missing = dir.join("no-such-dir").join("audit.log");
-    let err = Audit::start(&file_config(&missing), metrics.clone()).unwrap_err();
+    let err = start(&file_config(&missing), metrics.clone()).unwrap_err();
     assert!(matches!(err, AuditError::Open { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -334,13 +340,13 @@ async fn start_errors_are_clear() {
     );
     assert_eq!(failures(&metrics, "open"), 1);
 
-    let err = Audit::start(&file_config(Path::new("")), metrics.clone()).unwrap_err();
+    let err = start(&file_config(Path::new("")), metrics.clone()).unwrap_err();
     assert!(matches!(err, AuditError::Config(_)), "{err:?}");
     let cfg = AuditConfig {
         queue_capacity: 0,
         ..file_config(&dir.join("a.log"))
     };
-    let err = Audit::start(&cfg, metrics).unwrap_err();
+    let err = start(&cfg, metrics).unwrap_err();
     assert!(err.to_string().contains("queue_capacity"), "{err}");
 }
 
@@ -352,7 +358,7 @@ async fn write_failures_are_counted_and_fail_closed() {
         path: "/dev/full".into(),
         ..AuditConfig::default()
     };
-    let audit = Audit::start(&cfg, metrics.clone()).unwrap();
+    let audit = start(&cfg, metrics.clone()).unwrap();
     assert!(audit.healthy() && !audit.failing_closed());
     audit.record(event(1)).await.unwrap();
     audit.flush().await;
@@ -385,7 +391,7 @@ async fn write_failures_are_counted_and_fail_closed() {
         ..cfg
     };
     let metrics = Arc::new(Metrics::new());
-    let audit = Audit::start(&allow, metrics.clone()).unwrap();
+    let audit = start(&allow, metrics.clone()).unwrap();
     audit.record(event(3)).await.unwrap();
     audit.flush().await;
     assert!(!audit.healthy());
@@ -416,7 +422,7 @@ async fn a_blocked_sink_applies_backpressure_then_times_out() {
         ..file_config(&fifo)
     };
     let metrics = Arc::new(Metrics::new());
-    let audit = Audit::start(&cfg, metrics.clone()).unwrap();
+    let audit = start(&cfg, metrics.clone()).unwrap();
 
     let mut queued = 0u64;
     let (err, waited) = loop {
@@ -470,7 +476,7 @@ async fn concurrent_events_are_all_written_exactly_once() {
         ..file_config(&path)
     };
     let metrics = Arc::new(Metrics::new());
-    let audit = Audit::start(&cfg, metrics.clone()).unwrap();
+    let audit = start(&cfg, metrics.clone()).unwrap();
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let a = audit.clone();

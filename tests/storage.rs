@@ -26,9 +26,10 @@ use hyper_util::rt::TokioIo;
 
 use common::metric_of;
 use hms_guard::metrics::Metrics;
+use hms_guard::storage::config::StorageSettings;
 use hms_guard::storage::{
     parse_location, BaseCredentials, BucketRole, Location, OtherSchemes, StorageAction,
-    StorageConfig, StorageGuard, StorageMethod,
+    StorageConfig, StorageError, StorageGuard, StorageMethod,
 };
 
 const ACCOUNT: &str = "123456789012";
@@ -473,7 +474,7 @@ fn config(aws: &FakeAws) -> StorageConfig {
 async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
     let m = Arc::new(Metrics::new());
     let g = StorageGuard::with_credentials(
-        cfg,
+        &StorageSettings::resolve(cfg).unwrap(),
         m.clone(),
         Some(BaseCredentials {
             access_key_id: PROXY_KEY.into(),
@@ -481,8 +482,7 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
             session_token: None,
         }),
     )
-    .await
-    .unwrap();
+    .await;
     (g, m)
 }
 
@@ -974,11 +974,9 @@ async fn buckets_file_and_bad_config() {
     assert!(d.allow && d.role_chain.len() == 2, "{d:?}");
 
     std::fs::write(&file, r#"{"partner-data": {"role": "x"}}"#).unwrap();
-    let m = Arc::new(Metrics::new());
-    let err = StorageGuard::new(&cfg, m)
-        .await
-        .err()
-        .expect("bad file refused");
+    let err = StorageSettings::resolve(&cfg)
+        .map_err(StorageError::from)
+        .expect_err("bad file refused");
     assert!(err.to_string().contains("storage.buckets_file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

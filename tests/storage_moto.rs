@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::metric_of;
 use hms_guard::metrics::Metrics;
+use hms_guard::storage::config::StorageSettings;
 use hms_guard::storage::{BaseCredentials, BucketRole, StorageAction, StorageConfig, StorageGuard};
 use serde_json::Value;
 
@@ -137,7 +138,7 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
     let f = &moto().facts;
     let m = Arc::new(Metrics::new());
     let g = StorageGuard::with_credentials(
-        cfg,
+        &StorageSettings::resolve(cfg).unwrap(),
         m.clone(),
         Some(BaseCredentials {
             access_key_id: s(f, &["compute", "access_key_id"]),
@@ -145,8 +146,7 @@ async fn guard(cfg: &StorageConfig) -> (StorageGuard, Arc<Metrics>) {
             session_token: None,
         }),
     )
-    .await
-    .expect("guard");
+    .await;
     (g, m)
 }
 

@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{config_error as err, ConfigError};
 
 use super::location::{valid_bucket_name, SchemeAliases};
-use super::roles::{parse_role_arn, valid_external_id};
+use super::roles::{parse_role_arn, valid_external_id, RoleMap};
+use super::StorageError;
 
 /// `[storage]`
 #[derive(Debug, Clone, Deserialize)]
@@ -120,8 +122,73 @@ pub enum OtherSchemes {
     Allow,
 }
 
+/// `[storage]` resolved: the scheme families parsed, the role maps with the buckets file
+/// loaded, durations. What `StorageGuard::new` builds the checker from.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// `storage.enabled`: when false, the guard allows everything without looking.
+    pub enabled: bool,
+    pub method: StorageMethod,
+    pub read_only_external: bool,
+    pub other_schemes: OtherSchemes,
+    pub scheme_aliases: SchemeAliases,
+    /// `user_roles`, `group_roles`, `default_role` and every cross-account bucket
+    /// (`buckets` and `buckets_file` merged).
+    pub roles: RoleMap,
+    /// Empty: AWS.
+    pub endpoint_url: String,
+    /// Empty: the AWS default chain's region.
+    pub region: String,
+    pub session_duration: Duration,
+    /// Less than `session_duration`.
+    pub refresh_before: Duration,
+    /// Zero: decisions are not cached.
+    pub decision_ttl: Duration,
+    /// More than zero.
+    pub timeout: Duration,
+    /// 1 to 10.
+    pub max_attempts: u32,
+}
+
+impl StorageSettings {
+    /// Checks `[storage]` (every error at once, keys `storage.*`) and resolves it; the
+    /// `buckets_file` is read here.
+    pub fn resolve(c: &StorageConfig) -> Result<StorageSettings, Vec<ConfigError>> {
+        let errors = c.validate();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let at_file = |e| vec![err("storage.buckets_file", e)];
+        let scheme_aliases = SchemeAliases::new(&c.scheme_aliases)
+            .map_err(|e| vec![err("storage.scheme_aliases", e)])?;
+        let buckets = c.all_buckets().map_err(at_file)?;
+        let ms = Duration::from_millis;
+        Ok(StorageSettings {
+            enabled: c.enabled,
+            method: c.method,
+            read_only_external: c.read_only_external,
+            other_schemes: c.other_schemes,
+            scheme_aliases,
+            roles: RoleMap::new(c, buckets),
+            endpoint_url: c.endpoint_url.clone(),
+            region: c.region.clone(),
+            session_duration: ms(c.session_duration_ms),
+            refresh_before: ms(c.refresh_before_ms),
+            decision_ttl: ms(c.decision_ttl_ms),
+            timeout: ms(c.timeout_ms),
+            max_attempts: c.max_attempts,
+        })
+    }
+}
+
+impl From<Vec<ConfigError>> for StorageError {
+    fn from(errors: Vec<ConfigError>) -> Self {
+        StorageError::Config(errors.iter().map(ToString::to_string).collect())
+    }
+}
+
 /// Longest session AWS grants a chained role session.
-pub(crate) const CHAINED_SESSION_MAX_MS: u64 = 3_600_000;
+pub(crate) const CHAINED_SESSION_MAX: Duration = Duration::from_millis(3_600_000);
 /// Longest session any role can have.
 const SESSION_MAX_MS: u64 = 43_200_000;
 
@@ -242,7 +309,7 @@ impl StorageConfig {
     }
 
     /// `buckets` and `buckets_file` merged (the file is read now).
-    pub fn all_buckets(&self) -> Result<BTreeMap<String, BucketRole>, String> {
+    fn all_buckets(&self) -> Result<BTreeMap<String, BucketRole>, String> {
         let mut all = self.buckets.clone();
         if !self.buckets_file.is_empty() {
             for (bucket, role) in load_buckets_file(Path::new(&self.buckets_file))? {

@@ -166,89 +166,75 @@ impl StorageGuard {
     /// Builds the guard; the proxy's own AWS identity comes from the default provider chain
     /// (env, profile, web identity/IRSA, container, instance metadata), resolved lazily at the
     /// first check that needs AWS.
-    pub async fn new(cfg: &StorageConfig, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
-        Self::with_credentials(cfg, metrics, None).await
+    pub async fn new(settings: &config::StorageSettings, metrics: Arc<Metrics>) -> Self {
+        Self::with_credentials(settings, metrics, None).await
     }
 
     /// As `new`, with fixed credentials for the proxy's own identity instead of the default
     /// chain (`None`: the default chain).
     pub async fn with_credentials(
-        cfg: &StorageConfig,
+        settings: &config::StorageSettings,
         metrics: Arc<Metrics>,
         base: Option<BaseCredentials>,
-    ) -> Result<Self, StorageError> {
-        let backend: Option<Arc<dyn Backend>> = if cfg.enabled {
+    ) -> Self {
+        let backend: Option<Arc<dyn Backend>> = if settings.enabled {
+            let s = settings;
+            let timeout = s.timeout.max(Duration::from_millis(1));
             Some(Arc::new(
-                SdkBackend::new(
-                    &cfg.endpoint_url,
-                    &cfg.region,
-                    Duration::from_millis(cfg.timeout_ms.max(1)),
-                    base,
-                )
-                .await,
+                SdkBackend::new(&s.endpoint_url, &s.region, timeout, base).await,
             ))
         } else {
             None
         };
-        Self::build(cfg, metrics, backend)
+        Self::build(settings, metrics, backend)
     }
 
     /// As `new`, with another implementation of the AWS calls (tests).
     pub fn with_backend(
-        cfg: &StorageConfig,
+        settings: &config::StorageSettings,
         metrics: Arc<Metrics>,
         backend: Arc<dyn Backend>,
-    ) -> Result<Self, StorageError> {
-        Self::build(cfg, metrics, Some(backend))
+    ) -> Self {
+        Self::build(settings, metrics, Some(backend))
     }
 
     fn build(
-        cfg: &StorageConfig,
+        s: &config::StorageSettings,
         metrics: Arc<Metrics>,
         backend: Option<Arc<dyn Backend>>,
-    ) -> Result<Self, StorageError> {
-        let errors: Vec<String> = cfg.validate().iter().map(|e| e.to_string()).collect();
-        if !errors.is_empty() {
-            return Err(StorageError::Config(errors));
-        }
+    ) -> Self {
         // Comparisons of locations follow the configured scheme families from now on.
-        let aliases =
-            SchemeAliases::new(&cfg.scheme_aliases).map_err(|e| StorageError::Config(vec![e]))?;
-        install_scheme_aliases(aliases);
-        let buckets = cfg
-            .all_buckets()
-            .map_err(|e| StorageError::Config(vec![e]))?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let session = Duration::from_millis(cfg.session_duration_ms);
-        let refresh_before = Duration::from_millis(cfg.refresh_before_ms);
+        install_scheme_aliases(s.scheme_aliases.clone());
         // Never hand out credentials with less left than one whole check may take (capped so
         // short test sessions still work).
-        let margin = timeout.min(refresh_before / 2).min(session / 4);
+        let margin = s
+            .timeout
+            .min(s.refresh_before / 2)
+            .min(s.session_duration / 4);
         let policy = CredPolicy {
-            session_duration: session,
-            chained_session_duration: session
-                .min(Duration::from_millis(config::CHAINED_SESSION_MAX_MS)),
-            refresh_before,
+            session_duration: s.session_duration,
+            chained_session_duration: s.session_duration.min(config::CHAINED_SESSION_MAX),
+            refresh_before: s.refresh_before,
             margin,
-            max_attempts: cfg.max_attempts,
+            max_attempts: s.max_attempts,
         };
-        if cfg.enabled {
+        if s.enabled {
             zero_series(&metrics);
         }
-        Ok(StorageGuard {
+        StorageGuard {
             inner: Arc::new(Inner {
-                enabled: cfg.enabled,
-                method: cfg.method,
-                other_schemes: cfg.other_schemes,
-                roles: RoleMap::new(cfg, buckets),
-                timeout,
-                max_attempts: cfg.max_attempts,
+                enabled: s.enabled,
+                method: s.method,
+                other_schemes: s.other_schemes,
+                roles: s.roles.clone(),
+                timeout: s.timeout,
+                max_attempts: s.max_attempts,
                 creds: CredentialCache::new(policy),
-                decisions: DecisionCache::new(Duration::from_millis(cfg.decision_ttl_ms)),
+                decisions: DecisionCache::new(s.decision_ttl),
                 backend,
                 metrics,
             }),
-        })
+        }
     }
 
     /// `storage.enabled`: when false, `check` allows everything without looking.

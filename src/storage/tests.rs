@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::aws::{AwsError, BoxFut, SessionCreds, Simulated};
+use super::config::StorageSettings;
 use super::*;
 
 const DEFAULT: &str = "arn:aws:iam::123456789012:role/account-default";
@@ -185,7 +186,8 @@ fn config() -> StorageConfig {
 
 fn guard(cfg: &StorageConfig, aws: Arc<Scripted>) -> (StorageGuard, Arc<Metrics>) {
     let m = Arc::new(Metrics::new());
-    (StorageGuard::with_backend(cfg, m.clone(), aws).unwrap(), m)
+    let settings = StorageSettings::resolve(cfg).unwrap();
+    (StorageGuard::with_backend(&settings, m.clone(), aws), m)
 }
 
 #[tokio::test]
