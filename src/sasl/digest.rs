@@ -306,4 +306,35 @@ mod tests {
         assert!(directives("a=\"open").is_err());
         assert!(directives("novalue").is_err());
     }
+
+    /// The errors' texts are the ones the SASL client has always reported.
+    #[test]
+    fn error_texts() {
+        let ch = |b: &[u8]| parse_challenge(b).unwrap_err().to_string();
+        assert_eq!(
+            ch(b"nonce=\"n\""),
+            "algorithm \"\" (DIGEST-MD5 needs md5-sess)"
+        );
+        assert_eq!(ch(b"algorithm=md5-sess"), "the challenge has no nonce");
+        assert_eq!(ch(b"nonce=a,nonce=b"), "two nonces");
+        assert_eq!(ch(&[0xff]), "the challenge is not UTF-8");
+        assert_eq!(ch(&[b' '; 2049]), "a challenge of 2049 bytes");
+        let d = |t: &str| directives(t).unwrap_err().to_string();
+        assert_eq!(d("novalue"), "directive \"novalue\" has no value");
+        assert_eq!(d("a=\"open"), "the value of \"a\" is not closed");
+        assert_eq!(d("a=\"x\\"), "a quoted value ends with a backslash");
+        assert_eq!(d(&"a=1,".repeat(65)), "too many directives");
+        let r = |b: &[u8]| check_rspauth(b, "ab").unwrap_err().to_string();
+        assert_eq!(r(b"x=1"), "the server's last message carries no rspauth");
+        assert_eq!(
+            r(b"rspauth=00"),
+            "the server's rspauth does not match: it does not know the token"
+        );
+        assert_eq!(r(&[0xff]), "rspauth is not UTF-8");
+        let ch = parse_challenge(b"nonce=n,qop=\"auth-int,auth-conf\",algorithm=md5-sess").unwrap();
+        assert_eq!(
+            respond(&ch, "u", "p", "null/default", "c").unwrap_err().to_string(),
+            "the metastore offers DIGEST-MD5 with auth-int, auth-conf only; hms-guard speaks it with \"auth\" (the metastore's hadoop.rpc.protection = authentication)"
+        );
+    }
 }

@@ -309,3 +309,35 @@ async fn simulate(
         Err(e) => failed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts after "storage check unavailable: …: " are the ones denials have always given.
+    #[test]
+    fn unavailable_texts() {
+        let aws = Unavailable::Aws {
+            error: AwsError::Transient("HTTP 503".into()),
+            attempts: 1,
+        };
+        assert_eq!(aws.to_string(), "HTTP 503 (1 attempt)");
+        let refused = Unavailable::SimulateRefused {
+            message: "no".into(),
+            attempts: 2,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "no (2 attempts; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)"
+        );
+        assert_eq!(
+            Unavailable::Timeout { ms: 50 }.to_string(),
+            "no answer within storage.timeout_ms = 50 ms"
+        );
+        assert_eq!(
+            Unavailable::StillRunning.to_string(),
+            "no answer in time (the same check for another caller is still running)"
+        );
+        assert_eq!(Unavailable::Credentials("x".into()).to_string(), "x");
+    }
+}

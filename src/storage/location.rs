@@ -817,4 +817,66 @@ mod tests {
             }
         }
     }
+
+    /// The errors' texts are the ones denials have always given.
+    #[test]
+    fn error_texts() {
+        let text = |raw: &str| {
+            canonical_location_with(raw, &SchemeAliases::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(text(""), "empty location");
+        assert_eq!(text(" s3://b1c/x"), "leading or trailing whitespace");
+        assert_eq!(text("s3://b1c/\u{7}"), "control character U+0007");
+        assert_eq!(
+            text("/x"),
+            "no scheme (the path would resolve against the cluster's default filesystem)"
+        );
+        assert_eq!(text("s3://b1c/x?y"), "`?` is not accepted in a location");
+        assert_eq!(text("HDFS:/x"), "expected hdfs://authority/path");
+        assert_eq!(
+            text("hdfs://n%41/x"),
+            "percent-escape in the authority `n%41`"
+        );
+        assert_eq!(
+            text("file://h/x"),
+            "`file://h/…`: a local path names no host other than localhost"
+        );
+        assert_eq!(text("hdfs:///x"), "missing authority");
+        assert_eq!(text("hdfs://a b/x"), "`a b` is not host[:port]");
+        assert_eq!(
+            text("abfs://acct/x"),
+            "`acct` is not container@account-host"
+        );
+        assert_eq!(
+            text("gs://u@b/x"),
+            "`u@b`: user info in a location is not accepted"
+        );
+        assert_eq!(text("s3:///x"), "missing bucket name");
+        assert_eq!(
+            text("s3://u@b/x"),
+            "`u@b`: user info or port in an S3 location is not accepted"
+        );
+        assert_eq!(
+            text("s3://B/x"),
+            "`B` is not a valid bucket name (3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"
+        );
+        assert_eq!(text("s3://b1c/a//b"), "empty path segment (`//`)");
+        assert_eq!(text("s3://b1c/a/%2e%2e/b"), "`%2e%2e` path segment");
+        assert_eq!(
+            text("s3://b1c/a%2Fb"),
+            "encoded separator in path segment `a%2Fb`"
+        );
+        let aliases = |f: Vec<Vec<String>>| SchemeAliases::new(&f).unwrap_err().to_string();
+        assert_eq!(aliases(vec![vec![]]), "an empty family of schemes");
+        assert_eq!(
+            aliases(vec![vec!["s 3".into()]]),
+            "`s 3` is not a URI scheme"
+        );
+        assert_eq!(
+            aliases(vec![vec!["s3".into()], vec!["S3".into()]]),
+            "scheme `s3` is in more than one family"
+        );
+    }
 }
