@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::aws::{with_retries, AwsError, Backend, SessionCreds, Simulated};
 use super::config::StorageMethod;
+use super::credentials::CredUnavailable;
 use super::location::S3Location;
 use super::roles::Hop;
 use super::{random_u64, StorageAction};
@@ -38,7 +39,7 @@ pub enum Unavailable {
     /// The simulation call itself was refused (the role may not simulate itself).
     SimulateRefused { message: String, attempts: u32 },
     /// The role chain's credentials could not be had (`CredError::Unavailable`).
-    Credentials(String),
+    Credentials(CredUnavailable),
     /// The check's deadline (`storage.timeout_ms`) passed.
     Timeout { ms: u128 },
     /// The same check for another caller is still running at the deadline.
@@ -57,7 +58,7 @@ impl fmt::Display for Unavailable {
                 "{message} ({attempts} attempt{}; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)",
                 s(attempts)
             ),
-            Unavailable::Credentials(m) => f.write_str(m),
+            Unavailable::Credentials(e) => e.fmt(f),
             Unavailable::Timeout { ms } => {
                 write!(f, "no answer within storage.timeout_ms = {ms} ms")
             }
@@ -338,6 +339,22 @@ mod tests {
             Unavailable::StillRunning.to_string(),
             "no answer in time (the same check for another caller is still running)"
         );
-        assert_eq!(Unavailable::Credentials("x".into()).to_string(), "x");
+        assert_eq!(
+            Unavailable::Credentials(CredUnavailable::AssumeFailed {
+                role_arn: "arn:aws:iam::123456789012:role/a".into(),
+                attempts: 3,
+                error: AwsError::Transient("timeout".into()),
+            })
+            .to_string(),
+            "cannot assume arn:aws:iam::123456789012:role/a (3 attempts): timeout"
+        );
+        assert_eq!(
+            Unavailable::Credentials(CredUnavailable::ShortLived {
+                role_arn: "r".into(),
+                valid_ms: 9,
+            })
+            .to_string(),
+            "STS gave credentials for r valid for only 9 ms (is this host's clock right?)"
+        );
     }
 }
