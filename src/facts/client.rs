@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::codec::reply::ReplyError;
 use crate::codec::writer::Writer;
 use crate::codec::{Limits, MessageType, Protocol};
+use crate::error::{ConnectError, UpstreamError};
 use crate::identity::{Identity, IdentitySource};
 use crate::transport::Transport;
 use crate::upstream::{UpstreamConn, Upstreams};
@@ -49,6 +50,21 @@ impl FactsError {
             },
         }
     }
+}
+
+/// Why one exchange with the metastore failed (it becomes `FactsError::Upstream`'s message).
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// No connection in the service user's name: no metastore reached.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The connection failed: `set_ugi`, sending the call or reading its reply.
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("metastore sent bytes after the reply")]
+    TrailingBytes,
+    #[error("no reply within {ms} ms")]
+    Timeout { ms: u128 },
 }
 
 /// Client settings.
@@ -100,9 +116,9 @@ impl MetaClient {
         args(&mut w);
         w.struct_end();
         let request = w.finish(false);
-        let up_err = |message: String| FactsError::Upstream {
+        let up_err = |e: LinkError| FactsError::Upstream {
             method: method.to_string(),
-            message,
+            message: e.to_string(),
         };
         let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let exchange = async {
@@ -120,10 +136,9 @@ impl MetaClient {
         let (conn, reply) = tokio::time::timeout(self.cfg.timeout, exchange)
             .await
             .map_err(|_| {
-                up_err(format!(
-                    "no reply within {} ms",
-                    self.cfg.timeout.as_millis()
-                ))
+                up_err(LinkError::Timeout {
+                    ms: self.cfg.timeout.as_millis(),
+                })
             })?
             .map_err(up_err)?;
         if let Ok(mut idle) = self.idle.lock() {
@@ -140,36 +155,29 @@ impl MetaClient {
         conn: Option<UpstreamConn>,
         request: &[u8],
         method: &str,
-    ) -> Result<(UpstreamConn, bytes::BytesMut), String> {
+    ) -> Result<(UpstreamConn, bytes::BytesMut), LinkError> {
         let mut conn = match conn {
             Some(c) => c,
             None => self.open().await?,
         };
-        conn.send(request, method)
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.send(request, method).await?;
         let (reply, _) = conn
             .read_reply(method, SEQID, self.cfg.max_reply_bytes)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if conn.has_unread() {
-            return Err("metastore sent bytes after the reply".to_string());
+            return Err(LinkError::TrailingBytes);
         }
         Ok((conn, reply))
     }
 
     /// A new connection in the service user's name.
-    async fn open(&self) -> Result<UpstreamConn, String> {
+    async fn open(&self) -> Result<UpstreamConn, LinkError> {
         let limits = Limits {
             max_message_bytes: self.cfg.max_reply_bytes,
             ..Limits::default()
         };
-        let mut conn = UpstreamConn::open(&self.upstreams, BINARY, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        conn.ensure_identity(&self.service, "facts")
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn = UpstreamConn::open(&self.upstreams, BINARY, limits).await?;
+        conn.ensure_identity(&self.service, "facts").await?;
         Ok(conn)
     }
 }

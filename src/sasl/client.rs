@@ -238,10 +238,11 @@ pub async fn connect_digest<S: AsyncRead + AsyncWrite + Unpin>(
     use base64::Engine as _;
     let cnonce = base64::engine::general_purpose::STANDARD.encode(nonce);
     let response = digest::respond(&ch, username, password, digest_uri, &cnonce)
-        .map_err(ClientError::Unsupported)?;
+        .map_err(|e| ClientError::Unsupported(e.to_string()))?;
     n.send(OK, response.message.as_bytes()).await?;
     let (status, last) = next(&mut n).await?;
-    digest::check_rspauth(&last, &response.rspauth).map_err(ClientError::Refused)?;
+    digest::check_rspauth(&last, &response.rspauth)
+        .map_err(|e| ClientError::Refused(e.to_string()))?;
     if status != COMPLETE {
         // The client has nothing more to say; the server completes.
         n.send(OK, &[]).await?;

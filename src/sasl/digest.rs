@@ -5,7 +5,67 @@
 //! Pure functions: parsing the challenge, computing the response, checking the server's
 //! `rspauth`.
 
+use std::fmt;
+
 use md5::{Digest, Md5};
+
+/// Why a DIGEST-MD5 exchange cannot go on: the server's message does not parse, or asks for
+/// what hms-guard does not speak, or does not prove the server knows the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestError {
+    /// `key` without `=value`.
+    NoValue {
+        key: String,
+    },
+    TrailingBackslash,
+    /// A quoted value of `key` without its closing `"`.
+    Unclosed {
+        key: String,
+    },
+    TooManyDirectives,
+    /// A challenge longer than RFC 2831 allows (its length in bytes).
+    ChallengeTooLong(usize),
+    ChallengeNotUtf8,
+    TwoNonces,
+    /// An algorithm other than `md5-sess` (empty: none named).
+    Algorithm(String),
+    NoNonce,
+    /// The qualities of protection offered, none of them `auth`.
+    NoAuthQop(Vec<String>),
+    RspauthNotUtf8,
+    NoRspauth,
+    RspauthMismatch,
+}
+
+impl fmt::Display for DigestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DigestError::NoValue { key } => write!(f, "directive {key:?} has no value"),
+            DigestError::TrailingBackslash => f.write_str("a quoted value ends with a backslash"),
+            DigestError::Unclosed { key } => write!(f, "the value of {key:?} is not closed"),
+            DigestError::TooManyDirectives => f.write_str("too many directives"),
+            DigestError::ChallengeTooLong(n) => write!(f, "a challenge of {n} bytes"),
+            DigestError::ChallengeNotUtf8 => f.write_str("the challenge is not UTF-8"),
+            DigestError::TwoNonces => f.write_str("two nonces"),
+            DigestError::Algorithm(a) => {
+                write!(f, "algorithm {a:?} (DIGEST-MD5 needs md5-sess)")
+            }
+            DigestError::NoNonce => f.write_str("the challenge has no nonce"),
+            DigestError::NoAuthQop(qop) => write!(
+                f,
+                "the metastore offers DIGEST-MD5 with {} only; hms-guard speaks it with \"auth\" (the metastore's hadoop.rpc.protection = authentication)",
+                qop.join(", ")
+            ),
+            DigestError::RspauthNotUtf8 => f.write_str("rspauth is not UTF-8"),
+            DigestError::NoRspauth => f.write_str("the server's last message carries no rspauth"),
+            DigestError::RspauthMismatch => {
+                f.write_str("the server's rspauth does not match: it does not know the token")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DigestError {}
 
 /// The server's challenge, as far as the response needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +81,7 @@ pub struct Challenge {
 const MAX_CHALLENGE: usize = 2048;
 
 /// Splits `key=value,key="quoted value",…` into pairs (quoted values unescaped).
-pub fn directives(s: &str) -> Result<Vec<(String, String)>, String> {
+pub fn directives(s: &str) -> Result<Vec<(String, String)>, DigestError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -40,7 +100,7 @@ pub fn directives(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("directive {key:?} has no value"));
+            return Err(DigestError::NoValue { key });
         }
         let mut value = String::new();
         if chars.peek() == Some(&'"') {
@@ -49,11 +109,11 @@ pub fn directives(s: &str) -> Result<Vec<(String, String)>, String> {
                 match chars.next() {
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),
-                        None => return Err("a quoted value ends with a backslash".into()),
+                        None => return Err(DigestError::TrailingBackslash),
                     },
                     Some('"') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("the value of {key:?} is not closed")),
+                    None => return Err(DigestError::Unclosed { key }),
                 }
             }
         } else {
@@ -67,17 +127,17 @@ pub fn directives(s: &str) -> Result<Vec<(String, String)>, String> {
         }
         out.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
         if out.len() > 64 {
-            return Err("too many directives".into());
+            return Err(DigestError::TooManyDirectives);
         }
     }
 }
 
 /// Reads the server's first challenge.
-pub fn parse_challenge(bytes: &[u8]) -> Result<Challenge, String> {
+pub fn parse_challenge(bytes: &[u8]) -> Result<Challenge, DigestError> {
     if bytes.len() > MAX_CHALLENGE {
-        return Err(format!("a challenge of {} bytes", bytes.len()));
+        return Err(DigestError::ChallengeTooLong(bytes.len()));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| "the challenge is not UTF-8".to_string())?;
+    let text = std::str::from_utf8(bytes).map_err(|_| DigestError::ChallengeNotUtf8)?;
     let mut realm = None;
     let mut nonce = None;
     let mut qop = Vec::new();
@@ -86,7 +146,7 @@ pub fn parse_challenge(bytes: &[u8]) -> Result<Challenge, String> {
     for (k, v) in directives(text)? {
         match k.as_str() {
             "realm" if realm.is_none() => realm = Some(v),
-            "nonce" if nonce.is_some() => return Err("two nonces".into()),
+            "nonce" if nonce.is_some() => return Err(DigestError::TwoNonces),
             "nonce" => nonce = Some(v),
             "qop" => qop.extend(v.split(',').map(|q| q.trim().to_string())),
             "charset" => utf8 = v.eq_ignore_ascii_case("utf-8"),
@@ -95,17 +155,14 @@ pub fn parse_challenge(bytes: &[u8]) -> Result<Challenge, String> {
         }
     }
     if algorithm.as_deref() != Some("md5-sess") {
-        return Err(format!(
-            "algorithm {:?} (DIGEST-MD5 needs md5-sess)",
-            algorithm.unwrap_or_default()
-        ));
+        return Err(DigestError::Algorithm(algorithm.unwrap_or_default()));
     }
     if qop.is_empty() {
         qop.push("auth".into());
     }
     Ok(Challenge {
         realm,
-        nonce: nonce.ok_or("the challenge has no nonce")?,
+        nonce: nonce.ok_or(DigestError::NoNonce)?,
         qop,
         utf8,
     })
@@ -141,12 +198,9 @@ pub fn respond(
     password: &str,
     digest_uri: &str,
     cnonce: &str,
-) -> Result<Response, String> {
+) -> Result<Response, DigestError> {
     if !ch.qop.iter().any(|q| q == "auth") {
-        return Err(format!(
-            "the metastore offers DIGEST-MD5 with {} only; hms-guard speaks it with \"auth\" (the metastore's hadoop.rpc.protection = authentication)",
-            ch.qop.join(", ")
-        ));
+        return Err(DigestError::NoAuthQop(ch.qop.clone()));
     }
     let realm = ch.realm.clone().unwrap_or_default();
     let nc = "00000001";
@@ -189,17 +243,17 @@ pub fn respond(
 }
 
 /// Checks the server's last message (`rspauth=…`): it proves the server knows the secret.
-pub fn check_rspauth(bytes: &[u8], expected: &str) -> Result<(), String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "rspauth is not UTF-8".to_string())?;
+pub fn check_rspauth(bytes: &[u8], expected: &str) -> Result<(), DigestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| DigestError::RspauthNotUtf8)?;
     let got = directives(text)?
         .into_iter()
         .find(|(k, _)| k == "rspauth")
         .map(|(_, v)| v)
-        .ok_or("the server's last message carries no rspauth")?;
+        .ok_or(DigestError::NoRspauth)?;
     if got.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err("the server's rspauth does not match: it does not know the token".into())
+        Err(DigestError::RspauthMismatch)
     }
 }
 
@@ -238,6 +292,7 @@ mod tests {
         let ch = parse_challenge(b"nonce=\"n\",qop=\"auth-conf\",algorithm=md5-sess").unwrap();
         assert!(respond(&ch, "u", "p", "null/default", "c")
             .unwrap_err()
+            .to_string()
             .contains("hadoop.rpc.protection"));
         assert!(parse_challenge(b"nonce=\"n\"").is_err());
         assert!(parse_challenge(b"qop=auth,algorithm=md5-sess").is_err());
@@ -250,5 +305,36 @@ mod tests {
         assert_eq!(d[2].1, "auth,auth-int");
         assert!(directives("a=\"open").is_err());
         assert!(directives("novalue").is_err());
+    }
+
+    /// The errors' texts are the ones the SASL client has always reported.
+    #[test]
+    fn error_texts() {
+        let ch = |b: &[u8]| parse_challenge(b).unwrap_err().to_string();
+        assert_eq!(
+            ch(b"nonce=\"n\""),
+            "algorithm \"\" (DIGEST-MD5 needs md5-sess)"
+        );
+        assert_eq!(ch(b"algorithm=md5-sess"), "the challenge has no nonce");
+        assert_eq!(ch(b"nonce=a,nonce=b"), "two nonces");
+        assert_eq!(ch(&[0xff]), "the challenge is not UTF-8");
+        assert_eq!(ch(&[b' '; 2049]), "a challenge of 2049 bytes");
+        let d = |t: &str| directives(t).unwrap_err().to_string();
+        assert_eq!(d("novalue"), "directive \"novalue\" has no value");
+        assert_eq!(d("a=\"open"), "the value of \"a\" is not closed");
+        assert_eq!(d("a=\"x\\"), "a quoted value ends with a backslash");
+        assert_eq!(d(&"a=1,".repeat(65)), "too many directives");
+        let r = |b: &[u8]| check_rspauth(b, "ab").unwrap_err().to_string();
+        assert_eq!(r(b"x=1"), "the server's last message carries no rspauth");
+        assert_eq!(
+            r(b"rspauth=00"),
+            "the server's rspauth does not match: it does not know the token"
+        );
+        assert_eq!(r(&[0xff]), "rspauth is not UTF-8");
+        let ch = parse_challenge(b"nonce=n,qop=\"auth-int,auth-conf\",algorithm=md5-sess").unwrap();
+        assert_eq!(
+            respond(&ch, "u", "p", "null/default", "c").unwrap_err().to_string(),
+            "the metastore offers DIGEST-MD5 with auth-int, auth-conf only; hms-guard speaks it with \"auth\" (the metastore's hadoop.rpc.protection = authentication)"
+        );
     }
 }

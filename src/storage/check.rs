@@ -1,12 +1,14 @@
 //! Stages 4 and 5: ask AWS whether the chain's last role may read or write the prefix (probe or
 //! simulate), and remember the answer per (role chain, bucket, prefix, action) for a TTL.
 
+use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::aws::{with_retries, AwsError, Backend, SessionCreds, Simulated};
 use super::config::StorageMethod;
+use super::credentials::CredUnavailable;
 use super::location::S3Location;
 use super::roles::Hop;
 use super::{random_u64, StorageAction};
@@ -27,6 +29,47 @@ pub struct AwsAnswer {
     pub allow: bool,
     pub detail: String,
 }
+
+/// Why AWS gave no definitive answer (the check is then unavailable and denies). `Display` is
+/// the text after "storage check unavailable: …: ".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// An AWS call failed other than by a denial, after `attempts`.
+    Aws { error: AwsError, attempts: u32 },
+    /// The simulation call itself was refused (the role may not simulate itself).
+    SimulateRefused { message: String, attempts: u32 },
+    /// The role chain's credentials could not be had (`CredError::Unavailable`).
+    Credentials(CredUnavailable),
+    /// The check's deadline (`storage.timeout_ms`) passed.
+    Timeout { ms: u128 },
+    /// The same check for another caller is still running at the deadline.
+    StillRunning,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = |attempts: &u32| if *attempts == 1 { "" } else { "s" };
+        match self {
+            Unavailable::Aws { error, attempts } => {
+                write!(f, "{error} ({attempts} attempt{})", s(attempts))
+            }
+            Unavailable::SimulateRefused { message, attempts } => write!(
+                f,
+                "{message} ({attempts} attempt{}; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)",
+                s(attempts)
+            ),
+            Unavailable::Credentials(e) => e.fmt(f),
+            Unavailable::Timeout { ms } => {
+                write!(f, "no answer within storage.timeout_ms = {ms} ms")
+            }
+            Unavailable::StillRunning => f.write_str(
+                "no answer in time (the same check for another caller is still running)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecisionKey {
@@ -60,10 +103,10 @@ impl DecisionCache {
         key: &DecisionKey,
         deadline: Instant,
         compute: F,
-    ) -> Result<(AwsAnswer, bool), String>
+    ) -> Result<(AwsAnswer, bool), Unavailable>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<AwsAnswer, String>>,
+        Fut: std::future::Future<Output = Result<AwsAnswer, Unavailable>>,
     {
         let lookup = |hit: bool| {
             metrics
@@ -90,7 +133,7 @@ impl DecisionCache {
             }
             Err(_) => {
                 lookup(false);
-                Err("no answer in time (the same check for another caller is still running)".into())
+                Err(Unavailable::StillRunning)
             }
         }
     }
@@ -114,7 +157,7 @@ pub async fn ask(
     asker: &Asker<'_>,
     loc: &S3Location,
     action: StorageAction,
-) -> Result<AwsAnswer, String> {
+) -> Result<AwsAnswer, Unavailable> {
     match (asker.method, action) {
         (StorageMethod::Probe, StorageAction::Read) => probe_read(asker, loc).await,
         (StorageMethod::Probe, StorageAction::Write) => probe_write(asker, loc).await,
@@ -148,21 +191,18 @@ impl Asker<'_> {
 }
 
 /// A failed probe: AWS's denial is an answer; anything else is unavailable.
-fn failed((e, attempts): (AwsError, u32)) -> Result<AwsAnswer, String> {
+fn failed((e, attempts): (AwsError, u32)) -> Result<AwsAnswer, Unavailable> {
     match e {
         AwsError::Denied(m) => Ok(AwsAnswer {
             allow: false,
             detail: m,
         }),
-        other => Err(format!(
-            "{other} ({attempts} attempt{})",
-            if attempts == 1 { "" } else { "s" }
-        )),
+        error => Err(Unavailable::Aws { error, attempts }),
     }
 }
 
 /// The read probe: may the role list the prefix?
-async fn probe_read(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, String> {
+async fn probe_read(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, Unavailable> {
     let listed = with_retries(
         a.deadline,
         a.max_attempts,
@@ -180,7 +220,7 @@ async fn probe_read(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, String
 }
 
 /// The write probe: may the role start an upload under the prefix? (The upload is aborted.)
-async fn probe_write(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, String> {
+async fn probe_write(a: &Asker<'_>, loc: &S3Location) -> Result<AwsAnswer, Unavailable> {
     let key = format!("{}{PROBE_OBJECT}_{:016x}", loc.prefix, random_u64());
     let upload = match with_retries(
         a.deadline,
@@ -217,7 +257,7 @@ async fn simulate(
     a: &Asker<'_>,
     loc: &S3Location,
     action: StorageAction,
-) -> Result<AwsAnswer, String> {
+) -> Result<AwsAnswer, Unavailable> {
     let partition = a.role_arn.split(':').nth(1).unwrap_or("aws");
     let (action_name, resource, prefix) = match action {
         StorageAction::Read => (
@@ -264,10 +304,57 @@ async fn simulate(
         }),
         // The simulation call itself refused (the role may not simulate itself):
         // that says nothing about S3, so it is unavailable, not a deny.
-        Err((AwsError::Denied(m), attempts)) => Err(format!(
-            "{m} ({attempts} attempt{}; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)",
-            if attempts == 1 { "" } else { "s" }
-        )),
+        Err((AwsError::Denied(message), attempts)) => {
+            Err(Unavailable::SimulateRefused { message, attempts })
+        }
         Err(e) => failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts after "storage check unavailable: …: " are the ones denials have always given.
+    #[test]
+    fn unavailable_texts() {
+        let aws = Unavailable::Aws {
+            error: AwsError::Transient("HTTP 503".into()),
+            attempts: 1,
+        };
+        assert_eq!(aws.to_string(), "HTTP 503 (1 attempt)");
+        let refused = Unavailable::SimulateRefused {
+            message: "no".into(),
+            attempts: 2,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "no (2 attempts; in simulate mode each checked role needs iam:SimulatePrincipalPolicy on itself)"
+        );
+        assert_eq!(
+            Unavailable::Timeout { ms: 50 }.to_string(),
+            "no answer within storage.timeout_ms = 50 ms"
+        );
+        assert_eq!(
+            Unavailable::StillRunning.to_string(),
+            "no answer in time (the same check for another caller is still running)"
+        );
+        assert_eq!(
+            Unavailable::Credentials(CredUnavailable::AssumeFailed {
+                role_arn: "arn:aws:iam::123456789012:role/a".into(),
+                attempts: 3,
+                error: AwsError::Transient("timeout".into()),
+            })
+            .to_string(),
+            "cannot assume arn:aws:iam::123456789012:role/a (3 attempts): timeout"
+        );
+        assert_eq!(
+            Unavailable::Credentials(CredUnavailable::ShortLived {
+                role_arn: "r".into(),
+                valid_ms: 9,
+            })
+            .to_string(),
+            "STS gave credentials for r valid for only 9 ms (is this host's clock right?)"
+        );
     }
 }

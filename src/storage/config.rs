@@ -160,7 +160,7 @@ impl StorageSettings {
         }
         let at_file = |e| vec![err("storage.buckets_file", e)];
         let scheme_aliases = SchemeAliases::new(&c.scheme_aliases)
-            .map_err(|e| vec![err("storage.scheme_aliases", e)])?;
+            .map_err(|e| vec![err("storage.scheme_aliases", e.to_string())])?;
         let buckets = c.all_buckets().map_err(at_file)?;
         let ms = Duration::from_millis;
         Ok(StorageSettings {
@@ -209,7 +209,7 @@ impl StorageConfig {
         let mut errors = Vec::new();
         self.check_roles(&mut errors);
         if let Err(e) = SchemeAliases::new(&self.scheme_aliases) {
-            errors.push(err("storage.scheme_aliases", e));
+            errors.push(err("storage.scheme_aliases", e.to_string()));
         }
         self.check_buckets(&mut errors);
         self.check_endpoint(&mut errors);
@@ -221,17 +221,17 @@ impl StorageConfig {
     fn check_roles(&self, errors: &mut Vec<ConfigError>) {
         for (user, arn) in &self.user_roles {
             if let Err(e) = parse_role_arn(arn) {
-                errors.push(err(&format!("storage.user_roles.{user}"), e));
+                errors.push(err(&format!("storage.user_roles.{user}"), e.to_string()));
             }
         }
         for (group, arn) in &self.group_roles {
             if let Err(e) = parse_role_arn(arn) {
-                errors.push(err(&format!("storage.group_roles.{group}"), e));
+                errors.push(err(&format!("storage.group_roles.{group}"), e.to_string()));
             }
         }
         if !self.default_role.is_empty() {
             if let Err(e) = parse_role_arn(&self.default_role) {
-                errors.push(err("storage.default_role", e));
+                errors.push(err("storage.default_role", e.to_string()));
             }
         }
     }
@@ -329,10 +329,10 @@ fn check_buckets(key: &str, buckets: &BTreeMap<String, BucketRole>, errors: &mut
     for (bucket, role) in buckets {
         let at = format!("{key}.{bucket}");
         if let Err(e) = valid_bucket_name(bucket) {
-            errors.push(err(&at, e));
+            errors.push(err(&at, e.to_string()));
         }
         if let Err(e) = parse_role_arn(&role.role_arn) {
-            errors.push(err(&format!("{at}.role_arn"), e));
+            errors.push(err(&format!("{at}.role_arn"), e.to_string()));
         }
         if !role.external_id.is_empty() && !valid_external_id(&role.external_id) {
             errors.push(err(

@@ -8,6 +8,7 @@
 //! never handed out with less than `margin` left.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +32,54 @@ pub enum CredError {
         message: String,
     },
     /// STS could not be asked or did not answer (in time).
-    Unavailable(String),
+    Unavailable(CredUnavailable),
 }
+
+/// Why STS gave no credentials, and no refusal either. `Display` is the text a denial gives
+/// after "storage check unavailable: …: ".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredUnavailable {
+    EmptyChain,
+    /// Another check's AssumeRole for the same chain is still running at the deadline.
+    StillRunning,
+    /// AssumeRole of `role_arn` failed other than by a refusal, after `attempts`.
+    AssumeFailed {
+        role_arn: String,
+        attempts: u32,
+        error: AwsError,
+    },
+    /// STS gave credentials for `role_arn` valid for no longer than the margin.
+    ShortLived {
+        role_arn: String,
+        valid_ms: u128,
+    },
+}
+
+impl fmt::Display for CredUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredUnavailable::EmptyChain => f.write_str("empty role chain"),
+            CredUnavailable::StillRunning => f.write_str(
+                "no credentials in time (another check's AssumeRole for the same role chain is still running)",
+            ),
+            CredUnavailable::AssumeFailed {
+                role_arn,
+                attempts,
+                error,
+            } => write!(
+                f,
+                "cannot assume {role_arn} ({attempts} attempt{}): {error}",
+                if *attempts == 1 { "" } else { "s" }
+            ),
+            CredUnavailable::ShortLived { role_arn, valid_ms } => write!(
+                f,
+                "STS gave credentials for {role_arn} valid for only {valid_ms} ms (is this host's clock right?)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CredUnavailable {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CredKey {
@@ -123,7 +170,7 @@ impl CredentialCache {
                 .await?;
             parent = Some(creds);
         }
-        parent.ok_or_else(|| CredError::Unavailable("empty role chain".into()))
+        parent.ok_or(CredError::Unavailable(CredUnavailable::EmptyChain))
     }
 
     fn slot(&self, key: &CredKey) -> Arc<Slot> {
@@ -201,9 +248,7 @@ impl CredentialCache {
         // Nothing usable: wait for the renewal in flight, or be it.
         let Ok(_renewing) = tokio::time::timeout_at(deadline, slot.refresh.lock()).await else {
             lookup("miss");
-            return Err(CredError::Unavailable(
-                "no credentials in time (another check's AssumeRole for the same role chain is still running)".into(),
-            ));
+            return Err(CredError::Unavailable(CredUnavailable::StillRunning));
         };
         if let Some(e) = slot.get().filter(|e| Instant::now() < e.usable_until) {
             lookup("hit");
@@ -247,22 +292,21 @@ impl CredentialCache {
                     message: m,
                 });
             }
-            Err((e, attempts)) => {
+            Err((error, attempts)) => {
                 refreshed("error");
-                return Err(CredError::Unavailable(format!(
-                    "cannot assume {} ({attempts} attempt{}): {e}",
-                    hop.role_arn,
-                    if attempts == 1 { "" } else { "s" }
-                )));
+                return Err(CredError::Unavailable(CredUnavailable::AssumeFailed {
+                    role_arn: hop.role_arn.clone(),
+                    attempts,
+                    error,
+                }));
             }
         };
         if creds.valid_for <= self.policy.margin {
             refreshed("error");
-            return Err(CredError::Unavailable(format!(
-                "STS gave credentials for {} valid for only {} ms (is this host's clock right?)",
-                hop.role_arn,
-                creds.valid_for.as_millis()
-            )));
+            return Err(CredError::Unavailable(CredUnavailable::ShortLived {
+                role_arn: hop.role_arn.clone(),
+                valid_ms: creds.valid_for.as_millis(),
+            }));
         }
         refreshed("ok");
         Ok(self.entry(creds, started))
@@ -532,7 +576,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, CredError::Unavailable(ref m) if m.contains("3 attempts")),
+            matches!(err, CredError::Unavailable(ref m) if m.to_string().contains("3 attempts")),
             "{err:?}"
         );
     }

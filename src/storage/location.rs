@@ -46,6 +46,137 @@ impl fmt::Display for S3Location {
     }
 }
 
+/// Why a location has no canonical form (or no S3 bucket and prefix). `Display` is the text a
+/// denial gives after "invalid location: ".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationError {
+    Empty,
+    Whitespace,
+    ControlCharacter(char),
+    /// No `scheme:`: the path would resolve against the default filesystem.
+    NoScheme,
+    /// `?`, `#` or `\`.
+    RefusedCharacter(char),
+    /// `scheme:` not followed by `//authority` (and not a local `file:/path`).
+    NoAuthority {
+        scheme: String,
+    },
+    EscapedAuthority(String),
+    /// `file://host/…` with a host other than `localhost`.
+    RemoteLocalPath(String),
+    MissingAuthority,
+    NotHostPort(String),
+    NotAzure(String),
+    UserInfo(String),
+    Bucket(BucketNameError),
+    RelativePath(String),
+    EmptySegment,
+    DotSegment(String),
+    EncodedSeparator(String),
+}
+
+impl fmt::Display for LocationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocationError::Empty => f.write_str("empty location"),
+            LocationError::Whitespace => f.write_str("leading or trailing whitespace"),
+            LocationError::ControlCharacter(c) => {
+                write!(f, "control character U+{:04X}", *c as u32)
+            }
+            LocationError::NoScheme => f.write_str(
+                "no scheme (the path would resolve against the cluster's default filesystem)",
+            ),
+            LocationError::RefusedCharacter(c) => {
+                write!(f, "`{c}` is not accepted in a location")
+            }
+            LocationError::NoAuthority { scheme } => {
+                write!(f, "expected {scheme}://authority/path")
+            }
+            LocationError::EscapedAuthority(a) => {
+                write!(f, "percent-escape in the authority `{a}`")
+            }
+            LocationError::RemoteLocalPath(a) => write!(
+                f,
+                "`file://{a}/…`: a local path names no host other than localhost"
+            ),
+            LocationError::MissingAuthority => f.write_str("missing authority"),
+            LocationError::NotHostPort(a) => write!(f, "`{a}` is not host[:port]"),
+            LocationError::NotAzure(a) => write!(f, "`{a}` is not container@account-host"),
+            LocationError::UserInfo(a) => {
+                write!(f, "`{a}`: user info in a location is not accepted")
+            }
+            LocationError::Bucket(e) => e.fmt(f),
+            LocationError::RelativePath(p) => write!(f, "relative path `{p}`"),
+            LocationError::EmptySegment => f.write_str("empty path segment (`//`)"),
+            LocationError::DotSegment(s) => write!(f, "`{s}` path segment"),
+            LocationError::EncodedSeparator(s) => {
+                write!(f, "encoded separator in path segment `{s}`")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LocationError {}
+
+impl From<BucketNameError> for LocationError {
+    fn from(e: BucketNameError) -> Self {
+        LocationError::Bucket(e)
+    }
+}
+
+/// Why a name is not an S3 bucket's (`valid_bucket_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketNameError {
+    Missing,
+    /// `@` or `:` in it: user info or a port.
+    UserInfoOrPort(String),
+    /// Against AWS's naming rules.
+    Invalid(String),
+}
+
+impl fmt::Display for BucketNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BucketNameError::Missing => f.write_str("missing bucket name"),
+            BucketNameError::UserInfoOrPort(b) => {
+                write!(
+                    f,
+                    "`{b}`: user info or port in an S3 location is not accepted"
+                )
+            }
+            BucketNameError::Invalid(b) => write!(
+                f,
+                "`{b}` is not a valid bucket name (3-63 characters of a-z, 0-9, '.', '-', \
+                 starting and ending with a letter or digit)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BucketNameError {}
+
+/// Why `storage.scheme_aliases` is not a set of scheme families (`SchemeAliases::new`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemeAliasError {
+    EmptyFamily,
+    NotAScheme(String),
+    InTwoFamilies(String),
+}
+
+impl fmt::Display for SchemeAliasError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemeAliasError::EmptyFamily => f.write_str("an empty family of schemes"),
+            SchemeAliasError::NotAScheme(s) => write!(f, "`{s}` is not a URI scheme"),
+            SchemeAliasError::InTwoFamilies(s) => {
+                write!(f, "scheme `{s}` is in more than one family")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SchemeAliasError {}
+
 /// The schemes the storage check asks S3 about.
 const S3_SCHEMES: [&str; 3] = ["s3", "s3a", "s3n"];
 
@@ -66,20 +197,20 @@ impl Default for SchemeAliases {
 
 impl SchemeAliases {
     /// Families from lists of schemes; every scheme valid and in one family at most.
-    pub fn new(families: &[Vec<String>]) -> Result<SchemeAliases, String> {
+    pub fn new(families: &[Vec<String>]) -> Result<SchemeAliases, SchemeAliasError> {
         let mut family = BTreeMap::new();
         for list in families {
             let Some(first) = list.first() else {
-                return Err("an empty family of schemes".into());
+                return Err(SchemeAliasError::EmptyFamily);
             };
             let name = first.to_ascii_lowercase();
             for scheme in list {
                 if split_scheme(&format!("{scheme}:")).is_none() {
-                    return Err(format!("`{scheme}` is not a URI scheme"));
+                    return Err(SchemeAliasError::NotAScheme(scheme.clone()));
                 }
                 let scheme = scheme.to_ascii_lowercase();
                 if family.insert(scheme.clone(), name.clone()).is_some() {
-                    return Err(format!("scheme `{scheme}` is in more than one family"));
+                    return Err(SchemeAliasError::InTwoFamilies(scheme));
                 }
             }
         }
@@ -178,7 +309,7 @@ fn authority_rule(scheme: &str) -> AuthorityRule {
 }
 
 /// The canonical form of `raw` under the installed scheme families.
-pub fn canonical_location(raw: &str) -> Result<CanonicalLocation, String> {
+pub fn canonical_location(raw: &str) -> Result<CanonicalLocation, LocationError> {
     canonical_location_with(raw, &installed_aliases())
 }
 
@@ -186,23 +317,21 @@ pub fn canonical_location(raw: &str) -> Result<CanonicalLocation, String> {
 pub fn canonical_location_with(
     raw: &str,
     aliases: &SchemeAliases,
-) -> Result<CanonicalLocation, String> {
+) -> Result<CanonicalLocation, LocationError> {
     check_text(raw)?;
     let Some((scheme, rest)) = split_scheme(raw) else {
-        return Err(
-            "no scheme (the path would resolve against the cluster's default filesystem)".into(),
-        );
+        return Err(LocationError::NoScheme);
     };
     let scheme = scheme.to_ascii_lowercase();
     if let Some(c) = rest.chars().find(|c| matches!(c, '?' | '#' | '\\')) {
-        return Err(format!("`{c}` is not accepted in a location"));
+        return Err(LocationError::RefusedCharacter(c));
     }
     let rule = authority_rule(&scheme);
     let (authority, path) = match rest.strip_prefix("//") {
         Some(after) => after.split_at(after.find('/').unwrap_or(after.len())),
         // `file:/x`: Hadoop's form of a local path without authority.
         None if rule == AuthorityRule::Local && rest.starts_with('/') => ("", rest),
-        None => return Err(format!("expected {scheme}://authority/path")),
+        None => return Err(LocationError::NoAuthority { scheme }),
     };
     let authority = canonical_authority(rule, authority)?;
     Ok(CanonicalLocation {
@@ -212,50 +341,48 @@ pub fn canonical_location_with(
     })
 }
 
-fn check_text(raw: &str) -> Result<(), String> {
+fn check_text(raw: &str) -> Result<(), LocationError> {
     if raw.is_empty() {
-        return Err("empty location".into());
+        return Err(LocationError::Empty);
     }
     if raw.trim() != raw {
-        return Err("leading or trailing whitespace".into());
+        return Err(LocationError::Whitespace);
     }
     if let Some(c) = raw.chars().find(|c| c.is_control()) {
-        return Err(format!("control character U+{:04X}", c as u32));
+        return Err(LocationError::ControlCharacter(c));
     }
     Ok(())
 }
 
-fn canonical_authority(rule: AuthorityRule, authority: &str) -> Result<String, String> {
+fn canonical_authority(rule: AuthorityRule, authority: &str) -> Result<String, LocationError> {
     if authority.contains('%') {
-        return Err(format!("percent-escape in the authority `{authority}`"));
+        return Err(LocationError::EscapedAuthority(authority.to_string()));
     }
     match rule {
-        AuthorityRule::S3Bucket => valid_bucket_name(authority).map(|_| authority.to_string()),
+        AuthorityRule::S3Bucket => Ok(valid_bucket_name(authority).map(|_| authority.to_string())?),
         AuthorityRule::Local
             if authority.is_empty() || authority.eq_ignore_ascii_case("localhost") =>
         {
             Ok(String::new())
         }
-        AuthorityRule::Local => Err(format!(
-            "`file://{authority}/…`: a local path names no host other than localhost"
-        )),
-        _ if authority.is_empty() => Err("missing authority".into()),
+        AuthorityRule::Local => Err(LocationError::RemoteLocalPath(authority.to_string())),
+        _ if authority.is_empty() => Err(LocationError::MissingAuthority),
         AuthorityRule::Host => host_port(authority),
         AuthorityRule::Azure => match authority.split_once('@') {
             Some((container, host)) if !container.is_empty() && !host.contains('@') => {
                 Ok(format!("{container}@{}", host_port(host)?))
             }
-            _ => Err(format!("`{authority}` is not container@account-host")),
+            _ => Err(LocationError::NotAzure(authority.to_string())),
         },
-        AuthorityRule::Exact if authority.contains('@') => Err(format!(
-            "`{authority}`: user info in a location is not accepted"
-        )),
+        AuthorityRule::Exact if authority.contains('@') => {
+            Err(LocationError::UserInfo(authority.to_string()))
+        }
         AuthorityRule::Exact => Ok(authority.to_string()),
     }
 }
 
 /// `host[:port]`: host lower-cased, port digits as written.
-fn host_port(authority: &str) -> Result<String, String> {
+fn host_port(authority: &str) -> Result<String, LocationError> {
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (authority, None),
@@ -266,19 +393,19 @@ fn host_port(authority: &str) -> Result<String, String> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !host_ok || !port_ok {
-        return Err(format!("`{authority}` is not host[:port]"));
+        return Err(LocationError::NotHostPort(authority.to_string()));
     }
     Ok(authority.to_ascii_lowercase())
 }
 
 /// The segments of an absolute path (`""` and `"/"`: the root), one trailing `/` dropped.
-fn segments(path: &str) -> Result<Vec<String>, String> {
+fn segments(path: &str) -> Result<Vec<String>, LocationError> {
     if path.is_empty() || path == "/" {
         return Ok(Vec::new());
     }
     let inner = path
         .strip_prefix('/')
-        .ok_or_else(|| format!("relative path `{path}`"))?;
+        .ok_or_else(|| LocationError::RelativePath(path.to_string()))?;
     let inner = inner.strip_suffix('/').unwrap_or(inner);
     inner
         .split('/')
@@ -289,7 +416,7 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
 /// Parses and normalizes `raw` for the storage check. `Err` explains what is wrong with an S3
 /// location (or with the string as a whole); a location of another scheme is
 /// `Ok(Location::Other)` (`storage.other_schemes` decides on it).
-pub fn parse_location(raw: &str) -> Result<Location, String> {
+pub fn parse_location(raw: &str) -> Result<Location, LocationError> {
     check_text(raw)?;
     let Some((scheme, _)) = split_scheme(raw) else {
         return Ok(Location::Other {
@@ -323,16 +450,16 @@ fn split_scheme(raw: &str) -> Option<(&str, &str)> {
     (first_alpha && rest_ok).then_some((scheme, rest))
 }
 
-fn check_segment(segment: &str) -> Result<(), String> {
+fn check_segment(segment: &str) -> Result<(), LocationError> {
     if segment.is_empty() {
-        return Err("empty path segment (`//`)".into());
+        return Err(LocationError::EmptySegment);
     }
     let decoded = percent_decode(segment);
     if decoded == "." || decoded == ".." {
-        return Err(format!("`{segment}` path segment"));
+        return Err(LocationError::DotSegment(segment.to_string()));
     }
     if decoded.contains('/') || decoded.contains('\\') {
-        return Err(format!("encoded separator in path segment `{segment}`"));
+        return Err(LocationError::EncodedSeparator(segment.to_string()));
     }
     Ok(())
 }
@@ -362,20 +489,12 @@ fn percent_decode(s: &str) -> String {
 
 /// S3 bucket naming rules (current ones: 3–63 of `a-z0-9.-`, alphanumeric at both ends, no
 /// `..`, not an IP address).
-pub fn valid_bucket_name(bucket: &str) -> Result<(), String> {
-    let bad = || {
-        Err(format!(
-            "`{bucket}` is not a valid bucket name (3-63 characters of a-z, 0-9, '.', '-', \
-             starting and ending with a letter or digit)"
-        ))
-    };
+pub fn valid_bucket_name(bucket: &str) -> Result<(), BucketNameError> {
     if bucket.is_empty() {
-        return Err("missing bucket name".into());
+        return Err(BucketNameError::Missing);
     }
     if bucket.contains(['@', ':']) {
-        return Err(format!(
-            "`{bucket}`: user info or port in an S3 location is not accepted"
-        ));
+        return Err(BucketNameError::UserInfoOrPort(bucket.to_string()));
     }
     let b = bucket.as_bytes();
     if !(3..=63).contains(&b.len())
@@ -387,7 +506,7 @@ pub fn valid_bucket_name(bucket: &str) -> Result<(), String> {
         || bucket.contains("..")
         || bucket.parse::<std::net::Ipv4Addr>().is_ok()
     {
-        return bad();
+        return Err(BucketNameError::Invalid(bucket.to_string()));
     }
     Ok(())
 }
@@ -480,7 +599,7 @@ mod tests {
         assert_eq!(percent_decode("x%2e"), "x.");
     }
 
-    fn canon(raw: &str) -> Result<CanonicalLocation, String> {
+    fn canon(raw: &str) -> Result<CanonicalLocation, LocationError> {
         canonical_location_with(raw, &SchemeAliases::default())
     }
 
@@ -697,5 +816,67 @@ mod tests {
                 assert_eq!(a.is_under(b) && b.is_under(a), a == b, "{a} {b}");
             }
         }
+    }
+
+    /// The errors' texts are the ones denials have always given.
+    #[test]
+    fn error_texts() {
+        let text = |raw: &str| {
+            canonical_location_with(raw, &SchemeAliases::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(text(""), "empty location");
+        assert_eq!(text(" s3://b1c/x"), "leading or trailing whitespace");
+        assert_eq!(text("s3://b1c/\u{7}"), "control character U+0007");
+        assert_eq!(
+            text("/x"),
+            "no scheme (the path would resolve against the cluster's default filesystem)"
+        );
+        assert_eq!(text("s3://b1c/x?y"), "`?` is not accepted in a location");
+        assert_eq!(text("HDFS:/x"), "expected hdfs://authority/path");
+        assert_eq!(
+            text("hdfs://n%41/x"),
+            "percent-escape in the authority `n%41`"
+        );
+        assert_eq!(
+            text("file://h/x"),
+            "`file://h/…`: a local path names no host other than localhost"
+        );
+        assert_eq!(text("hdfs:///x"), "missing authority");
+        assert_eq!(text("hdfs://a b/x"), "`a b` is not host[:port]");
+        assert_eq!(
+            text("abfs://acct/x"),
+            "`acct` is not container@account-host"
+        );
+        assert_eq!(
+            text("gs://u@b/x"),
+            "`u@b`: user info in a location is not accepted"
+        );
+        assert_eq!(text("s3:///x"), "missing bucket name");
+        assert_eq!(
+            text("s3://u@b/x"),
+            "`u@b`: user info or port in an S3 location is not accepted"
+        );
+        assert_eq!(
+            text("s3://B/x"),
+            "`B` is not a valid bucket name (3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"
+        );
+        assert_eq!(text("s3://b1c/a//b"), "empty path segment (`//`)");
+        assert_eq!(text("s3://b1c/a/%2e%2e/b"), "`%2e%2e` path segment");
+        assert_eq!(
+            text("s3://b1c/a%2Fb"),
+            "encoded separator in path segment `a%2Fb`"
+        );
+        let aliases = |f: Vec<Vec<String>>| SchemeAliases::new(&f).unwrap_err().to_string();
+        assert_eq!(aliases(vec![vec![]]), "an empty family of schemes");
+        assert_eq!(
+            aliases(vec![vec!["s 3".into()]]),
+            "`s 3` is not a URI scheme"
+        );
+        assert_eq!(
+            aliases(vec![vec!["s3".into()], vec!["S3".into()]]),
+            "scheme `s3` is in more than one family"
+        );
     }
 }

@@ -33,12 +33,12 @@ use tokio::time::Instant;
 pub use self::aws::BaseCredentials;
 pub use self::config::{BucketRole, OtherSchemes, StorageConfig, StorageMethod};
 pub use self::location::{
-    canonical_location, install_scheme_aliases, parse_location, CanonicalLocation, Location,
-    S3Location, SchemeAliases,
+    canonical_location, install_scheme_aliases, parse_location, BucketNameError, CanonicalLocation,
+    Location, LocationError, S3Location, SchemeAliasError, SchemeAliases,
 };
 
 use self::aws::{Backend, SdkBackend};
-use self::check::{AwsAnswer, DecisionCache, DecisionKey};
+use self::check::{AwsAnswer, DecisionCache, DecisionKey, Unavailable};
 use self::credentials::{CredError, CredPolicy, CredentialCache};
 use self::roles::{session_name, Hop, RoleMap, RoleSource};
 use crate::metrics::{Metrics, StorageCheckLabels};
@@ -375,10 +375,9 @@ impl StorageGuard {
         )
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
-                "no answer within storage.timeout_ms = {} ms",
-                inner.timeout.as_millis()
-            ))
+            Err(Unavailable::Timeout {
+                ms: inner.timeout.as_millis(),
+            })
         });
         let as_roles = describe_chain(&chain, &source, &loc.bucket);
         concluded(user, &loc, action, &as_roles, result, &chain)
@@ -436,7 +435,7 @@ impl StorageGuard {
         loc: &S3Location,
         action: StorageAction,
         deadline: Instant,
-    ) -> Result<AwsAnswer, String> {
+    ) -> Result<AwsAnswer, Unavailable> {
         let inner = &self.inner;
         let creds = match inner
             .creds
@@ -461,7 +460,7 @@ impl StorageGuard {
                     ),
                 });
             }
-            Err(CredError::Unavailable(m)) => return Err(m),
+            Err(CredError::Unavailable(m)) => return Err(Unavailable::Credentials(m)),
         };
         let asker = check::Asker {
             backend,
@@ -486,7 +485,7 @@ fn concluded(
     loc: &S3Location,
     action: StorageAction,
     as_roles: &str,
-    result: Result<(AwsAnswer, bool), String>,
+    result: Result<(AwsAnswer, bool), Unavailable>,
     chain: &[Hop],
 ) -> StorageDecision {
     let verb = action.as_str();

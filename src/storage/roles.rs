@@ -90,28 +90,67 @@ impl RoleMap {
     }
 }
 
+/// Why a string is not an IAM role ARN (`parse_role_arn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleArnError {
+    pub arn: String,
+    pub fault: RoleArnFault,
+}
+
+/// Which part of a role ARN is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArnFault {
+    Fields,
+    Partition,
+    Service,
+    Account,
+    Resource,
+    Name,
+}
+
+impl fmt::Display for RoleArnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.fault {
+            RoleArnFault::Fields => "expected 6 `:`-separated fields starting with arn",
+            RoleArnFault::Partition => "bad partition",
+            RoleArnFault::Service => "service must be iam with an empty region",
+            RoleArnFault::Account => "account must be 12 digits",
+            RoleArnFault::Resource => "resource must be role/NAME",
+            RoleArnFault::Name => "bad role name",
+        };
+        write!(
+            f,
+            "`{}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME): {why}",
+            self.arn
+        )
+    }
+}
+
+impl std::error::Error for RoleArnError {}
+
 /// Checks `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`.
-pub fn parse_role_arn(arn: &str) -> Result<(), String> {
-    let bad = |why: &str| {
-        Err(format!(
-            "`{arn}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME): {why}"
-        ))
+pub fn parse_role_arn(arn: &str) -> Result<(), RoleArnError> {
+    let bad = |fault: RoleArnFault| {
+        Err(RoleArnError {
+            arn: arn.to_string(),
+            fault,
+        })
     };
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     if parts.len() != 6 || parts[0] != "arn" {
-        return bad("expected 6 `:`-separated fields starting with arn");
+        return bad(RoleArnFault::Fields);
     }
     if parts[1].is_empty() || !parts[1].chars().all(|c| c.is_ascii_lowercase() || c == '-') {
-        return bad("bad partition");
+        return bad(RoleArnFault::Partition);
     }
     if parts[2] != "iam" || !parts[3].is_empty() {
-        return bad("service must be iam with an empty region");
+        return bad(RoleArnFault::Service);
     }
     if parts[4].len() != 12 || !parts[4].bytes().all(|b| b.is_ascii_digit()) {
-        return bad("account must be 12 digits");
+        return bad(RoleArnFault::Account);
     }
     let Some(path_name) = parts[5].strip_prefix("role/") else {
-        return bad("resource must be role/NAME");
+        return bad(RoleArnFault::Resource);
     };
     let name = path_name.rsplit('/').next().unwrap_or_default();
     let name_ok = (1..=64).contains(&name.len())
@@ -119,7 +158,7 @@ pub fn parse_role_arn(arn: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
     if !name_ok || path_name.len() > 512 {
-        return bad("bad role name");
+        return bad(RoleArnFault::Name);
     }
     Ok(())
 }
