@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hms_guard::codec::header::write_message_begin;
-use hms_guard::codec::{Limits, MessageType, Protocol, Scan, Scanner};
+use hms_guard::wire::codec::header::write_message_begin;
+use hms_guard::wire::codec::{Limits, MessageType, Protocol, Scan, Scanner};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,10 +116,10 @@ fn process_cpu_ticks() -> u64 {
 }
 
 async fn decide(a: DecideArgs) -> io::Result<()> {
-    use hms_guard::codec::writer::Writer;
-    use hms_guard::codec::MessageHeader;
-    use hms_guard::identity::{Identity, IdentitySource};
-    use hms_guard::policy::{Action, Call, Guard};
+    use hms_guard::decision::{Action, Call, Guard};
+    use hms_guard::listener::identity::{Identity, IdentitySource};
+    use hms_guard::wire::codec::writer::Writer;
+    use hms_guard::wire::codec::MessageHeader;
     let text = format!(
         "[upstream]\nuris = [\"thrift://{}\"]\n[storage]\nenabled = false\n",
         a.metastore
@@ -127,8 +127,9 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     let settings = hms_guard::config::Config::parse(&text)
         .and_then(hms_guard::settings::Settings::resolve)
         .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
-    let metrics = Arc::new(hms_guard::metrics::Metrics::new());
-    let storage = hms_guard::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
+    let metrics = Arc::new(hms_guard::ops::metrics::Metrics::new());
+    let storage =
+        hms_guard::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
     let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
     let guard = Guard::new(
         &settings.authz,
@@ -139,12 +140,13 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         storage,
     );
     let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
-    let method = hms_guard::router::route("get_table", hms_guard::schema::types::ALL_VERSIONS);
+    let method =
+        hms_guard::wire::router::route("get_table", hms_guard::wire::schema::types::ALL_VERSIONS);
     let mut w = Writer::new(Protocol::Binary);
     w.message("get_table", MessageType::Call, 1).struct_begin();
-    w.field(hms_guard::codec::Ty::String, 1)
+    w.field(hms_guard::wire::codec::Ty::String, 1)
         .string(a.db.as_bytes());
-    w.field(hms_guard::codec::Ty::String, 2)
+    w.field(hms_guard::wire::codec::Ty::String, 2)
         .string(a.table.as_bytes());
     w.struct_end();
     let msg = w.finish(false);
@@ -155,14 +157,14 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         len: 0,
     };
     // Warm the caches; the decision must allow (the user must own or be granted the table).
-    let limits = hms_guard::schema::ReadLimits {
-        versions: hms_guard::schema::types::ALL_VERSIONS,
+    let limits = hms_guard::wire::schema::ReadLimits {
+        versions: hms_guard::wire::schema::types::ALL_VERSIONS,
         max_depth: 64,
         max_name_bytes: 1024,
     };
-    let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
+    let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let transport = hms_guard::transport::Transport {
+    let transport = hms_guard::wire::transport::Transport {
         protocol: Protocol::Binary,
         framed: false,
     };
@@ -194,7 +196,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         let t = Instant::now();
         for _ in 0..a.iterations {
             // The request is read schema-exact once per call, as the connection does.
-            let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
+            let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let c = guard
                 .decide(
@@ -226,7 +228,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     for _ in 0..a.rounds {
         let t = Instant::now();
         for _ in 0..a.iterations {
-            let call = hms_guard::schema::read_request(Protocol::Binary, &msg, limits, true)
+            let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             std::hint::black_box(&call);
         }
@@ -261,7 +263,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     Ok(())
 }
 
-fn facts_calls(m: &hms_guard::metrics::Metrics) -> u64 {
+fn facts_calls(m: &hms_guard::ops::metrics::Metrics) -> u64 {
     m.encode()
         .lines()
         .filter(|l| l.starts_with("hms_guard_facts_calls_total{"))
@@ -593,7 +595,7 @@ impl Client {
     /// security layer: the principal LOADGEN_KRB_PRINCIPAL (its tickets in the default
     /// credential cache, KRB5CCNAME) to the service LOADGEN_KRB_SERVICE.
     async fn connect(addr: &str) -> io::Result<Client> {
-        use hms_guard::kerberos::Qop;
+        use hms_guard::auth::kerberos::Qop;
         use hms_guard::upstream::Stream;
         let (kerberos, addr) = match (
             addr.strip_prefix("krb://"),
@@ -611,7 +613,7 @@ impl Client {
         tcp.set_nodelay(true)?;
         if let Some(qop) = kerberos {
             let env = |k: &str| std::env::var(k).map_err(|_| io_err(format!("{k} is not set")));
-            let (s, _) = hms_guard::sasl::connect_gssapi(
+            let (s, _) = hms_guard::auth::sasl::connect_gssapi(
                 Stream::Plain(tcp),
                 &env("LOADGEN_KRB_PRINCIPAL")?,
                 &env("LOADGEN_KRB_SERVICE")?,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates src/router/methods.rs, the method table, from:
+"""Generates src/wire/router/methods.rs, the method table, from:
   - idl/hms-methods.tsv  every HMS method name across versions (+ coarse group)
   - idl/thrift/          the metastore's IDL of every recorded version, read by idl/gen_schema.py
                          (argument and struct field ids, oneway, declared exceptions)
@@ -484,7 +484,7 @@ def main():
         "//! that script. Do not edit by hand: change the script and run it. Sorted by name.",
         "",
         "use super::{Class, GrantKind, ListShape, Method, Rule, EACH};",
-        "use crate::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};",
+        "use crate::wire::schema::types::{ALL_VERSIONS, V2_3, V3_1, V4_0, V4_X};",
         "",
         "/// Every known method, sorted by name; a method whose rule reads different field ids in",
         "/// different versions has one entry per layout, then one for several versions at once.",
@@ -495,12 +495,12 @@ def main():
         "",
     ]
     text = "\n".join(out)
-    target = ROOT / "src/router/methods.rs"
+    target = ROOT / "src/wire/router/methods.rs"
     if "--check" in sys.argv[1:]:
         if target.read_text() != text:
-            raise SystemExit("src/router/methods.rs is not what idl/gen_method_table.py writes: "
+            raise SystemExit("src/wire/router/methods.rs is not what idl/gen_method_table.py writes: "
                              "run python3 idl/gen_method_table.py")
-        print("src/router/methods.rs is up to date")
+        print("src/wire/router/methods.rs is up to date")
         return
     target.write_text(text)
     print(f"wrote {len(rows)} entries")

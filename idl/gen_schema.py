@@ -2,12 +2,12 @@
 """The metastore's Thrift schema for hms-guard, compiled from the real IDL files.
 
 Reads the Hive Metastore IDL of each recorded Hive version and fb303's IDL from `idl/thrift/`
-(where they come from: `idl/thrift/SOURCES.md`) and writes `src/schema/generated.rs`: every
+(where they come from: `idl/thrift/SOURCES.md`) and writes `src/wire/schema/generated.rs`: every
 struct, union, exception and enum, every method's `<name>_args` and `<name>_result` struct, and
 the method table, merged over the versions.
 
-  python3 idl/gen_schema.py            writes src/schema/generated.rs and prints a report
-  python3 idl/gen_schema.py --check    exits 1 if src/schema/generated.rs differs from what it
+  python3 idl/gen_schema.py            writes src/wire/schema/generated.rs and prints a report
+  python3 idl/gen_schema.py --check    exits 1 if src/wire/schema/generated.rs differs from what it
                                        would write (writes nothing)
 
 Merging: one definition per name; fields are the union by id (sorted by id); where versions
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL_DIR = ROOT / "idl/thrift"
-OUT = ROOT / "src/schema/generated.rs"
+OUT = ROOT / "src/wire/schema/generated.rs"
 METHOD_LIST = ROOT / "idl/hms-methods.tsv"
 
 # (label, Rust bit constant, file); version order = oldest first.

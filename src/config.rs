@@ -38,7 +38,7 @@ pub struct Config {
     /// Grant enforcement.
     pub authz: AuthzConfig,
     /// The user's own storage access for location-bearing DDL (dual IAM).
-    pub storage: crate::storage::StorageConfig,
+    pub storage: crate::decision::storage::StorageConfig,
 }
 
 /// `[identity]`
@@ -75,7 +75,7 @@ pub struct KerberosConfig {
     /// The Kerberos configuration file (`KRB5_CONFIG`); default: the system's.
     pub krb5_conf: String,
     /// The security layers offered to clients: `auth`, `auth-int`, `auth-conf`.
-    pub qop: Vec<crate::kerberos::Qop>,
+    pub qop: Vec<crate::auth::kerberos::Qop>,
     /// How an authenticated principal becomes a user: Hadoop `auth_to_local` rules, tried in
     /// order; a principal no rule maps is refused.
     pub auth_to_local: Vec<String>,
@@ -85,7 +85,7 @@ pub struct KerberosConfig {
 
 impl Default for KerberosConfig {
     fn default() -> Self {
-        use crate::kerberos::Qop;
+        use crate::auth::kerberos::Qop;
         KerberosConfig {
             principal: String::new(),
             keytab: String::new(),
@@ -301,7 +301,7 @@ pub struct UpstreamConfig {
     /// The database behind the metastore (`derby`, `mysql`, `postgres`, `oracle`, `mssql`;
     /// `any`: every one of them, the strictest): how it compares principal names decides
     /// which identity names hms-guard refuses (`names.rs`).
-    pub metastore_db: crate::names::MetastoreDb,
+    pub metastore_db: crate::auth::names::MetastoreDb,
     /// TLS towards the metastore.
     pub tls: UpstreamTlsConfig,
     /// Kerberos towards a kerberized metastore (`hive.metastore.sasl.enabled`).
@@ -326,7 +326,7 @@ pub struct UpstreamKerberosConfig {
     /// The Kerberos configuration file (`KRB5_CONFIG`); default: the system's.
     pub krb5_conf: String,
     /// The security layers hms-guard asks for, in order of preference.
-    pub qop: Vec<crate::kerberos::Qop>,
+    pub qop: Vec<crate::auth::kerberos::Qop>,
     /// Act as the caller at the metastore: as a proxy user there, hms-guard obtains a
     /// delegation token for each caller and opens that caller's connections with it
     /// (DIGEST-MD5). Off: every call runs as hms-guard's principal.
@@ -344,7 +344,7 @@ pub struct UpstreamKerberosConfig {
 
 impl Default for UpstreamKerberosConfig {
     fn default() -> Self {
-        use crate::kerberos::Qop;
+        use crate::auth::kerberos::Qop;
         UpstreamKerberosConfig {
             principal: String::new(),
             keytab: String::new(),
@@ -392,7 +392,7 @@ pub enum MetastoreVersion {
 impl MetastoreVersion {
     /// The schema's version bits (fb303 is served by every version).
     pub fn bits(self) -> u8 {
-        use crate::schema::types::*;
+        use crate::wire::schema::types::*;
         match self {
             MetastoreVersion::Any => ALL_VERSIONS,
             MetastoreVersion::V2_3 => V2_3 | FB303,
@@ -411,7 +411,7 @@ impl Default for UpstreamConfig {
             read_timeout_ms: 600_000,
             write_timeout_ms: 60_000,
             metastore_version: MetastoreVersion::Any,
-            metastore_db: crate::names::MetastoreDb::Any,
+            metastore_db: crate::auth::names::MetastoreDb::Any,
             tls: UpstreamTlsConfig::default(),
             kerberos: UpstreamKerberosConfig::default(),
         }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::codec::ScanError;
+use crate::wire::codec::ScanError;
 
 /// One problem in a config document.
 #[derive(Debug, Clone, PartialEq, Eq)]

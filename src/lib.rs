@@ -31,45 +31,29 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod answer;
-pub mod audit;
-pub mod authz;
-pub mod budget;
-pub mod cache;
+pub mod auth;
 pub mod cli;
-pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod delegation;
+pub mod decision;
 pub mod error;
-pub mod explain;
-pub mod facts;
-pub mod framing;
-pub mod identity;
-pub mod kerberos;
-pub mod metrics;
-pub mod names;
-pub mod policy;
-pub mod router;
-pub mod sasl;
-pub mod schema;
-pub mod server;
+pub mod listener;
+pub mod ops;
 pub mod settings;
-pub mod storage;
-pub mod telemetry;
-pub mod tls;
-pub mod transport;
 pub mod upstream;
+pub mod wire;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::auth::tls;
 use crate::config::Config;
-use crate::connection::Shared;
-use crate::metrics::Metrics;
+use crate::decision::{facts, storage};
+use crate::listener::connection::Shared;
+use crate::listener::server;
+use crate::ops::admin;
+use crate::ops::metrics::Metrics;
 
 /// Binds the listeners of `config` and serves until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> std::io::Result<()> {

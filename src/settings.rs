@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::AuditSettings;
-use crate::codec::Limits;
+use crate::auth::names::{self, NameKind};
 use crate::config::{
     ms, AuthzConfig, AuthzMode, Config, IdentityMode, ServerConfig, ServerTlsConfig, ThriftUri,
     UnknownMethods, UpstreamTlsConfig,
 };
+use crate::decision::storage::config::StorageSettings;
 use crate::error::{config_error as err, ConfigError};
-use crate::identity::{Identity, IdentitySettings, IdentitySource};
-use crate::names::{self, NameKind};
-use crate::schema::ReadLimits;
-use crate::storage::config::StorageSettings;
+use crate::listener::identity::{Identity, IdentitySettings, IdentitySource};
+use crate::ops::audit::AuditSettings;
+use crate::wire::codec::Limits;
+use crate::wire::schema::ReadLimits;
 
 /// Environment variables that override the pinned identity (read once, by `resolve`).
 pub const PINNED_USER_ENV: &str = "HMS_GUARD_PINNED_USER";
@@ -37,11 +37,11 @@ pub struct Settings {
     pub identity: IdentitySettings,
     pub limits: LimitSettings,
     /// TLS towards clients (`[server.tls]`), when a certificate is configured.
-    pub tls: Option<crate::tls::TlsSettings>,
+    pub tls: Option<crate::auth::tls::TlsSettings>,
     /// TLS towards the metastore (`[upstream.tls]`), when a CA is configured.
-    pub upstream_tls: Option<crate::tls::UpstreamTlsSettings>,
+    pub upstream_tls: Option<crate::auth::tls::UpstreamTlsSettings>,
     /// Kerberos towards the metastore (`[upstream.kerberos]`), when a principal is configured.
-    pub upstream_kerberos: Option<std::sync::Arc<crate::kerberos::UpstreamKerberosSettings>>,
+    pub upstream_kerberos: Option<std::sync::Arc<crate::auth::kerberos::UpstreamKerberosSettings>>,
     pub authz: AuthzSettings,
     pub audit: AuditSettings,
     pub storage: StorageSettings,
@@ -226,8 +226,8 @@ fn both_kerberos(
     config: &Config,
     errors: &mut Vec<ConfigError>,
 ) -> (
-    Option<Arc<crate::kerberos::KerberosSettings>>,
-    Option<Arc<crate::kerberos::UpstreamKerberosSettings>>,
+    Option<Arc<crate::auth::kerberos::KerberosSettings>>,
+    Option<Arc<crate::auth::kerberos::UpstreamKerberosSettings>>,
 ) {
     let kerberos = match config.identity.mode {
         IdentityMode::Kerberos => kept(kerberos_settings(config), errors),
@@ -297,8 +297,8 @@ fn path(p: &str) -> Option<PathBuf> {
 }
 
 /// `[server.tls]`, when a certificate is configured.
-fn tls_settings(t: &ServerTlsConfig) -> Option<crate::tls::TlsSettings> {
-    path(&t.cert).map(|cert| crate::tls::TlsSettings {
+fn tls_settings(t: &ServerTlsConfig) -> Option<crate::auth::tls::TlsSettings> {
+    path(&t.cert).map(|cert| crate::auth::tls::TlsSettings {
         cert,
         key: PathBuf::from(&t.key),
         client_ca: path(&t.client_ca),
@@ -308,8 +308,8 @@ fn tls_settings(t: &ServerTlsConfig) -> Option<crate::tls::TlsSettings> {
 }
 
 /// `[upstream.tls]`, when a CA is configured.
-fn upstream_tls_settings(t: &UpstreamTlsConfig) -> Option<crate::tls::UpstreamTlsSettings> {
-    path(&t.ca).map(|ca| crate::tls::UpstreamTlsSettings {
+fn upstream_tls_settings(t: &UpstreamTlsConfig) -> Option<crate::auth::tls::UpstreamTlsSettings> {
+    path(&t.ca).map(|ca| crate::auth::tls::UpstreamTlsSettings {
         ca,
         cert: path(&t.cert),
         key: path(&t.key),
@@ -326,8 +326,8 @@ fn kerberos_identity(
     keytab: &str,
     no_qop: bool,
     errors: &mut Vec<ConfigError>,
-) -> (String, Option<crate::kerberos::Principal>) {
-    use crate::kerberos::{expand_host, local_hostname, Principal};
+) -> (String, Option<crate::auth::kerberos::Principal>) {
+    use crate::auth::kerberos::{expand_host, local_hostname, Principal};
     let key = |k: &str| format!("{section}.{k}");
     if keytab.is_empty() {
         errors.push(err(&key("keytab"), "required with a Kerberos principal"));
@@ -368,8 +368,8 @@ fn kerberos_identity(
 /// `[identity.kerberos]` resolved: `_HOST` expanded, the rules parsed, the offered layers.
 fn kerberos_settings(
     config: &Config,
-) -> Result<crate::kerberos::KerberosSettings, Vec<ConfigError>> {
-    use crate::kerberos::{KerberosSettings, NameMapping};
+) -> Result<crate::auth::kerberos::KerberosSettings, Vec<ConfigError>> {
+    use crate::auth::kerberos::{KerberosSettings, NameMapping};
     let k = &config.identity.kerberos;
     let mut errors = Vec::new();
     let key = |k: &str| format!("identity.kerberos.{k}");
@@ -409,8 +409,8 @@ fn kerberos_settings(
 /// `[upstream.kerberos]` resolved.
 fn upstream_kerberos_settings(
     config: &Config,
-) -> Result<crate::kerberos::UpstreamKerberosSettings, Vec<ConfigError>> {
-    use crate::kerberos::{Principal, UpstreamKerberosSettings};
+) -> Result<crate::auth::kerberos::UpstreamKerberosSettings, Vec<ConfigError>> {
+    use crate::auth::kerberos::{Principal, UpstreamKerberosSettings};
     let k = &config.upstream.kerberos;
     let key = |k: &str| format!("upstream.kerberos.{k}");
     let mut errors = Vec::new();
@@ -552,7 +552,7 @@ mod tests {
 
     #[test]
     fn metastore_db_is_resolved_and_configured_names_follow_its_rule() {
-        use crate::names::MetastoreDb;
+        use crate::auth::names::MetastoreDb;
         let c = Config::parse_unvalidated(
             "[upstream]\nuris = [\"thrift://127.0.0.1:9083\"]\nmetastore_db = \"postgres\"\n",
         )
@@ -642,7 +642,7 @@ mod tests {
         c.identity.kerberos.principal = "hive/_HOST@EXAMPLE.COM".into();
         c.identity.kerberos.hostname = "Node1.example.com".into();
         c.identity.kerberos.auth_to_local = vec!["DEFAULT".into()];
-        c.identity.kerberos.qop = vec![crate::kerberos::Qop::AuthConf];
+        c.identity.kerberos.qop = vec![crate::auth::kerberos::Qop::AuthConf];
         let s = Settings::resolve_with(c, |_| None).unwrap();
         let k = s.identity.kerberos.unwrap();
         assert_eq!(k.principal, "hive/node1.example.com@EXAMPLE.COM");
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn audit_and_storage_are_resolved_into_typed_settings() {
-        use crate::audit::AuditTarget;
+        use crate::ops::audit::AuditTarget;
         let dir = std::env::temp_dir().join(format!("hms-guard-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("buckets.json");

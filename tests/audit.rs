@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hms_guard::audit::{
+use hms_guard::config::{AuditConfig, AuditOnFailure, AuditSink};
+use hms_guard::ops::audit::{
     format_time, rfc3339_micros, Audit, AuditError, AuditEvent, AuditSettings, StorageAudit,
     MAX_ATTEMPTS, MAX_LINE_BYTES,
 };
-use hms_guard::config::{AuditConfig, AuditOnFailure, AuditSink};
-use hms_guard::metrics::{KindLabels, Metrics};
+use hms_guard::ops::metrics::{KindLabels, Metrics};
 use serde_json::Value;
 
 const FIELDS: [&str; 22] = [

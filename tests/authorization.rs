@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use common::authz::*;
 use common::tls::client as tls;
 use common::*;
-use hms_guard::codec::value::Value;
-use hms_guard::codec::writer::Writer;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol, Ty};
+use hms_guard::wire::codec::value::Value;
+use hms_guard::wire::codec::writer::Writer;
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol, Ty};
 
 const B: Protocol = Protocol::Binary;
 
@@ -296,7 +296,7 @@ async fn a_revoke_is_forwarded_only_for_the_recorded_grantor() {
 /// A metastore answering `get_table` by the table's name: a result, a declared exception, an
 /// undeclared field, an empty result, a `TApplicationException`, or half a reply and a close.
 async fn answering_metastore() -> Upstream {
-    use hms_guard::codec::reply::{application_exception, AppErrorKind};
+    use hms_guard::wire::codec::reply::{application_exception, AppErrorKind};
     Upstream::start(
         B,
         false,

@@ -12,8 +12,8 @@ use common::authz::{audit_lines, facts, set_ugi, start};
 use common::tls::client as tls;
 use common::tls::leaf;
 use common::*;
-use hms_guard::codec::writer::Writer;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol, Ty};
+use hms_guard::wire::codec::writer::Writer;
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol, Ty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const B: Protocol = Protocol::Binary;
@@ -209,7 +209,7 @@ async fn a_call_on_a_refused_transport_is_counted_and_audited_once() {
     let reply = tls::call_tls(&mut c, &call(B, "get_table", 1, &["db", "t"]))
         .await
         .expect("an answer");
-    let h = hms_guard::codec::reader::Reader::new(B, &reply, 64)
+    let h = hms_guard::wire::codec::reader::Reader::new(B, &reply, 64)
         .message_begin()
         .unwrap();
     assert_eq!(h.kind, MessageType::Exception);

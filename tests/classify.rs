@@ -5,18 +5,18 @@
 mod common;
 
 use common::{CALL, EXCEPTION, REPLY, W};
-use hms_guard::authz::AlterKind;
-use hms_guard::codec::path::{strings_at, values_at};
-use hms_guard::codec::value::{read_value, Value};
-use hms_guard::codec::Protocol;
-use hms_guard::codec::{reader::Reader, Ty};
-use hms_guard::policy::classify::alter_changes;
-use hms_guard::policy::filter::filter_list_reply;
-use hms_guard::router::EACH;
-use hms_guard::schema::{read_request, ReadLimits};
+use hms_guard::decision::authz::AlterKind;
+use hms_guard::decision::classify::alter_changes;
+use hms_guard::decision::filter::filter_list_reply;
+use hms_guard::wire::codec::path::{strings_at, values_at};
+use hms_guard::wire::codec::value::{read_value, Value};
+use hms_guard::wire::codec::Protocol;
+use hms_guard::wire::codec::{reader::Reader, Ty};
+use hms_guard::wire::router::EACH;
+use hms_guard::wire::schema::{read_request, ReadLimits};
 
 const LIMITS: ReadLimits = ReadLimits {
-    versions: hms_guard::schema::types::ALL_VERSIONS,
+    versions: hms_guard::wire::schema::types::ALL_VERSIONS,
     max_depth: 64,
     max_name_bytes: 1024,
 };
@@ -267,9 +267,9 @@ fn alter_table_diff() {
 }
 
 /// A facts store whose metastore cannot be reached (port 1): any lookup fails.
-fn unreachable_facts() -> hms_guard::facts::FactsStore {
+fn unreachable_facts() -> hms_guard::decision::facts::FactsStore {
     use hms_guard::config::ThriftUri;
-    use hms_guard::facts::{ClientConfig, FactsStore, MetaClient, MetaSource};
+    use hms_guard::decision::facts::{ClientConfig, FactsStore, MetaClient, MetaSource};
     use std::time::Duration;
     let t = Duration::from_millis(200);
     let up = hms_guard::upstream::Upstreams::new(
@@ -289,7 +289,7 @@ fn unreachable_facts() -> hms_guard::facts::FactsStore {
             max_idle: 1,
         },
     );
-    let metrics = std::sync::Arc::new(hms_guard::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(hms_guard::ops::metrics::Metrics::new());
     FactsStore::new(
         Box::new(MetaSource::new(client, metrics.clone())),
         Duration::from_secs(30),
@@ -301,8 +301,8 @@ fn unreachable_facts() -> hms_guard::facts::FactsStore {
 /// The args of a call as the connection hands them to the policy: written, then read back
 /// schema-exact.
 fn call_with(method: &str, args: Value) -> Value {
-    use hms_guard::codec::writer::Writer;
-    use hms_guard::codec::MessageType;
+    use hms_guard::wire::codec::writer::Writer;
+    use hms_guard::wire::codec::MessageType;
     let mut w = Writer::new(Protocol::Binary);
     w.message(method, MessageType::Call, 7).value(&args);
     let msg = w.finish(false).to_vec();
@@ -317,10 +317,10 @@ fn s(v: &str) -> Value {
 
 #[tokio::test]
 async fn storage_needs_of_location_bearing_ddl() {
-    use hms_guard::policy::classify::{classify, StorageNeed};
-    use hms_guard::router::route;
+    use hms_guard::decision::classify::{classify, StorageNeed};
+    use hms_guard::wire::router::route;
     let facts = unreachable_facts();
-    let rule = route("create_table", hms_guard::schema::types::ALL_VERSIONS)
+    let rule = route("create_table", hms_guard::wire::schema::types::ALL_VERSIONS)
         .unwrap()
         .rule;
     let table = |loc: &str, ty: &str| {
@@ -446,9 +446,12 @@ async fn storage_needs_of_location_bearing_ddl() {
         (3, s("t")),
         (6, Value::Struct(vec![(2, s("s3a://elsewhere/p"))])),
     ]);
-    let rule = route("add_partition", hms_guard::schema::types::ALL_VERSIONS)
-        .unwrap()
-        .rule;
+    let rule = route(
+        "add_partition",
+        hms_guard::wire::schema::types::ALL_VERSIONS,
+    )
+    .unwrap()
+    .rule;
     let msg = call_with("add_partition", Value::Struct(vec![(1, part.clone())]));
     assert!(classify(&rule, &msg, &facts).await.is_err());
     // Without a location, an added partition needs no fact lookup.
@@ -464,7 +467,7 @@ async fn storage_needs_of_location_bearing_ddl() {
 
 #[test]
 fn locations_under_a_table() {
-    use hms_guard::storage::location_is_under as under;
+    use hms_guard::decision::storage::location_is_under as under;
     assert!(under("s3a://bkt/t/ds=1", "s3a://bkt/t"));
     assert!(under("s3a://bkt/t/ds=1/", "s3a://bkt/t/"));
     assert!(under("s3a://bkt/t", "s3a://bkt/t/"));
@@ -477,7 +480,7 @@ fn locations_under_a_table() {
 
 #[test]
 fn an_alter_is_checked_for_every_new_location_whatever_else_it_changes() {
-    use hms_guard::policy::classify::{alter_storage_needs, StorageNeed};
+    use hms_guard::decision::classify::{alter_storage_needs, StorageNeed};
     let table = |name: &str, loc: &str| {
         Value::Struct(vec![
             (1, s(name)),
@@ -506,7 +509,7 @@ fn an_alter_is_checked_for_every_new_location_whatever_else_it_changes() {
 
 #[test]
 fn table_format_and_serde_locations_are_locations() {
-    use hms_guard::policy::classify::{alter_storage_needs, table_locations};
+    use hms_guard::decision::classify::{alter_storage_needs, table_locations};
     let iceberg = |meta: &str| {
         Value::Struct(vec![
             (1, s("t")),
@@ -588,7 +591,7 @@ fn table_format_and_serde_locations_are_locations() {
 
 #[test]
 fn shared_descriptor_partitions_lie_at_the_joined_strings() {
-    use hms_guard::policy::classify::shared_sd_locations;
+    use hms_guard::decision::classify::shared_sd_locations;
     let spec = |base: Option<&str>, rels: &[Option<&str>]| {
         let mut f = vec![(
             1,
@@ -624,9 +627,9 @@ fn shared_descriptor_partitions_lie_at_the_joined_strings() {
 /// at the field ids the metastore's IDL gives them (not admin-only fallbacks).
 #[tokio::test]
 async fn hive4_request_methods_classify_to_the_objects_they_name() {
-    use hms_guard::authz::{Object, Operation};
-    use hms_guard::policy::classify::classify;
-    use hms_guard::router::{route, Rule};
+    use hms_guard::decision::authz::{Object, Operation};
+    use hms_guard::decision::classify::classify;
+    use hms_guard::wire::router::{route, Rule};
     let facts = unreachable_facts();
     let t = Object::table("sales", "orders");
     // (method, its request struct with the names at the 4.x field ids, expected operation)
@@ -658,11 +661,11 @@ async fn hive4_request_methods_classify_to_the_objects_they_name() {
         ),
     ];
     for (method, req, want) in cases {
-        let m = route(method, hms_guard::schema::types::ALL_VERSIONS).unwrap();
+        let m = route(method, hms_guard::wire::schema::types::ALL_VERSIONS).unwrap();
         assert!(!matches!(m.rule, Rule::AdminOnly(_)), "{method}");
-        let def = hms_guard::schema::method(method).unwrap();
+        let def = hms_guard::wire::schema::method(method).unwrap();
         // Fill the request's other required fields with values of their declared type.
-        let hms_guard::schema::T::Struct(req_def) = def.args.fields[0].ty[0] else {
+        let hms_guard::wire::schema::T::Struct(req_def) = def.args.fields[0].ty[0] else {
             panic!("{method}: takes a request struct")
         };
         let req = fill_required(req_def, req);
@@ -674,8 +677,8 @@ async fn hive4_request_methods_classify_to_the_objects_they_name() {
 
 /// `base` plus a value for every required field of `def` it lacks (strings "x", numbers 0,
 /// empty containers, structs filled the same way).
-fn fill_required(def: &'static hms_guard::schema::StructDef, base: Value) -> Value {
-    use hms_guard::schema::T;
+fn fill_required(def: &'static hms_guard::wire::schema::StructDef, base: Value) -> Value {
+    use hms_guard::wire::schema::T;
     let Value::Struct(mut fields) = base else {
         panic!("a struct")
     };
@@ -707,7 +710,7 @@ fn fill_required(def: &'static hms_guard::schema::StructDef, base: Value) -> Val
 /// it keeps.
 #[test]
 fn a_drop_deletes_what_the_metastore_says_it_deletes() {
-    use hms_guard::policy::classify::{alter_storage_needs, deletes_on_drop, StorageNeed};
+    use hms_guard::decision::classify::{alter_storage_needs, deletes_on_drop, StorageNeed};
     let table = |ty: &str, params: &[(&str, &str)]| {
         Value::Struct(vec![
             (1, s("t")),
@@ -753,7 +756,7 @@ fn a_drop_deletes_what_the_metastore_says_it_deletes() {
 
 #[test]
 fn every_place_a_table_or_database_names_is_a_location() {
-    use hms_guard::policy::classify::{database_locations, table_locations};
+    use hms_guard::decision::classify::{database_locations, table_locations};
     let with_params = |params: &[(&str, &str)]| {
         Value::Struct(vec![
             (7, Value::Struct(vec![(2, s("s3a://lake/d.db/t"))])),
@@ -810,13 +813,13 @@ fn every_place_a_table_or_database_names_is_a_location() {
 
 #[tokio::test]
 async fn an_index_is_the_create_of_the_table_it_carries_and_names() {
-    use hms_guard::authz::{Object, Operation};
-    use hms_guard::policy::classify::{classify, qualified_index_table, StorageNeed};
-    use hms_guard::router::route;
+    use hms_guard::decision::authz::{Object, Operation};
+    use hms_guard::decision::classify::{classify, qualified_index_table, StorageNeed};
+    use hms_guard::wire::router::route;
     let facts = unreachable_facts();
     let rule = route(
         "add_index",
-        hms_guard::schema::types::V2_3 | hms_guard::schema::types::FB303,
+        hms_guard::wire::schema::types::V2_3 | hms_guard::wire::schema::types::FB303,
     )
     .unwrap()
     .rule;
@@ -907,9 +910,12 @@ async fn an_index_is_the_create_of_the_table_it_carries_and_names() {
     let msg = call_with("add_index", Value::Struct(vec![(1, index("x", None))]));
     assert!(classify(&rule, &msg, &facts).await.is_err());
     // A drop needs the recorded index (its table): unreachable facts fail closed.
-    let rule = route("drop_index_by_name", hms_guard::schema::types::ALL_VERSIONS)
-        .unwrap()
-        .rule;
+    let rule = route(
+        "drop_index_by_name",
+        hms_guard::wire::schema::types::ALL_VERSIONS,
+    )
+    .unwrap()
+    .rule;
     let msg = call_with(
         "drop_index_by_name",
         Value::Struct(vec![
@@ -931,13 +937,13 @@ async fn an_index_is_the_create_of_the_table_it_carries_and_names() {
 
 #[tokio::test]
 async fn a_grant_request_says_whether_it_revokes() {
-    use hms_guard::authz::{Operation, PrincipalKind, Privilege};
-    use hms_guard::policy::classify::classify;
-    use hms_guard::router::route;
+    use hms_guard::decision::authz::{Operation, PrincipalKind, Privilege};
+    use hms_guard::decision::classify::classify;
+    use hms_guard::wire::router::route;
     let facts = unreachable_facts();
     let rule = route(
         "grant_revoke_privileges",
-        hms_guard::schema::types::ALL_VERSIONS,
+        hms_guard::wire::schema::types::ALL_VERSIONS,
     )
     .unwrap()
     .rule;
@@ -1001,7 +1007,7 @@ async fn a_grant_request_says_whether_it_revokes() {
 
 #[test]
 fn iceberg_commits_are_recognised_on_every_scheme_with_their_mirrors() {
-    use hms_guard::policy::classify::table_locations;
+    use hms_guard::decision::classify::table_locations;
     let ice = |loc: &str, params: &[(&str, &str)]| {
         Value::Struct(vec![
             (1, s("t")),
@@ -1095,7 +1101,7 @@ fn iceberg_commits_are_recognised_on_every_scheme_with_their_mirrors() {
 
 #[test]
 fn a_databases_managed_place_is_a_fact() {
-    use hms_guard::facts::database_facts;
+    use hms_guard::decision::facts::database_facts;
     let db = Value::Struct(vec![
         (1, s("d")),
         (3, s("s3a://lake/ext/d.db")),

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{framed, CALL, EXCEPTION, REPLY, W};
-use hms_guard::codec::reply::{application_exception, AppErrorKind};
-use hms_guard::codec::{header, Limits, MessageType, Protocol, Scan, ScanError, Scanner};
-use hms_guard::framing::MessageWalker;
-use hms_guard::transport::{detect, Detect, Rejected, Transport};
+use hms_guard::wire::codec::reply::{application_exception, AppErrorKind};
+use hms_guard::wire::codec::{header, Limits, MessageType, Protocol, Scan, ScanError, Scanner};
+use hms_guard::wire::framing::MessageWalker;
+use hms_guard::wire::transport::{detect, Detect, Rejected, Transport};
 
 const BOTH: [Protocol; 2] = [Protocol::Binary, Protocol::Compact];
 
@@ -514,7 +514,7 @@ fn create_table_call(p: Protocol, owner: Option<&str>, owner_type: Option<i32>) 
 
 #[test]
 fn a_field_is_set_in_place_or_added_and_every_other_byte_stays() {
-    use hms_guard::codec::splice::{set_field, IfAbsent, NewValue};
+    use hms_guard::wire::codec::splice::{set_field, IfAbsent, NewValue};
     let mary = NewValue::String(b"mary".to_vec());
     for p in BOTH {
         // Present: replaced where it stands (a longer value shifts what follows, nothing else).
@@ -546,12 +546,12 @@ fn a_field_is_set_in_place_or_added_and_every_other_byte_stays() {
         w.end_struct().end_struct();
         assert_eq!(out.to_vec(), w.bytes(), "{p}");
         // ... and read back as the metastore reads it.
-        let limits = hms_guard::schema::ReadLimits {
-            versions: hms_guard::schema::types::ALL_VERSIONS,
+        let limits = hms_guard::wire::schema::ReadLimits {
+            versions: hms_guard::wire::schema::types::ALL_VERSIONS,
             max_depth: 64,
             max_name_bytes: 1024,
         };
-        let call = hms_guard::schema::read_request(p, &out, limits, true).unwrap();
+        let call = hms_guard::wire::schema::read_request(p, &out, limits, true).unwrap();
         assert_eq!(
             call.args.path(&[1, 3]).and_then(|v| v.as_str()),
             Some("mary")
@@ -572,7 +572,7 @@ fn a_field_is_set_in_place_or_added_and_every_other_byte_stays() {
 
 #[test]
 fn a_reply_carries_a_result_or_an_exception() {
-    use hms_guard::codec::reply::carries_result;
+    use hms_guard::wire::codec::reply::carries_result;
     for p in BOTH {
         let mut ok = W::new(p);
         ok.message("get_table", REPLY, 1).begin_struct();
@@ -644,7 +644,7 @@ fn grant_call(p: Protocol, first: Option<(&str, i32)>, second: Option<(&str, i32
 
 #[test]
 fn a_field_is_set_in_every_element_of_a_list() {
-    use hms_guard::codec::splice::{set_field, IfAbsent, NewValue, EACH_ELEMENT};
+    use hms_guard::wire::codec::splice::{set_field, IfAbsent, NewValue, EACH_ELEMENT};
     let mary = NewValue::String(b"mary".to_vec());
     for p in BOTH {
         let msg = grant_call(p, Some(("admin", 2)), None);
@@ -675,13 +675,13 @@ fn a_field_is_set_in_every_element_of_a_list() {
         if p == Protocol::Binary {
             assert_eq!(out.to_vec(), want);
         }
-        let limits = hms_guard::schema::ReadLimits {
-            versions: hms_guard::schema::types::ALL_VERSIONS,
+        let limits = hms_guard::wire::schema::ReadLimits {
+            versions: hms_guard::wire::schema::types::ALL_VERSIONS,
             max_depth: 64,
             max_name_bytes: 1024,
         };
         let read = |m: &[u8]| {
-            hms_guard::schema::read_request(p, m, limits, true)
+            hms_guard::wire::schema::read_request(p, m, limits, true)
                 .unwrap()
                 .args
         };
@@ -711,7 +711,7 @@ fn result_with(p: Protocol, id: Option<i16>) -> Vec<u8> {
 
 #[test]
 fn the_result_structs_first_field_is_noted_as_it_passes() {
-    use hms_guard::codec::TopField;
+    use hms_guard::wire::codec::TopField;
     for p in BOTH {
         // Short (delta) and long compact forms, and a negative id.
         for id in [0i16, 1, 2, 3, 15, 16, 300, -2] {

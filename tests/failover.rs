@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::authz::*;
 use common::*;
-use hms_guard::codec::value::Value;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol};
+use hms_guard::wire::codec::value::Value;
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol};
 use tokio::io::AsyncWriteExt;
 
 const B: Protocol = Protocol::Binary;
@@ -195,7 +195,7 @@ async fn in_pass_through_the_clients_own_set_ugi_is_sent_again_on_a_new_upstream
         .unwrap()
         .iter()
         .map(|m| {
-            let mut r = hms_guard::codec::reader::Reader::new(B, m, 64);
+            let mut r = hms_guard::wire::codec::reader::Reader::new(B, m, 64);
             r.message_begin().unwrap().name
         })
         .collect();

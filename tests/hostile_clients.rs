@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol};
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol};
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol};
 use tokio::io::AsyncWriteExt;
 
 const B: Protocol = Protocol::Binary;

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use hms_guard::kerberos::{KerberosSettings, NameMapping};
-use hms_guard::sasl::{self, Handshake, SaslStream};
+use hms_guard::auth::kerberos::{KerberosSettings, NameMapping};
+use hms_guard::auth::sasl::{self, Handshake, SaslStream};
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 fn settings() -> KerberosSettings {
@@ -239,7 +239,7 @@ async fn an_oversized_frame_or_a_cut_frame_is_an_error() {
 
 #[tokio::test]
 async fn bytes_held_count_against_the_global_budget_and_are_given_back() {
-    use hms_guard::budget::HeldBytes;
+    use hms_guard::listener::budget::HeldBytes;
     use std::sync::Arc;
     let budget = Arc::new(HeldBytes::new(1024));
     let (mut c, s) = duplex(1 << 16);

@@ -14,12 +14,12 @@
 
 use std::collections::HashMap;
 
-use hms_guard::codec::value::Value;
-use hms_guard::codec::Protocol;
-use hms_guard::schema::{self, Kind, MethodDef, ReadLimits, StructDef, T};
+use hms_guard::wire::codec::value::Value;
+use hms_guard::wire::codec::Protocol;
+use hms_guard::wire::schema::{self, Kind, MethodDef, ReadLimits, StructDef, T};
 
 const LIMITS: ReadLimits = ReadLimits {
-    versions: hms_guard::schema::types::ALL_VERSIONS,
+    versions: hms_guard::wire::schema::types::ALL_VERSIONS,
     max_depth: 64,
     max_name_bytes: 1024,
 };
@@ -59,10 +59,13 @@ fn the_schema_covers_every_method_of_every_version() {
         assert!(w[0].name.as_bytes() < w[1].name.as_bytes());
     }
     // The router and the schema know the same methods and agree on oneway.
-    let mut routed: Vec<_> = hms_guard::router::METHODS.iter().map(|m| m.name).collect();
+    let mut routed: Vec<_> = hms_guard::wire::router::METHODS
+        .iter()
+        .map(|m| m.name)
+        .collect();
     routed.dedup();
     assert_eq!(routed.len(), schema::METHODS.len());
-    for m in hms_guard::router::METHODS {
+    for m in hms_guard::wire::router::METHODS {
         let s = schema::method(m.name).expect("routed, no schema");
         assert_eq!(s.oneway, m.oneway, "{}", m.name);
     }

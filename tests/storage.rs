@@ -25,12 +25,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 use common::metric_of;
-use hms_guard::metrics::Metrics;
-use hms_guard::storage::config::StorageSettings;
-use hms_guard::storage::{
+use hms_guard::decision::storage::config::StorageSettings;
+use hms_guard::decision::storage::{
     parse_location, BaseCredentials, BucketRole, Location, OtherSchemes, StorageAction,
     StorageConfig, StorageError, StorageGuard, StorageMethod,
 };
+use hms_guard::ops::metrics::Metrics;
 
 const ACCOUNT: &str = "123456789012";
 const DEFAULT: &str = "arn:aws:iam::123456789012:role/account-default";
@@ -534,7 +534,7 @@ async fn probe_allows_and_denies_by_role() {
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Deny,
         "{d:?}"
     );
     for want in [
@@ -630,7 +630,7 @@ async fn no_role_and_other_schemes_make_no_aws_call() {
     })
     .await;
     let d = g.check("mary", &[], "hdfs://nn/warehouse/x", W).await;
-    assert!(d.allow && d.outcome == hms_guard::storage::StorageOutcome::NotS3Allowed);
+    assert!(d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::NotS3Allowed);
     assert_eq!(aws.assume_count() + aws.s3_count(), 0);
 }
 
@@ -657,7 +657,7 @@ async fn cross_account_chain_with_external_id() {
     let (g, _) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://partner-data/shared/x", W).await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Deny,
         "{d:?}"
     );
     assert!(
@@ -803,7 +803,7 @@ async fn endpoint_down_denies_quickly() {
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable,
         "{d:?}"
     );
     assert!(
@@ -835,7 +835,7 @@ async fn slow_sts_times_out_within_the_deadline() {
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable,
         "{d:?}"
     );
     assert!(
@@ -855,7 +855,7 @@ async fn s3_errors_are_retried_then_unavailable() {
     let (g, m) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable,
         "{d:?}"
     );
     assert!(d.reason.contains("503"), "{}", d.reason);
@@ -878,7 +878,7 @@ async fn s3_errors_are_retried_then_unavailable() {
     aws.with(|s| s.s3_status = Some(404));
     let d = g.check("mary", &[], "s3a://datalake/defloc/other", W).await;
     assert!(
-        d.outcome == hms_guard::storage::StorageOutcome::Unavailable
+        d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable
             && d.reason.contains("1 attempt)"),
         "{d:?}"
     );
@@ -913,7 +913,7 @@ async fn simulate_method() {
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Deny,
         "{d:?}"
     );
     assert!(d.reason.contains("implicitDeny for s3:PutObject on arn:aws:s3:::datalake/datawarehouse/y/_hms_guard_probe"), "{}", d.reason);
@@ -1019,7 +1019,7 @@ fn config_from_toml() {
 
 #[tokio::test]
 async fn a_default_place_is_listed_over_http_with_the_proxys_own_credentials() {
-    use hms_guard::storage::Occupancy;
+    use hms_guard::decision::storage::Occupancy;
     let aws = FakeAws::start().await;
     aws.state
         .lock()

@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::metric_of;
-use hms_guard::metrics::Metrics;
-use hms_guard::storage::config::StorageSettings;
-use hms_guard::storage::{BaseCredentials, BucketRole, StorageAction, StorageConfig, StorageGuard};
+use hms_guard::decision::storage::config::StorageSettings;
+use hms_guard::decision::storage::{
+    BaseCredentials, BucketRole, StorageAction, StorageConfig, StorageGuard,
+};
+use hms_guard::ops::metrics::Metrics;
 use serde_json::Value;
 
 const W: StorageAction = StorageAction::Write;
@@ -157,7 +159,10 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
 
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     assert!(d.allow, "{d:?}");
-    assert_eq!(d.outcome, hms_guard::storage::StorageOutcome::Allow);
+    assert_eq!(
+        d.outcome,
+        hms_guard::decision::storage::StorageOutcome::Allow
+    );
     assert_eq!(d.role_chain, vec![default_role.clone()]);
     assert!(
         g.check("mary", &[], "s3a://datalake/temp/t1/", W)
@@ -169,7 +174,10 @@ async fn default_role_may_write_defloc_but_not_the_warehouse() {
         .check("mary", &[], "s3a://datalake/datawarehouse/y", W)
         .await;
     assert!(!d.allow, "{d:?}");
-    assert_eq!(d.outcome, hms_guard::storage::StorageOutcome::Deny);
+    assert_eq!(
+        d.outcome,
+        hms_guard::decision::storage::StorageOutcome::Deny
+    );
     for want in [
         "user mary",
         "may not write",
@@ -213,7 +221,7 @@ async fn reads_are_checked_with_list_objects() {
     // The default role has no s3:ListBucket on the archive bucket.
     let d = g.check("mary", &[], "s3://archive/2020/", R).await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Deny,
         "{d:?}"
     );
     assert!(d.reason.contains("ListObjectsV2"), "{}", d.reason);
@@ -250,7 +258,7 @@ async fn cross_account_bucket_role_needs_the_right_external_id() {
     let (g, m) = guard(&cfg).await;
     let d = g.check("mary", &[], "s3a://partner-data/shared/x", W).await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Deny,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Deny,
         "{d:?}"
     );
     assert!(
@@ -352,7 +360,7 @@ async fn endpoint_down_denies_quickly() {
     let start = Instant::now();
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable,
         "{d:?}"
     );
     assert!(
@@ -391,7 +399,7 @@ async fn endpoint_down_denies_quickly() {
     let d = g.check("mary", &[], "s3a://datalake/defloc/x", W).await;
     let took = start.elapsed();
     assert!(
-        !d.allow && d.outcome == hms_guard::storage::StorageOutcome::Unavailable,
+        !d.allow && d.outcome == hms_guard::decision::storage::StorageOutcome::Unavailable,
         "{d:?}"
     );
     assert!(took < Duration::from_millis(2_000), "{took:?}");
@@ -471,7 +479,7 @@ async fn compute_s3() -> aws_sdk_s3::Client {
 
 #[tokio::test]
 async fn a_default_place_is_listed_with_the_proxys_own_identity() {
-    use hms_guard::storage::Occupancy;
+    use hms_guard::decision::storage::Occupancy;
     let (g, m) = guard(&config()).await;
     let base = format!("datawarehouse/occupancy-{}", std::process::id());
     compute_s3()

@@ -11,8 +11,8 @@ use common::authz::*;
 use common::tls::client as tls;
 use common::tls::upstream as upstream_tls;
 use common::*;
-use hms_guard::codec::value::Value;
-use hms_guard::codec::{MessageType, Protocol};
+use hms_guard::wire::codec::value::Value;
+use hms_guard::wire::codec::{MessageType, Protocol};
 
 const B: Protocol = Protocol::Binary;
 
@@ -142,14 +142,14 @@ fn a_certificate_names_its_user_by_cn_or_by_a_san_of_the_configured_kind() {
     let (pem, _) = tls::leaf(&ca, "mary", &["mary.example.com"]);
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(
-        hms_guard::tls::identity_of(&der, ClientIdentity::Cn).unwrap(),
+        hms_guard::auth::tls::identity_of(&der, ClientIdentity::Cn).unwrap(),
         "mary"
     );
     assert_eq!(
-        hms_guard::tls::identity_of(&der, ClientIdentity::SanDns).unwrap(),
+        hms_guard::auth::tls::identity_of(&der, ClientIdentity::SanDns).unwrap(),
         "mary.example.com"
     );
-    let err = hms_guard::tls::identity_of(&der, ClientIdentity::SanEmail).unwrap_err();
+    let err = hms_guard::auth::tls::identity_of(&der, ClientIdentity::SanEmail).unwrap_err();
     assert!(err.contains("e-mail"), "{err}");
 }
 

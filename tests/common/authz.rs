@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hms_guard::authz::{GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant};
-use hms_guard::codec::reader::Reader;
-use hms_guard::codec::value::{read_value, Value};
-use hms_guard::codec::writer::Writer;
-use hms_guard::codec::{MessageHeader, MessageType, Protocol, Ty};
 use hms_guard::config::Config;
-use hms_guard::facts::source::Fact;
-use hms_guard::facts::FactsSource;
+use hms_guard::decision::authz::{
+    GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant,
+};
+use hms_guard::decision::facts::source::Fact;
+use hms_guard::decision::facts::FactsSource;
+use hms_guard::wire::codec::reader::Reader;
+use hms_guard::wire::codec::value::{read_value, Value};
+use hms_guard::wire::codec::writer::Writer;
+use hms_guard::wire::codec::{MessageHeader, MessageType, Protocol, Ty};
 
 use super::{Act, Proxy, Upstream};
 

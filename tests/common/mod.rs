@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hms_guard::codec::{Limits, MessageHeader, Protocol, Scan, Scanner};
 use hms_guard::config::Config;
+use hms_guard::wire::codec::{Limits, MessageHeader, Protocol, Scan, Scanner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -373,7 +373,7 @@ impl Upstream {
             p,
             framed,
             Arc::new(move |h: &MessageHeader, _: &[u8]| {
-                if h.kind == hms_guard::codec::MessageType::Oneway {
+                if h.kind == hms_guard::wire::codec::MessageType::Oneway {
                     return Act::Nothing;
                 }
                 let r = string_reply(p, &h.name, h.seqid, &format!("echo:{}", h.name));
@@ -392,7 +392,7 @@ impl Upstream {
 pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    pub metrics: Arc<hms_guard::metrics::Metrics>,
+    pub metrics: Arc<hms_guard::ops::metrics::Metrics>,
     pub shutdown: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -421,7 +421,7 @@ impl Proxy {
     /// With authorization's facts from `facts` (scripted) instead of the metastore.
     pub async fn start_with(
         config: Config,
-        facts: Option<Box<dyn hms_guard::facts::FactsSource>>,
+        facts: Option<Box<dyn hms_guard::decision::facts::FactsSource>>,
     ) -> Proxy {
         let (tx, rx) = watch::channel(false);
         let running = hms_guard::start_with(config, facts, rx)
@@ -532,7 +532,7 @@ pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
 
 /// The value of the first line of `m`'s metrics (the Prometheus text format) that starts with
 /// `line_prefix`; 0 if there is none.
-pub fn metric_of(m: &hms_guard::metrics::Metrics, line_prefix: &str) -> f64 {
+pub fn metric_of(m: &hms_guard::ops::metrics::Metrics, line_prefix: &str) -> f64 {
     m.encode()
         .lines()
         .find_map(|l| l.strip_prefix(line_prefix))

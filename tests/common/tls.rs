@@ -82,7 +82,7 @@ pub mod client {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use hms_guard::codec::Protocol;
+    use hms_guard::wire::codec::Protocol;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use std::path::{Path, PathBuf};
@@ -157,8 +157,8 @@ pub mod client {
         let mut chunk = [0u8; 65536];
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut scanner = hms_guard::codec::Scanner::new(B, Default::default());
-            if let Ok(hms_guard::codec::Scan::Complete(n)) = scanner.advance(&buf) {
+            let mut scanner = hms_guard::wire::codec::Scanner::new(B, Default::default());
+            if let Ok(hms_guard::wire::codec::Scan::Complete(n)) = scanner.advance(&buf) {
                 return Some(buf[..n].to_vec());
             }
             let left = deadline.saturating_duration_since(Instant::now());

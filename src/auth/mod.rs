@@ -1,0 +1,8 @@
+//! Authentication: TLS both ways (`tls`), the SASL transport both ways (`sasl`: GSSAPI server
+//! and client, DIGEST-MD5 client), Kerberos principals and their users (`kerberos`), and which
+//! names an identity may carry (`names`: the metastore database's comparison rules).
+
+pub mod kerberos;
+pub mod names;
+pub mod sasl;
+pub mod tls;

@@ -1,0 +1,121 @@
+//! Admin HTTP port: `/metrics` (Prometheus text), `/healthz` (process up), `/readyz` (a
+//! metastore accepts connections).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::ops::metrics::Metrics;
+use crate::upstream::Upstreams;
+
+/// The admin listener's shared state.
+pub struct Admin {
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    upstreams: Upstreams,
+}
+
+impl Admin {
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        upstreams: Upstreams,
+    ) -> std::io::Result<Admin> {
+        Ok(Admin {
+            listener: TcpListener::bind(addr).await?,
+            metrics,
+            upstreams,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let state = Arc::new((self.metrics, self.upstreams));
+        loop {
+            let (stream, _) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = crate::until_shutdown(&mut shutdown) => return,
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state.0, &state.1, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+async fn handle(
+    metrics: &Metrics,
+    upstreams: &Upstreams,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => match upstreams.connect(None, 64 * 1024).await {
+            Ok((_stream, uri, _)) => {
+                metrics.upstream_up.set(1);
+                text(StatusCode::OK, "text/plain", format!("ready: {uri}\n"))
+            }
+            Err(e) => {
+                debug!(error = %e, "readiness probe failed");
+                metrics.upstream_up.set(0);
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {e}\n"),
+                )
+            }
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz\n".into(),
+        ),
+    }
+}
