@@ -87,33 +87,40 @@ impl Server {
             });
         }
         drop(self.listener);
-        let grace = self.shared.settings.server.shutdown_grace;
-        let active = max - permits.available_permits();
-        info!(
-            active,
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: listener closed, draining connections"
+        drain(&self.shared, &permits, max).await;
+    }
+}
+
+/// After the listener closed: waits up to `server.shutdown_grace_ms` for the connections
+/// to end, then as long again for the audit writer to take every queued line (each call that
+/// ended queued its line) before the process exits.
+async fn drain(shared: &Shared, permits: &Semaphore, max: usize) {
+    let grace = shared.settings.server.shutdown_grace;
+    let active = max - permits.available_permits();
+    info!(
+        active,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: listener closed, draining connections"
+    );
+    let drained = tokio::time::timeout(grace, permits.acquire_many(max as u32))
+        .await
+        .is_ok();
+    if drained {
+        info!("all connections closed");
+    } else {
+        warn!(
+            still_open = max - permits.available_permits(),
+            "shutdown grace period over; closing remaining connections"
         );
-        let drained = tokio::time::timeout(grace, permits.acquire_many(max as u32))
-            .await
-            .is_ok();
-        if drained {
-            info!("all connections closed");
-        } else {
-            warn!(
-                still_open = max - permits.available_permits(),
-                "shutdown grace period over; closing remaining connections"
-            );
-        }
-        // Every call that ended queued its audit line: the writer gets the grace period again
-        // to write them before the process exits.
-        let audit = &self.shared.audit;
-        if tokio::time::timeout(grace, audit.flush()).await.is_err() {
-            warn!(
-                grace_ms = grace.as_millis() as u64,
-                "audit lines still queued at exit: the audit sink did not take them in time"
-            );
-        }
+    }
+    if tokio::time::timeout(grace, shared.audit.flush())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_ms = grace.as_millis() as u64,
+            "audit lines still queued at exit: the audit sink did not take them in time"
+        );
     }
 }
 

@@ -369,6 +369,7 @@ mod tests {
     use super::super::types::StructDef;
 
     /// Every constant above, with the struct and Thrift field name it stands for.
+    // Long: one row per constant.
     fn named() -> Vec<(i16, &'static StructDef, &'static str)> {
         vec![
             (super::table_meta::DB_NAME, &S_TableMeta, "dbName"),
