@@ -1,33 +1,33 @@
 //! hms-guard: an authorization proxy for the Apache Hive Metastore Thrift API.
 //!
-//! One module per stage; docs/ARCHITECTURE.md gives each stage's contract. One call:
+//! One folder per part of the pipeline; docs/ARCHITECTURE.md gives each stage's contract.
+//! One call:
 //!
 //! ```text
-//! settings (config resolved once) ─► server (accept; connection limits; drain on shutdown)
-//!   ─► connection (one task per client; one call at a time, one path per call)
-//!       ─► transport::detect (binary | compact, unframed | framed; TLS/SASL/HTTP refused)
-//!       ─► read: framing::MessageWalker over codec::Scanner (bounded: size, depth, counts,
-//!          bytes held over all connections, time)
-//!       ─► schema::read_request (the arguments as the metastore's Java reader reads them,
-//!          for the configured version(s); otherwise refused with PROTOCOL_ERROR)
-//!       ─► router::route (the method's entry: class, rule, declared exception)
-//!       ─► identity (pinned, or set_ugi — answered by the proxy itself)
-//!       ─► policy::Guard::begin
-//!            classify (objects, locations, alter diffs) ─► facts (FactsSource: grants,
-//!            owners, holders; bounded single-flight TTL caches) ─► authz::authorize (pure)
-//!            ─► storage (dual IAM: the user's own role must reach each location)
-//!            ─► Decided { Forward { bytes, reply check } | Deny(message) }
-//!       ─► forward: upstream::UpstreamConn (failover order; set_ugi kept in step; the
-//!          reply streamed back once it answers this call, or read whole and checked by
-//!          policy::Guard::reply: listings filtered, absent-table reads withheld)
-//!          or answer: the denial in the method's declared exception
-//!       ─► policy::Guard::finish (audit line; cache invalidation only after a call the
-//!          metastore executed)
-//!   ─► audit (writer thread, JSON lines) and metrics (admin: /metrics, /healthz, /readyz)
+//! settings (config resolved once) ─► listener::server (accept; connection limits; drain)
+//!   ─► listener::connection (one task per client; one call at a time, one path per call)
+//!       ─► auth (TLS, Kerberos over SASL, when configured: before the first byte is read)
+//!       ─► wire::transport::detect (binary | compact, unframed | framed; others refused)
+//!       ─► read: wire::framing::MessageWalker over wire::codec::Scanner (bounded: size,
+//!          depth, counts, bytes held over all connections, time)
+//!       ─► wire::router::route (the method's entry: class, rule, declared exception)
+//!       ─► decision::Guard::begin ─► one Decision { action, record, invalidate }
+//!            refused first: an unauthenticated connection; a request the metastore's Java
+//!            reader could read differently (wire::schema); set_ugi (answered by the proxy)
+//!            then decide: classify (objects, locations, alter diffs) ─► gather (facts:
+//!            grants, owners, holders; bounded single-flight TTL caches) ─► authz::authorize
+//!            (pure) and storage (dual IAM) ─► existence ─► conclude in the configured mode
+//!       ─► carry out the Action: Forward (upstream::UpstreamConn: failover order, set_ugi
+//!          in step; the reply streamed, or read whole and checked by Guard::reply:
+//!          listings filtered, absent-table reads withheld) | Deny (the method's declared
+//!          exception, wire::answer) | Answer | Refuse  ─► an Exit
+//!       ─► decision::Guard::finish (every call, once: metrics, audit line, cache
+//!          invalidation only after a call the metastore executed)
+//!   ─► ops: audit (writer thread, JSON lines), metrics, admin (/metrics, /healthz, /readyz)
 //! ```
 //!
 //! Failures are classified by who caused them (`error`) and answered in the protocol with
-//! an exception reply carrying the call's sequence id (`codec::reply`).
+//! an exception reply carrying the call's sequence id (`wire::answer`).
 
 #![forbid(unsafe_code)]
 
