@@ -33,8 +33,8 @@ NOT_MUTATING = {"Harmless", "SetUgi", "ReadTable", "Listing", "ReadGrants", "Txn
 
 
 def method_table():
-    """(name, rule, oneway) for every entry of src/router/methods.rs."""
-    text = (REPO / "src/router/methods.rs").read_text()
+    """(name, rule, oneway) for every entry of src/wire/router/methods.rs."""
+    text = (REPO / "src/wire/router/methods.rs").read_text()
     rows = re.findall(r'Method \{ name: "([^"]+)", versions: [^,]+, class: Class::\w+, '
                       r'oneway: (true|false), rule: Rule::(\w+)', text)
     assert len(rows) > 300, "method table not parsed"
