@@ -93,7 +93,7 @@ async fn build_args(
     let mut notes = Vec::new();
     let table = || required(&r.table, "--table", r);
     match *rule {
-        Rule::Harmless | Rule::SetUgi | Rule::Tokens | Rule::AdminOnly(_) => {}
+        Rule::Harmless | Rule::SetUgi | Rule::Question | Rule::Tokens | Rule::AdminOnly(_) => {}
         Rule::Txn { user, .. } => {
             if let Some(p) = user {
                 put(&mut n, p, s(&r.user));

@@ -32,6 +32,8 @@ pub struct Classified {
     /// only while nothing is stored there yet; otherwise checked like `storage`
     /// (docs/STORAGE.md "Default places").
     pub default_places: Vec<StorageNeed>,
+    /// An engine's question (`question.rs`): who asked, and what the user tried.
+    pub asked: Option<super::question::Asked>,
 }
 
 /// One location a call points metadata at, and the access it implies.
@@ -382,6 +384,7 @@ impl Classified {
             location: None,
             storage: Vec::new(),
             default_places: Vec::new(),
+            asked: None,
         }
     }
 }
@@ -518,6 +521,7 @@ pub async fn classify(
     let c = Ctx { args };
     match *rule {
         Rule::Harmless | Rule::SetUgi => Ok(vec![Classified::of(Operation::Harmless)]),
+        Rule::Question => super::question::classify(args),
         Rule::Tokens => Ok(vec![one(Operation::Tokens, &Object::Global)]),
         Rule::AdminOnly(what) => Ok(vec![one(Operation::AdminOnly(what), &Object::Global)]),
         Rule::Txn {

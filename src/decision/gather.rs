@@ -85,6 +85,9 @@ impl Guard {
         // Storage facts only for calls the grants allow: a denied call costs no AWS call.
         let has_places = !c.storage.is_empty() || !c.default_places.is_empty();
         if !d.allow || !has_places || !self.storage.enabled() {
+            if d.allow && matches!(op, Operation::DataPath { .. }) && !self.storage.enabled() {
+                d.matched = "storage checks are off (storage.enabled = false): files by path are not checked".into();
+            }
             return (d, None);
         }
         let audit = self.storage_facts(identity, c, &mut facts).await;
@@ -215,6 +218,7 @@ fn owner_objects(op: &Operation) -> Vec<Object> {
         }
         Operation::DropTable { table }
         | Operation::TruncateTable { table }
+        | Operation::WriteData { table, .. }
         | Operation::AddPartitions { table }
         | Operation::AlterPartitions { table, .. }
         | Operation::DropPartitions { table } => vec![table.clone()],

@@ -17,6 +17,7 @@ pub mod facts;
 pub mod filter;
 mod gather;
 pub mod outcome;
+pub mod question;
 pub mod reply;
 pub mod rewrite;
 pub mod stage;
@@ -33,7 +34,7 @@ use crate::decision::authz::{
 use crate::decision::facts::{ClientConfig, FactsSource, FactsStore, MetaClient, MetaSource};
 use crate::decision::storage::StorageGuard;
 use crate::listener::identity::Identity;
-use crate::ops::metrics::{DecisionLabels, Metrics};
+use crate::ops::metrics::{DecisionLabels, Metrics, QuestionLabels};
 use crate::settings::AuthzSettings;
 use crate::upstream::Upstreams;
 use crate::wire::codec::value::Value;
@@ -401,7 +402,22 @@ impl Guard {
         let enforce = self.mode == AuthzMode::Enforce;
         let filter = ruling.filter.take();
         let mut matched = d.matched.clone();
-        let message = d.message(call.identity, method);
+        let asked = ruling.classified.as_ref().and_then(|c| c.asked.as_ref());
+        let message = match asked {
+            Some(a) => d.message_for(call.identity, &a.doing),
+            None => d.message(call.identity, method),
+        };
+        let question = call.entry.is_some_and(|m| m.rule == Rule::Question);
+        if let Some(a) = asked {
+            self.metrics
+                .questions
+                .get_or_create(&QuestionLabels {
+                    client: question::client_label(&a.client),
+                    operation: ruling.operation,
+                    decision: outcome.as_str(),
+                })
+                .inc();
+        }
         let forward_as = |bytes, reply| {
             Action::Forward(Forward {
                 bytes,
@@ -416,8 +432,15 @@ impl Guard {
                 "hms-guard: permission denied: user {} may not call {method}: the audit log cannot be written, so decided calls are refused",
                 call.identity
             ))
-        } else if !forward {
+        } else if !forward || question && asked.is_none() {
+            // A question is never forwarded: one that was not read as a question is denied.
             Action::Deny(message)
+        } else if question {
+            Action::Reply(crate::wire::answer::answered(
+                call.transport,
+                call.header,
+                &format!("{}: {matched}", outcome.as_str()),
+            ))
         } else if ruling.absent && enforce {
             forward_as(call.bytes, ReplyCheck::DenyIfFound(message))
         } else if let (Some(f), true) = (filter, enforce) {
@@ -453,6 +476,7 @@ impl Guard {
             required: ruling.verdict.required,
             matched,
             storage: ruling.storage,
+            client: c.and_then(|c| c.asked.as_ref()).map(|a| a.client.clone()),
         });
         Decision {
             action,

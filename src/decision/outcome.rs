@@ -36,6 +36,8 @@ pub enum Action {
     /// Answer with a reply the proxy made (`set_ugi`); the connection's identity becomes
     /// `identity`.
     Answer { reply: BytesMut, identity: Identity },
+    /// Answer with a reply the proxy made (an engine's question); nothing goes upstream.
+    Reply(BytesMut),
     /// Answer with a `TApplicationException`; nothing goes upstream; `close`: the connection
     /// ends after it.
     Refuse {
@@ -158,6 +160,8 @@ pub struct DecisionRecord {
     pub matched: String,
     /// The storage check that decided (the first denial, else the last allowed), if any ran.
     pub storage: Option<crate::ops::audit::StorageAudit>,
+    /// For an engine's question: who asked.
+    pub client: Option<String>,
 }
 
 /// How the connection carried out a decision.

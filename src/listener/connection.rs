@@ -722,6 +722,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.identity = identity;
                 answered(Exit::Answered, self.write_client(&reply).await)
             }
+            Action::Reply(reply) => answered(Exit::Answered, self.write_client(&reply).await),
             Action::Refuse {
                 kind,
                 message,

@@ -130,6 +130,10 @@ pub struct AuditEvent {
     /// The grant or rule that decided, e.g. `role:sales SELECT on demo_database.customer`.
     pub matched: Option<String>,
     pub storage: Option<StorageAudit>,
+    /// Who asked, for an engine's question (`hms_guard_authorize`): the extension's own
+    /// description, e.g. `hms-guard-spark/0.1.0 spark/4.3.0`. Absent on metastore calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// The metastore's answer (`policy::UpstreamOutcome::as_str`): `ok`, `exception` (a
     /// declared exception, named in `upstream_exception`), `application_exception`,
     /// `no_result`, `no_reply` (oneway), `transport_error` (the metastore went away or timed
@@ -169,6 +173,7 @@ impl AuditEvent {
             required_privilege: None,
             matched: None,
             storage: None,
+            client: None,
             upstream_outcome: None,
             upstream_exception: None,
             latency_us: 0,
@@ -218,6 +223,7 @@ impl AuditEvent {
         cuts.option("required_privilege", &mut e.required_privilege);
         cuts.option("matched", &mut e.matched);
         cuts.option("upstream_exception", &mut e.upstream_exception);
+        cuts.option("client", &mut e.client);
         cuts.list(
             "groups",
             &mut e.groups,

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub upstream_connects: Counter,
     pub upstream_up: Gauge,
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Engines' questions (`hms_guard_authorize`), by who asked, what and the decision.
+    pub questions: Family<QuestionLabels, Counter>,
     pub cache: Family<CacheLabels, Counter>,
     pub facts_calls: Family<FactsLabels, Counter>,
     pub audit_events: Counter,
@@ -134,6 +136,16 @@ fn storage_check_histogram() -> Histogram {
         0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
         0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuestionLabels {
+    /// `hms-guard-spark` or `other` (`decision::question::client_label`).
+    pub client: &'static str,
+    /// The operation class asked about.
+    pub operation: &'static str,
+    /// `allow`, `deny`, `shadow_deny`.
+    pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,6 +238,7 @@ impl Metrics {
             upstream_connects: Counter::default(),
             upstream_up: Gauge::default(),
             decisions: Family::default(),
+            questions: Family::default(),
             cache: Family::default(),
             facts_calls: Family::default(),
             audit_events: Counter::default(),
@@ -343,6 +356,11 @@ impl Metrics {
             "decisions",
             "Authorization decisions, by decision and reason",
             self.decisions.clone(),
+        );
+        registry.register(
+            "questions",
+            "Engines' questions answered by hms-guard itself (client: hms-guard-spark or other; operation: write_data, create_table, read_path, write_path)",
+            self.questions.clone(),
         );
         registry.register(
             "cache_lookups",

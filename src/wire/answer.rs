@@ -45,3 +45,14 @@ pub fn failure(
         message,
     )
 }
+
+/// An answer the proxy gives itself: the method's string result.
+pub fn answered(transport: Transport, header: &MessageHeader, result: &str) -> BytesMut {
+    crate::wire::codec::reply::string_result(
+        transport.protocol,
+        transport.framed,
+        &header.name,
+        header.seqid,
+        result,
+    )
+}

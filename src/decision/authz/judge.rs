@@ -38,6 +38,7 @@ pub(super) fn authorize_grants(
         | Operation::AlterTable { .. }
         | Operation::DropTable { .. }
         | Operation::TruncateTable { .. }
+        | Operation::WriteData { .. }
         | Operation::AddPartitions { .. }
         | Operation::AlterPartitions { .. }
         | Operation::DropPartitions { .. }
@@ -57,6 +58,15 @@ pub(super) fn authorize_grants(
         | Operation::CarriedGrants { .. }
         | Operation::ReadGrants { .. } => j.grant(op),
         Operation::Txn { .. } | Operation::Lock { .. } => j.txn(op),
+        Operation::DataPath { write } => Verdict::allow(
+            Reason::Path,
+            if *write {
+                "write access"
+            } else {
+                "read access"
+            },
+            "no grant governs files outside tables: the user's own storage role decides",
+        ),
         Operation::AdminOnly(what) => j.admin_only(what),
         Operation::Tokens => {
             if !policy.allow_tokens {
@@ -309,6 +319,11 @@ impl Judge<'_> {
             ),
             Operation::DropTable { table } => self.owner_or(table, &[Privilege::Drop]),
             Operation::TruncateTable { table } => self.owner_or(table, &[Privilege::Delete]),
+            // Each privilege the write needs (INSERT OVERWRITE: INSERT and DELETE).
+            Operation::WriteData { table, privileges } => self.all(
+                self.admin_only("a write that needs no privilege"),
+                privileges.iter().map(|p| self.owner_or(table, &[*p])),
+            ),
             Operation::AddPartitions { table } => self.owner_or(table, &[Privilege::Insert]),
             Operation::AlterPartitions { table, stats_only } => {
                 if *stats_only {

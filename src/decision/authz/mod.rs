@@ -297,6 +297,17 @@ pub enum Operation {
     TruncateTable {
         table: Object,
     },
+    /// Writing a table's data outside the metastore (an engine's question): every privilege
+    /// listed (INSERT, UPDATE, DELETE), or ownership.
+    WriteData {
+        table: Object,
+        privileges: Vec<Privilege>,
+    },
+    /// Reading or writing files by path, outside any table (an engine's question): no grant
+    /// governs a path; the user's own storage role must reach it (docs/STORAGE.md).
+    DataPath {
+        write: bool,
+    },
     AddPartitions {
         table: Object,
     },
@@ -374,6 +385,9 @@ impl Operation {
             Operation::AlterTable { .. } => "alter_table",
             Operation::DropTable { .. } => "drop_table",
             Operation::TruncateTable { .. } => "truncate_table",
+            Operation::WriteData { .. } => "write_data",
+            Operation::DataPath { write: false } => "read_path",
+            Operation::DataPath { write: true } => "write_path",
             Operation::AddPartitions { .. } => "add_partition",
             Operation::AlterPartitions { .. } => "alter_partition",
             Operation::DropPartitions { .. } => "drop_partition",
@@ -530,6 +544,8 @@ pub enum Reason {
     NotGrantor,
     /// A read of a table that does not exist, forwarded so the metastore answers it.
     Absent,
+    /// Files by path: no grant governs them; the storage check decides.
+    Path,
 }
 
 impl Reason {
@@ -555,6 +571,7 @@ impl Reason {
             Reason::Grantor => "grantor",
             Reason::NotGrantor => "not_grantor",
             Reason::Absent => "absent",
+            Reason::Path => "path",
         }
     }
 }
@@ -591,8 +608,14 @@ impl Verdict {
 
     /// The message a denied client sees: user, privilege, object and reason.
     pub fn message(&self, identity: &Identity, method: &str) -> String {
+        self.message_for(identity, &format!("call {method}"))
+    }
+
+    /// The denial's message for what the user tried (`doing`: "call get_table", "INSERT INTO
+    /// table demo.t").
+    pub fn message_for(&self, identity: &Identity, doing: &str) -> String {
         format!(
-            "hms-guard: permission denied: user {} may not call {method}: requires {}; {}",
+            "hms-guard: permission denied: user {} may not {doing}: requires {}; {}",
             identity, self.required, self.matched
         )
     }

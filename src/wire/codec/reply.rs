@@ -165,3 +165,18 @@ fn exception_message(r: &mut Reader<'_>) -> Result<String, ReplyError> {
     }
     Ok(message)
 }
+
+/// Encodes a REPLY whose result struct carries a string result (field 0).
+pub fn string_result(
+    protocol: Protocol,
+    framed: bool,
+    method: &str,
+    seqid: i32,
+    result: &str,
+) -> BytesMut {
+    let mut w = Writer::new(protocol);
+    w.message(method, MessageType::Reply, seqid).struct_begin();
+    w.field(Ty::String, 0).string(result.as_bytes());
+    w.struct_end();
+    w.finish(framed)
+}

@@ -86,6 +86,8 @@ pub enum Rule {
     Harmless,
     /// `set_ugi`: answered by the proxy, which owns identity.
     SetUgi,
+    /// `hms_guard_authorize`: an engine's question, answered by the proxy and never forwarded.
+    Question,
     /// SELECT on one table.
     ReadTable {
         db: Path,
@@ -229,9 +231,23 @@ pub struct Method {
     pub changes_grants: bool,
 }
 
+/// hms-guard's own method (`wire::schema::question`): no metastore has it.
+pub static QUESTION: Method = Method {
+    name: crate::wire::schema::question::METHOD,
+    versions: crate::wire::schema::types::ALL_VERSIONS,
+    class: Class::Authz,
+    oneway: false,
+    rule: Rule::Question,
+    meta_exception: Some(1),
+    changes_grants: false,
+};
+
 /// Finds a method's entry for a metastore of `versions` (`upstream.metastore_version`'s bits);
 /// `None` for a method the table does not know.
 pub fn route(name: &str, versions: u8) -> Option<&'static Method> {
+    if name == QUESTION.name {
+        return Some(&QUESTION);
+    }
     let want = versions & !crate::wire::schema::types::FB303;
     let start = METHODS.partition_point(|m| m.name.as_bytes() < name.as_bytes());
     let entries = METHODS[start..].iter().take_while(|m| m.name == name);

@@ -11,6 +11,7 @@
 #[rustfmt::skip]
 mod generated;
 pub mod fields;
+pub mod question;
 pub mod read;
 pub mod types;
 
@@ -18,8 +19,12 @@ pub use generated::METHODS;
 pub use read::{read_call, read_unknown, Call, ReadLimits, Reject, RejectKind};
 pub use types::{EnumDef, FieldDef, Kind, MethodDef, StructDef, T};
 
-/// A method's schema by name; `None` for a method no recorded version declares.
+/// A method's schema by name (hms-guard's own question included); `None` for a method no
+/// recorded version declares.
 pub fn method(name: &str) -> Option<&'static MethodDef> {
+    if name == question::METHOD {
+        return Some(&question::DEF);
+    }
     METHODS
         .binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes()))
         .ok()
