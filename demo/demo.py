@@ -6,7 +6,9 @@ The story: the admin creates demo_database with customer, store_sales and promot
 protected warehouse, the roles sales, marketing and finance with their grants, and the users
 david (sales), mary (marketing) and john (finance). Then each user works from Spark: what they
 may read and write goes through; a refused INSERT and a refused location (the storage check)
-come back as hms-guard's errors; the audit lines say what was decided.
+come back as hms-guard's errors — the INSERT refused inside Spark by hms-guard-spark before a
+file is written, and a read by path outside mary's storage role; the audit lines say what was
+decided.
 Usage: demo.py LAB_DIR AUTHZ_MODE (enforce | shadow | off)"""
 import json
 import os
@@ -47,7 +49,9 @@ USERS = {
               f"INSERT INTO {DB}.promotion VALUES (2, 'by david')"],
     "mary": [f"INSERT INTO {DB}.promotion VALUES (3, 'by mary')",
              f"SELECT count(*) FROM {DB}.promotion",
-             f"INSERT INTO {DB}.customer VALUES (3, 'by mary')"],
+             f"INSERT INTO {DB}.customer VALUES (3, 'by mary')",
+             # Files by path, outside her storage role (defloc/ and temp/ only): refused.
+             "SELECT count(*) FROM text.`s3a://datalake/datawarehouse/demo/customer`"],
     "john": [f"SELECT count(*) FROM {DB}.store_sales",
              f"INSERT INTO {DB}.store_sales VALUES (4, 'by john')",
              f"DROP TABLE {DB}.customer"],
@@ -58,9 +62,15 @@ def step(msg):
     print(f"\n== {msg}", flush=True)
 
 
-def spark_as(lab, port, user, statements):
+JAR = ROOT / "target" / "hms-guard-spark.jar"
+# hms-guard-spark in every user's session (as a platform would put it in spark-defaults):
+# writes and files by path are asked about inside Spark, before any file is written.
+EXTENSION = {"spark.jars": str(JAR), "spark.sql.extensions": "hmsguard.spark.GuardExtension"}
+
+
+def spark_as(lab, port, user, statements, conf=None):
     """The statements in a fresh Spark JVM as `user` (Spark sends it with set_ugi)."""
-    env = dict(os.environ, HADOOP_USER_NAME=user)
+    env = dict(os.environ, HADOOP_USER_NAME=user, SPARK_AS_CONF=json.dumps(conf or {}))
     p = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "spark_as.py"), str(lab),
                         str(port), json.dumps(statements)], env=env, capture_output=True,
                        text=True, timeout=900)
@@ -150,7 +160,7 @@ def main():
 
         for user, statements in USERS.items():
             step(f"{user} ({MEMBERS[user]}) works from Spark (own JVM, set_ugi {user})")
-            show(user, spark_as(lab, guard.port, user, statements), summary)
+            show(user, spark_as(lab, guard.port, user, statements, EXTENSION), summary)
 
         step("what the metastore holds, asked directly")
         with hms.hms_client(metastore.port) as c:
@@ -161,10 +171,9 @@ def main():
                            if f.is_file() and not f.name.startswith((".", "_")))
                 print(f"  {DB}.{t:<12} {loc}  rows: {rows}")
             print(f"  tables: {sorted(c.get_all_tables(DB))}")
-        print("  (customer counts mary's refused row too: Spark's Hive-format INSERT moves its\n"
-              "  data files with the compute role before it asks the metastore to record the\n"
-              "  write; hms-guard refuses that metadata change. Keeping a user's engine out of\n"
-              "  the files themselves is the storage layer's part: docs/SECURITY.md.)")
+        print("  (mary's refused INSERT left no row: hms-guard-spark asked hms-guard before Spark\n"
+              "  wrote a file. Without the extension Spark writes the files first and the\n"
+              "  metastore hears of it afterwards, if at all: docs/SPARK.md.)")
 
         if audit.exists():
             step(f"hms-guard's audit: the users' denials ({audit})")

@@ -4,7 +4,8 @@
 # creates demo_database (customer, store_sales, promotion in the protected warehouse), the
 # roles sales, marketing and finance with their grants and the users david, mary and john;
 # then each user works from their own Spark session: allowed reads and writes, a refused
-# INSERT, a refused location (storage check), the audit lines and a summary of who did what.
+# INSERT (refused inside Spark by hms-guard-spark, before a file is written), a refused read
+# by path and a refused location (storage checks), the audit lines and a summary of who did what.
 # Prints where the logs are, then stops everything (~3 minutes).
 #   demo/run.sh              hms-guard enforcing the grants and storage checks (the default)
 #   DEMO_AUTHZ=off demo/run.sh   hms-guard as a pure pass-through (everything goes through)
@@ -19,6 +20,8 @@ echo "== lab setup (first run: ~500 MB into ${HMS_GUARD_CACHE:-$HOME/.cache/hms-
 tests/lab/setup.sh
 echo "== cargo build --release"
 cargo build --release --locked --bin hms-guard
+echo "== hms-guard-spark (the Spark extension)"
+spark/build.sh
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 lab="$target_dir/demo-lab"

@@ -2,6 +2,7 @@
 # The project's test command (README.md): everything, on a fresh machine.
 #  1. installs the lab (cached venv with pyspark's Hive Metastore jars, hmsclient, pytest; a JRE
 #     via apt if missing) — tests/lab/setup.sh;
+#     and builds hms-guard-spark (target/hms-guard-spark.jar) with javac — spark/build.sh;
 #  2. Rust unit, codec and socket tests (scripted upstreams) — cargo test;
 #  3. end-to-end tests against a real Hive Metastore and real Spark — pytest tests/e2e;
 #  4. deployment tests: manifests (kustomize, Kubernetes schemas), the container build steps,
@@ -16,6 +17,9 @@ venv="${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv"
 
 echo "== lab setup"
 tests/lab/setup.sh
+
+echo "== hms-guard-spark (the Spark extension, built from source)"
+spark/build.sh
 
 echo "== cargo test"
 cargo build --locked --bins

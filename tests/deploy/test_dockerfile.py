@@ -213,7 +213,8 @@ def test_context_is_small_and_complete():
     files = context_files()
     assert "Cargo.lock" in files and "Cargo.toml" in files
     assert not [f for f in files if f.startswith(("target/", "tests/", ".git/", "docs/"))]
-    for instr, args in build_stage(DOCKERFILE.read_text())["steps"]:
+    steps = [st for s in stages(DOCKERFILE.read_text())[:-1] for st in s["steps"]]
+    for instr, args in steps:
         if instr != "COPY" or args.startswith("--from"):
             continue
         *sources, _dest = shlex.split(args)
@@ -221,6 +222,50 @@ def test_context_is_small_and_complete():
             src = src.rstrip("/")
             assert any(f == src or f.startswith(src + "/") for f in files), \
                 f"COPY {src}: not in the build context (see {IGNORE.name})"
+
+
+def extension_stage(text):
+    return [s for s in stages(text) if s["name"] == "spark-extension"][0]
+
+
+def test_the_image_ships_the_spark_extension_built_for_the_labs_spark():
+    text = DOCKERFILE.read_text()
+    stage = extension_stage(text)
+    pins = [c for c in run_commands(stage) if "pip3 install" in c]
+    assert pins and "pyspark==" in pins[0], pins
+    pin = re.search(r"pyspark==(\S+)", pins[0]).group(1)
+    lab = re.search(r"pyspark==(\S+)", (REPO / "tests/lab/setup.sh").read_text()).group(1)
+    assert pin == lab, (pin, lab)
+    runtime = stages(text)[-1]
+    copies = [a for i, a in runtime["steps"] if i == "COPY"]
+    assert ("--from=spark-extension /src/target/hms-guard-spark.jar "
+            "/opt/hms-guard/hms-guard-spark.jar") in copies, copies
+
+
+def test_the_extension_stage_builds_the_jar_from_the_context(tmp_path):
+    """The stage's build command, run in a copy of the build context against the lab's
+    pyspark jars (the same pin): the jar it leaves is a loadable extension."""
+    ctx = tmp_path / "ctx"
+    for rel in context_files():
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, ctx / rel)
+    build = [c for c in run_commands(extension_stage(DOCKERFILE.read_text()))
+             if "spark/build.sh" in c]
+    assert build == [c for c in build if c.endswith("spark/build.sh")] and len(build) == 1
+    jars = subprocess.run([str(VENV_BIN / "python"), "-c",
+                           "import os, pyspark; print(os.path.join("
+                           "os.path.dirname(pyspark.__file__), 'jars'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    r = subprocess.run(["spark/build.sh"], cwd=ctx, env=dict(os.environ, SPARK_JARS=jars),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jar = ctx / "target" / "hms-guard-spark.jar"
+    import zipfile
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+        props = z.read("hmsguard/spark/build.properties").decode()
+    assert "hmsguard/spark/GuardExtension.class" in names, sorted(names)
+    assert "spark.version=4." in props, props
 
 
 @pytest.fixture(scope="module")

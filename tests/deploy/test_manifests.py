@@ -350,6 +350,15 @@ def test_sidecar_pod(rendered):
                 if line.strip() and not line.startswith("#"))
     assert conf["spark.hadoop.hive.metastore.uris"].strip() == "thrift://127.0.0.1:9083"
     assert conf["spark.sql.catalogImplementation"].strip() == "hive"
+    # hms-guard-spark: loaded from the hms-guard image, mounted into the driver
+    assert conf["spark.sql.extensions"].strip() == "hmsguard.spark.GuardExtension"
+    jar = conf["spark.jars"].strip()
+    mount = [m for m in driver["volumeMounts"] if jar.startswith(m["mountPath"] + "/")]
+    assert mount, (jar, driver["volumeMounts"])
+    vol = [v for v in spec["volumes"] if v["name"] == mount[0]["name"]][0]
+    assert vol["image"]["reference"] == guard[0]["image"], (vol, guard[0]["image"])
+    assert mount[0]["subPath"] == "opt/hms-guard", mount  # where deploy/Dockerfile puts it
+    assert jar == "/opt/hms-guard/hms-guard-spark.jar"
     # no Service exposes the pinned proxy
     assert not objects(rendered, "sidecar", "Service")
 

@@ -83,6 +83,14 @@ if ! command -v "${JAVA_HOME:+$JAVA_HOME/bin/}java" >/dev/null 2>&1 || [ "$(java
     || die "Java 17+ still not on PATH after installing (found major $(java_major)); set JAVA_HOME"
 fi
 
+# --- javac (hms-guard-spark, the Spark extension, is compiled here: spark/build.sh)
+if ! command -v "${JAVA_HOME:+$JAVA_HOME/bin/}javac" >/dev/null 2>&1; then
+  say "no javac found; installing a JDK with apt-get"
+  apt_install openjdk-17-jdk-headless || apt_install default-jdk-headless \
+    || die "cannot install a JDK (need root or sudo and apt-get); install a JDK 17+ and retry"
+  hash -r
+fi
+
 # --- hive-metastore-client's own venv: it pins thrift 0.13.0, which the main venv's clients
 # (thrift 0.25) cannot share; its tests run it in a subprocess (tests/e2e/hmc_as.py).
 hmc_venv="$cache/hmc-venv"

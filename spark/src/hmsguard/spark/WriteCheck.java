@@ -24,7 +24,10 @@ import org.apache.spark.sql.catalyst.plans.logical.MergeAction;
 import org.apache.spark.sql.catalyst.plans.logical.MergeIntoTable;
 import org.apache.spark.sql.catalyst.plans.logical.OverwriteByExpression;
 import org.apache.spark.sql.catalyst.plans.logical.OverwritePartitionsDynamic;
+import org.apache.spark.sql.catalyst.plans.logical.ReplaceData;
 import org.apache.spark.sql.catalyst.plans.logical.ReplaceTableAsSelect;
+import org.apache.spark.sql.catalyst.plans.logical.WriteDelta;
+import org.apache.spark.sql.connector.write.RowLevelOperation;
 import org.apache.spark.sql.catalyst.plans.logical.SubqueryAlias;
 import org.apache.spark.sql.catalyst.plans.logical.UpdateTable;
 import org.apache.spark.sql.catalyst.plans.logical.V2WriteCommand;
@@ -170,6 +173,12 @@ final class WriteCheck {
         } else if (p instanceof MergeIntoTable) {
             MergeIntoTable m = (MergeIntoTable) p;
             target(m.targetTable(), mergePrivileges(m), "MERGE INTO");
+        } else if (p instanceof ReplaceData) {
+            ReplaceData r = (ReplaceData) p;
+            target((LogicalPlan) (Object) r.table(), rowLevel(r.operation()), "rewrite rows of");
+        } else if (p instanceof WriteDelta) {
+            WriteDelta r = (WriteDelta) p;
+            target((LogicalPlan) (Object) r.table(), rowLevel(r.operation()), "rewrite rows of");
         } else if (p instanceof CreateTableAsSelect) {
             CreateTableAsSelect c = (CreateTableAsSelect) p;
             v2Create(c.name(), "CREATE TABLE … AS SELECT");
@@ -301,6 +310,19 @@ final class WriteCheck {
         } else {
             throw new AccessDenied("hms-guard-spark: refused " + what + ": its target ("
                 + t.getClass().getSimpleName() + ") is not a table hms-guard-spark recognises");
+        }
+    }
+
+    /** The privileges of a row-level rewrite (the form DELETE, UPDATE and MERGE take for v2
+     * tables that support them). */
+    private static List<String> rowLevel(RowLevelOperation op) {
+        switch (op.command()) {
+            case DELETE:
+                return DELETE;
+            case UPDATE:
+                return UPDATE;
+            default:
+                return List.of("INSERT", "UPDATE", "DELETE");
         }
     }
 
