@@ -466,7 +466,7 @@ impl Guard {
         };
         invalidate.objects = ruling.objects;
         let c = ruling.classified.as_ref();
-        let record = Record::Decided(DecisionRecord {
+        let record = Record::Decided(Box::new(DecisionRecord {
             outcome,
             reason: ruling.verdict.reason,
             operation: ruling.operation,
@@ -477,7 +477,7 @@ impl Guard {
             matched,
             storage: ruling.storage,
             client: c.and_then(|c| c.asked.as_ref()).map(|a| a.client.clone()),
-        });
+        }));
         Decision {
             action,
             record,

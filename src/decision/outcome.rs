@@ -90,7 +90,7 @@ pub struct Invalidation {
 #[derive(Debug)]
 pub enum Record {
     /// Decided by the rules: always audited.
-    Decided(DecisionRecord),
+    Decided(Box<DecisionRecord>),
     /// Not a decision (a harmless call, or authorization off): audited with `audit.all_calls`.
     Passed,
     /// Answered by the proxy itself (`set_ugi`): audited with `audit.all_calls`.
