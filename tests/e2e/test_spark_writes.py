@@ -187,7 +187,7 @@ def test_paths_follow_the_users_storage_role(writes, lab):
 
 
 def test_holders_write_and_owners_ddl_is_unaffected(writes, lab):
-    g, _, _ = writes
+    g, audit, _ = writes
     r = spark_as(lab, g.port, "david", [
         f"INSERT INTO {DB}.pq VALUES (5)",
         f"SELECT count(*) FROM {DB}.pq",
@@ -204,6 +204,19 @@ def test_holders_write_and_owners_ddl_is_unaffected(writes, lab):
     assert r[4]["rows"] == [[1]], r[4]
     assert r[5]["ok"], r[5]          # the owner of the table he created
     assert r[6]["rows"] == [[2]], r[6]
+    # One question per written table per statement; reads of tables ask nothing.
+    asked = [e for e in audit_lines(audit)
+             if e["method"] == "hms_guard_authorize" and e["user"] == "david"]
+    per_table = {}
+    for e in asked:
+        per_table[e["table"]] = per_table.get(e["table"], 0) + 1
+    assert per_table.get("pq") == 1 and per_table.get("hpq") == 1, per_table
+    # The CTAS: CREATE in sw_db, then Spark's write of the new table's files (a plan of its own,
+    # by path); the INSERT after it: a write into the table.
+    assert per_table.get("david_ctas") == 2, per_table
+    ops = [(e["operation"], e["table"]) for e in asked if e["table"] in ("david_ctas", None)]
+    assert ops == [("create_table", "david_ctas"), ("write_path", None),
+                   ("write_data", "david_ctas")], ops
     r = spark_as(lab, g.port, "admin", [
         f"CREATE TABLE {DB}.adm (id INT) USING parquet",
         f"INSERT INTO {DB}.adm VALUES (1)",
