@@ -39,6 +39,8 @@ ADMIN = [
     *[f"CREATE TABLE {DB}.{t} (id INT, v STRING) STORED AS TEXTFILE "
       f"LOCATION 's3a://datalake/datawarehouse/demo/{t}'" for t in TABLES],
     *[f"INSERT INTO {DB}.{t} VALUES (1, '{t} 1')" for t in TABLES],
+    # Files in the archive bucket (admin's session has no extension: the compute role writes).
+    "INSERT OVERWRITE DIRECTORY 's3a://archive/finance' USING parquet SELECT 1 AS id",
     # Allowed by the grants (admin), refused by the storage check: etl may not write there.
     f"CREATE TABLE {DB}.elsewhere (id INT) STORED AS TEXTFILE "
     "LOCATION 's3a://datalake/defloc/elsewhere'",
@@ -50,9 +52,8 @@ USERS = {
     "mary": [f"INSERT INTO {DB}.promotion VALUES (3, 'by mary')",
              f"SELECT count(*) FROM {DB}.promotion",
              f"INSERT INTO {DB}.customer VALUES (3, 'by mary')",
-             # Files by path, outside her storage role (defloc/ and temp/ only): refused.
-             "CREATE TEMPORARY VIEW raw USING text "
-             "OPTIONS (path 's3a://datalake/datawarehouse/demo/customer')",
+             # Files by path, outside her storage role (the archive bucket): refused.
+             "CREATE TEMPORARY VIEW raw USING parquet OPTIONS (path 's3a://archive/finance')",
              "SELECT count(*) FROM raw"],
     "john": [f"SELECT count(*) FROM {DB}.store_sales",
              f"INSERT INTO {DB}.store_sales VALUES (4, 'by john')",

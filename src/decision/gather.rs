@@ -127,12 +127,16 @@ impl Guard {
             }
         }
         needs.extend(c.storage.iter());
+        // A read of files by path (an engine's question) reads and writes nothing else.
+        let only_read = matches!(c.op, Operation::DataPath { write: false });
         let mut audit = None;
         'needs: for need in needs {
             // Read, and write unless the location is only read (external data, with
             // `storage.read_only_external`): a user must not point a table the compute role
             // writes to at a place the user's own role cannot write.
-            let actions: &[StorageAction] = if need.write || !self.read_only_external {
+            let actions: &[StorageAction] = if only_read {
+                &[StorageAction::Read]
+            } else if need.write || !self.read_only_external {
                 &[StorageAction::Read, StorageAction::Write]
             } else {
                 &[StorageAction::Read]

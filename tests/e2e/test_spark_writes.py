@@ -2,7 +2,8 @@
 hms-guard-spark (target/hms-guard-spark.jar, `spark.sql.extensions =
 hmsguard.spark.GuardExtension`) through an enforcing hms-guard in front of the real metastore,
 with its storage checks against the moto lab (tests/lab/moto_lab.py: the account default role
-reaches s3://datalake/defloc/ and temp/, not datawarehouse/).
+reaches s3://datalake/defloc/ and temp/, not datawarehouse/, and reads nothing of the archive
+bucket).
 
 mary holds SELECT only: every kind of write is refused with hms-guard's message and the
 tables' files stay as they were (listed before and after). david holds INSERT on one table and
@@ -78,8 +79,8 @@ def writes(lab, metastore):
             f"INSERT INTO {DB}.part PARTITION (p = 'a') VALUES (1)",
             f"INSERT INTO {DB}.txt VALUES (1)",
             "INSERT OVERWRITE DIRECTORY 's3a://datalake/defloc/shared' USING parquet SELECT 1 AS id",
-            "INSERT OVERWRITE DIRECTORY 's3a://datalake/datawarehouse/secret' USING parquet "
-            "SELECT 1 AS id",
+            # The lab's archive bucket: no user's storage role may read it (moto_lab.py).
+            "INSERT OVERWRITE DIRECTORY 's3a://archive/secret' USING parquet SELECT 1 AS id",
         ])
         assert all(x["ok"] for x in r), [x for x in r if not x["ok"]]
         admin = connect(g.port, "admin")
@@ -162,8 +163,7 @@ def test_paths_follow_the_users_storage_role(writes, lab):
     r = spark_as(lab, g.port, "mary", [
         "CREATE TEMPORARY VIEW shared USING parquet OPTIONS (path 's3a://datalake/defloc/shared')",
         "SELECT count(*) FROM shared",
-        "CREATE TEMPORARY VIEW secret USING parquet "
-        "OPTIONS (path 's3a://datalake/datawarehouse/secret')",
+        "CREATE TEMPORARY VIEW secret USING parquet OPTIONS (path 's3a://archive/secret')",
         "SELECT count(*) FROM secret",
         "INSERT OVERWRITE DIRECTORY 's3a://datalake/temp/mary-out' USING parquet SELECT 5 AS id",
         "INSERT OVERWRITE DIRECTORY 's3a://datalake/datawarehouse/mary-out' USING parquet "
@@ -172,7 +172,8 @@ def test_paths_follow_the_users_storage_role(writes, lab):
     assert r[1]["ok"] and r[1]["rows"] == [[1]], r[1]
     assert not r[3]["ok"], r[3]
     err = r[3]["error"]
-    assert DENIED in err and "read files at s3a://datalake/datawarehouse/secret" in err, err
+    assert DENIED in err and "read files at s3a://archive/secret" in err, err
+    assert "read access" in err and "write" not in err.split("requires", 1)[1][:20], err
     assert "account-default" in err, err
     assert r[4]["ok"], r[4]
     assert not r[5]["ok"] and "s3a://datalake/datawarehouse/mary-out" in r[5]["error"], r[5]

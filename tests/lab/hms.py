@@ -82,17 +82,21 @@ def bucket_dir(lab):
 
 
 def s3a_conf(lab):
-    """Hadoop keys mapping s3a://datalake/... onto DIR/s3/datalake (Hadoop's viewfs overload
-    scheme over the local filesystem). Creates the link targets, which must exist before a
+    """Hadoop keys mapping s3a://datalake/... onto DIR/s3/datalake and s3a://archive/... onto
+    DIR/s3/archive (Hadoop's viewfs overload scheme over the local filesystem). Creates the link targets, which must exist before a
     metastore or Spark starts. Locations stay s3a://... in the metastore."""
     root = bucket_dir(lab)
     (root / "datawarehouse").mkdir(parents=True, exist_ok=True)
+    archive = Path(lab) / "s3" / "archive"
+    archive.mkdir(parents=True, exist_ok=True)
     return {
         "fs.s3a.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme",
         "fs.AbstractFileSystem.s3a.impl": "org.apache.hadoop.fs.viewfs.ViewFsOverloadScheme",
         "fs.viewfs.overload.scheme.target.s3a.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
         f"fs.viewfs.mounttable.{BUCKET}.link./datawarehouse": f"file://{root}/datawarehouse",
         f"fs.viewfs.mounttable.{BUCKET}.linkFallback": f"file://{root}",
+        # s3a://archive: the lab's second bucket, which no user's storage role may read.
+        "fs.viewfs.mounttable.archive.linkFallback": f"file://{archive}",
         # Hadoop's default committer for s3a is the S3A committer from hadoop-aws, which
         # pyspark does not ship: Hive-format INSERTs use the classic file committer.
         "mapreduce.outputcommitter.factory.scheme.s3a":
