@@ -213,11 +213,11 @@ def test_a_missing_service_key_stops_the_start(lab, metastore, kdc):
     assert f"no key for {SERVICE}@{kdc.realm}" in str(e.value), e.value
 
 
-def spark_with_kerberos(lab, kdc, port, user, statements, login):
+def spark_with_kerberos(lab, kdc, port, user, statements, login, extra=None):
     """Spark SQL in its own JVM pointed at hms-guard. login "keytab": Spark logs in from USER's
     keytab (spark.kerberos.principal/keytab); "ticket": from USER's ticket cache (kinit); both
     with the metastore client in SASL mode, as for a kerberized metastore. None: no Kerberos
-    (the client claims USER with set_ugi)."""
+    (the client claims USER with set_ugi). `extra`: more Spark settings."""
     from test_seed_spark import spark_as
     conf_dir = lab / "kdc" / "hadoop-conf"
     conf_dir.mkdir(exist_ok=True)
@@ -227,7 +227,7 @@ def spark_with_kerberos(lab, kdc, port, user, statements, login):
         "hadoop.security.authentication": "kerberos",
         "yarn.resourcemanager.principal": f"yarn/localhost@{kdc.realm}"}))
     env = user_env(kdc, lab, user)
-    conf = {"metastore_uri": f"thrift://localhost:{port}"}
+    conf = {"metastore_uri": f"thrift://localhost:{port}", **(extra or {})}
     saved = {k: os.environ.get(k) for k in ("KRB5CCNAME", "KRB5_CONFIG")}
     if login:
         conf.update({
@@ -275,6 +275,28 @@ def test_spark_with_kerberos_works_under_the_grants(krb_guard, kdc, lab):
     res = spark_with_kerberos(lab, kdc, krb_guard.port, "admin", [
         f"SELECT count(*) FROM {DB}.open"], login=None)
     assert not res[0]["ok"] and "requires Kerberos" in res[0]["error"], res[0]
+
+
+def test_spark_writes_are_asked_as_the_ticket_holder(krb_guard, kdc, lab):
+    """hms-guard-spark opens its own connection the way the session's metastore client does:
+    SASL/GSSAPI as the logged-in principal (no set_ugi), so the question is alice's."""
+    from test_spark_writes import EXT, JAR
+    assert JAR.is_file(), f"{JAR} missing: spark/build.sh builds it"
+    res = spark_with_kerberos(lab, kdc, krb_guard.port, "alice", [
+        f"SELECT count(*) FROM {DB}.open",
+        f"INSERT INTO {DB}.open VALUES (1)",
+    ], login="keytab", extra=EXT)
+    assert res[0]["ok"], res[0]
+    assert not res[1]["ok"], res[1]
+    err = res[1]["error"]
+    assert ("hms-guard: permission denied: user alice may not write (INSERT) into table "
+            f"{DB}.open") in err, err
+    # The question arrived on a Kerberos connection (the extension sends no set_ugi over SASL,
+    # so the user can only have come from the ticket) and was refused there.
+    denied = [json.loads(ln) for ln in krb_guard.log.read_text().splitlines()
+              if ln.startswith("{") and '"method":"hms_guard_authorize"' in ln]
+    assert any(e.get("user") == "alice" and "write (INSERT)" in e.get("message", "")
+               for e in denied), denied[-3:]
 
 
 def test_pyiceberg_with_kerberos_creates_fills_and_reads_a_table(krb_guard, kdc, lab, metastore):
