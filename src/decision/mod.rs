@@ -22,6 +22,7 @@ pub mod reply;
 pub mod rewrite;
 pub mod stage;
 pub mod storage;
+pub mod views;
 
 use std::sync::Arc;
 
