@@ -53,6 +53,75 @@ enum Cmd {
     /// Connection set-up time (connect, TLS handshake for `tls://` targets, set_ugi and a first
     /// getVersion), sequential connections, targets interleaved in rounds.
     Handshake(HandshakeArgs),
+    /// The analysis of one view text of about 10 KB (`decision::views`): time per analysis.
+    Views(ViewsArgs),
+}
+
+#[derive(Args)]
+struct ViewsArgs {
+    /// Analyses per round.
+    #[arg(long, default_value_t = 200)]
+    iterations: u32,
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+/// A qualifying view text of about 10 KB as Hive writes it: 236 qualified, quoted columns, a
+/// filter on two partition columns with an IN list, one UNION ALL.
+fn ten_kb_view() -> String {
+    let cols: Vec<String> = (0..236)
+        .map(|i| format!("`wide`.`column_{i:03}`"))
+        .collect();
+    let branch = |region: &str| {
+        format!(
+            "SELECT {} FROM `demo`.`wide` WHERE `wide`.`region` = '{region}' AND `wide`.`ds` IN \
+             ('2026-01-01', '2026-01-02', '2026-01-03')",
+            cols.join(", ")
+        )
+    };
+    format!("{} UNION ALL {}", branch("eu"), branch("us"))
+}
+
+fn views(a: ViewsArgs) -> io::Result<()> {
+    use hms_guard::decision::views::{analyze, ViewText};
+    let text = ten_kb_view();
+    let view = ViewText::HiveExpanded {
+        text: &text,
+        db: "demo",
+    };
+    let shape = analyze(&view).map_err(|e| io::Error::other(format!("the bench view: {e}")))?;
+    assert_eq!(shape.branches.len(), 2);
+    let mut per_round_us = Vec::new();
+    for _ in 0..a.rounds {
+        let t0 = Instant::now();
+        for _ in 0..a.iterations {
+            std::hint::black_box(analyze(std::hint::black_box(&view)).is_ok());
+        }
+        per_round_us.push(t0.elapsed().as_secs_f64() * 1e6 / a.iterations as f64);
+    }
+    let mut sorted = per_round_us.clone();
+    sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median_us = sorted[sorted.len() / 2];
+    println!(
+        "views: analysis of a {} byte view text (236 columns, a partition filter, UNION ALL): \
+         median per round {median_us:.1} us each",
+        text.len()
+    );
+    let doc = json!({"kind": "views", "bytes": text.len(), "median_us": median_us,
+        "per_round_us": per_round_us});
+    println!("BENCH_JSON {doc}");
+    if let Some(p) = a.json_out {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = writeln!(f, "{doc}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -399,7 +468,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     let threads = match &cli.cmd {
         Cmd::Load(a) => a.threads,
-        Cmd::Decide(_) => 1,
+        Cmd::Decide(_) | Cmd::Views(_) => 1,
         _ => 2,
     };
     let rt = if threads <= 1 {
@@ -421,6 +490,7 @@ fn main() {
             Cmd::Idle(a) => idle(a).await,
             Cmd::Decide(a) => decide(a).await,
             Cmd::Handshake(a) => handshake(a).await,
+            Cmd::Views(a) => views(a),
         }
     });
     std::process::exit(match code {

@@ -382,6 +382,8 @@ o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
 "$lg" decide --metastore "127.0.0.1:$hms_port" --db "$db" --table "$table" --user bench \
     --json-out "$results" | grep -v '^BENCH_JSON'
+log "views: the analysis of a view text of about 10 KB (decision::views)"
+"$lg" views --json-out "$results" | grep -v '^BENCH_JSON'
 metrics "$g_admin" "$work/guard.metrics"
 metrics "$o_admin" "$work/guard-off.metrics"
 g_hwm=$(vm "$g_pid" VmHWM)
