@@ -349,6 +349,9 @@ class Traffic(threading.Thread):
             self.note("main nobody create_role",
                       attempt(lambda: nobody.create_role(tt.Role(roleName="r", ownerName="nobody"))))
             self.note("main admin get_all_databases", attempt(admin.get_all_databases))
+            # An engine's question (hms-guard-spark's): a write by a reader, refused.
+            self.note("main analyst question", attempt(lambda: hms.ask_question(
+                analyst, "write_table", DB, "events", privileges=["INSERT"])))
             # location-bearing DDL: storage checks (allowed, then cached; denied)
             for _ in range(2):
                 self.note("main admin create_table warehouse",

@@ -46,6 +46,7 @@ EXPECTED_METRICS = {
     "hms_guard_upstream_connects_total": "counter",
     "hms_guard_upstream_up": "gauge",
     "hms_guard_decisions_total": "counter",
+    "hms_guard_questions_total": "counter",
     "hms_guard_cache_lookups_total": "counter",
     "hms_guard_facts_calls_total": "counter",
     "hms_guard_audit_events_total": "counter",

@@ -234,6 +234,65 @@ def connect(port, user=None, timeout=30):
     return c
 
 
+def ask_question(client, action, db=None, table=None, path=None, privileges=(),
+                 asker="hms-guard-spark/lab"):
+    """Asks hms-guard's own question (`hms_guard_authorize`, docs/SPARK.md) on a client from
+    connect(): ("allow", text) or ("deny", message)."""
+    from thrift.Thrift import TMessageType, TType
+    op, ip = client._oprot, client._iprot
+    op.writeMessageBegin("hms_guard_authorize", TMessageType.CALL, 0)
+    op.writeStructBegin("hms_guard_authorize_args")
+    for fid, v in ((1, action), (2, db), (3, table), (4, path), (6, asker)):
+        if v is not None:
+            op.writeFieldBegin("f", TType.STRING, fid)
+            op.writeString(v)
+            op.writeFieldEnd()
+    if privileges:
+        op.writeFieldBegin("privileges", TType.LIST, 5)
+        op.writeListBegin(TType.STRING, len(privileges))
+        for p in privileges:
+            op.writeString(p)
+        op.writeListEnd()
+        op.writeFieldEnd()
+    op.writeFieldStop()
+    op.writeStructEnd()
+    op.writeMessageEnd()
+    op.trans.flush()
+    _, mtype, _ = ip.readMessageBegin()
+    if mtype == TMessageType.EXCEPTION:
+        from thrift.Thrift import TApplicationException
+        x = TApplicationException()
+        x.read(ip)
+        ip.readMessageEnd()
+        raise x
+    answer = None
+    ip.readStructBegin()
+    while True:
+        _, ftype, fid = ip.readFieldBegin()
+        if ftype == TType.STOP:
+            break
+        if fid == 0 and ftype == TType.STRING:
+            answer = ("allow", ip.readString())
+        elif fid == 1 and ftype == TType.STRUCT:
+            ip.readStructBegin()
+            while True:
+                _, t2, f2 = ip.readFieldBegin()
+                if t2 == TType.STOP:
+                    break
+                if f2 == 1 and t2 == TType.STRING:
+                    answer = ("deny", ip.readString())
+                else:
+                    ip.skip(t2)
+                ip.readFieldEnd()
+            ip.readStructEnd()
+        else:
+            ip.skip(ftype)
+        ip.readFieldEnd()
+    ip.readStructEnd()
+    ip.readMessageEnd()
+    return answer
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""
