@@ -111,16 +111,7 @@ fn views(a: ViewsArgs) -> io::Result<()> {
     );
     let doc = json!({"kind": "views", "bytes": text.len(), "median_us": median_us,
         "per_round_us": per_round_us});
-    println!("BENCH_JSON {doc}");
-    if let Some(p) = a.json_out {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            let _ = writeln!(f, "{doc}");
-        }
-    }
+    write_json(&a.json_out, &doc)?;
     Ok(())
 }
 
@@ -314,16 +305,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     let doc = json!({"kind": "decide", "decisions": n as u64, "median_us": median_us,
         "cpu_us": cpu_us, "facts_calls": facts_calls, "read_us": read_us, "per_round_us":
         per_round_ns.iter().map(|v| v / 1000.0).collect::<Vec<_>>()});
-    println!("BENCH_JSON {doc}");
-    if let Some(p) = a.json_out {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            let _ = writeln!(f, "{doc}");
-        }
-    }
+    write_json(&a.json_out, &doc)?;
     if facts_calls != 0 {
         return Err(io::Error::other(format!(
             "{facts_calls} facts calls during warm-cache decisions"

@@ -6,7 +6,7 @@
 
 use super::classify::{normalize_name, Classified, ClassifyError, StorageNeed};
 use crate::decision::authz::{Object, Operation, Privilege};
-use crate::wire::codec::path::values_at;
+use crate::wire::codec::path::strings_at;
 use crate::wire::codec::value::Value;
 use crate::wire::schema::question::args;
 
@@ -54,27 +54,19 @@ impl Action {
     }
 }
 
-fn string(a: &Value, id: i16) -> Result<Option<String>, ClassifyError> {
-    match values_at(a, &[id]).first() {
-        None => Ok(None),
-        Some(Value::Bytes(b)) => String::from_utf8(b.clone())
-            .map(Some)
-            .map_err(|_| ClassifyError::Args(format!("question field {id} is not UTF-8"))),
-        Some(_) => Err(ClassifyError::Args(format!(
-            "question field {id} is not a string"
-        ))),
-    }
+/// The string field `id` of the question (the schema reader has checked its type).
+fn string(a: &Value, id: i16) -> Option<String> {
+    strings_at(a, &[id]).into_iter().next()
 }
 
 fn required(a: &Value, id: i16, what: &'static str) -> Result<String, ClassifyError> {
-    match string(a, id)? {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(ClassifyError::Missing(what)),
-    }
+    string(a, id)
+        .filter(|s| !s.is_empty())
+        .ok_or(ClassifyError::Missing(what))
 }
 
 fn client(a: &Value) -> Result<String, ClassifyError> {
-    let c = string(a, args::CLIENT)?.unwrap_or_default();
+    let c = string(a, args::CLIENT).unwrap_or_default();
     if c.len() > MAX_CLIENT || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(ClassifyError::Args(format!(
             "the question's client must be printable ASCII of at most {MAX_CLIENT} bytes"
@@ -87,18 +79,14 @@ fn client(a: &Value) -> Result<String, ClassifyError> {
 /// at least one.
 fn privileges(a: &Value) -> Result<Vec<Privilege>, ClassifyError> {
     let mut out = Vec::new();
-    for v in values_at(a, &[args::PRIVILEGES, crate::wire::router::EACH]) {
-        let Value::Bytes(b) = v else {
-            return Err(ClassifyError::Args("a privilege is not a string".into()));
-        };
-        let p = match &b[..] {
-            b"INSERT" => Privilege::Insert,
-            b"UPDATE" => Privilege::Update,
-            b"DELETE" => Privilege::Delete,
+    for name in strings_at(a, &[args::PRIVILEGES, crate::wire::router::EACH]) {
+        let p = match name.as_str() {
+            "INSERT" => Privilege::Insert,
+            "UPDATE" => Privilege::Update,
+            "DELETE" => Privilege::Delete,
             other => {
                 return Err(ClassifyError::Args(format!(
-                    "a write asks for INSERT, UPDATE or DELETE, not {:?}",
-                    String::from_utf8_lossy(other)
+                    "a write asks for INSERT, UPDATE or DELETE, not {other:?}"
                 )))
             }
         };
@@ -150,7 +138,7 @@ pub fn classify(a: &Value) -> Result<Vec<Classified>, ClassifyError> {
                 )
             } else {
                 // The table's own place, when the statement names one, is written.
-                let storage = match string(a, args::PATH)? {
+                let storage = match string(a, args::PATH) {
                     Some(p) if !p.is_empty() => vec![StorageNeed {
                         location: p,
                         write: true,

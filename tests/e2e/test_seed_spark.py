@@ -32,9 +32,12 @@ MEMBERS = {"john": "finance", "david": "sales", "mary": "marketing"}
 DENIED = "hms-guard: permission denied"
 
 
-def spark_as(lab, port, user, statements):
-    """Runs statements in a fresh Spark JVM as `user`; per statement {ok, rows | error}."""
+def spark_as(lab, port, user, statements, conf=None):
+    """Runs statements in a fresh Spark JVM as `user` (`conf`: more Spark settings); per
+    statement {ok, rows | error}."""
     env = dict(os.environ, HADOOP_USER_NAME=user)
+    if conf is not None:
+        env["SPARK_AS_CONF"] = json.dumps(conf)
     p = subprocess.run([sys.executable, str(HERE / "spark_as.py"), str(lab), str(port),
                         json.dumps(statements)], env=env, capture_output=True, text=True,
                        timeout=900)

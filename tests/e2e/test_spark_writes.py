@@ -10,10 +10,6 @@ tables' files stay as they were (listed before and after). david holds INSERT on
 CREATE in the database: his writes land. The administrator's DDL is unaffected. Files by path
 follow the user's storage role. Without the extension, mary's INSERT into a Parquet table still
 lands, as docs/SPARK.md says."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ from hmsclient.genthrift.hive_metastore import ttypes as tt
 import hms
 import moto_lab
 from hms import connect
+from test_seed_spark import audit_lines, spark_as
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -29,22 +26,6 @@ JAR = REPO / "target" / "hms-guard-spark.jar"
 DB = "sw_db"
 EXT = {"spark.jars": str(JAR), "spark.sql.extensions": "hmsguard.spark.GuardExtension"}
 DENIED = "hms-guard: permission denied"
-
-
-def spark_as(lab, port, user, statements, conf=None):
-    """Statements in a fresh Spark JVM as `user` with extra Spark settings; per statement
-    {ok, rows | error}."""
-    env = dict(os.environ, HADOOP_USER_NAME=user, SPARK_AS_CONF=json.dumps(conf or {}))
-    p = subprocess.run([sys.executable, str(HERE / "spark_as.py"), str(lab), str(port),
-                        json.dumps(statements)], env=env, capture_output=True, text=True,
-                       timeout=900)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert p.returncode == 0 and lines, f"Spark as {user} failed:\n{p.stderr[-4000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
-
-
-def audit_lines(path):
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def files(lab):
