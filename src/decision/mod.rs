@@ -16,6 +16,8 @@ mod existence;
 pub mod facts;
 pub mod filter;
 mod gather;
+pub mod narrow;
+mod narrowing;
 pub mod outcome;
 pub mod question;
 pub mod reply;
@@ -78,6 +80,8 @@ struct Ruling {
     admin: bool,
     /// Objects whose cached facts the call may change.
     objects: Vec<Object>,
+    /// A read of a table the caller may read only part of: the narrowed table it gets.
+    narrowed: Option<Arc<narrow::Narrowed>>,
 }
 
 impl Ruling {
@@ -101,6 +105,7 @@ impl Ruling {
             filter: None,
             admin: false,
             objects: Vec::new(),
+            narrowed: None,
         }
     }
 }
@@ -290,7 +295,11 @@ impl Guard {
             admin,
             objects,
             classified: None,
+            narrowed: None,
         };
+        if let (Some(g), false) = (&grants, admin) {
+            self.narrow(call, g, &c.op, &mut ruling).await;
+        }
         if let Some(g) = &grants {
             self.existence(identity, g, &c.op, &mut ruling).await;
             ruling.filter = self.listing_filter(call, &c.op, g, &ruling);
@@ -402,6 +411,7 @@ impl Guard {
             .inc();
         let enforce = self.mode == AuthzMode::Enforce;
         let filter = ruling.filter.take();
+        let given = ruling.narrowed.as_ref().map(|n| n.given());
         let mut matched = d.matched.clone();
         let asked = ruling.classified.as_ref().and_then(|c| c.asked.as_ref());
         let message = match asked {
@@ -442,6 +452,15 @@ impl Guard {
                 call.header,
                 &format!("{}: {matched}", outcome.as_str()),
             ))
+        } else if let (Some(n), true) = (ruling.narrowed.take().filter(|n| !n.is_whole()), enforce)
+        {
+            forward_as(
+                call.bytes,
+                ReplyCheck::Narrow {
+                    narrowed: n,
+                    message,
+                },
+            )
         } else if ruling.absent && enforce {
             forward_as(call.bytes, ReplyCheck::DenyIfFound(message))
         } else if let (Some(f), true) = (filter, enforce) {
@@ -478,6 +497,7 @@ impl Guard {
             matched,
             storage: ruling.storage,
             client: c.and_then(|c| c.asked.as_ref()).map(|a| a.client.clone()),
+            given,
         }));
         Decision {
             action,

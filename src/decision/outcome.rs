@@ -77,6 +77,13 @@ pub enum ReplyCheck {
     Filter(ListFilter),
     /// A reply carrying a result (the object exists) is replaced by this denial.
     DenyIfFound(String),
+    /// A read of a narrowed table: the reply shows only the narrowed table; a reply that is
+    /// one object the caller may not read (or that cannot be narrowed) is replaced by the
+    /// denial `message` (with the reason appended).
+    Narrow {
+        narrowed: std::sync::Arc<crate::decision::narrow::Narrowed>,
+        message: String,
+    },
 }
 
 /// Cached facts a call may change: dropped only after the metastore executed it.
@@ -162,6 +169,8 @@ pub struct DecisionRecord {
     pub storage: Option<crate::ops::audit::StorageAudit>,
     /// For an engine's question: who asked.
     pub client: Option<String>,
+    /// For a narrowed read: the columns and partitions given.
+    pub given: Option<String>,
 }
 
 /// How the connection carried out a decision.

@@ -11,6 +11,7 @@ use super::filter::{empty_list_reply, parse_list_reply};
 use super::outcome::ReplyCheck;
 use super::Guard;
 use crate::decision::authz::{readable, visible, Grants, Object, Policy};
+use crate::decision::narrow::reply::NarrowError;
 use crate::listener::identity::Identity;
 use crate::wire::answer::denial;
 use crate::wire::codec::value::Value;
@@ -73,6 +74,26 @@ impl Guard {
                 })
             }
             ReplyCheck::Filter(f) => Ok(passed(self.filter(f, transport, header, reply).await?)),
+            ReplyCheck::Narrow { narrowed, message } => {
+                let narrowed = crate::decision::narrow::reply::narrow_reply(
+                    transport.protocol,
+                    unframed(transport, &reply),
+                    &header.name,
+                    narrowed,
+                    self.max_depth,
+                );
+                match narrowed {
+                    Ok(bytes) => Ok(passed(frame(transport, bytes))),
+                    Err(NarrowError::Scan(e)) => Err(e),
+                    Err(e) => {
+                        tracing::warn!(method = %header.name, error = %e, "a narrowed reply is withheld");
+                        Ok(Replied {
+                            bytes: denial(transport, entry, header, &format!("{message} ({e})")),
+                            withheld: true,
+                        })
+                    }
+                }
+            }
         }
     }
 

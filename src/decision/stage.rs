@@ -247,6 +247,7 @@ fn audit_event(end: &CallEnd<'_>) -> AuditEvent {
             ev.matched = Some(d.matched.clone());
             ev.storage = d.storage.clone();
             ev.client = d.client.clone();
+            ev.given = d.given.clone();
             if let Exit::Forwarded { withheld: true, .. } = end.exit {
                 // A table absent when decided existed when the metastore read the call: its
                 // reply was replaced by the denial, audited as the denial it was.

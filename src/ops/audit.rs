@@ -134,6 +134,10 @@ pub struct AuditEvent {
     /// description, e.g. `hms-guard-spark/0.1.0 spark/4.3.0`. Absent on metastore calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// For a narrowed read (`reason: narrowed`): the columns and partitions given, e.g.
+    /// `columns id, name, region of partitions where region = 'eu'`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given: Option<String>,
     /// The metastore's answer (`policy::UpstreamOutcome::as_str`): `ok`, `exception` (a
     /// declared exception, named in `upstream_exception`), `application_exception`,
     /// `no_result`, `no_reply` (oneway), `transport_error` (the metastore went away or timed
@@ -174,6 +178,7 @@ impl AuditEvent {
             matched: None,
             storage: None,
             client: None,
+            given: None,
             upstream_outcome: None,
             upstream_exception: None,
             latency_us: 0,
@@ -224,6 +229,7 @@ impl AuditEvent {
         cuts.option("matched", &mut e.matched);
         cuts.option("upstream_exception", &mut e.upstream_exception);
         cuts.option("client", &mut e.client);
+        cuts.option("given", &mut e.given);
         cuts.list(
             "groups",
             &mut e.groups,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hms_guard::config::Config;
 use hms_guard::decision::authz::{
-    GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant,
+    GrantTarget, Object, Principal, PrincipalKind, Privilege, Privileges, RecordedGrant,
 };
 use hms_guard::decision::facts::source::Fact;
 use hms_guard::decision::facts::FactsSource;
@@ -42,12 +42,15 @@ impl FactsSource for Scripted {
     fn role_grants<'a>(&'a self, _: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Privileges> {
         let out = match p.kind {
             PrincipalKind::User => self.grants.get(&p.name).cloned().unwrap_or_default(),
             _ => Vec::new(),
         };
-        Box::pin(async move { Ok(out.into_iter().map(|(o, p)| (o, p, false)).collect()) })
+        Box::pin(async move {
+            let objects: Vec<_> = out.into_iter().map(|(o, p)| (o, p, false)).collect();
+            Ok(objects.into())
+        })
     }
     fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {
         self.table_lookups.fetch_add(1, Ordering::SeqCst);
@@ -161,7 +164,7 @@ impl FactsSource for Shared {
     fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
         self.0.role_grants(p)
     }
-    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Privileges> {
         self.0.privileges(p)
     }
     fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {

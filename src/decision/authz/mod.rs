@@ -155,6 +155,9 @@ pub struct Grants {
     /// Roles held WITH ADMIN OPTION.
     pub role_admin: BTreeSet<String>,
     pub objects: HashMap<Object, Vec<Held>>,
+    /// Privileges on parts of tables (columns, partitions), by table, and through which
+    /// principal.
+    pub parts: HashMap<Object, Vec<(PartGrant, Principal)>>,
 }
 
 impl Grants {
@@ -168,14 +171,27 @@ impl Grants {
 
     /// Whether any privilege is held on the database or on one of its tables.
     pub fn holds_in_database(&self, db: &str) -> bool {
-        self.objects.iter().any(|(o, held)| {
-            !held.is_empty() && matches!(o, Object::Database(d) | Object::Table(d, _) if d == db)
-        })
+        let on = |o: &Object| matches!(o, Object::Database(d) | Object::Table(d, _) if d == db);
+        self.objects
+            .iter()
+            .any(|(o, held)| !held.is_empty() && on(o))
+            || self.parts.iter().any(|(o, held)| !held.is_empty() && on(o))
     }
 
     /// Whether any privilege at all is held on a table.
     pub fn any_on(&self, obj: &Object) -> bool {
         self.objects.get(obj).is_some_and(|v| !v.is_empty())
+            || self.parts.get(obj).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The privileges `p` held on parts of a table (columns, partitions).
+    pub fn parts_of(&self, table: &Object, p: Privilege) -> impl Iterator<Item = &PartGrant> {
+        self.parts
+            .get(table)
+            .into_iter()
+            .flatten()
+            .map(|(g, _)| g)
+            .filter(move |g| g.privilege == p || g.privilege == Privilege::All)
     }
 }
 
@@ -546,6 +562,12 @@ pub enum Reason {
     Absent,
     /// Files by path: no grant governs them; the storage check decides.
     Path,
+    /// Part of a table (columns, partitions) by column or partition grants or views: the
+    /// reply is narrowed.
+    Narrowed,
+    /// The caller may read part of the table, but this call cannot be narrowed to it (or the
+    /// parts do not combine into one narrowed table).
+    NotNarrowable,
 }
 
 impl Reason {
@@ -572,6 +594,8 @@ impl Reason {
             Reason::NotGrantor => "not_grantor",
             Reason::Absent => "absent",
             Reason::Path => "path",
+            Reason::Narrowed => "narrowed",
+            Reason::NotNarrowable => "not_narrowable",
         }
     }
 }
@@ -670,6 +694,53 @@ pub fn authorize(
 pub struct PrincipalFacts {
     pub roles: Vec<(String, bool)>,
     pub privileges: Vec<(Object, Privilege, bool)>,
+    /// Privileges on part of a table (columns, partitions).
+    pub parts: Vec<PartGrant>,
+}
+
+/// A privilege on part of a table, as the metastore records it: on columns
+/// (`HiveObjectType.COLUMN`, with or without partition values), or on a partition
+/// (`HiveObjectType.PARTITION`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartGrant {
+    /// The table (`Object::Table`).
+    pub table: Object,
+    /// The partition's values, in partition-key order (`None`: every partition).
+    pub partition: Option<Vec<String>>,
+    /// The column, lower case (`None`: every column).
+    pub column: Option<String>,
+    pub privilege: Privilege,
+}
+
+impl fmt::Display for PartGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on ", self.privilege.as_str())?;
+        if let Some(c) = &self.column {
+            write!(f, "column {c} of ")?;
+        }
+        if let Some(p) = &self.partition {
+            write!(f, "partition [{}] of ", p.join("/"))?;
+        }
+        write!(f, "{}", self.table)
+    }
+}
+
+/// Privileges granted directly to one principal, as `FactsSource::privileges` reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Privileges {
+    /// On the metastore, databases and whole tables (with the grant option flag).
+    pub objects: Vec<(Object, Privilege, bool)>,
+    /// On columns and partitions.
+    pub parts: Vec<PartGrant>,
+}
+
+impl From<Vec<(Object, Privilege, bool)>> for Privileges {
+    fn from(objects: Vec<(Object, Privilege, bool)>) -> Self {
+        Privileges {
+            objects,
+            parts: Vec::new(),
+        }
+    }
 }
 
 /// The principals an identity starts from: the user and its groups (and `public`).
@@ -714,6 +785,13 @@ pub fn assemble(
                 grant_option: *grant_option,
                 via: p.clone(),
             });
+        }
+        for g in &f.parts {
+            grants
+                .parts
+                .entry(g.table.clone())
+                .or_default()
+                .push((g.clone(), p.clone()));
         }
         for (role, admin_option) in &f.roles {
             // The admin option only counts when granted to the identity's own principals or

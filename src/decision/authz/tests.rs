@@ -37,6 +37,7 @@ fn seed() -> HashMap<Principal, PrincipalFacts> {
     let privs = |v: &[(&str, Privilege)]| PrincipalFacts {
         roles: vec![],
         privileges: v.iter().map(|(n, p)| (t(n), *p, false)).collect(),
+        parts: vec![],
     };
     m.insert(
         role("sales"),
@@ -70,6 +71,7 @@ fn seed() -> HashMap<Principal, PrincipalFacts> {
     let member = |r: &str| PrincipalFacts {
         roles: vec![(r.into(), false)],
         privileges: vec![],
+        parts: vec![],
     };
     m.insert(principal(PrincipalKind::User, "john"), member("finance"));
     m.insert(principal(PrincipalKind::User, "david"), member("sales"));
@@ -353,6 +355,7 @@ fn nested_and_group_granted_roles() {
         PrincipalFacts {
             roles: vec![("team".into(), false)],
             privileges: vec![],
+            parts: vec![],
         },
     );
     facts.insert(
@@ -360,6 +363,7 @@ fn nested_and_group_granted_roles() {
         PrincipalFacts {
             roles: vec![("finance".into(), false)],
             privileges: vec![],
+            parts: vec![],
         },
     );
     let eve = user("eve", &["analysts"]);
@@ -469,6 +473,7 @@ fn role_and_grant_administration() {
         PrincipalFacts {
             roles: vec![],
             privileges: vec![],
+            parts: vec![],
         },
     );
     assert!(decide_with(&analyst, with_groups(&["analysts"]), &[], &with_group).allow);
@@ -505,6 +510,7 @@ fn listings_are_filtered_per_table() {
         PrincipalFacts {
             roles: vec![],
             privileges: vec![(t("customer"), Privilege::Insert, false)],
+            parts: vec![],
         },
     );
     let writer = user("writer", &[]);
@@ -917,6 +923,7 @@ fn role_and_principal_names_compare_exactly() {
         PrincipalFacts {
             roles: vec![("ADMIN".into(), true)],
             privileges: vec![],
+            parts: vec![],
         },
     );
     let eve = user("eve", &[]);

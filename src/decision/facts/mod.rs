@@ -19,6 +19,7 @@ use crate::decision::authz::{
     RecordedGrant, TxnRef,
 };
 use crate::decision::cache::TtlCache;
+use crate::decision::narrow::{Narrowed, NotNarrowable, TableShape};
 use crate::listener::identity::Identity;
 use crate::ops::metrics::{CacheLabels, Metrics};
 use crate::wire::codec::value::Value;
@@ -50,6 +51,11 @@ pub struct FactsStore {
     objects: TtlCache<Object, Option<ObjectFacts>>,
     /// Who opened a transaction or took a lock (never changes; only users are cached).
     holders: TtlCache<TxnRef, Holder>,
+    /// Tables' shapes (columns, format, a view's analysis), for narrowed reads.
+    shapes: TtlCache<Object, Option<Arc<TableShape>>>,
+    /// The narrowed table each identity gets of a table (grants, views and the table
+    /// combined); dropped with the grants and with any changed object.
+    narrowings: TtlCache<(Identity, Object), Narrowing>,
     metrics: Arc<Metrics>,
 }
 
@@ -58,6 +64,12 @@ const MAX_CACHED_IDENTITIES: usize = 65_536;
 const MAX_CACHED_PRINCIPALS: usize = 65_536;
 const MAX_CACHED_OBJECTS: usize = 262_144;
 const MAX_CACHED_HOLDERS: usize = 65_536;
+const MAX_CACHED_SHAPES: usize = 65_536;
+const MAX_CACHED_NARROWINGS: usize = 65_536;
+
+/// What one identity gets of one table: nothing narrowed (`None`: it may read no part of it,
+/// or the whole), one narrowed table, or why its parts give none.
+pub type Narrowing = Result<Option<Arc<Narrowed>>, NotNarrowable>;
 
 impl FactsStore {
     pub fn new(
@@ -74,6 +86,8 @@ impl FactsStore {
             identities: TtlCache::new(ttl, MAX_CACHED_IDENTITIES),
             objects: TtlCache::new(ttl, MAX_CACHED_OBJECTS),
             holders: TtlCache::new(ttl, MAX_CACHED_HOLDERS),
+            shapes: TtlCache::new(ttl, MAX_CACHED_SHAPES),
+            narrowings: TtlCache::new(ttl, MAX_CACHED_NARROWINGS),
             metrics,
         }
     }
@@ -93,6 +107,7 @@ impl FactsStore {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.principals.clear();
         self.identities.clear();
+        self.narrowings.clear();
     }
 
     /// Drops a cached object (it was created, altered or dropped through the proxy).
@@ -100,8 +115,54 @@ impl FactsStore {
     /// objects the call does not name).
     pub fn invalidate_object(&self, obj: &Object) {
         match obj {
-            Object::Global => self.objects.clear(),
-            _ => self.objects.remove(obj),
+            Object::Global => {
+                self.objects.clear();
+                self.shapes.clear();
+            }
+            _ => {
+                self.objects.remove(obj);
+                self.shapes.remove(obj);
+            }
+        }
+        // A narrowing may rest on any table or view: all go.
+        self.narrowings.clear();
+    }
+
+    /// A table's shape (`None`: no such table), cached.
+    pub async fn shape(&self, obj: &Object) -> Result<Option<Arc<TableShape>>, FactsError> {
+        let Object::Table(db, t) = obj else {
+            return Ok(None);
+        };
+        let load = || async {
+            Ok(self
+                .source
+                .table(db, t)
+                .await?
+                .map(|v| Arc::new(TableShape::of(&v))))
+        };
+        let (shape, hit) = self.shapes.get_or_load(obj, load, |_| true).await?;
+        self.count("shapes", hit);
+        Ok(shape)
+    }
+
+    /// What `identity` gets of `table`, cached; `load` works it out on a miss (kept only if
+    /// no grant changed meanwhile).
+    pub async fn narrowing<F, Fut>(&self, identity: &Identity, table: &Object, load: F) -> Narrowing
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Narrowing, FactsError>>,
+    {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let key = (identity.clone(), table.clone());
+        let keep = |_: &Narrowing| self.generation.load(Ordering::SeqCst) == generation;
+        match self.narrowings.get_or_load(&key, load, keep).await {
+            Ok((n, hit)) => {
+                self.count("narrowings", hit);
+                n
+            }
+            Err(e) => Err(NotNarrowable(format!(
+                "what the user may read of {table} could not be learned: {e}"
+            ))),
         }
     }
 
@@ -148,7 +209,11 @@ impl FactsStore {
         let load = || async {
             let roles = self.source.role_grants(p).await?;
             let privileges = self.source.privileges(p).await?;
-            Ok(Arc::new(PrincipalFacts { roles, privileges }))
+            Ok(Arc::new(PrincipalFacts {
+                roles,
+                privileges: privileges.objects,
+                parts: privileges.parts,
+            }))
         };
         let keep = |_: &Arc<PrincipalFacts>| self.generation.load(Ordering::SeqCst) == generation;
         Ok(self.principals.get_or_load(p, load, keep).await?.0)

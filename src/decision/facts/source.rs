@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::decision::authz::{
-    GrantTarget, Object, Principal, PrincipalKind, Privilege, RecordedGrant,
+    GrantTarget, Object, PartGrant, Principal, PrincipalKind, Privilege, Privileges, RecordedGrant,
 };
 use crate::ops::metrics::{FactsLabels, Metrics};
 use crate::wire::codec::value::{read_value, Value};
@@ -29,8 +29,9 @@ pub type Fact<'a, T> = Pin<Box<dyn Future<Output = Result<T, FactsError>> + Send
 pub trait FactsSource: Send + Sync {
     /// Roles granted directly to a principal, with the admin option flag.
     fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>>;
-    /// Privileges granted directly to a principal (global, database and table grants).
-    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>>;
+    /// Privileges granted directly to a principal: global, database and table grants, and
+    /// grants on columns and partitions.
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Privileges>;
     /// The table (`None`: no such table).
     fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>>;
     /// The database (`None`: no such database).
@@ -68,6 +69,18 @@ fn not_provided(method: &str) -> FactsError {
 const OBJ_GLOBAL: i64 = 1;
 const OBJ_DATABASE: i64 = 2;
 const OBJ_TABLE: i64 = 3;
+const OBJ_PARTITION: i64 = 4;
+const OBJ_COLUMN: i64 = 5;
+
+/// A `HiveObjectRef`'s partition values (empty: none).
+fn part_values(obj: &Value) -> Vec<String> {
+    obj.field(hive_object_ref::PART_VALUES)
+        .map(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
 
 /// Facts read from the metastore.
 pub struct MetaSource {
@@ -144,10 +157,7 @@ impl MetaSource {
     }
 
     /// Privileges granted directly to a principal, on any object.
-    async fn privileges(
-        &self,
-        p: &Principal,
-    ) -> Result<Vec<(Object, Privilege, bool)>, FactsError> {
+    async fn privileges(&self, p: &Principal) -> Result<Privileges, FactsError> {
         const M: &str = "list_privileges";
         let reply = self
             .call(M, |w| {
@@ -162,7 +172,7 @@ impl MetaSource {
             })
             .await?;
         let value = success_value(M, &reply)?;
-        let mut out = Vec::new();
+        let mut out = Privileges::default();
         for hop in value.as_list() {
             // HiveObjectPrivilege.principalName as stored: exactly this principal's rows only.
             if !names_principal(hop.field(hive_object_privilege::PRINCIPAL_NAME), p) {
@@ -176,15 +186,25 @@ impl MetaSource {
                 text(hive_object_ref::DB_NAME),
                 text(hive_object_ref::OBJECT_NAME),
             );
-            let object = match obj
+            let kind = obj
                 .field(hive_object_ref::OBJECT_TYPE)
-                .and_then(Value::as_int)
-            {
+                .and_then(Value::as_int);
+            let object = match kind {
                 Some(OBJ_GLOBAL) => Object::Global,
                 Some(OBJ_DATABASE) => Object::database(db),
-                Some(OBJ_TABLE) => Object::table(db, name),
-                // Partition and column grants do not give table-level access.
+                Some(OBJ_TABLE | OBJ_PARTITION | OBJ_COLUMN) => Object::table(db, name),
                 _ => continue,
+            };
+            // Partition and column grants give part of a table (narrowed replies), never the
+            // table.
+            let part = match kind {
+                Some(OBJ_PARTITION) => Some((Some(part_values(obj)), None)),
+                Some(OBJ_COLUMN) => {
+                    let column = text(hive_object_ref::COLUMN_NAME).to_ascii_lowercase();
+                    let values = part_values(obj);
+                    Some(((!values.is_empty()).then_some(values), Some(column)))
+                }
+                _ => None,
             };
             let Some(info) = hop.field(hive_object_privilege::GRANT_INFO) else {
                 continue;
@@ -198,9 +218,15 @@ impl MetaSource {
                 Some(Value::Bool(true))
             );
             // Hive stores one privilege per row; be lenient with comma lists.
-            for part in privilege.split(',') {
-                if let Some(p) = Privilege::parse(part) {
-                    out.push((object.clone(), p, grant_option));
+            for privilege in privilege.split(',').filter_map(Privilege::parse) {
+                match &part {
+                    None => out.objects.push((object.clone(), privilege, grant_option)),
+                    Some((partition, column)) => out.parts.push(PartGrant {
+                        table: object.clone(),
+                        partition: partition.clone(),
+                        column: column.clone(),
+                        privilege,
+                    }),
                 }
             }
         }
@@ -382,7 +408,7 @@ impl FactsSource for MetaSource {
     fn role_grants<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(String, bool)>> {
         Box::pin(MetaSource::role_grants(self, p))
     }
-    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Vec<(Object, Privilege, bool)>> {
+    fn privileges<'a>(&'a self, p: &'a Principal) -> Fact<'a, Privileges> {
         Box::pin(MetaSource::privileges(self, p))
     }
     fn table<'a>(&'a self, db: &'a str, table: &'a str) -> Fact<'a, Option<Value>> {

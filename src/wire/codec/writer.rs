@@ -123,6 +123,24 @@ impl Writer {
         self
     }
 
+    /// A map header: key and value types, entry count.
+    pub fn map_begin(&mut self, k: Ty, v: Ty, n: usize) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => {
+                self.out.put_u8(k.to_binary());
+                self.out.put_u8(v.to_binary());
+                self.out.put_i32(n as i32);
+            }
+            Protocol::Compact => {
+                put_varint(&mut self.out, n as u64);
+                if n != 0 {
+                    self.out.put_u8((k.to_compact() << 4) | v.to_compact());
+                }
+            }
+        }
+        self
+    }
+
     /// Raw bytes (an already-encoded value copied from another message of the same protocol).
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.out.put_slice(bytes);
@@ -174,19 +192,7 @@ impl Writer {
                 let (k, v) = entries
                     .first()
                     .map_or((Ty::String, Ty::String), |(k, v)| (ty_of(k), ty_of(v)));
-                match self.protocol {
-                    Protocol::Binary => {
-                        self.out.put_u8(k.to_binary());
-                        self.out.put_u8(v.to_binary());
-                        self.out.put_i32(entries.len() as i32);
-                    }
-                    Protocol::Compact => {
-                        put_varint(&mut self.out, entries.len() as u64);
-                        if !entries.is_empty() {
-                            self.out.put_u8((k.to_compact() << 4) | v.to_compact());
-                        }
-                    }
-                }
+                self.map_begin(k, v, entries.len());
                 for (a, b) in entries {
                     self.value(a).value(b);
                 }

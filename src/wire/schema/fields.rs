@@ -69,10 +69,38 @@ pub mod storage_descriptor {
     pub const COLS: i16 = 1;
     /// `location`
     pub const LOCATION: i16 = 2;
+    /// `inputFormat`
+    pub const INPUT_FORMAT: i16 = 3;
     /// `serdeInfo`
     pub const SERDE_INFO: i16 = 7;
+    /// `bucketCols`
+    pub const BUCKET_COLS: i16 = 8;
+    /// `sortCols`
+    pub const SORT_COLS: i16 = 9;
     /// `parameters`
     pub const PARAMETERS: i16 = 10;
+    /// `skewedInfo`
+    pub const SKEWED_INFO: i16 = 11;
+}
+
+/// `FieldSchema`: one column.
+pub mod field_schema {
+    /// `name`
+    pub const NAME: i16 = 1;
+    /// `type`
+    pub const TYPE: i16 = 2;
+}
+
+/// `Order`: a sort column.
+pub mod order {
+    /// `col`
+    pub const COL: i16 = 1;
+}
+
+/// `SkewedInfo`: skewed columns.
+pub mod skewed_info {
+    /// `skewedColNames`
+    pub const SKEWED_COL_NAMES: i16 = 1;
 }
 
 /// `SerDeInfo`: a storage descriptor's serializer (its `parameters` may carry Spark's `path`).
@@ -453,6 +481,34 @@ mod tests {
                 "serializationLib",
             ),
             (super::serde_info::PARAMETERS, &S_SerDeInfo, "parameters"),
+            (
+                super::storage_descriptor::INPUT_FORMAT,
+                &S_StorageDescriptor,
+                "inputFormat",
+            ),
+            (
+                super::storage_descriptor::BUCKET_COLS,
+                &S_StorageDescriptor,
+                "bucketCols",
+            ),
+            (
+                super::storage_descriptor::SORT_COLS,
+                &S_StorageDescriptor,
+                "sortCols",
+            ),
+            (
+                super::storage_descriptor::SKEWED_INFO,
+                &S_StorageDescriptor,
+                "skewedInfo",
+            ),
+            (super::field_schema::NAME, &S_FieldSchema, "name"),
+            (super::field_schema::TYPE, &S_FieldSchema, "type"),
+            (super::order::COL, &S_Order, "col"),
+            (
+                super::skewed_info::SKEWED_COL_NAMES,
+                &S_SkewedInfo,
+                "skewedColNames",
+            ),
             (super::partition::VALUES, &S_Partition, "values"),
             (super::partition::DB_NAME, &S_Partition, "dbName"),
             (super::partition::TABLE_NAME, &S_Partition, "tableName"),

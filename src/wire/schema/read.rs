@@ -203,7 +203,7 @@ fn wire_name(t: u8) -> &'static str {
 }
 
 /// The wire type a declared type travels as.
-fn wire_of(t: &T) -> u8 {
+pub(crate) fn wire_of(t: &T) -> u8 {
     match t {
         T::Bool => BOOL,
         T::Byte => BYTE,

@@ -1,0 +1,270 @@
+//! Narrowing a parameters map (a table's, a partition's, a storage descriptor's, a serde's):
+//! every copy of the schema it carries loses the hidden columns the same way the columns do.
+//!
+//! - Spark's schema (`spark.sql.sources.schema`, or its `numParts`/`part.N` pieces): the JSON
+//!   struct loses the hidden fields and is written back whole as `spark.sql.sources.schema`.
+//! - Avro's `avro.schema.literal`: the record loses the hidden fields.
+//! - `COLUMN_STATS_ACCURATE`: the hidden columns leave its `COLUMN_STATS` map.
+//! - Spark's column statistics (`spark.sql.statistics.colStats.<column>.*`) of hidden columns
+//!   are dropped.
+//! - Any other entry whose key or value names a hidden column (as a word) is dropped.
+//!
+//! A schema copy that cannot be read is an error: the reply is refused, never passed whole.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value as Json;
+
+const SPARK_SCHEMA: &str = "spark.sql.sources.schema";
+const SPARK_COL_STATS: &str = "spark.sql.statistics.colStats.";
+const AVRO_LITERAL: &str = "avro.schema.literal";
+const STATS_ACCURATE: &str = "COLUMN_STATS_ACCURATE";
+
+/// Why a parameters map could not be narrowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} cannot be narrowed: {why}")]
+pub struct ParamError {
+    pub key: String,
+    pub why: String,
+}
+
+fn err(key: &str, why: impl Into<String>) -> ParamError {
+    ParamError {
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
+/// The entries of a parameters map without what names a hidden column (order kept; Spark's
+/// schema pieces become one entry where the first piece was).
+pub fn narrow(
+    entries: &[(String, String)],
+    hidden: &BTreeSet<String>,
+) -> Result<Vec<(String, String)>, ParamError> {
+    let spark = spark_schema(entries)?;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut spark_written = false;
+    for (k, v) in entries {
+        if k == SPARK_SCHEMA
+            || k.starts_with("spark.sql.sources.schema.part.")
+            || k == "spark.sql.sources.schema.numParts"
+        {
+            if let (false, Some(schema)) = (spark_written, &spark) {
+                out.push((SPARK_SCHEMA.to_string(), narrow_spark(schema, hidden)?));
+                spark_written = true;
+            }
+            continue;
+        }
+        if let Some(rest) = k.strip_prefix(SPARK_COL_STATS) {
+            if hidden.iter().any(|h| stats_of(rest, h)) {
+                continue;
+            }
+        }
+        let v = match k.as_str() {
+            AVRO_LITERAL => narrow_avro(v, hidden)?,
+            STATS_ACCURATE => match narrow_stats_accurate(v, hidden) {
+                Some(v) => v,
+                None => continue,
+            },
+            _ if names_any(k, hidden) || names_any(v, hidden) => continue,
+            _ => v.clone(),
+        };
+        out.push((k.clone(), v));
+    }
+    Ok(out)
+}
+
+/// Whether `spark.sql.statistics.colStats.<rest>` is a statistic of column `h`.
+fn stats_of(rest: &str, h: &str) -> bool {
+    rest.len() > h.len()
+        && rest.as_bytes()[h.len()] == b'.'
+        && rest[..h.len()].eq_ignore_ascii_case(h)
+}
+
+/// Whether `text` names any hidden column as a word (letters, digits, `_`), ignoring case.
+fn names_any(text: &str, hidden: &BTreeSet<String>) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| !w.is_empty() && hidden.contains(&w.to_ascii_lowercase()))
+}
+
+/// Spark's schema as stored: one entry, or `numParts` pieces joined. `None`: not stored.
+fn spark_schema(entries: &[(String, String)]) -> Result<Option<String>, ParamError> {
+    let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    if let Some(v) = get(SPARK_SCHEMA) {
+        return Ok(Some(v.clone()));
+    }
+    let Some(n) = get("spark.sql.sources.schema.numParts") else {
+        return Ok(None);
+    };
+    let n: usize = n
+        .parse()
+        .ok()
+        .filter(|n| *n <= 4096)
+        .ok_or_else(|| err(SPARK_SCHEMA, "its numParts is not a number"))?;
+    let mut whole = String::new();
+    for i in 0..n {
+        let piece = get(&format!("spark.sql.sources.schema.part.{i}"))
+            .ok_or_else(|| err(SPARK_SCHEMA, format!("piece {i} is missing")))?;
+        whole.push_str(piece);
+    }
+    Ok(Some(whole))
+}
+
+/// Spark's struct schema without the hidden fields.
+fn narrow_spark(schema: &str, hidden: &BTreeSet<String>) -> Result<String, ParamError> {
+    let mut json: Json =
+        serde_json::from_str(schema).map_err(|e| err(SPARK_SCHEMA, e.to_string()))?;
+    let fields = json
+        .get_mut("fields")
+        .and_then(Json::as_array_mut)
+        .ok_or_else(|| err(SPARK_SCHEMA, "it is not a struct with fields"))?;
+    let before = fields.len();
+    let mut unnamed = false;
+    fields.retain(|f| match f.get("name").and_then(Json::as_str) {
+        Some(n) => !hidden.contains(&n.to_ascii_lowercase()),
+        None => {
+            unnamed = true;
+            false
+        }
+    });
+    if unnamed {
+        return Err(err(SPARK_SCHEMA, "a field has no name"));
+    }
+    Ok(if fields.len() == before {
+        schema.to_string()
+    } else {
+        json.to_string()
+    })
+}
+
+/// Avro's record schema without the hidden fields (Avro resolves fields by name).
+fn narrow_avro(literal: &str, hidden: &BTreeSet<String>) -> Result<String, ParamError> {
+    let mut json: Json =
+        serde_json::from_str(literal).map_err(|e| err(AVRO_LITERAL, e.to_string()))?;
+    if json.get("type").and_then(Json::as_str) != Some("record") {
+        return Err(err(AVRO_LITERAL, "it is not a record"));
+    }
+    let fields = json
+        .get_mut("fields")
+        .and_then(Json::as_array_mut)
+        .ok_or_else(|| err(AVRO_LITERAL, "it has no fields"))?;
+    let before = fields.len();
+    let mut bad = false;
+    fields.retain(|f| match f.get("name").and_then(Json::as_str) {
+        Some(n) => {
+            let hide = hidden.contains(&n.to_ascii_lowercase());
+            // An alias could name the hidden column too.
+            let aliased = f.get("aliases").and_then(Json::as_array).is_some_and(|a| {
+                a.iter()
+                    .filter_map(Json::as_str)
+                    .any(|a| hidden.contains(&a.to_ascii_lowercase()))
+            });
+            bad |= aliased && !hide;
+            !hide
+        }
+        None => {
+            bad = true;
+            false
+        }
+    });
+    if bad {
+        return Err(err(
+            AVRO_LITERAL,
+            "a field has no name, or an alias naming a hidden column",
+        ));
+    }
+    Ok(if fields.len() == before {
+        literal.to_string()
+    } else {
+        json.to_string()
+    })
+}
+
+/// `COLUMN_STATS_ACCURATE` without the hidden columns; `None`: drop it (unreadable).
+fn narrow_stats_accurate(v: &str, hidden: &BTreeSet<String>) -> Option<String> {
+    if !names_any(v, hidden) {
+        return Some(v.to_string());
+    }
+    let mut json: Json = serde_json::from_str(v).ok()?;
+    if let Some(cols) = json.get_mut("COLUMN_STATS").and_then(Json::as_object_mut) {
+        cols.retain(|k, _| !hidden.contains(&k.to_ascii_lowercase()));
+    }
+    if names_any(&json.to_string(), hidden) {
+        return None;
+    }
+    Some(json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hidden() -> BTreeSet<String> {
+        BTreeSet::from(["ssn".to_string()])
+    }
+
+    fn e(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn spark_schema_in_pieces_is_joined_narrowed_and_written_once() {
+        let schema = r#"{"type":"struct","fields":[{"name":"id","type":"long","nullable":true,"metadata":{}},{"name":"SSN","type":"string","nullable":true,"metadata":{}}]}"#;
+        let (a, b) = schema.split_at(40);
+        let out = narrow(
+            &[
+                e("EXTERNAL", "TRUE"),
+                e("spark.sql.sources.schema.numParts", "2"),
+                e("spark.sql.sources.schema.part.0", a),
+                e("spark.sql.sources.schema.part.1", b),
+                e("spark.sql.statistics.colStats.ssn.max", "999"),
+                e("spark.sql.statistics.colStats.id.max", "7"),
+                e("orc.bloom.filter.columns", "id,ssn"),
+            ],
+            &hidden(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], e("EXTERNAL", "TRUE"));
+        assert_eq!(out[1].0, SPARK_SCHEMA);
+        assert!(out[1].1.contains("\"id\"") && !out[1].1.to_lowercase().contains("ssn"));
+        assert_eq!(out[2], e("spark.sql.statistics.colStats.id.max", "7"));
+    }
+
+    #[test]
+    fn an_unreadable_schema_copy_is_an_error() {
+        assert!(narrow(&[e(SPARK_SCHEMA, "{not json")], &hidden()).is_err());
+        assert!(narrow(
+            &[
+                e("spark.sql.sources.schema.numParts", "2"),
+                e("spark.sql.sources.schema.part.0", "{")
+            ],
+            &hidden()
+        )
+        .is_err());
+        assert!(narrow(&[e(AVRO_LITERAL, r#"{"type":"enum"}"#)], &hidden()).is_err());
+    }
+
+    #[test]
+    fn avro_literal_and_stats_lose_the_hidden_column() {
+        let avro = r#"{"type":"record","name":"c","fields":[{"name":"id","type":"long"},{"name":"ssn","type":"string"}]}"#;
+        let stats = r#"{"BASIC_STATS":"true","COLUMN_STATS":{"id":"true","ssn":"true"}}"#;
+        let out = narrow(
+            &[e(AVRO_LITERAL, avro), e(STATS_ACCURATE, stats)],
+            &hidden(),
+        )
+        .unwrap();
+        assert!(!out[0].1.contains("ssn") && out[0].1.contains("\"id\""));
+        assert!(!out[1].1.contains("ssn") && out[1].1.contains("BASIC_STATS"));
+        let aliased = r#"{"type":"record","name":"c","fields":[{"name":"x","aliases":["ssn"],"type":"long"}]}"#;
+        assert!(narrow(&[e(AVRO_LITERAL, aliased)], &hidden()).is_err());
+    }
+
+    #[test]
+    fn words_not_substrings_name_a_column() {
+        assert!(names_any("a,SSN", &hidden()));
+        assert!(!names_any("ssnx ssn_2", &hidden()));
+        assert!(stats_of("SSN.max", "ssn"));
+        assert!(!stats_of("ssn2.max", "ssn"));
+    }
+}

@@ -1,0 +1,340 @@
+//! A narrowed reply: the metastore's reply to a read of a narrowed table, walked by the
+//! method's declared result type and rewritten so that it shows the narrowed table only.
+//!
+//! Walking by the schema finds every copy wherever the reply keeps it: every `FieldSchema`
+//! naming a hidden column is dropped (a storage descriptor's columns, `get_fields`,
+//! `get_schema`), as is every column statistic (`ColumnStatisticsObj`) and constraint of one;
+//! every partition (`Partition`, `PartitionWithoutSD`, a row of partition values, a partition
+//! name) the caller may not read leaves its list; every `parameters` map is narrowed
+//! (`params.rs`). A single object the caller may not read (`get_partition` of a hidden
+//! partition) withholds the whole reply. A field the schema does not know is an error: the
+//! reply is refused rather than passed on unread. Only the methods `narrowable` names are
+//! walked; every other read of a narrowed table is refused before it is sent.
+
+use bytes::BytesMut;
+
+use super::params::{self, ParamError};
+use super::Narrowed;
+use crate::wire::codec::reader::{Field, Reader};
+use crate::wire::codec::value::read_value;
+use crate::wire::codec::writer::Writer;
+use crate::wire::codec::{MessageType, Protocol, ScanError, Ty};
+use crate::wire::schema::read::wire_of;
+use crate::wire::schema::types::ALL_VERSIONS;
+use crate::wire::schema::{StructDef, T};
+
+/// The reads of a table whose replies hms-guard can narrow. Every other read of a narrowed
+/// table (counts, aggregates, statistics keyed by partition name, indexes…) is refused.
+pub const NARROWABLE: &[&str] = &[
+    "fetch_partition_names_req",
+    "get_all_table_constraints",
+    "get_check_constraints",
+    "get_default_constraints",
+    "get_fields",
+    "get_fields_req",
+    "get_fields_with_environment_context",
+    "get_foreign_keys",
+    "get_not_null_constraints",
+    "get_partition",
+    "get_partition_by_name",
+    "get_partition_column_statistics",
+    "get_partition_names",
+    "get_partition_names_ps",
+    "get_partition_names_ps_req",
+    "get_partition_names_req",
+    "get_partition_req",
+    "get_partition_values",
+    "get_partition_with_auth",
+    "get_partitions",
+    "get_partitions_by_expr",
+    "get_partitions_by_filter",
+    "get_partitions_by_filter_req",
+    "get_partitions_by_names",
+    "get_partitions_by_names_req",
+    "get_partitions_ps",
+    "get_partitions_ps_with_auth",
+    "get_partitions_ps_with_auth_req",
+    "get_partitions_pspec",
+    "get_partitions_req",
+    "get_partitions_with_auth",
+    "get_partitions_with_specs",
+    "get_primary_keys",
+    "get_schema",
+    "get_schema_req",
+    "get_schema_with_environment_context",
+    "get_table",
+    "get_table_column_statistics",
+    "get_table_req",
+    "get_table_statistics_req",
+    "get_unique_constraints",
+];
+
+/// Whether a read's reply can be narrowed.
+pub fn narrowable(method: &str) -> bool {
+    NARROWABLE.binary_search(&method).is_ok()
+}
+
+/// Why a reply could not be narrowed.
+#[derive(Debug, thiserror::Error)]
+pub enum NarrowError {
+    #[error("the reply cannot be read: {0}")]
+    Scan(#[from] ScanError),
+    #[error("{0}")]
+    Param(#[from] ParamError),
+    #[error("the reply carries {0}, which hms-guard does not know how to narrow")]
+    Unknown(String),
+    /// The reply is one object the caller may not read: the whole reply is withheld.
+    #[error("the reply is a partition the user may not read")]
+    Withheld,
+}
+
+/// The reply (unframed) to `method`, narrowed to `n`. Exceptions and other non-results pass
+/// unchanged.
+pub fn narrow_reply(
+    protocol: Protocol,
+    reply: &[u8],
+    method: &str,
+    n: &Narrowed,
+    max_depth: usize,
+) -> Result<BytesMut, NarrowError> {
+    let def = crate::wire::schema::method(method)
+        .ok_or_else(|| NarrowError::Unknown(format!("a reply to unknown method {method}")))?;
+    let mut r = Reader::new(protocol, reply, max_depth);
+    let h = r.message_begin()?;
+    let mut w = Writer::new(protocol);
+    w.raw(&reply[..r.pos()]);
+    if h.kind != MessageType::Reply {
+        return Ok(BytesMut::from(reply));
+    }
+    let walk = Walk {
+        n,
+        protocol,
+        names: method.contains("partition_names"),
+    };
+    walk.structure(&mut r, &mut w, def.result)?;
+    Ok(w.finish(false))
+}
+
+struct Walk<'n> {
+    n: &'n Narrowed,
+    protocol: Protocol,
+    /// The reply's strings in lists are partition names (`get_partition_names*`).
+    names: bool,
+}
+
+/// The declared alternative of a field that travels as wire type `ty`.
+fn declared(def: &StructDef, f: &Field) -> Result<&'static T, NarrowError> {
+    let fd = def
+        .field(f.id)
+        .ok_or_else(|| NarrowError::Unknown(format!("field {} of {}", f.id, def.name)))?;
+    fd.types_in(ALL_VERSIONS)
+        .map(|(t, _)| t)
+        .find(|t| wire_of(t) == f.ty.to_binary())
+        .ok_or_else(|| {
+            NarrowError::Unknown(format!("field {} of {} as {:?}", fd.name, def.name, f.ty))
+        })
+}
+
+impl Walk<'_> {
+    /// One struct (the reader at its beginning), written to `w`.
+    fn structure(
+        &self,
+        r: &mut Reader<'_>,
+        w: &mut Writer,
+        def: &'static StructDef,
+    ) -> Result<(), NarrowError> {
+        r.struct_begin()?;
+        w.struct_begin();
+        while let Some(f) = r.field()? {
+            let t = declared(def, &f)?;
+            if f.ty == Ty::Bool {
+                let b = r.bool(Some(&f))?;
+                w.field_bool(f.id, b);
+                continue;
+            }
+            if matches!(t, T::Struct(_)) && !self.keeps(r, t)? {
+                return Err(NarrowError::Withheld);
+            }
+            w.field(f.ty, f.id);
+            let is_params = def.field(f.id).is_some_and(|d| d.name == "parameters")
+                && matches!(t, T::Map(T::String, T::String));
+            if is_params {
+                self.parameters(r, w)?;
+            } else {
+                self.value(r, w, t, Some(&f))?;
+            }
+        }
+        w.struct_end();
+        Ok(())
+    }
+
+    /// One value of declared type `t`, written to `w`.
+    fn value(
+        &self,
+        r: &mut Reader<'_>,
+        w: &mut Writer,
+        t: &'static T,
+        f: Option<&Field>,
+    ) -> Result<(), NarrowError> {
+        match t {
+            T::Struct(def) => self.structure(r, w, def),
+            T::List(e) | T::Set(e) => self.list(r, w, e),
+            T::Map(k, v) => self.map(r, w, k, v),
+            _ => {
+                let ty = Ty::from_binary(wire_of(t))?;
+                let span = r.skip(ty, f)?;
+                w.raw(&r.buf()[span]);
+                Ok(())
+            }
+        }
+    }
+
+    fn list(&self, r: &mut Reader<'_>, w: &mut Writer, e: &'static T) -> Result<(), NarrowError> {
+        let (et, count) = r.list_begin()?;
+        if et.to_binary() != wire_of(e) && count > 0 {
+            return Err(NarrowError::Unknown(format!("a list of {et:?} for {e:?}")));
+        }
+        r.enter()?;
+        let mut items = Writer::new(self.protocol);
+        let mut kept = 0;
+        for _ in 0..count {
+            if self.keeps(r, e)? {
+                self.value(r, &mut items, e, None)?;
+                kept += 1;
+            } else {
+                r.skip(et, None)?;
+            }
+        }
+        r.leave();
+        w.list_begin(et, kept);
+        w.raw(&items.out);
+        Ok(())
+    }
+
+    fn map(
+        &self,
+        r: &mut Reader<'_>,
+        w: &mut Writer,
+        k: &'static T,
+        v: &'static T,
+    ) -> Result<(), NarrowError> {
+        let (kt, vt, count) = r.map_begin()?;
+        r.enter()?;
+        w.map_begin(kt, vt, count);
+        for _ in 0..count {
+            self.value(r, w, k, None)?;
+            self.value(r, w, v, None)?;
+        }
+        r.leave();
+        Ok(())
+    }
+
+    /// A `parameters` map, narrowed.
+    fn parameters(&self, r: &mut Reader<'_>, w: &mut Writer) -> Result<(), NarrowError> {
+        let (_, _, count) = r.map_begin()?;
+        r.enter()?;
+        let mut entries = Vec::with_capacity(count.min(1024));
+        let text = |b: &[u8]| {
+            String::from_utf8(b.to_vec())
+                .map_err(|_| NarrowError::Unknown("a parameter that is not UTF-8".into()))
+        };
+        for _ in 0..count {
+            let k = text(r.string()?)?;
+            let v = text(r.string()?)?;
+            entries.push((k, v));
+        }
+        r.leave();
+        let narrowed = params::narrow(&entries, &self.n.hidden)?;
+        w.map_begin(Ty::String, Ty::String, narrowed.len());
+        for (k, v) in &narrowed {
+            w.string(k.as_bytes()).string(v.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Whether the value at the reader (of declared type `t`) is shown: a partition the
+    /// caller may read, a column not hidden, a constraint or statistic of one. Looks ahead
+    /// without moving the reader.
+    fn keeps(&self, r: &Reader<'_>, t: &'static T) -> Result<bool, NarrowError> {
+        let n = self.n;
+        match t {
+            T::String if self.names => {
+                let mut peek = r.clone();
+                let name = peek.string_lossy()?;
+                Ok(partition_values(&name, &n.keys).is_some_and(|v| n.rows.allows(&n.keys, &v)))
+            }
+            T::Struct(def) => {
+                let by_values = |v: &crate::wire::codec::value::Value| {
+                    let values: Vec<String> = v
+                        .field(1)
+                        .map(|l| l.as_list())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect();
+                    n.rows.allows(&n.keys, &values)
+                };
+                let hidden =
+                    |s: Option<&str>| s.is_some_and(|s| n.hidden.contains(&s.to_ascii_lowercase()));
+                let look = || -> Result<crate::wire::codec::value::Value, NarrowError> {
+                    let mut peek = r.clone();
+                    Ok(read_value(&mut peek, Ty::Struct, None)?)
+                };
+                Ok(match def.name {
+                    "Partition" | "PartitionWithoutSD" | "PartitionValuesRow" => {
+                        by_values(&look()?)
+                    }
+                    // FieldSchema.name, ColumnStatisticsObj.colName.
+                    "FieldSchema" | "ColumnStatisticsObj" => {
+                        !hidden(look()?.field(1).and_then(|v| v.as_str()))
+                    }
+                    name if name.starts_with("SQL") => {
+                        let v = look()?;
+                        !def.fields.iter().any(|fd| {
+                            fd.name.ends_with("column_name")
+                                && hidden(v.field(fd.id).and_then(|v| v.as_str()))
+                        })
+                    }
+                    _ => true,
+                })
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
+/// A partition name's values (`k1=v1/k2=v2`, each part escaped as the metastore escapes
+/// path names: `%XX`), in key order; `None` if it does not name exactly these keys.
+pub fn partition_values(name: &str, keys: &[(String, String)]) -> Option<Vec<String>> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() != keys.len() {
+        return None;
+    }
+    parts
+        .iter()
+        .zip(keys)
+        .map(|(p, (k, _))| {
+            let (key, value) = p.split_once('=')?;
+            (unescape(key)?.eq_ignore_ascii_case(k)).then_some(())?;
+            unescape(value)
+        })
+        .collect()
+}
+
+/// `%XX` escapes undone; `None` for a malformed escape or bytes that are not UTF-8.
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
