@@ -61,7 +61,7 @@ impl Guard {
             | Operation::AddPartitions { table }
             | Operation::DropPartitions { table }
             | Operation::TruncateTable { table }
-                if ruling.verdict.allow && ruling.verdict.reason != Reason::Owner =>
+                if ruling.verdict.reason != Reason::Owner =>
             {
                 if grants.find(table, Privilege::Select, false).is_some() {
                     return;

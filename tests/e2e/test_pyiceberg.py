@@ -99,3 +99,23 @@ def test_exists_rename_and_drop_as_the_owner(iceguard, metastore, lab):
         with pytest.raises(Exception) as e:
             zed.table_exists(f"{DB}.{name}")
         assert "permission denied" in str(e.value), e.value
+
+
+def test_a_partial_reader_of_an_iceberg_table_is_refused_saying_why(iceguard, lab):
+    # Iceberg's readers take the schema from the table's own metadata files: hms-guard cannot
+    # hide a column of it, so a user granted only some columns is refused, with the reason.
+    ana = catalog(iceguard.port, "ana", lab)
+    ana.create_table(f"{DB}.people", SCHEMA)
+    admin = connect(iceguard.port, "admin")
+    hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.COLUMN, DB, "people", None, "id"),
+              "dora", "SELECT")
+    dora = catalog(iceguard.port, "dora", lab)
+    with pytest.raises(Exception) as e:
+        dora.load_table(f"{DB}.people")
+    msg = str(e.value)
+    assert "permission denied" in msg and "user dora" in msg, msg
+    assert "iceberg table" in msg and "own files" in msg, msg
+    # Granted every column, she reads it (nothing to hide).
+    hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.COLUMN, DB, "people", None, "name"),
+              "dora", "SELECT")
+    assert dora.load_table(f"{DB}.people").scan().to_arrow().num_rows == 0

@@ -72,7 +72,10 @@ impl Guard {
                     }
                 }
                 Some(Err(why)) if mentions(&view.view_text, name) => {
-                    refused.push(format!("view {obj} does not qualify: {why}"));
+                    refused.push(format!(
+                        "view {} does not qualify: {why}",
+                        super::view_name(obj)
+                    ));
                 }
                 Some(Err(_)) => {}
             }

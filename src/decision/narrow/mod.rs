@@ -569,7 +569,7 @@ pub fn part_of_view(
     })
 }
 
-fn view_name(o: &Object) -> String {
+pub(super) fn view_name(o: &Object) -> String {
     match o {
         Object::Table(d, t) => format!("{d}.{t}"),
         other => other.to_string(),
