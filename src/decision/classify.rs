@@ -1357,7 +1357,7 @@ pub fn alter_storage_needs(current: Option<&Value>, new: &Value) -> Vec<StorageN
         .collect()
 }
 
-fn is_stats_param(k: &str) -> bool {
+pub(crate) fn is_stats_param(k: &str) -> bool {
     STATS_PARAMS.contains(&k) || STATS_PARAM_PREFIXES.iter().any(|p| k.starts_with(p))
 }
 

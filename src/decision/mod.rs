@@ -82,6 +82,9 @@ struct Ruling {
     objects: Vec<Object>,
     /// A read of a table the caller may read only part of: the narrowed table it gets.
     narrowed: Option<Arc<narrow::Narrowed>>,
+    /// Fields set in the request before it goes upstream (a narrowed caller's statistics,
+    /// recorded on the real table), and the note for the record.
+    rewrite: Option<(rewrite::Rewrite, String)>,
 }
 
 impl Ruling {
@@ -106,6 +109,7 @@ impl Ruling {
             admin: false,
             objects: Vec::new(),
             narrowed: None,
+            rewrite: None,
         }
     }
 }
@@ -296,6 +300,7 @@ impl Guard {
             objects,
             classified: None,
             narrowed: None,
+            rewrite: None,
         };
         if let (Some(g), false) = (&grants, admin) {
             self.narrow(call, g, &c.op, &mut ruling).await;
@@ -521,12 +526,20 @@ impl Guard {
             return Ok(None);
         }
         let user = &call.identity.user;
-        let rw = rewrite::rewrite_for(&rule, call.args, user);
-        if rw.fields.is_empty() {
-            return Ok(None);
+        let mut rw = rewrite::rewrite_for(&rule, call.args, user);
+        let mut note = (!rw.fields.is_empty()).then(|| rewrite::rewrite_note(&rule, user));
+        if let Some((more, why)) = &ruling.rewrite {
+            rw.fields.extend(more.fields.iter().cloned());
+            note = Some(match note {
+                Some(n) => format!("{n}; {why}"),
+                None => why.clone(),
+            });
         }
+        let Some(note) = note else {
+            return Ok(None);
+        };
         let bytes = rewrite::rewritten(call.transport, &call.bytes, &rw, self.max_depth)?;
-        Ok(Some((bytes, rewrite::rewrite_note(&rule, user))))
+        Ok(Some((bytes, note)))
     }
 }
 

@@ -1,12 +1,24 @@
 //! The narrowing rules, on a ruling: a denied read of one table by a caller who may read part
-//! of it becomes a narrowed read (or a denial saying why it cannot be); an allowed change of a
-//! table by a caller who sees only part of it is refused.
+//! of it becomes a narrowed read (or a denial saying why it cannot be); a change of a table by
+//! a caller who sees only part of it is refused — except an `alter_table` that, against the
+//! table as the caller was shown it, only records statistics of a write it may make: that is
+//! applied to the real table (its real columns and parameters set back in the request).
 
 use std::sync::Arc;
 
+use super::classify::{alter_changes, is_stats_param};
 use super::narrow::reply::narrowable;
+use super::narrow::{shown_table, string_entries, Narrowed};
+use super::rewrite::{FieldSet, Rewrite};
 use super::{Call, Guard, Ruling};
-use crate::decision::authz::{Grants, Operation, Privilege, Reason, Verdict};
+use crate::decision::authz::{
+    authorize, AlterKind, Facts, Grants, Object, Operation, Privilege, Reason, Verdict,
+};
+use crate::decision::facts::Narrowing;
+use crate::wire::codec::splice::{IfAbsent, NewValue};
+use crate::wire::codec::value::Value;
+use crate::wire::router::Rule;
+use crate::wire::schema::fields::{serde_info, storage_descriptor as sd, table};
 
 impl Guard {
     /// Applies the narrowing rules to a ruling (never for admins).
@@ -57,7 +69,21 @@ impl Guard {
                 }
             }
             Operation::AlterTable { table, .. }
-            | Operation::AlterPartitions { table, .. }
+                if ruling.verdict.reason != Reason::Owner
+                    && grants.find(table, Privilege::Select, false).is_none() =>
+            {
+                let narrowed = self.narrowing(identity, grants, table).await;
+                if matches!(narrowed, Ok(None)) {
+                    return;
+                }
+                if let Ok(Some(n)) = &narrowed {
+                    if self.stats_of_a_write(call, grants, table, n, ruling).await {
+                        return;
+                    }
+                }
+                refuse_change(ruling, table, &narrowed);
+            }
+            Operation::AlterPartitions { table, .. }
             | Operation::AddPartitions { table }
             | Operation::DropPartitions { table }
             | Operation::TruncateTable { table }
@@ -70,24 +96,142 @@ impl Guard {
                 if matches!(narrowed, Ok(None)) {
                     return;
                 }
-                let d = &ruling.verdict;
-                ruling.verdict = Verdict {
-                    allow: false,
-                    reason: Reason::NotNarrowable,
-                    required: d.required.clone(),
-                    matched: format!(
-                        "the user sees only part of {table}{}: it may not change the table's schema, properties or partitions",
-                        given(&narrowed)
-                    ),
-                };
-                ruling.storage = None;
+                refuse_change(ruling, table, &narrowed);
             }
             _ => {}
         }
     }
+
+    /// An `alter_table` from a narrowed caller that, compared with the table as it was shown
+    /// to the caller, changes only statistics: judged as such (INSERT), and set to carry the
+    /// real table's columns and parameters (with the new statistics). False when it is not
+    /// that, or cannot be made so.
+    async fn stats_of_a_write(
+        &self,
+        call: &Call<'_>,
+        grants: &Arc<Grants>,
+        table: &Object,
+        n: &Narrowed,
+        ruling: &mut Ruling,
+    ) -> bool {
+        let Some(Rule::AlterTable { new_table, .. }) = call.entry.map(|m| m.rule) else {
+            return false;
+        };
+        let (Object::Table(db, name), Some(new)) = (table, call.args.path(new_table)) else {
+            return false;
+        };
+        let Ok(Some(current)) = self.facts.table(db, name).await else {
+            return false;
+        };
+        let Ok(shown) = shown_table(&current, n) else {
+            return false;
+        };
+        if alter_changes(db, name, &shown, new) != [AlterKind::StatsOnly] {
+            return false;
+        }
+        let op = Operation::AlterTable {
+            table: table.clone(),
+            changes: vec![AlterKind::StatsOnly],
+        };
+        let facts = Facts {
+            grants: Some(grants),
+            ..Facts::default()
+        };
+        let verdict = authorize(call.identity, &op, &facts, &self.policy);
+        if !verdict.allow {
+            ruling.verdict = verdict;
+            return true;
+        }
+        ruling.rewrite = Some((
+            real_table_fields(new_table, &current, new),
+            format!(
+                "statistics of a write into {table} as the user sees it ({}), recorded on the real table",
+                n.given()
+            ),
+        ));
+        ruling.verdict = verdict;
+        true
+    }
 }
 
-fn given(n: &crate::decision::facts::Narrowing) -> String {
+/// Refuses a change of a table the caller sees only part of.
+fn refuse_change(ruling: &mut Ruling, table: &Object, narrowed: &Narrowing) {
+    let d = &ruling.verdict;
+    ruling.verdict = Verdict {
+        allow: false,
+        reason: Reason::NotNarrowable,
+        required: d.required.clone(),
+        matched: format!(
+            "the user sees only part of {table}{}: it may not change the table's schema, properties or partitions",
+            given(narrowed)
+        ),
+    };
+    ruling.storage = None;
+}
+
+/// The fields that make a narrowed caller's `alter_table` carry the real table: its columns,
+/// the storage and serde parameters as they are, and the table parameters as they are but for
+/// statistics, which come from the request.
+fn real_table_fields(new_table: &[i16], current: &Value, new: &Value) -> Rewrite {
+    let at = |rest: &[i16]| -> Vec<i16> { new_table.iter().chain(rest).copied().collect() };
+    let storage = current.field(table::SD);
+    let columns: Vec<Vec<(i16, Vec<u8>)>> = storage
+        .and_then(|s| s.field(sd::COLS))
+        .map(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .map(|f| match f {
+            Value::Struct(fields) => fields
+                .iter()
+                .filter_map(|(id, v)| v.as_str().map(|s| (*id, s.as_bytes().to_vec())))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    // Statistics as the write left them (those of hidden columns, stale after a write, go as
+    // they go when a whole-table writer records its own).
+    let mut merged: Vec<(String, String)> = string_entries(current.field(table::PARAMETERS))
+        .into_iter()
+        .filter(|(k, _)| !is_stats_param(k))
+        .collect();
+    merged.extend(
+        string_entries(new.field(table::PARAMETERS))
+            .into_iter()
+            .filter(|(k, _)| is_stats_param(k)),
+    );
+    let mut fields = vec![
+        FieldSet {
+            path: at(&[table::SD, sd::COLS]),
+            value: NewValue::StringStructs(columns),
+            if_absent: IfAbsent::Add,
+        },
+        FieldSet {
+            path: at(&[table::PARAMETERS]),
+            value: NewValue::StringMap(merged),
+            if_absent: IfAbsent::Add,
+        },
+    ];
+    if let Some(p) = storage.and_then(|s| s.field(sd::PARAMETERS)) {
+        fields.push(FieldSet {
+            path: at(&[table::SD, sd::PARAMETERS]),
+            value: NewValue::StringMap(string_entries(Some(p))),
+            if_absent: IfAbsent::Add,
+        });
+    }
+    if let Some(p) = storage
+        .and_then(|s| s.field(sd::SERDE_INFO))
+        .and_then(|s| s.field(serde_info::PARAMETERS))
+    {
+        fields.push(FieldSet {
+            path: at(&[table::SD, sd::SERDE_INFO, serde_info::PARAMETERS]),
+            value: NewValue::StringMap(string_entries(Some(p))),
+            if_absent: IfAbsent::Add,
+        });
+    }
+    Rewrite { fields }
+}
+
+fn given(n: &Narrowing) -> String {
     match n {
         Ok(Some(n)) => format!(" ({})", n.given()),
         _ => String::new(),

@@ -6,6 +6,8 @@ column, read a view hms-guard cannot prove, change the real table, read hidden s
 fin holds SELECT on views only; col holds SELECT on two columns of one table (API column
 grants); prt holds SELECT on one partition (an API partition grant); mixed holds a column
 grant everywhere and a view of one region, which together would show more than each."""
+from pathlib import Path
+
 import pytest
 from hmsclient.genthrift.hive_metastore import ttypes as tt
 
@@ -15,6 +17,8 @@ from test_seed_spark import audit_lines, spark_as
 
 DB = "fg_db"
 DENIED = "hms-guard: permission denied"
+JAR = Path(__file__).resolve().parents[2] / "target" / "hms-guard-spark.jar"
+EXT = {"spark.jars": str(JAR), "spark.sql.extensions": "hmsguard.spark.GuardExtension"}
 ROWS = [(1, "ann", "111-11-1111", "eu"), (2, "bob", "222-22-2222", "us"),
         (3, "cyd", "333-33-3333", "eu")]
 
@@ -156,21 +160,34 @@ def test_hidden_parts_stay_hidden_from_metastore_calls(fine):
 
 
 def test_a_partial_reader_never_changes_the_real_table(fine, lab):
-    g, _ = fine
+    # fin holds INSERT on c_pq and sees only id, name: the write lands (with the extension
+    # asking first), its statistics are recorded on the real table, whose schema stays whole;
+    # a schema change is refused, saying why.
+    g, audit = fine
     r = spark_as(lab, g.port, "fin", [
         f"INSERT INTO {DB}.c_pq VALUES (9, 'zed')",
+        f"SELECT * FROM {DB}.c_pq WHERE id = 9",
         f"ALTER TABLE {DB}.c_pq ADD COLUMNS (extra STRING)",
-    ])
-    assert not r[1]["ok"] and DENIED in r[1]["error"], r[1]
+        f"ALTER TABLE {DB}.c_pq SET TBLPROPERTIES ('k' = 'v')",
+    ], EXT)
+    assert r[0]["ok"], r[0]
+    assert r[1].get("rows") == [[9, "zed"]], r[1]
+    for x in r[2:]:
+        assert not x["ok"] and DENIED in x["error"], x
+    assert "sees only part of table fg_db.c_pq" in r[3]["error"], r[3]
     admin = connect(g.port, "admin")
     try:
         t = admin.get_table(DB, "c_pq")
         assert [f.name for f in t.sd.cols] == ["id", "name", "ssn"], t.sd.cols
-        assert "ssn" in t.parameters.get("spark.sql.sources.schema", "") or not any(
-            k.startswith("spark.sql.sources.schema") for k in t.parameters), t.parameters
+        assert "ssn" in t.parameters["spark.sql.sources.schema"], t.parameters
+        assert "k" not in t.parameters
     finally:
         admin._transport.close()
-    return r
+    r = spark_as(lab, g.port, "admin", [f"SELECT * FROM {DB}.c_pq WHERE id = 9"])
+    assert r[0].get("rows") == [[9, "zed", None]], r[0]["error"][:700]
+    stats = [e for e in audit_lines(audit) if e["user"] == "fin"
+             and e["method"].startswith("alter_table") and e["decision"] == "allow"]
+    assert stats and "recorded on the real table" in stats[0]["matched"], stats
 
 
 def test_column_and_partition_grants_through_the_api(fine, lab):

@@ -701,5 +701,86 @@ impl Narrowed {
     }
 }
 
+/// A `map<string,string>` value's entries (entries that are not strings are left out).
+pub fn string_entries(m: Option<&Value>) -> Vec<(String, String)> {
+    m.map(Value::as_map)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect()
+}
+
+fn string_map(entries: Vec<(String, String)>) -> Value {
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::Bytes(k.into_bytes()), Value::Bytes(v.into_bytes())))
+            .collect(),
+    )
+}
+
+/// A table as a narrowed caller is shown it (the value `reply.rs` writes): hidden columns out
+/// of its storage descriptor, every parameters map narrowed. For comparing what such a caller
+/// sends back (`alter_table` after a write) with what it was shown.
+pub fn shown_table(t: &Value, n: &Narrowed) -> Result<Value, params::ParamError> {
+    let narrow_map = |m: Option<&Value>| -> Result<Value, params::ParamError> {
+        Ok(string_map(params::narrow(&string_entries(m), &n.hidden)?))
+    };
+    let Value::Struct(fields) = t else {
+        return Ok(t.clone());
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for (id, v) in fields {
+        let v = match *id {
+            table::PARAMETERS => narrow_map(Some(v))?,
+            table::SD => {
+                let Value::Struct(sdf) = v else {
+                    out.push((*id, v.clone()));
+                    continue;
+                };
+                let mut s = Vec::with_capacity(sdf.len());
+                for (sid, sv) in sdf {
+                    let sv = match *sid {
+                        sd::COLS => Value::List(
+                            sv.as_list()
+                                .iter()
+                                .filter(|f| {
+                                    !n.hidden
+                                        .contains(&text(f, field_schema::NAME).to_ascii_lowercase())
+                                })
+                                .cloned()
+                                .collect(),
+                        ),
+                        sd::PARAMETERS => narrow_map(Some(sv))?,
+                        sd::SERDE_INFO => match sv {
+                            Value::Struct(si) => Value::Struct(
+                                si.iter()
+                                    .map(|(k, x)| {
+                                        Ok((
+                                            *k,
+                                            if *k == serde_info::PARAMETERS {
+                                                narrow_map(Some(x))?
+                                            } else {
+                                                x.clone()
+                                            },
+                                        ))
+                                    })
+                                    .collect::<Result<_, params::ParamError>>()?,
+                            ),
+                            other => other.clone(),
+                        },
+                        _ => sv.clone(),
+                    };
+                    s.push((*sid, sv));
+                }
+                Value::Struct(s)
+            }
+            _ => v.clone(),
+        };
+        out.push((*id, v));
+    }
+    Ok(Value::Struct(out))
+}
+
 #[cfg(test)]
 mod tests;

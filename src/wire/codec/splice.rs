@@ -11,12 +11,17 @@ use bytes::{BufMut, BytesMut};
 
 use super::reader::Reader;
 use super::wire::{put_varint, zigzag32, Protocol, ScanError, Ty};
+use super::writer::Writer;
 
 /// A new value for a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewValue {
     String(Vec<u8>),
     I32(i32),
+    /// A `list<struct>` whose structs hold only string fields (`FieldSchema`s: id, bytes).
+    StringStructs(Vec<Vec<(i16, Vec<u8>)>>),
+    /// A `map<string,string>`.
+    StringMap(Vec<(String, String)>),
 }
 
 impl NewValue {
@@ -24,10 +29,36 @@ impl NewValue {
         match self {
             NewValue::String(_) => Ty::String,
             NewValue::I32(_) => Ty::I32,
+            NewValue::StringStructs(_) => Ty::List,
+            NewValue::StringMap(_) => Ty::Map,
         }
     }
 
     fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
+        let mut w = Writer::new(protocol);
+        match self {
+            NewValue::StringStructs(items) => {
+                w.list_begin(Ty::Struct, items.len());
+                for fields in items {
+                    w.struct_begin();
+                    for (id, s) in fields {
+                        w.field(Ty::String, *id).string(s);
+                    }
+                    w.struct_end();
+                }
+                out.put_slice(&w.out);
+                return;
+            }
+            NewValue::StringMap(entries) => {
+                w.map_begin(Ty::String, Ty::String, entries.len());
+                for (k, v) in entries {
+                    w.string(k.as_bytes()).string(v.as_bytes());
+                }
+                out.put_slice(&w.out);
+                return;
+            }
+            _ => {}
+        }
         match (self, protocol) {
             (NewValue::String(s), Protocol::Binary) => {
                 out.put_i32(s.len() as i32);
@@ -39,6 +70,9 @@ impl NewValue {
             }
             (NewValue::I32(v), Protocol::Binary) => out.put_i32(*v),
             (NewValue::I32(v), Protocol::Compact) => put_varint(out, zigzag32(*v)),
+            (NewValue::StringStructs(_) | NewValue::StringMap(_), _) => {
+                unreachable!("written above")
+            }
         }
     }
 }
