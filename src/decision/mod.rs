@@ -4,7 +4,9 @@
 //! `Guard::begin` (stage.rs) answers what needs no rule first: a connection that did not
 //! authenticate, a request the metastore could read differently, `set_ugi`. `Guard::decide`
 //! then classifies the call (`classify`), gathers the caller's grants and the facts the
-//! operation names (`gather`), authorizes it (`authz::authorize`, pure), applies the existence
+//! operation names (`gather`), authorizes it (`authz::authorize`, pure), applies the narrowing
+//! rules (`narrowing`: a caller who may read part of a table gets one narrowed table,
+//! `narrow`), applies the existence
 //! rules (`existence`), and concludes in the configured mode: forward (with fields set for the
 //! caller, `rewrite`), forward and check the reply (`reply`), or deny. `Guard::finish`
 //! (stage.rs) ends every call the same way.
