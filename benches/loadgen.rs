@@ -55,6 +55,114 @@ enum Cmd {
     Handshake(HandshakeArgs),
     /// The analysis of one view text of about 10 KB (`decision::views`): time per analysis.
     Views(ViewsArgs),
+    /// In-process `get_table` of a table read whole (a grant) and of the same table narrowed
+    /// (a view; its analysis cached): decision and reply, rounds interleaved.
+    Narrow(NarrowArgs),
+}
+
+#[derive(Args)]
+struct NarrowArgs {
+    /// The metastore the facts and the reply come from (host:port).
+    #[arg(long)]
+    metastore: String,
+    #[arg(long, default_value = "bench")]
+    db: String,
+    #[arg(long, default_value = "t")]
+    table: String,
+    /// A user who reads the table whole.
+    #[arg(long, default_value = "bench")]
+    user: String,
+    /// A user who reads it narrowed (SELECT on a view of it).
+    #[arg(long)]
+    narrowed_user: String,
+    #[arg(long, default_value_t = 5_000)]
+    iterations: u32,
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+/// The metastore's whole reply to one request (unframed binary).
+async fn fetch_reply(metastore: &str, msg: &[u8]) -> io::Result<BytesMut> {
+    let mut s = TcpStream::connect(metastore).await?;
+    s.write_all(msg).await?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = Scanner::new(Protocol::Binary, client_limits());
+    loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(io_err("the metastore closed before its reply was whole"));
+        }
+        scanner.reset();
+        if let Scan::Complete(n) = scanner.advance(&buf).map_err(io_err_of)? {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+    }
+}
+
+async fn narrow(a: NarrowArgs) -> io::Result<()> {
+    use hms_guard::decision::{Action, ReplyCheck};
+    use hms_guard::listener::identity::{Identity, IdentitySource};
+    let p = InProcess::new(&a.metastore, &a.db, &a.table).await?;
+    let reply = fetch_reply(&a.metastore, &p.msg).await?;
+    let whole = Identity::new(&a.user, &[], IdentitySource::SetUgi);
+    let part = Identity::new(&a.narrowed_user, &[], IdentitySource::SetUgi);
+    // One call: decided, then its reply as the connection hands it back.
+    let one = |id| {
+        let (p, reply) = (&p, &reply);
+        async move {
+            let d = p.decide(id).await?;
+            let Action::Forward(f) = d.action else {
+                return Err(io_err(format!("not allowed: {:?}", d.record)));
+            };
+            let r = p
+                .guard
+                .reply(&f.reply, p.transport, p.method, &p.header, reply.clone())
+                .await
+                .map_err(io_err_of)?;
+            Ok::<_, io::Error>((matches!(f.reply, ReplyCheck::Narrow { .. }), r.bytes.len()))
+        }
+    };
+    let (narrowed, full_len) = one(&whole).await?;
+    if narrowed {
+        return Err(io_err(format!("{} reads the table narrowed", a.user)));
+    }
+    let (narrowed, part_len) = one(&part).await?;
+    if !narrowed || part_len >= full_len {
+        return Err(io_err(format!(
+            "{} does not read the table narrowed ({part_len} of {full_len} bytes)",
+            a.narrowed_user
+        )));
+    }
+    let facts_before = facts_calls(&p.metrics);
+    let (mut plain_ns, mut narrow_ns) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        for (id, out) in [(&whole, &mut plain_ns), (&part, &mut narrow_ns)] {
+            let t = Instant::now();
+            for _ in 0..a.iterations {
+                std::hint::black_box(one(id).await?);
+            }
+            out.push(t.elapsed().as_nanos() as f64 / f64::from(a.iterations));
+        }
+    }
+    let facts = facts_calls(&p.metrics) - facts_before;
+    let (plain_us, narrow_us) = (median(&plain_ns) / 1000.0, median(&narrow_ns) / 1000.0);
+    println!(
+        "narrow: get_table of a {} KB reply, decided and handed back, {} rounds of {} calls: read \
+         whole (SELECT) median {:.2} us; narrowed (a view, its analysis cached; {} bytes left) \
+         median {:.2} us; difference {:.2} us; facts calls during the run: {}",
+        full_len / 1024, a.rounds, a.iterations, plain_us, part_len, narrow_us,
+        narrow_us - plain_us, facts
+    );
+    let doc = json!({"kind": "narrow", "plain_us": plain_us, "narrowed_us": narrow_us,
+        "difference_us": narrow_us - plain_us, "reply_bytes": full_len,
+        "narrowed_bytes": part_len, "facts_calls": facts});
+    write_json(&a.json_out, &doc)?;
+    if facts != 0 {
+        return Err(io_err(format!("{facts} facts calls during warm-cache calls")));
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -175,80 +283,108 @@ fn process_cpu_ticks() -> u64 {
     n(14) + n(15)
 }
 
-async fn decide(a: DecideArgs) -> io::Result<()> {
-    use hms_guard::decision::{Action, Call, Guard};
-    use hms_guard::listener::identity::{Identity, IdentitySource};
-    use hms_guard::wire::codec::writer::Writer;
-    use hms_guard::wire::codec::MessageHeader;
-    let text = format!(
-        "[upstream]\nuris = [\"thrift://{}\"]\n[storage]\nenabled = false\n",
-        a.metastore
-    );
-    let settings = hms_guard::config::Config::parse(&text)
-        .and_then(hms_guard::settings::Settings::resolve)
-        .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
-    let metrics = Arc::new(hms_guard::ops::metrics::Metrics::new());
-    let storage =
-        hms_guard::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
-    let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
-    let guard = Guard::new(
-        &settings.authz,
-        settings.limits.request.max_depth,
-        settings.storage.read_only_external,
-        up,
-        metrics.clone(),
-        storage,
-    );
-    let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
-    let method =
-        hms_guard::wire::router::route("get_table", hms_guard::wire::schema::types::ALL_VERSIONS);
-    let mut w = Writer::new(Protocol::Binary);
-    w.message("get_table", MessageType::Call, 1).struct_begin();
-    w.field(hms_guard::wire::codec::Ty::String, 1)
-        .string(a.db.as_bytes());
-    w.field(hms_guard::wire::codec::Ty::String, 2)
-        .string(a.table.as_bytes());
-    w.struct_end();
-    let msg = w.finish(false);
-    let header = MessageHeader {
-        name: "get_table".into(),
-        kind: MessageType::Call,
-        seqid: 1,
-        len: 0,
-    };
-    // Warm the caches; the decision must allow (the user must own or be granted the table).
-    let limits = hms_guard::wire::schema::ReadLimits {
-        versions: hms_guard::wire::schema::types::ALL_VERSIONS,
-        max_depth: 64,
-        max_name_bytes: 1024,
-    };
-    let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    let transport = hms_guard::wire::transport::Transport {
-        protocol: Protocol::Binary,
-        framed: false,
-    };
-    let bytes = msg.clone().freeze();
-    let first = guard
-        .decide(
-            Call {
-                identity: &id,
-                entry: method,
-                header: &header,
-                args: &call.args,
-                bytes: bytes.clone(),
-                transport,
+/// An in-process policy stage with its facts from a real metastore, and one `get_table`
+/// request, for the in-process measures (`decide`, `narrow`).
+struct InProcess {
+    guard: hms_guard::decision::Guard,
+    metrics: Arc<hms_guard::ops::metrics::Metrics>,
+    msg: BytesMut,
+    header: hms_guard::wire::codec::MessageHeader,
+    method: Option<&'static hms_guard::wire::router::Method>,
+    limits: hms_guard::wire::schema::ReadLimits,
+    transport: hms_guard::wire::transport::Transport,
+}
+
+impl InProcess {
+    async fn new(metastore: &str, db: &str, table: &str) -> io::Result<InProcess> {
+        use hms_guard::decision::Guard;
+        use hms_guard::wire::codec::writer::Writer;
+        let text = format!("[upstream]\nuris = [\"thrift://{metastore}\"]\n[storage]\nenabled = false\n");
+        let settings = hms_guard::config::Config::parse(&text)
+            .and_then(hms_guard::settings::Settings::resolve)
+            .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
+        let metrics = Arc::new(hms_guard::ops::metrics::Metrics::new());
+        let storage =
+            hms_guard::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
+        let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
+        let guard = Guard::new(
+            &settings.authz,
+            settings.limits.request.max_depth,
+            settings.storage.read_only_external,
+            up,
+            metrics.clone(),
+            storage,
+        );
+        let mut w = Writer::new(Protocol::Binary);
+        w.message("get_table", MessageType::Call, 1).struct_begin();
+        w.field(hms_guard::wire::codec::Ty::String, 1).string(db.as_bytes());
+        w.field(hms_guard::wire::codec::Ty::String, 2).string(table.as_bytes());
+        w.struct_end();
+        Ok(InProcess {
+            guard,
+            metrics,
+            msg: w.finish(false),
+            header: hms_guard::wire::codec::MessageHeader {
+                name: "get_table".into(),
+                kind: MessageType::Call,
+                seqid: 1,
+                len: 0,
             },
-            false,
-        )
-        .await;
+            method: hms_guard::wire::router::route(
+                "get_table",
+                hms_guard::wire::schema::types::ALL_VERSIONS,
+            ),
+            limits: hms_guard::wire::schema::ReadLimits {
+                versions: hms_guard::wire::schema::types::ALL_VERSIONS,
+                max_depth: 64,
+                max_name_bytes: 1024,
+            },
+            transport: hms_guard::wire::transport::Transport {
+                protocol: Protocol::Binary,
+                framed: false,
+            },
+        })
+    }
+
+    /// The request read schema-exact (as the connection reads it) and decided.
+    async fn decide(
+        &self,
+        id: &hms_guard::listener::identity::Identity,
+    ) -> io::Result<hms_guard::decision::Decision> {
+        let call = hms_guard::wire::schema::read_request(Protocol::Binary, &self.msg, self.limits, true)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(self
+            .guard
+            .decide(
+                hms_guard::decision::Call {
+                    identity: id,
+                    entry: self.method,
+                    header: &self.header,
+                    args: &call.args,
+                    bytes: self.msg.clone().freeze(),
+                    transport: self.transport,
+                },
+                false,
+            )
+            .await)
+    }
+}
+
+async fn decide(a: DecideArgs) -> io::Result<()> {
+    use hms_guard::decision::Action;
+    use hms_guard::listener::identity::{Identity, IdentitySource};
+    let p = InProcess::new(&a.metastore, &a.db, &a.table).await?;
+    let (metrics, msg, limits) = (&p.metrics, &p.msg, p.limits);
+    let id = Identity::new(&a.user, &[], IdentitySource::SetUgi);
+    // Warm the caches; the decision must allow (the user must own or be granted the table).
+    let first = p.decide(&id).await?;
     if !matches!(first.action, Action::Forward(_)) {
         return Err(io::Error::other(format!(
             "the warm-up decision did not allow: {:?}",
             first.record
         )));
     }
-    let facts_before = facts_calls(&metrics);
+    let facts_before = facts_calls(metrics);
     let mut per_round_ns = Vec::new();
     let cpu0 = process_cpu_ticks();
     let t_all = Instant::now();
@@ -256,21 +392,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
         let t = Instant::now();
         for _ in 0..a.iterations {
             // The request is read schema-exact once per call, as the connection does.
-            let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let c = guard
-                .decide(
-                    Call {
-                        identity: &id,
-                        entry: method,
-                        header: &header,
-                        args: &call.args,
-                        bytes: bytes.clone(),
-                        transport,
-                    },
-                    false,
-                )
-                .await;
+            let c = p.decide(&id).await?;
             std::hint::black_box(&c);
         }
         per_round_ns.push(t.elapsed().as_nanos() as f64 / f64::from(a.iterations));
@@ -279,7 +401,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     let ticks = process_cpu_ticks() - cpu0;
     let tck = 100.0; // Linux USER_HZ
     let n = f64::from(a.iterations) * f64::from(a.rounds);
-    let facts_calls = facts_calls(&metrics) - facts_before;
+    let facts_calls = facts_calls(metrics) - facts_before;
     per_round_ns.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let median_us = per_round_ns[per_round_ns.len() / 2] / 1000.0;
     let cpu_us = ticks as f64 / tck * 1e6 / n;
@@ -288,7 +410,7 @@ async fn decide(a: DecideArgs) -> io::Result<()> {
     for _ in 0..a.rounds {
         let t = Instant::now();
         for _ in 0..a.iterations {
-            let call = hms_guard::wire::schema::read_request(Protocol::Binary, &msg, limits, true)
+            let call = hms_guard::wire::schema::read_request(Protocol::Binary, msg, limits, true)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             std::hint::black_box(&call);
         }
@@ -450,7 +572,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     let threads = match &cli.cmd {
         Cmd::Load(a) => a.threads,
-        Cmd::Decide(_) | Cmd::Views(_) => 1,
+        Cmd::Decide(_) | Cmd::Views(_) | Cmd::Narrow(_) => 1,
         _ => 2,
     };
     let rt = if threads <= 1 {
@@ -473,6 +595,7 @@ fn main() {
             Cmd::Decide(a) => decide(a).await,
             Cmd::Handshake(a) => handshake(a).await,
             Cmd::Views(a) => views(a),
+            Cmd::Narrow(a) => narrow(a).await,
         }
     });
     std::process::exit(match code {

@@ -189,6 +189,28 @@ with hmsclient.HMSClient(host=host, port=port) as c:
         pass
     t = c.get_table(db, tbl)
     print("table %s.%s: %d columns; metastore getVersion = %s" % (t.dbName, t.tableName, len(t.sd.cols), c.getVersion()))
+    # A view of its first ten columns (and the partition column), as Hive writes one, that the
+    # user `narrow` may SELECT: `loadgen narrow` reads the table narrowed to it.
+    from hmsclient.genthrift.hive_metastore.ttypes import (
+        HiveObjectPrivilege, HiveObjectRef, HiveObjectType, PrincipalType, PrivilegeBag,
+        PrivilegeGrantInfo)
+    shown = ["c%d" % i for i in range(10)] + ["dt"]
+    expanded = "SELECT %s FROM `%s`.`%s`" % (", ".join("`%s`.`%s`" % (tbl, c) for c in shown), db, tbl)
+    view_sd = StorageDescriptor(cols=[FieldSchema(name=c, type="string", comment="") for c in shown],
+                                location=None, inputFormat=None, outputFormat=None, compressed=False,
+                                numBuckets=-1, serdeInfo=SerDeInfo(name=None, serializationLib=None,
+                                                                   parameters={}),
+                                bucketCols=[], sortCols=[], parameters={})
+    try:
+        c.create_table(Table(tableName="v", dbName=db, owner="bench", sd=view_sd, partitionKeys=[],
+                             tableType="VIRTUAL_VIEW", parameters={},
+                             viewOriginalText="SELECT %s FROM %s" % (", ".join(shown), tbl),
+                             viewExpandedText=expanded))
+    except AlreadyExistsException:
+        pass
+    c.grant_privileges(PrivilegeBag([HiveObjectPrivilege(
+        HiveObjectRef(HiveObjectType.TABLE, db, "v", None, None), "narrow", PrincipalType.USER,
+        PrivilegeGrantInfo("SELECT", 0, "bench", PrincipalType.USER, False))]))
 EOF
 
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +404,9 @@ o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
 "$lg" decide --metastore "127.0.0.1:$hms_port" --db "$db" --table "$table" --user bench \
     --json-out "$results" | grep -v '^BENCH_JSON'
+log "narrow: get_table read whole vs narrowed to a view (in-process, decision and reply)"
+"$lg" narrow --metastore "127.0.0.1:$hms_port" --db "$db" --table "$table" --user bench \
+    --narrowed-user narrow --json-out "$results" | grep -v '^BENCH_JSON'
 log "views: the analysis of a view text of about 10 KB (decision::views)"
 "$lg" views --json-out "$results" | grep -v '^BENCH_JSON'
 metrics "$g_admin" "$work/guard.metrics"

@@ -2,13 +2,15 @@
 hms-guard in front of it, the moto AWS stand-in for the storage checks, and Spark sessions —
 one per user, each its own JVM — whose metastore is hms-guard.
 
-The story: the admin creates demo_database with customer, store_sales and promotion in the
-protected warehouse, the roles sales, marketing and finance with their grants, and the users
-david (sales), mary (marketing) and john (finance). Then each user works from Spark: what they
-may read and write goes through; a refused INSERT and a refused location (the storage check)
-come back as hms-guard's errors — the INSERT refused inside Spark by hms-guard-spark before a
-file is written, and a read by path outside mary's storage role; the audit lines say what was
-decided.
+The story: the admin creates demo_database with customer (partitioned by region, with an ssn
+column), store_sales and promotion in the protected warehouse, two views of customer
+(customer_public without ssn, customer_eu of the EU rows), the roles sales, marketing and
+finance with their grants, and the users david (sales), mary (marketing) and john (finance).
+Then each user works from Spark: what they may read and write goes through; a refused INSERT
+and a refused location (the storage check) come back as hms-guard's errors — the INSERT refused
+inside Spark by hms-guard-spark before a file is written, and a read by path outside mary's
+storage role; john (finance) reads customer only through its views: the table narrowed to their
+columns and partitions, ssn never named; the audit lines say what was decided.
 Usage: demo.py LAB_DIR AUTHZ_MODE (enforce | shadow | off)"""
 import json
 import os
@@ -24,21 +26,32 @@ import moto_lab  # noqa: E402
 
 DB = "demo_database"
 TABLES = ["customer", "store_sales", "promotion"]
-GRANTS = {  # role -> {table: privileges}
+TEXT_TABLES = ["store_sales", "promotion"]
+GRANTS = {  # role -> {table or view: privileges}
     "sales": {"customer": ["SELECT", "INSERT"], "store_sales": ["SELECT", "INSERT"],
               "promotion": ["SELECT"]},
     "marketing": {"customer": ["SELECT"], "store_sales": ["SELECT"],
                   "promotion": ["SELECT", "INSERT"]},
-    "finance": {t: ["SELECT"] for t in TABLES},
+    # finance reads customer only through its views (docs/AUTHORIZATION.md "Fine-grained
+    # access"): no ssn, and one view of the EU partitions.
+    "finance": {"customer_public": ["SELECT"], "customer_eu": ["SELECT"],
+                "store_sales": ["SELECT"], "promotion": ["SELECT"]},
 }
 MEMBERS = {"david": "sales", "mary": "marketing", "john": "finance"}
 
 ADMIN = [
     # The protected warehouse: admin's storage role (etl) may write there, the users' may not.
     f"CREATE DATABASE {DB} LOCATION 's3a://datalake/datawarehouse/demo'",
+    f"CREATE TABLE {DB}.customer (id INT, name STRING, ssn STRING) PARTITIONED BY "
+    f"(region STRING) STORED AS PARQUET LOCATION 's3a://datalake/datawarehouse/demo/customer'",
+    f"INSERT INTO {DB}.customer PARTITION (region) VALUES (1, 'ann', '111-11-1111', 'eu'), "
+    "(2, 'bob', '222-22-2222', 'us')",
+    f"CREATE VIEW {DB}.customer_public AS SELECT id, name, region FROM {DB}.customer",
+    f"CREATE VIEW {DB}.customer_eu AS SELECT id, name, region FROM {DB}.customer "
+    "WHERE region = 'eu'",
     *[f"CREATE TABLE {DB}.{t} (id INT, v STRING) STORED AS TEXTFILE "
-      f"LOCATION 's3a://datalake/datawarehouse/demo/{t}'" for t in TABLES],
-    *[f"INSERT INTO {DB}.{t} VALUES (1, '{t} 1')" for t in TABLES],
+      f"LOCATION 's3a://datalake/datawarehouse/demo/{t}'" for t in TEXT_TABLES],
+    *[f"INSERT INTO {DB}.{t} VALUES (1, '{t} 1')" for t in TEXT_TABLES],
     # Files in the archive bucket (admin's session has no extension: the compute role writes).
     "INSERT OVERWRITE DIRECTORY 's3a://archive/finance' USING parquet SELECT 1 AS id",
     # Allowed by the grants (admin), refused by the storage check: etl may not write there.
@@ -47,15 +60,22 @@ ADMIN = [
 ]
 USERS = {
     "david": [f"SELECT count(*) FROM {DB}.customer",
-              f"INSERT INTO {DB}.customer VALUES (2, 'by david')",
+              f"INSERT INTO {DB}.customer PARTITION (region = 'us') VALUES (3, 'by david', "
+              "'333-33-3333')",
               f"INSERT INTO {DB}.promotion VALUES (2, 'by david')"],
     "mary": [f"INSERT INTO {DB}.promotion VALUES (3, 'by mary')",
              f"SELECT count(*) FROM {DB}.promotion",
-             f"INSERT INTO {DB}.customer VALUES (3, 'by mary')",
+             f"INSERT INTO {DB}.customer PARTITION (region = 'us') VALUES (4, 'by mary', "
+             "'444-44-4444')",
              # Files by path, outside her storage role (the archive bucket): refused.
              "CREATE TEMPORARY VIEW raw USING parquet OPTIONS (path 's3a://archive/finance')",
              "SELECT count(*) FROM raw"],
-    "john": [f"SELECT count(*) FROM {DB}.store_sales",
+    "john": [f"SELECT * FROM {DB}.customer_public ORDER BY id",
+             f"SELECT * FROM {DB}.customer_eu",
+             # The table itself: narrowed to what the views show (no ssn, no hidden rows).
+             f"SELECT * FROM {DB}.customer ORDER BY id",
+             f"SELECT ssn FROM {DB}.customer",
+             f"SELECT count(*) FROM {DB}.store_sales",
              f"INSERT INTO {DB}.store_sales VALUES (4, 'by john')",
              f"DROP TABLE {DB}.customer"],
 }
@@ -170,9 +190,13 @@ def main():
             for t in TABLES:
                 loc = c.get_table(DB, t).sd.location
                 d = hms.bucket_dir(lab) / loc.split("s3a://datalake/", 1)[1]
-                rows = sum(len(f.read_text().splitlines()) for f in d.rglob("*")
-                           if f.is_file() and not f.name.startswith((".", "_")))
-                print(f"  {DB}.{t:<12} {loc}  rows: {rows}")
+                data = [f for f in d.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))]
+                if t in TEXT_TABLES:
+                    rows = sum(len(f.read_text().splitlines()) for f in data)
+                    print(f"  {DB}.{t:<12} {loc}  rows: {rows}")
+                else:
+                    print(f"  {DB}.{t:<12} {loc}  Parquet files: {len(data)}, partitions: "
+                          f"{c.get_partition_names(DB, t, -1)}")
             print(f"  tables: {sorted(c.get_all_tables(DB))}")
         print("  (mary's refused INSERT left no row: hms-guard-spark asked hms-guard before Spark\n"
               "  wrote a file. Without the extension Spark writes the files first and the\n"
@@ -186,6 +210,16 @@ def main():
                     print(f"  {e['user']:<6} {e['method']:<28} {e.get('database') or ''}."
                           f"{e.get('table') or '':<12} {e['decision']:<5} {e['reason']}: "
                           f"{(e.get('required_privilege') or '')[:70]}")
+
+            step("hms-guard's audit: what john was given of customer (reason narrowed)")
+            seen = set()
+            for line in audit.read_text().splitlines():
+                e = json.loads(line)
+                key = (e.get("method"), e.get("given"))
+                if e.get("reason") == "narrowed" and key not in seen:
+                    seen.add(key)
+                    print(f"  {e['user']:<6} {e['method']:<28} {e.get('table') or '':<10} "
+                          f"given: {e['given']}")
 
         step("who did what, and what hms-guard decided")
         print(f"  {'user':<6} {'result':<8} statement")

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One command for a newcomer: installs the lab (cached), builds hms-guard, starts a real Hive
 # Metastore 2.3, the moto AWS stand-in and hms-guard in front of the metastore; the admin
-# creates demo_database (customer, store_sales, promotion in the protected warehouse), the
+# creates demo_database (customer, store_sales, promotion in the protected warehouse, and two
+# views of customer: customer_public without ssn, customer_eu of the EU rows), the
 # roles sales, marketing and finance with their grants and the users david, mary and john;
 # then each user works from their own Spark session: allowed reads and writes, a refused
 # INSERT (refused inside Spark by hms-guard-spark, before a file is written), a refused read
-# by path and a refused location (storage checks), the audit lines and a summary of who did what.
+# by path and a refused location (storage checks), john reading customer only through its
+# views (the table narrowed to them), the audit lines and a summary of who did what.
 # Prints where the logs are, then stops everything (~3 minutes).
 #   demo/run.sh              hms-guard enforcing the grants and storage checks (the default)
 #   DEMO_AUTHZ=off demo/run.sh   hms-guard as a pure pass-through (everything goes through)
