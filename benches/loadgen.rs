@@ -95,7 +95,7 @@ async fn fetch_reply(metastore: &str, msg: &[u8]) -> io::Result<BytesMut> {
         }
         scanner.reset();
         if let Scan::Complete(n) = scanner.advance(&buf).map_err(io_err_of)? {
-            buf.truncate(n as usize);
+            buf.truncate(n);
             return Ok(buf);
         }
     }
@@ -152,15 +152,23 @@ async fn narrow(a: NarrowArgs) -> io::Result<()> {
         "narrow: get_table of a {} KB reply, decided and handed back, {} rounds of {} calls: read \
          whole (SELECT) median {:.2} us; narrowed (a view, its analysis cached; {} bytes left) \
          median {:.2} us; difference {:.2} us; facts calls during the run: {}",
-        full_len / 1024, a.rounds, a.iterations, plain_us, part_len, narrow_us,
-        narrow_us - plain_us, facts
+        full_len / 1024,
+        a.rounds,
+        a.iterations,
+        plain_us,
+        part_len,
+        narrow_us,
+        narrow_us - plain_us,
+        facts
     );
     let doc = json!({"kind": "narrow", "plain_us": plain_us, "narrowed_us": narrow_us,
         "difference_us": narrow_us - plain_us, "reply_bytes": full_len,
         "narrowed_bytes": part_len, "facts_calls": facts});
     write_json(&a.json_out, &doc)?;
     if facts != 0 {
-        return Err(io_err(format!("{facts} facts calls during warm-cache calls")));
+        return Err(io_err(format!(
+            "{facts} facts calls during warm-cache calls"
+        )));
     }
     Ok(())
 }
@@ -299,13 +307,15 @@ impl InProcess {
     async fn new(metastore: &str, db: &str, table: &str) -> io::Result<InProcess> {
         use hms_guard::decision::Guard;
         use hms_guard::wire::codec::writer::Writer;
-        let text = format!("[upstream]\nuris = [\"thrift://{metastore}\"]\n[storage]\nenabled = false\n");
+        let text =
+            format!("[upstream]\nuris = [\"thrift://{metastore}\"]\n[storage]\nenabled = false\n");
         let settings = hms_guard::config::Config::parse(&text)
             .and_then(hms_guard::settings::Settings::resolve)
             .map_err(|e| io::Error::other(format!("config: {e:?}")))?;
         let metrics = Arc::new(hms_guard::ops::metrics::Metrics::new());
         let storage =
-            hms_guard::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
+            hms_guard::decision::storage::StorageGuard::new(&settings.storage, metrics.clone())
+                .await;
         let up = hms_guard::upstream::Upstreams::from_settings(&settings, metrics.clone(), None);
         let guard = Guard::new(
             &settings.authz,
@@ -317,8 +327,10 @@ impl InProcess {
         );
         let mut w = Writer::new(Protocol::Binary);
         w.message("get_table", MessageType::Call, 1).struct_begin();
-        w.field(hms_guard::wire::codec::Ty::String, 1).string(db.as_bytes());
-        w.field(hms_guard::wire::codec::Ty::String, 2).string(table.as_bytes());
+        w.field(hms_guard::wire::codec::Ty::String, 1)
+            .string(db.as_bytes());
+        w.field(hms_guard::wire::codec::Ty::String, 2)
+            .string(table.as_bytes());
         w.struct_end();
         Ok(InProcess {
             guard,
@@ -351,8 +363,9 @@ impl InProcess {
         &self,
         id: &hms_guard::listener::identity::Identity,
     ) -> io::Result<hms_guard::decision::Decision> {
-        let call = hms_guard::wire::schema::read_request(Protocol::Binary, &self.msg, self.limits, true)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let call =
+            hms_guard::wire::schema::read_request(Protocol::Binary, &self.msg, self.limits, true)
+                .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(self
             .guard
             .decide(

@@ -418,7 +418,7 @@ impl Guard {
             .inc();
         let enforce = self.mode == AuthzMode::Enforce;
         let filter = ruling.filter.take();
-        let given = ruling.narrowed.as_ref().map(|n| n.given());
+        let given = ruling.narrowed.as_ref().map(|n| n.given().to_string());
         let mut matched = d.matched.clone();
         let asked = ruling.classified.as_ref().and_then(|c| c.asked.as_ref());
         let message = match asked {

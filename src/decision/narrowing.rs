@@ -43,7 +43,7 @@ impl Guard {
                         ruling.verdict = Verdict::allow(
                             Reason::Narrowed,
                             d.required.clone(),
-                            format!("{}: {}", n.from.join(", "), n.given()),
+                            n.record.matched.clone(),
                         );
                         ruling.narrowed = Some(n);
                     }

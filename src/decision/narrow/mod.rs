@@ -101,6 +101,16 @@ pub struct Narrowed {
     pub rows: Rows,
     /// What gave it, for the record.
     pub from: Vec<String>,
+    /// What was given (`given()`) and what gave it, written once.
+    pub record: Given,
+}
+
+/// A narrowed table's record, written once when it is made: the columns and partitions given,
+/// and the parts that gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Given {
+    pub given: String,
+    pub matched: String,
 }
 
 /// Why a caller who may read part of a table gets none of it: the message's reason.
@@ -632,9 +642,10 @@ pub fn combine(shape: &TableShape, parts: &[Part]) -> Result<Narrowed, NotNarrow
         keys: shape.keys.clone(),
         rows,
         from: parts.iter().map(|p| p.from.clone()).collect(),
+        record: Given::default(),
     };
     shape.check(&n)?;
-    Ok(n)
+    Ok(n.recorded())
 }
 
 impl TableShape {
@@ -694,10 +705,20 @@ impl Narrowed {
     }
 
     /// What was given, for the record: the columns and the partitions.
-    pub fn given(&self) -> String {
+    pub fn given(&self) -> &str {
+        &self.record.given
+    }
+
+    /// With its record written.
+    fn recorded(mut self) -> Narrowed {
         let mut cols: Vec<&str> = self.shown.iter().map(String::as_str).collect();
         cols.extend(self.keys.iter().map(|(k, _)| k.as_str()));
-        format!("columns {} of {}", cols.join(", "), self.rows.describe())
+        let given = format!("columns {} of {}", cols.join(", "), self.rows.describe());
+        self.record = Given {
+            matched: format!("{}: {given}", self.from.join(", ")),
+            given,
+        };
+        self
     }
 }
 
@@ -724,7 +745,14 @@ fn string_map(entries: Vec<(String, String)>) -> Value {
 /// sends back (`alter_table` after a write) with what it was shown.
 pub fn shown_table(t: &Value, n: &Narrowed) -> Result<Value, params::ParamError> {
     let narrow_map = |m: Option<&Value>| -> Result<Value, params::ParamError> {
-        Ok(string_map(params::narrow(&string_entries(m), &n.hidden)?))
+        let entries = string_entries(m);
+        let narrowed = params::narrow(&entries, &n.hidden)?;
+        Ok(string_map(
+            narrowed
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
     };
     let Value::Struct(fields) = t else {
         return Ok(t.clone());

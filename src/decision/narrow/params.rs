@@ -11,6 +11,7 @@
 //!
 //! A schema copy that cannot be read is an error: the reply is refused, never passed whole.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
@@ -35,41 +36,57 @@ fn err(key: &str, why: impl Into<String>) -> ParamError {
     }
 }
 
+/// One parameter: borrowed when left as it was.
+pub type Entry<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// The entries of a parameters map without what names a hidden column (order kept; Spark's
-/// schema pieces become one entry where the first piece was).
-pub fn narrow(
-    entries: &[(String, String)],
+/// schema pieces become one entry where the first piece was). Entries left as they were are
+/// borrowed.
+pub fn narrow<'a, K, V>(
+    entries: &'a [(K, V)],
     hidden: &BTreeSet<String>,
-) -> Result<Vec<(String, String)>, ParamError> {
+) -> Result<Vec<Entry<'a>>, ParamError>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let borrowed = |k: &'a K, v: &'a V| (Cow::Borrowed(k.as_ref()), Cow::Borrowed(v.as_ref()));
+    if hidden.is_empty() {
+        return Ok(entries.iter().map(|(k, v)| borrowed(k, v)).collect());
+    }
     let spark = spark_schema(entries)?;
     let mut out = Vec::with_capacity(entries.len());
     let mut spark_written = false;
     for (k, v) in entries {
-        if k == SPARK_SCHEMA
-            || k.starts_with("spark.sql.sources.schema.part.")
-            || k == "spark.sql.sources.schema.numParts"
+        let (key, value) = (k.as_ref(), v.as_ref());
+        if key == SPARK_SCHEMA
+            || key.starts_with("spark.sql.sources.schema.part.")
+            || key == "spark.sql.sources.schema.numParts"
         {
             if let (false, Some(schema)) = (spark_written, &spark) {
-                out.push((SPARK_SCHEMA.to_string(), narrow_spark(schema, hidden)?));
+                out.push((
+                    Cow::Borrowed(SPARK_SCHEMA),
+                    Cow::Owned(narrow_spark(schema, hidden)?),
+                ));
                 spark_written = true;
             }
             continue;
         }
-        if let Some(rest) = k.strip_prefix(SPARK_COL_STATS) {
+        if let Some(rest) = key.strip_prefix(SPARK_COL_STATS) {
             if hidden.iter().any(|h| stats_of(rest, h)) {
                 continue;
             }
         }
-        let v = match k.as_str() {
-            AVRO_LITERAL => narrow_avro(v, hidden)?,
-            STATS_ACCURATE => match narrow_stats_accurate(v, hidden) {
-                Some(v) => v,
+        let value = match key {
+            AVRO_LITERAL => Cow::Owned(narrow_avro(value, hidden)?),
+            STATS_ACCURATE => match narrow_stats_accurate(value, hidden) {
+                Some(v) => Cow::Owned(v),
                 None => continue,
             },
-            _ if names_any(k, hidden) || names_any(v, hidden) => continue,
-            _ => v.clone(),
+            _ if names_any(key, hidden) || names_any(value, hidden) => continue,
+            _ => Cow::Borrowed(value),
         };
-        out.push((k.clone(), v));
+        out.push((Cow::Borrowed(key), value));
     }
     Ok(out)
 }
@@ -84,14 +101,34 @@ fn stats_of(rest: &str, h: &str) -> bool {
 /// Whether `text` names any hidden column as a word (letters, digits, `_`), ignoring case.
 fn names_any(text: &str, hidden: &BTreeSet<String>) -> bool {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| !w.is_empty() && hidden.contains(&w.to_ascii_lowercase()))
+        .any(|w| is_hidden(w, hidden))
+}
+
+/// Whether a column name is hidden (hidden names are lower case; no allocation unless the
+/// name has upper-case letters).
+pub fn is_hidden(name: &str, hidden: &BTreeSet<String>) -> bool {
+    if name.is_empty() || hidden.is_empty() {
+        return false;
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        hidden.contains(&name.to_ascii_lowercase())
+    } else {
+        hidden.contains(name)
+    }
 }
 
 /// Spark's schema as stored: one entry, or `numParts` pieces joined. `None`: not stored.
-fn spark_schema(entries: &[(String, String)]) -> Result<Option<String>, ParamError> {
-    let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+fn spark_schema<K: AsRef<str>, V: AsRef<str>>(
+    entries: &[(K, V)],
+) -> Result<Option<String>, ParamError> {
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v.as_ref())
+    };
     if let Some(v) = get(SPARK_SCHEMA) {
-        return Ok(Some(v.clone()));
+        return Ok(Some(v.to_string()));
     }
     let Some(n) = get("spark.sql.sources.schema.numParts") else {
         return Ok(None);
@@ -121,7 +158,7 @@ fn narrow_spark(schema: &str, hidden: &BTreeSet<String>) -> Result<String, Param
     let before = fields.len();
     let mut unnamed = false;
     fields.retain(|f| match f.get("name").and_then(Json::as_str) {
-        Some(n) => !hidden.contains(&n.to_ascii_lowercase()),
+        Some(n) => !is_hidden(n, hidden),
         None => {
             unnamed = true;
             false
@@ -211,19 +248,20 @@ mod tests {
     fn spark_schema_in_pieces_is_joined_narrowed_and_written_once() {
         let schema = r#"{"type":"struct","fields":[{"name":"id","type":"long","nullable":true,"metadata":{}},{"name":"SSN","type":"string","nullable":true,"metadata":{}}]}"#;
         let (a, b) = schema.split_at(40);
-        let out = narrow(
-            &[
-                e("EXTERNAL", "TRUE"),
-                e("spark.sql.sources.schema.numParts", "2"),
-                e("spark.sql.sources.schema.part.0", a),
-                e("spark.sql.sources.schema.part.1", b),
-                e("spark.sql.statistics.colStats.ssn.max", "999"),
-                e("spark.sql.statistics.colStats.id.max", "7"),
-                e("orc.bloom.filter.columns", "id,ssn"),
-            ],
-            &hidden(),
-        )
-        .unwrap();
+        let entries = [
+            e("EXTERNAL", "TRUE"),
+            e("spark.sql.sources.schema.numParts", "2"),
+            e("spark.sql.sources.schema.part.0", a),
+            e("spark.sql.sources.schema.part.1", b),
+            e("spark.sql.statistics.colStats.ssn.max", "999"),
+            e("spark.sql.statistics.colStats.id.max", "7"),
+            e("orc.bloom.filter.columns", "id,ssn"),
+        ];
+        let out = narrow(&entries, &hidden()).unwrap();
+        let out: Vec<(String, String)> = out
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(out[0], e("EXTERNAL", "TRUE"));
         assert_eq!(out[1].0, SPARK_SCHEMA);
@@ -249,11 +287,8 @@ mod tests {
     fn avro_literal_and_stats_lose_the_hidden_column() {
         let avro = r#"{"type":"record","name":"c","fields":[{"name":"id","type":"long"},{"name":"ssn","type":"string"}]}"#;
         let stats = r#"{"BASIC_STATS":"true","COLUMN_STATS":{"id":"true","ssn":"true"}}"#;
-        let out = narrow(
-            &[e(AVRO_LITERAL, avro), e(STATS_ACCURATE, stats)],
-            &hidden(),
-        )
-        .unwrap();
+        let entries = [e(AVRO_LITERAL, avro), e(STATS_ACCURATE, stats)];
+        let out = narrow(&entries, &hidden()).unwrap();
         assert!(!out[0].1.contains("ssn") && out[0].1.contains("\"id\""));
         assert!(!out[1].1.contains("ssn") && out[1].1.contains("BASIC_STATS"));
         let aliased = r#"{"type":"record","name":"c","fields":[{"name":"x","aliases":["ssn"],"type":"long"}]}"#;

@@ -13,7 +13,7 @@
 
 use bytes::BytesMut;
 
-use super::params::{self, ParamError};
+use super::params::{self, is_hidden, ParamError};
 use super::Narrowed;
 use crate::wire::codec::reader::{Field, Reader};
 use crate::wire::codec::value::read_value;
@@ -101,7 +101,7 @@ pub fn narrow_reply(
         .ok_or_else(|| NarrowError::Unknown(format!("a reply to unknown method {method}")))?;
     let mut r = Reader::new(protocol, reply, max_depth);
     let h = r.message_begin()?;
-    let mut w = Writer::new(protocol);
+    let mut w = Writer::with_capacity(protocol, reply.len());
     w.raw(&reply[..r.pos()]);
     if h.kind != MessageType::Reply {
         return Ok(BytesMut::from(reply));
@@ -168,7 +168,8 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// One value of declared type `t`, written to `w`.
+    /// One value of declared type `t`, written to `w`: copied as it is when nothing inside it
+    /// can be narrowed.
     fn value(
         &self,
         r: &mut Reader<'_>,
@@ -177,6 +178,11 @@ impl Walk<'_> {
         f: Option<&Field>,
     ) -> Result<(), NarrowError> {
         match t {
+            T::Struct(def) if !walked_inside(def) => {
+                let span = r.skip(Ty::Struct, None)?;
+                w.raw(&r.buf()[span]);
+                Ok(())
+            }
             T::Struct(def) => self.structure(r, w, def),
             T::List(e) | T::Set(e) => self.list(r, w, e),
             T::Map(k, v) => self.map(r, w, k, v),
@@ -195,6 +201,15 @@ impl Walk<'_> {
             return Err(NarrowError::Unknown(format!("a list of {et:?} for {e:?}")));
         }
         r.enter()?;
+        if !self.droppable(e) {
+            // Nothing in it can leave: the count stands, the elements are written in place.
+            w.list_begin(et, count);
+            for _ in 0..count {
+                self.value(r, w, e, None)?;
+            }
+            r.leave();
+            return Ok(());
+        }
         let mut items = Writer::new(self.protocol);
         let mut kept = 0;
         for _ in 0..count {
@@ -233,9 +248,9 @@ impl Walk<'_> {
     fn parameters(&self, r: &mut Reader<'_>, w: &mut Writer) -> Result<(), NarrowError> {
         let (_, _, count) = r.map_begin()?;
         r.enter()?;
-        let mut entries = Vec::with_capacity(count.min(1024));
-        let text = |b: &[u8]| {
-            String::from_utf8(b.to_vec())
+        let mut entries: Vec<(&str, &str)> = Vec::with_capacity(count.min(1024));
+        let text = |b| {
+            std::str::from_utf8(b)
                 .map_err(|_| NarrowError::Unknown("a parameter that is not UTF-8".into()))
         };
         for _ in 0..count {
@@ -250,6 +265,24 @@ impl Walk<'_> {
             w.string(k.as_bytes()).string(v.as_bytes());
         }
         Ok(())
+    }
+
+    /// Whether values of type `t` may be left out of a list (`keeps` may say no).
+    fn droppable(&self, t: &'static T) -> bool {
+        match t {
+            T::String => self.names,
+            T::Struct(def) => {
+                matches!(
+                    def.name,
+                    "Partition"
+                        | "PartitionWithoutSD"
+                        | "PartitionValuesRow"
+                        | "FieldSchema"
+                        | "ColumnStatisticsObj"
+                ) || def.name.starts_with("SQL")
+            }
+            _ => false,
+        }
     }
 
     /// Whether the value at the reader (of declared type `t`) is shown: a partition the
@@ -274,8 +307,7 @@ impl Walk<'_> {
                         .collect();
                     n.rows.allows(&n.keys, &values)
                 };
-                let hidden =
-                    |s: Option<&str>| s.is_some_and(|s| n.hidden.contains(&s.to_ascii_lowercase()));
+                let hidden = |s: Option<&str>| s.is_some_and(|s| is_hidden(s, &n.hidden));
                 let look = || -> Result<crate::wire::codec::value::Value, NarrowError> {
                     let mut peek = r.clone();
                     Ok(read_value(&mut peek, Ty::Struct, None)?)
@@ -284,9 +316,10 @@ impl Walk<'_> {
                     "Partition" | "PartitionWithoutSD" | "PartitionValuesRow" => {
                         by_values(&look()?)
                     }
-                    // FieldSchema.name, ColumnStatisticsObj.colName.
+                    // FieldSchema.name, ColumnStatisticsObj.colName: read in place.
                     "FieldSchema" | "ColumnStatisticsObj" => {
-                        !hidden(look()?.field(1).and_then(|v| v.as_str()))
+                        let name = first_string(r)?;
+                        !hidden(name.and_then(|b| std::str::from_utf8(b).ok()))
                     }
                     name if name.starts_with("SQL") => {
                         let v = look()?;
@@ -301,6 +334,96 @@ impl Walk<'_> {
             _ => Ok(true),
         }
     }
+}
+
+/// Structs whose values may be dropped or changed.
+fn hooked(def: &StructDef) -> bool {
+    matches!(
+        def.name,
+        "Table"
+            | "Partition"
+            | "PartitionWithoutSD"
+            | "PartitionValuesRow"
+            | "StorageDescriptor"
+            | "SerDeInfo"
+            | "FieldSchema"
+            | "ColumnStatisticsObj"
+    ) || def.name.starts_with("SQL")
+}
+
+/// Whether a struct must be walked field by field: it holds (at any depth) a struct that may
+/// be dropped or changed, or a `parameters` map. Memoised per struct; a struct met again while
+/// it is being decided (the schema is cyclic) counts as walked.
+fn walked_inside(def: &'static StructDef) -> bool {
+    use std::cell::RefCell;
+    // The common leaves, without the memo: columns, sort orders, statistics objects.
+    if matches!(
+        def.name,
+        "FieldSchema" | "Order" | "ColumnStatisticsObj" | "SkewedInfo" | "PrincipalPrivilegeSet"
+    ) {
+        return false;
+    }
+    use std::collections::HashMap;
+    thread_local! {
+        static MEMO: RefCell<HashMap<usize, bool>> = RefCell::new(HashMap::new());
+    }
+    fn mentions(t: &'static T, seen: &mut Vec<usize>) -> bool {
+        match t {
+            T::Struct(d) => hooked(d) || inside(d, seen),
+            T::List(e) | T::Set(e) => mentions(e, seen),
+            T::Map(k, v) => mentions(k, seen) || mentions(v, seen),
+            _ => false,
+        }
+    }
+    fn inside(def: &'static StructDef, seen: &mut Vec<usize>) -> bool {
+        let key = def as *const StructDef as usize;
+        if let Some(b) = MEMO.with(|m| m.borrow().get(&key).copied()) {
+            return b;
+        }
+        if seen.contains(&key) {
+            return true;
+        }
+        seen.push(key);
+        let b = def.fields.iter().any(|f| {
+            (f.name == "parameters" && f.ty.iter().any(|t| matches!(t, T::Map(..))))
+                || f.ty.iter().any(|t| mentions(t, seen))
+        });
+        seen.pop();
+        MEMO.with(|m| m.borrow_mut().insert(key, b));
+        b
+    }
+    inside(def, &mut Vec::new())
+}
+
+/// Field 1 of the struct at the reader, if it is a string; the reader does not move. Java
+/// writes fields in id order, so field 1 is read straight off the bytes when it comes first;
+/// otherwise the struct is walked.
+fn first_string<'a>(r: &Reader<'a>) -> Result<Option<&'a [u8]>, NarrowError> {
+    let b = &r.buf()[r.pos()..];
+    let direct = match r.protocol() {
+        // T_STRING (11), id 1, i32 length.
+        Protocol::Binary if b.len() >= 7 && b[..3] == [11, 0, 1] => {
+            let n = i32::from_be_bytes([b[3], b[4], b[5], b[6]]);
+            usize::try_from(n).ok().and_then(|n| b.get(7..7 + n))
+        }
+        // Delta 1, BINARY (8), then a one-byte varint length.
+        Protocol::Compact if b.len() >= 2 && b[0] == 0x18 && b[1] < 0x80 => {
+            b.get(2..2 + usize::from(b[1]))
+        }
+        _ => None,
+    };
+    if direct.is_some() {
+        return Ok(direct);
+    }
+    let mut peek = r.clone();
+    peek.struct_begin()?;
+    while let Some(f) = peek.field()? {
+        if f.id == 1 && f.ty == Ty::String {
+            return Ok(Some(peek.string()?));
+        }
+        peek.skip(f.ty, Some(&f))?;
+    }
+    Ok(None)
 }
 
 /// A partition name's values (`k1=v1/k2=v2`, each part escaped as the metastore escapes

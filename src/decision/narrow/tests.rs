@@ -291,6 +291,7 @@ fn narrowed(hidden: &[&str], rows: Rows) -> Narrowed {
         keys: vec![("region".into(), "string".into())],
         rows,
         from: vec!["test".into()],
+        record: Given::default(),
     }
 }
 

@@ -27,9 +27,14 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(protocol: Protocol) -> Self {
+        Writer::with_capacity(protocol, 256)
+    }
+
+    /// A writer whose buffer holds `bytes` before it grows.
+    pub fn with_capacity(protocol: Protocol, bytes: usize) -> Self {
         Writer {
             protocol,
-            out: BytesMut::with_capacity(256),
+            out: BytesMut::with_capacity(bytes),
             last_ids: vec![0],
         }
     }
