@@ -9,6 +9,15 @@ use crate::wire::codec::{reader::Reader, Ty};
 use crate::wire::codec::{MessageType, Protocol, ScanError};
 use crate::wire::schema::fields::method_result::SUCCESS;
 
+/// What becomes of one listed element.
+#[derive(Debug)]
+pub enum Listed {
+    Keep,
+    Drop,
+    /// Replaced by these bytes (a narrowed table).
+    Replace(BytesMut),
+}
+
 /// Outcome of filtering one reply.
 #[derive(Debug)]
 pub struct Filtered {
@@ -112,18 +121,36 @@ impl ListedReply<'_> {
     /// The reply with only the elements `keep` accepts: every other byte as it was, the list
     /// header rewritten for the new count.
     pub fn keep(&self, mut keep: impl FnMut(&Value) -> bool) -> Filtered {
+        self.rebuild(|_, v| if keep(v) { Listed::Keep } else { Listed::Drop })
+    }
+
+    /// The bytes of element `i`, as the metastore wrote them.
+    pub fn element_bytes(&self, i: usize) -> &[u8] {
+        &self.reply[self.items[i].0.clone()]
+    }
+
+    /// The reply with each element kept, dropped or replaced as `f` says (by index and
+    /// value): every other byte as it was, the list header rewritten for the new count.
+    pub fn rebuild(&self, mut f: impl FnMut(usize, &Value) -> Listed) -> Filtered {
         let mut w = Writer::new(self.protocol);
         w.raw(&self.reply[self.head.clone()]);
-        let kept: Vec<_> = self.items.iter().filter(|(_, v)| keep(v)).collect();
-        w.list_begin(self.elem, kept.len());
-        for (range, _) in &kept {
-            w.raw(&self.reply[range.clone()]);
+        let mut body = BytesMut::new();
+        let mut kept = 0;
+        for (i, (range, v)) in self.items.iter().enumerate() {
+            match f(i, v) {
+                Listed::Keep => body.extend_from_slice(&self.reply[range.clone()]),
+                Listed::Replace(bytes) => body.extend_from_slice(&bytes),
+                Listed::Drop => continue,
+            }
+            kept += 1;
         }
+        w.list_begin(self.elem, kept);
+        w.raw(&body);
         w.raw(&self.reply[self.tail.clone()]);
         Filtered {
             reply: w.finish(false),
-            kept: kept.len(),
-            dropped: self.items.len() - kept.len(),
+            kept,
+            dropped: self.items.len() - kept,
         }
     }
 }

@@ -2,12 +2,13 @@
 //! what the caller may see (walked once; head and tail copied as bytes), or a read of a table
 //! that was absent when decided, withheld if the metastore found it after all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::filter::{empty_list_reply, parse_list_reply};
+use super::filter::{empty_list_reply, parse_list_reply, Listed, ListedReply};
+use super::narrow::reply::narrow_table;
 use super::outcome::ReplyCheck;
 use super::Guard;
 use crate::decision::authz::{readable, visible, Grants, Object, Policy};
@@ -140,7 +141,13 @@ impl Guard {
                 .collect();
         }
         let owned = self.owned_among(f, unseen).await;
-        let filtered = listed.keep(|v| keep_listed(f, &self.policy, v, &owned));
+        let narrowed = self.narrowed_among(f, &listed, transport, &owned).await;
+        let filtered = listed.rebuild(|i, v| match narrowed.get(&i) {
+            Some(Some(bytes)) => Listed::Replace(bytes.clone()),
+            Some(None) => Listed::Keep,
+            None if keep_listed(f, &self.policy, v, &owned) => Listed::Keep,
+            None => Listed::Drop,
+        });
         tracing::debug!(
             kept = filtered.kept,
             dropped = filtered.dropped,
@@ -167,6 +174,54 @@ impl Guard {
         let owner = self.facts.object(&Object::database(&f.db)).await;
         !matches!(owner, Ok(Some(facts)) if facts.owner.as_ref()
             .is_some_and(|o| crate::decision::authz::owner_matches(&f.identity, &f.grants, o)))
+    }
+
+    /// Whole tables of a listing the caller may read only part of: by index, the narrowed
+    /// table's bytes (`None`: nothing hidden, kept as it is). Tables it may not read, or whose
+    /// parts give none, are not in the map (left out); at most `MAX_LISTING_OWNER_LOOKUPS`
+    /// are looked at.
+    async fn narrowed_among(
+        &self,
+        f: &ListFilter,
+        listed: &ListedReply<'_>,
+        transport: Transport,
+        owned: &HashSet<Object>,
+    ) -> HashMap<usize, Option<BytesMut>> {
+        let mut out = HashMap::new();
+        if !matches!(f.shape, ListShape::Tables | ListShape::TablesInResult)
+            || self.policy.is_admin(&f.identity, &f.grants)
+        {
+            return out;
+        }
+        let viewed = self.viewed_tables(&f.identity, &f.grants).await;
+        let partial = listed.values().enumerate().filter_map(|(i, v)| {
+            let obj = listed_object(f, v)?;
+            let whole = keep_listed(f, &self.policy, v, owned);
+            (!whole && (f.grants.any_on(&obj) || viewed.contains(&obj))).then_some((i, obj))
+        });
+        for (i, obj) in partial.take(MAX_LISTING_OWNER_LOOKUPS).collect::<Vec<_>>() {
+            let Ok(Some(n)) = self.narrowing(&f.identity, &f.grants, &obj).await else {
+                continue;
+            };
+            if n.is_whole() {
+                out.insert(i, None);
+                continue;
+            }
+            match narrow_table(
+                transport.protocol,
+                listed.element_bytes(i),
+                &n,
+                self.max_depth,
+            ) {
+                Ok(bytes) => {
+                    out.insert(i, Some(bytes));
+                }
+                Err(e) => {
+                    tracing::warn!(table = %obj, error = %e, "a listed table could not be narrowed: left out");
+                }
+            }
+        }
+        out
     }
 
     /// The tables among `tables` the caller owns (owner facts, cached; a failed lookup counts

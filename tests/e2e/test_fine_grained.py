@@ -152,6 +152,11 @@ def test_hidden_parts_stay_hidden_from_metastore_calls(fine):
         hms.denied(lambda: c.get_partition(DB, "c_part", ["us"]), "user fin")
         stats = c.get_table_statistics_req(tt.TableStatsRequest(DB, "c_pq", ["name", "ssn"]))
         assert [o.colName for o in stats.tableStats] == ["name"], stats
+        # Whole-table listings: narrowed tables narrowed, tables with no part given left out.
+        listed = c.get_table_objects_by_name(DB, ["c_pq", "c_orc", "c_agg", "v_pq"])
+        assert sorted(t.tableName for t in listed) == ["c_orc", "c_pq", "v_pq"], listed
+        for t in listed:
+            assert "ssn" not in repr(t).lower() or t.tableName == "v_pq", t
         # A read whose reply cannot be narrowed is refused, saying so.
         hms.denied(lambda: c.get_num_partitions_by_filter(DB, "c_part", "region = 'us'"),
                    "cannot be narrowed")

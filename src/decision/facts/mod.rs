@@ -9,7 +9,7 @@
 pub mod client;
 pub mod source;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,8 @@ pub struct FactsStore {
     /// The narrowed table each identity gets of a table (grants, views and the table
     /// combined); dropped with the grants and with any changed object.
     narrowings: TtlCache<(Identity, Object), Narrowing>,
+    /// The tables each identity's readable views show part of.
+    viewed: TtlCache<Identity, Arc<HashSet<Object>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -88,6 +90,7 @@ impl FactsStore {
             holders: TtlCache::new(ttl, MAX_CACHED_HOLDERS),
             shapes: TtlCache::new(ttl, MAX_CACHED_SHAPES),
             narrowings: TtlCache::new(ttl, MAX_CACHED_NARROWINGS),
+            viewed: TtlCache::new(ttl, MAX_CACHED_IDENTITIES),
             metrics,
         }
     }
@@ -108,6 +111,7 @@ impl FactsStore {
         self.principals.clear();
         self.identities.clear();
         self.narrowings.clear();
+        self.viewed.clear();
     }
 
     /// Drops a cached object (it was created, altered or dropped through the proxy).
@@ -126,6 +130,7 @@ impl FactsStore {
         }
         // A narrowing may rest on any table or view: all go.
         self.narrowings.clear();
+        self.viewed.clear();
     }
 
     /// A table's shape (`None`: no such table), cached.
@@ -143,6 +148,27 @@ impl FactsStore {
         let (shape, hit) = self.shapes.get_or_load(obj, load, |_| true).await?;
         self.count("shapes", hit);
         Ok(shape)
+    }
+
+    /// The tables `identity`'s readable views show part of, cached; `load` works them out (an
+    /// error: none, not cached — a listing then shows less, never more).
+    pub async fn viewed<F, Fut>(&self, identity: &Identity, load: F) -> Arc<HashSet<Object>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<HashSet<Object>>, FactsError>>,
+    {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let keep = |_: &Arc<HashSet<Object>>| self.generation.load(Ordering::SeqCst) == generation;
+        match self.viewed.get_or_load(identity, load, keep).await {
+            Ok((v, hit)) => {
+                self.count("viewed", hit);
+                v
+            }
+            Err(e) => {
+                tracing::warn!(user = %identity.user, error = %e, "the tables of the user's views could not be learned");
+                Arc::new(HashSet::new())
+            }
+        }
     }
 
     /// What `identity` gets of `table`, cached; `load` works it out on a miss (kept only if

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{combine, part_of_grant, part_of_view, Narrowed, NotNarrowable, Part};
+use std::collections::HashSet;
+
+use super::{combine, part_of_grant, part_of_view, Narrowed, NotNarrowable, Part, TableShape};
 use crate::decision::authz::{Grants, Object, Privilege};
 use crate::decision::facts::{FactsError, Narrowing};
 use crate::decision::Guard;
@@ -28,6 +30,61 @@ impl Guard {
             .await
     }
 
+    /// The tables the views `identity` may read show part of (their qualifying branches),
+    /// cached with the narrowings: what a listing may narrow besides tables with part grants.
+    pub async fn viewed_tables(
+        &self,
+        identity: &Identity,
+        grants: &Grants,
+    ) -> Arc<HashSet<Object>> {
+        self.facts
+            .viewed(identity, || async {
+                let mut out = HashSet::new();
+                for (_, view) in self.readable_views(grants).await? {
+                    if let Some(Ok(shape)) = &view.view {
+                        out.extend(
+                            shape
+                                .branches
+                                .iter()
+                                .map(|b| Object::table(&b.db, &b.table)),
+                        );
+                    }
+                }
+                Ok(Arc::new(out))
+            })
+            .await
+    }
+
+    /// The views among the tables the caller may SELECT (at most `MAX_VIEWS_LOOKED_AT`, in
+    /// name order), with their shapes.
+    async fn readable_views(
+        &self,
+        grants: &Grants,
+    ) -> Result<Vec<(Object, Arc<TableShape>)>, FactsError> {
+        let mut readable: Vec<&Object> = grants
+            .objects
+            .iter()
+            .filter(|(o, held)| {
+                matches!(o, Object::Table(..))
+                    && held
+                        .iter()
+                        .any(|h| matches!(h.privilege, Privilege::Select | Privilege::All))
+            })
+            .map(|(o, _)| o)
+            .collect();
+        readable.sort();
+        readable.truncate(MAX_VIEWS_LOOKED_AT);
+        let mut out = Vec::new();
+        for obj in readable {
+            if let Some(shape) = self.facts.shape(obj).await? {
+                if shape.view.is_some() {
+                    out.push((obj.clone(), shape));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn work_out(&self, grants: &Grants, table: &Object) -> Result<Narrowing, FactsError> {
         let mut parts: Vec<Part> = grants
             .parts_of(table, Privilege::Select)
@@ -37,27 +94,11 @@ impl Guard {
         let Object::Table(_, name) = table else {
             return Ok(Ok(None));
         };
-        let mut readable: Vec<&Object> = grants
-            .objects
-            .iter()
-            .filter(|(o, held)| {
-                matches!(o, Object::Table(..))
-                    && *o != table
-                    && held
-                        .iter()
-                        .any(|h| matches!(h.privilege, Privilege::Select | Privilege::All))
-            })
-            .map(|(o, _)| o)
-            .collect();
-        readable.sort();
-        readable.truncate(MAX_VIEWS_LOOKED_AT);
         let Some(shape) = self.facts.shape(table).await? else {
             return Ok(Ok(None));
         };
-        for obj in readable {
-            let Some(view) = self.facts.shape(obj).await? else {
-                continue;
-            };
+        for (obj, view) in self.readable_views(grants).await? {
+            let obj = &obj;
             match &view.view {
                 None => {}
                 Some(Ok(analysed)) => {

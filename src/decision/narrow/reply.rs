@@ -115,6 +115,31 @@ pub fn narrow_reply(
     Ok(w.finish(false))
 }
 
+/// One `Table` struct (the bytes of a listed element), narrowed to `n`.
+pub fn narrow_table(
+    protocol: Protocol,
+    bytes: &[u8],
+    n: &Narrowed,
+    max_depth: usize,
+) -> Result<BytesMut, NarrowError> {
+    let def = match crate::wire::schema::method("get_table")
+        .and_then(|m| m.result.field(0))
+        .and_then(|f| f.ty.first())
+    {
+        Some(T::Struct(def)) => *def,
+        _ => return Err(NarrowError::Unknown("the Table struct".into())),
+    };
+    let mut r = Reader::new(protocol, bytes, max_depth);
+    let mut w = Writer::with_capacity(protocol, bytes.len());
+    let walk = Walk {
+        n,
+        protocol,
+        names: false,
+    };
+    walk.structure(&mut r, &mut w, def)?;
+    Ok(w.finish(false))
+}
+
 struct Walk<'n> {
     n: &'n Narrowed,
     protocol: Protocol,

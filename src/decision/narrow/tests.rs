@@ -576,5 +576,8 @@ fn random_edits_of_replies_never_panic() {
             }
         }
     }
-    assert!(narrowed_ok > 100, "only {narrowed_ok} edited replies were narrowed");
+    assert!(
+        narrowed_ok > 100,
+        "only {narrowed_ok} edited replies were narrowed"
+    );
 }
