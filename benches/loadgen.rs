@@ -463,6 +463,9 @@ enum Method {
     GetVersion,
     #[value(name = "get_table")]
     GetTable,
+    /// A listing of every table of `--db` (filtered by hms-guard to what the user may see).
+    #[value(name = "get_all_tables")]
+    GetAllTables,
 }
 
 impl Method {
@@ -470,6 +473,7 @@ impl Method {
         match self {
             Method::GetVersion => "getVersion",
             Method::GetTable => "get_table",
+            Method::GetAllTables => "get_all_tables",
         }
     }
 }
@@ -1034,6 +1038,10 @@ async fn phase(
                             put_string_field(out, 2, &spec.table);
                         })
                         .await
+                    }
+                    Method::GetAllTables => {
+                        c.call(method, |out| put_string_field(out, 1, &spec.db))
+                            .await
                     }
                 };
                 let done = Instant::now();

@@ -419,7 +419,7 @@ fn write_decision(out: &mut String, decided: &Decision, mode: crate::config::Aut
         Action::Forward(f) if matches!(f.reply, ReplyCheck::Filter(_)) => {
             let _ = writeln!(
                 out,
-                "listing:   filtered to the tables the user holds a privilege on"
+                "listing:   filtered to the tables the user holds a privilege on (tables it may read part of, narrowed)"
             );
         }
         Action::Deny(msg) => {
@@ -444,6 +444,9 @@ fn write_record(out: &mut String, d: &crate::decision::DecisionRecord) {
     }
     let _ = writeln!(out, "required:  {}", d.required);
     let _ = writeln!(out, "matched:   {}", d.matched);
+    if let Some(g) = &d.given {
+        let _ = writeln!(out, "given:     {g} (the replies are narrowed to it)");
+    }
     if let Some(st) = &d.storage {
         let via = if st.role_chain.is_empty() {
             "no role".to_string()

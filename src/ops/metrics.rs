@@ -364,7 +364,7 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Cache lookups (cache: grants, objects, storage_credentials, storage_decisions; result: hit, miss)",
+            "Cache lookups (cache: grants, objects, holders, shapes, narrowings, viewed, storage_credentials, storage_decisions; result: hit, miss)",
             self.cache.clone(),
         );
         registry.register(
