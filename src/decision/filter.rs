@@ -132,20 +132,27 @@ impl ListedReply<'_> {
     /// The reply with each element kept, dropped or replaced as `f` says (by index and
     /// value): every other byte as it was, the list header rewritten for the new count.
     pub fn rebuild(&self, mut f: impl FnMut(usize, &Value) -> Listed) -> Filtered {
-        let mut w = Writer::new(self.protocol);
+        let fates: Vec<Listed> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| f(i, v))
+            .collect();
+        let kept = fates.iter().filter(|l| !matches!(l, Listed::Drop)).count();
+        let mut w = Writer::with_capacity(self.protocol, self.reply.len());
         w.raw(&self.reply[self.head.clone()]);
-        let mut body = BytesMut::new();
-        let mut kept = 0;
-        for (i, (range, v)) in self.items.iter().enumerate() {
-            match f(i, v) {
-                Listed::Keep => body.extend_from_slice(&self.reply[range.clone()]),
-                Listed::Replace(bytes) => body.extend_from_slice(&bytes),
-                Listed::Drop => continue,
-            }
-            kept += 1;
-        }
         w.list_begin(self.elem, kept);
-        w.raw(&body);
+        for ((range, _), fate) in self.items.iter().zip(&fates) {
+            match fate {
+                Listed::Keep => {
+                    w.raw(&self.reply[range.clone()]);
+                }
+                Listed::Replace(bytes) => {
+                    w.raw(bytes);
+                }
+                Listed::Drop => {}
+            }
+        }
         w.raw(&self.reply[self.tail.clone()]);
         Filtered {
             reply: w.finish(false),

@@ -87,6 +87,8 @@ struct Ruling {
     /// Fields set in the request before it goes upstream (a narrowed caller's statistics,
     /// recorded on the real table), and the note for the record.
     rewrite: Option<(rewrite::Rewrite, String)>,
+    /// The proxy's own answer to an allowed call (a narrowed partition count), not forwarded.
+    answer: Option<bytes::BytesMut>,
 }
 
 impl Ruling {
@@ -112,6 +114,7 @@ impl Ruling {
             objects: Vec::new(),
             narrowed: None,
             rewrite: None,
+            answer: None,
         }
     }
 }
@@ -303,6 +306,7 @@ impl Guard {
             classified: None,
             narrowed: None,
             rewrite: None,
+            answer: None,
         };
         if let (Some(g), false) = (&grants, admin) {
             self.narrow(call, g, &c.op, &mut ruling).await;
@@ -459,6 +463,8 @@ impl Guard {
                 call.header,
                 &format!("{}: {matched}", outcome.as_str()),
             ))
+        } else if let (Some(answer), true) = (ruling.answer.take(), enforce) {
+            Action::Reply(answer)
         } else if let (Some(n), true) = (ruling.narrowed.take().filter(|n| !n.is_whole()), enforce)
         {
             forward_as(

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use super::classify::{alter_changes, is_stats_param};
 use super::narrow::reply::narrowable;
-use super::narrow::{shown_table, string_entries, Narrowed};
+use super::narrow::{shown_table, string_entries, Narrowed, Rows};
+
+/// The partition count a narrowed caller gets counted by the proxy.
+const COUNT: &str = "get_num_partitions_by_filter";
 use super::rewrite::{FieldSet, Rewrite};
 use super::{Call, Guard, Ruling};
 use crate::decision::authz::{
@@ -17,6 +20,9 @@ use crate::decision::authz::{
 use crate::decision::facts::Narrowing;
 use crate::wire::codec::splice::{IfAbsent, NewValue};
 use crate::wire::codec::value::Value;
+use crate::wire::codec::writer::Writer;
+use crate::wire::codec::{MessageType, Ty};
+use crate::wire::framing::frame;
 use crate::wire::router::Rule;
 use crate::wire::schema::fields::{serde_info, storage_descriptor as sd, table};
 
@@ -39,6 +45,11 @@ impl Guard {
                 let d = &ruling.verdict;
                 match self.narrowing(identity, grants, table).await {
                     Ok(None) => {}
+                    Ok(Some(n)) if method == COUNT && n.rows != Rows::All => {
+                        let verdict = self.count_partitions(call, table, &n, ruling).await;
+                        ruling.verdict = verdict;
+                        ruling.narrowed = Some(n);
+                    }
                     Ok(Some(n)) if narrowable(method) => {
                         ruling.verdict = Verdict::allow(
                             Reason::Narrowed,
@@ -99,6 +110,58 @@ impl Guard {
                 refuse_change(ruling, table, &narrowed);
             }
             _ => {}
+        }
+    }
+
+    /// A narrowed caller's partition count (`get_num_partitions_by_filter`) when it may read
+    /// only some partitions: the partitions the filter selects are read from the metastore
+    /// (the proxy's own connection, the metastore's own filter reading) and those the caller
+    /// may read are counted; the proxy answers the count itself.
+    async fn count_partitions(
+        &self,
+        call: &Call<'_>,
+        table: &Object,
+        n: &Narrowed,
+        ruling: &mut Ruling,
+    ) -> Verdict {
+        let d = &ruling.verdict;
+        let Object::Table(db, name) = table else {
+            return d.clone();
+        };
+        let filter = call
+            .args
+            .field(3)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match self.facts.partition_values(db, name, filter).await {
+            Ok(all) => {
+                let count = all.iter().filter(|v| n.rows.allows(&n.keys, v)).count();
+                let mut w = Writer::new(call.transport.protocol);
+                w.message(&call.header.name, MessageType::Reply, call.header.seqid)
+                    .struct_begin();
+                w.field(Ty::I32, 0)
+                    .i32(i32::try_from(count).unwrap_or(i32::MAX));
+                w.struct_end();
+                ruling.answer = Some(frame(call.transport, w.finish(false)));
+                Verdict::allow(
+                    Reason::Narrowed,
+                    d.required.clone(),
+                    format!(
+                        "{}; counted by hms-guard: {count} of the {} partitions the filter selects",
+                        n.record.matched,
+                        all.len()
+                    ),
+                )
+            }
+            Err(e) => Verdict {
+                allow: false,
+                reason: Reason::NotNarrowable,
+                required: d.required.clone(),
+                matched: format!(
+                    "the user may read only some partitions of {table} ({}), and the partitions the filter selects could not be read to count them: {e}",
+                    n.given()
+                ),
+            },
         }
     }
 

@@ -157,9 +157,12 @@ def test_hidden_parts_stay_hidden_from_metastore_calls(fine):
         assert sorted(t.tableName for t in listed) == ["c_orc", "c_pq", "v_pq"], listed
         for t in listed:
             assert "ssn" not in repr(t).lower() or t.tableName == "v_pq", t
+        # Partition counts count only the partitions the user may read.
+        assert c.get_num_partitions_by_filter(DB, "c_part", "region = 'us'") == 0
+        assert c.get_num_partitions_by_filter(DB, "c_part", "region <> 'x'") == 1
         # A read whose reply cannot be narrowed is refused, saying so.
-        hms.denied(lambda: c.get_num_partitions_by_filter(DB, "c_part", "region = 'us'"),
-                   "cannot be narrowed")
+        hms.denied(lambda: c.get_aggr_stats_for(tt.PartitionsStatsRequest(
+            DB, "c_part", ["id"], ["region=eu"])), "cannot be narrowed")
     finally:
         c._transport.close()
 

@@ -133,6 +133,17 @@ impl FactsStore {
         self.viewed.clear();
     }
 
+    /// The values of every partition of a table a metastore filter selects (uncached: a
+    /// narrowed partition count is counted on the metastore's state now).
+    pub async fn partition_values(
+        &self,
+        db: &str,
+        table: &str,
+        filter: &str,
+    ) -> Result<Vec<Vec<String>>, FactsError> {
+        self.source.partition_values(db, table, filter).await
+    }
+
     /// A table's shape (`None`: no such table), cached.
     pub async fn shape(&self, obj: &Object) -> Result<Option<Arc<TableShape>>, FactsError> {
         let Object::Table(db, t) = obj else {

@@ -46,6 +46,17 @@ pub trait FactsSource: Send + Sync {
         let _ = (db, table, index);
         Box::pin(async { Err(not_provided("get_index_by_name")) })
     }
+    /// The values of every partition of a table a metastore filter selects
+    /// (`get_partitions_by_filter`): what a narrowed partition count counts.
+    fn partition_values<'a>(
+        &'a self,
+        db: &'a str,
+        table: &'a str,
+        filter: &'a str,
+    ) -> Fact<'a, Vec<Vec<String>>> {
+        let _ = (db, table, filter);
+        Box::pin(async { Err(not_provided("get_partitions_by_filter")) })
+    }
     /// The grants recorded to a principal on one object, with their grantors
     /// (`list_privileges` for that object, matched by the metastore as its revoke matches).
     fn recorded_grants<'a>(
@@ -386,6 +397,37 @@ impl MetaSource {
         }
     }
 
+    /// The values of every partition a filter selects (the metastore's own filter reading).
+    async fn partition_values(
+        &self,
+        db: &str,
+        table: &str,
+        filter: &str,
+    ) -> Result<Vec<Vec<String>>, FactsError> {
+        const M: &str = "get_partitions_by_filter";
+        let reply = self
+            .call(M, |w| {
+                // (4: max_parts is left out: the metastore reads -1, every partition.)
+                w.field(Ty::String, 1).string(db.as_bytes());
+                w.field(Ty::String, 2).string(table.as_bytes());
+                w.field(Ty::String, 3).string(filter.as_bytes());
+            })
+            .await?;
+        let value = success_value(M, &reply)?;
+        Ok(value
+            .as_list()
+            .iter()
+            .map(|p| {
+                p.field(crate::wire::schema::fields::partition::VALUES)
+                    .map(Value::as_list)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The current database (`None`: no such database).
     async fn database(&self, db: &str) -> Result<Option<Value>, FactsError> {
         const M: &str = "get_database";
@@ -425,6 +467,14 @@ impl FactsSource for MetaSource {
     }
     fn index<'a>(&'a self, db: &'a str, table: &'a str, index: &'a str) -> Fact<'a, Option<Value>> {
         Box::pin(MetaSource::index(self, db, table, index))
+    }
+    fn partition_values<'a>(
+        &'a self,
+        db: &'a str,
+        table: &'a str,
+        filter: &'a str,
+    ) -> Fact<'a, Vec<Vec<String>>> {
+        Box::pin(MetaSource::partition_values(self, db, table, filter))
     }
     fn recorded_grants<'a>(
         &'a self,

@@ -278,7 +278,7 @@ fn the_narrowable_list_is_sorted_and_names_read_methods() {
     for m in NARROWABLE {
         assert!(crate::wire::schema::method(m).is_some(), "{m}");
     }
-    assert!(narrowable("get_table") && !narrowable("get_num_partitions_by_filter"));
+    assert!(narrowable("get_table") && !narrowable("get_aggr_stats_for"));
 }
 
 // --- replies, on the wire -------------------------------------------------------------
