@@ -458,6 +458,7 @@ fn facts_calls(m: &hms_guard::ops::metrics::Metrics) -> u64 {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(clippy::enum_variant_names)] // the metastore's method names
 enum Method {
     #[value(name = "getVersion")]
     GetVersion,
