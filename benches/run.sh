@@ -5,7 +5,9 @@
 #
 # 1. installs haproxy (apt) if missing, raises `ulimit -n`, builds hms-guard and the load
 #    generator (release), sets up the lab (tests/lab/setup.sh) and starts a real Hive Metastore
-#    (tests/lab/hms.py), with a database and a table for get_table;
+#    (tests/lab/hms.py), with a database and a table for get_table, a view of that table (the
+#    user `narrow` may SELECT it) and a database of 3,000 tables (the user `lister` holds SELECT
+#    on each);
 # 2. starts haproxy (mode tcp) and two hms-guard processes in front of the metastore: one with
 #    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
 #    authz.mode = off (pure pass-through);
@@ -13,7 +15,10 @@
 #    haproxy, hms-guard, and for get_table hms-guard-off, hms-guard-tls: TLS with a client
 #    certificate naming the caller, hms-guard-krb and hms-guard-krb-conf: Kerberos with QOP auth
 #    and auth-conf, a KDC started on loopback) interleaved in rounds; `loadgen handshake`:
-#    connection set-up time plain vs TLS vs Kerberos; then at 1
+#    connection set-up time plain vs TLS vs Kerberos; `get_all_tables` of the 3,000 tables as
+#    lister (direct, haproxy, hms-guard, and the baseline if given); in-process: `loadgen
+#    decide` (a warm get_table decision), `loadgen narrow` (get_table read whole vs narrowed
+#    to the view: decision and reply), `loadgen views` (a 10 KB view's analysis); then at 1
 #    connection against a scripted upstream answering instantly (the relay's own overhead
 #    without the metastore's noise);
 # 4. peak RSS (VmHWM) of hms-guard, a fresh process for each measurement: 1,000 idle connections,
@@ -28,7 +33,7 @@
 # BENCH_HMS_PORT=PORT uses an already running metastore on 127.0.0.1:PORT instead of the lab's,
 # BENCH_BASELINE_BIN=PATH adds a target "hms-guard-base": that hms-guard binary (an earlier
 # build) with the same default configuration, interleaved with the others in the get_table
-# rounds — a before/after comparison side by side in one run.
+# and listing rounds — a before/after comparison side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

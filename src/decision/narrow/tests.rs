@@ -581,3 +581,21 @@ fn random_edits_of_replies_never_panic() {
         "only {narrowed_ok} edited replies were narrowed"
     );
 }
+
+#[test]
+fn a_view_read_through_another_view_is_refused() {
+    // v2 reads view v1: a caller of v2 asking for v1 gets no narrowed v1.
+    let mut v1 = shape(&["id", "name"], &[], Format::Unknown("no serde".into()));
+    v1.view = Some(Ok(views::Shape {
+        branches: Vec::new(),
+    }));
+    let e = combine(
+        &v1,
+        &[part(cols(&["id"]), Rows::All, "SELECT on view demo.v2")],
+    )
+    .unwrap_err();
+    assert!(
+        e.0.contains("is a view") && e.0.contains("not views of views"),
+        "{e}"
+    );
+}
