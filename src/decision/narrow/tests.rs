@@ -599,3 +599,45 @@ fn a_view_read_through_another_view_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn constraints_of_hidden_columns_leave_the_reply() {
+    for protocol in [Protocol::Binary, Protocol::Compact] {
+        let mut w = Writer::new(protocol);
+        w.message("get_primary_keys", MessageType::Reply, 3)
+            .struct_begin();
+        w.field(Ty::Struct, 0).struct_begin();
+        w.field(Ty::List, 1).list_begin(Ty::Struct, 2);
+        for (i, c) in ["id", "SSN"].iter().enumerate() {
+            w.struct_begin();
+            w.field(Ty::String, 1).string(b"demo");
+            w.field(Ty::String, 2).string(b"customer");
+            w.field(Ty::String, 3).string(c.as_bytes());
+            w.field(Ty::I32, 4).i32(i as i32 + 1);
+            w.field_bool(6, true);
+            w.struct_end();
+        }
+        w.struct_end().struct_end();
+        let out = narrow_reply(
+            protocol,
+            &w.finish(false),
+            "get_primary_keys",
+            &narrowed(&["ssn"], Rows::All),
+            64,
+        )
+        .unwrap();
+        let keys = success(protocol, &out);
+        let names: Vec<&str> = keys
+            .field(1)
+            .unwrap()
+            .as_list()
+            .iter()
+            .filter_map(|k| k.field(3)?.as_str())
+            .collect();
+        assert_eq!(names, ["id"], "{protocol:?}");
+        assert_eq!(
+            keys.path(&[1]).unwrap().as_list()[0].field(6),
+            Some(&Value::Bool(true))
+        );
+    }
+}
