@@ -212,3 +212,37 @@ def test_column_and_partition_grants_through_the_api(fine, lab):
     assert "do not make one narrowed table" in r[0]["error"], r[0]
     given = [e for e in audit_lines(audit) if e["user"] == "prt" and e.get("given")]
     assert given and given[0]["given"] == "columns id, name, ssn, region of partition [us]"
+
+
+def test_a_view_gives_only_what_its_owner_may_give(fine):
+    # eve may create tables in her own database. Through the raw API she makes a view of c_pq
+    # (which she may not read) carrying SELECT on it for herself, as Hive's owner grants are
+    # carried: the view reads with its owner's rights, and eve's give nothing of c_pq.
+    g, audit = fine
+    admin = connect(g.port, "admin")
+    try:
+        admin.create_database(tt.Database(name="eve_db", locationUri=f"s3a://datalake/defloc/eve_db.db",
+                                          parameters={}))
+        hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, "eve_db", None, None, None),
+                  "eve", "CREATE")
+    finally:
+        admin._transport.close()
+    eve = connect(g.port, "eve")
+    try:
+        cols = [tt.FieldSchema("id", "int", ""), tt.FieldSchema("ssn", "string", "")]
+        sd = tt.StorageDescriptor(cols=cols, location=None, inputFormat=None, outputFormat=None,
+                                  compressed=False, numBuckets=-1,
+                                  serdeInfo=tt.SerDeInfo(None, None, {}), bucketCols=[],
+                                  sortCols=[], parameters={})
+        mine = tt.PrincipalPrivilegeSet(userPrivileges={"eve": [tt.PrivilegeGrantInfo(
+            "SELECT", 0, "eve", tt.PrincipalType.USER, False)]})
+        eve.create_table(tt.Table(
+            tableName="peek", dbName="eve_db", owner="eve", sd=sd, partitionKeys=[],
+            parameters={}, tableType="VIRTUAL_VIEW", privileges=mine,
+            viewOriginalText="SELECT id, ssn FROM fg_db.c_pq",
+            viewExpandedText="SELECT `c_pq`.`id`, `c_pq`.`ssn` FROM `fg_db`.`c_pq`"))
+        assert eve.get_table("eve_db", "peek").tableType == "VIRTUAL_VIEW"
+        msg = hms.denied(lambda: eve.get_table(DB, "c_pq"), "user eve")
+        assert "owned by user eve, who may not give SELECT on table fg_db.c_pq" in msg, msg
+    finally:
+        eve._transport.close()

@@ -354,7 +354,8 @@ impl FactsStore {
     }
 }
 
-fn owner_of(name: Option<&Value>, kind: Option<&Value>) -> Option<Owner> {
+/// An owner as a table or database records it (name, and principal type: USER when unset).
+pub fn owner_of(name: Option<&Value>, kind: Option<&Value>) -> Option<Owner> {
     let name = name?.as_str()?.to_string();
     let kind = kind
         .and_then(Value::as_int)

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use super::{combine, part_of_grant, part_of_view, Narrowed, NotNarrowable, Part, TableShape};
-use crate::decision::authz::{Grants, Object, Privilege};
+use crate::decision::authz::{Grants, Object, PrincipalKind, Privilege};
 use crate::decision::facts::{FactsError, Narrowing};
 use crate::decision::Guard;
-use crate::listener::identity::Identity;
+use crate::listener::identity::{Identity, IdentitySource};
 
 /// Most views (tables the caller may SELECT) looked at for one table; beyond it, the caller
 /// gets less, never more.
@@ -53,6 +53,43 @@ impl Guard {
                 Ok(Arc::new(out))
             })
             .await
+    }
+
+    /// Whether a view's owner may give what the view shows of `base` (a view reads with its
+    /// owner's rights, as in SQL): the owner is an admin, owns the base table, or holds SELECT
+    /// on it WITH GRANT OPTION (a user owner's own grants, with no groups; a role or group
+    /// owner: only as the base table's owner). Otherwise anyone who may create a view could
+    /// read any table through it.
+    async fn owner_may_give(
+        &self,
+        view: &TableShape,
+        base: &TableShape,
+    ) -> Result<Result<(), String>, FactsError> {
+        let name = super::view_name(&view.table);
+        let Some(owner) = &view.owner else {
+            return Ok(Err(format!(
+                "view {name} records no owner: nobody's rights give what it shows of {}",
+                base.table
+            )));
+        };
+        if base.owner.as_ref() == Some(owner) {
+            return Ok(Ok(()));
+        }
+        if owner.kind == PrincipalKind::User {
+            let id = Identity::new(&owner.name, &[], IdentitySource::SetUgi);
+            let g = self.facts.grants(&id).await?;
+            if self.policy.is_admin(&id, &g)
+                || g.find(&base.table, Privilege::Select, true).is_some()
+            {
+                return Ok(Ok(()));
+            }
+        }
+        Ok(Err(format!(
+            "view {name} is owned by {} {}, who may not give SELECT on {} (neither an admin, its owner, nor holding SELECT on it WITH GRANT OPTION): the view shows nothing of it",
+            owner.kind.as_str(),
+            owner.name,
+            base.table
+        )))
     }
 
     /// The views among the tables the caller may SELECT (at most `MAX_VIEWS_LOOKED_AT`, in
@@ -104,6 +141,10 @@ impl Guard {
                 Some(Ok(analysed)) => {
                     for b in &analysed.branches {
                         if Object::table(&b.db, &b.table) != *table {
+                            continue;
+                        }
+                        if let Err(why) = self.owner_may_give(&view, &shape).await? {
+                            refused.push(why);
                             continue;
                         }
                         match part_of_view(obj, b, &shape) {

@@ -44,6 +44,8 @@ pub struct TableShape {
     pub view: Option<Result<Shape, Refusal>>,
     /// The view's text, lower case (to say which refused views mention a table).
     pub view_text: String,
+    /// The recorded owner (a view's owner is whose rights the view reads with).
+    pub owner: Option<crate::decision::authz::Owner>,
 }
 
 /// How a table's files are read, as far as narrowing goes.
@@ -228,6 +230,10 @@ impl TableShape {
             layout_columns,
             view,
             view_text,
+            owner: crate::decision::facts::owner_of(
+                t.field(table::OWNER),
+                t.field(table::OWNER_TYPE),
+            ),
         }
     }
 

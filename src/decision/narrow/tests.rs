@@ -23,6 +23,7 @@ fn shape(columns: &[&str], keys: &[&str], format: Format) -> TableShape {
         layout_columns: Vec::new(),
         view: None,
         view_text: String::new(),
+        owner: None,
     }
 }
 
