@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::classify::{alter_changes, is_stats_param};
 use super::narrow::reply::narrowable;
+use super::narrow::params::names_any;
 use super::narrow::{shown_table, string_entries, Narrowed, Rows};
 
 /// The partition count a narrowed caller gets counted by the proxy.
@@ -206,7 +207,7 @@ impl Guard {
             return true;
         }
         ruling.rewrite = Some((
-            real_table_fields(new_table, &current, new),
+            real_table_fields(new_table, &current, new, n),
             format!(
                 "statistics of a write into {table} as the user sees it ({}), recorded on the real table",
                 n.given()
@@ -234,8 +235,9 @@ fn refuse_change(ruling: &mut Ruling, table: &Object, narrowed: &Narrowing) {
 
 /// The fields that make a narrowed caller's `alter_table` carry the real table: its columns,
 /// the storage and serde parameters as they are, and the table parameters as they are but for
-/// statistics, which come from the request.
-fn real_table_fields(new_table: &[i16], current: &Value, new: &Value) -> Rewrite {
+/// statistics, which come from the request (but for any naming a hidden column: a narrowed
+/// writer records nothing about columns it cannot see).
+fn real_table_fields(new_table: &[i16], current: &Value, new: &Value, n: &Narrowed) -> Rewrite {
     let at = |rest: &[i16]| -> Vec<i16> { new_table.iter().chain(rest).copied().collect() };
     let storage = current.field(table::SD);
     let columns: Vec<Vec<(i16, Vec<u8>)>> = storage
@@ -260,7 +262,9 @@ fn real_table_fields(new_table: &[i16], current: &Value, new: &Value) -> Rewrite
     merged.extend(
         string_entries(new.field(table::PARAMETERS))
             .into_iter()
-            .filter(|(k, _)| is_stats_param(k)),
+            .filter(|(k, v)| {
+                is_stats_param(k) && !names_any(k, &n.hidden) && !names_any(v, &n.hidden)
+            }),
     );
     let mut fields = vec![
         FieldSet {

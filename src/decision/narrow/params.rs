@@ -99,7 +99,7 @@ fn stats_of(rest: &str, h: &str) -> bool {
 }
 
 /// Whether `text` names any hidden column as a word (letters, digits, `_`), ignoring case.
-fn names_any(text: &str, hidden: &BTreeSet<String>) -> bool {
+pub fn names_any(text: &str, hidden: &BTreeSet<String>) -> bool {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .any(|w| is_hidden(w, hidden))
 }
