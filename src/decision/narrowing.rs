@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use super::classify::{alter_changes, is_stats_param};
-use super::narrow::reply::narrowable;
 use super::narrow::params::names_any;
+use super::narrow::reply::narrowable;
 use super::narrow::{shown_table, string_entries, Narrowed, Rows};
 
 /// The partition count a narrowed caller gets counted by the proxy.
