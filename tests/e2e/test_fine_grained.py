@@ -215,34 +215,34 @@ def test_column_and_partition_grants_through_the_api(fine, lab):
 
 
 def test_a_view_gives_only_what_its_owner_may_give(fine):
-    # eve may create tables in her own database. Through the raw API she makes a view of c_pq
-    # (which she may not read) carrying SELECT on it for herself, as Hive's owner grants are
-    # carried: the view reads with its owner's rights, and eve's give nothing of c_pq.
-    g, audit = fine
+    # fg_intruder may create tables in its own database. Through the raw API it makes a view of
+    # c_pq (which it may not read) carrying SELECT on it for itself, as Hive's owner grants are
+    # carried: the view reads with its owner's rights, and fg_intruder's give nothing of c_pq.
+    g, _ = fine
     admin = connect(g.port, "admin")
     try:
-        admin.create_database(tt.Database(name="eve_db", locationUri=f"s3a://datalake/defloc/eve_db.db",
-                                          parameters={}))
-        hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, "eve_db", None, None, None),
-                  "eve", "CREATE")
+        admin.create_database(tt.Database(name="fg_intr", parameters={},
+                                          locationUri="s3a://datalake/defloc/fg_intr.db"))
+        hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, "fg_intr", None, None, None),
+                  "fg_intruder", "CREATE")
     finally:
         admin._transport.close()
-    eve = connect(g.port, "eve")
+    fg_intruder = connect(g.port, "fg_intruder")
     try:
         cols = [tt.FieldSchema("id", "int", ""), tt.FieldSchema("ssn", "string", "")]
         sd = tt.StorageDescriptor(cols=cols, location=None, inputFormat=None, outputFormat=None,
                                   compressed=False, numBuckets=-1,
                                   serdeInfo=tt.SerDeInfo(None, None, {}), bucketCols=[],
                                   sortCols=[], parameters={})
-        mine = tt.PrincipalPrivilegeSet(userPrivileges={"eve": [tt.PrivilegeGrantInfo(
-            "SELECT", 0, "eve", tt.PrincipalType.USER, False)]})
-        eve.create_table(tt.Table(
-            tableName="peek", dbName="eve_db", owner="eve", sd=sd, partitionKeys=[],
+        mine = tt.PrincipalPrivilegeSet(userPrivileges={"fg_intruder": [tt.PrivilegeGrantInfo(
+            "SELECT", 0, "fg_intruder", tt.PrincipalType.USER, False)]})
+        fg_intruder.create_table(tt.Table(
+            tableName="peek", dbName="fg_intr", owner="fg_intruder", sd=sd, partitionKeys=[],
             parameters={}, tableType="VIRTUAL_VIEW", privileges=mine,
             viewOriginalText="SELECT id, ssn FROM fg_db.c_pq",
             viewExpandedText="SELECT `c_pq`.`id`, `c_pq`.`ssn` FROM `fg_db`.`c_pq`"))
-        assert eve.get_table("eve_db", "peek").tableType == "VIRTUAL_VIEW"
-        msg = hms.denied(lambda: eve.get_table(DB, "c_pq"), "user eve")
-        assert "owned by user eve, who may not give SELECT on table fg_db.c_pq" in msg, msg
+        assert fg_intruder.get_table("fg_intr", "peek").tableType == "VIRTUAL_VIEW"
+        msg = hms.denied(lambda: fg_intruder.get_table(DB, "c_pq"), "user fg_intruder")
+        assert "owned by user fg_intruder, who may not give SELECT on table fg_db.c_pq" in msg, msg
     finally:
-        eve._transport.close()
+        fg_intruder._transport.close()
