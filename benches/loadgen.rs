@@ -62,25 +62,12 @@ enum Cmd {
 
 #[derive(Args)]
 struct NarrowArgs {
-    /// The metastore the facts and the reply come from (host:port).
-    #[arg(long)]
-    metastore: String,
-    #[arg(long, default_value = "bench")]
-    db: String,
-    #[arg(long, default_value = "t")]
-    table: String,
-    /// A user who reads the table whole.
-    #[arg(long, default_value = "bench")]
-    user: String,
+    /// The metastore, table and a user who reads it whole (`--user`), as for `decide`.
+    #[command(flatten)]
+    call: DecideArgs,
     /// A user who reads it narrowed (SELECT on a view of it).
     #[arg(long)]
     narrowed_user: String,
-    #[arg(long, default_value_t = 5_000)]
-    iterations: u32,
-    #[arg(long, default_value_t = 10)]
-    rounds: u32,
-    #[arg(long)]
-    json_out: Option<std::path::PathBuf>,
 }
 
 /// The metastore's whole reply to one request (unframed binary).
@@ -101,13 +88,14 @@ async fn fetch_reply(metastore: &str, msg: &[u8]) -> io::Result<BytesMut> {
     }
 }
 
-async fn narrow(a: NarrowArgs) -> io::Result<()> {
+async fn narrow(n: NarrowArgs) -> io::Result<()> {
     use hms_guard::decision::{Action, ReplyCheck};
     use hms_guard::listener::identity::{Identity, IdentitySource};
+    let a = &n.call;
     let p = InProcess::new(&a.metastore, &a.db, &a.table).await?;
     let reply = fetch_reply(&a.metastore, &p.msg).await?;
     let whole = Identity::new(&a.user, &[], IdentitySource::SetUgi);
-    let part = Identity::new(&a.narrowed_user, &[], IdentitySource::SetUgi);
+    let part = Identity::new(&n.narrowed_user, &[], IdentitySource::SetUgi);
     // One call: decided, then its reply as the connection hands it back.
     let one = |id| {
         let (p, reply) = (&p, &reply);
@@ -132,7 +120,7 @@ async fn narrow(a: NarrowArgs) -> io::Result<()> {
     if !narrowed || part_len >= full_len {
         return Err(io_err(format!(
             "{} does not read the table narrowed ({part_len} of {full_len} bytes)",
-            a.narrowed_user
+            n.narrowed_user
         )));
     }
     let facts_before = facts_calls(&p.metrics);

@@ -172,6 +172,7 @@ def test_a_partial_reader_never_changes_the_real_table(fine, lab):
     # asking first), its statistics are recorded on the real table, whose schema stays whole;
     # a schema change is refused, saying why.
     g, audit = fine
+    assert JAR.is_file(), f"{JAR} missing: spark/build.sh builds it (tests/run.sh runs it)"
     r = spark_as(lab, g.port, "fin", [
         f"INSERT INTO {DB}.c_pq VALUES (9, 'zed')",
         f"SELECT * FROM {DB}.c_pq WHERE id = 9",

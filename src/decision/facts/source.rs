@@ -21,6 +21,8 @@ use crate::wire::schema::fields::{
 };
 
 use super::client::{FactsError, MetaClient};
+use crate::wire::codec::path::strings_at;
+use crate::wire::codec::splice::EACH_ELEMENT;
 
 /// A boxed future of a fact.
 pub type Fact<'a, T> = Pin<Box<dyn Future<Output = Result<T, FactsError>> + Send + 'a>>;
@@ -85,12 +87,7 @@ const OBJ_COLUMN: i64 = 5;
 
 /// A `HiveObjectRef`'s partition values (empty: none).
 fn part_values(obj: &Value) -> Vec<String> {
-    obj.field(hive_object_ref::PART_VALUES)
-        .map(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect()
+    strings_at(obj, &[hive_object_ref::PART_VALUES, EACH_ELEMENT])
 }
 
 /// Facts read from the metastore.
@@ -418,12 +415,10 @@ impl MetaSource {
             .as_list()
             .iter()
             .map(|p| {
-                p.field(crate::wire::schema::fields::partition::VALUES)
-                    .map(Value::as_list)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
+                strings_at(
+                    p,
+                    &[crate::wire::schema::fields::partition::VALUES, EACH_ELEMENT],
+                )
             })
             .collect())
     }

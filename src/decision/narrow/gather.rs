@@ -175,6 +175,5 @@ impl Guard {
 
 /// Whether a view's text (lower case) names a table as a word.
 fn mentions(text: &str, table: &str) -> bool {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| w == table)
+    super::params::words(text).any(|w| w == table)
 }

@@ -24,6 +24,8 @@ use std::fmt;
 
 use crate::decision::authz::{Object, PartGrant};
 use crate::decision::views::{self, CmpOp, Literal, Pred, Refusal, Shape, ViewText};
+use crate::wire::codec::path::strings_at;
+use crate::wire::codec::splice::EACH_ELEMENT;
 use crate::wire::codec::value::Value;
 use crate::wire::schema::fields::{
     field_schema, order, serde_info, skewed_info, storage_descriptor as sd, table,
@@ -193,24 +195,18 @@ impl TableShape {
         let format = format_of(lib, input, &param);
         let mut layout_columns = Vec::new();
         if let Some(s) = storage {
-            let strings = |v: Option<&Value>| -> Vec<String> {
-                v.map(Value::as_list)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_ascii_lowercase))
-                    .collect()
+            let lower = |path: &[i16]| {
+                strings_at(s, path)
+                    .into_iter()
+                    .map(|c| c.to_ascii_lowercase())
             };
-            layout_columns.extend(strings(s.field(sd::BUCKET_COLS)));
-            for o in s
-                .field(sd::SORT_COLS)
-                .map(Value::as_list)
-                .unwrap_or_default()
-            {
-                layout_columns.push(text(o, order::COL).to_ascii_lowercase());
-            }
-            if let Some(sk) = s.field(sd::SKEWED_INFO) {
-                layout_columns.extend(strings(sk.field(skewed_info::SKEWED_COL_NAMES)));
-            }
+            layout_columns.extend(lower(&[sd::BUCKET_COLS, EACH_ELEMENT]));
+            layout_columns.extend(lower(&[sd::SORT_COLS, EACH_ELEMENT, order::COL]));
+            layout_columns.extend(lower(&[
+                sd::SKEWED_INFO,
+                skewed_info::SKEWED_COL_NAMES,
+                EACH_ELEMENT,
+            ]));
         }
         let is_view = text(t, table::TABLE_TYPE).eq_ignore_ascii_case("VIRTUAL_VIEW");
         let (view, view_text) = if is_view {

@@ -66,7 +66,7 @@ where
             if let (false, Some(schema)) = (spark_written, &spark) {
                 out.push((
                     Cow::Borrowed(SPARK_SCHEMA),
-                    Cow::Owned(narrow_spark(schema, hidden)?),
+                    Cow::Owned(without_fields(SPARK_SCHEMA, schema, hidden, false)?),
                 ));
                 spark_written = true;
             }
@@ -78,7 +78,7 @@ where
             }
         }
         let value = match key {
-            AVRO_LITERAL => Cow::Owned(narrow_avro(value, hidden)?),
+            AVRO_LITERAL => Cow::Owned(without_fields(AVRO_LITERAL, value, hidden, true)?),
             STATS_ACCURATE => match narrow_stats_accurate(value, hidden) {
                 Some(v) => Cow::Owned(v),
                 None => continue,
@@ -100,8 +100,14 @@ fn stats_of(rest: &str, h: &str) -> bool {
 
 /// Whether `text` names any hidden column as a word (letters, digits, `_`), ignoring case.
 pub fn names_any(text: &str, hidden: &BTreeSet<String>) -> bool {
+    words(text).any(|w| is_hidden(w, hidden))
+}
+
+/// The words of a text: runs of letters, digits and `_` (how column and table names are
+/// spotted in parameters and view texts).
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| is_hidden(w, hidden))
+        .filter(|w| !w.is_empty())
 }
 
 /// Whether a column name is hidden (hidden names are lower case; no allocation unless the
@@ -147,54 +153,33 @@ fn spark_schema<K: AsRef<str>, V: AsRef<str>>(
     Ok(Some(whole))
 }
 
-/// Spark's struct schema without the hidden fields.
-fn narrow_spark(schema: &str, hidden: &BTreeSet<String>) -> Result<String, ParamError> {
-    let mut json: Json =
-        serde_json::from_str(schema).map_err(|e| err(SPARK_SCHEMA, e.to_string()))?;
-    let fields = json
-        .get_mut("fields")
-        .and_then(Json::as_array_mut)
-        .ok_or_else(|| err(SPARK_SCHEMA, "it is not a struct with fields"))?;
-    let before = fields.len();
-    let mut unnamed = false;
-    fields.retain(|f| match f.get("name").and_then(Json::as_str) {
-        Some(n) => !is_hidden(n, hidden),
-        None => {
-            unnamed = true;
-            false
-        }
-    });
-    if unnamed {
-        return Err(err(SPARK_SCHEMA, "a field has no name"));
-    }
-    Ok(if fields.len() == before {
-        schema.to_string()
-    } else {
-        json.to_string()
-    })
-}
-
-/// Avro's record schema without the hidden fields (Avro resolves fields by name).
-fn narrow_avro(literal: &str, hidden: &BTreeSet<String>) -> Result<String, ParamError> {
-    let mut json: Json =
-        serde_json::from_str(literal).map_err(|e| err(AVRO_LITERAL, e.to_string()))?;
-    if json.get("type").and_then(Json::as_str) != Some("record") {
-        return Err(err(AVRO_LITERAL, "it is not a record"));
+/// A JSON schema (Spark's struct; Avro's record, `record`: its type must say so — Avro
+/// resolves fields by name) without the fields naming a hidden column; the text itself when
+/// none does. A field without a name, or an alias (Avro) naming a hidden column on a field that
+/// stays, is an error.
+fn without_fields(
+    key: &str,
+    text: &str,
+    hidden: &BTreeSet<String>,
+    record: bool,
+) -> Result<String, ParamError> {
+    let mut json: Json = serde_json::from_str(text).map_err(|e| err(key, e.to_string()))?;
+    if record && json.get("type").and_then(Json::as_str) != Some("record") {
+        return Err(err(key, "it is not a record"));
     }
     let fields = json
         .get_mut("fields")
         .and_then(Json::as_array_mut)
-        .ok_or_else(|| err(AVRO_LITERAL, "it has no fields"))?;
+        .ok_or_else(|| err(key, "it has no fields"))?;
     let before = fields.len();
     let mut bad = false;
     fields.retain(|f| match f.get("name").and_then(Json::as_str) {
         Some(n) => {
-            let hide = hidden.contains(&n.to_ascii_lowercase());
-            // An alias could name the hidden column too.
+            let hide = is_hidden(n, hidden);
             let aliased = f.get("aliases").and_then(Json::as_array).is_some_and(|a| {
                 a.iter()
                     .filter_map(Json::as_str)
-                    .any(|a| hidden.contains(&a.to_ascii_lowercase()))
+                    .any(|a| is_hidden(a, hidden))
             });
             bad |= aliased && !hide;
             !hide
@@ -206,12 +191,12 @@ fn narrow_avro(literal: &str, hidden: &BTreeSet<String>) -> Result<String, Param
     });
     if bad {
         return Err(err(
-            AVRO_LITERAL,
+            key,
             "a field has no name, or an alias naming a hidden column",
         ));
     }
     Ok(if fields.len() == before {
-        literal.to_string()
+        text.to_string()
     } else {
         json.to_string()
     })

@@ -15,7 +15,9 @@ use bytes::BytesMut;
 
 use super::params::{self, is_hidden, ParamError};
 use super::Narrowed;
+use crate::wire::codec::path::strings_at;
 use crate::wire::codec::reader::{Field, Reader};
+use crate::wire::codec::splice::EACH_ELEMENT;
 use crate::wire::codec::value::read_value;
 use crate::wire::codec::writer::Writer;
 use crate::wire::codec::{MessageType, Protocol, ScanError, Ty};
@@ -325,15 +327,9 @@ impl Walk<'_> {
                 Ok(partition_values(&name, &n.keys).is_some_and(|v| n.rows.allows(&n.keys, &v)))
             }
             T::Struct(def) => {
+                // Partition.values, PartitionWithoutSD.values, PartitionValuesRow.row: field 1.
                 let by_values = |v: &crate::wire::codec::value::Value| {
-                    let values: Vec<String> = v
-                        .field(1)
-                        .map(|l| l.as_list())
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect();
-                    n.rows.allows(&n.keys, &values)
+                    n.rows.allows(&n.keys, &strings_at(v, &[1, EACH_ELEMENT]))
                 };
                 let hidden = |s: Option<&str>| s.is_some_and(|s| is_hidden(s, &n.hidden));
                 let look = || -> Result<crate::wire::codec::value::Value, NarrowError> {
