@@ -36,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod error;
+pub mod grants;
 pub mod listener;
 pub mod ops;
 pub mod settings;

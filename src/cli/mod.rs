@@ -1,6 +1,7 @@
-//! Command line (README.md, command line): `serve`, `check-config`, `explain`.
+//! Command line (README.md, command line): `serve`, `check-config`, `explain`, `sql`.
 
 pub mod explain;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,11 @@ pub enum Command {
         #[arg(long)]
         privilege: Option<String>,
     },
+    /// Run Hive's authorization statements (GRANT, REVOKE, CREATE ROLE, SHOW GRANT, …)
+    /// through hms-guard, as the metastore calls Hive makes: interactively, from -e or -f,
+    /// or as code (--plan, --apply, --export). Exit 0 done, 1 a statement failed, 2 usage,
+    /// syntax or connection error.
+    Sql(Box<sql::SqlArgs>),
     /// Validate a config file: exit 0 if valid, else print every error and exit 2.
     CheckConfig {
         #[arg(long, env = CONFIG_ENV)]
@@ -79,6 +85,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Sql(args) => sql::main(*args),
         Command::Explain {
             config,
             user,

@@ -122,6 +122,22 @@ impl Upstreams {
         }
     }
 
+    /// A client's metastores (`hms-guard sql`): `uris` over `tls`, authenticated with
+    /// Kerberos by `auth` when given.
+    pub fn for_client(
+        uris: Vec<ThriftUri>,
+        timeouts: Timeouts,
+        tls: Option<Arc<UpstreamTls>>,
+        auth: Option<Arc<UpstreamAuth>>,
+    ) -> Self {
+        Upstreams {
+            uris,
+            timeouts,
+            tls,
+            auth,
+        }
+    }
+
     pub fn kerberos(&self) -> Option<&Arc<UpstreamAuth>> {
         self.auth.as_ref()
     }

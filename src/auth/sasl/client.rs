@@ -120,17 +120,23 @@ pub async fn connect_gssapi<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((SaslStream::new(io, layer, rest, max_frame), qop))
 }
 
-/// Acquires `own`'s credentials (from its keytab) and makes the first GSSAPI token towards
+/// Acquires `own`'s credentials (from its keytab; empty: the default credentials) and makes the first GSSAPI token towards
 /// `service`. Blocking.
 fn initiate(own_name: &str, service_name: &str) -> Result<(ClientCtx, Vec<u8>), ClientError> {
     let kerberos = |what: &str, e: libgssapi::error::Error| {
         ClientError::Kerberos(format!("{what}: {}", e.to_string().trim()))
     };
     let mechs = OidSet::singleton(GSS_MECH_KRB5).map_err(|e| kerberos("mechanism", e))?;
-    let me = Name::new(own_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
-        .map_err(|e| kerberos(&format!("the principal {own_name}"), e))?;
-    let cred = Cred::acquire(Some(&me), None, CredUsage::Initiate, Some(&mechs))
-        .map_err(|e| kerberos(&format!("no credentials for {own_name} (its keytab)"), e))?;
+    // No name: the default credentials (a user's ticket cache, for `hms-guard sql`).
+    let cred = if own_name.is_empty() {
+        Cred::acquire(None, None, CredUsage::Initiate, Some(&mechs))
+            .map_err(|e| kerberos("no Kerberos credentials (run kinit)", e))?
+    } else {
+        let me = Name::new(own_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+            .map_err(|e| kerberos(&format!("the principal {own_name}"), e))?;
+        Cred::acquire(Some(&me), None, CredUsage::Initiate, Some(&mechs))
+            .map_err(|e| kerberos(&format!("no credentials for {own_name} (its keytab)"), e))?
+    };
     let target = Name::new(service_name.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
         .map_err(|e| kerberos(&format!("the principal {service_name}"), e))?;
     let mut ctx = ClientCtx::new(

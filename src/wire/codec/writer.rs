@@ -102,6 +102,14 @@ impl Writer {
         self
     }
 
+    pub fn i16(&mut self, v: i16) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => self.out.put_i16(v),
+            Protocol::Compact => put_varint(&mut self.out, zigzag32(i32::from(v))),
+        }
+        self
+    }
+
     pub fn i32(&mut self, v: i32) -> &mut Self {
         match self.protocol {
             Protocol::Binary => self.out.put_i32(v),
