@@ -115,7 +115,16 @@ impl Client {
         let mut conn = UpstreamConn::open(&upstreams, BINARY, limits)
             .await
             .map_err(|e| link(e.to_string()))?;
-        let user = target.user.clone().unwrap_or_default();
+        let user = match (
+            &target.user,
+            &target.kerberos,
+            target.tls.as_ref().and_then(|t| t.cert.as_ref()),
+        ) {
+            (Some(u), _, _) => u.clone(),
+            (None, Some(_), _) => kerberos_user().await.map_err(link)?,
+            (None, None, Some(cert)) => certificate_user(cert).map_err(link)?,
+            (None, None, None) => String::new(),
+        };
         if target.kerberos.is_none() && target.tls.as_ref().is_none_or(|t| t.cert.is_none()) {
             if user.is_empty() {
                 return Err(link(
@@ -395,6 +404,31 @@ impl Client {
             .await?;
         Ok(memberships(v))
     }
+}
+
+/// The user a ticket names, for the shell's own use (grantor, SET ROLE): the principal's
+/// first component, as a `DEFAULT` mapping gives it. hms-guard maps the principal itself.
+async fn kerberos_user() -> Result<String, String> {
+    let principal = tokio::task::spawn_blocking(crate::auth::sasl::default_principal)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(principal
+        .split(['/', '@'])
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The user a client certificate names (its subject's CN), for the shell's own use.
+fn certificate_user(cert: &std::path::Path) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    let first = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .next()
+        .ok_or_else(|| format!("{}: no certificate", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    crate::auth::tls::identity_of(&first, crate::config::ClientIdentity::Cn)
 }
 
 fn write_object(w: &mut Writer, o: &ObjectRef) {

@@ -5,6 +5,7 @@ with each security layer, pyiceberg with hive.kerberos-authentication. Refusals:
 a principal no rule maps, a client without a ticket, an expired ticket, a stale service keytab
 (and its replacement, picked up without a restart)."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -389,3 +390,25 @@ def test_a_replaced_service_keytab_is_used_without_a_restart(krb_guard, kdc, lab
     alice, t = sasl_client(krb_guard.port, user_env(kdc, lab, "alice"))
     assert alice.get_table(DB, "open").tableName == "open"
     t.close()
+
+
+def test_the_sql_shell_identifies_with_a_kerberos_ticket(krb_guard, kdc, lab):
+    """`hms-guard sql --kerberos`: the ticket in the user's cache names the user (no set_ugi);
+    the admin's statements run, bob's are refused in his name."""
+    def sql(user, statements):
+        env = dict(os.environ, **user_env(kdc, lab, user))
+        return subprocess.run([hms.guard_bin(), "sql", "--uri", f"thrift://localhost:{krb_guard.port}",
+                               "--kerberos", f"hive/_HOST@{kdc.realm}", "-e", statements],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    r = sql("admin", "CREATE ROLE krb_sql_role; GRANT ROLE krb_sql_role TO USER alice; "
+                     "SHOW PRINCIPALS krb_sql_role")
+    assert r.returncode == 0, r.stderr
+    # The grantor is the ticket's user.
+    assert re.search(r"^alice\s+USER\s+false\s+admin\s+\d+$", r.stdout, re.M), r.stdout
+    r = sql("bob", "GRANT ROLE krb_sql_role TO USER bob")
+    assert r.returncode == 1
+    assert "permission denied" in r.stderr and "bob" in r.stderr, r.stderr
+    r = sql("alice", "SHOW CURRENT ROLES")
+    assert "krb_sql_role" in r.stdout.split(), r.stdout + r.stderr
+    assert sql("admin", "DROP ROLE krb_sql_role").returncode == 0

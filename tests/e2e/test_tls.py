@@ -92,3 +92,32 @@ def test_clients_without_a_certificate_or_without_tls_are_refused(tls_guard):
     assert after >= before + 2, (before, after)
     log = g.log.read_text()
     assert "TLS handshake refused" in log
+
+
+def test_the_sql_shell_identifies_with_a_client_certificate(tls_guard):
+    """`hms-guard sql` with a client certificate: the certificate names the user, whatever
+    --user says; admin's statements run, mary's are refused in her name."""
+    import subprocess
+    g, d = tls_guard
+
+    def sql(user, statements, claimed=None):
+        args = [hms.guard_bin(), "sql", "--uri", f"thrift://localhost:{g.port}",
+                "--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / f"{user}.pem"),
+                "--tls-key", str(d / f"{user}.key"), "-e", statements]
+        if claimed:
+            args += ["--user", claimed]
+        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+    r = sql("admin", "CREATE ROLE tls_sql_role; SHOW ROLES")
+    assert r.returncode == 0, r.stderr
+    assert "tls_sql_role" in r.stdout.split()
+    r = sql("mary", "DROP ROLE tls_sql_role", claimed="admin")
+    assert r.returncode == 1
+    assert "permission denied" in r.stderr and "mary" in r.stderr, r.stderr
+    r = sql("admin", "DROP ROLE tls_sql_role; SHOW ROLES")
+    assert r.returncode == 0 and "tls_sql_role" not in r.stdout.split(), r.stderr
+    # Without a certificate the listener refuses the shell as any client.
+    r = subprocess.run([hms.guard_bin(), "sql", "--uri", f"thrift://localhost:{g.port}",
+                        "--tls-ca", str(d / "ca.pem"), "--user", "admin", "-e", "SHOW ROLES"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stdout

@@ -120,6 +120,20 @@ pub async fn connect_gssapi<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((SaslStream::new(io, layer, rest, max_frame), qop))
 }
 
+/// The principal of the default credentials (the user's ticket cache). Blocking.
+pub fn default_principal() -> Result<String, ClientError> {
+    let kerberos = |what: &str, e: libgssapi::error::Error| {
+        ClientError::Kerberos(format!("{what}: {}", e.to_string().trim()))
+    };
+    let mechs = OidSet::singleton(GSS_MECH_KRB5).map_err(|e| kerberos("mechanism", e))?;
+    let cred = Cred::acquire(None, None, CredUsage::Initiate, Some(&mechs))
+        .map_err(|e| kerberos("no Kerberos credentials (run kinit)", e))?;
+    let name = cred
+        .name()
+        .map_err(|e| kerberos("the credentials' principal", e))?;
+    Ok(name.to_string())
+}
+
 /// Acquires `own`'s credentials (from its keytab; empty: the default credentials) and makes the first GSSAPI token towards
 /// `service`. Blocking.
 fn initiate(own_name: &str, service_name: &str) -> Result<(ClientCtx, Vec<u8>), ClientError> {

@@ -17,7 +17,7 @@ mod client;
 pub mod digest;
 mod server;
 
-pub use client::{connect_digest, connect_gssapi, ClientError};
+pub use client::{connect_digest, connect_gssapi, default_principal, ClientError};
 pub use server::{accept, Authenticated, Handshake, Refusal, Unprotected};
 
 use std::future::Future;
