@@ -27,16 +27,8 @@ import moto_lab  # noqa: E402
 DB = "demo_database"
 TABLES = ["customer", "store_sales", "promotion"]
 TEXT_TABLES = ["store_sales", "promotion"]
-GRANTS = {  # role -> {table or view: privileges}
-    "sales": {"customer": ["SELECT", "INSERT"], "store_sales": ["SELECT", "INSERT"],
-              "promotion": ["SELECT"]},
-    "marketing": {"customer": ["SELECT"], "store_sales": ["SELECT"],
-                  "promotion": ["SELECT", "INSERT"]},
-    # finance reads customer only through its views (docs/AUTHORIZATION.md "Fine-grained
-    # access"): no ssn, and one view of the EU partitions.
-    "finance": {"customer_public": ["SELECT"], "customer_eu": ["SELECT"],
-                "store_sales": ["SELECT"], "promotion": ["SELECT"]},
-}
+# The roles and grants: demo/grants.sql, run with `hms-guard sql -f` (as admin).
+GRANTS_SQL = ROOT / "demo" / "grants.sql"
 MEMBERS = {"david": "sales", "mary": "marketing", "john": "finance"}
 
 ADMIN = [
@@ -121,24 +113,13 @@ def show(user, results, summary):
         summary.append((user, r["sql"], "ok" if r["ok"] else "refused"))
 
 
-def seed_grants(port):
-    from hmsclient.genthrift.hive_metastore import ttypes as tt
-    with hms.hms_client(port) as c:
-        c.set_ugi("admin", [])
-        bag = []
-        for role, grants in GRANTS.items():
-            c.create_role(tt.Role(roleName=role, ownerName="admin"))
-            for t, privs in grants.items():
-                obj = tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, t, None, None)
-                bag += [tt.HiveObjectPrivilege(obj, role, tt.PrincipalType.ROLE,
-                                               tt.PrivilegeGrantInfo(p, 0, "admin",
-                                                                     tt.PrincipalType.USER,
-                                                                     False))
-                        for p in privs]
-        c.grant_privileges(tt.PrivilegeBag(bag))
-        for user, role in MEMBERS.items():
-            c.grant_role(role, user, tt.PrincipalType.USER, "admin", tt.PrincipalType.USER,
-                         False)
+def admin_sql(port, *args):
+    """`hms-guard sql` as admin through hms-guard (ARGS: -f FILE, -e STATEMENTS…); its output."""
+    r = subprocess.run([hms.guard_bin(), "sql", "--uri", f"thrift://127.0.0.1:{port}",
+                        "--user", "admin", *args], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"hms-guard sql {' '.join(args)} failed:\n{r.stderr}")
+    return r.stdout
 
 
 def main():
@@ -174,12 +155,14 @@ def main():
         step("admin (Spark, its own JVM): the database, the tables, a row in each")
         show("admin", spark_as(lab, guard.port, "admin", ADMIN), summary)
 
-        step("admin: roles sales, marketing, finance and their grants; david, mary, john")
-        seed_grants(guard.port)
-        for role, grants in GRANTS.items():
-            member = next(u for u, r in MEMBERS.items() if r == role)
-            print(f"  {role:<10} ({member}): " + ", ".join(
-                f"{t} {'+'.join(p)}" for t, p in grants.items()))
+        step("admin: roles sales, marketing, finance and their grants; david, mary, john "
+             "(hms-guard sql -f demo/grants.sql)")
+        admin_sql(guard.port, "-f", str(GRANTS_SQL))
+        for line in GRANTS_SQL.read_text().splitlines():
+            if line.strip() and not line.startswith("--"):
+                print(f"  {line}")
+        print("  " + admin_sql(guard.port, "--plan", str(GRANTS_SQL)).splitlines()[-1]
+              + "  (hms-guard sql --plan: the page holds)")
 
         for user, statements in USERS.items():
             step(f"{user} ({MEMBERS[user]}) works from Spark (own JVM, set_ugi {user})")
