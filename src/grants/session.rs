@@ -348,8 +348,14 @@ impl Session {
     async fn set_role(&mut self, choice: &RoleChoice) -> Result<String, RunError> {
         if let RoleChoice::Named(role) = choice {
             if role != PUBLIC_ROLE && !self.held_roles().await?.contains(role) {
+                let hint = if role == ADMIN_ROLE {
+                    " (administrators named by hms-guard's authz.admin_users hold no role: leave \
+                     SET ROLE admin out)"
+                } else {
+                    ""
+                };
                 return Err(RunError::Invalid(format!(
-                    "{} does not belong to role {role}",
+                    "{} does not belong to role {role}{hint}",
                     self.client.user
                 )));
             }
