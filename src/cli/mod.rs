@@ -1,5 +1,6 @@
-//! Command line (README.md, command line): `serve`, `check-config`, `explain`.
+//! Command line (README.md, command line): `serve`, `check-config`, `explain`, `access`.
 
+pub mod access;
 pub mod explain;
 
 use std::path::PathBuf;
@@ -67,6 +68,10 @@ pub enum Command {
         #[arg(long)]
         privilege: Option<String>,
     },
+    /// Access review, read fresh from the configured metastore: who holds each privilege on a
+    /// table (--table), or what a user may do and why (--user). Exit 0 done, 2 usage, config
+    /// or metastore error.
+    Access(access::Args),
     /// Validate a config file: exit 0 if valid, else print every error and exit 2.
     CheckConfig {
         #[arg(long, env = CONFIG_ENV)]
@@ -102,6 +107,7 @@ pub fn main() -> ExitCode {
             };
             explain(&config, &request)
         }
+        Command::Access(args) => access_command(&args),
         Command::Serve {
             config,
             listen,
@@ -147,6 +153,31 @@ fn explain(config: &std::path::Path, request: &crate::cli::explain::Request) -> 
         }
         Err(e) => {
             eprintln!("hms-guard explain: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `access`: prints the review; exit 0 done, 2 usage, config or metastore error.
+fn access_command(args: &access::Args) -> ExitCode {
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(k) = &cfg.upstream_kerberos {
+        k.configure_process();
+    }
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(access::access(&cfg, &args.request())) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hms-guard access: {e}");
             ExitCode::from(2)
         }
     }
