@@ -50,7 +50,7 @@ pub const MAX_TABLES: usize = 10_000;
 /// Most columns whose grants are read for one table.
 pub const MAX_COLUMNS: usize = 2_000;
 /// Most views looked at for one table.
-pub const MAX_VIEWS: usize = 1_000;
+pub const MAX_VIEWS: usize = 5_000;
 
 /// The privileges a user review decides on for each table (CREATE is decided on the database).
 pub const TABLE_PRIVILEGES: [Privilege; 6] = [
@@ -129,26 +129,22 @@ pub fn proxy_groups(settings: &Settings, user: &str) -> Vec<String> {
 /// Runs one review against the configured metastore; returns what to print.
 pub async fn access(settings: &Settings, r: &Request) -> Result<String, String> {
     let (guard, meta) = connect(settings).await?;
+    let mode_notes: Vec<String> = (settings.authz.mode != AuthzMode::Enforce)
+        .then(|| mode_note(settings.authz.mode))
+        .into_iter()
+        .collect();
     match (&r.table, &r.user) {
         (Some(t), None) => {
             let (db, table) = split_table(t)?;
-            let review = review_table(settings, &guard, &meta, &db, &table).await?;
-            Ok(if r.json {
-                to_json(&review)
-            } else {
-                review.to_string()
-            })
+            let mut review = review_table(settings, &guard, &meta, &db, &table).await?;
+            review.notes.extend(mode_notes);
+            Ok(print(&review, r.json))
         }
         (None, Some(user)) => {
-            let groups_from = if r.groups.is_empty() {
-                "the proxy's configuration"
+            let (groups, groups_from) = if r.groups.is_empty() {
+                (proxy_groups(settings, user), "the proxy's configuration")
             } else {
-                "--group"
-            };
-            let groups = if r.groups.is_empty() {
-                proxy_groups(settings, user)
-            } else {
-                r.groups.clone()
+                (r.groups.clone(), "--group")
             };
             let identity = Identity::new(user, &groups, IdentitySource::SetUgi);
             settings
@@ -157,17 +153,22 @@ pub async fn access(settings: &Settings, r: &Request) -> Result<String, String> 
                 .map_err(|e| format!("hms-guard refuses this identity at set_ugi: {e}"))?;
             let mut review =
                 review_user(&guard, &meta, &identity, r.db.as_deref(), groups_from).await?;
-            if settings.authz.mode != AuthzMode::Enforce {
-                review.notes.push(mode_note(settings.authz.mode));
-            }
-            Ok(if r.json {
-                to_json(&review)
-            } else {
-                review.to_string()
-            })
+            review.notes.extend(mode_notes);
+            Ok(print(&review, r.json))
         }
         _ => Err("give either --table DB.TABLE or --user USER".into()),
     }
+}
+
+/// The review as text, or as JSON.
+fn print<T: Serialize + fmt::Display>(review: &T, json: bool) -> String {
+    if !json {
+        return review.to_string();
+    }
+    // Plain structs of strings, booleans and lists: serializing cannot fail.
+    let mut s = serde_json::to_string_pretty(review).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 fn mode_note(mode: AuthzMode) -> String {
@@ -177,13 +178,6 @@ fn mode_note(mode: AuthzMode) -> String {
         AuthzMode::Enforce => "enforce",
     };
     format!("authz.mode = \"{m}\": the proxy does not enforce these decisions")
-}
-
-fn to_json<T: Serialize>(v: &T) -> String {
-    // Serializing plain structs of strings cannot fail.
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
-    s.push('\n');
-    s
 }
 
 /// `db.table`, lower case (the metastore folds names); an error for anything else.

@@ -467,3 +467,20 @@ fn each_privilege_is_decided_by_the_proxys_rule() {
         assert_eq!(v.matched, "owner of table demo.customer", "{p:?}");
     }
 }
+
+fn settings(toml: &str) -> Settings {
+    let base = "[upstream]\nuris = [\"thrift://127.0.0.1:9083\"]\n";
+    Settings::resolve(crate::config::Config::parse(&format!("{base}{toml}")).unwrap()).unwrap()
+}
+
+#[test]
+fn proxy_groups_are_the_groups_the_proxy_gives() {
+    let s = settings("[identity.groups]\nmary = [\"staff\", \"etl\"]\n");
+    assert_eq!(proxy_groups(&s, "mary"), ["staff", "etl"]);
+    assert!(proxy_groups(&s, "bob").is_empty());
+    let pinned = settings(
+        "[identity]\nmode = \"pinned\"\npinned_user = \"spark\"\npinned_groups = [\"jobs\"]\n",
+    );
+    assert_eq!(proxy_groups(&pinned, "spark"), ["jobs"]);
+    assert!(proxy_groups(&pinned, "other").is_empty());
+}
