@@ -514,6 +514,13 @@ pub fn table_holders(f: &TableFacts) -> Result<TableReview, String> {
                    grant_option: bool,
                    gives: &str|
      -> Result<(), String> {
+        // Every user holds `public`: its grants are everyone's (its members are not listed).
+        let everyone = start.kind == PrincipalKind::Role && start.name == PUBLIC_ROLE;
+        let gives = match (everyone, gives.is_empty()) {
+            (false, _) => gives.to_string(),
+            (true, true) => "every user holds role public".to_string(),
+            (true, false) => format!("every user holds role public; {gives}"),
+        };
         for chain in reach(start, &f.members, MAX_DEPTH)? {
             let holder = chain.last().map(Who::from).unwrap_or_else(|| start.into());
             rows.push(Holding {
@@ -523,7 +530,7 @@ pub fn table_holders(f: &TableFacts) -> Result<TableReview, String> {
                 how,
                 grant_option,
                 chain: chain.iter().map(Who::from).collect(),
-                gives: gives.to_string(),
+                gives: gives.clone(),
             });
             if rows.len() > MAX_ROWS {
                 return Err(format!(

@@ -159,6 +159,13 @@ fn facts() -> TableFacts {
             raw(user("dan"), Privilege::Create, meta::DATABASE, None, false),
             raw(user("dan"), Privilege::Select, meta::DATABASE, None, false),
             raw(user("gil"), Privilege::All, meta::GLOBAL, None, false),
+            raw(
+                role("public"),
+                Privilege::Select,
+                meta::COLUMN,
+                Some("id"),
+                false,
+            ),
         ],
         views: vec![ViewPart {
             view: "demo.names".into(),
@@ -221,6 +228,7 @@ fn table_holders_lists_grants_owners_admins_and_parts_in_a_stable_order() {
             "role:finance SELECT grant [table demo.customer] direct +grant",
             "role:ops ALL admin [table demo.customer] role:admin <- role:ops",
             "role:owners ALL owner [table demo.customer] direct",
+            "role:public SELECT partial [column id of table demo.customer] direct",
         ]
     );
     let gives = |name: &str, p: &str| {
@@ -238,6 +246,7 @@ fn table_holders_lists_grants_owners_admins_and_parts_in_a_stable_order() {
     assert!(gives("dan", "SELECT").starts_with("shows database demo"));
     assert!(gives("gil", "ALL").starts_with("nothing"));
     assert!(gives("vic", "SELECT").contains("columns id, name"));
+    assert!(gives("public", "SELECT").starts_with("every user holds role public; part of"));
     // The database owned by `public` gives nobody anything, and says so.
     assert_eq!(review.database_owner.unwrap().name, "public");
     assert!(
@@ -381,6 +390,16 @@ fn the_user_json_shape_is_as_documented() {
     let text = review.to_string();
     assert!(
         text.contains("demo.customer  SELECT     narrowed  SELECT on column name"),
+        "{text}"
+    );
+    // A part of a table the user may not read is shown as refused, saying why.
+    let mut refused = review.clone();
+    refused.access[0].allowed = false;
+    refused.access[0].reason = "not_narrowable";
+    refused.access[0].matched = "the parts do not make one narrowed table".into();
+    let text = refused.to_string();
+    assert!(
+        text.contains("demo.customer  SELECT refused  not_narrowable  the parts do not"),
         "{text}"
     );
 }
