@@ -49,7 +49,7 @@ pub const MAX_DATABASES: usize = 10_000;
 pub const MAX_TABLES: usize = 10_000;
 /// Most columns whose grants are read for one table.
 pub const MAX_COLUMNS: usize = 2_000;
-/// Most views looked at for one table.
+/// Most views (in the whole metastore) a table review looks at.
 pub const MAX_VIEWS: usize = 5_000;
 
 /// The privileges a user review decides on for each table (CREATE is decided on the database).
@@ -656,55 +656,7 @@ async fn review_table(
         admin_users: settings.authz.admin_users.clone(),
         ..TableFacts::default()
     };
-    let target = |kind, db: Option<&str>, name: Option<&str>, column: Option<&str>| GrantTarget {
-        kind,
-        db: db.map(str::to_string),
-        name: name.map(str::to_string),
-        part_values: None,
-        column: column.map(str::to_string),
-    };
-    let mut asks = vec![
-        target(meta::TABLE, Some(db), Some(table), None),
-        target(meta::DATABASE, Some(db), None, None),
-        target(meta::GLOBAL, None, None, None),
-    ];
-    let columns: Vec<&String> = shape
-        .columns
-        .iter()
-        .chain(shape.keys.iter().map(|(k, _)| k))
-        .collect();
-    if columns.len() > MAX_COLUMNS {
-        return Err(format!(
-            "table {db}.{table} has more than {MAX_COLUMNS} columns: their grants are not read one by one"
-        ));
-    }
-    asks.extend(
-        columns
-            .iter()
-            .map(|c| target(meta::COLUMN, Some(db), Some(table), Some(c.as_str()))),
-    );
-    for ask in &asks {
-        f.grants.extend(
-            meta.grants_on(ask)
-                .await
-                .map_err(|e| format!("the grants on {ask} could not be read: {e}"))?,
-        );
-    }
-    // Partition grants (and partition-column grants) are listed for the whole metastore and
-    // kept for this table.
-    let mut partition_column = target(meta::COLUMN, None, None, None);
-    partition_column.part_values = Some(vec![String::new()]);
-    for ask in [target(meta::PARTITION, None, None, None), partition_column] {
-        let all = meta
-            .grants_on(&ask)
-            .await
-            .map_err(|e| format!("the partition grants could not be read: {e}"))?;
-        f.grants.extend(all.into_iter().filter(|g| {
-            g.target.part_values.is_some()
-                && g.target.db.as_deref() == Some(db)
-                && g.target.name.as_deref() == Some(table)
-        }));
-    }
+    f.grants = read_grants(meta, db, table, &shape).await?;
     read_views(guard, meta, &shape, &mut f).await?;
     let mut roles: Vec<String> = f
         .grants
@@ -726,6 +678,82 @@ async fn review_table(
     read_members(meta, roles, &mut members).await?;
     f.members = members;
     table_holders(&f)
+}
+
+/// Every principal's grants on the table, each of its columns, its partitions (and their
+/// columns), its database and the metastore. Rows naming another object than asked (a
+/// database comparing names loosely) are not this table's, and are left out.
+async fn read_grants(
+    meta: &Meta,
+    db: &str,
+    table: &str,
+    shape: &TableShape,
+) -> Result<Vec<RawGrant>, String> {
+    let target = |kind, on_table: bool, column: Option<&str>| GrantTarget {
+        kind,
+        db: (kind != meta::GLOBAL).then(|| db.to_string()),
+        name: on_table.then(|| table.to_string()),
+        part_values: None,
+        column: column.map(str::to_string),
+    };
+    let columns: Vec<&String> = shape
+        .columns
+        .iter()
+        .chain(shape.keys.iter().map(|(k, _)| k))
+        .collect();
+    if columns.len() > MAX_COLUMNS {
+        return Err(format!(
+            "table {db}.{table} has more than {MAX_COLUMNS} columns: their grants are not read one by one"
+        ));
+    }
+    let mut asks = vec![
+        target(meta::TABLE, true, None),
+        target(meta::DATABASE, false, None),
+        target(meta::GLOBAL, false, None),
+    ];
+    asks.extend(
+        columns
+            .iter()
+            .map(|c| target(meta::COLUMN, true, Some(c.as_str()))),
+    );
+    let mut out = Vec::new();
+    for ask in &asks {
+        let rows = meta
+            .grants_on(ask)
+            .await
+            .map_err(|e| format!("the grants on {ask} could not be read: {e}"))?;
+        out.extend(rows.into_iter().filter(|g| {
+            g.target.kind == ask.kind
+                && g.target.db == ask.db
+                && g.target.name == ask.name
+                && g.target.column == ask.column
+        }));
+    }
+    // Partition grants (and partition-column grants) are listed for the whole metastore (no
+    // database named) and kept for this table.
+    let whole = |kind, part_values| GrantTarget {
+        kind,
+        db: None,
+        name: None,
+        part_values,
+        column: None,
+    };
+    for ask in [
+        whole(meta::PARTITION, None),
+        whole(meta::COLUMN, Some(vec![String::new()])),
+    ] {
+        let rows = meta
+            .grants_on(&ask)
+            .await
+            .map_err(|e| format!("the partition grants could not be read: {e}"))?;
+        out.extend(rows.into_iter().filter(|g| {
+            g.target.kind == ask.kind
+                && g.target.part_values.is_some()
+                && g.target.db.as_deref() == Some(db)
+                && g.target.name.as_deref() == Some(table)
+        }));
+    }
+    Ok(out)
 }
 
 /// The views that show part of the table, as the proxy's fine-grained rules count them (a view
