@@ -81,6 +81,7 @@ def seed(admin, lab):
     part.location = f"file://{lab}/{DB}.db/{EVENTS}/region=eu"
     admin.add_partition(tt.Partition(values=["eu"], dbName=DB, tableName=EVENTS, sd=part, parameters={}))
     grant(admin, tt.HiveObjectRef(tt.HiveObjectType.PARTITION, DB, EVENTS, ["eu"], None), "acc_part", USER, "SELECT")
+    grant(admin, tt.HiveObjectRef(tt.HiveObjectType.COLUMN, DB, EVENTS, ["eu"], "name"), "acc_pcol", USER, "SELECT")
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +170,9 @@ def test_partition_grants_are_partial(guard):
     part = [h for h in doc["holders"] if h["principal"]["name"] == "acc_part"]
     assert [(h["privilege"], h["how"], h["on"], chain(h)) for h in part] == [
         ("SELECT", "partial", f"partition [eu] of table {DB}.{EVENTS}", "user:acc_part")], doc
+    pcol = [h for h in doc["holders"] if h["principal"]["name"] == "acc_pcol"]
+    assert [(h["privilege"], h["how"], h["on"]) for h in pcol] == [
+        ("SELECT", "partial", f"column name of partition [eu] of table {DB}.{EVENTS}")], doc
     # The view of customer gives nothing of events: not listed there.
     assert not [h for h in doc["holders"] if h["principal"]["name"] == "acc_viewer"], doc
     a = review(guard, "--user", "acc_part", "--db", DB)["access"]
