@@ -1,5 +1,6 @@
-//! Command line (README.md, command line): `serve`, `check-config`, `explain`, `sql`.
+//! Command line (README.md, command line): `serve`, `check-config`, `explain`, `access`, `sql`.
 
+pub mod access;
 pub mod explain;
 pub mod sql;
 
@@ -68,6 +69,10 @@ pub enum Command {
         #[arg(long)]
         privilege: Option<String>,
     },
+    /// Access review, read fresh from the configured metastore: who holds each privilege on a
+    /// table (--table), or what a user may do and why (--user). Exit 0 done, 2 usage, config
+    /// or metastore error.
+    Access(access::Args),
     /// Run Hive's authorization statements (GRANT, REVOKE, CREATE ROLE, SHOW GRANT, …)
     /// through hms-guard, as the metastore calls Hive makes: interactively, from -e or -f,
     /// or as code (--plan, --apply, --export). Exit 0 done, 1 a statement failed, 2 usage,
@@ -109,6 +114,7 @@ pub fn main() -> ExitCode {
             };
             explain(&config, &request)
         }
+        Command::Access(args) => access_command(&args),
         Command::Serve {
             config,
             listen,
@@ -154,6 +160,31 @@ fn explain(config: &std::path::Path, request: &crate::cli::explain::Request) -> 
         }
         Err(e) => {
             eprintln!("hms-guard explain: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `access`: prints the review; exit 0 done, 2 usage, config or metastore error.
+fn access_command(args: &access::Args) -> ExitCode {
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(k) = &cfg.upstream_kerberos {
+        k.configure_process();
+    }
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(access::access(&cfg, &args.request())) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hms-guard access: {e}");
             ExitCode::from(2)
         }
     }

@@ -489,7 +489,7 @@ fn names_principal(name: Option<&Value>, p: &Principal) -> bool {
 }
 
 /// Decodes the success value of a reply.
-fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
+pub(crate) fn success_value(method: &str, reply: &[u8]) -> Result<Value, FactsError> {
     match crate::wire::codec::reply::success(reply)
         .map_err(|e| FactsError::from_reply(method, e))?
     {

@@ -60,7 +60,7 @@ impl Guard {
     /// on it WITH GRANT OPTION (a user owner's own grants, with no groups; a role or group
     /// owner: only as the base table's owner). Otherwise anyone who may create a view could
     /// read any table through it.
-    async fn owner_may_give(
+    pub(crate) async fn owner_may_give(
         &self,
         view: &TableShape,
         base: &TableShape,

@@ -359,7 +359,7 @@ impl Rows {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Rows::All => "every partition".into(),
             Rows::Where(rules) => rules

@@ -379,6 +379,40 @@ pub mod list_privileges_args {
     pub const HIVE_OBJECT: i16 = 3;
 }
 
+/// `get_principals_in_role` args.
+pub mod get_principals_in_role_args {
+    /// `request`
+    pub const REQUEST: i16 = 1;
+}
+
+/// `GetPrincipalsInRoleRequest`.
+pub mod get_principals_in_role_request {
+    /// `roleName`
+    pub const ROLE_NAME: i16 = 1;
+}
+
+/// `GetPrincipalsInRoleResponse`: every principal the role is granted to.
+pub mod get_principals_in_role_response {
+    /// `principalGrants`
+    pub const PRINCIPAL_GRANTS: i16 = 1;
+}
+
+/// `get_all_tables` args.
+pub mod get_all_tables_args {
+    /// `db_name`
+    pub const DB_NAME: i16 = 1;
+}
+
+/// `get_tables_by_type` args.
+pub mod get_tables_by_type_args {
+    /// `db_name`
+    pub const DB_NAME: i16 = 1;
+    /// `pattern`
+    pub const PATTERN: i16 = 2;
+    /// `tableType`
+    pub const TABLE_TYPE: i16 = 3;
+}
+
 /// `get_role_grants_for_principal` args.
 pub mod get_role_grants_for_principal_args {
     /// `request`
@@ -787,6 +821,41 @@ mod tests {
                 "request",
             ),
             (super::show_locks_args::RQST, &A_show_locks, "rqst"),
+            (
+                super::get_principals_in_role_args::REQUEST,
+                &A_get_principals_in_role,
+                "request",
+            ),
+            (
+                super::get_principals_in_role_request::ROLE_NAME,
+                &S_GetPrincipalsInRoleRequest,
+                "roleName",
+            ),
+            (
+                super::get_principals_in_role_response::PRINCIPAL_GRANTS,
+                &S_GetPrincipalsInRoleResponse,
+                "principalGrants",
+            ),
+            (
+                super::get_all_tables_args::DB_NAME,
+                &A_get_all_tables,
+                "db_name",
+            ),
+            (
+                super::get_tables_by_type_args::DB_NAME,
+                &A_get_tables_by_type,
+                "db_name",
+            ),
+            (
+                super::get_tables_by_type_args::PATTERN,
+                &A_get_tables_by_type,
+                "pattern",
+            ),
+            (
+                super::get_tables_by_type_args::TABLE_TYPE,
+                &A_get_tables_by_type,
+                "tableType",
+            ),
             (
                 super::database::LOCATION_URI,
                 &S_CreateDatabaseRequest,
