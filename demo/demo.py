@@ -163,6 +163,12 @@ def main():
                 print(f"  {line}")
         print("  " + admin_sql(guard.port, "--plan", str(GRANTS_SQL)).splitlines()[-1]
               + "  (hms-guard sql --plan: the page holds)")
+        step("who can read customer, and through which role (hms-guard access --table)")
+        r = subprocess.run([hms.guard_bin(), "access", "--config", str(guard.config),
+                            "--table", f"{DB}.customer"], capture_output=True, text=True,
+                           timeout=120)
+        print(("  " + r.stdout.rstrip().replace("\n", "\n  ")) if r.returncode == 0
+              else f"  hms-guard access failed: {r.stderr}")
 
         for user, statements in USERS.items():
             step(f"{user} ({MEMBERS[user]}) works from Spark (own JVM, set_ugi {user})")

@@ -3,7 +3,8 @@
 # Metastore 2.3, the moto AWS stand-in and hms-guard in front of the metastore; the admin
 # creates demo_database (customer, store_sales, promotion in the protected warehouse, and two
 # views of customer: customer_public without ssn, customer_eu of the EU rows), the
-# roles sales, marketing and finance with their grants and the users david, mary and john;
+# roles sales, marketing and finance with their grants and the users david, mary and john
+# (hms-guard sql -f demo/grants.sql; then hms-guard access shows who can read customer);
 # then each user works from their own Spark session: allowed reads and writes, a refused
 # INSERT (refused inside Spark by hms-guard-spark, before a file is written), a refused read
 # by path and a refused location (storage checks), john reading customer only through its
