@@ -128,9 +128,25 @@ pub async fn start_with(
     if !watched.is_empty() {
         tokio::spawn(tls::watch(watched, every, shutdown.clone()));
     }
+    let groups = Arc::new(
+        crate::auth::groups::GroupResolver::new(
+            &settings.identity.groups,
+            settings.identity.metastore_db,
+            metrics.clone(),
+        )
+        .map_err(invalid)?,
+    );
     let shared = Arc::new(
-        Shared::new(settings, metrics.clone(), storage, facts, tls, upstream_tls)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        Shared::new(
+            settings,
+            metrics.clone(),
+            storage,
+            facts,
+            tls,
+            upstream_tls,
+            groups,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;
