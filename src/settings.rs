@@ -489,7 +489,8 @@ fn name_errors(config: &Config, pinned: &Identity) -> Vec<ConfigError> {
         }
     }
     let g = &config.identity.groups;
-    let tables = [("identity.groups", &g.users)]
+    let legacy = g.legacy_users();
+    let tables = [("identity.groups", &legacy)]
         .into_iter()
         .chain(g.static_.iter().map(|t| ("identity.groups.static", t)));
     for (at, table) in tables {
@@ -582,7 +583,7 @@ mod tests {
         c.identity
             .groups
             .users
-            .insert("mary".into(), vec![" staff".into()]);
+            .insert("mary".into(), toml::Value::from(vec![" staff"]));
         let errors = Settings::resolve_with(c.clone(), |_| None).unwrap_err();
         for key in [
             "identity.pinned_user",

@@ -60,9 +60,10 @@ pub struct GroupsConfig {
     pub file: Option<FileSourceConfig>,
     pub os: Option<OsSourceConfig>,
     pub ldap: Option<LdapSourceConfig>,
-    /// The old form: `user = ["group", …]` directly in `[identity.groups]`.
+    /// The old form: `user = ["group", …]` directly in `[identity.groups]` (any other key;
+    /// read as a value so that `validate` can name a misspelt setting by its key).
     #[serde(flatten)]
-    pub users: BTreeMap<String, Vec<String>>,
+    pub users: BTreeMap<String, toml::Value>,
 }
 
 impl Default for GroupsConfig {
@@ -299,11 +300,19 @@ impl GroupsConfig {
             .unwrap_or_else(|| vec!["static".into()])
     }
 
+    /// The old-form entries that are lists of names (`validate` reports the others).
+    pub fn legacy_users(&self) -> BTreeMap<String, Vec<String>> {
+        self.users
+            .iter()
+            .filter_map(|(u, v)| Some((u.clone(), names_of(v)?)))
+            .collect()
+    }
+
     /// The static source's table: `[identity.groups.static]` and the old-form entries.
     pub fn static_users(&self) -> BTreeMap<String, Vec<String>> {
         let mut all = self.static_.clone().unwrap_or_default();
-        for (u, g) in &self.users {
-            all.entry(u.clone()).or_insert_with(|| g.clone());
+        for (u, g) in self.legacy_users() {
+            all.entry(u).or_insert(g);
         }
         all
     }
@@ -329,11 +338,16 @@ impl GroupsConfig {
                 "must be at least identity.groups.ttl_ms",
             ));
         }
-        if self.sources.is_some() {
-            for u in self.users.keys() {
+        for (u, v) in &self.users {
+            if self.sources.is_some() {
                 errors.push(err(
                     &key(u),
                     "unknown key: with identity.groups.sources set, users' groups go under [identity.groups.static]",
+                ));
+            } else if names_of(v).is_none() {
+                errors.push(err(
+                    &key(u),
+                    "unknown key: not a setting, and as a user (the old form) its groups must be a list of names",
                 ));
             }
         }
@@ -456,6 +470,14 @@ impl GroupsConfig {
             max_concurrent_lookups: self.max_concurrent_lookups,
         })
     }
+}
+
+/// A TOML list of strings.
+fn names_of(v: &toml::Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_str().map(str::to_string))
+        .collect()
 }
 
 impl LdapSourceConfig {

@@ -358,6 +358,10 @@ fn config_errors_name_their_key() {
         "identity.groups.os: configured but not listed",
     );
     has("[identity.groups]\nttl_ms = 0\n", "identity.groups.ttl_ms");
+    has(
+        "[identity.groups]\nttl = 5\n",
+        "identity.groups.ttl: unknown key",
+    );
     has("[identity.groups]\nsources = [\"file\"]\n[identity.groups.file]\npath = \"/nonexistent/groups\"\n", "identity.groups.file.path");
     let ldap = |extra: &str| {
         format!("[identity.groups]\nsources = [\"ldap\"]\n[identity.groups.ldap]\nbase = \"dc=x\"\n{extra}")
