@@ -295,3 +295,35 @@ def test_explain_reads_groups_from_the_sources(guard):
     assert rc == 0 and "analysts" in out, out
     rc, out = explain("bob")
     assert rc == 1, out
+
+
+def tls_client(port, d, user):
+    """A client over TLS presenting USER's certificate (signed by DIR's CA)."""
+    from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSSLSocket, TTransport
+    sock = TSSLSocket.TSSLSocket("localhost", port, ca_certs=str(d / "ca.pem"),
+                                 certfile=str(d / f"{user}.pem"), keyfile=str(d / f"{user}.key"))
+    sock.setTimeout(20_000)
+    t = TTransport.TBufferedTransport(sock)
+    t.open()
+    return T.Client(TBinaryProtocol.TBinaryProtocol(t))
+
+
+def test_a_certificate_user_gets_its_groups_from_ldap(lab, metastore, guard, directory):
+    """identity.mode = "certificate": the verified user's groups come from the directory too
+    (not from set_ugi, which cannot change them)."""
+    d = certs.make_certs(lab / "groups-client-certs", users=("alice", "bob"))
+    g = start_guard(lab, metastore, "guard-groups-cert", (
+        '[identity]\nmode = "certificate"\n\n'
+        f'[server.tls]\ncert = "{d}/server.pem"\nkey = "{d}/server.key"\n'
+        f'client_ca = "{d}/ca.pem"\n\n'
+        + groups_config('["ldap"]', ldap_section(directory.url))))
+    try:
+        alice = tls_client(g.port, d, "alice")
+        assert alice.get_table(DB, "analysts_t").tableName == "analysts_t"
+        bob = tls_client(g.port, d, "bob")
+        bob.set_ugi("bob", ["analysts"])  # a claimed group counts for nothing
+        denied(lambda: bob.get_table(DB, "analysts_t"), "bob", "SELECT")
+    finally:
+        g.stop()
