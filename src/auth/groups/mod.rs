@@ -121,6 +121,13 @@ impl GroupResolver {
         db: MetastoreDb,
         metrics: Arc<Metrics>,
     ) -> GroupResolver {
+        // Every configured source's failure and refused-name series exist from the start
+        // (at 0), so that rates and alerts see them before the first failure.
+        for source in sources.iter().map(|s| s.name()).chain(["any"]) {
+            let labels = SourceLabels { source };
+            let _ = metrics.group_lookup_failures.get_or_create(&labels);
+            let _ = metrics.group_names_refused.get_or_create(&labels);
+        }
         GroupResolver {
             sources,
             permits: tokio::sync::Semaphore::new(settings.max_concurrent_lookups),
