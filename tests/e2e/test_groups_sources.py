@@ -41,7 +41,7 @@ def grant_group(client, table, group, priv="SELECT"):
 
 @pytest.fixture(scope="module")
 def tls_dir(lab):
-    return certs.make_certs(lab / "ldap-certs", users=())
+    return certs.make_certs(lab / "ldap-certs", users=("ldapclient",))
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +180,21 @@ def test_ldaps_and_starttls_check_the_ca(lab, metastore, guard, directory, tls_d
             assert "groups of user alice could not be read from the ldap source" in msg, msg
         finally:
             g.stop()
+
+
+def test_sasl_external_with_a_client_certificate(lab, metastore, guard, directory, tls_dir):
+    """The TLS client certificate is the bind identity (no password anywhere)."""
+    g = start_guard(lab, metastore, "guard-groups-external", groups_config(
+        '["ldap"]', ldap_section(directory.url, start_tls=True, ca=str(tls_dir / "ca.pem"),
+                                 client_cert=str(tls_dir / "ldapclient.pem"),
+                                 client_key=str(tls_dir / "ldapclient.key"),
+                                 sasl_external=True)))
+    try:
+        alice = connect(g.port, "alice")
+        assert alice.get_table(DB, "analysts_t").tableName == "analysts_t"
+        assert lookups(g, "ldap", "found") >= 1
+    finally:
+        g.stop()
 
 
 def test_a_stopped_directory_denies_or_keeps_the_last_answer(lab, metastore, guard, directory):

@@ -51,7 +51,9 @@ class Directory:
         if self.certs:
             lines += [f"TLSCACertificateFile {self.certs}/ca.pem",
                       f"TLSCertificateFile {self.certs}/server.pem",
-                      f"TLSCertificateKeyFile {self.certs}/server.key"]
+                      f"TLSCertificateKeyFile {self.certs}/server.key",
+                      # A client certificate is asked for (not required): SASL EXTERNAL.
+                      "TLSVerifyClient try"]
         lines += ["database mdb", "maxsize 67108864", f'suffix "{SUFFIX}"',
                   f'rootdn "{ROOT_DN}"', f"rootpw {ROOT_PW}", f"directory {self.dir}/data",
                   "index objectClass eq", "index uid,memberUid,member eq",
