@@ -673,7 +673,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let started = Instant::now();
         let header = request.header;
         let entry = router::route(&header.name, shared.settings.upstream.versions);
-        let groups_refusal = self.refresh_groups().await;
+        // set_ugi is answered whatever the current identity's groups (it may change them).
+        let groups_refusal = if entry.is_some_and(|m| m.rule == router::Rule::SetUgi) {
+            None
+        } else {
+            self.refresh_groups().await
+        };
         let Decision {
             action,
             record,
