@@ -96,6 +96,27 @@ pub struct Metrics {
     pub storage_listings: Family<OutcomeLabels, Counter>,
     pub storage_checks: Family<StorageCheckLabels, Counter>,
     pub storage_check_duration: Histogram,
+    /// Group lookups by source (`cache`, `static`, `file`, `os`, `ldap`) and outcome (cache:
+    /// `hit`, `miss`, `last_known`; sources: `found`, `unknown`, `error`, `timeout`).
+    pub group_lookups: Family<GroupLookupLabels, Counter>,
+    /// Group lookups that failed, by the source that failed (`any`: no lookup slot in time).
+    pub group_lookup_failures: Family<SourceLabels, Counter>,
+    /// Group names a source gave that the names rule refused (left out).
+    pub group_names_refused: Family<SourceLabels, Counter>,
+    /// Users whose groups are cached.
+    pub group_cache_entries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLookupLabels {
+    pub source: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `static`, `file`, `os`, `ldap` (or `any`).
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -217,6 +238,7 @@ impl Metrics {
         m.register_storage_credentials(&mut registry);
         m.register_handshakes(&mut registry);
         m.register_storage_checks(&mut registry);
+        m.register_groups(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -255,8 +277,35 @@ impl Metrics {
             storage_listings: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
+            group_lookups: Family::default(),
+            group_lookup_failures: Family::default(),
+            group_names_refused: Family::default(),
+            group_cache_entries: Gauge::default(),
             registry: Registry::default(),
         }
+    }
+
+    fn register_groups(&self, registry: &mut Registry) {
+        registry.register(
+            "group_lookups",
+            "Group lookups by source and outcome",
+            self.group_lookups.clone(),
+        );
+        registry.register(
+            "group_lookup_failures",
+            "Group lookups that failed, by failing source",
+            self.group_lookup_failures.clone(),
+        );
+        registry.register(
+            "group_names_refused",
+            "Group names from a source left out by the names rule",
+            self.group_names_refused.clone(),
+        );
+        registry.register(
+            "group_cache_entries",
+            "Users whose groups are cached",
+            self.group_cache_entries.clone(),
+        );
     }
 
     /// `build_info`: 1, labelled with the version.
