@@ -298,24 +298,32 @@ fn privilege_bag(r: &Request) -> Result<Value, String> {
 /// its `[identity.groups]` sources give (a source failing is an error, as it denies a live
 /// call).
 async fn identity_of(settings: &Settings, r: &Request) -> Result<Identity, String> {
-    let id = &settings.identity;
     let groups = if !r.groups.is_empty() {
         r.groups.clone()
-    } else if id.mode == IdentityMode::Pinned && id.pinned.user == r.user {
-        id.pinned.groups.clone()
     } else {
-        let resolver = crate::auth::groups::GroupResolver::new(
-            &id.groups,
-            id.metastore_db,
-            Arc::new(Metrics::new()),
-        )?;
-        resolver
-            .groups(&r.user)
-            .await
-            .map_err(|e| e.to_string())?
-            .to_vec()
+        proxy_groups(settings, &r.user).await?
     };
     Ok(Identity::new(&r.user, &groups, IdentitySource::SetUgi))
+}
+
+/// The groups the proxy gives `user`: the pinned identity's when it is the pinned user, else
+/// those its `[identity.groups]` sources give (a source failing is an error, as it denies a
+/// live call). The one place the command line learns groups (`explain`, `access`).
+pub async fn proxy_groups(settings: &Settings, user: &str) -> Result<Vec<String>, String> {
+    let id = &settings.identity;
+    if id.mode == IdentityMode::Pinned && id.pinned.user == user {
+        return Ok(id.pinned.groups.clone());
+    }
+    let resolver = crate::auth::groups::GroupResolver::new(
+        &id.groups,
+        id.metastore_db,
+        Arc::new(Metrics::new()),
+    )?;
+    Ok(resolver
+        .groups(user)
+        .await
+        .map_err(|e| e.to_string())?
+        .to_vec())
 }
 
 /// Explains one decision against the configured metastore.
