@@ -312,6 +312,27 @@ def test_explain_reads_groups_from_the_sources(guard):
     assert rc == 1, out
 
 
+def test_access_review_reads_groups_from_ldap(guard):
+    """`hms-guard access`: the holders of a table name the LDAP group; a user's review gives
+    the table through the group the directory names (and nothing to a non-member)."""
+    def access(*args):
+        r = subprocess.run([hms.guard_bin(), "access", "--config", str(guard.config), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    holders = access("--table", f"{DB}.analysts_t")
+    assert any(l.split()[:3] == ["group:analysts", "SELECT", "grant"]
+               for l in holders.splitlines()), holders
+    alice = access("--user", "alice", "--db", DB)
+    assert "analysts" in alice.split("\n", 2)[1], alice  # groups: from the directory
+    rows = [l.split() for l in alice.splitlines() if l.startswith(f"{DB}.")]
+    assert [r[:2] for r in rows] == [[f"{DB}.analysts_t", "SELECT"]], alice
+    assert "group:analysts" in alice or "analysts" in rows[0][-1], alice
+    bob = access("--user", "bob", "--db", DB)
+    assert [l.split()[:2] for l in bob.splitlines() if l.startswith(f"{DB}.")] == \
+        [[f"{DB}.finance_t", "SELECT"]], bob
+
+
 def tls_client(port, d, user):
     """A client over TLS presenting USER's certificate (signed by DIR's CA)."""
     from hmsclient.genthrift.hive_metastore import ThriftHiveMetastore as T
