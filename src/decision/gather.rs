@@ -83,16 +83,20 @@ impl Guard {
                 d = authorize(identity, op, &facts, &self.policy);
             }
         }
-        // Locations are exclusive: other objects' claims, only for calls the grants allow.
+        // Locations are exclusive: other objects' claims, only for calls the grants allow
+        // (judged after the storage checks, so a location the user's role cannot reach is
+        // refused as before).
         if d.allow && grants.is_some() {
             if let Err(denied) = self.overlap_facts(c, &mut facts).await {
                 return (denied, None);
             }
-            d = authorize(identity, op, &facts, &self.policy);
         }
         // Storage facts only for calls the grants allow: a denied call costs no AWS call.
         let has_places = !c.storage.is_empty() || !c.default_places.is_empty();
         if !d.allow || !has_places || !self.storage.enabled() {
+            if d.allow {
+                d = authorize(identity, op, &facts, &self.policy);
+            }
             if d.allow && matches!(op, Operation::DataPath { .. }) && !self.storage.enabled() {
                 d.matched = "storage checks are off (storage.enabled = false): files by path are not checked".into();
             }

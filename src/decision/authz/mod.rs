@@ -705,14 +705,11 @@ pub fn authorize(
     if !d.allow {
         return d;
     }
-    // Locations are exclusive: another table's location needs that table's privileges.
-    if let Some(denied) = overlap_verdict(identity, facts, policy) {
-        return denied;
-    }
     // Dual IAM: the grants allow; every location the call points at must also be reachable
     // by the user's own storage role.
     match facts.storage.iter().find(|f| !f.allow) {
-        None => d,
+        // Locations are exclusive: another table's location needs that table's privileges.
+        None => overlap_verdict(identity, facts, policy).unwrap_or(d),
         Some(f) => Verdict {
             allow: false,
             reason: if f.unavailable {
