@@ -237,8 +237,10 @@ impl Guard {
         // The index reads the catalog on its own connections (one build at a time).
         let catalog =
             index::MetaCatalog::new(MetaClient::new(upstreams, config(2)), metrics.clone());
-        let index =
-            index::LocationIndex::start(a.index.clone(), Arc::new(catalog), metrics.clone());
+        // With authorization off the proxy is a pure pass-through: nothing is read.
+        let mut settings = a.index.clone();
+        settings.enabled &= a.mode != AuthzMode::Off;
+        let index = index::LocationIndex::start(settings, Arc::new(catalog), metrics.clone());
         let mut guard =
             Guard::with_source(a, max_depth, read_only_external, source, metrics, storage);
         guard.index = index;
