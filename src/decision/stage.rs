@@ -167,19 +167,20 @@ impl Guard {
                 tracing::warn!(error = %e, "audit event not queued");
             }
         }
-        // The index learns what the metastore did, even when the reply was lost (the table is
-        // read again: what the metastore has is what counts).
-        if end.exit.upstream() != super::UpstreamOutcome::NotSent {
-            for change in &end.invalidate.index {
-                let _ = self.index.apply(change).await;
-            }
-        }
         if end.exit.upstream().reached_metastore() {
             if end.invalidate.grants {
                 self.facts.invalidate_grants();
             }
             for obj in &end.invalidate.objects {
                 self.facts.invalidate_object(obj);
+            }
+        }
+        // Then (the caches first: the client may already be sending its next call on another
+        // connection) the index learns what the metastore did, even when the reply was lost:
+        // the table is read again, and what the metastore has is what counts.
+        if end.exit.upstream() != super::UpstreamOutcome::NotSent {
+            for change in &end.invalidate.index {
+                let _ = self.index.apply(change).await;
             }
         }
     }

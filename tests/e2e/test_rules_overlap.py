@@ -257,3 +257,22 @@ def test_the_index_is_built_from_the_metastore_at_start(world, guard, lab, metas
         assert tables and tables[0] >= 10, tables
     finally:
         g2.stop()
+
+
+def test_a_drop_that_deletes_files_under_it_needs_the_other_tables_privilege(world, guard,
+                                                                            metastore, lab):
+    """mallory's managed table holds, under its location, a table of alice's (put there by the
+    administrator): dropping it with its data would delete alice's files."""
+    g, _, _ = guard
+    mallory = connect(g.port, "mallory")
+    mallory.create_table(managed("m_big", f"{ROOT}/ov_big", "mallory"))
+    admin = connect(g.port, "admin")
+    admin.create_table(hms.external_table(DB, "a_under", f"{ROOT}/ov_big/alice", owner="alice"))
+    secret = put_file(lab, "defloc/ov_big/alice/000000_0")
+    hms.denied(lambda: mallory.drop_table(DB, "m_big", True), "user mallory",
+               f"ownership of table {DB}.a_under or DROP")
+    assert "m_big" in table_names(metastore) and secret.exists()
+    # alice's own drop of her external table deletes nothing and needs nothing more.
+    connect(g.port, "alice").drop_table(DB, "a_under", False)
+    mallory.drop_table(DB, "m_big", True)
+    assert "m_big" not in table_names(metastore)
