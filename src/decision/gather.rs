@@ -250,7 +250,7 @@ impl Guard {
                             table: Object::table(&f.claim.db, &f.claim.table),
                             what: f.claim.describe(),
                             other_location: f.location.to_string(),
-                            owner: f.claim.owner.clone(),
+                            owner: f.claim.owner.as_deref().cloned(),
                             writes,
                         });
                     }

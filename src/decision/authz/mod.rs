@@ -196,7 +196,7 @@ impl Grants {
 }
 
 /// The owner recorded on a table or database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub name: String,
     pub kind: PrincipalKind,

@@ -86,7 +86,8 @@ pub struct Claim {
     pub external: bool,
     /// Dropping the table (or the partition) deletes its files.
     pub deletes_data: bool,
-    pub owner: Option<Owner>,
+    /// Shared by every claim of the same owner (one allocation per owner, not per claim).
+    pub owner: Option<Arc<Owner>>,
 }
 
 impl Claim {
@@ -221,8 +222,9 @@ struct Inner {
     by_key: BTreeMap<Arc<str>, Vec<Claim>>,
     /// Every key each table claims (its own and its partitions').
     by_table: BTreeMap<TableKey, Vec<Arc<str>>>,
-    /// Database names, shared by the claims.
+    /// Database names and owners, shared by the claims.
     dbs: HashSet<Arc<str>>,
+    owners: HashSet<Arc<Owner>>,
     entries: usize,
     tables: usize,
 }
@@ -239,6 +241,16 @@ impl Inner {
         let d: Arc<str> = Arc::from(db);
         self.dbs.insert(d.clone());
         d
+    }
+
+    fn owner(&mut self, owner: &Option<Owner>) -> Option<Arc<Owner>> {
+        let o = owner.as_ref()?;
+        if let Some(a) = self.owners.get(o) {
+            return Some(a.clone());
+        }
+        let a = Arc::new(o.clone());
+        self.owners.insert(a.clone());
+        Some(a)
     }
 
     /// Removes every claim of a table; returns its partitions' claims (with their keys).
@@ -315,7 +327,7 @@ impl Inner {
             partition: None,
             external: rec.external,
             deletes_data: rec.deletes_data,
-            owner: rec.owner.clone(),
+            owner: self.owner(&rec.owner),
         };
         let mut homes = Vec::new();
         for l in &rec.locations {

@@ -483,7 +483,7 @@ async fn changes_are_read_back_and_partitions_added_through_the_proxy_count() {
 
 /// Memory per entry, measured as the process's resident growth while one index takes
 /// 200,000 tables (Linux). Run alone for a clean number:
-/// `cargo test --release --lib index::tests::memory_per_entry -- --nocapture --test-threads=1`.
+/// `cargo test --lib index::tests::memory_per_entry -- --nocapture --test-threads=1`.
 #[test]
 fn memory_per_entry() {
     fn rss() -> usize {
