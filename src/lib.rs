@@ -18,14 +18,17 @@
 //!            reader could read differently (wire::schema); set_ugi (answered by the proxy);
 //!            a caller whose groups could not be read
 //!            then decide: classify (objects, locations, alter diffs) ─► gather (facts:
-//!            grants, owners, holders; bounded single-flight TTL caches) ─► authz::authorize
+//!            grants, owners, holders; bounded single-flight TTL caches; other tables'
+//!            claims on the call's locations from decision::index) ─► authz::authorize
 //!            (pure) and storage (dual IAM) ─► existence ─► conclude in the configured mode
 //!       ─► carry out the Action: Forward (upstream::UpstreamConn: failover order, set_ugi
 //!          in step; the reply streamed, or read whole and checked by Guard::reply:
 //!          listings filtered, absent-table reads withheld) | Deny (the method's declared
 //!          exception, wire::answer) | Answer | Refuse  ─► an Exit
 //!       ─► decision::Guard::finish (every call, once: metrics, audit line, cache
-//!          invalidation only after a call the metastore executed)
+//!          invalidation only after a call the metastore executed; the location index reads
+//!          back the tables a call that reached the metastore changed)
+//!   ─► decision::index (background: built from the metastore at start, rescanned)
 //!   ─► ops: audit (writer thread, JSON lines), metrics, admin (/metrics, /healthz, /readyz)
 //! ```
 //!

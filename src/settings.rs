@@ -72,10 +72,12 @@ pub struct AuthzSettings {
     pub facts_max_reply_bytes: u64,
     /// Most principals (user, groups, roles) reachable from one identity.
     pub max_principals: usize,
+    /// `[index]`: the location index, and whether locations are exclusive.
+    pub index: crate::decision::index::IndexSettings,
 }
 
 impl AuthzSettings {
-    fn resolve(a: &AuthzConfig) -> AuthzSettings {
+    fn resolve(a: &AuthzConfig, index: &crate::config::IndexConfig) -> AuthzSettings {
         AuthzSettings {
             mode: a.mode,
             admin_role: a.admin_role.clone(),
@@ -88,6 +90,7 @@ impl AuthzSettings {
             facts_timeout: ms(a.facts_timeout_ms),
             facts_max_reply_bytes: a.facts_max_reply_bytes,
             max_principals: a.max_principals,
+            index: index.settings(),
         }
     }
 }
@@ -213,7 +216,7 @@ impl Settings {
             tls: tls_settings(&config.server.tls),
             upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
-            authz: AuthzSettings::resolve(&config.authz),
+            authz: AuthzSettings::resolve(&config.authz, &config.index),
             audit,
             storage,
         })

@@ -91,6 +91,9 @@ pub enum ReplyCheck {
 pub struct Invalidation {
     pub grants: bool,
     pub objects: Vec<Object>,
+    /// Tables the location index reads again (after any call that reached the metastore,
+    /// whether or not its outcome is known).
+    pub index: Vec<crate::decision::index::IndexChange>,
 }
 
 /// What a call was, for its audit line and its metrics.

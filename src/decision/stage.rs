@@ -187,6 +187,14 @@ impl Guard {
                 self.facts.invalidate_object(obj);
             }
         }
+        // Then (the caches first: the client may already be sending its next call on another
+        // connection) the index learns what the metastore did, even when the reply was lost:
+        // the table is read again, and what the metastore has is what counts.
+        if end.exit.upstream() != super::UpstreamOutcome::NotSent {
+            for change in &end.invalidate.index {
+                let _ = self.index.apply(change).await;
+            }
+        }
     }
 }
 

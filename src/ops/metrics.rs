@@ -105,6 +105,23 @@ pub struct Metrics {
     pub group_names_refused: Family<SourceLabels, Counter>,
     /// Users whose groups are cached.
     pub group_cache_entries: Gauge,
+    /// The location index's state: 1 for the current one (`disabled`, `building`, `ready`,
+    /// `incomplete`), 0 for the others.
+    pub index_state: Family<IndexStateLabels, Gauge>,
+    /// Locations (tables' and outside partitions') the index holds.
+    pub index_entries: Gauge,
+    /// Tables with at least one location in the index.
+    pub index_tables: Gauge,
+    /// Tables read so far by the build that runs (or the last one): its progress.
+    pub index_build_tables: Gauge,
+    /// How long the last build took.
+    pub index_build_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Builds by outcome (`ok`, `error`).
+    pub index_builds: Family<OutcomeLabels, Counter>,
+    /// Rebuilds started by the periodic rescan.
+    pub index_rebuilds: Counter,
+    /// Tables read again after a call changed them (`ok`, `error`).
+    pub index_refreshes: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +134,12 @@ pub struct GroupLookupLabels {
 pub struct SourceLabels {
     /// `static`, `file`, `os`, `ldap` (or `any`).
     pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IndexStateLabels {
+    /// `disabled`, `building`, `ready`, `incomplete`.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -239,6 +262,7 @@ impl Metrics {
         m.register_handshakes(&mut registry);
         m.register_storage_checks(&mut registry);
         m.register_groups(&mut registry);
+        m.register_index(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -275,6 +299,14 @@ impl Metrics {
             delegation_tokens: Family::default(),
             storage_probes: Family::default(),
             storage_listings: Family::default(),
+            index_state: Family::default(),
+            index_entries: Gauge::default(),
+            index_tables: Gauge::default(),
+            index_build_tables: Gauge::default(),
+            index_build_seconds: Gauge::default(),
+            index_builds: Family::default(),
+            index_rebuilds: Counter::default(),
+            index_refreshes: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
             group_lookups: Family::default(),
@@ -514,6 +546,51 @@ impl Metrics {
             "Time of one storage check, cached or not",
             Unit::Seconds,
             self.storage_check_duration.clone(),
+        );
+    }
+
+    /// The location index (decision/index).
+    fn register_index(&self, registry: &mut Registry) {
+        registry.register(
+            "index_state",
+            "The location index's state: 1 for the current one (state: disabled, building, ready, incomplete)",
+            self.index_state.clone(),
+        );
+        registry.register(
+            "index_entries",
+            "Locations the location index holds (tables' and partitions' outside their table)",
+            self.index_entries.clone(),
+        );
+        registry.register(
+            "index_tables",
+            "Tables with a location in the location index",
+            self.index_tables.clone(),
+        );
+        registry.register(
+            "index_build_tables",
+            "Tables read by the location index's current (or last) build: its progress",
+            self.index_build_tables.clone(),
+        );
+        registry.register_with_unit(
+            "index_build_duration",
+            "How long the location index's last build took",
+            Unit::Seconds,
+            self.index_build_seconds.clone(),
+        );
+        registry.register(
+            "index_builds",
+            "Builds of the location index, the first and every rescan (outcome: ok, error)",
+            self.index_builds.clone(),
+        );
+        registry.register(
+            "index_rebuilds",
+            "Rebuilds of the location index started by its periodic rescan (index.rescan_ms)",
+            self.index_rebuilds.clone(),
+        );
+        registry.register(
+            "index_refreshes",
+            "Tables the location index read again after a call through the proxy changed them (outcome: ok, error — the next rescan reads them)",
+            self.index_refreshes.clone(),
         );
     }
 
