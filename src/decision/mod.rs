@@ -13,6 +13,7 @@
 
 pub mod authz;
 pub mod cache;
+pub mod cacheable;
 pub mod classify;
 mod existence;
 pub mod facts;
@@ -227,6 +228,7 @@ impl Guard {
                     session: self.session_of(&call.header.name),
                     bytes: call.bytes,
                     reply: ReplyCheck::Stream,
+                    cache: Default::default(),
                 }),
                 record: Record::Passed,
                 invalidate,
@@ -445,6 +447,7 @@ impl Guard {
                 bytes,
                 reply,
                 session: Session::Caller,
+                cache: Default::default(),
             })
         };
         let action = if audit_failing {
