@@ -121,8 +121,8 @@ pub struct IdentityConfig {
     pub pinned_groups: Vec<String>,
     /// In `set_ugi` mode, take the groups the client claims instead of `groups`.
     pub trust_client_groups: bool,
-    /// In `set_ugi` mode, each user's groups (users not listed have none).
-    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where users' groups come from (`set_ugi`, `certificate` and `kerberos` modes).
+    pub groups: crate::auth::groups::config::GroupsConfig,
     /// `kerberos` mode: the service principal, its keytab and the name mapping.
     pub kerberos: KerberosConfig,
 }
@@ -762,6 +762,7 @@ impl Config {
         errors.extend(self.audit.validate());
         errors.extend(self.storage.validate());
         errors.extend(self.cache.validate());
+        errors.extend(self.identity.groups.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }

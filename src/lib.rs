@@ -11,9 +11,12 @@
 //!       ─► read: wire::framing::MessageWalker over wire::codec::Scanner (bounded: size,
 //!          depth, counts, bytes held over all connections, time)
 //!       ─► wire::router::route (the method's entry: class, rule, declared exception)
+//!       ─► the identity's groups brought up to date (auth::groups: static, file, os, ldap;
+//!          a TTL cache, a hit is a memory lookup; unreadable: the call is refused)
 //!       ─► decision::Guard::begin ─► one Decision { action, record, invalidate }
 //!            refused first: an unauthenticated connection; a request the metastore's Java
-//!            reader could read differently (wire::schema); set_ugi (answered by the proxy)
+//!            reader could read differently (wire::schema); set_ugi (answered by the proxy);
+//!            a caller whose groups could not be read
 //!            then decide: classify (objects, locations, alter diffs) ─► gather (facts:
 //!            grants, owners, holders; bounded single-flight TTL caches) ─► authz::authorize
 //!            (pure) and storage (dual IAM) ─► existence ─► conclude in the configured mode
@@ -129,9 +132,25 @@ pub async fn start_with(
     if !watched.is_empty() {
         tokio::spawn(tls::watch(watched, every, shutdown.clone()));
     }
+    let groups = Arc::new(
+        crate::auth::groups::GroupResolver::new(
+            &settings.identity.groups,
+            settings.identity.metastore_db,
+            metrics.clone(),
+        )
+        .map_err(invalid)?,
+    );
     let shared = Arc::new(
-        Shared::new(settings, metrics.clone(), storage, facts, tls, upstream_tls)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        Shared::new(
+            settings,
+            metrics.clone(),
+            storage,
+            facts,
+            tls,
+            upstream_tls,
+            groups,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;

@@ -188,6 +188,7 @@ impl Settings {
         // buckets file changed in between (read here for the last time, never after start-up).
         let audit = AuditSettings::resolve(&config.audit)?;
         let storage = StorageSettings::resolve(&config.storage)?;
+        let groups = config.identity.groups.resolve()?;
         let u = &config.upstream;
         Ok(Settings {
             listen,
@@ -206,7 +207,7 @@ impl Settings {
                 mode: config.identity.mode,
                 pinned,
                 trust_client_groups: config.identity.trust_client_groups,
-                groups: config.identity.groups.clone(),
+                groups,
                 kerberos,
                 metastore_db: u.metastore_db,
             },
@@ -503,10 +504,17 @@ fn name_errors(config: &Config, pinned: &Identity) -> Vec<ConfigError> {
             names.push(("identity.pinned_groups".into(), NameKind::Group, g));
         }
     }
-    for (user, groups) in &config.identity.groups {
-        names.push(("identity.groups".into(), NameKind::User, user));
-        for g in groups {
-            names.push((format!("identity.groups.{user}"), NameKind::Group, g));
+    let g = &config.identity.groups;
+    let legacy = g.legacy_users();
+    let tables = [("identity.groups", &legacy)]
+        .into_iter()
+        .chain(g.static_.iter().map(|t| ("identity.groups.static", t)));
+    for (at, table) in tables {
+        for (user, groups) in table {
+            names.push((at.into(), NameKind::User, user));
+            for group in groups {
+                names.push((format!("{at}.{user}"), NameKind::Group, group));
+            }
         }
     }
     for u in &config.authz.admin_users {
@@ -590,7 +598,8 @@ mod tests {
         c.authz.admin_role = "admin\t".into();
         c.identity
             .groups
-            .insert("mary".into(), vec![" staff".into()]);
+            .users
+            .insert("mary".into(), toml::Value::from(vec![" staff"]));
         let errors = Settings::resolve_with(c.clone(), |_| None).unwrap_err();
         for key in [
             "identity.pinned_user",

@@ -507,3 +507,49 @@ async fn a_withheld_reply_is_audited_as_the_denial_the_caller_got() {
     );
     assert!(l["matched"].as_str().unwrap().contains("withheld"), "{l}");
 }
+
+/// Groups from a source that fails (`[identity.groups]`, `on_error = "deny"`): the user's
+/// calls are refused with a `TApplicationException` naming the user and the source, nothing
+/// reaches the metastore, `set_ugi` is still answered, and the same connection works again
+/// once the source does — a failure is never "no groups".
+#[tokio::test]
+async fn a_failing_group_source_refuses_the_users_calls_naming_user_and_source() {
+    let dir = std::env::temp_dir().join(format!("hms-guard-authz-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("groups");
+    std::fs::write(&path, "staff:mary\n").unwrap();
+    let (up, facts) = (metastore().await, facts());
+    let extra = format!(
+        "[identity.groups]\nsources = [\"file\"]\nttl_ms = 100\n[identity.groups.file]\npath = \"{}\"\n",
+        path.display()
+    );
+    let proxy = start(&up, &facts, &extra).await;
+    let mut c = proxy.connect().await;
+    roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    let get = call(B, "get_table", 2, &["db", "t"]);
+    let (h, reply) = roundtrip(&mut c, &get, B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+    assert!(declared(&result(&reply).1).is_none(), "mary reads db.t");
+    let forwarded = methods(&up).len();
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (h, reply) = roundtrip(&mut c, &get, B, false).await;
+    assert_eq!(h.kind, MessageType::Exception);
+    let message = exception_message(B, &reply, &h);
+    assert!(
+        message.contains("the groups of user mary could not be read from the file source"),
+        "{message}"
+    );
+    assert_eq!(
+        methods(&up).len(),
+        forwarded,
+        "nothing reached the metastore"
+    );
+    let (h, _) = roundtrip(&mut c, &set_ugi("mary", &[]), B, false).await;
+    assert_eq!(h.kind, MessageType::Reply, "set_ugi is still answered");
+    std::fs::write(&path, "staff:mary\n").unwrap();
+    let (h, reply) = roundtrip(&mut c, &get, B, false).await;
+    assert_eq!(h.kind, MessageType::Reply);
+    assert!(declared(&result(&reply).1).is_none(), "readable again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

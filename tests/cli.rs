@@ -198,3 +198,40 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[test]
+fn check_config_reports_group_source_errors_by_key() {
+    let cfg = write_config(
+        r#"
+[upstream]
+uris = ["thrift://127.0.0.1:9083"]
+[identity.groups]
+sources = ["ldap", "file", "nis"]
+ttl_ms = 0
+[identity.groups.ldap]
+url = "ldapz://directory.example.com"
+ca = "/nonexistent/ldap-ca.pem"
+bind_dn = "cn=reader,dc=example,dc=com"
+bind_password_file = "/nonexistent/ldap-password"
+base = ""
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "identity.groups.ldap.url",
+        "identity.groups.ldap.ca: /nonexistent/ldap-ca.pem",
+        "identity.groups.ldap.bind_password_file: /nonexistent/ldap-password",
+        "identity.groups.ldap.base",
+        "identity.groups.sources: unknown source \"nis\"",
+        "identity.groups.sources: lists \"file\" but [identity.groups.file] is not configured",
+        "identity.groups.ttl_ms",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}

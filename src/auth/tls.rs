@@ -330,6 +330,36 @@ fn build_client(s: &UpstreamTlsSettings) -> Result<rustls::ClientConfig, String>
     }
 }
 
+/// The CA certificates of a PEM file as trust anchors (`key` names the setting in errors).
+pub fn read_roots(path: &std::path::Path, key: &str) -> Result<RootCertStore, String> {
+    roots(&path.to_path_buf(), key)
+}
+
+/// A client configuration towards a directory server (`[identity.groups.ldap]`): trusting
+/// `ca`, presenting `client` (certificate, key) when set.
+pub fn directory_client(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = read_roots(ca, "identity.groups.ldap.ca")?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    match client {
+        Some((cert, key)) => {
+            let chain = chain(&cert.to_path_buf(), "identity.groups.ldap.client_cert")?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("identity.groups.ldap.client_key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("identity.groups.ldap.client_cert/key: {e}"))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
 /// The certificates of a PEM file (at least one); `key` names the setting in errors.
 fn chain(path: &PathBuf, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{AuthzMode, IdentityMode};
+use crate::config::AuthzMode;
 use crate::decision::authz::{
     authorize, AlterKind, Facts, GrantTarget, Grants, Object, Operation, Owner, Principal,
     PrincipalKind, Privilege, PUBLIC_ROLE,
@@ -115,16 +115,7 @@ pub struct Request {
     pub json: bool,
 }
 
-/// The groups the proxy gives `user` on a `set_ugi` connection: the pinned identity's when it
-/// is the pinned user, else `identity.groups`. The one place the review learns groups.
-pub fn proxy_groups(settings: &Settings, user: &str) -> Vec<String> {
-    let id = &settings.identity;
-    if id.mode == IdentityMode::Pinned && id.pinned.user == user {
-        id.pinned.groups.clone()
-    } else {
-        id.groups.get(user).cloned().unwrap_or_default()
-    }
-}
+pub use super::explain::proxy_groups;
 
 /// Runs one review against the configured metastore; returns what to print.
 pub async fn access(settings: &Settings, r: &Request) -> Result<String, String> {
@@ -142,7 +133,10 @@ pub async fn access(settings: &Settings, r: &Request) -> Result<String, String> 
         }
         (None, Some(user)) => {
             let (groups, groups_from) = if r.groups.is_empty() {
-                (proxy_groups(settings, user), "the proxy's configuration")
+                (
+                    proxy_groups(settings, user).await?,
+                    "the proxy's configuration ([identity.groups] sources)",
+                )
             } else {
                 (r.groups.clone(), "--group")
             };

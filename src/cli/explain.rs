@@ -294,24 +294,43 @@ fn privilege_bag(r: &Request) -> Result<Value, String> {
     Ok(Value::Struct(vec![(1, Value::List(vec![hop]))]))
 }
 
-/// The identity the proxy would give this user.
-fn identity_of(settings: &Settings, r: &Request) -> Identity {
-    let id = &settings.identity;
+/// The identity the proxy would give this user: the groups given, the pinned ones, or those
+/// its `[identity.groups]` sources give (a source failing is an error, as it denies a live
+/// call).
+async fn identity_of(settings: &Settings, r: &Request) -> Result<Identity, String> {
     let groups = if !r.groups.is_empty() {
         r.groups.clone()
-    } else if id.mode == IdentityMode::Pinned && id.pinned.user == r.user {
-        id.pinned.groups.clone()
     } else {
-        id.groups.get(&r.user).cloned().unwrap_or_default()
+        proxy_groups(settings, &r.user).await?
     };
-    Identity::new(&r.user, &groups, IdentitySource::SetUgi)
+    Ok(Identity::new(&r.user, &groups, IdentitySource::SetUgi))
+}
+
+/// The groups the proxy gives `user`: the pinned identity's when it is the pinned user, else
+/// those its `[identity.groups]` sources give (a source failing is an error, as it denies a
+/// live call). The one place the command line learns groups (`explain`, `access`).
+pub async fn proxy_groups(settings: &Settings, user: &str) -> Result<Vec<String>, String> {
+    let id = &settings.identity;
+    if id.mode == IdentityMode::Pinned && id.pinned.user == user {
+        return Ok(id.pinned.groups.clone());
+    }
+    let resolver = crate::auth::groups::GroupResolver::new(
+        &id.groups,
+        id.metastore_db,
+        Arc::new(Metrics::new()),
+    )?;
+    Ok(resolver
+        .groups(user)
+        .await
+        .map_err(|e| e.to_string())?
+        .to_vec())
 }
 
 /// Explains one decision against the configured metastore.
 pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, String> {
     let guard = guard_of(settings).await?;
     let method = router::route(&r.method, settings.upstream.versions);
-    let identity = identity_of(settings, r);
+    let identity = identity_of(settings, r).await?;
     // The names rule refuses such a user at set_ugi: there is no decision to explain.
     settings
         .identity

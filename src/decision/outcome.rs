@@ -119,6 +119,8 @@ pub enum Refused {
     UnreadableRequest,
     /// A `set_ugi` naming a user or group the names rule refuses.
     IdentityRefused,
+    /// The caller's groups could not be read from their sources.
+    GroupsUnavailable,
 }
 
 impl Refused {
@@ -127,6 +129,7 @@ impl Refused {
             Refused::Unauthenticated => "unauthenticated",
             Refused::UnreadableRequest => "unreadable_request",
             Refused::IdentityRefused => "identity_refused",
+            Refused::GroupsUnavailable => "groups_unavailable",
         }
     }
 }

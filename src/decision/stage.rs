@@ -32,6 +32,9 @@ pub struct Request<'a> {
     /// Set: the connection did not authenticate as the listener requires; the call is refused
     /// with this.
     pub refusal: Option<&'a str>,
+    /// Set: the caller's groups could not be read (`[identity.groups]`, `on_error = "deny"`);
+    /// every call but `set_ugi` is refused with this.
+    pub groups_refusal: Option<&'a str>,
     pub entry: Option<&'static Method>,
     pub header: &'a MessageHeader,
     /// The whole message as the client sent it (frame prefix included when framed).
@@ -89,6 +92,15 @@ impl Guard {
         };
         if self.mode != AuthzMode::Off && request.entry.is_some_and(|m| m.rule == Rule::SetUgi) {
             return set_ugi(&request, settings, &args);
+        }
+        if let Some(message) = request.groups_refusal {
+            tracing::warn!(method = %request.header.name, user = %request.identity.user, "{message}");
+            return refusal(
+                Refused::GroupsUnavailable,
+                message,
+                AppErrorKind::Unknown,
+                false,
+            );
         }
         if self.mode == AuthzMode::Off && request.entry.is_some_and(|m| m.rule == Rule::Question) {
             // Never forwarded (no metastore has the method): with authorization off, every

@@ -61,6 +61,8 @@ pub struct Shared {
     pub replies: Option<Arc<ReplyCache>>,
     /// Request bytes held over all connections.
     held: Arc<HeldBytes>,
+    /// Users' groups (`[identity.groups]`), cached.
+    pub groups: Arc<crate::auth::groups::GroupResolver>,
 }
 
 impl Shared {
@@ -73,6 +75,7 @@ impl Shared {
         facts: Option<Box<dyn FactsSource>>,
         tls: Option<Arc<Tls>>,
         upstream_tls: Option<Arc<crate::auth::tls::UpstreamTls>>,
+        groups: Arc<crate::auth::groups::GroupResolver>,
     ) -> Result<Self, AuditError> {
         let upstreams = Upstreams::from_settings(&settings, metrics.clone(), upstream_tls);
         let (a, depth) = (&settings.authz, settings.limits.request.max_depth);
@@ -105,6 +108,7 @@ impl Shared {
             audit,
             replies,
             held: Arc::new(HeldBytes::new(max)),
+            groups,
         })
     }
 }
@@ -678,6 +682,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let started = Instant::now();
         let header = request.header;
         let entry = router::route(&header.name, shared.settings.upstream.versions);
+        // set_ugi is answered whatever the current identity's groups (it may change them).
+        let groups_refusal = if entry.is_some_and(|m| m.rule == router::Rule::SetUgi) {
+            None
+        } else {
+            self.refresh_groups().await
+        };
         let Decision {
             action,
             record,
@@ -688,6 +698,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 decision::Request {
                     identity: &self.identity,
                     refusal: self.refusal.as_deref(),
+                    groups_refusal: groups_refusal.as_deref(),
                     entry,
                     header: &header,
                     bytes: request.bytes,
@@ -702,6 +713,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let end = self.ended(&header, record, invalidate, started, done);
         shared.guard.finish(&shared.audit, end).await;
         keep_open
+    }
+
+    /// Brings the identity's groups up to date before a call is decided (a cache hit is a
+    /// memory lookup; an expired answer is read again, so a change in the sources reaches
+    /// long connections within the TTL). `Some`: the groups could not be read and must not be
+    /// guessed — the message the call is refused with.
+    async fn refresh_groups(&mut self) -> Option<String> {
+        let shared = self.shared.clone();
+        let s = &shared.settings;
+        if s.authz.mode == crate::config::AuthzMode::Off
+            || !s.identity.resolves_groups(&self.identity)
+        {
+            return None;
+        }
+        match shared.groups.groups(&self.identity.user).await {
+            Ok(groups) => {
+                if *groups != self.identity.groups {
+                    debug!(user = %self.identity.user, groups = ?groups, "groups read");
+                    self.identity.groups = groups.to_vec();
+                }
+                None
+            }
+            // Shadow mode forwards what it would deny: it forwards this too (logged above).
+            Err(_) if s.authz.mode == crate::config::AuthzMode::Shadow => None,
+            Err(e) => Some(format!("hms-guard: refused: {e}")),
+        }
     }
 
     /// Does what the decision says: forward, deny, answer, or refuse.

@@ -87,7 +87,9 @@ pub struct IdentitySettings {
     /// The identity of every connection of a pinned proxy (anonymous in `set_ugi` mode).
     pub pinned: Identity,
     pub trust_client_groups: bool,
-    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where users' groups come from (`[identity.groups]`); read by the connection's
+    /// `GroupResolver` before each call (`resolves_groups`).
+    pub groups: crate::auth::groups::config::GroupsSettings,
     /// `kerberos` mode: the acceptor and the name mapping.
     pub kerberos: Option<std::sync::Arc<crate::auth::kerberos::KerberosSettings>>,
     /// The database behind the metastore (`upstream.metastore_db`): which identity names are
@@ -109,13 +111,24 @@ impl IdentitySettings {
     }
 
     /// The identity of a user the proxy verified (a client certificate's name, a Kerberos
-    /// principal's user): groups from the configuration only. Refused when the name breaks
-    /// the names rule of the metastore's database.
+    /// principal's user), its groups still to be read from the sources (`resolves_groups`:
+    /// the connection reads them before each call). Refused when the name breaks the names
+    /// rule of the metastore's database.
     pub fn verified(&self, user: &str, source: IdentitySource) -> Result<Identity, NameRefusal> {
-        let groups = self.groups.get(user).cloned().unwrap_or_default();
-        let identity = Identity::new(user, &groups, source);
+        let identity = Identity::new(user, &[], source);
         self.check(&identity)?;
         Ok(identity)
+    }
+
+    /// Whether `identity`'s groups come from `[identity.groups]` (read before each call):
+    /// a `set_ugi` user unless client groups are trusted, a certificate's or Kerberos
+    /// principal's user. A pinned identity keeps its pinned groups.
+    pub fn resolves_groups(&self, identity: &Identity) -> bool {
+        match identity.source {
+            IdentitySource::SetUgi => !self.trust_client_groups,
+            IdentitySource::Certificate | IdentitySource::Kerberos => true,
+            IdentitySource::Pinned | IdentitySource::Anonymous => false,
+        }
     }
 
     /// The names rule (`names::check`) applied to an identity's user and groups.
@@ -127,20 +140,21 @@ impl IdentitySettings {
         Ok(())
     }
 
-    /// The groups of a user who named itself with `set_ugi` (those it claimed, when client
-    /// groups are trusted).
-    pub fn groups_of(&self, user: &str, claimed: &[String]) -> Vec<String> {
+    /// The groups of a user who named itself with `set_ugi`: those it claimed, when client
+    /// groups are trusted; else none yet — the connection reads them from the sources before
+    /// the next call (`resolves_groups`).
+    pub fn groups_of(&self, claimed: &[String]) -> Vec<String> {
         if self.trust_client_groups {
             claimed.to_vec()
         } else {
-            self.groups.get(user).cloned().unwrap_or_default()
+            Vec::new()
         }
     }
 }
 
 /// `set_ugi`, answered by the proxy: in `set_ugi` mode the claimed user becomes the
-/// connection's identity (groups from the configuration, or those claimed when client groups
-/// are trusted); pinned, nothing changes. Returns the connection's identity after the call and
+/// connection's identity (groups from `[identity.groups]`, read before its next call, or those
+/// claimed when client groups are trusted); pinned, nothing changes. Returns the connection's identity after the call and
 /// the reply — what the metastore itself answers: the group names the client sent. A claimed
 /// user or group that breaks the names rule of the metastore's database (`names::check`) is
 /// refused and the identity stays as it was.
@@ -159,7 +173,7 @@ pub fn set_ugi(
     let claimed_groups = strings_at(args, &[2, crate::wire::router::EACH]);
     let identity = match (settings.mode, claimed) {
         (IdentityMode::SetUgi, Some(user)) if !user.is_empty() => {
-            let groups = settings.groups_of(&user, &claimed_groups);
+            let groups = settings.groups_of(&claimed_groups);
             let id = Identity::new(&user, &groups, IdentitySource::SetUgi);
             settings.check(&id)?;
             tracing::info!(user = %id.user, groups = ?id.groups, "identity from set_ugi");

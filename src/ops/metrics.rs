@@ -110,6 +110,27 @@ pub struct Metrics {
     pub notification_gaps: Counter,
     pub notification_last_event: Gauge,
     pub notification_lag_ms: Gauge,
+    /// Group lookups by source (`cache`, `static`, `file`, `os`, `ldap`) and outcome (cache:
+    /// `hit`, `miss`, `last_known`; sources: `found`, `unknown`, `error`, `timeout`).
+    pub group_lookups: Family<GroupLookupLabels, Counter>,
+    /// Group lookups that failed, by the source that failed (`any`: no lookup slot in time).
+    pub group_lookup_failures: Family<SourceLabels, Counter>,
+    /// Group names a source gave that the names rule refused (left out).
+    pub group_names_refused: Family<SourceLabels, Counter>,
+    /// Users whose groups are cached.
+    pub group_cache_entries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLookupLabels {
+    pub source: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `static`, `file`, `os`, `ldap` (or `any`).
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -232,6 +253,7 @@ impl Metrics {
         m.register_handshakes(&mut registry);
         m.register_storage_checks(&mut registry);
         m.register_reply_cache(&mut registry);
+        m.register_groups(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -280,8 +302,35 @@ impl Metrics {
             notification_gaps: Counter::default(),
             notification_last_event: Gauge::default(),
             notification_lag_ms: Gauge::default(),
+            group_lookups: Family::default(),
+            group_lookup_failures: Family::default(),
+            group_names_refused: Family::default(),
+            group_cache_entries: Gauge::default(),
             registry: Registry::default(),
         }
+    }
+
+    fn register_groups(&self, registry: &mut Registry) {
+        registry.register(
+            "group_lookups",
+            "Group lookups by source and outcome",
+            self.group_lookups.clone(),
+        );
+        registry.register(
+            "group_lookup_failures",
+            "Group lookups that failed, by failing source",
+            self.group_lookup_failures.clone(),
+        );
+        registry.register(
+            "group_names_refused",
+            "Group names from a source left out by the names rule",
+            self.group_names_refused.clone(),
+        );
+        registry.register(
+            "group_cache_entries",
+            "Users whose groups are cached",
+            self.group_cache_entries.clone(),
+        );
     }
 
     /// `build_info`: 1, labelled with the version.

@@ -52,6 +52,10 @@ CASES = {
         [(f'hms_guard_decisions_total{{{I}, decision="deny", reason="facts_unavailable"}}', "0+6x30")],
         "20m", {}, 0.1,
         [(f'hms_guard_decisions_total{{{I}, decision="deny", reason="missing_privilege"}}', "0+6x30")]),
+    "HmsGuardGroupLookupFailures": (
+        [(f'hms_guard_group_lookup_failures_total{{{I}, source="ldap"}}', "0+6x30")],
+        "20m", {"source": "ldap"}, 0.1,
+        [(f'hms_guard_group_lookup_failures_total{{{I}, source="ldap"}}', "0x30")]),
     "HmsGuardStsFailures": (
         [(f'hms_guard_storage_sts_calls_total{{{I}, hop="user", outcome="ok"}}', "0+7x40"),
          (f'hms_guard_storage_sts_calls_total{{{I}, hop="user", outcome="denied"}}', "0+3x40")],

@@ -57,6 +57,11 @@ EXPECTED_METRICS = {
     "hms_guard_sasl_handshakes_total": "counter",
     "hms_guard_handshake_timeouts_total": "counter",
     "hms_guard_delegation_tokens_total": "counter",
+    # users' groups from their sources (docs/IDENTITY.md, "Groups")
+    "hms_guard_group_lookups_total": "counter",
+    "hms_guard_group_lookup_failures_total": "counter",
+    "hms_guard_group_names_refused_total": "counter",
+    "hms_guard_group_cache_entries": "gauge",
     # storage checks (dual IAM, docs/STORAGE.md)
     "hms_guard_storage_sts_calls_total": "counter",
     "hms_guard_storage_credential_refreshes_total": "counter",

@@ -5,7 +5,8 @@ One lab is one directory; everything any part writes stays inside it:
 
     DIR/hms/          the metastore: conf/ (hive-site.xml, core-site.xml, hive-log4j2.properties),
                       metastore_db/ (Derby), warehouse/, tmp/, metastore.log (its log4j log),
-                      metastore.out (its stdout/stderr), metastore.pid
+                      metastore.out (its stdout/stderr), metastore.pid; with notifications=True
+                      it records its notification log (tests/lab/notify, tests/README.md)
     DIR/s3/datalake/  the emulated bucket: s3a://datalake/KEY is DIR/s3/datalake/KEY
     DIR/spark/        a Spark session's dirs and spark.log
     DIR/NAME.toml     an hms-guard config; NAME.log (stderr: its JSON log), NAME.out (stdout)
@@ -20,6 +21,7 @@ import argparse
 import atexit
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,6 +58,58 @@ def jars_dir():
 def java():
     home = os.environ.get("JAVA_HOME")
     return str(Path(home) / "bin" / "java") if home else "java"
+
+
+def javac():
+    home = os.environ.get("JAVA_HOME")
+    return str(Path(home) / "bin" / "javac") if home else (shutil.which("javac") or "javac")
+
+
+NOTIFY_SRC = REPO / "tests" / "lab" / "notify"
+
+
+def notify_jar():
+    """The lab's notification-log listener (tests/lab/notify, hmsguard.lab.NotificationLog)
+    as a jar, compiled with javac against pyspark's metastore jars on first use and cached
+    under the lab cache (${HMS_GUARD_CACHE:-~/.cache/hms-guard}/notify/HASH.jar, HASH over
+    the sources and the metastore jar's name: a changed source makes a new jar). Raises
+    RuntimeError if javac is missing or the compilation fails."""
+    import hashlib
+    import tempfile
+    import zipfile
+    sources = sorted(NOTIFY_SRC.rglob("*.java"))
+    if not sources:
+        raise RuntimeError(f"no Java sources under {NOTIFY_SRC}")
+    metastore_jars = sorted(p.name for p in jars_dir().glob("hive-metastore-*.jar"))
+    if not metastore_jars:
+        raise RuntimeError(f"no hive-metastore jar in {jars_dir()}: run tests/lab/setup.sh")
+    h = hashlib.sha256("\n".join(metastore_jars).encode())
+    for src in sources:
+        h.update(str(src.relative_to(NOTIFY_SRC)).encode() + b"\0" + src.read_bytes())
+    cache = Path(os.environ.get("HMS_GUARD_CACHE", Path.home() / ".cache" / "hms-guard"))
+    jar = cache / "notify" / f"hms-guard-lab-notify-{h.hexdigest()[:16]}.jar"
+    if jar.is_file():
+        return jar
+    compiler = javac()
+    if not (shutil.which(compiler) or os.access(compiler, os.X_OK)):
+        raise RuntimeError(f"javac not found ({compiler}): the lab's notification listener "
+                           "is compiled with it; tests/lab/setup.sh installs a JDK 17+")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as tmp:
+        classes = Path(tmp) / "classes"
+        r = subprocess.run([compiler, "-nowarn", "--release", "17", "-d", str(classes),
+                            "-cp", f"{jars_dir()}/*", *map(str, sources)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"javac of {NOTIFY_SRC} failed ({r.returncode}):\n"
+                               f"{r.stdout}{r.stderr}")
+        part = Path(tmp) / "notify.jar"
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+            for f in sorted(classes.rglob("*.class")):
+                z.write(f, str(f.relative_to(classes)))
+        os.replace(part, jar)  # atomic: a concurrent builder writes the same bytes
+    return jar
 
 
 def tail(*paths, n=40):
@@ -293,6 +347,31 @@ def ask_question(client, action, db=None, table=None, path=None, privileges=(),
     return answer
 
 
+def current_event_id(client):
+    """get_current_notificationEventId: the id of the newest event of the notification log
+    (0 when none was ever recorded)."""
+    return client.get_current_notificationEventId().eventId
+
+
+def next_events(client, last_id, max_events=None):
+    """get_next_notification: the events with ids above `last_id`, ascending, at most
+    `max_events` (all if None) — Thrift NotificationEvent objects (eventId, eventTime,
+    eventType, dbName, tableName, message, messageFormat)."""
+    from hmsclient.genthrift.hive_metastore import ttypes as tt
+    rqst = tt.NotificationEventRequest(lastEvent=last_id, maxEvents=max_events)
+    return list(client.get_next_notification(rqst).events or [])
+
+
+def thrift_from_json(cls, text):
+    """A Thrift object of class `cls` (hmsclient's types) read from Thrift's JSON protocol,
+    as notification messages carry objects (e.g. a create-table message's tableObjJson)."""
+    from thrift.protocol import TJSONProtocol
+    from thrift.transport import TTransport
+    obj = cls()
+    obj.read(TJSONProtocol.TJSONProtocol(TTransport.TMemoryBuffer(text.encode())))
+    return obj
+
+
 def hms_client(port, host="127.0.0.1", timeout=30):
     """An unopened hmsclient.HMSClient (use `with hms_client(port) as c:`), socket timeout in
     seconds so a hung server fails the caller instead of blocking it."""
@@ -313,10 +392,18 @@ class Metastore:
     """A real Hive Metastore 2.3 with embedded Derby; its files under DIR/hms, the emulated
     bucket under DIR/s3/datalake."""
 
-    def __init__(self, lab, port=None, admin_users=("admin",), kerberos=None, home=None):
+    def __init__(self, lab, port=None, admin_users=("admin",), kerberos=None, home=None,
+                 notifications=False, notification_ttl_s=None, notification_clean_ms=500):
         """`kerberos`: a dict {principal, keytab, krb5_conf, proxy_users, protection} for a
-        metastore in SASL mode (Kerberos for clients, delegation tokens for proxy users)."""
+        metastore in SASL mode (Kerberos for clients, delegation tokens for proxy users).
+        `notifications`: record the notification log (get_next_notification) with the lab's
+        listener (notify_jar(), tests/README.md); `notification_ttl_s`: its events' time to
+        live in seconds (Hive's default, a day, if None), purged every
+        `notification_clean_ms` milliseconds. Read at each start."""
         self.lab = Path(lab)
+        self.notifications = notifications
+        self.notification_ttl_s = notification_ttl_s
+        self.notification_clean_ms = notification_clean_ms
         self.kerberos = kerberos
         self.home = Path(home) if home else self.lab / "hms"
         self.port = port or free_port()
@@ -357,6 +444,16 @@ class Metastore:
             "hive.support.concurrency": "true",
             "hive.txn.manager": "org.apache.hadoop.hive.ql.lockmgr.DbTxnManager",
         }
+        if self.notifications:
+            # Transactional: the event is written in the JDO transaction of the change (a
+            # change and its event commit together), as Hive 2.3 configures its
+            # DbNotificationListener.
+            props["hive.metastore.transactional.event.listeners"] = "hmsguard.lab.NotificationLog"
+            props["hmsguard.lab.notification.clean.interval.ms"] = str(
+                int(self.notification_clean_ms))
+            if self.notification_ttl_s is not None:
+                props["hive.metastore.event.db.listener.timetolive"] = (
+                    f"{int(self.notification_ttl_s)}s")
         if in_test:
             # Hive 2.3 creates its transaction tables (TXNS, HIVE_LOCKS, NEXT_LOCK_ID…) only
             # in test mode, on the first transaction call; test mode also refuses lock
@@ -398,7 +495,8 @@ class Metastore:
                 f"-Dderby.stream.error.file={home}/derby.log",
                 f"-Dderby.system.home={home}",
                 f"-Dlog4j2.configurationFile={conf}/hive-log4j2.properties",
-                "-cp", f"{conf}:{jars_dir()}/*",
+                "-cp", f"{conf}:{jars_dir()}/*" + (f":{notify_jar()}" if self.notifications
+                                                   else ""),
                 "org.apache.hadoop.hive.metastore.HiveMetaStore", "-p", str(self.port)]
 
     def start(self, timeout=METASTORE_TIMEOUT, daemon=False, txn_tables=True):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the test lab, cached: the build's own needs (tests/lab/build-deps.sh), Debian's MIT
-# KDC and Kerberos tools with faketime, openssl and a JRE 17+ (apt-get, if missing; Java also if too old) and a
+# KDC and Kerberos tools with faketime, OpenLDAP's slapd and ldap-utils, openssl and a JRE 17+ (apt-get, if missing; Java also if too old) and a
 # Python venv with PyPI pyspark (its jars hold Hive Metastore 2.3 and Spark), hmsclient, thrift
 # and pytest, at ${HMS_GUARD_CACHE:-$HOME/.cache/hms-guard}/venv.
 # First run: ~460 MB download, a few minutes. Re-running when complete takes about a second
@@ -65,6 +65,17 @@ if ! command -v krb5kdc >/dev/null 2>&1 && [ ! -x /usr/sbin/krb5kdc ] \
   say "installing the MIT KDC and client tools (krb5-kdc krb5-admin-server krb5-user) and faketime with apt-get"
   apt_install krb5-kdc krb5-admin-server krb5-user faketime \
     || die "cannot install krb5-kdc krb5-admin-server krb5-user faketime (need root or sudo and apt-get)"
+fi
+
+# --- an OpenLDAP server for the group-source tests (tests/lab/ldap.py): Debian's slapd and
+# ldap-utils (ldapadd, ldapdelete, ldapmodify). Told by debconf to make no directory of its
+# own; the package's service is stopped: the tests start slapd from the config they write.
+if [ ! -x /usr/sbin/slapd ] || ! command -v ldapadd >/dev/null 2>&1; then
+  say "installing OpenLDAP (slapd ldap-utils) with apt-get"
+  echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections \
+    || die "cannot preseed debconf for slapd (need root or sudo)"
+  apt_install slapd ldap-utils || die "cannot install slapd ldap-utils (need root or sudo and apt-get)"
+  as_root service slapd stop >/dev/null 2>&1 || true
 fi
 
 # --- openssl (the TLS end-to-end tests make their certificates with it)

@@ -492,14 +492,14 @@ fn settings(toml: &str) -> Settings {
     Settings::resolve(crate::config::Config::parse(&format!("{base}{toml}")).unwrap()).unwrap()
 }
 
-#[test]
-fn proxy_groups_are_the_groups_the_proxy_gives() {
+#[tokio::test]
+async fn proxy_groups_are_the_groups_the_proxy_gives() {
     let s = settings("[identity.groups]\nmary = [\"staff\", \"etl\"]\n");
-    assert_eq!(proxy_groups(&s, "mary"), ["staff", "etl"]);
-    assert!(proxy_groups(&s, "bob").is_empty());
+    assert_eq!(proxy_groups(&s, "mary").await.unwrap(), ["etl", "staff"]);
+    assert!(proxy_groups(&s, "bob").await.unwrap().is_empty());
     let pinned = settings(
         "[identity]\nmode = \"pinned\"\npinned_user = \"spark\"\npinned_groups = [\"jobs\"]\n",
     );
-    assert_eq!(proxy_groups(&pinned, "spark"), ["jobs"]);
-    assert!(proxy_groups(&pinned, "other").is_empty());
+    assert_eq!(proxy_groups(&pinned, "spark").await.unwrap(), ["jobs"]);
+    assert!(proxy_groups(&pinned, "other").await.unwrap().is_empty());
 }
