@@ -96,7 +96,10 @@ impl CacheConfig {
             }
         }
         if self.max_entry_bytes > self.max_bytes {
-            errors.push(err("cache.max_entry_bytes", "must not exceed cache.max_bytes"));
+            errors.push(err(
+                "cache.max_entry_bytes",
+                "must not exceed cache.max_bytes",
+            ));
         }
         if self.notifications && self.max_staleness_ms <= self.poll_ms {
             errors.push(err(

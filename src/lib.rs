@@ -152,6 +152,28 @@ pub async fn start_with(
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    if let Some(cache) = shared.replies.clone() {
+        if cache.settings().notifications {
+            let a = &shared.settings.authz;
+            let client = facts::MetaClient::new(
+                shared.upstreams.clone(),
+                facts::ClientConfig {
+                    service_user: a.service_user.clone(),
+                    timeout: a.facts_timeout,
+                    max_reply_bytes: a.facts_max_reply_bytes,
+                    max_idle: 1,
+                },
+            );
+            let follower = upstream::notifications::Follower::new(client, cache, metrics.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = follower.run() => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    }
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;
     let admin = match admin_listen {

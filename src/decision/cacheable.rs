@@ -2,10 +2,8 @@
 //! may answer (tagged by the database and table it reads), a write that drops the entries
 //! of what it touches, or a write whose reach is unknown (everything dropped).
 //!
-//! Decided from the method table's rule and the arguments as the metastore reads them. The
-//! tags are names as the metastore's database compares them: lower case, trailing spaces
-//! ignored (Derby and MySQL's PAD SPACE collations compare `t` and `t ` equal) — wider than
-//! the exact name, so a write always reaches every entry that could read what it changed. A
+//! Decided from the method table's rule and the arguments as the metastore reads them (the
+//! tags fold names as the metastore's database compares them: `upstream::cache::Tag`). A
 //! catalog-qualified name (`@cat#db`, Hive 3 and later) is not cached, and a write naming one
 //! drops everything.
 
@@ -16,12 +14,10 @@ use crate::wire::codec::path::strings_at;
 use crate::wire::codec::value::Value;
 use crate::wire::router::{Class, Method, Path, Rule};
 
-/// A name as the tags hold it; `None` for a name the cache does not follow.
+/// A name the cache follows (the tags fold it as the metastore compares names); `None`
+/// for a catalog-qualified one.
 fn name(raw: &str) -> Option<String> {
-    if raw.starts_with('@') {
-        return None;
-    }
-    Some(raw.trim_end_matches(' ').to_lowercase())
+    (!raw.starts_with('@')).then(|| raw.to_string())
 }
 
 fn one(args: &Value, path: &[i16]) -> Option<String> {

@@ -34,12 +34,12 @@ use crate::listener::identity::{Identity, IdentitySource};
 use crate::ops::audit::{Audit, AuditError};
 use crate::ops::metrics::{HandshakeStage, Metrics, TransportLabels};
 use crate::settings::Settings;
+use crate::upstream::cache::{CacheUse, ReplyCache};
+use crate::upstream::Tap;
 use crate::upstream::{Answer, StreamError, UpstreamConn, Upstreams};
 use crate::wire::answer;
 use crate::wire::codec::reply::AppErrorKind;
 use crate::wire::codec::{MessageHeader, MessageType, Scan, ScanError};
-use crate::upstream::cache::{CacheUse, ReplyCache};
-use crate::upstream::Tap;
 use crate::wire::framing::MessageWalker;
 use crate::wire::router::{self, Method};
 use crate::wire::transport::{self, Detect, Transport};
@@ -926,7 +926,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let cache = shared.replies.as_deref();
         if let (Some(c), CacheUse::Read { key, .. }) = (cache, &forward.cache) {
             if let Some(reply) = c.get(key, transport, header) {
-                return self.cached(transport, entry, header, &forward.reply, reply).await;
+                return self
+                    .cached(transport, entry, header, &forward.reply, reply)
+                    .await;
             }
         }
         // A miss keeps its reply only if no write went on meanwhile; a write drops what it

@@ -53,18 +53,24 @@ pub struct Tag {
     pub table: Option<String>,
 }
 
+/// A name as the metastore's database compares it: lower case, trailing spaces ignored
+/// (Derby and MySQL's PAD SPACE collations compare `t` and `t ` equal) — wider than the exact
+/// name, so a write reaches every entry that could read what it changed.
+fn folded(name: &str) -> String {
+    name.trim_end_matches(' ').to_lowercase()
+}
+
 impl Tag {
-    /// Names as the metastore compares them: lower case.
     pub fn table(db: &str, table: &str) -> Tag {
         Tag {
-            db: db.to_lowercase(),
-            table: Some(table.to_lowercase()),
+            db: folded(db),
+            table: Some(folded(table)),
         }
     }
 
     pub fn database(db: &str) -> Tag {
         Tag {
-            db: db.to_lowercase(),
+            db: folded(db),
             table: None,
         }
     }
@@ -111,8 +117,12 @@ pub struct ReplyCache {
     inner: Mutex<Inner>,
     /// Bumped by every invalidation.
     epoch: AtomicU64,
-    /// Whether entries may be served (the notification follower is within the bound).
+    /// Whether entries may be served at all (`set_serving`).
     serving: AtomicBool,
+    /// With notifications: entries are served until this many ms after `start` (the last
+    /// time the log was read to its end, plus `max_staleness`).
+    fresh_until: AtomicU64,
+    start: Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -121,14 +131,44 @@ const ENTRY_OVERHEAD: usize = 160;
 
 impl ReplyCache {
     pub fn new(settings: CacheSettings, metrics: Arc<Metrics>) -> Self {
-        let serving = !settings.notifications;
+        let fresh_until = if settings.notifications { 0 } else { u64::MAX };
+        metrics
+            .cache_serving
+            .set(i64::from(!settings.notifications));
         ReplyCache {
             settings,
             inner: Mutex::new(Inner::default()),
             epoch: AtomicU64::new(0),
-            serving: AtomicBool::new(serving),
+            serving: AtomicBool::new(true),
+            fresh_until: AtomicU64::new(fresh_until),
+            start: Instant::now(),
             metrics,
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The notification log was read to its end at `at`: entries may be served until
+    /// `max_staleness` after it.
+    pub fn caught_up(&self, at: Instant) {
+        let at = u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(0);
+        let until = at.saturating_add(
+            u64::try_from(self.settings.max_staleness.as_millis()).unwrap_or(u64::MAX),
+        );
+        self.fresh_until.store(until, Ordering::Release);
+        self.metrics.cache_serving.set(1);
+    }
+
+    /// Whether entries may be served now.
+    pub fn serving(&self) -> bool {
+        let fresh = self.now_ms() < self.fresh_until.load(Ordering::Acquire);
+        let on = fresh && self.serving.load(Ordering::Acquire);
+        if !on {
+            self.metrics.cache_serving.set(0);
+        }
+        on
     }
 
     pub fn settings(&self) -> &CacheSettings {
@@ -142,7 +182,7 @@ impl ReplyCache {
 
     /// The cached reply to `key`, as a whole message answering `header` (its sequence id).
     pub fn get(&self, key: &Bytes, transport: Transport, header: &MessageHeader) -> Option<Bytes> {
-        if !self.serving.load(Ordering::Acquire) {
+        if !self.serving() {
             self.metrics.cache_lookup("bypassed");
             return None;
         }
@@ -182,7 +222,14 @@ impl ReplyCache {
 
     /// Keeps a successful reply (`reply`: the whole message as the metastore sent it) read
     /// under `ticket`: not if any write went on since, not if it is too large.
-    pub fn put(&self, key: Bytes, tags: Vec<Tag>, transport: Transport, reply: &[u8], ticket: Ticket) {
+    pub fn put(
+        &self,
+        key: Bytes,
+        tags: Vec<Tag>,
+        transport: Transport,
+        reply: &[u8],
+        ticket: Ticket,
+    ) {
         let Some(body) = body(transport, reply) else {
             return;
         };
@@ -202,7 +249,11 @@ impl ReplyCache {
         inner.tick += 1;
         let tick = inner.tick;
         for t in &tags {
-            inner.by_tag.entry(t.clone()).or_default().insert(key.clone());
+            inner
+                .by_tag
+                .entry(t.clone())
+                .or_default()
+                .insert(key.clone());
         }
         inner.order.insert(tick, key.clone());
         inner.bytes += size;
@@ -281,18 +332,13 @@ impl ReplyCache {
         }
     }
 
-    /// Serving on or off (the notification follower within its bound or not). Turned off,
-    /// everything is dropped: what the follower missed meanwhile is unknown.
+    /// Serving on or off (tests, and a follower that must start over). Turned off,
+    /// everything is dropped.
     pub fn set_serving(&self, on: bool) {
         let was = self.serving.swap(on, Ordering::AcqRel);
         if was && !on {
             self.flush();
         }
-        self.metrics.cache_serving.set(i64::from(on));
-    }
-
-    pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
     }
 
     fn update_gauges(&self, inner: &Inner) {
@@ -320,7 +366,12 @@ impl Inner {
 
 /// A key: the transport, the method, the arguments' bytes (everything after the message
 /// header), and the user when keys are per user.
-pub fn key(transport: Transport, header: &MessageHeader, message: &[u8], user: Option<&str>) -> Bytes {
+pub fn key(
+    transport: Transport,
+    header: &MessageHeader,
+    message: &[u8],
+    user: Option<&str>,
+) -> Bytes {
     let msg = crate::wire::framing::unframed(transport, message);
     let args = msg.get(header.len..).unwrap_or_default();
     let mut k = BytesMut::with_capacity(args.len() + header.name.len() + 8);
@@ -345,11 +396,13 @@ fn body(transport: Transport, reply: &[u8]) -> Option<Bytes> {
         return None;
     }
     let body = msg.get(h.len..)?;
-    // Only a success (field 0) is kept: a declared exception (no such table…) is not.
-    if !crate::wire::codec::reply::carries_result(transport.protocol, msg, 64) {
-        return None;
+    // Only a success (field 0) is kept: a declared exception (no such table…), a void or
+    // missing result, or anything unreadable is not.
+    r.struct_begin().ok()?;
+    match r.field() {
+        Ok(Some(f)) if f.id == 0 => Some(Bytes::copy_from_slice(body)),
+        _ => None,
     }
-    Some(Bytes::copy_from_slice(body))
 }
 
 /// A whole reply message answering `header` with `body`.

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod delegation;
+pub mod notifications;
 
 use std::io;
 use std::sync::Arc;
