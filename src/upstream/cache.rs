@@ -424,3 +424,184 @@ fn message(transport: Transport, header: &MessageHeader, body: &[u8]) -> Bytes {
     }
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec::writer::Writer;
+    use crate::wire::codec::{Protocol, Ty};
+
+    const T: Transport = Transport {
+        protocol: Protocol::Binary,
+        framed: false,
+    };
+
+    fn settings(max_bytes: usize) -> CacheSettings {
+        CacheSettings {
+            max_bytes,
+            max_entry_bytes: max_bytes,
+            ttl: Duration::from_secs(60),
+            notifications: false,
+            poll: Duration::from_millis(100),
+            max_staleness: Duration::from_secs(1),
+            per_user: false,
+        }
+    }
+
+    fn cache(max_bytes: usize) -> ReplyCache {
+        ReplyCache::new(settings(max_bytes), Arc::new(Metrics::new()))
+    }
+
+    /// A reply to `get_table` carrying `text` as its result (field 0), sequence id `seqid`.
+    fn reply(text: &str, seqid: i32) -> Vec<u8> {
+        let mut w = Writer::new(Protocol::Binary);
+        w.message("get_table", MessageType::Reply, seqid)
+            .struct_begin();
+        w.field(Ty::String, 0).string(text.as_bytes());
+        w.struct_end();
+        w.finish(false).to_vec()
+    }
+
+    fn header(seqid: i32) -> MessageHeader {
+        let r = reply("", seqid);
+        let mut rd = crate::wire::codec::reader::Reader::new(Protocol::Binary, &r, 8);
+        let mut h = rd.message_begin().unwrap();
+        h.kind = MessageType::Call;
+        h
+    }
+
+    fn k(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_hit_answers_under_the_asking_calls_sequence_id() {
+        let c = cache(1 << 20);
+        c.put(k("a"), vec![Tag::table("d", "t")], T, &reply("x", 7), c.ticket());
+        assert_eq!(c.get(&k("a"), T, &header(42)).unwrap(), reply("x", 42));
+        assert!(c.get(&k("b"), T, &header(1)).is_none());
+        // Framed: the length prefix is written for the new message.
+        let framed = Transport {
+            framed: true,
+            ..T
+        };
+        let mut f = (reply("y", 3).len() as u32).to_be_bytes().to_vec();
+        f.extend(reply("y", 3));
+        c.put(k("f"), vec![], framed, &f, c.ticket());
+        let mut want = (reply("y", 9).len() as u32).to_be_bytes().to_vec();
+        want.extend(reply("y", 9));
+        assert_eq!(c.get(&k("f"), framed, &header(9)).unwrap(), want);
+    }
+
+    #[test]
+    fn only_successful_replies_are_kept() {
+        let c = cache(1 << 20);
+        let mut w = Writer::new(Protocol::Binary);
+        w.message("get_table", MessageType::Reply, 1).struct_begin();
+        w.field(Ty::Struct, 2).struct_begin();
+        w.field(Ty::String, 1).string(b"no such table");
+        w.struct_end();
+        w.struct_end();
+        c.put(k("e"), vec![], T, &w.finish(false), c.ticket());
+        assert!(c.get(&k("e"), T, &header(1)).is_none());
+        c.put(k("junk"), vec![], T, b"\x80\x01", c.ticket());
+        assert!(c.get(&k("junk"), T, &header(1)).is_none());
+    }
+
+    #[test]
+    fn writes_drop_their_tables_their_databases_listings_and_races() {
+        let c = cache(1 << 20);
+        let t = c.ticket();
+        c.put(k("t1"), vec![Tag::table("d", "t1")], T, &reply("1", 1), t);
+        c.put(k("t2"), vec![Tag::table("d", "t2")], T, &reply("2", 1), t);
+        c.put(k("list"), vec![Tag::database("d")], T, &reply("l", 1), t);
+        c.put(k("other"), vec![Tag::table("e", "t1")], T, &reply("o", 1), t);
+        // A table tag (folded as the metastore compares names) drops the table and the
+        // database's own entries.
+        c.invalidate(&[Tag::table("D", "T1 ")]);
+        assert!(c.get(&k("t1"), T, &header(1)).is_none());
+        assert!(c.get(&k("list"), T, &header(1)).is_none());
+        assert!(c.get(&k("t2"), T, &header(1)).is_some());
+        // A database tag drops every entry of the database.
+        c.invalidate(&[Tag::database("d")]);
+        assert!(c.get(&k("t2"), T, &header(1)).is_none());
+        assert!(c.get(&k("other"), T, &header(1)).is_some());
+        // A reply read while a write went on is not kept.
+        let before = c.ticket();
+        c.invalidate(&[Tag::table("x", "y")]);
+        c.put(k("late"), vec![Tag::table("d", "t1")], T, &reply("old", 1), before);
+        assert!(c.get(&k("late"), T, &header(1)).is_none());
+        c.flush();
+        assert!(c.get(&k("other"), T, &header(1)).is_none());
+    }
+
+    #[test]
+    fn bytes_are_bounded_least_recently_used_first() {
+        let one = reply(&"x".repeat(100), 1);
+        let size = one.len() - 20 + 2 + ENTRY_OVERHEAD; // about one entry
+        let c = cache(size * 3);
+        for n in ["a", "b", "c"] {
+            c.put(k(n), vec![], T, &one, c.ticket());
+        }
+        assert!(c.get(&k("a"), T, &header(1)).is_some()); // a is now the most recent
+        c.put(k("d"), vec![], T, &one, c.ticket());
+        assert!(c.get(&k("b"), T, &header(1)).is_none(), "b, least recently used, evicted");
+        assert!(c.get(&k("a"), T, &header(1)).is_some());
+        assert!(c.get(&k("d"), T, &header(1)).is_some());
+        assert!(c.lock().bytes <= size * 3);
+        // Larger than an entry may be: not kept.
+        let c = ReplyCache::new(
+            CacheSettings {
+                max_entry_bytes: 64,
+                ..settings(1 << 20)
+            },
+            Arc::new(Metrics::new()),
+        );
+        c.put(k("big"), vec![], T, &one, c.ticket());
+        assert!(c.get(&k("big"), T, &header(1)).is_none());
+    }
+
+    #[test]
+    fn with_notifications_nothing_is_served_beyond_the_staleness_bound() {
+        let c = ReplyCache::new(
+            CacheSettings {
+                notifications: true,
+                max_staleness: Duration::from_millis(50),
+                ..settings(1 << 20)
+            },
+            Arc::new(Metrics::new()),
+        );
+        c.put(k("a"), vec![], T, &reply("x", 1), c.ticket());
+        assert!(c.get(&k("a"), T, &header(1)).is_none(), "not caught up yet");
+        c.caught_up(Instant::now());
+        assert!(c.get(&k("a"), T, &header(1)).is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(c.get(&k("a"), T, &header(1)).is_none(), "behind the bound");
+        c.caught_up(Instant::now());
+        assert!(c.get(&k("a"), T, &header(1)).is_some());
+    }
+
+    #[test]
+    fn keys_hold_the_transport_the_method_the_arguments_and_the_user() {
+        let mut w = Writer::new(Protocol::Binary);
+        w.message("get_table", MessageType::Call, 5).struct_begin();
+        w.field(Ty::String, 1).string(b"d");
+        w.struct_end();
+        let msg = w.finish(false);
+        let mut rd = crate::wire::codec::reader::Reader::new(Protocol::Binary, &msg, 8);
+        let h = rd.message_begin().unwrap();
+        let mut w2 = Writer::new(Protocol::Binary);
+        w2.message("get_table", MessageType::Call, 6).struct_begin();
+        w2.field(Ty::String, 1).string(b"d");
+        w2.struct_end();
+        let msg2 = w2.finish(false);
+        // The sequence id is not part of the key; the user is, when asked.
+        assert_eq!(key(T, &h, &msg, None), key(T, &h, &msg2, None));
+        assert_ne!(key(T, &h, &msg, Some("ann")), key(T, &h, &msg, Some("bob")));
+        let compact = Transport {
+            protocol: Protocol::Compact,
+            framed: false,
+        };
+        assert_ne!(key(T, &h, &msg, None), key(compact, &h, &msg, None));
+    }
+}
