@@ -20,12 +20,16 @@
 //!            then decide: classify (objects, locations, alter diffs) ─► gather (facts:
 //!            grants, owners, holders; bounded single-flight TTL caches) ─► authz::authorize
 //!            (pure) and storage (dual IAM) ─► existence ─► conclude in the configured mode
-//!       ─► carry out the Action: Forward (upstream::UpstreamConn: failover order, set_ugi
+//!       ─► carry out the Action: Forward (a read the shared metadata cache holds answered
+//!          from upstream::cache; else upstream::UpstreamConn: failover order, set_ugi
 //!          in step; the reply streamed, or read whole and checked by Guard::reply:
-//!          listings filtered, absent-table reads withheld) | Deny (the method's declared
+//!          listings filtered, absent-table reads withheld — a cached reply checked alike;
+//!          writes drop what they touch from the cache) | Deny (the method's declared
 //!          exception, wire::answer) | Answer | Refuse  ─► an Exit
 //!       ─► decision::Guard::finish (every call, once: metrics, audit line, cache
 //!          invalidation only after a call the metastore executed)
+//!   ─► upstream::notifications (background): the metastore's notification log followed;
+//!      the cache served only within cache.max_staleness_ms of reading it to its end
 //!   ─► ops: audit (writer thread, JSON lines), metrics, admin (/metrics, /healthz, /readyz)
 //! ```
 //!

@@ -477,14 +477,17 @@ mod tests {
     #[test]
     fn a_hit_answers_under_the_asking_calls_sequence_id() {
         let c = cache(1 << 20);
-        c.put(k("a"), vec![Tag::table("d", "t")], T, &reply("x", 7), c.ticket());
+        c.put(
+            k("a"),
+            vec![Tag::table("d", "t")],
+            T,
+            &reply("x", 7),
+            c.ticket(),
+        );
         assert_eq!(c.get(&k("a"), T, &header(42)).unwrap(), reply("x", 42));
         assert!(c.get(&k("b"), T, &header(1)).is_none());
         // Framed: the length prefix is written for the new message.
-        let framed = Transport {
-            framed: true,
-            ..T
-        };
+        let framed = Transport { framed: true, ..T };
         let mut f = (reply("y", 3).len() as u32).to_be_bytes().to_vec();
         f.extend(reply("y", 3));
         c.put(k("f"), vec![], framed, &f, c.ticket());
@@ -515,7 +518,13 @@ mod tests {
         c.put(k("t1"), vec![Tag::table("d", "t1")], T, &reply("1", 1), t);
         c.put(k("t2"), vec![Tag::table("d", "t2")], T, &reply("2", 1), t);
         c.put(k("list"), vec![Tag::database("d")], T, &reply("l", 1), t);
-        c.put(k("other"), vec![Tag::table("e", "t1")], T, &reply("o", 1), t);
+        c.put(
+            k("other"),
+            vec![Tag::table("e", "t1")],
+            T,
+            &reply("o", 1),
+            t,
+        );
         // A table tag (folded as the metastore compares names) drops the table and the
         // database's own entries.
         c.invalidate(&[Tag::table("D", "T1 ")]);
@@ -529,7 +538,13 @@ mod tests {
         // A reply read while a write went on is not kept.
         let before = c.ticket();
         c.invalidate(&[Tag::table("x", "y")]);
-        c.put(k("late"), vec![Tag::table("d", "t1")], T, &reply("old", 1), before);
+        c.put(
+            k("late"),
+            vec![Tag::table("d", "t1")],
+            T,
+            &reply("old", 1),
+            before,
+        );
         assert!(c.get(&k("late"), T, &header(1)).is_none());
         c.flush();
         assert!(c.get(&k("other"), T, &header(1)).is_none());
@@ -545,7 +560,10 @@ mod tests {
         }
         assert!(c.get(&k("a"), T, &header(1)).is_some()); // a is now the most recent
         c.put(k("d"), vec![], T, &one, c.ticket());
-        assert!(c.get(&k("b"), T, &header(1)).is_none(), "b, least recently used, evicted");
+        assert!(
+            c.get(&k("b"), T, &header(1)).is_none(),
+            "b, least recently used, evicted"
+        );
         assert!(c.get(&k("a"), T, &header(1)).is_some());
         assert!(c.get(&k("d"), T, &header(1)).is_some());
         assert!(c.lock().bytes <= size * 3);
