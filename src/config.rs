@@ -41,6 +41,76 @@ pub struct Config {
     pub storage: crate::decision::storage::StorageConfig,
     /// The location index of the metastore's tables (locations are exclusive).
     pub index: IndexConfig,
+    /// The shared metadata cache (off by default).
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: replies of reads that do not depend on the caller, kept for every client
+/// (docs/OPERATIONS.md, "The shared metadata cache").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Bytes held in all (replies, keys and bookkeeping).
+    pub max_bytes: u64,
+    /// A larger reply is not kept.
+    pub max_entry_bytes: u64,
+    /// The longest an entry is served, whatever else happens.
+    pub ttl_ms: u64,
+    /// Follow the metastore's notification log (needs a notification listener at the
+    /// metastore); `false`: entries live `ttl_ms`, the bound on seeing others' changes.
+    pub notifications: bool,
+    /// How often the notification log is read.
+    pub poll_ms: u64,
+    /// The follower further behind than this: nothing is served from the cache.
+    pub max_staleness_ms: u64,
+    /// Keep replies per user (for a metastore that filters its replies by user).
+    pub per_user: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+            ttl_ms: 300_000,
+            notifications: true,
+            poll_ms: 500,
+            max_staleness_ms: 5_000,
+            per_user: false,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (key, v) in [
+            ("cache.max_bytes", self.max_bytes),
+            ("cache.max_entry_bytes", self.max_entry_bytes),
+            ("cache.ttl_ms", self.ttl_ms),
+            ("cache.poll_ms", self.poll_ms),
+            ("cache.max_staleness_ms", self.max_staleness_ms),
+        ] {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
+        }
+        if self.max_entry_bytes > self.max_bytes {
+            errors.push(err(
+                "cache.max_entry_bytes",
+                "must not exceed cache.max_bytes",
+            ));
+        }
+        if self.notifications && self.max_staleness_ms <= self.poll_ms {
+            errors.push(err(
+                "cache.max_staleness_ms",
+                "must be greater than cache.poll_ms (the log is read every poll_ms)",
+            ));
+        }
+        errors
+    }
 }
 
 /// `[index]`: the location index of the metastore's tables, by which a location another
@@ -48,7 +118,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// Build the index and apply the rule (default true).
+    /// Build the index and apply the rule (default false for now).
     pub enabled: bool,
     /// Between two full rescans of the metastore (changes made directly on it).
     pub rescan_ms: u64,
@@ -786,6 +856,7 @@ impl Config {
         errors.extend(self.storage.validate());
         errors.extend(self.identity.groups.validate());
         errors.extend(self.index.validate());
+        errors.extend(self.cache.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }

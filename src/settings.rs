@@ -45,6 +45,8 @@ pub struct Settings {
     pub authz: AuthzSettings,
     pub audit: AuditSettings,
     pub storage: StorageSettings,
+    /// The shared metadata cache, when `[cache] enabled`.
+    pub cache: Option<crate::upstream::cache::CacheSettings>,
 }
 
 /// `[authz]` resolved: what the policy stage decides by.
@@ -219,8 +221,22 @@ impl Settings {
             authz: AuthzSettings::resolve(&config.authz, &config.index),
             audit,
             storage,
+            cache: cache_settings(&config.cache),
         })
     }
+}
+
+/// `[cache]` resolved (`None`: off).
+fn cache_settings(c: &crate::config::CacheConfig) -> Option<crate::upstream::cache::CacheSettings> {
+    c.enabled.then(|| crate::upstream::cache::CacheSettings {
+        max_bytes: usize::try_from(c.max_bytes).unwrap_or(usize::MAX),
+        max_entry_bytes: usize::try_from(c.max_entry_bytes).unwrap_or(usize::MAX),
+        ttl: ms(c.ttl_ms),
+        notifications: c.notifications,
+        poll: ms(c.poll_ms),
+        max_staleness: ms(c.max_staleness_ms),
+        per_user: c.per_user,
+    })
 }
 
 /// The Kerberos sections in use resolved: `[identity.kerberos]` in `kerberos` mode,

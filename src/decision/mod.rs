@@ -13,6 +13,7 @@
 
 pub mod authz;
 pub mod cache;
+pub mod cacheable;
 pub mod classify;
 mod existence;
 pub mod facts;
@@ -291,6 +292,7 @@ impl Guard {
                     session: self.session_of(&call.header.name),
                     bytes: call.bytes,
                     reply: ReplyCheck::Stream,
+                    cache: Default::default(),
                 }),
                 record: Record::Passed,
                 invalidate,
@@ -511,6 +513,7 @@ impl Guard {
                 bytes,
                 reply,
                 session: Session::Caller,
+                cache: Default::default(),
             })
         };
         let action = if audit_failing {

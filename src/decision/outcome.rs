@@ -54,6 +54,8 @@ pub struct Forward {
     pub bytes: Bytes,
     pub reply: ReplyCheck,
     pub session: Session,
+    /// What the call does to the shared metadata cache (`decision::cacheable`).
+    pub cache: crate::upstream::cache::CacheUse,
 }
 
 /// Whose identity the upstream session carries.
