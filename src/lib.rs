@@ -50,6 +50,8 @@ pub mod grants;
 pub mod listener;
 pub mod ops;
 pub mod settings;
+#[cfg(test)]
+mod testutil;
 pub mod upstream;
 pub mod wire;
 

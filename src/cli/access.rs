@@ -33,7 +33,6 @@ use crate::decision::Guard;
 use crate::listener::identity::{Identity, IdentitySource};
 use crate::ops::metrics::Metrics;
 use crate::settings::Settings;
-use crate::upstream::Upstreams;
 
 use meta::{Meta, RawGrant};
 
@@ -188,14 +187,7 @@ pub fn split_table(t: &str) -> Result<(String, String), String> {
 /// same metastores for the listings only the review needs.
 async fn connect(settings: &Settings) -> Result<(Guard, Meta), String> {
     let metrics = Arc::new(Metrics::new());
-    let tls = match settings.upstream_tls.clone() {
-        None => None,
-        Some(t) => Some(Arc::new(crate::auth::tls::UpstreamTls::load(
-            t,
-            metrics.clone(),
-        )?)),
-    };
-    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
+    let upstreams = super::explain::upstreams_of(settings, &metrics)?;
     let a = &settings.authz;
     let client = MetaClient::new(
         upstreams.clone(),

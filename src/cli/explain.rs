@@ -368,14 +368,7 @@ pub async fn explain(settings: &Settings, r: &Request) -> Result<Explained, Stri
 /// The decision stage as the proxy builds it from `settings`, with its own metastore client.
 async fn guard_of(settings: &Settings) -> Result<Guard, String> {
     let metrics = Arc::new(Metrics::new());
-    let tls = match settings.upstream_tls.clone() {
-        None => None,
-        Some(t) => Some(Arc::new(crate::auth::tls::UpstreamTls::load(
-            t,
-            metrics.clone(),
-        )?)),
-    };
-    let upstreams = Upstreams::from_settings(settings, metrics.clone(), tls);
+    let upstreams = upstreams_of(settings, &metrics)?;
     let storage =
         crate::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
     Ok(Guard::new(
@@ -505,4 +498,20 @@ fn write_grants(out: &mut String, g: &crate::decision::authz::Grants) {
     for h in held {
         let _ = writeln!(out, "  {h}");
     }
+}
+
+/// The configured metastores as the proxy reaches them (TLS included), for the command
+/// line's own clients (`explain`, `access`).
+pub(crate) fn upstreams_of(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<Upstreams, String> {
+    let tls = match settings.upstream_tls.clone() {
+        None => None,
+        Some(t) => Some(Arc::new(crate::auth::tls::UpstreamTls::load(
+            t,
+            metrics.clone(),
+        )?)),
+    };
+    Ok(Upstreams::from_settings(settings, metrics.clone(), tls))
 }

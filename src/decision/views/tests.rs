@@ -205,24 +205,9 @@ fn random_edits_never_panic_and_qualify_only_plain_shapes() {
         "`'\"()*,.;=<>!-+/ \n\tabcpxyzSELECTFROMWHEREUNIONALLJOIN0123456789\\"
             .chars()
             .collect();
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut rng = crate::testutil::Rng::new(0x9e37_79b9_7f4a_7c15);
     for i in 0..5_000 {
-        let mut t: Vec<char> = corpus[i % corpus.len()].chars().collect();
-        for _ in 0..(1 + next() % 4) {
-            let at = (next() as usize) % (t.len() + 1);
-            if next() % 2 == 0 && at < t.len() {
-                t.remove(at);
-            } else {
-                t.insert(at, alphabet[(next() as usize) % alphabet.len()]);
-            }
-        }
-        let text: String = t.into_iter().collect();
+        let text = rng.edit(corpus[i % corpus.len()], &alphabet);
         for shape in [hive(&text), spark(&text, &["id", "name"])]
             .into_iter()
             .flatten()
