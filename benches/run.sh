@@ -12,7 +12,8 @@
 #    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
 #    authz.mode = off (pure pass-through);
 # 3. `loadgen load`: getVersion and get_table at 1 and 8 connections, the targets (direct,
-#    haproxy, hms-guard, and for get_table hms-guard-off, hms-guard-tls: TLS with a client
+#    haproxy, hms-guard, and for get_table hms-guard-off, hms-guard-cache (the shared metadata
+#    cache on, entries by TTL), hms-guard-tls: TLS with a client
 #    certificate naming the caller, hms-guard-krb and hms-guard-krb-conf: Kerberos with QOP auth
 #    and auth-conf, a KDC started on loopback) interleaved in rounds; `loadgen handshake`:
 #    connection set-up time plain vs TLS vs Kerberos; `get_all_tables` of the 3,000 tables as
@@ -396,6 +397,12 @@ principal = \"hive/localhost@$kdc_realm\"
 keytab = \"$kdc_dir/service.keytab\"
 krb5_conf = \"$kdc_conf\""
 k_pid=$guard_pid k_port=$guard_port
+# The shared metadata cache on (the bench metastore has no notification log: entries live
+# cache.ttl_ms); get_table is still decided for each call, the reply comes from the cache.
+start_guard guard-cache "$hms_port" "[cache]
+enabled = true
+notifications = false"
+c_pid=$guard_pid c_port=$guard_port
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
     start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
@@ -406,7 +413,8 @@ for method in getVersion get_table; do
     targets=(--target "direct=127.0.0.1:$hms_port" --target "haproxy=127.0.0.1:$hap_port"
         --target "hms-guard=127.0.0.1:$g_port")
     # getVersion takes no decision: both proxies run the same path; get_table shows the policy.
-    [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port")
+    [[ $method == get_table ]] && targets+=(--target "hms-guard-off=127.0.0.1:$o_port"
+        --target "hms-guard-cache=127.0.0.1:$c_port")
     [[ $method == get_table && -n "${b_port:-}" ]] && targets+=(--target "hms-guard-base=127.0.0.1:$b_port")
     # The same decisions over TLS, the caller named by its client certificate.
     [[ $method == get_table ]] && targets+=(--target "hms-guard-tls=tls://127.0.0.1:$t_port")
@@ -436,7 +444,7 @@ log "connection set-up: plain vs TLS vs Kerberos (connect, handshake, set_ugi, g
     --target "hms-guard-tls=tls://127.0.0.1:$t_port" \
     --target "hms-guard-krb=krb://127.0.0.1:$k_port" --connections 100 --rounds 5 \
     --json-out "$results" | grep -v '^BENCH_JSON'
-kill "$t_pid" "$k_pid"
+kill "$t_pid" "$k_pid" "$c_pid"
 g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
 o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
@@ -650,9 +658,15 @@ for r in [r for r in load if r["method"] != "get_all_tables"]:
     d, hd = cmp(r, pt, "direct"), cmp(r, "haproxy", "direct")
     verdict("pass-through added p50 <= 30 us", tag + " " + pt, d["p50_added_us"], d["p50_added_us"] <= 30, haproxy=hd["p50_added_us"])
     verdict("pass-through added p99 <= 100 us", tag + " " + pt, d["p99_added_us"], d["p99_added_us"] <= 100, haproxy=hd["p99_added_us"])
-    for g in [n for n in names if n.startswith("hms-guard")]:
+    for g in [n for n in names if n.startswith("hms-guard") and n != "hms-guard-cache"]:
         h = cmp(r, g, "haproxy")
         verdict("throughput vs haproxy >= 0.9x", tag + " " + g, h["throughput_ratio"], h["throughput_ratio"] >= 0.9)
+    if "hms-guard-cache" in names:
+        cached = next(t for t in r["targets"] if t["name"] == "hms-guard-cache")
+        p50 = cached["median_of_rounds"]["p50_us"]
+        verdict("get_table from the cache p50 <= 50 us", tag + " hms-guard-cache", p50, p50 <= 50)
+        x = cmp(r, "hms-guard-cache", "direct")["throughput_ratio"]
+        verdict("get_table from the cache >= 10x direct calls/s", tag + " hms-guard-cache", x, x >= 10)
     if "hms-guard-krb" in names:
         k = cmp(r, "hms-guard-krb", "hms-guard")
         verdict("Kerberos (QOP auth) calls vs unauthenticated >= 0.95x", tag + " hms-guard-krb",

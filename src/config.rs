@@ -39,6 +39,166 @@ pub struct Config {
     pub authz: AuthzConfig,
     /// The user's own storage access for location-bearing DDL (dual IAM).
     pub storage: crate::decision::storage::StorageConfig,
+    /// The location index of the metastore's tables (locations are exclusive).
+    pub index: IndexConfig,
+    /// The shared metadata cache (off by default).
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: replies of reads that do not depend on the caller, kept for every client
+/// (docs/OPERATIONS.md, "The shared metadata cache").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Bytes held in all (replies, keys and bookkeeping).
+    pub max_bytes: u64,
+    /// A larger reply is not kept.
+    pub max_entry_bytes: u64,
+    /// The longest an entry is served, whatever else happens.
+    pub ttl_ms: u64,
+    /// Follow the metastore's notification log (needs a notification listener at the
+    /// metastore); `false`: entries live `ttl_ms`, the bound on seeing others' changes.
+    pub notifications: bool,
+    /// How often the notification log is read.
+    pub poll_ms: u64,
+    /// The follower further behind than this: nothing is served from the cache.
+    pub max_staleness_ms: u64,
+    /// Keep replies per user (for a metastore that filters its replies by user).
+    pub per_user: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+            ttl_ms: 300_000,
+            notifications: true,
+            poll_ms: 500,
+            max_staleness_ms: 5_000,
+            per_user: false,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (key, v) in [
+            ("cache.max_bytes", self.max_bytes),
+            ("cache.max_entry_bytes", self.max_entry_bytes),
+            ("cache.ttl_ms", self.ttl_ms),
+            ("cache.poll_ms", self.poll_ms),
+            ("cache.max_staleness_ms", self.max_staleness_ms),
+        ] {
+            if v == 0 {
+                errors.push(err(key, "must be greater than 0"));
+            }
+        }
+        if self.max_entry_bytes > self.max_bytes {
+            errors.push(err(
+                "cache.max_entry_bytes",
+                "must not exceed cache.max_bytes",
+            ));
+        }
+        if self.notifications && self.max_staleness_ms <= self.poll_ms {
+            errors.push(err(
+                "cache.max_staleness_ms",
+                "must be greater than cache.poll_ms (the log is read every poll_ms)",
+            ));
+        }
+        errors
+    }
+}
+
+/// `[index]`: the location index of the metastore's tables, by which a location another
+/// table claims needs that table's privileges (docs/STORAGE.md "Locations are exclusive").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Build the index and apply the rule (default false for now).
+    pub enabled: bool,
+    /// Between two full rescans of the metastore (changes made directly on it).
+    pub rescan_ms: u64,
+    /// Locations the index holds at most; past it the index is incomplete and calls that name
+    /// a location are refused.
+    pub max_entries: usize,
+    /// Tables per `get_table_objects_by_name` call.
+    pub table_batch: usize,
+    /// Partitions per `get_partitions_by_names` call.
+    pub partition_batch: usize,
+    /// How long a call naming a location waits for the first build before it is refused.
+    pub build_wait_ms: u64,
+    /// Prefixes where locations are expected to overlap (a staging area): exempt.
+    pub shared_prefixes: Vec<String>,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        let d = crate::decision::index::IndexSettings::default();
+        IndexConfig {
+            enabled: d.enabled,
+            rescan_ms: d.rescan.as_millis() as u64,
+            max_entries: d.max_entries,
+            table_batch: d.table_batch,
+            partition_batch: d.partition_batch,
+            build_wait_ms: d.build_wait.as_millis() as u64,
+            shared_prefixes: Vec::new(),
+        }
+    }
+}
+
+impl IndexConfig {
+    /// Positive bounds (with upper limits) and shared prefixes that canonicalise.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let bounded = [
+            ("index.rescan_ms", self.rescan_ms, 1_000, 7 * 24 * 3_600_000),
+            ("index.max_entries", self.max_entries as u64, 1, 100_000_000),
+            ("index.table_batch", self.table_batch as u64, 1, 10_000),
+            (
+                "index.partition_batch",
+                self.partition_batch as u64,
+                1,
+                10_000,
+            ),
+            ("index.build_wait_ms", self.build_wait_ms, 0, 600_000),
+        ];
+        for (key, v, lo, hi) in bounded {
+            if v < lo || v > hi {
+                errors.push(err(key, format!("must be between {lo} and {hi}, not {v}")));
+            }
+        }
+        for (i, p) in self.shared_prefixes.iter().enumerate() {
+            match crate::decision::storage::canonical_location(p) {
+                Ok(c) if c.segments.is_empty() => errors.push(err(
+                    &format!("index.shared_prefixes[{i}]"),
+                    format!("`{p}` is a whole bucket or filesystem: name a folder under it"),
+                )),
+                Ok(_) => {}
+                Err(e) => errors.push(err(
+                    &format!("index.shared_prefixes[{i}]"),
+                    format!("`{p}` is not a location: {e}"),
+                )),
+            }
+        }
+        errors
+    }
+
+    /// The resolved settings.
+    pub fn settings(&self) -> crate::decision::index::IndexSettings {
+        crate::decision::index::IndexSettings {
+            enabled: self.enabled,
+            rescan: Duration::from_millis(self.rescan_ms),
+            max_entries: self.max_entries,
+            table_batch: self.table_batch,
+            partition_batch: self.partition_batch,
+            build_wait: Duration::from_millis(self.build_wait_ms),
+            shared_prefixes: self.shared_prefixes.clone(),
+        }
+    }
 }
 
 /// `[identity]`
@@ -695,6 +855,8 @@ impl Config {
         errors.extend(self.audit.validate());
         errors.extend(self.storage.validate());
         errors.extend(self.identity.groups.validate());
+        errors.extend(self.index.validate());
+        errors.extend(self.cache.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }

@@ -18,14 +18,21 @@
 //!            reader could read differently (wire::schema); set_ugi (answered by the proxy);
 //!            a caller whose groups could not be read
 //!            then decide: classify (objects, locations, alter diffs) ─► gather (facts:
-//!            grants, owners, holders; bounded single-flight TTL caches) ─► authz::authorize
+//!            grants, owners, holders; bounded single-flight TTL caches; other tables'
+//!            claims on the call's locations from decision::index) ─► authz::authorize
 //!            (pure) and storage (dual IAM) ─► existence ─► conclude in the configured mode
-//!       ─► carry out the Action: Forward (upstream::UpstreamConn: failover order, set_ugi
+//!       ─► carry out the Action: Forward (a read the shared metadata cache holds answered
+//!          from upstream::cache; else upstream::UpstreamConn: failover order, set_ugi
 //!          in step; the reply streamed, or read whole and checked by Guard::reply:
-//!          listings filtered, absent-table reads withheld) | Deny (the method's declared
+//!          listings filtered, absent-table reads withheld — a cached reply checked alike;
+//!          writes drop what they touch from the cache) | Deny (the method's declared
 //!          exception, wire::answer) | Answer | Refuse  ─► an Exit
 //!       ─► decision::Guard::finish (every call, once: metrics, audit line, cache
-//!          invalidation only after a call the metastore executed)
+//!          invalidation only after a call the metastore executed; the location index reads
+//!          back the tables a call that reached the metastore changed)
+//!   ─► decision::index (background: built from the metastore at start, rescanned)
+//!   ─► upstream::notifications (background): the metastore's notification log followed;
+//!      the cache served only within cache.max_staleness_ms of reading it to its end
 //!   ─► ops: audit (writer thread, JSON lines), metrics, admin (/metrics, /healthz, /readyz)
 //! ```
 //!
@@ -154,6 +161,28 @@ pub async fn start_with(
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    if let Some(cache) = shared.replies.clone() {
+        if cache.settings().notifications {
+            let a = &shared.settings.authz;
+            let client = facts::MetaClient::new(
+                shared.upstreams.clone(),
+                facts::ClientConfig {
+                    service_user: a.service_user.clone(),
+                    timeout: a.facts_timeout,
+                    max_reply_bytes: a.facts_max_reply_bytes,
+                    max_idle: 1,
+                },
+            );
+            let follower = upstream::notifications::Follower::new(client, cache, metrics.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = follower.run() => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    }
     let server = server::Server::bind(shared.clone()).await?;
     let listen = server.local_addr()?;
     let admin = match admin_listen {

@@ -45,6 +45,8 @@ pub struct Settings {
     pub authz: AuthzSettings,
     pub audit: AuditSettings,
     pub storage: StorageSettings,
+    /// The shared metadata cache, when `[cache] enabled`.
+    pub cache: Option<crate::upstream::cache::CacheSettings>,
 }
 
 /// `[authz]` resolved: what the policy stage decides by.
@@ -72,10 +74,12 @@ pub struct AuthzSettings {
     pub facts_max_reply_bytes: u64,
     /// Most principals (user, groups, roles) reachable from one identity.
     pub max_principals: usize,
+    /// `[index]`: the location index, and whether locations are exclusive.
+    pub index: crate::decision::index::IndexSettings,
 }
 
 impl AuthzSettings {
-    fn resolve(a: &AuthzConfig) -> AuthzSettings {
+    fn resolve(a: &AuthzConfig, index: &crate::config::IndexConfig) -> AuthzSettings {
         AuthzSettings {
             mode: a.mode,
             admin_role: a.admin_role.clone(),
@@ -88,6 +92,7 @@ impl AuthzSettings {
             facts_timeout: ms(a.facts_timeout_ms),
             facts_max_reply_bytes: a.facts_max_reply_bytes,
             max_principals: a.max_principals,
+            index: index.settings(),
         }
     }
 }
@@ -213,11 +218,25 @@ impl Settings {
             tls: tls_settings(&config.server.tls),
             upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
-            authz: AuthzSettings::resolve(&config.authz),
+            authz: AuthzSettings::resolve(&config.authz, &config.index),
             audit,
             storage,
+            cache: cache_settings(&config.cache),
         })
     }
+}
+
+/// `[cache]` resolved (`None`: off).
+fn cache_settings(c: &crate::config::CacheConfig) -> Option<crate::upstream::cache::CacheSettings> {
+    c.enabled.then(|| crate::upstream::cache::CacheSettings {
+        max_bytes: usize::try_from(c.max_bytes).unwrap_or(usize::MAX),
+        max_entry_bytes: usize::try_from(c.max_entry_bytes).unwrap_or(usize::MAX),
+        ttl: ms(c.ttl_ms),
+        notifications: c.notifications,
+        poll: ms(c.poll_ms),
+        max_staleness: ms(c.max_staleness_ms),
+        per_user: c.per_user,
+    })
 }
 
 /// The Kerberos sections in use resolved: `[identity.kerberos]` in `kerberos` mode,

@@ -235,3 +235,35 @@ base = ""
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+#[test]
+fn check_config_reports_bad_index_settings() {
+    let cfg = write_config(
+        r#"
+[upstream]
+uris = ["thrift://hms:9083"]
+[index]
+max_entries = 0
+table_batch = 0
+rescan_ms = 10
+shared_prefixes = ["s3a://lake", "no-scheme/staging", "s3a://lake/staging"]
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "index.max_entries",
+        "index.table_batch",
+        "index.rescan_ms",
+        "index.shared_prefixes[0]",
+        "index.shared_prefixes[1]",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    assert!(!err.contains("index.shared_prefixes[2]"), "{err}");
+}

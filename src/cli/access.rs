@@ -202,8 +202,11 @@ async fn connect(settings: &Settings) -> Result<(Guard, Meta), String> {
     let mut no_storage = settings.storage.clone();
     no_storage.enabled = false;
     let storage = crate::decision::storage::StorageGuard::new(&no_storage, metrics.clone()).await;
+    // Nor the location index (nothing is built: a review names no location).
+    let mut no_index = a.clone();
+    no_index.index.enabled = false;
     let guard = Guard::new(
-        a,
+        &no_index,
         settings.limits.request.max_depth,
         settings.storage.read_only_external,
         upstreams,

@@ -34,6 +34,7 @@ pub struct SqlArgs {
     /// A client certificate (PEM) to identify with (certificate mode), with --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The server name to verify (default: the URI's host).

@@ -6,9 +6,10 @@
 use super::classify::{Classified, StorageNeed};
 use super::Guard;
 use crate::decision::authz::{
-    authorize, AlterKind, Facts, Grants, Object, Operation, Reason, RevokeItem, StorageFact,
-    Verdict,
+    authorize, AlterKind, Facts, Grants, Object, Operation, OverlapFact, Reason, RevokeItem,
+    StorageFact, Verdict,
 };
+use crate::decision::index::{Claim, Lookup, Relation};
 use crate::decision::storage::{Occupancy, StorageAction, StorageOutcome};
 use crate::listener::identity::Identity;
 use crate::ops::audit::StorageAudit;
@@ -82,9 +83,20 @@ impl Guard {
                 d = authorize(identity, op, &facts, &self.policy);
             }
         }
+        // Locations are exclusive: other objects' claims, only for calls the grants allow
+        // (judged after the storage checks, so a location the user's role cannot reach is
+        // refused as before).
+        if d.allow && grants.is_some() {
+            if let Err(denied) = self.overlap_facts(c, &mut facts).await {
+                return (denied, None);
+            }
+        }
         // Storage facts only for calls the grants allow: a denied call costs no AWS call.
         let has_places = !c.storage.is_empty() || !c.default_places.is_empty();
         if !d.allow || !has_places || !self.storage.enabled() {
+            if d.allow {
+                d = authorize(identity, op, &facts, &self.policy);
+            }
             if d.allow && matches!(op, Operation::DataPath { .. }) && !self.storage.enabled() {
                 d.matched = "storage checks are off (storage.enabled = false): files by path are not checked".into();
             }
@@ -165,6 +177,87 @@ impl Guard {
             }
         }
         audit
+    }
+
+    /// The claims of other tables and partitions (the location index) on each location the
+    /// call points at: explicit locations (a table's, a changed one, partitions outside their
+    /// table), the default places it fills, and the files a drop deletes (at and under the
+    /// table's location). The call's own table is not an overlap. An index that cannot answer
+    /// refuses explicit locations; default places and drops (the call names no location)
+    /// pass unchecked then.
+    async fn overlap_facts(&self, c: &Classified, facts: &mut Facts<'_>) -> Result<(), Verdict> {
+        let own = match &c.op {
+            Operation::CreateTable { table }
+            | Operation::AlterTable { table, .. }
+            | Operation::AddPartitions { table }
+            | Operation::AlterPartitions { table, .. }
+            | Operation::DropTable { table } => table,
+            _ => return Ok(()),
+        };
+        let Object::Table(own_db, own_table) = own else {
+            return Ok(());
+        };
+        // (location, may write or delete there, named by the call, only at and under)
+        let mut places: Vec<(String, bool, bool, bool)> = Vec::new();
+        if let Operation::DropTable { table } = &c.op {
+            match self.facts.object(table).await {
+                Ok(Some(f)) if f.deletes_data => {
+                    places.extend(f.location.map(|l| (l, true, false, true)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Verdict {
+                        allow: false,
+                        reason: Reason::FactsUnavailable,
+                        required: "the location of the table the drop deletes".into(),
+                        matched: format!("the location of {table} could not be read: {e}"),
+                    })
+                }
+            }
+        }
+        let writes = |n: &StorageNeed| n.write || !self.read_only_external;
+        places.extend(
+            c.storage
+                .iter()
+                .map(|n| (n.location.clone(), writes(n), true, false)),
+        );
+        places.extend(
+            c.default_places
+                .iter()
+                .map(|n| (n.location.clone(), writes(n), false, false)),
+        );
+        let skip =
+            |claim: &Claim| &*claim.db == own_db.as_str() && &*claim.table == own_table.as_str();
+        for (location, writes, named, below) in places {
+            match self.index.lookup(&location, &skip).await {
+                Lookup::Off => return Ok(()),
+                Lookup::Unavailable(why) if named => {
+                    facts.index_unavailable = Some(format!("{why} (the call names {location})"));
+                    return Ok(());
+                }
+                Lookup::Unavailable(why) => {
+                    tracing::info!(location, "location index unavailable; a default place or drop passes unchecked: {why}");
+                }
+                Lookup::Found(found) => {
+                    facts.overlaps_truncated |= found.truncated;
+                    for f in found.found {
+                        if below && f.relation == Relation::Above {
+                            continue;
+                        }
+                        facts.overlaps.push(OverlapFact {
+                            location: location.clone(),
+                            relation: f.relation.as_str(),
+                            table: Object::table(&f.claim.db, &f.claim.table),
+                            what: f.claim.describe(),
+                            other_location: f.location.to_string(),
+                            owner: f.claim.owner.as_deref().cloned(),
+                            writes,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The grants the metastore records for each principal and object a revoke names, read

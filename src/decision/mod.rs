@@ -13,11 +13,13 @@
 
 pub mod authz;
 pub mod cache;
+pub mod cacheable;
 pub mod classify;
 mod existence;
 pub mod facts;
 pub mod filter;
 mod gather;
+pub mod index;
 pub mod narrow;
 mod narrowing;
 pub mod outcome;
@@ -82,6 +84,8 @@ struct Ruling {
     admin: bool,
     /// Objects whose cached facts the call may change.
     objects: Vec<Object>,
+    /// What the location index reads again once the metastore executed the call.
+    index: Vec<index::IndexChange>,
     /// A read of a table the caller may read only part of: the narrowed table it gets.
     narrowed: Option<Arc<narrow::Narrowed>>,
     /// Fields set in the request before it goes upstream (a narrowed caller's statistics,
@@ -112,6 +116,7 @@ impl Ruling {
             filter: None,
             admin: false,
             objects: Vec::new(),
+            index: Vec::new(),
             narrowed: None,
             rewrite: None,
             answer: None,
@@ -131,6 +136,56 @@ pub struct Guard {
     pub storage: StorageGuard,
     /// External tables' and partitions' locations need only read access.
     pub read_only_external: bool,
+    /// Every table's and outside partition's location: a location another object claims
+    /// needs its privileges (`index`, docs/STORAGE.md "Locations are exclusive").
+    pub index: Arc<index::LocationIndex>,
+}
+
+/// What the location index reads again after the metastore executed an operation.
+fn index_changes(c: &Classified) -> Vec<index::IndexChange> {
+    use index::IndexChange;
+    let table = |o: &Object, partitions: bool| match o {
+        Object::Table(db, t) => Some(IndexChange::Table {
+            db: db.clone(),
+            table: t.clone(),
+            partitions,
+        }),
+        _ => None,
+    };
+    match &c.op {
+        Operation::CreateTable { table: t } => table(t, false).into_iter().collect(),
+        Operation::AlterTable { table: t, changes } => {
+            let renamed_into = changes.iter().find_map(|k| match k {
+                AlterKind::Rename { new_db } => Some(new_db.clone()),
+                _ => None,
+            });
+            match renamed_into {
+                // The old name is gone; the new one is among its database's tables.
+                Some(db) => table(t, true)
+                    .into_iter()
+                    .chain([IndexChange::Database { db }])
+                    .collect(),
+                None => table(t, false).into_iter().collect(),
+            }
+        }
+        Operation::DropTable { table: t } => table(t, true).into_iter().collect(),
+        Operation::OwnerOfAll(ts) => ts.iter().filter_map(|t| table(t, true)).collect(),
+        Operation::AddPartitions {
+            table: Object::Table(db, t),
+        }
+        | Operation::AlterPartitions {
+            table: Object::Table(db, t),
+            ..
+        } if !c.storage.is_empty() => vec![IndexChange::Partitions {
+            db: db.clone(),
+            table: t.clone(),
+            locations: c.storage.iter().map(|n| n.location.clone()).collect(),
+        }],
+        Operation::DropDatabase {
+            db: Object::Database(db),
+        } => vec![IndexChange::Database { db: db.clone() }],
+        _ => Vec::new(),
+    }
 }
 
 /// Objects whose cached facts (owner, location, existence) a successful call may change.
@@ -172,20 +227,29 @@ impl Guard {
         metrics: Arc<Metrics>,
         storage: StorageGuard,
     ) -> Guard {
-        let client = MetaClient::new(
-            upstreams,
-            ClientConfig {
-                service_user: a.service_user.clone(),
-                timeout: a.facts_timeout,
-                max_reply_bytes: a.facts_max_reply_bytes,
-                max_idle: 8,
-            },
-        );
+        let config = |max_idle| ClientConfig {
+            service_user: a.service_user.clone(),
+            timeout: a.facts_timeout,
+            max_reply_bytes: a.facts_max_reply_bytes,
+            max_idle,
+        };
+        let client = MetaClient::new(upstreams.clone(), config(8));
         let source = Box::new(MetaSource::new(client, metrics.clone()));
-        Guard::with_source(a, max_depth, read_only_external, source, metrics, storage)
+        // The index reads the catalog on its own connections (one build at a time).
+        let catalog =
+            index::MetaCatalog::new(MetaClient::new(upstreams, config(2)), metrics.clone());
+        // With authorization off the proxy is a pure pass-through: nothing is read.
+        let mut settings = a.index.clone();
+        settings.enabled &= a.mode != AuthzMode::Off;
+        let index = index::LocationIndex::start(settings, Arc::new(catalog), metrics.clone());
+        let mut guard =
+            Guard::with_source(a, max_depth, read_only_external, source, metrics, storage);
+        guard.index = index;
+        guard
     }
 
-    /// The policy stage with its facts from `source` (tests script it).
+    /// The policy stage with its facts from `source` (tests script it). Its location index has
+    /// no catalog to read: it starts ready and empty and learns the tables the calls create.
     pub fn with_source(
         a: &AuthzSettings,
         max_depth: usize,
@@ -205,6 +269,7 @@ impl Guard {
             facts: FactsStore::new(source, a.cache_ttl, a.max_principals, metrics.clone()),
             filter_listings: a.filter_listings,
             max_depth,
+            index: index::LocationIndex::without_catalog(a.index.clone(), metrics.clone()),
             metrics,
             storage,
             read_only_external,
@@ -219,7 +284,7 @@ impl Guard {
         let rule = call.entry.map(|m| m.rule);
         let invalidate = Invalidation {
             grants: call.entry.is_some_and(|m| m.changes_grants),
-            objects: Vec::new(),
+            ..Invalidation::default()
         };
         if self.mode == AuthzMode::Off || rule == Some(Rule::Harmless) {
             return Decision {
@@ -227,6 +292,7 @@ impl Guard {
                     session: self.session_of(&call.header.name),
                     bytes: call.bytes,
                     reply: ReplyCheck::Stream,
+                    cache: Default::default(),
                 }),
                 record: Record::Passed,
                 invalidate,
@@ -285,6 +351,7 @@ impl Guard {
             .as_deref()
             .is_some_and(|g| self.policy.is_admin(identity, g));
         let objects = ops.iter().flat_map(|c| changed_objects(&c.op)).collect();
+        let index = ops.iter().flat_map(index_changes).collect();
         let mut last = None;
         for c in ops {
             let (d, storage) = self.decide_one(identity, &c, grants.as_deref()).await;
@@ -303,6 +370,7 @@ impl Guard {
             filter: None,
             admin,
             objects,
+            index,
             classified: None,
             narrowed: None,
             rewrite: None,
@@ -445,6 +513,7 @@ impl Guard {
                 bytes,
                 reply,
                 session: Session::Caller,
+                cache: Default::default(),
             })
         };
         let action = if audit_failing {
@@ -498,6 +567,7 @@ impl Guard {
             }
         };
         invalidate.objects = ruling.objects;
+        invalidate.index = ruling.index;
         let c = ruling.classified.as_ref();
         let record = Record::Decided(Box::new(DecisionRecord {
             outcome,

@@ -54,6 +54,8 @@ pub struct Forward {
     pub bytes: Bytes,
     pub reply: ReplyCheck,
     pub session: Session,
+    /// What the call does to the shared metadata cache (`decision::cacheable`).
+    pub cache: crate::upstream::cache::CacheUse,
 }
 
 /// Whose identity the upstream session carries.
@@ -91,6 +93,9 @@ pub enum ReplyCheck {
 pub struct Invalidation {
     pub grants: bool,
     pub objects: Vec<Object>,
+    /// Tables the location index reads again (after any call that reached the metastore,
+    /// whether or not its outcome is known).
+    pub index: Vec<crate::decision::index::IndexChange>,
 }
 
 /// What a call was, for its audit line and its metrics.

@@ -123,7 +123,20 @@ impl Guard {
             bytes: request.bytes,
             transport: request.transport,
         };
-        self.decide(call, audit_failing).await
+        let mut decision = self.decide(call, audit_failing).await;
+        // The shared metadata cache follows calls whose arguments were read (not with
+        // authorization off: a pure pass-through reads nothing).
+        if let (Action::Forward(f), Some(cache), false) = (
+            &mut decision.action,
+            &settings.cache,
+            self.mode == AuthzMode::Off,
+        ) {
+            let user = cache.per_user.then_some(request.identity.user.as_str());
+            f.cache = super::cacheable::cache_use(request.entry, &args, || {
+                crate::upstream::cache::key(request.transport, request.header, &f.bytes, user)
+            });
+        }
+        decision
     }
 
     /// The arguments, read once, as the metastore will read them.
@@ -185,6 +198,14 @@ impl Guard {
             }
             for obj in &end.invalidate.objects {
                 self.facts.invalidate_object(obj);
+            }
+        }
+        // Then (the caches first: the client may already be sending its next call on another
+        // connection) the index learns what the metastore did, even when the reply was lost:
+        // the table is read again, and what the metastore has is what counts.
+        if end.exit.upstream() != super::UpstreamOutcome::NotSent {
+            for change in &end.invalidate.index {
+                let _ = self.index.apply(change).await;
             }
         }
     }

@@ -34,6 +34,8 @@ use crate::listener::identity::{Identity, IdentitySource};
 use crate::ops::audit::{Audit, AuditError};
 use crate::ops::metrics::{HandshakeStage, Metrics, TransportLabels};
 use crate::settings::Settings;
+use crate::upstream::cache::{CacheUse, ReplyCache};
+use crate::upstream::Tap;
 use crate::upstream::{Answer, StreamError, UpstreamConn, Upstreams};
 use crate::wire::answer;
 use crate::wire::codec::reply::AppErrorKind;
@@ -55,6 +57,8 @@ pub struct Shared {
     pub upstreams: Upstreams,
     pub guard: Guard,
     pub audit: Audit,
+    /// The shared metadata cache (`[cache]`), when enabled.
+    pub replies: Option<Arc<ReplyCache>>,
     /// Request bytes held over all connections.
     held: Arc<HeldBytes>,
     /// Users' groups (`[identity.groups]`), cached.
@@ -91,6 +95,10 @@ impl Shared {
         };
         let audit = Audit::start(&settings.audit, metrics.clone())?;
         let max = settings.limits.max_held_request_bytes;
+        let replies = settings
+            .cache
+            .clone()
+            .map(|c| Arc::new(ReplyCache::new(c, metrics.clone())));
         Ok(Shared {
             settings,
             tls,
@@ -98,6 +106,7 @@ impl Shared {
             upstreams,
             guard,
             audit,
+            replies,
             held: Arc::new(HeldBytes::new(max)),
             groups,
         })
@@ -914,6 +923,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<Forwarded, CallError> {
         let shared = self.shared.clone();
         let method = header.name.as_str();
+        let cache = shared.replies.as_deref();
+        if let (Some(c), CacheUse::Read { key, .. }) = (cache, &forward.cache) {
+            if let Some(reply) = c.get(key, transport, header) {
+                return self
+                    .cached(transport, entry, header, &forward.reply, reply)
+                    .await;
+            }
+        }
+        // A miss keeps its reply only if no write went on meanwhile; a write drops what it
+        // touches now, and again once the metastore answered (before the writer hears).
+        let ticket = cache.map(|c| c.ticket());
+        if let Some(c) = cache {
+            c.apply_write(&forward.cache);
+        }
         let mut up = self.take_upstream(transport, forward.session).await?;
         if forward.session == Session::Caller {
             up.ensure_identity(&self.identity, method).await?;
@@ -930,6 +953,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (replied, out_bytes) = match &forward.reply {
             ReplyCheck::Stream => {
                 let limits = &shared.settings.limits;
+                let mut tap = Tap::default();
+                if let Some(c) = cache {
+                    match &forward.cache {
+                        CacheUse::Read { .. } => {
+                            tap.capture = Some(Default::default());
+                            tap.limit = c.settings().max_entry_bytes;
+                        }
+                        CacheUse::Write(_) | CacheUse::WriteAll => {
+                            let what = forward.cache.clone();
+                            tap.before_client = Some(Box::new(move || c.apply_write(&what)));
+                        }
+                        CacheUse::None => {}
+                    }
+                }
                 let streamed = up
                     .stream_reply(
                         &mut self.client,
@@ -938,8 +975,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         header.seqid,
                         limits.reply_buffer_bytes,
                         sent,
+                        &mut tap,
                     )
                     .await;
+                if let (Some(c), Some(reply), CacheUse::Read { key, tags }, Some(t), Ok(_)) =
+                    (cache, tap.capture.take(), &forward.cache, ticket, &streamed)
+                {
+                    c.put(key.clone(), tags.clone(), transport, &reply, t);
+                }
                 // Known once the reply was checked to answer this call: kept even when the
                 // client went away afterwards.
                 if !matches!(streamed, Err(StreamError::Upstream { .. })) {
@@ -953,7 +996,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 (replied, s.bytes)
             }
             check => {
-                self.checked_reply(&mut up, transport, entry, header, check, sent)
+                let keep = cache.zip(ticket).map(|(c, t)| (c, &forward.cache, t));
+                self.checked_reply(&mut up, transport, entry, header, check, sent, keep)
                     .await?
             }
         };
@@ -966,6 +1010,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// A reply read whole, turned by the policy stage into what the client gets (a listing
     /// filtered, a reply withheld), and written.
+    #[allow(clippy::too_many_arguments)] // one call's whole context, passed once
     async fn checked_reply(
         &mut self,
         up: &mut UpstreamConn,
@@ -974,6 +1019,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         header: &MessageHeader,
         check: &ReplyCheck,
         sent: Instant,
+        keep: Option<(&ReplyCache, &CacheUse, crate::upstream::cache::Ticket)>,
     ) -> Result<(Forwarded, u64), CallError> {
         let shared = self.shared.clone();
         let method = header.name.as_str();
@@ -981,6 +1027,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (reply, _) = up.read_reply(method, header.seqid, max).await?;
         self.answer = up.answer();
         let upstream_time = sent.elapsed();
+        // The metastore's reply as it came, before the policy turns it into the client's.
+        match keep {
+            Some((c, CacheUse::Read { key, tags }, t)) => {
+                c.put(key.clone(), tags.clone(), transport, &reply, t);
+            }
+            Some((c, w, _)) => c.apply_write(w),
+            None => {}
+        }
         let out = shared
             .guard
             .reply(check, transport, entry, header, reply)
@@ -996,6 +1050,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             withheld: out.withheld,
         };
         Ok((forwarded, out.bytes.len() as u64))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// A read answered from the shared metadata cache: the same reply check as a fresh reply
+    /// (filters, narrowing), no metastore call.
+    async fn cached(
+        &mut self,
+        transport: Transport,
+        entry: Option<&'static Method>,
+        header: &MessageHeader,
+        check: &ReplyCheck,
+        reply: Bytes,
+    ) -> Result<Forwarded, CallError> {
+        let shared = self.shared.clone();
+        // Only successful replies are kept.
+        self.answer = Some(crate::upstream::Answer {
+            kind: MessageType::Reply,
+            first: Some(crate::wire::codec::TopField::Id(0)),
+        });
+        let out = match check {
+            ReplyCheck::Stream => reply,
+            check => {
+                let checked = shared
+                    .guard
+                    .reply(check, transport, entry, header, BytesMut::from(&reply[..]))
+                    .await
+                    .map_err(|err| CallError::Upstream {
+                        err: UpstreamError::Protocol {
+                            uri: "(cache)".into(),
+                            method: header.name.clone(),
+                            err,
+                        },
+                        flushed: false,
+                    })?;
+                if checked.withheld {
+                    self.write_client(&checked.bytes).await?;
+                    return Ok(Forwarded {
+                        upstream_time: None,
+                        withheld: true,
+                    });
+                }
+                Bytes::from(checked.bytes.to_vec())
+            }
+        };
+        self.write_client(&out).await?;
+        shared.metrics.count_bytes("upstream_to_client", out.len());
+        Ok(Forwarded::default())
     }
 }
 

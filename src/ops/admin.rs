@@ -1,5 +1,6 @@
 //! Admin HTTP port: `/metrics` (Prometheus text), `/healthz` (process up), `/readyz` (a
-//! metastore accepts connections).
+//! metastore accepts connections; the body also tells the location index's state, which does
+//! not decide readiness: calls that name no location are served while it builds).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,6 +71,33 @@ impl Admin {
     }
 }
 
+/// The location index's state as its metrics tell it ("location index: ready, 1234
+/// locations").
+fn index_line(metrics: &Metrics) -> String {
+    use crate::decision::index::STATE_LABELS;
+    use crate::ops::metrics::IndexStateLabels;
+    let state = STATE_LABELS
+        .into_iter()
+        .find(|&state| {
+            metrics
+                .index_state
+                .get_or_create(&IndexStateLabels { state })
+                .get()
+                == 1
+        })
+        .unwrap_or("disabled");
+    let detail = match state {
+        "building" => format!(
+            "{} tables read so far; calls that name a location wait, then are refused",
+            metrics.index_build_tables.get()
+        ),
+        "incomplete" => "calls that name a location are refused".to_string(),
+        "disabled" => "index.enabled = false: locations are not checked for overlap".to_string(),
+        _ => format!("{} locations", metrics.index_entries.get()),
+    };
+    format!("location index: {state}, {detail}")
+}
+
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -100,7 +128,11 @@ async fn handle(
         "/readyz" => match upstreams.connect(None, 64 * 1024).await {
             Ok((_stream, uri, _)) => {
                 metrics.upstream_up.set(1);
-                text(StatusCode::OK, "text/plain", format!("ready: {uri}\n"))
+                text(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("ready: {uri}\n{}\n", index_line(metrics)),
+                )
             }
             Err(e) => {
                 debug!(error = %e, "readiness probe failed");
@@ -108,7 +140,7 @@ async fn handle(
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    format!("not ready: {e}\n"),
+                    format!("not ready: {e}\n{}\n", index_line(metrics)),
                 )
             }
         },

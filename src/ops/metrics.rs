@@ -96,6 +96,20 @@ pub struct Metrics {
     pub storage_listings: Family<OutcomeLabels, Counter>,
     pub storage_checks: Family<StorageCheckLabels, Counter>,
     pub storage_check_duration: Histogram,
+    /// The shared metadata cache (`[cache]`): stores by outcome, evictions, invalidated
+    /// entries, size, whether it serves.
+    pub cache_stores: Family<OutcomeLabels, Counter>,
+    pub cache_evictions: Counter,
+    pub cache_invalidated: Counter,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+    pub cache_serving: Gauge,
+    /// The notification-log follower: polls by outcome, gaps, the last event seen, how long
+    /// since it was last caught up.
+    pub notification_polls: Family<OutcomeLabels, Counter>,
+    pub notification_gaps: Counter,
+    pub notification_last_event: Gauge,
+    pub notification_lag_ms: Gauge,
     /// Group lookups by source (`cache`, `static`, `file`, `os`, `ldap`) and outcome (cache:
     /// `hit`, `miss`, `last_known`; sources: `found`, `unknown`, `error`, `timeout`).
     pub group_lookups: Family<GroupLookupLabels, Counter>,
@@ -105,6 +119,23 @@ pub struct Metrics {
     pub group_names_refused: Family<SourceLabels, Counter>,
     /// Users whose groups are cached.
     pub group_cache_entries: Gauge,
+    /// The location index's state: 1 for the current one (`disabled`, `building`, `ready`,
+    /// `incomplete`), 0 for the others.
+    pub index_state: Family<IndexStateLabels, Gauge>,
+    /// Locations (tables' and outside partitions') the index holds.
+    pub index_entries: Gauge,
+    /// Tables with at least one location in the index.
+    pub index_tables: Gauge,
+    /// Tables read so far by the build that runs (or the last one): its progress.
+    pub index_build_tables: Gauge,
+    /// How long the last build took.
+    pub index_build_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Builds by outcome (`ok`, `error`).
+    pub index_builds: Family<OutcomeLabels, Counter>,
+    /// Rebuilds started by the periodic rescan.
+    pub index_rebuilds: Counter,
+    /// Tables read again after a call changed them (`ok`, `error`).
+    pub index_refreshes: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +148,12 @@ pub struct GroupLookupLabels {
 pub struct SourceLabels {
     /// `static`, `file`, `os`, `ldap` (or `any`).
     pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IndexStateLabels {
+    /// `disabled`, `building`, `ready`, `incomplete`.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -238,7 +275,9 @@ impl Metrics {
         m.register_storage_credentials(&mut registry);
         m.register_handshakes(&mut registry);
         m.register_storage_checks(&mut registry);
+        m.register_reply_cache(&mut registry);
         m.register_groups(&mut registry);
+        m.register_index(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -275,8 +314,26 @@ impl Metrics {
             delegation_tokens: Family::default(),
             storage_probes: Family::default(),
             storage_listings: Family::default(),
+            index_state: Family::default(),
+            index_entries: Gauge::default(),
+            index_tables: Gauge::default(),
+            index_build_tables: Gauge::default(),
+            index_build_seconds: Gauge::default(),
+            index_builds: Family::default(),
+            index_rebuilds: Counter::default(),
+            index_refreshes: Family::default(),
             storage_checks: Family::default(),
             storage_check_duration: storage_check_histogram(),
+            cache_stores: Family::default(),
+            cache_evictions: Counter::default(),
+            cache_invalidated: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            cache_serving: Gauge::default(),
+            notification_polls: Family::default(),
+            notification_gaps: Counter::default(),
+            notification_last_event: Gauge::default(),
+            notification_lag_ms: Gauge::default(),
             group_lookups: Family::default(),
             group_lookup_failures: Family::default(),
             group_names_refused: Family::default(),
@@ -413,7 +470,7 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Cache lookups (cache: grants, objects, holders, shapes, narrowings, viewed, storage_credentials, storage_decisions; result: hit, miss)",
+            "Cache lookups (cache: grants, objects, holders, shapes, narrowings, viewed, storage_credentials, storage_decisions, replies; result: hit, miss; replies also expired, bypassed)",
             self.cache.clone(),
         );
         registry.register(
@@ -421,6 +478,77 @@ impl Metrics {
             "Calls the proxy made to the metastore to gather facts, by method and outcome",
             self.facts_calls.clone(),
         );
+    }
+
+    /// The shared metadata cache and the notification-log follower.
+    fn register_reply_cache(&self, registry: &mut Registry) {
+        registry.register(
+            "reply_cache_stores",
+            "Replies offered to the shared metadata cache (outcome: stored, too_large, raced)",
+            self.cache_stores.clone(),
+        );
+        registry.register(
+            "reply_cache_evictions",
+            "Entries evicted to stay within cache.max_bytes",
+            self.cache_evictions.clone(),
+        );
+        registry.register(
+            "reply_cache_invalidated",
+            "Entries dropped by writes and notification-log events",
+            self.cache_invalidated.clone(),
+        );
+        registry.register_with_unit(
+            "reply_cache",
+            "Bytes held by the shared metadata cache",
+            Unit::Bytes,
+            self.cache_bytes.clone(),
+        );
+        registry.register(
+            "reply_cache_entries",
+            "Entries in the shared metadata cache",
+            self.cache_entries.clone(),
+        );
+        registry.register(
+            "reply_cache_serving",
+            "1 while the shared metadata cache answers calls (the notification log followed within cache.max_staleness_ms)",
+            self.cache_serving.clone(),
+        );
+        registry.register(
+            "notification_polls",
+            "Reads of the metastore's notification log (outcome: ok, error)",
+            self.notification_polls.clone(),
+        );
+        registry.register(
+            "notification_gaps",
+            "Gaps in the notification log (events purged before they were read): everything cached was dropped",
+            self.notification_gaps.clone(),
+        );
+        registry.register(
+            "notification_last_event",
+            "The id of the last notification-log event followed",
+            self.notification_last_event.clone(),
+        );
+        registry.register(
+            "notification_lag_ms",
+            "Milliseconds since the notification log was last read to its end",
+            self.notification_lag_ms.clone(),
+        );
+    }
+
+    /// The shared metadata cache's lookups.
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache
+            .get_or_create(&CacheLabels {
+                cache: "replies",
+                result,
+            })
+            .inc();
+    }
+
+    pub fn cache_store(&self, outcome: &'static str) {
+        self.cache_stores
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The audit trail's writes, failures and queue.
@@ -514,6 +642,51 @@ impl Metrics {
             "Time of one storage check, cached or not",
             Unit::Seconds,
             self.storage_check_duration.clone(),
+        );
+    }
+
+    /// The location index (decision/index).
+    fn register_index(&self, registry: &mut Registry) {
+        registry.register(
+            "index_state",
+            "The location index's state: 1 for the current one (state: disabled, building, ready, incomplete)",
+            self.index_state.clone(),
+        );
+        registry.register(
+            "index_entries",
+            "Locations the location index holds (tables' and partitions' outside their table)",
+            self.index_entries.clone(),
+        );
+        registry.register(
+            "index_tables",
+            "Tables with a location in the location index",
+            self.index_tables.clone(),
+        );
+        registry.register(
+            "index_build_tables",
+            "Tables read by the location index's current (or last) build: its progress",
+            self.index_build_tables.clone(),
+        );
+        registry.register_with_unit(
+            "index_build_duration",
+            "How long the location index's last build took",
+            Unit::Seconds,
+            self.index_build_seconds.clone(),
+        );
+        registry.register(
+            "index_builds",
+            "Builds of the location index, the first and every rescan (outcome: ok, error)",
+            self.index_builds.clone(),
+        );
+        registry.register(
+            "index_rebuilds",
+            "Rebuilds of the location index started by its periodic rescan (index.rescan_ms)",
+            self.index_rebuilds.clone(),
+        );
+        registry.register(
+            "index_refreshes",
+            "Tables the location index read again after a call through the proxy changed them (outcome: ok, error — the next rescan reads them)",
+            self.index_refreshes.clone(),
         );
     }
 

@@ -8,7 +8,9 @@
 //! identity (`set_ugi`) in step with the caller's. Client connections and the facts client
 //! both talk to the metastore only through it.
 
+pub mod cache;
 pub mod delegation;
+pub mod notifications;
 
 use std::io;
 use std::sync::Arc;
@@ -316,6 +318,28 @@ pub enum StreamError {
     ClientGone,
 }
 
+/// What a streamed reply is shown to on its way (the shared metadata cache).
+#[derive(Default)]
+pub struct Tap<'a> {
+    /// Called once, after the metastore answered and before any byte reaches the client.
+    pub before_client: Option<Box<dyn FnOnce() + Send + 'a>>,
+    /// A copy of the reply, while it stays within `limit` bytes.
+    pub capture: Option<BytesMut>,
+    pub limit: usize,
+}
+
+impl Tap<'_> {
+    fn keep(&mut self, bytes: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            if c.len() + bytes.len() > self.limit {
+                self.capture = None;
+            } else {
+                c.extend_from_slice(bytes);
+            }
+        }
+    }
+}
+
 /// A reply streamed through: when it was complete and how many bytes went to the client.
 #[derive(Debug, Clone, Copy)]
 pub struct Streamed {
@@ -557,6 +581,9 @@ impl UpstreamConn {
     /// Streams the reply to `method`/`seqid` to `client` as it arrives: up to `hold` bytes
     /// are held back, so that a failure early in the reply can still be answered cleanly;
     /// nothing reaches the client before the reply is known to answer this call.
+    /// `tap`: sees the reply's first bytes before any reaches the client (`before_client`),
+    /// and keeps a copy of the whole reply when it fits (`Tap::capture`).
+    #[allow(clippy::too_many_arguments)] // one call's whole context, passed once
     pub async fn stream_reply<W: AsyncWrite + Unpin>(
         &mut self,
         client: &mut W,
@@ -565,6 +592,7 @@ impl UpstreamConn {
         seqid: i32,
         hold: usize,
         sent: Instant,
+        tap: &mut Tap<'_>,
     ) -> Result<Streamed, StreamError> {
         self.walker.reset();
         let mut walked = 0usize;
@@ -577,7 +605,13 @@ impl UpstreamConn {
                 self.check_answers(method, seqid)
                     .map_err(|e| up(e, flushed))?;
                 let upstream_time = sent.elapsed();
+                if !flushed {
+                    if let Some(f) = tap.before_client.take() {
+                        f();
+                    }
+                }
                 let out = &self.buf[..walked];
+                tap.keep(out);
                 let write = async {
                     client.write_all(out).await?;
                     client.flush().await

@@ -196,7 +196,7 @@ impl Grants {
 }
 
 /// The owner recorded on a table or database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub name: String,
     pub kind: PrincipalKind,
@@ -519,6 +519,35 @@ pub struct Facts<'a> {
     /// Storage checks of the locations the operation points at (gathered only once the grants
     /// allow it: a call denied by grants makes no AWS call).
     pub storage: Vec<StorageFact>,
+    /// Other tables' and partitions' claims on the locations the operation points at (the
+    /// location index; gathered only once the grants allow it).
+    pub overlaps: Vec<OverlapFact>,
+    /// The location index found more claims than it reports (`index::MAX_FOUND`).
+    pub overlaps_truncated: bool,
+    /// The location index could not answer for a location the call names: why.
+    pub index_unavailable: Option<String>,
+}
+
+/// Another object's claim on a location a call points at (docs/STORAGE.md "Locations are
+/// exclusive"), and what the call would do there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlapFact {
+    /// The location the call points at, as written.
+    pub location: String,
+    /// How the other object's location lies: `at` (the same place), `under` (inside the
+    /// call's location), `above` (a parent of it).
+    pub relation: &'static str,
+    /// The table whose privileges decide (the partition's table, for a partition).
+    pub table: Object,
+    /// "table d.t" or "partition [v] of table d.t".
+    pub what: String,
+    /// The other object's location (canonical form).
+    pub other_location: String,
+    pub owner: Option<Owner>,
+    /// The call's object may write or delete files there (a managed table, a table whose drop
+    /// deletes its files, a location the storage check wants writable, a drop): ownership of
+    /// the other table or DROP on it; else (a read-only external table) SELECT on it.
+    pub writes: bool,
 }
 
 /// What the user's own storage role may do at one location (docs/STORAGE.md).
@@ -568,6 +597,12 @@ pub enum Reason {
     /// The caller may read part of the table, but this call cannot be narrowed to it (or the
     /// parts do not combine into one narrowed table).
     NotNarrowable,
+    /// The call's location is at, under or above another table's or partition's location,
+    /// and the caller lacks that table's privileges (locations are exclusive).
+    Overlap,
+    /// The location index cannot answer (building, incomplete): a call naming a location is
+    /// refused.
+    IndexUnavailable,
 }
 
 impl Reason {
@@ -596,6 +631,8 @@ impl Reason {
             Reason::Path => "path",
             Reason::Narrowed => "narrowed",
             Reason::NotNarrowable => "not_narrowable",
+            Reason::Overlap => "overlap",
+            Reason::IndexUnavailable => "index_unavailable",
         }
     }
 }
@@ -671,7 +708,8 @@ pub fn authorize(
     // Dual IAM: the grants allow; every location the call points at must also be reachable
     // by the user's own storage role.
     match facts.storage.iter().find(|f| !f.allow) {
-        None => d,
+        // Locations are exclusive: another table's location needs that table's privileges.
+        None => overlap_verdict(identity, facts, policy).unwrap_or(d),
         Some(f) => Verdict {
             allow: false,
             reason: if f.unavailable {
@@ -686,6 +724,74 @@ pub fn authorize(
             matched: f.reason.clone(),
         },
     }
+}
+
+/// The overlap rule (docs/STORAGE.md "Locations are exclusive"): every other object claiming
+/// a location at, under or above one the call points at needs the caller's privileges on its
+/// table — SELECT where the call only reads there, ownership or DROP where it may write or
+/// delete files. Admins hold every privilege. `None`: nothing to refuse.
+fn overlap_verdict(identity: &Identity, facts: &Facts<'_>, policy: &Policy) -> Option<Verdict> {
+    let nothing =
+        facts.overlaps.is_empty() && !facts.overlaps_truncated && facts.index_unavailable.is_none();
+    if nothing {
+        return None;
+    }
+    let grants = facts.grants;
+    if grants.is_some_and(|g| policy.is_admin(identity, g)) {
+        return None;
+    }
+    if let Some(why) = &facts.index_unavailable {
+        return Some(Verdict::deny(
+            Reason::IndexUnavailable,
+            "the privileges of every table whose location overlaps the call's (the location index)",
+            format!("{why}; calls that name a location are refused until it is ready"),
+        ));
+    }
+    for o in &facts.overlaps {
+        let owner = grants.is_some_and(|g| {
+            o.owner
+                .as_ref()
+                .is_some_and(|w| owner_matches(identity, g, w))
+        });
+        let (held, required) = if o.writes {
+            (
+                grants.and_then(|g| g.find(&o.table, Privilege::Drop, false)),
+                format!("ownership of {} or DROP on it", o.table),
+            )
+        } else {
+            (
+                grants.and_then(|g| g.find(&o.table, Privilege::Select, false)),
+                format!("SELECT on {} (or its ownership)", o.table),
+            )
+        };
+        if owner || held.is_some() {
+            continue;
+        }
+        let lies = match o.relation {
+            "at" => "the same place as",
+            "under" => "inside",
+            _ => "a parent of",
+        };
+        return Some(Verdict::deny(
+            Reason::Overlap,
+            required,
+            format!(
+                "{} is located at {}, {lies} {} where the call puts data: a location another table claims needs that table's privileges (docs/STORAGE.md \"Locations are exclusive\")",
+                o.what, o.other_location, o.location
+            ),
+        ));
+    }
+    if facts.overlaps_truncated {
+        return Some(Verdict::deny(
+            Reason::Overlap,
+            "the privileges of every table whose location overlaps the call's",
+            format!(
+                "more than {} tables' or partitions' locations overlap the call's: only an admin may",
+                facts.overlaps.len()
+            ),
+        ));
+    }
+    None
 }
 
 /// What the metastore says about one principal: roles granted to it directly (with the admin

@@ -116,6 +116,7 @@ fn decide_with(
         storage: Vec::new(),
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     authorize(id, &op, &f, &Policy::default())
 }
@@ -573,6 +574,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         storage: Vec::new(),
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     let d = authorize(&root, &Operation::Tokens, &fr, &p);
     assert_eq!(
@@ -597,6 +599,7 @@ fn anonymous_tokens_unknown_and_missing_facts() {
         storage: Vec::new(),
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     assert!(authorize(&mary, &Operation::AdminOnly("x"), &fm, &boot).allow);
 }
@@ -624,6 +627,7 @@ fn owner_may_be_a_role_or_group() {
             storage: Vec::new(),
             holders: Default::default(),
             recorded: Default::default(),
+            ..Default::default()
         };
         f.owners.insert(
             t("x"),
@@ -662,6 +666,7 @@ fn storage_facts_deny_after_grants_allow() {
         storage: vec![fact(true, false)],
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     assert!(
         authorize(&admin, &op, &f, &p).allow,
@@ -770,6 +775,7 @@ fn locks_fit_their_type_and_transactions_need_an_identity() {
         storage: Vec::new(),
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     let d = authorize(&anon, &open(None), &f, &Policy::default());
     assert_eq!((d.allow, d.reason), (false, Reason::Anonymous));
@@ -794,6 +800,7 @@ fn ownership_through_public_is_nobodys() {
         storage: Vec::new(),
         holders: Default::default(),
         recorded: Default::default(),
+        ..Default::default()
     };
     for op in [
         Operation::DropDatabase {
@@ -1150,4 +1157,93 @@ fn a_created_tables_grants_are_the_creators_own() {
     // The admin's choice stands.
     let d = decide(&root, carried(principal(User, "john"), "admin", User), &[]);
     assert_eq!((d.allow, d.reason), (true, Reason::Admin));
+}
+
+#[test]
+fn a_location_another_table_claims_needs_its_privileges() {
+    // mary (marketing): SELECT on customer, no DROP anywhere; owns nothing.
+    let mary = user("mary", &[]);
+    let g = grants_of(&mary, &seed());
+    let op = Operation::CreateTable { table: t("mine") };
+    let over = |table: &str, writes: bool, owner: &str| OverlapFact {
+        location: "s3a://lake/shared/x".into(),
+        relation: "at",
+        table: t(table),
+        what: format!("table demo_database.{table}"),
+        other_location: "s3a://lake/shared/x/".into(),
+        owner: Some(Owner {
+            name: owner.into(),
+            kind: PrincipalKind::User,
+        }),
+        writes,
+    };
+    let p = Policy::default();
+    let facts = |o: Vec<OverlapFact>| Facts {
+        grants: Some(&g),
+        overlaps: o,
+        ..Default::default()
+    };
+    // Database CREATE is needed first: mary owns nothing, so give her the database.
+    let mut owners = HashMap::new();
+    owners.insert(
+        db(),
+        Owner {
+            name: "mary".into(),
+            kind: PrincipalKind::User,
+        },
+    );
+    let with = |o: Vec<OverlapFact>| {
+        let mut f = facts(o);
+        f.owners = owners.clone();
+        authorize(&mary, &op, &f, &p)
+    };
+    assert!(with(vec![]).allow, "no overlap: the database owner creates");
+    // Read-only over a table she may SELECT: allowed.
+    assert!(with(vec![over("customer", false, "admin")]).allow);
+    // Read-only over one she may not: denied, naming the other table and the reason.
+    let d = with(vec![over("store_sales_secret", false, "admin")]);
+    assert!(!d.allow);
+    assert_eq!(d.reason, Reason::Overlap);
+    assert_eq!(d.reason.as_str(), "overlap");
+    assert!(d
+        .required
+        .contains("SELECT on table demo_database.store_sales_secret"));
+    assert!(
+        d.matched.contains("the same place as s3a://lake/shared/x"),
+        "{}",
+        d.matched
+    );
+    // Writing over a table she may only SELECT: ownership or DROP needed.
+    let d = with(vec![over("customer", true, "admin")]);
+    assert!(
+        !d.allow
+            && d.required
+                .contains("ownership of table demo_database.customer or DROP")
+    );
+    // Her own table: ownership suffices either way.
+    assert!(with(vec![over("other", true, "mary")]).allow);
+    // More overlaps than reported, or an index that cannot answer: denied.
+    let mut f = facts(vec![]);
+    f.owners = owners.clone();
+    f.overlaps_truncated = true;
+    assert_eq!(authorize(&mary, &op, &f, &p).reason, Reason::Overlap);
+    f.overlaps_truncated = false;
+    f.index_unavailable = Some("the location index is still being built".into());
+    let d = authorize(&mary, &op, &f, &p);
+    assert!(!d.allow && d.reason == Reason::IndexUnavailable);
+    assert!(d.matched.contains("still being built"));
+    // An admin holds every privilege.
+    let root = user("root", &[]);
+    let rg = grants_of(&root, &seed());
+    let f = Facts {
+        grants: Some(&rg),
+        overlaps: vec![over("store_sales_secret", true, "admin")],
+        index_unavailable: None,
+        ..Default::default()
+    };
+    let admin = Policy {
+        admin_users: vec!["root".into()],
+        ..Policy::default()
+    };
+    assert!(authorize(&root, &op, &f, &admin).allow);
 }

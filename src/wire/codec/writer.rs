@@ -110,6 +110,14 @@ impl Writer {
         self
     }
 
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        match self.protocol {
+            Protocol::Binary => self.out.put_i64(v),
+            Protocol::Compact => put_varint(&mut self.out, zigzag64(v)),
+        }
+        self
+    }
+
     pub fn i32(&mut self, v: i32) -> &mut Self {
         match self.protocol {
             Protocol::Binary => self.out.put_i32(v),
