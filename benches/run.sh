@@ -401,7 +401,9 @@ k_pid=$guard_pid k_port=$guard_port
 # cache.ttl_ms); get_table is still decided for each call, the reply comes from the cache.
 start_guard guard-cache "$hms_port" "[cache]
 enabled = true
-notifications = false"
+
+[notifications]
+enabled = false"
 c_pid=$guard_pid c_port=$guard_port
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"

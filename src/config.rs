@@ -43,6 +43,44 @@ pub struct Config {
     pub index: IndexConfig,
     /// The shared metadata cache (off by default).
     pub cache: CacheConfig,
+    /// The metastore's notification log, followed by the cache and the index.
+    pub notifications: NotificationsConfig,
+}
+
+/// `[notifications]`: the metastore's notification log (`get_next_notification`), followed
+/// while the shared metadata cache or the location index is on: each event drops the cache's
+/// entries of what it names and reads the table into the index again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Follow the log (the metastore needs a notification listener, e.g. Hive's
+    /// DbNotificationListener); `false`: the cache's bound on others' changes is
+    /// `cache.ttl_ms`, the index's `index.rescan_ms`.
+    pub enabled: bool,
+    /// How often the log is read.
+    pub poll_ms: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            enabled: true,
+            poll_ms: 500,
+        }
+    }
+}
+
+impl NotificationsConfig {
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !(10..=600_000).contains(&self.poll_ms) {
+            errors.push(err(
+                "notifications.poll_ms",
+                "must be between 10 and 600000",
+            ));
+        }
+        errors
+    }
 }
 
 /// `[cache]`: replies of reads that do not depend on the caller, kept for every client
@@ -57,11 +95,6 @@ pub struct CacheConfig {
     pub max_entry_bytes: u64,
     /// The longest an entry is served, whatever else happens.
     pub ttl_ms: u64,
-    /// Follow the metastore's notification log (needs a notification listener at the
-    /// metastore); `false`: entries live `ttl_ms`, the bound on seeing others' changes.
-    pub notifications: bool,
-    /// How often the notification log is read.
-    pub poll_ms: u64,
     /// The follower further behind than this: nothing is served from the cache.
     pub max_staleness_ms: u64,
     /// Keep replies per user (for a metastore that filters its replies by user).
@@ -75,8 +108,6 @@ impl Default for CacheConfig {
             max_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 16 * 1024 * 1024,
             ttl_ms: 300_000,
-            notifications: true,
-            poll_ms: 500,
             max_staleness_ms: 5_000,
             per_user: false,
         }
@@ -84,13 +115,12 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
-    pub fn validate(&self) -> Vec<ConfigError> {
+    pub fn validate(&self, notifications: &NotificationsConfig) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         for (key, v) in [
             ("cache.max_bytes", self.max_bytes),
             ("cache.max_entry_bytes", self.max_entry_bytes),
             ("cache.ttl_ms", self.ttl_ms),
-            ("cache.poll_ms", self.poll_ms),
             ("cache.max_staleness_ms", self.max_staleness_ms),
         ] {
             if v == 0 {
@@ -103,10 +133,10 @@ impl CacheConfig {
                 "must not exceed cache.max_bytes",
             ));
         }
-        if self.notifications && self.max_staleness_ms <= self.poll_ms {
+        if notifications.enabled && self.max_staleness_ms <= notifications.poll_ms {
             errors.push(err(
                 "cache.max_staleness_ms",
-                "must be greater than cache.poll_ms (the log is read every poll_ms)",
+                "must be greater than notifications.poll_ms (the log is read every poll_ms)",
             ));
         }
         errors
@@ -118,7 +148,7 @@ impl CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// Build the index and apply the rule (default false for now).
+    /// Build the index and apply the rule.
     pub enabled: bool,
     /// Between two full rescans of the metastore (changes made directly on it).
     pub rescan_ms: u64,
@@ -856,7 +886,8 @@ impl Config {
         errors.extend(self.storage.validate());
         errors.extend(self.identity.groups.validate());
         errors.extend(self.index.validate());
-        errors.extend(self.cache.validate());
+        errors.extend(self.cache.validate(&self.notifications));
+        errors.extend(self.notifications.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             errors.push(err("logging.level", format!("bad filter: {e}")));
         }

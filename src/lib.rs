@@ -31,8 +31,9 @@
 //!          invalidation only after a call the metastore executed; the location index reads
 //!          back the tables a call that reached the metastore changed)
 //!   ─► decision::index (background: built from the metastore at start, rescanned)
-//!   ─► upstream::notifications (background): the metastore's notification log followed;
-//!      the cache served only within cache.max_staleness_ms of reading it to its end
+//!   ─► upstream::notifications (background): the metastore's notification log followed for
+//!      the cache (entries dropped; served only within cache.max_staleness_ms of reading the
+//!      log to its end) and the index (tables read again, a rebuild after a gap)
 //!   ─► ops: audit (writer thread, JSON lines), metrics, admin (/metrics, /healthz, /readyz)
 //! ```
 //!
@@ -161,19 +162,26 @@ pub async fn start_with(
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
-    if let Some(cache) = shared.replies.clone() {
-        if cache.settings().notifications {
-            let a = &shared.settings.authz;
-            let client = facts::MetaClient::new(
-                shared.upstreams.clone(),
-                facts::ClientConfig {
-                    service_user: a.service_user.clone(),
-                    timeout: a.facts_timeout,
-                    max_reply_bytes: a.facts_max_reply_bytes,
-                    max_idle: 1,
-                },
-            );
-            let follower = upstream::notifications::Follower::new(client, cache, metrics.clone());
+    // The notification log, followed for the cache and the index (neither on: not read).
+    if let Some(poll) = shared.settings.notifications {
+        let a = &shared.settings.authz;
+        let client = facts::MetaClient::new(
+            shared.upstreams.clone(),
+            facts::ClientConfig {
+                service_user: a.service_user.clone(),
+                timeout: a.facts_timeout,
+                max_reply_bytes: a.facts_max_reply_bytes,
+                max_idle: 1,
+            },
+        );
+        let follower = upstream::notifications::Follower::new(
+            client,
+            poll,
+            shared.replies.clone(),
+            Some(shared.guard.index.clone()),
+            metrics.clone(),
+        );
+        if follower.needed() {
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {

@@ -47,6 +47,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// The shared metadata cache, when `[cache] enabled`.
     pub cache: Option<crate::upstream::cache::CacheSettings>,
+    /// How often the metastore's notification log is read (`None`: not followed).
+    pub notifications: Option<Duration>,
 }
 
 /// `[authz]` resolved: what the policy stage decides by.
@@ -221,19 +223,25 @@ impl Settings {
             authz: AuthzSettings::resolve(&config.authz, &config.index),
             audit,
             storage,
-            cache: cache_settings(&config.cache),
+            cache: cache_settings(&config.cache, &config.notifications),
+            notifications: config
+                .notifications
+                .enabled
+                .then(|| ms(config.notifications.poll_ms)),
         })
     }
 }
 
 /// `[cache]` resolved (`None`: off).
-fn cache_settings(c: &crate::config::CacheConfig) -> Option<crate::upstream::cache::CacheSettings> {
+fn cache_settings(
+    c: &crate::config::CacheConfig,
+    n: &crate::config::NotificationsConfig,
+) -> Option<crate::upstream::cache::CacheSettings> {
     c.enabled.then(|| crate::upstream::cache::CacheSettings {
         max_bytes: usize::try_from(c.max_bytes).unwrap_or(usize::MAX),
         max_entry_bytes: usize::try_from(c.max_entry_bytes).unwrap_or(usize::MAX),
         ttl: ms(c.ttl_ms),
-        notifications: c.notifications,
-        poll: ms(c.poll_ms),
+        notifications: n.enabled,
         max_staleness: ms(c.max_staleness_ms),
         per_user: c.per_user,
     })

@@ -247,6 +247,11 @@ max_entries = 0
 table_batch = 0
 rescan_ms = 10
 shared_prefixes = ["s3a://lake", "no-scheme/staging", "s3a://lake/staging"]
+[notifications]
+poll_ms = 0
+[cache]
+enabled = true
+max_staleness_ms = 400
 "#,
     );
     let out = Command::new(BIN)
@@ -262,8 +267,37 @@ shared_prefixes = ["s3a://lake", "no-scheme/staging", "s3a://lake/staging"]
         "index.rescan_ms",
         "index.shared_prefixes[0]",
         "index.shared_prefixes[1]",
+        "notifications.poll_ms",
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
     assert!(!err.contains("index.shared_prefixes[2]"), "{err}");
+    // The cache's bound is checked against the log's polling (0 < 400: no error here).
+    assert!(!err.contains("cache.max_staleness_ms"), "{err}");
+}
+
+#[test]
+fn check_config_reports_a_staleness_bound_below_the_polling() {
+    let cfg = write_config(
+        r#"
+[upstream]
+uris = ["thrift://hms:9083"]
+[notifications]
+poll_ms = 1000
+[cache]
+enabled = true
+max_staleness_ms = 500
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cache.max_staleness_ms") && err.contains("notifications.poll_ms"),
+        "{err}"
+    );
 }

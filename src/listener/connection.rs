@@ -95,9 +95,11 @@ impl Shared {
         };
         let audit = Audit::start(&settings.audit, metrics.clone())?;
         let max = settings.limits.max_held_request_bytes;
+        // With authorization off the proxy is a pure pass-through: nothing is cached.
         let replies = settings
             .cache
             .clone()
+            .filter(|_| settings.authz.mode != crate::config::AuthzMode::Off)
             .map(|c| Arc::new(ReplyCache::new(c, metrics.clone())));
         Ok(Shared {
             settings,

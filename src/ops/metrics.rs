@@ -680,7 +680,7 @@ impl Metrics {
         );
         registry.register(
             "index_rebuilds",
-            "Rebuilds of the location index started by its periodic rescan (index.rescan_ms)",
+            "Rebuilds of the location index started by its periodic rescan (index.rescan_ms) or a gap in the notification log",
             self.index_rebuilds.clone(),
         );
         registry.register(

@@ -36,9 +36,8 @@ pub struct CacheSettings {
     pub max_entry_bytes: usize,
     /// The longest an entry is served.
     pub ttl: Duration,
-    /// Follow the metastore's notification log (else entries live `ttl`).
+    /// The metastore's notification log is followed (else entries live `ttl`).
     pub notifications: bool,
-    pub poll: Duration,
     /// The follower behind by more than this: the cache is not served.
     pub max_staleness: Duration,
     /// The session's user in every key (a metastore that filters replies by user).
@@ -442,7 +441,6 @@ mod tests {
             max_entry_bytes: max_bytes,
             ttl: Duration::from_secs(60),
             notifications: false,
-            poll: Duration::from_millis(100),
             max_staleness: Duration::from_secs(1),
             per_user: false,
         }

@@ -504,6 +504,8 @@ def monitoring(tmp_path_factory):
         lab.guards = {
             "main": hms.Guard(lab_dir, lab.metastore.port, name="guard-main", extra=(
                 '[authz]\nmode = "enforce"\ncache_ttl_ms = 60000\n\n'
+                # The shared metadata cache too (its metrics and the dashboard's row).
+                '[cache]\nenabled = true\n\n'
                 f'[audit]\nsink = "file"\npath = "{lab.audit_file}"\n\n' + storage)),
             "shadow": hms.Guard(lab_dir, lab.metastore.port, name="guard-shadow",
                                 extra='[authz]\nmode = "shadow"\n'),

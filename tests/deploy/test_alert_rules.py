@@ -56,6 +56,17 @@ CASES = {
         [(f'hms_guard_group_lookup_failures_total{{{I}, source="ldap"}}', "0+6x30")],
         "20m", {"source": "ldap"}, 0.1,
         [(f'hms_guard_group_lookup_failures_total{{{I}, source="ldap"}}', "0x30")]),
+    "HmsGuardLocationIndexUnavailable": (
+        [(f'hms_guard_index_state{{{I}, state="incomplete"}}', "1x30"),
+         (f'hms_guard_index_state{{{I}, state="ready"}}', "0x30")],
+        "20m", {"state": "incomplete"}, 1,
+        # ready; a build shorter than the wait
+        [(f'hms_guard_index_state{{{I}, state="ready"}}', "1x30"),
+         (f'hms_guard_index_state{{{I}, state="building"}}', "1x10 0x20")]),
+    "HmsGuardNotificationLogBehind": (
+        [(f'hms_guard_notification_lag_ms{{{I}}}', "120000x20")],
+        "10m", {}, 120000,
+        [(f'hms_guard_notification_lag_ms{{{I}}}', "500x20")]),
     "HmsGuardStsFailures": (
         [(f'hms_guard_storage_sts_calls_total{{{I}, hop="user", outcome="ok"}}', "0+7x40"),
          (f'hms_guard_storage_sts_calls_total{{{I}, hop="user", outcome="denied"}}', "0+3x40")],

@@ -36,7 +36,10 @@ def relay(lab_ms):
 def guard(lab, lab_ms, relay):
     g = hms.Guard(lab, relay.port, name="guard-cache", extra=(
         '[authz]\nmode = "enforce"\n\n[storage]\nenabled = false\n\n'
-        f'[cache]\nenabled = true\npoll_ms = {POLL_MS}\nmax_staleness_ms = {STALE_MS}\n'))
+        f'[cache]\nenabled = true\nmax_staleness_ms = {STALE_MS}\n\n'
+        f'[notifications]\npoll_ms = {POLL_MS}\n\n'
+        # The location index, kept current by the same log (no rescan within the tests).
+        '[index]\nenabled = true\nrescan_ms = 3600000\n'))
     g.start()
     admin = connect(g.port, "admin")
     admin.create_database(tt.Database(name=DB, locationUri=f"file://{lab}/{DB}.db", parameters={}))
@@ -44,6 +47,8 @@ def guard(lab, lab_ms, relay):
         admin.create_table(hms.external_table(DB, t, f"file://{lab}/{DB}.db/{t}"))
     hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.TABLE, DB, "a", None, None), "ann",
               "SELECT")
+    hms.grant(admin, tt.HiveObjectRef(tt.HiveObjectType.DATABASE, DB, None, None, None), "mal",
+              "CREATE")
     yield g
     g.stop()
 
@@ -51,6 +56,14 @@ def guard(lab, lab_ms, relay):
 def lookups(g, result):
     return sum(v for _, v in hms.metric_series(g.metrics(), "hms_guard_cache_lookups_total",
                                                cache="replies", result=result))
+
+
+def metric(g, name, **labels):
+    return sum(v for _, v in hms.metric_series(g.metrics(), name, **labels))
+
+
+def mal_table(lab, name, where):
+    return hms.external_table(DB, name, f"file://{lab}/{DB}.db/{where}", owner="mal")
 
 
 def reached(relay, method):
@@ -107,10 +120,47 @@ def test_a_denied_caller_never_gets_a_cached_reply_and_listings_are_filtered(gua
     assert ann.get_table(DB, "a").tableName == "a"
 
 
+def test_the_location_index_follows_the_log(guard, lab, lab_ms):
+    """A table created directly on the metastore (never through hms-guard, no rescan) is
+    claimed in the index once its event is read: mal, who holds CREATE on the database and
+    nothing on that table, cannot put a table over its files; once it is dropped directly,
+    she can."""
+    direct = connect(lab_ms.port, "admin")
+    direct.create_table(hms.external_table(DB, "d_direct", f"file://{lab}/{DB}.db/direct",
+                                           owner="admin"))
+    mal = connect(guard.port, "mal")
+    created = time.monotonic()
+    while True:
+        try:
+            mal.create_table(mal_table(lab, "m_over", "direct/sub"))
+        except tt.MetaException as e:
+            assert "a location another table claims needs that table's privileges" in e.message
+            assert f"table {DB}.d_direct" in e.message, e.message
+            break
+        # Not yet claimed: undo and try again, within the bound.
+        mal.drop_table(DB, "m_over", False)
+        assert time.monotonic() - created < STALE_MS / 1000, "the index did not learn the table"
+        time.sleep(0.05)
+    print(f"a direct create claimed in the index after {(time.monotonic() - created) * 1000:.0f} ms")
+    assert metric(guard, "hms_guard_index_refreshes_total", outcome="ok") >= 1
+    direct.drop_table(DB, "d_direct", False)
+    dropped = time.monotonic()
+    while True:
+        try:
+            mal.create_table(mal_table(lab, "m_over", "direct/sub"))
+            break
+        except tt.MetaException as e:
+            assert "another table claims" in e.message, e.message
+            assert time.monotonic() - dropped < STALE_MS / 1000, "the index kept a dropped table"
+            time.sleep(0.05)
+    mal.drop_table(DB, "m_over", False)
+
+
 def test_a_purged_log_drops_the_cache(guard, relay, lab_ms):
     c = connect(guard.port, "admin")
     c.get_table(DB, "a")
     gaps = sum(v for _, v in hms.metric_series(guard.metrics(), "hms_guard_notification_gaps_total"))
+    rebuilds = metric(guard, "hms_guard_index_rebuilds_total")
     # Stall every call through the relay (the follower's polls too), change the table
     # directly and let the metastore purge the events before the follower reads them.
     relay._call(lambda: setattr(relay.relay, "delay", 6.0))
@@ -132,6 +182,14 @@ def test_a_purged_log_drops_the_cache(guard, relay, lab_ms):
     for _ in range(3):
         assert c.get_table(DB, "a").parameters.get("purged") == "yes"
     assert lookups(guard, "hit") >= hits + 2, "the cache serves again"
+    # The location index missed those events too: it is read again from the metastore.
+    deadline = time.monotonic() + 30
+    while metric(guard, "hms_guard_index_rebuilds_total") < rebuilds + 1:
+        assert time.monotonic() < deadline, "no rebuild of the index after the gap"
+        time.sleep(0.2)
+    while metric(guard, "hms_guard_index_state", state="ready") != 1:
+        assert time.monotonic() < deadline, "the index is not ready again after the gap"
+        time.sleep(0.2)
 
 
 

@@ -8,8 +8,9 @@
 //! start ─► build (background: get_all_databases, get_all_tables, get_table_objects_by_name
 //!          in batches, get_partition_names + get_partitions_by_names in batches) ─► ready
 //!   ─► kept current: Guard::finish applies the IndexChange of every table DDL the metastore
-//!      executed (the table read again); rescan every index.rescan_ms; the API below for a
-//!      notification-log follower (refresh_table, drop_table, drop_database, rebuild)
+//!      executed (the table read again); the notification-log follower
+//!      (upstream::notifications) applies the IndexChange of every event other clients
+//!      caused, and rebuilds after a gap; a rescan every index.rescan_ms catches the rest
 //!   ─► asked by gather (decision stage): what is AT, UNDER and ABOVE a location
 //! ```
 //!
@@ -58,9 +59,7 @@ pub struct IndexSettings {
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
-            // Off until the index follows the notification log and the whole suite runs
-            // with it (docs/STORAGE.md, "Locations are exclusive").
-            enabled: false,
+            enabled: true,
             rescan: Duration::from_secs(600),
             max_entries: 1_000_000,
             table_batch: 100,
@@ -447,7 +446,7 @@ impl IndexState {
 pub const STATE_LABELS: [&str; 4] = ["disabled", "building", "ready", "incomplete"];
 
 /// What a call's finish tells the index about a table DDL the metastore executed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum IndexChange {
     /// The table as the metastore has it now (read again; gone: removed). `partitions`: its
     /// partitions read again too (a rename), else the partitions' claims are kept.
