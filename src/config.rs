@@ -218,9 +218,11 @@ impl IndexConfig {
     }
 
     /// The resolved settings.
-    pub fn settings(&self) -> crate::decision::index::IndexSettings {
+    /// `follow_log`: the notification log is followed (`[notifications] enabled`).
+    pub fn settings(&self, follow_log: bool) -> crate::decision::index::IndexSettings {
         crate::decision::index::IndexSettings {
             enabled: self.enabled,
+            follow_log,
             rescan: Duration::from_millis(self.rescan_ms),
             max_entries: self.max_entries,
             table_batch: self.table_batch,

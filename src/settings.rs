@@ -81,7 +81,11 @@ pub struct AuthzSettings {
 }
 
 impl AuthzSettings {
-    fn resolve(a: &AuthzConfig, index: &crate::config::IndexConfig) -> AuthzSettings {
+    fn resolve(
+        a: &AuthzConfig,
+        index: &crate::config::IndexConfig,
+        notifications: &crate::config::NotificationsConfig,
+    ) -> AuthzSettings {
         AuthzSettings {
             mode: a.mode,
             admin_role: a.admin_role.clone(),
@@ -94,7 +98,7 @@ impl AuthzSettings {
             facts_timeout: ms(a.facts_timeout_ms),
             facts_max_reply_bytes: a.facts_max_reply_bytes,
             max_principals: a.max_principals,
-            index: index.settings(),
+            index: index.settings(notifications.enabled),
         }
     }
 }
@@ -220,7 +224,7 @@ impl Settings {
             tls: tls_settings(&config.server.tls),
             upstream_tls: upstream_tls_settings(&config.upstream.tls),
             upstream_kerberos,
-            authz: AuthzSettings::resolve(&config.authz, &config.index),
+            authz: AuthzSettings::resolve(&config.authz, &config.index, &config.notifications),
             audit,
             storage,
             cache: cache_settings(&config.cache, &config.notifications),

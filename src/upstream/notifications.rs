@@ -245,7 +245,8 @@ impl IndexFeed {
 pub struct Follower {
     client: MetaClient,
     cache: Option<Arc<ReplyCache>>,
-    index: Option<IndexFeed>,
+    /// The index (to open its first build) and its feed.
+    index: Option<(Arc<LocationIndex>, IndexFeed)>,
     metrics: Arc<Metrics>,
     poll: Duration,
 }
@@ -273,7 +274,7 @@ impl Follower {
     ) -> Self {
         let index = index
             .filter(|i| i.state() != IndexState::Disabled)
-            .map(|i| IndexFeed::start(i, metrics.clone()));
+            .map(|i| (i.clone(), IndexFeed::start(i, metrics.clone())));
         Follower {
             client,
             cache,
@@ -324,9 +325,59 @@ impl Follower {
             .inc();
     }
 
+    /// Whether the metastore names an event listener (Hive's `DbNotificationListener`, or
+    /// another, records the log): `None` when it cannot tell (an older metastore refusing
+    /// the question, or unreachable now).
+    async fn has_listener(&self) -> Option<bool> {
+        const M: &str = "get_config_value";
+        let mut any = false;
+        for key in [
+            "hive.metastore.transactional.event.listeners",
+            "hive.metastore.event.listeners",
+        ] {
+            let reply = self
+                .client
+                .call(M, |w| {
+                    w.field(Ty::String, 1).string(key.as_bytes());
+                    w.field(Ty::String, 2).string(b"");
+                })
+                .await
+                .ok()?;
+            let v = value(M, &reply).ok()?;
+            any |= v.as_str().is_some_and(|s| !s.trim().is_empty());
+        }
+        Some(any)
+    }
+
     /// Follows the log until the process ends.
     pub async fn run(mut self) {
         let mut last: Option<i64> = None;
+        // Where the log ends now, before the index's first build reads the catalog.
+        let refused = loop {
+            match self.read(&mut last).await {
+                Ok(_) => break None,
+                // Unreachable: the build could not read the catalog either; try again.
+                Err(e @ FactsError::Upstream { .. }) => {
+                    self.polled(false);
+                    tracing::warn!(error = %e, "the notification log's end could not be read; the location index waits for it to start its build");
+                    tokio::time::sleep(self.poll).await;
+                }
+                // The metastore answers but refuses the log (an authorization of its
+                // notification API, a method it lacks): nothing to follow.
+                Err(e) => break Some(e),
+            }
+        };
+        self.polled(refused.is_none());
+        if let Some((index, _)) = &self.index {
+            index.log_followed();
+        }
+        if let Some(e) = refused {
+            tracing::error!(error = %e, "the metastore refuses its notification log: it is not followed — the metadata cache does not serve (its bound cannot be kept) and the location index learns of changes made directly on the metastore only at its rescans; allow the service user the notification API, or set [notifications] enabled = false");
+            return;
+        }
+        if self.has_listener().await == Some(false) {
+            tracing::warn!("the metastore names no event listener (hive.metastore.transactional.event.listeners, hive.metastore.event.listeners): its notification log stays empty and changes made directly on it reach the metadata cache only within cache.ttl_ms and the location index at its next rescan; set [notifications] enabled = false to say so, or configure a listener at the metastore");
+        }
         let mut caught_up = Instant::now();
         loop {
             let read = self.read(&mut last).await;
@@ -369,7 +420,7 @@ impl Follower {
                 c.invalidate(&r.tags);
             }
         }
-        if let Some(feed) = &mut self.index {
+        if let Some((_, feed)) = &mut self.index {
             if r.gap {
                 feed.send(IndexWork::Rebuild);
             }

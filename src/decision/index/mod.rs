@@ -42,6 +42,10 @@ pub use catalog::{Catalog, MetaCatalog};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexSettings {
     pub enabled: bool,
+    /// The notification log is followed: the first build waits until the follower knows
+    /// where the log ends (`LocationIndex::log_followed`), so no change falls between the
+    /// two.
+    pub follow_log: bool,
     /// Between two full rescans (changes made directly on the metastore).
     pub rescan: Duration,
     /// Entries (table and outside-partition locations) the index holds at most.
@@ -60,6 +64,7 @@ impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
             enabled: true,
+            follow_log: false,
             rescan: Duration::from_secs(600),
             max_entries: 1_000_000,
             table_batch: 100,
@@ -490,6 +495,9 @@ pub struct LocationIndex {
     pending: Mutex<Option<Vec<IndexChange>>>,
     /// One build at a time.
     building: tokio::sync::Mutex<()>,
+    /// Opened once the notification log's follower knows its starting point (open from the
+    /// start when the log is not followed).
+    log_start: watch::Sender<bool>,
 }
 
 impl LocationIndex {
@@ -514,6 +522,7 @@ impl LocationIndex {
             metrics,
             pending: Mutex::new(None),
             building: tokio::sync::Mutex::new(()),
+            log_start: watch::channel(false).0,
         });
         index.publish();
         index
@@ -543,6 +552,12 @@ impl LocationIndex {
             IndexState::Disabled
         };
         LocationIndex::new(settings, None, metrics, state)
+    }
+
+    /// The notification log's follower knows where the log ends: every change from now on
+    /// reaches the index as an event, so the first build may start.
+    pub fn log_followed(&self) {
+        self.log_start.send_replace(true);
     }
 
     pub fn state(&self) -> IndexState {
@@ -997,6 +1012,17 @@ async fn read_partitions(
 /// The background task: the first build, then a rescan every `index.rescan_ms` (a failed
 /// build is tried again sooner). Ends when the index is dropped.
 async fn keep_current(index: Weak<LocationIndex>) {
+    // A change between the build's reads and the follower's starting point would be lost.
+    let gate = match index.upgrade() {
+        Some(i) if i.settings.follow_log => Some(i.log_start.subscribe()),
+        Some(_) => None,
+        None => return,
+    };
+    if let Some(mut gate) = gate {
+        if gate.wait_for(|open| *open).await.is_err() {
+            return;
+        }
+    }
     let mut first = true;
     loop {
         let Some(i) = index.upgrade() else { return };

@@ -529,3 +529,36 @@ fn memory_per_entry() {
     }
     println!("10,000 lookups in {} ms", started.elapsed().as_millis());
 }
+
+#[tokio::test]
+async fn with_the_log_followed_the_first_build_waits_for_the_followers_start() {
+    let cat = scripted(1, 10, false);
+    let s = IndexSettings {
+        follow_log: true,
+        build_wait: Duration::from_millis(200),
+        ..settings()
+    };
+    let i = LocationIndex::start(s, cat.clone(), Arc::new(Metrics::new()));
+    let skip = |_: &Claim| false;
+    // Not started: a change made now could fall between the build and the log's start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cat.batch_calls.load(Ordering::SeqCst), 0);
+    assert!(matches!(
+        i.lookup("s3a://lake/db0/t1", &skip).await,
+        Lookup::Unavailable(_)
+    ));
+    i.log_followed();
+    let mut ready = false;
+    for _ in 0..100 {
+        if i.state() == IndexState::Ready {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "the build did not start once the log was followed");
+    assert!(matches!(
+        i.lookup("s3a://lake/db0/t1", &skip).await,
+        Lookup::Found(f) if f.found.len() == 1
+    ));
+}
