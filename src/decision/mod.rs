@@ -242,10 +242,15 @@ impl Guard {
         let mut settings = a.index.clone();
         settings.enabled &= a.mode != AuthzMode::Off;
         let index = index::LocationIndex::start(settings, Arc::new(catalog), metrics.clone());
-        let mut guard =
-            Guard::with_source(a, max_depth, read_only_external, source, metrics, storage);
-        guard.index = index;
-        guard
+        Guard::assemble(
+            a,
+            max_depth,
+            read_only_external,
+            source,
+            metrics,
+            storage,
+            index,
+        )
     }
 
     /// The policy stage with its facts from `source` (tests script it). Its location index has
@@ -258,6 +263,30 @@ impl Guard {
         metrics: Arc<Metrics>,
         storage: StorageGuard,
     ) -> Guard {
+        let mut settings = a.index.clone();
+        settings.enabled &= a.mode != AuthzMode::Off;
+        let index = index::LocationIndex::without_catalog(settings, metrics.clone());
+        Guard::assemble(
+            a,
+            max_depth,
+            read_only_external,
+            source,
+            metrics,
+            storage,
+            index,
+        )
+    }
+
+    /// One index per guard: only it reports the index's state in the metrics.
+    fn assemble(
+        a: &AuthzSettings,
+        max_depth: usize,
+        read_only_external: bool,
+        source: Box<dyn FactsSource>,
+        metrics: Arc<Metrics>,
+        storage: StorageGuard,
+        index: Arc<index::LocationIndex>,
+    ) -> Guard {
         Guard {
             mode: a.mode,
             policy: Policy {
@@ -269,7 +298,7 @@ impl Guard {
             facts: FactsStore::new(source, a.cache_ttl, a.max_principals, metrics.clone()),
             filter_listings: a.filter_listings,
             max_depth,
-            index: index::LocationIndex::without_catalog(a.index.clone(), metrics.clone()),
+            index,
             metrics,
             storage,
             read_only_external,
