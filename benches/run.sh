@@ -406,6 +406,7 @@ partition_rounds() {
     "$lg" load --method get_partition_names --db "$db" --table parts --connections 1 \
         --seconds "$secs" --rounds "$parts_rounds" --warmup-secs "$pw" \
         "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
+    metrics "$c_admin" "$work/guard-cache.metrics"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +416,7 @@ start_guard guard "$hms_port"
 g_pid=$guard_pid g_port=$guard_port g_admin=$guard_admin
 if [[ $only == partitions ]]; then
     start_guard guard-cache "$hms_port" "$cache_on"
-    c_pid=$guard_pid c_port=$guard_port
+    c_pid=$guard_pid c_port=$guard_port c_admin=$guard_admin
     partition_rounds
     kill "$g_pid" "$c_pid"
 else # the full run (its sections are not indented)
@@ -480,7 +481,7 @@ k_pid=$guard_pid k_port=$guard_port
 # The shared metadata cache on: get_table is still decided for each call, the reply comes from
 # the cache.
 start_guard guard-cache "$hms_port" "$cache_on"
-c_pid=$guard_pid c_port=$guard_port
+c_pid=$guard_pid c_port=$guard_port c_admin=$guard_admin
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
     start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
@@ -709,6 +710,17 @@ doc["settings"]["partitions"] = {
     "table": "bench.parts: 3,000 partitions by a string ds, 20 columns", "filter": E["B_PARTS_FILTER"],
     "seconds_per_phase": float(E["B_PARTS_SECS"]), "rounds": int(E["B_PARTS_ROUNDS"]),
     "hms-guard-cache": "[cache] enabled = true, notifications = false (entries live cache.ttl_ms)"}
+cm_path = os.path.join(E["B_WORK"], "guard-cache.metrics")
+if os.path.exists(cm_path):
+    cm = prom(cm_path)
+    doc["partitions_cache_metrics"] = {
+        "own_time_mean_us": {m: own_us(cm, m) for m in PARTS},
+        "reply_cache_lookups": {k.split("{", 1)[1].rstrip("}"): v for k, v in cm.items()
+                                if k.startswith("hms_guard_cache_lookups_total") and 'cache="replies"' in k},
+        "reply_cache_stores": {k.split("{", 1)[1].rstrip("}"): v for k, v in cm.items()
+                               if k.startswith("hms_guard_reply_cache_stores_total")},
+        "reply_cache_bytes": cm.get("hms_guard_reply_cache_bytes"),
+        "note": "hms-guard-cache over all its rounds; own time = mean of (request duration - upstream duration)"}
 if not full:
     doc["command"] = "BENCH_ONLY=%s benches/run.sh" % E["B_ONLY"]
     for k in ("connection_setup", "load_scripted_upstream", "guard_metrics", "rss",
@@ -835,6 +847,8 @@ for group, label in ((load, "metastore"), (scripted, "scripted")):
             m = c["median_of_rounds"]
             if c["vs"] in ("direct", "haproxy") or c["target"] == "hms-guard":
                 print("%24s %s vs %s: %.3fx calls/s, p50 %+.1f us, p99 %+.1f us" % ("", c["target"], c["vs"], m["throughput_ratio"], m["p50_added_us"], m["p99_added_us"]))
+if "partitions_cache_metrics" in doc:
+    print("hms-guard-cache:", doc["partitions_cache_metrics"])
 if full:
     print("proxy's own time per call (mean us):", doc["guard_metrics"]["own_time_mean_us"])
     print("process CPU per get_table (us; includes the audit line in enforce mode):", doc["get_table_cpu_us_per_call"])
