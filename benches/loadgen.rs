@@ -2,8 +2,8 @@
 //!
 //! Run as `cargo bench --bench loadgen -- <subcommand> ...`:
 //!
-//! - `load`: latency (p50/p99) and calls/s of `getVersion` or `get_table` over N concurrent
-//!   connections, against several targets (direct, haproxy, hms-guard) interleaved in rounds so
+//! - `load`: latency (p50/p99) and calls/s of `getVersion`, `get_table`, `get_all_tables`,
+//!   `get_partition_names` or `get_partitions_by_filter` over N concurrent connections, against several targets (direct, haproxy, hms-guard) interleaved in rounds so
 //!   drift on a noisy machine hits every target alike; per-round comparisons and their medians.
 //! - `big-upstream`: a scripted metastore answering every call (but `set_ugi`, `getVersion` and
 //!   oneway calls) with one REPLY of M MiB generated on the fly.
@@ -455,6 +455,12 @@ enum Method {
     /// A listing of every table of `--db` (filtered by hms-guard to what the user may see).
     #[value(name = "get_all_tables")]
     GetAllTables,
+    /// The partition names of `--db`.`--table` (at most `--max-parts`).
+    #[value(name = "get_partition_names")]
+    GetPartitionNames,
+    /// The partitions of `--db`.`--table` that `--filter` selects (at most `--max-parts`).
+    #[value(name = "get_partitions_by_filter")]
+    GetPartitionsByFilter,
 }
 
 impl Method {
@@ -463,6 +469,8 @@ impl Method {
             Method::GetVersion => "getVersion",
             Method::GetTable => "get_table",
             Method::GetAllTables => "get_all_tables",
+            Method::GetPartitionNames => "get_partition_names",
+            Method::GetPartitionsByFilter => "get_partitions_by_filter",
         }
     }
 }
@@ -477,9 +485,16 @@ struct LoadArgs {
     /// Database of `get_table`.
     #[arg(long, default_value = "bench")]
     db: String,
-    /// Table of `get_table`.
+    /// Table of `get_table` and the partition calls.
     #[arg(long, default_value = "t")]
     table: String,
+    /// Filter of `get_partitions_by_filter`, in the metastore's filter language (a string
+    /// partition key compared with a string literal is pushed down to the database).
+    #[arg(long, default_value = "ds >= \"2019-01-01\"")]
+    filter: String,
+    /// `max_parts` of the partition calls (-1: all).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    max_parts: i16,
     /// Concurrent connections, one call in flight on each.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -637,6 +652,12 @@ fn put_string_field(out: &mut BytesMut, id: i16, s: &str) {
     put_string(out, s.as_bytes());
 }
 
+fn put_i16_field(out: &mut BytesMut, id: i16, v: i16) {
+    out.put_u8(6);
+    out.put_i16(id);
+    out.put_i16(v);
+}
+
 fn put_string_list_field(out: &mut BytesMut, id: i16, items: &[&str]) {
     out.put_u8(15);
     out.put_i16(id);
@@ -655,6 +676,8 @@ struct Reply {
     seqid: i32,
     /// Type and id of the result struct's first field; `None` for an empty (void) result.
     first_field: Option<(u8, i16)>,
+    /// Elements of that field when it is a list (partitions, names).
+    list_len: Option<i32>,
     bytes: u64,
 }
 
@@ -941,11 +964,18 @@ impl Client {
                 Some((ty, id))
             }
         };
+        let list_len = match first_field {
+            Some((15, _)) => prefix
+                .get(h.len + 4..h.len + 8)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            _ => None,
+        };
         Ok(Reply {
             kind: h.kind,
             name: h.name,
             seqid: h.seqid,
             first_field,
+            list_len,
             bytes: total,
         })
     }
@@ -973,12 +1003,25 @@ struct Phase {
     lat_ns: Vec<u64>,
     errors: u64,
     failed_conns: Vec<String>,
+    /// Bytes of the measured replies.
+    reply_bytes: u64,
+    /// Fewest and most list elements in a successful reply (partitions, names, tables).
+    items: Option<(i32, i32)>,
+}
+
+fn widen(a: Option<(i32, i32)>, b: Option<(i32, i32)>) -> Option<(i32, i32)> {
+    match (a, b) {
+        (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
+        (x, None) | (None, x) => x,
+    }
 }
 
 struct Spec {
     method: Method,
     db: String,
     table: String,
+    filter: String,
+    max_parts: i16,
     user: String,
 }
 
@@ -1013,6 +1056,8 @@ async fn phase(
         running.spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let mut errors = 0u64;
+            let mut bytes = 0u64;
+            let mut items: Option<(i32, i32)> = None;
             let method = spec.method.name();
             loop {
                 let sent = Instant::now();
@@ -1032,27 +1077,49 @@ async fn phase(
                         c.call(method, |out| put_string_field(out, 1, &spec.db))
                             .await
                     }
+                    Method::GetPartitionNames => {
+                        c.call(method, |out| {
+                            put_string_field(out, 1, &spec.db);
+                            put_string_field(out, 2, &spec.table);
+                            put_i16_field(out, 3, spec.max_parts);
+                        })
+                        .await
+                    }
+                    Method::GetPartitionsByFilter => {
+                        c.call(method, |out| {
+                            put_string_field(out, 1, &spec.db);
+                            put_string_field(out, 2, &spec.table);
+                            put_string_field(out, 3, &spec.filter);
+                            put_i16_field(out, 4, spec.max_parts);
+                        })
+                        .await
+                    }
                 };
                 let done = Instant::now();
                 match r {
                     Ok(reply) => {
                         if !reply.is_success() {
                             errors += 1;
+                        } else if let Some(n) = reply.list_len {
+                            items = widen(items, Some((n, n)));
                         }
                         if sent >= start && done <= end {
                             lat.push((done - sent).as_nanos() as u64);
+                            bytes += reply.bytes;
                         }
                     }
-                    Err(e) => return (lat, errors, Some(e.to_string())),
+                    Err(e) => return (lat, errors, bytes, items, Some(e.to_string())),
                 }
             }
-            (lat, errors, None)
+            (lat, errors, bytes, items, None)
         });
     }
     while let Some(r) = running.join_next().await {
-        let (lat, errors, failed) = r.expect("task");
+        let (lat, errors, bytes, items, failed) = r.expect("task");
         result.lat_ns.extend(lat);
         result.errors += errors;
+        result.reply_bytes += bytes;
+        result.items = widen(result.items, items);
         if let Some(f) = failed {
             result.failed_conns.push(f);
         }
@@ -1120,6 +1187,8 @@ async fn load(a: LoadArgs) -> io::Result<()> {
         method: a.method,
         db: a.db.clone(),
         table: a.table.clone(),
+        filter: a.filter.clone(),
+        max_parts: a.max_parts,
         user: a.user.clone(),
     });
     let t = a.targets.len();
@@ -1169,6 +1238,8 @@ async fn load(a: LoadArgs) -> io::Result<()> {
     let mut rounds: Vec<Vec<Summary>> = vec![Vec::new(); t];
     let mut errors = vec![0u64; t];
     let mut failures: Vec<Vec<String>> = vec![Vec::new(); t];
+    let mut reply_bytes = vec![0u64; t];
+    let mut items: Vec<Option<(i32, i32)>> = vec![None; t];
     for round in 0..a.rounds {
         for k in 0..t {
             let i = (round + k) % t;
@@ -1196,6 +1267,8 @@ async fn load(a: LoadArgs) -> io::Result<()> {
             rounds[i].push(s);
             errors[i] += p.errors;
             failures[i].append(&mut p.failed_conns);
+            reply_bytes[i] += p.reply_bytes;
+            items[i] = widen(items[i], p.items);
             pooled[i].extend(p.lat_ns);
         }
     }
@@ -1226,6 +1299,13 @@ async fn load(a: LoadArgs) -> io::Result<()> {
             "{:<12} {:>10.0} {:>10.1} {:>10.1} | {:>12.0} {:>10.1} {:>10.1} {:>7}",
             a.targets[i].name, o.calls_per_s, o.p50_us, o.p99_us, mc, m50, m99, errors[i]
         );
+        if let (Some((lo, hi)), false) = (items[i], pooled[i].is_empty()) {
+            println!(
+                "{:<12}   replies of {lo}..{hi} items, {} bytes on average",
+                "",
+                reply_bytes[i] / pooled[i].len() as u64
+            );
+        }
         targets_json.push(json!({
             "name": a.targets[i].name,
             "addr": a.targets[i].addr,
@@ -1233,6 +1313,8 @@ async fn load(a: LoadArgs) -> io::Result<()> {
             "errors": errors[i],
             "failed_connections": failures[i].len(),
             "failures": failures[i].iter().take(5).collect::<Vec<_>>(),
+            "reply_bytes_mean": if pooled[i].is_empty() { Value::Null } else { json!(reply_bytes[i] / pooled[i].len() as u64) },
+            "reply_items": items[i].map(|(lo, hi)| json!({"min": lo, "max": hi})),
             "pooled": {"calls_per_s": r1(o.calls_per_s), "p50_us": r1(o.p50_us), "p99_us": r1(o.p99_us)},
             "median_of_rounds": {"calls_per_s": r1(mc), "p50_us": r1(m50), "p99_us": r1(m99)},
             "rounds": rounds[i].iter().map(|s| json!({

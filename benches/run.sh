@@ -6,8 +6,8 @@
 # 1. installs haproxy (apt) if missing, raises `ulimit -n`, builds hms-guard and the load
 #    generator (release), sets up the lab (tests/lab/setup.sh) and starts a real Hive Metastore
 #    (tests/lab/hms.py), with a database and a table for get_table, a view of that table (the
-#    user `narrow` may SELECT it) and a database of 3,000 tables (the user `lister` holds SELECT
-#    on each);
+#    user `narrow` may SELECT it), a table of 3,000 partitions (`bench.parts`, partitioned by
+#    a string `ds`) and a database of 3,000 tables (the user `lister` holds SELECT on each);
 # 2. starts haproxy (mode tcp) and two hms-guard processes in front of the metastore: one with
 #    hms-guard's defaults (authz.mode = enforce at the time of writing) and one with
 #    authz.mode = off (pure pass-through);
@@ -17,7 +17,9 @@
 #    certificate naming the caller, hms-guard-krb and hms-guard-krb-conf: Kerberos with QOP auth
 #    and auth-conf, a KDC started on loopback) interleaved in rounds; `loadgen handshake`:
 #    connection set-up time plain vs TLS vs Kerberos; `get_all_tables` of the 3,000 tables as
-#    lister (direct, haproxy, hms-guard, and the baseline if given); in-process: `loadgen
+#    lister (direct, haproxy, hms-guard, and the baseline if given); `get_partitions_by_filter`
+#    (most of the 3,000 partitions) and `get_partition_names` of bench.parts (direct, haproxy,
+#    hms-guard, hms-guard-cache); in-process: `loadgen
 #    decide` (a warm get_table decision), `loadgen narrow` (get_table read whole vs narrowed
 #    to the view: decision and reply), `loadgen views` (a 10 KB view's analysis); then at 1
 #    connection against a scripted upstream answering instantly (the relay's own overhead
@@ -34,7 +36,11 @@
 # BENCH_HMS_PORT=PORT uses an already running metastore on 127.0.0.1:PORT instead of the lab's,
 # BENCH_BASELINE_BIN=PATH adds a target "hms-guard-base": that hms-guard binary (an earlier
 # build) with the same default configuration, interleaved with the others in the get_table
-# and listing rounds — a before/after comparison side by side in one run.
+# and listing rounds — a before/after comparison side by side in one run,
+# BENCH_PARTS_SECONDS (measured seconds per target per round of the partition calls, 4: a
+# direct call takes a good part of a second), BENCH_PARTS_ROUNDS (BENCH_ROUNDS),
+# BENCH_PARTS_FILTER (`ds >= "2019-01-01"`: 2,635 of the 3,000 partitions),
+# BENCH_ONLY=partitions: only the set-up and the partition rounds (and their verdicts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -48,6 +54,14 @@ conns_list="${BENCH_CONNECTIONS:-1 8}"
 warmup="${BENCH_WARMUP:-2}"
 idle_conns="${BENCH_IDLE_CONNECTIONS:-1000}"
 big_mib="${BENCH_BIG_MIB:-256}"
+parts_secs="${BENCH_PARTS_SECONDS:-4}"
+parts_rounds="${BENCH_PARTS_ROUNDS:-$rounds}"
+parts_filter="${BENCH_PARTS_FILTER:-ds >= \"2019-01-01\"}"
+only="${BENCH_ONLY:-}"
+case "$only" in
+"" | partitions) ;;
+*) echo "benches/run.sh: BENCH_ONLY=$only: the only part that runs alone is 'partitions'" >&2; exit 2 ;;
+esac
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out="$target_dir/bench-results.json"
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -165,13 +179,14 @@ wait_port 127.0.0.1 "$hms_port" 120 || die "metastore did not listen on $hms_por
 
 db=bench
 table=t
-"$venv/bin/python" - 127.0.0.1 "$hms_port" "$db" "$table" "$work/warehouse" <<'EOF'
+"$venv/bin/python" - 127.0.0.1 "$hms_port" "$db" "$table" "$work/warehouse" "$only" <<'EOF'
 # A database and a 20-column partitioned table, created as user `bench`.
 import sys
 from hmsclient import hmsclient
 from hmsclient.genthrift.hive_metastore.ttypes import (
     AlreadyExistsException, Database, FieldSchema, SerDeInfo, StorageDescriptor, Table)
 host, port, db, tbl, wh = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+only = sys.argv[6]
 with hmsclient.HMSClient(host=host, port=port) as c:
     c.set_ugi("bench", [])
     try:
@@ -214,9 +229,42 @@ with hmsclient.HMSClient(host=host, port=port) as c:
                              viewExpandedText=expanded))
     except AlreadyExistsException:
         pass
-    c.grant_privileges(PrivilegeBag([HiveObjectPrivilege(
-        HiveObjectRef(HiveObjectType.TABLE, db, "v", None, None), "narrow", PrincipalType.USER,
-        PrivilegeGrantInfo("SELECT", 0, "bench", PrincipalType.USER, False))]))
+    # (A grant made by an earlier run on this metastore is not made again: the metastore
+    # refuses a grant that exists.)
+    vref = HiveObjectRef(HiveObjectType.TABLE, db, "v", None, None)
+    if not c.list_privileges("narrow", PrincipalType.USER, vref):
+        c.grant_privileges(PrivilegeBag([HiveObjectPrivilege(
+            vref, "narrow", PrincipalType.USER,
+            PrivilegeGrantInfo("SELECT", 0, "bench", PrincipalType.USER, False))]))
+    # A table of 3,000 partitions, `bench.parts` (the columns of bench.t, partitioned by a
+    # string `ds`, one partition a day from 2018-01-01): the partition calls read it. Added in
+    # batches of 500 (those missing only); every partition shares the table's columns.
+    import datetime
+    from hmsclient.genthrift.hive_metastore.ttypes import Partition
+    ptbl = "parts"
+    psd = lambda loc: StorageDescriptor(
+        cols=cols, location=loc, inputFormat=hmsclient.INPUT_FORMAT,
+        outputFormat=hmsclient.OUTPUT_FORMAT, compressed=False, numBuckets=-1,
+        serdeInfo=SerDeInfo(name=ptbl, serializationLib=hmsclient.SIMPLE_SERDE,
+                            parameters={"field.delim": ","}),
+        bucketCols=[], sortCols=[], parameters={})
+    ploc = "file://%s/%s.db/%s" % (wh, db, ptbl)
+    try:
+        c.create_table(Table(tableName=ptbl, dbName=db, owner="bench", sd=psd(ploc),
+                             partitionKeys=[FieldSchema(name="ds", type="string", comment="")],
+                             tableType="MANAGED_TABLE", parameters={}))
+    except AlreadyExistsException:
+        pass
+    days = [(datetime.date(2018, 1, 1) + datetime.timedelta(days=i)).isoformat() for i in range(3000)]
+    have = set(c.get_partition_names(db, ptbl, -1))
+    missing = [d for d in days if "ds=" + d not in have]
+    for i in range(0, len(missing), 500):
+        c.add_partitions([Partition(values=[d], dbName=db, tableName=ptbl, parameters={},
+                                    sd=psd("%s/ds=%s" % (ploc, d)))
+                          for d in missing[i:i + 500]])
+    print("table %s.%s: %d partitions (%d added)" % (db, ptbl, len(c.get_partition_names(db, ptbl, -1)), len(missing)))
+    if only == "partitions":
+        sys.exit(0)
     # A database of 3,000 tables, each granted SELECT to the user `lister`: `get_all_tables`
     # of it as lister is the listing measure (filtered by grants, no owner lookups).
     ldb = db + "_list"
@@ -226,20 +274,20 @@ with hmsclient.HMSClient(host=host, port=port) as c:
     except AlreadyExistsException:
         pass
     have = set(c.get_all_tables(ldb))
-    names = ["t%04d" % i for i in range(3000)]
+    names = ["t%04d" % i for i in range(3000) if "t%04d" % i not in have]
     for n in names:
-        if n not in have:
-            c.create_table(Table(tableName=n, dbName=ldb, owner="bench", partitionKeys=[],
-                                 tableType="MANAGED_TABLE", parameters={}, sd=StorageDescriptor(
-                                     cols=cols[:2], location="file://%s/%s.db/%s" % (wh, ldb, n),
-                                     inputFormat=hmsclient.INPUT_FORMAT,
-                                     outputFormat=hmsclient.OUTPUT_FORMAT, compressed=False,
-                                     numBuckets=-1, bucketCols=[], sortCols=[], parameters={},
-                                     serdeInfo=SerDeInfo(name=n, parameters={},
-                                                         serializationLib=hmsclient.SIMPLE_SERDE))))
-    c.grant_privileges(PrivilegeBag([HiveObjectPrivilege(
-        HiveObjectRef(HiveObjectType.TABLE, ldb, n, None, None), "lister", PrincipalType.USER,
-        PrivilegeGrantInfo("SELECT", 0, "bench", PrincipalType.USER, False)) for n in names]))
+        c.create_table(Table(tableName=n, dbName=ldb, owner="bench", partitionKeys=[],
+                             tableType="MANAGED_TABLE", parameters={}, sd=StorageDescriptor(
+                                 cols=cols[:2], location="file://%s/%s.db/%s" % (wh, ldb, n),
+                                 inputFormat=hmsclient.INPUT_FORMAT,
+                                 outputFormat=hmsclient.OUTPUT_FORMAT, compressed=False,
+                                 numBuckets=-1, bucketCols=[], sortCols=[], parameters={},
+                                 serdeInfo=SerDeInfo(name=n, parameters={},
+                                                     serializationLib=hmsclient.SIMPLE_SERDE))))
+    if names:  # the tables created now (those of an earlier run were granted then)
+        c.grant_privileges(PrivilegeBag([HiveObjectPrivilege(
+            HiveObjectRef(HiveObjectType.TABLE, ldb, n, None, None), "lister", PrincipalType.USER,
+            PrivilegeGrantInfo("SELECT", 0, "bench", PrincipalType.USER, False)) for n in names]))
     print("database %s: %d tables, SELECT on each for lister" % (ldb, len(c.get_all_tables(ldb))))
 EOF
 
@@ -334,11 +382,48 @@ scripted="$work/scripted.jsonl"
 : >"$results"
 : >"$scripted"
 
+# The shared metadata cache on (the bench metastore has no notification log: entries live
+# cache.ttl_ms); every call is still decided, the reply comes from the cache.
+# The shared metadata cache on (the bench metastore has no notification log: entries live
+# cache.ttl_ms).
+cache_on='[cache]
+enabled = true
+
+[notifications]
+enabled = false'
+
+# get_partitions_by_filter (most of bench.parts's 3,000 partitions, pushed down to the
+# metastore's database) and get_partition_names (all 3,000) as bench, the table's owner:
+# direct, haproxy, hms-guard (enforcing, no cache), hms-guard-cache. A direct filter call
+# takes most of a second on the lab's Derby: longer phases.
+partition_rounds() {
+    # The first calls (the metastore's JIT) take over a second: a warm-up of 5 s at least.
+    local pw
+    pw=$(python3 -c 'import sys; print(max(5.0, float(sys.argv[1])))' "$warmup")
+    local targets=(--target "direct=127.0.0.1:$hms_port" --target "haproxy=127.0.0.1:$hap_port"
+        --target "hms-guard=127.0.0.1:$g_port" --target "hms-guard-cache=127.0.0.1:$c_port")
+    log "load: get_partitions_by_filter of $db.parts ($parts_filter), 1 connection"
+    "$lg" load --method get_partitions_by_filter --db "$db" --table parts --filter "$parts_filter" \
+        --connections 1 --seconds "$parts_secs" --rounds "$parts_rounds" --warmup-secs "$pw" \
+        "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
+    log "load: get_partition_names of $db.parts, 1 connection"
+    "$lg" load --method get_partition_names --db "$db" --table parts --connections 1 \
+        --seconds "$secs" --rounds "$parts_rounds" --warmup-secs "$pw" \
+        "${targets[@]}" --json-out "$results" | grep -v '^BENCH_JSON'
+    metrics "$c_admin" "$work/guard-cache.metrics"
+}
+
 # ---------------------------------------------------------------------------------------------
 # hms-guard as configured by default (authz.mode = enforce: get_table is decided, getVersion
 # passes without a decision) and hms-guard with authz off (pure pass-through).
 start_guard guard "$hms_port"
 g_pid=$guard_pid g_port=$guard_port g_admin=$guard_admin
+if [[ $only == partitions ]]; then
+    start_guard guard-cache "$hms_port" "$cache_on"
+    c_pid=$guard_pid c_port=$guard_port c_admin=$guard_admin
+    partition_rounds
+    kill "$g_pid" "$c_pid"
+else # the full run (its sections are not indented)
 start_guard guard-off "$hms_port" "$authz_off"
 o_pid=$guard_pid o_port=$guard_port o_admin=$guard_admin
 # TLS towards clients: the defaults plus [server.tls] with a client CA and identity.mode =
@@ -397,14 +482,10 @@ principal = \"hive/localhost@$kdc_realm\"
 keytab = \"$kdc_dir/service.keytab\"
 krb5_conf = \"$kdc_conf\""
 k_pid=$guard_pid k_port=$guard_port
-# The shared metadata cache on (the bench metastore has no notification log: entries live
-# cache.ttl_ms); get_table is still decided for each call, the reply comes from the cache.
-start_guard guard-cache "$hms_port" "[cache]
-enabled = true
-
-[notifications]
-enabled = false"
-c_pid=$guard_pid c_port=$guard_port
+# The shared metadata cache on: get_table is still decided for each call, the reply comes from
+# the cache.
+start_guard guard-cache "$hms_port" "$cache_on"
+c_pid=$guard_pid c_port=$guard_port c_admin=$guard_admin
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     [[ -x "$BENCH_BASELINE_BIN" ]] || die "BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN is not executable"
     start_guard guard-base "$hms_port" "" "$BENCH_BASELINE_BIN"
@@ -446,9 +527,11 @@ log "connection set-up: plain vs TLS vs Kerberos (connect, handshake, set_ugi, g
     --target "hms-guard-tls=tls://127.0.0.1:$t_port" \
     --target "hms-guard-krb=krb://127.0.0.1:$k_port" --connections 100 --rounds 5 \
     --json-out "$results" | grep -v '^BENCH_JSON'
-kill "$t_pid" "$k_pid" "$c_pid"
+kill "$t_pid" "$k_pid"
 g_cpu=$(($(cpu_ticks "$g_pid") - g_cpu0))
 o_cpu=$(($(cpu_ticks "$o_pid") - o_cpu0))
+partition_rounds
+kill "$c_pid"
 log "decide: warm-cache get_table decisions in-process (Guard::check), CPU per decision"
 "$lg" decide --metastore "127.0.0.1:$hms_port" --db "$db" --table "$table" --user bench \
     --json-out "$results" | grep -v '^BENCH_JSON'
@@ -523,14 +606,16 @@ wait "$slow_pid" || { cat "$work/slow.out" >&2; die "slow big-call failed"; }
 grep -v '^BENCH_JSON' "$work/slow.out"
 big_slow_hwm=$(peak "$guard_pid" "$slow_max")
 kill "$guard_pid"
+fi # the full run
 
 # ---------------------------------------------------------------------------------------------
 log "results"
-export B_RESULTS="$results" B_SCRIPTED="$scripted" B_OUT="$out" B_WORK="$work" \
+export B_ONLY="$only" B_RESULTS="$results" B_SCRIPTED="$scripted" B_OUT="$out" B_WORK="$work" \
     B_BIG_PORT="$big_port" B_HAP_BIG_PORT="$hap_big_port" B_SECS="$secs" B_ROUNDS="$rounds" \
     B_SCRIPTED_ROUNDS="$scripted_rounds" B_WARMUP="$warmup" B_IDLE_CONNS="$idle_conns" \
-    B_BIG_MIB="$big_mib" B_LOADAVG_START="$loadavg_start" \
-    B_G_HWM="$g_hwm" B_O_HWM="$o_hwm" B_IDLE_START="$idle_start_rss" B_IDLE_HOLD="$idle_hold_rss" \
+    B_BIG_MIB="$big_mib" B_LOADAVG_START="$loadavg_start" B_PARTS_SECS="$parts_secs" \
+    B_PARTS_ROUNDS="$parts_rounds" B_PARTS_FILTER="$parts_filter"
+[[ -n $only ]] || export B_G_HWM="$g_hwm" B_O_HWM="$o_hwm" B_IDLE_START="$idle_start_rss" B_IDLE_HOLD="$idle_hold_rss" \
     B_IDLE_THREADS="$idle_threads" B_IDLE_HWM="$idle_hwm" B_BIG_START="$big_start_rss" \
     B_BIG_FAST="$big_fast_hwm" B_BIG_AFTER4="$big_after4_hwm" B_BIG_SLOW="$big_slow_hwm" \
     B_G_CPU="$g_cpu" B_O_CPU="$o_cpu" B_CLK_TCK="$(getconf CLK_TCK)"
@@ -543,7 +628,7 @@ rows, scripted = jl(E["B_RESULTS"]), jl(E["B_SCRIPTED"])
 def sh(cmd):
     return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 def mib(k):
-    return round(int(E[k]) / 1024, 1)
+    return round(int(E[k]) / 1024, 1) if k in E else None
 def med(v):
     v = sorted(x for x in v if x is not None); n = len(v)
     return None if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
@@ -561,7 +646,9 @@ def own_us(p, method):
     s = p['hms_guard_request_duration_seconds_sum{method="%s"}' % method]
     u = p.get('hms_guard_upstream_duration_seconds_sum{method="%s"}' % method, 0.0)
     return round((s - u) / c * 1e6, 1)
-gm, om = prom(os.path.join(E["B_WORK"], "guard.metrics")), prom(os.path.join(E["B_WORK"], "guard-off.metrics"))
+full = not E["B_ONLY"]
+PARTS = ("get_partitions_by_filter", "get_partition_names")
+gm, om = (prom(os.path.join(E["B_WORK"], "guard.metrics")), prom(os.path.join(E["B_WORK"], "guard-off.metrics"))) if full else ({}, {})
 
 load = [r for r in rows if r["kind"] == "load"]
 bigs = [r for r in rows if r["kind"] == "big_call"]
@@ -611,7 +698,7 @@ doc = {
         "idle": {"connections": int(E["B_IDLE_CONNS"]), "upstream": "loadgen big-upstream (scripted)",
                  "config": "hms-guard defaults",
                  "rss_at_start_mib": mib("B_IDLE_START"), "rss_while_held_mib": mib("B_IDLE_HOLD"),
-                 "threads": int(E["B_IDLE_THREADS"]), "peak_rss_mib": mib("B_IDLE_HWM"), "run": idle},
+                 "threads": int(E.get("B_IDLE_THREADS", 0)), "peak_rss_mib": mib("B_IDLE_HWM"), "run": idle},
         "big_reply": {"reply_mib": int(E["B_BIG_MIB"]), "upstream": "loadgen big-upstream (scripted)",
                       "config": "authz.mode = off",
                       "rss_at_start_mib": mib("B_BIG_START"),
@@ -623,6 +710,26 @@ doc = {
     "big_reply_mib_per_s_median": big_rate,
     "big_calls": bigs,
 }
+doc["settings"]["partitions"] = {
+    "table": "bench.parts: 3,000 partitions by a string ds, 20 columns", "filter": E["B_PARTS_FILTER"],
+    "seconds_per_phase": float(E["B_PARTS_SECS"]), "rounds": int(E["B_PARTS_ROUNDS"]),
+    "hms-guard-cache": "[cache] enabled = true, [notifications] enabled = false (entries live cache.ttl_ms)"}
+cm_path = os.path.join(E["B_WORK"], "guard-cache.metrics")
+if os.path.exists(cm_path):
+    cm = prom(cm_path)
+    doc["partitions_cache_metrics"] = {
+        "own_time_mean_us": {m: own_us(cm, m) for m in PARTS},
+        "reply_cache_lookups": {k.split("{", 1)[1].rstrip("}"): v for k, v in cm.items()
+                                if k.startswith("hms_guard_cache_lookups_total") and 'cache="replies"' in k},
+        "reply_cache_stores": {k.split("{", 1)[1].rstrip("}"): v for k, v in cm.items()
+                               if k.startswith("hms_guard_reply_cache_stores_total")},
+        "reply_cache_bytes": cm.get("hms_guard_reply_cache_bytes"),
+        "note": "hms-guard-cache over all its rounds; own time = mean of (request duration - upstream duration)"}
+if not full:
+    doc["command"] = "BENCH_ONLY=%s benches/run.sh" % E["B_ONLY"]
+    for k in ("connection_setup", "load_scripted_upstream", "guard_metrics", "rss",
+              "big_reply_mib_per_s_median", "big_calls"):
+        del doc[k]
 
 def cmp(r, a, b):
     for c in r["comparisons"]:
@@ -653,7 +760,24 @@ vw = [r for r in rows if r["kind"] == "views"]
 if vw:
     verdict("first analysis of a 10 KB view <= 1 ms", "loadgen views, median", round(vw[-1]["median_us"], 1),
             vw[-1]["median_us"] <= 1000)
-for r in [r for r in load if r["method"] != "get_all_tables"]:
+for r in [r for r in load if r["method"] in PARTS]:
+    tag = "%s x%d" % (r["method"], r["connections"])
+    items = {t["name"]: t.get("reply_items") for t in r["targets"]}
+    same = len({json.dumps(v, sort_keys=True) for v in items.values()}) == 1 and None not in items.values()
+    verdict("every target returns the same partitions", tag,
+            "%s items from each" % items["direct"]["max"] if same else items, same)
+    x = cmp(r, "hms-guard-cache", "direct")["throughput_ratio"]
+    if r["method"] == "get_partitions_by_filter":
+        verdict("get_partitions_by_filter from the cache >= 10x direct calls/s", tag + " hms-guard-cache", x, x >= 10)
+    else:
+        verdict("get_partition_names from the cache vs direct (recorded)", tag + " hms-guard-cache", x, True)
+    for g in ("haproxy", "hms-guard"):
+        verdict("partitions uncached: %s vs direct (recorded)" % g, tag + " " + g,
+                cmp(r, g, "direct")["throughput_ratio"], True)
+    errs = sum(t["errors"] + t["failed_connections"] for t in r["targets"])
+    if errs:
+        verdict("no errors", tag, errs, False)
+for r in [r for r in load if r["method"] not in PARTS + ("get_all_tables",)]:
     tag = "%s x%d" % (r["method"], r["connections"])
     names = [t["name"] for t in r["targets"]]
     pt = "hms-guard-off" if "hms-guard-off" in names else "hms-guard"
@@ -683,31 +807,32 @@ for r in scripted:
     verdict("pass-through added p99 <= 100 us", tag, d["p99_added_us"], d["p99_added_us"] <= 100, haproxy=hd["p99_added_us"])
     verdict("throughput vs haproxy >= 0.9x", tag, cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"],
             cmp(r, "hms-guard-off", "haproxy")["throughput_ratio"] >= 0.9)
-ot = om.get('hms_guard_requests_total{method="get_table",decision="pass"}', 0)
-tck = float(E["B_CLK_TCK"])
-g_cpu_us = int(E["B_G_CPU"]) / tck * 1e6 / gt if gt else None
-o_cpu_us = int(E["B_O_CPU"]) / tck * 1e6 / ot if ot else None
-doc["get_table_cpu_us_per_call"] = {"hms-guard": g_cpu_us, "hms-guard-off": o_cpu_us,
-    "decision_own_us": {"hms-guard": own_us(gm, "get_table"), "hms-guard-off": own_us(om, "get_table")}}
-dec = [r for r in rows if r["kind"] == "decide"]
-if dec:
-    verdict("warm-cache get_table decision <= 10 us CPU", "in-process Guard::check, median per round",
-            round(dec[-1]["median_us"], 2), dec[-1]["median_us"] <= 10,
-            process_cpu_us=round(dec[-1]["cpu_us"], 2), facts_calls=dec[-1]["facts_calls"])
-if g_cpu_us is not None and o_cpu_us is not None:
-    # Not the target's measure: the whole proxy process, decision + audit line + the audit
-    # thread's wake-ups, per call.
-    doc["get_table_cpu_us_per_call"]["enforce_minus_off"] = round(g_cpu_us - o_cpu_us, 1)
-if gt:
-    verdict("warm-cache get_table: no upstream call", "facts get_table calls per get_table",
-            round(facts_gt / gt, 3), facts_gt / gt <= 0.01)
-for r in load:
-    if r["method"] == "get_table" and r["connections"] == 1:
-        c = cmp(r, "hms-guard", "hms-guard-off")
-        verdict("warm-cache get_table decision <= 10 us", "added p50 vs authz off, x1", c["p50_added_us"], c["p50_added_us"] <= 10)
-verdict("1,000 idle connections <= 50 MiB RSS", "peak (VmHWM)", mib("B_IDLE_HWM"), mib("B_IDLE_HWM") <= 50)
-worst = max(mib("B_BIG_FAST"), mib("B_BIG_SLOW"))
-verdict("200 MiB reply: peak RSS <= 64 MiB", "%s MiB, fast and slow reader" % E["B_BIG_MIB"], worst, worst <= 64)
+if full:  # the full run's process, CPU and memory figures
+    ot = om.get('hms_guard_requests_total{method="get_table",decision="pass"}', 0)
+    tck = float(E["B_CLK_TCK"])
+    g_cpu_us = int(E["B_G_CPU"]) / tck * 1e6 / gt if gt else None
+    o_cpu_us = int(E["B_O_CPU"]) / tck * 1e6 / ot if ot else None
+    doc["get_table_cpu_us_per_call"] = {"hms-guard": g_cpu_us, "hms-guard-off": o_cpu_us,
+        "decision_own_us": {"hms-guard": own_us(gm, "get_table"), "hms-guard-off": own_us(om, "get_table")}}
+    dec = [r for r in rows if r["kind"] == "decide"]
+    if dec:
+        verdict("warm-cache get_table decision <= 10 us CPU", "in-process Guard::check, median per round",
+                round(dec[-1]["median_us"], 2), dec[-1]["median_us"] <= 10,
+                process_cpu_us=round(dec[-1]["cpu_us"], 2), facts_calls=dec[-1]["facts_calls"])
+    if g_cpu_us is not None and o_cpu_us is not None:
+        # Not the target's measure: the whole proxy process, decision + audit line + the audit
+        # thread's wake-ups, per call.
+        doc["get_table_cpu_us_per_call"]["enforce_minus_off"] = round(g_cpu_us - o_cpu_us, 1)
+    if gt:
+        verdict("warm-cache get_table: no upstream call", "facts get_table calls per get_table",
+                round(facts_gt / gt, 3), facts_gt / gt <= 0.01)
+    for r in load:
+        if r["method"] == "get_table" and r["connections"] == 1:
+            c = cmp(r, "hms-guard", "hms-guard-off")
+            verdict("warm-cache get_table decision <= 10 us", "added p50 vs authz off, x1", c["p50_added_us"], c["p50_added_us"] <= 10)
+    verdict("1,000 idle connections <= 50 MiB RSS", "peak (VmHWM)", mib("B_IDLE_HWM"), mib("B_IDLE_HWM") <= 50)
+    worst = max(mib("B_BIG_FAST"), mib("B_BIG_SLOW"))
+    verdict("200 MiB reply: peak RSS <= 64 MiB", "%s MiB, fast and slow reader" % E["B_BIG_MIB"], worst, worst <= 64)
 for v in verdicts:
     v["pass"] = v.pop("pass_")
 doc["verdicts"] = verdicts
@@ -720,16 +845,20 @@ for group, label in ((load, "metastore"), (scripted, "scripted")):
     for r in group:
         for t in r["targets"]:
             m = t["median_of_rounds"]
-            print("%-24s | %-13s %9.0f %9.1f %9.1f" % ("%s %s x%d" % (label, r["method"], r["connections"]), t["name"], m["calls_per_s"], m["p50_us"], m["p99_us"]))
+            print("%-24s | %-13s %9.0f %9.1f %9.1f%s" % ("%s %s x%d" % (label, r["method"], r["connections"]), t["name"], m["calls_per_s"], m["p50_us"], m["p99_us"],
+                  "  (%s items, %s bytes a reply)" % (t["reply_items"]["max"], t["reply_bytes_mean"]) if t.get("reply_items") and r["method"] in PARTS else ""))
         for c in r["comparisons"]:
             m = c["median_of_rounds"]
             if c["vs"] in ("direct", "haproxy") or c["target"] == "hms-guard":
                 print("%24s %s vs %s: %.3fx calls/s, p50 %+.1f us, p99 %+.1f us" % ("", c["target"], c["vs"], m["throughput_ratio"], m["p50_added_us"], m["p99_added_us"]))
-print("proxy's own time per call (mean us):", doc["guard_metrics"]["own_time_mean_us"])
-print("process CPU per get_table (us; includes the audit line in enforce mode):", doc["get_table_cpu_us_per_call"])
-print("hms-guard (defaults): %d get_table calls, %d facts get_table calls; cache lookups %s" % (gt, facts_gt, caches))
-print("idle: %s connections, RSS at start %.1f MiB, while held %.1f MiB, peak %.1f MiB" % (E["B_IDLE_CONNS"], mib("B_IDLE_START"), mib("B_IDLE_HOLD"), mib("B_IDLE_HWM")))
-print("big reply %s MiB: peak RSS fast reader %.1f MiB, slow reader %.1f MiB; MiB/s medians %s" % (E["B_BIG_MIB"], mib("B_BIG_FAST"), mib("B_BIG_SLOW"), big_rate))
+if "partitions_cache_metrics" in doc:
+    print("hms-guard-cache:", doc["partitions_cache_metrics"])
+if full:
+    print("proxy's own time per call (mean us):", doc["guard_metrics"]["own_time_mean_us"])
+    print("process CPU per get_table (us; includes the audit line in enforce mode):", doc["get_table_cpu_us_per_call"])
+    print("hms-guard (defaults): %d get_table calls, %d facts get_table calls; cache lookups %s" % (gt, facts_gt, caches))
+    print("idle: %s connections, RSS at start %.1f MiB, while held %.1f MiB, peak %.1f MiB" % (E["B_IDLE_CONNS"], mib("B_IDLE_START"), mib("B_IDLE_HOLD"), mib("B_IDLE_HWM")))
+    print("big reply %s MiB: peak RSS fast reader %.1f MiB, slow reader %.1f MiB; MiB/s medians %s" % (E["B_BIG_MIB"], mib("B_BIG_FAST"), mib("B_BIG_SLOW"), big_rate))
 print()
 for v in verdicts:
     extra = " (haproxy: %s)" % v["haproxy"] if "haproxy" in v else ""
