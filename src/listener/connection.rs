@@ -673,7 +673,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let record = Record::Unread { kind: err.kind() };
         let done = Done::ended(Exit::ClientFailed);
         let shared = self.shared.clone();
-        let end = self.ended(&header, record, Invalidation::default(), started, done);
+        let entry = router::route(&header.name, self.settings().upstream.versions);
+        let end = self.ended(
+            &header,
+            entry,
+            record,
+            Invalidation::default(),
+            started,
+            done,
+        );
         shared.guard.finish(&shared.audit, end).await;
     }
 
@@ -712,7 +720,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .await;
         let done = self.carry_out(transport, entry, &header, action).await;
         let keep_open = done.keep_open;
-        let end = self.ended(&header, record, invalidate, started, done);
+        let end = self.ended(&header, entry, record, invalidate, started, done);
         shared.guard.finish(&shared.audit, end).await;
         keep_open
     }
@@ -1109,6 +1117,7 @@ impl<S> Conn<S> {
     fn ended<'a>(
         &'a self,
         header: &'a MessageHeader,
+        entry: Option<&'static Method>,
         record: Record,
         invalidate: Invalidation,
         started: Instant,
@@ -1121,7 +1130,7 @@ impl<S> Conn<S> {
                 peer: self.peer,
                 identity: &self.identity,
             },
-            entry: router::route(&header.name, self.shared.settings.upstream.versions),
+            entry,
             record,
             invalidate,
             exit: done.exit,

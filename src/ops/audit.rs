@@ -6,7 +6,9 @@
 //! Callers build an [`AuditEvent`] (`AuditEvent::now` fills `time` and `event_id`) and hand it
 //! to [`Audit::record`]. The event is serialized on the caller's task and queued on a bounded
 //! channel (`audit.queue_capacity` lines). One dedicated writer thread drains the channel in
-//! batches and writes each batch to the sink with as few `write(2)` calls as it can. The
+//! batches and writes each batch to the sink with as few `write(2)` calls as it can; while
+//! lines keep coming it pauses [`LINGER`] between batches rather than waiting on the queue, so
+//! that a busy proxy's callers queue their lines without waking it for each one. The
 //! writer is an OS thread, not a runtime task, because file and pipe writes block: a stuck
 //! sink (a full disk that hangs, a FIFO nobody reads) then stalls only the writer, never a
 //! runtime worker.
@@ -46,7 +48,8 @@
 //!   with their strings truncated and marked `…[truncated]`, each cut value's original length
 //!   listed in the event's `truncated` field), opening the sink in `start`
 //!   ([`OPEN_TIMEOUT`]).
-//! - Durability: a line is "written" once `write(2)` accepted it (no `fsync` per batch).
+//! - Durability: a line is "written" once `write(2)` accepted it (no `fsync` per batch). Under
+//!   load a line reaches the sink at most about [`LINGER`] after it was queued.
 //! - If the writer thread is gone (it only ends when every handle is dropped, or by a bug),
 //!   `record` fails with [`AuditError::Closed`], counted as `kind = "closed"`, logged in full.
 //! - The stdout sink writes to a duplicate of file descriptor 1; nothing else in `serve` writes
@@ -84,8 +87,15 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 const TRUNCATED_FIELD_BYTES: usize = 1024;
 /// Most groups kept in an event that exceeded [`MAX_LINE_BYTES`].
 const TRUNCATED_GROUPS: usize = 64;
+/// While lines keep coming, the writer pauses this long between batches instead of waiting
+/// on the queue: a line is written at most this much later, and callers queue theirs without
+/// waking the writer.
+pub const LINGER: Duration = Duration::from_millis(1);
 /// Longest `Audit::start` waits for the sink to open (opening a FIFO blocks until a reader).
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The buffer a line is serialized into starts this large.
+const LINE_CAPACITY: usize = 1024;
 
 const TRUNCATED_MARK: &str = "…[truncated]";
 
@@ -203,7 +213,9 @@ impl AuditEvent {
 
     /// The JSON line (with its newline), at most [`MAX_LINE_BYTES`] long.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).expect("an audit event always serializes");
+        // Room for a typical line: serializing then grows the buffer rarely, if ever.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        serde_json::to_writer(&mut line, self).expect("an audit event always serializes");
         if line.len() >= MAX_LINE_BYTES {
             line = serde_json::to_vec(&self.truncated()).expect("an audit event always serializes");
         }
@@ -312,12 +324,22 @@ pub fn rfc3339_micros(since_epoch: Duration) -> String {
     let micros = since_epoch.subsec_micros();
     let (year, month, day) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    // Digit by digit (once per audit line: no formatting machinery).
+    let mut out = String::with_capacity(27);
+    let mut digits = |n: u64, width: u32, then: char| {
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10u64.pow(i) % 10) as u8));
+        }
+        out.push(then);
+    };
+    digits(year, year.checked_ilog10().unwrap_or(0).max(3) + 1, '-');
+    digits(month, 2, '-');
+    digits(day, 2, 'T');
+    digits(rem / 3600, 2, ':');
+    digits(rem / 60 % 60, 2, ':');
+    digits(rem % 60, 2, '.');
+    digits(u64::from(micros), 6, 'Z');
+    out
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day). Works in 400-year eras
@@ -348,7 +370,18 @@ fn next_event_id() -> String {
         nanos ^ (u64::from(std::process::id()) << 44)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{start:016x}-{n:x}")
+    // `{start:016x}-{n:x}`, without the formatting machinery (once per audit line).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(33);
+    for i in (0..16).rev() {
+        id.push(char::from(HEX[(start >> (4 * i)) as usize & 15]));
+    }
+    id.push('-');
+    let digits = (n.checked_ilog2().unwrap_or(0) / 4 + 1) as usize;
+    for i in (0..digits).rev() {
+        id.push(char::from(HEX[(n >> (4 * i)) as usize & 15]));
+    }
+    id
 }
 
 /// Why the audit trail could not start or take an event.
@@ -756,19 +789,38 @@ impl Writer {
 
     fn run(&mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
         loop {
-            // Take a batch: block for the first line, then whatever else is waiting.
+            // Idle: block for the first line (its sender wakes this thread).
             let Some(line) = rx.blocking_recv() else {
                 return; // every handle dropped and the queue is empty
             };
             self.push(line);
-            while self.ends.len() < MAX_BATCH_LINES && self.buf.len() < MAX_BATCH_BYTES {
+            // Busy: write what is waiting, pause, and go on while lines keep coming. A line
+            // queued while this thread sleeps costs its sender no wake-up (a system call and
+            // a context switch per line, on the caller's path, otherwise).
+            loop {
+                let full = self.take_waiting(&mut rx);
+                self.write_batch();
+                if !full {
+                    std::thread::sleep(LINGER);
+                }
                 match rx.try_recv() {
                     Ok(line) => self.push(line),
                     Err(_) => break,
                 }
             }
-            self.write_batch();
         }
+    }
+
+    /// Takes the lines waiting on the queue, up to one batch; `true`: the batch is full (more
+    /// may be waiting).
+    fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Vec<u8>>) -> bool {
+        while self.ends.len() < MAX_BATCH_LINES && self.buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(line) => self.push(line),
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     fn push(&mut self, line: Vec<u8>) {
@@ -991,6 +1043,29 @@ mod tests {
         assert_eq!(civil_from_days(59), (1970, 3, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn event_ids_are_hex_start_and_counter() {
+        let (a, b) = (next_event_id(), next_event_id());
+        let (start, n) = a.split_once('-').unwrap();
+        assert_eq!(start.len(), 16);
+        assert!(start.bytes().all(|c| c.is_ascii_hexdigit()));
+        let m = u64::from_str_radix(n, 16).unwrap();
+        assert_eq!(n, format!("{m:x}"));
+        assert!(b.starts_with(start) && u64::from_str_radix(&b[17..], 16).unwrap() > m);
+    }
+
+    #[test]
+    fn times_in_rfc3339_micros() {
+        let t = Duration::new(1_795_010_894, 123_456_789);
+        assert_eq!(rfc3339_micros(t), "2026-11-18T14:08:14.123456Z");
+        assert_eq!(
+            rfc3339_micros(Duration::ZERO),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        let leap = Duration::new(951_868_799, 999_999_000); // 2000-02-29 23:59:59.999999
+        assert_eq!(rfc3339_micros(leap), "2000-02-29T23:59:59.999999Z");
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct ReplyCache {
     fresh_until: AtomicU64,
     start: Instant,
     metrics: Arc<Metrics>,
+    /// `cache{cache="replies", result="hit"}`, resolved once (counted on every hit).
+    hits: prometheus_client::metrics::counter::Counter,
 }
 
 /// What an entry costs beyond its bytes (key copies, maps).
@@ -134,7 +136,15 @@ impl ReplyCache {
         metrics
             .cache_serving
             .set(i64::from(!settings.notifications));
+        let hits = metrics
+            .cache
+            .get_or_create(&crate::ops::metrics::CacheLabels {
+                cache: "replies",
+                result: "hit",
+            })
+            .clone();
         ReplyCache {
+            hits,
             settings,
             inner: Mutex::new(Inner::default()),
             epoch: AtomicU64::new(0),
@@ -210,7 +220,7 @@ impl ReplyCache {
         inner.order.remove(&old);
         inner.order.insert(tick, key.clone());
         drop(inner);
-        self.metrics.cache_lookup("hit");
+        self.hits.inc();
         Some(message(transport, header, &body))
     }
 

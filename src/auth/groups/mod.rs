@@ -82,6 +82,9 @@ pub struct GroupResolver {
     cache: Mutex<HashMap<String, Entry>>,
     permits: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
+    /// `group_lookups{source="cache", outcome="hit"}`, resolved once: every decided call
+    /// counts one.
+    hits: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for GroupResolver {
@@ -128,7 +131,15 @@ impl GroupResolver {
             let _ = metrics.group_lookup_failures.get_or_create(&labels);
             let _ = metrics.group_names_refused.get_or_create(&labels);
         }
+        let hits = metrics
+            .group_lookups
+            .get_or_create(&GroupLookupLabels {
+                source: "cache",
+                outcome: "hit",
+            })
+            .clone();
         GroupResolver {
+            hits,
             sources,
             permits: tokio::sync::Semaphore::new(settings.max_concurrent_lookups),
             settings,
@@ -166,7 +177,7 @@ impl GroupResolver {
     /// sources (bounded by `timeout`).
     pub async fn groups(&self, user: &str) -> Result<Arc<Vec<String>>, GroupsUnavailable> {
         if let Some(g) = self.fresh(user) {
-            self.count("cache", "hit");
+            self.hits.inc();
             return Ok(g);
         }
         self.count("cache", "miss");
