@@ -10,6 +10,27 @@ fn write_config(text: &str) -> tempfile_path::TempPath {
     tempfile_path::TempPath::new(text)
 }
 
+/// `hms-guard check-config` on `text`: its exit code and its stderr.
+fn check_config(text: &str) -> (Option<i32>, String) {
+    let cfg = write_config(text);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `check_config` of a configuration that must be refused (exit 2): its stderr.
+fn config_errors(text: &str) -> String {
+    let (code, err) = check_config(text);
+    assert_eq!(code, Some(2), "{err}");
+    err
+}
+
 /// A minimal temp file helper (no extra crates).
 mod tempfile_path {
     use std::path::PathBuf;
@@ -40,7 +61,7 @@ mod tempfile_path {
 
 #[test]
 fn check_config_accepts_a_valid_file() {
-    let cfg = write_config(
+    let (code, err) = check_config(
         r#"
 [server]
 listen = "127.0.0.1:9083"
@@ -58,21 +79,12 @@ format = "text"
 level = "hms_guard=debug,info"
 "#,
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
 fn check_config_reports_every_error_at_once() {
-    let cfg = write_config(
+    let err = config_errors(
         r#"
 [server]
 listen = "not an address"
@@ -91,13 +103,6 @@ format = "xml"
 x = 1
 "#,
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "server.listen",
         "max_conections",
@@ -201,7 +206,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn check_config_reports_group_source_errors_by_key() {
-    let cfg = write_config(
+    let err = config_errors(
         r#"
 [upstream]
 uris = ["thrift://127.0.0.1:9083"]
@@ -216,13 +221,6 @@ bind_password_file = "/nonexistent/ldap-password"
 base = ""
 "#,
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "identity.groups.ldap.url",
         "identity.groups.ldap.ca: /nonexistent/ldap-ca.pem",
@@ -238,7 +236,7 @@ base = ""
 
 #[test]
 fn check_config_reports_bad_index_settings() {
-    let cfg = write_config(
+    let err = config_errors(
         r#"
 [upstream]
 uris = ["thrift://hms:9083"]
@@ -254,13 +252,6 @@ enabled = true
 max_staleness_ms = 400
 "#,
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "index.max_entries",
         "index.table_batch",
@@ -278,7 +269,7 @@ max_staleness_ms = 400
 
 #[test]
 fn check_config_reports_a_staleness_bound_below_the_polling() {
-    let cfg = write_config(
+    let err = config_errors(
         r#"
 [upstream]
 uris = ["thrift://hms:9083"]
@@ -289,13 +280,6 @@ enabled = true
 max_staleness_ms = 500
 "#,
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cache.max_staleness_ms") && err.contains("notifications.poll_ms"),
         "{err}"

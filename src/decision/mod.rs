@@ -238,23 +238,20 @@ impl Guard {
         // The index reads the catalog on its own connections (one build at a time).
         let catalog =
             index::MetaCatalog::new(MetaClient::new(upstreams, config(2)), metrics.clone());
-        // With authorization off the proxy is a pure pass-through: nothing is read.
-        let mut settings = a.index.clone();
-        settings.enabled &= a.mode != AuthzMode::Off;
-        let index = index::LocationIndex::start(settings, Arc::new(catalog), metrics.clone());
-        Guard::assemble(
+        Guard::with_source(
             a,
             max_depth,
             read_only_external,
             source,
             metrics,
             storage,
-            index,
+            Some(Arc::new(catalog)),
         )
     }
 
-    /// The policy stage with its facts from `source` (tests script it). Its location index has
-    /// no catalog to read: it starts ready and empty and learns the tables the calls create.
+    /// The policy stage with its facts from `source` (tests script it) and its location index
+    /// read from `catalog` (`None`: an index that starts ready and empty and learns the tables
+    /// the calls create). One index per guard: only it reports the index's state.
     pub fn with_source(
         a: &AuthzSettings,
         max_depth: usize,
@@ -262,31 +259,15 @@ impl Guard {
         source: Box<dyn FactsSource>,
         metrics: Arc<Metrics>,
         storage: StorageGuard,
+        catalog: Option<Arc<dyn index::Catalog>>,
     ) -> Guard {
+        // With authorization off the proxy is a pure pass-through: nothing is read.
         let mut settings = a.index.clone();
         settings.enabled &= a.mode != AuthzMode::Off;
-        let index = index::LocationIndex::without_catalog(settings, metrics.clone());
-        Guard::assemble(
-            a,
-            max_depth,
-            read_only_external,
-            source,
-            metrics,
-            storage,
-            index,
-        )
-    }
-
-    /// One index per guard: only it reports the index's state in the metrics.
-    fn assemble(
-        a: &AuthzSettings,
-        max_depth: usize,
-        read_only_external: bool,
-        source: Box<dyn FactsSource>,
-        metrics: Arc<Metrics>,
-        storage: StorageGuard,
-        index: Arc<index::LocationIndex>,
-    ) -> Guard {
+        let index = match catalog {
+            Some(c) => index::LocationIndex::start(settings, c, metrics.clone()),
+            None => index::LocationIndex::without_catalog(settings, metrics.clone()),
+        };
         Guard {
             mode: a.mode,
             policy: Policy {

@@ -89,9 +89,15 @@ impl Shared {
                 metrics.clone(),
                 storage,
             ),
-            Some(f) => {
-                Guard::with_source(a, depth, read_only_external, f, metrics.clone(), storage)
-            }
+            Some(f) => Guard::with_source(
+                a,
+                depth,
+                read_only_external,
+                f,
+                metrics.clone(),
+                storage,
+                None,
+            ),
         };
         let audit = Audit::start(&settings.audit, metrics.clone())?;
         let max = settings.limits.max_held_request_bytes;

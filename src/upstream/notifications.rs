@@ -38,6 +38,9 @@ use super::cache::{ReplyCache, Tag};
 /// Events asked for at once.
 const BATCH: i32 = 1_000;
 
+/// Idle reads between two checks of the log's end (`get_current_notificationEventId`).
+const END_CHECK_EVERY: u32 = 10;
+
 /// Batches of index work waiting for the index's task; past it a rebuild is asked for.
 const FEED_DEPTH: usize = 64;
 
@@ -249,6 +252,10 @@ pub struct Follower {
     index: Option<(Arc<LocationIndex>, IndexFeed)>,
     metrics: Arc<Metrics>,
     poll: Duration,
+    /// When the log was last read successfully.
+    last_read: Option<Instant>,
+    /// Idle reads since the log's end was last checked.
+    quiet: u32,
 }
 
 /// What one read of the log asks of the cache and the index.
@@ -273,7 +280,7 @@ impl Follower {
         metrics: Arc<Metrics>,
     ) -> Self {
         let index = index
-            .filter(|i| i.state() != IndexState::Disabled)
+            .filter(|i| i.reads_catalog() && i.state() != IndexState::Disabled)
             .map(|i| (i.clone(), IndexFeed::start(i, metrics.clone())));
         Follower {
             client,
@@ -281,6 +288,8 @@ impl Follower {
             index,
             metrics,
             poll,
+            last_read: None,
+            quiet: 0,
         }
     }
 
@@ -431,7 +440,34 @@ impl Follower {
     }
 
     /// One read of the log.
-    async fn read(&self, last: &mut Option<i64>) -> Result<Read, FactsError> {
+    async fn read(&mut self, last: &mut Option<i64>) -> Result<Read, FactsError> {
+        let previous = self.last_read;
+        let r = self.read_log(last, previous).await;
+        if r.is_ok() {
+            self.last_read = Some(Instant::now());
+        }
+        r
+    }
+
+    /// Whether an idle read checks the log's end: events created and purged between two
+    /// reads a poll apart cannot be missed, so the end is checked after a pause (a failed
+    /// or slow read, a restart) and every `END_CHECK_EVERY` idle reads.
+    fn check_end(&mut self, previous: Option<Instant>) -> bool {
+        self.quiet += 1;
+        let paused = previous.is_none_or(|t| t.elapsed() > self.poll * 2);
+        if paused || self.quiet >= END_CHECK_EVERY {
+            self.quiet = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn read_log(
+        &mut self,
+        last: &mut Option<i64>,
+        previous: Option<Instant>,
+    ) -> Result<Read, FactsError> {
         let Some(from) = *last else {
             // The start: nothing cached yet and the index built from now on; follow from
             // the current end.
@@ -452,6 +488,13 @@ impl Follower {
         if events.is_empty() {
             // Nothing after `from`: up to date — unless the log's end is elsewhere: past it
             // (every event since was purged) or before it (another metastore database).
+            if !self.check_end(previous) {
+                return Ok(Read {
+                    done: true,
+                    gap,
+                    ..Read::default()
+                });
+            }
             let current = self.current_id().await?;
             let moved = current != from;
             if moved {

@@ -291,6 +291,18 @@ impl Inner {
         parts
     }
 
+    /// Claims each of `claims` in turn, stopping at the first that finds the index full.
+    fn claim_all<K: AsRef<str>>(
+        &mut self,
+        claims: impl IntoIterator<Item = (K, Claim)>,
+        max: usize,
+    ) -> Result<(), Full> {
+        for (key, c) in claims {
+            self.claim(key.as_ref(), c, max)?;
+        }
+        Ok(())
+    }
+
     fn claim(&mut self, key: &str, claim: Claim, max: usize) -> Result<(), Full> {
         if self.entries >= max {
             return Err(Full);
@@ -560,6 +572,12 @@ impl LocationIndex {
         self.log_start.send_replace(true);
     }
 
+    /// Whether the index reads the metastore's catalog (else it knows only the calls that
+    /// pass: nothing to follow the log for).
+    pub fn reads_catalog(&self) -> bool {
+        self.catalog.is_some()
+    }
+
     pub fn state(&self) -> IndexState {
         self.state.borrow().clone()
     }
@@ -759,14 +777,11 @@ impl LocationIndex {
                     } else {
                         inner.remove_table(db, table)
                     };
-                    let mut r = inner.put(&rec, &parts, max);
                     // The partitions' claims it had, kept as they were.
-                    for (key, c) in kept {
-                        if r.is_ok() {
-                            r = inner.claim(&key, c, max);
-                        }
-                    }
-                    r.is_err()
+                    inner
+                        .put(&rec, &parts, max)
+                        .and_then(|()| inner.claim_all(kept, max))
+                        .is_err()
                 };
                 if full {
                     self.overflowed();
@@ -798,18 +813,14 @@ impl LocationIndex {
                     let Some(base) = base.cloned() else {
                         return Ok(());
                     };
-                    let mut r = Ok(());
-                    for l in locations {
-                        let (key, _) = key_of(l);
+                    let claims = locations.iter().map(|l| {
                         let c = Claim {
                             partition: Some(Box::new([])),
                             ..base.clone()
                         };
-                        if r.is_ok() {
-                            r = inner.claim(&key, c, max);
-                        }
-                    }
-                    r.is_err()
+                        (key_of(l).0, c)
+                    });
+                    inner.claim_all(claims, max).is_err()
                 };
                 if full {
                     self.overflowed();
