@@ -724,10 +724,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 shared.audit.failing_closed(),
             )
             .await;
+        // A table DDL: other calls' location lookups wait until the index has it.
+        let changing = if invalidate.index.is_empty() {
+            None
+        } else {
+            Some(shared.guard.index.changing().await)
+        };
         let done = self.carry_out(transport, entry, &header, action).await;
         let keep_open = done.keep_open;
         let end = self.ended(&header, entry, record, invalidate, started, done);
         shared.guard.finish(&shared.audit, end).await;
+        drop(changing);
         keep_open
     }
 

@@ -510,7 +510,15 @@ pub struct LocationIndex {
     /// Opened once the notification log's follower knows its starting point (open from the
     /// start when the log is not followed).
     log_start: watch::Sender<bool>,
+    /// Table DDL on its way through the proxy holds this shared until the index has read
+    /// back what the metastore did; a lookup takes it exclusively for a moment, so it is
+    /// answered only after every change in flight when it was asked (fair: a stream of new
+    /// changes queues behind it).
+    changes: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// A table DDL in flight (`LocationIndex::changing`): lookups wait until it is dropped.
+pub struct Changing(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
 
 impl LocationIndex {
     fn new(
@@ -535,6 +543,7 @@ impl LocationIndex {
             pending: Mutex::new(None),
             building: tokio::sync::Mutex::new(()),
             log_start: watch::channel(false).0,
+            changes: Arc::new(tokio::sync::RwLock::new(())),
         });
         index.publish();
         index
@@ -570,6 +579,13 @@ impl LocationIndex {
     /// reaches the index as an event, so the first build may start.
     pub fn log_followed(&self) {
         self.log_start.send_replace(true);
+    }
+
+    /// A table DDL about to be forwarded: lookups wait until the returned guard is dropped
+    /// (after the index read back what the metastore did). Taken after the call's own
+    /// decision, so a call never waits for itself.
+    pub async fn changing(&self) -> Changing {
+        Changing(self.changes.clone().read_owned().await)
     }
 
     /// Whether the index reads the metastore's catalog (else it knows only the calls that
@@ -620,6 +636,16 @@ impl LocationIndex {
     /// leaving out locations under `index.shared_prefixes` (and nothing at all for a location
     /// under one). Waits up to `index.build_wait_ms` for the first build.
     pub async fn lookup(&self, location: &str, skip: &(dyn Fn(&Claim) -> bool + Sync)) -> Lookup {
+        // A change the metastore made for another call (whose client may have its answer
+        // already) is in the index before this is answered.
+        let settled = tokio::time::timeout(self.settings.build_wait, self.changes.write()).await;
+        if settled.is_err() && self.state() != IndexState::Disabled {
+            return Lookup::Unavailable(format!(
+                "table changes through the proxy were still being recorded in the location index after {} ms",
+                self.settings.build_wait.as_millis()
+            ));
+        }
+        drop(settled);
         if !self.wait_ready().await {
             return match self.state() {
                 IndexState::Disabled => Lookup::Off,

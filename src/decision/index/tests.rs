@@ -562,3 +562,32 @@ async fn with_the_log_followed_the_first_build_waits_for_the_followers_start() {
         Lookup::Found(f) if f.found.len() == 1
     ));
 }
+
+#[tokio::test]
+async fn a_lookup_waits_for_table_ddl_in_flight_and_refuses_past_the_wait() {
+    let s = IndexSettings {
+        build_wait: Duration::from_millis(300),
+        ..settings()
+    };
+    let i = LocationIndex::without_catalog(s, Arc::new(Metrics::new()));
+    let skip = |_: &Claim| false;
+    // Another connection's create, forwarded; the index learns it in that call's finish.
+    let changing = i.changing().await;
+    let (i2, started) = (i.clone(), std::time::Instant::now());
+    let looked = tokio::spawn(async move {
+        let r = i2.lookup("s3a://lake/db/new", &|_: &Claim| false).await;
+        (r, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    i.put(&rec("db", "new", "s3a://lake/db/new", true), &[]);
+    drop(changing);
+    let (r, waited) = looked.await.unwrap();
+    assert!(waited >= Duration::from_millis(90), "{waited:?}");
+    assert!(matches!(r, Lookup::Found(f) if f.found.len() == 1));
+    // A change that never ends: refused after the wait, saying why.
+    let _stuck = i.changing().await;
+    let Lookup::Unavailable(why) = i.lookup("s3a://lake/db/other", &skip).await else {
+        panic!("answered while a change was in flight");
+    };
+    assert!(why.contains("still being recorded"), "{why}");
+}
