@@ -70,7 +70,21 @@ def reached(relay, method):
     return relay.methods.get(method, 0)
 
 
+def settled(g):
+    """Waits until the location index has read back the tables of the events the follower
+    saw (the fixture's creates): those reads reach the metastore too."""
+    last, deadline = None, time.monotonic() + 30
+    while True:
+        now = metric(g, "hms_guard_index_refreshes_total")
+        if now == last:
+            return
+        assert time.monotonic() < deadline, "the index kept reading"
+        last = now
+        time.sleep(POLL_MS * 3 / 1000)
+
+
 def test_reads_are_served_from_the_cache(guard, relay):
+    settled(guard)
     c = connect(guard.port, "admin")
     c.get_table(DB, "a")
     before, hits = reached(relay, "get_table"), lookups(guard, "hit")
