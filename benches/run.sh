@@ -560,7 +560,15 @@ kill "$guard_pid"
 
 # ---------------------------------------------------------------------------------------------
 log "peak RSS: $idle_conns idle connections (hms-guard defaults; upstream: the scripted big-upstream)"
-start_guard idle "$big_port"
+# The scripted upstream answers every method with its big reply: the location index's build and
+# the notification log's follower would read those (bounded by authz.facts_max_reply_bytes) and
+# measure that, not the connections. Both are off here; the index's own memory is measured by
+# benches/index_build.sh against a real catalog.
+start_guard idle "$big_port" "[index]
+enabled = false
+
+[notifications]
+enabled = false"
 idle_start_rss=$(vm "$guard_pid" VmRSS)
 "$lg" idle --target "127.0.0.1:$guard_port" --connections "$idle_conns" --hold-secs 5 \
     --json-out "$results" >"$work/idle.out" 2>&1 &
