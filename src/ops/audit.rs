@@ -7,8 +7,9 @@
 //! to [`Audit::record`]. The event is serialized on the caller's task and queued on a bounded
 //! channel (`audit.queue_capacity` lines). One dedicated writer thread drains the channel in
 //! batches and writes each batch to the sink with as few `write(2)` calls as it can; while
-//! lines keep coming it pauses [`LINGER`] between batches rather than waiting on the queue, so
-//! that a busy proxy's callers queue their lines without waking it for each one. The
+//! lines keep coming faster than it writes them (a batch of more than one) it pauses
+//! [`LINGER`] between batches rather than waiting on the queue, so that a busy proxy's callers
+//! queue their lines without waking it for each one; a lone line sends it back to waiting. The
 //! writer is an OS thread, not a runtime task, because file and pipe writes block: a stuck
 //! sink (a full disk that hangs, a FIFO nobody reads) then stalls only the writer, never a
 //! runtime worker.
@@ -796,11 +797,17 @@ impl Writer {
             self.push(line);
             // Busy: write what is waiting, pause, and go on while lines keep coming. A line
             // queued while this thread sleeps costs its sender no wake-up (a system call and
-            // a context switch per line, on the caller's path, otherwise).
+            // a context switch per line, on the caller's path, otherwise). A lone line (the
+            // next one not yet there) goes back to waiting on the queue: pausing then would
+            // add a wake-up per line instead of saving one.
             loop {
                 let full = self.take_waiting(&mut rx);
+                let lines = self.ends.len();
                 self.write_batch();
                 if !full {
+                    if lines < 2 {
+                        break;
+                    }
                     std::thread::sleep(LINGER);
                 }
                 match rx.try_recv() {
