@@ -371,8 +371,11 @@ async fn guard_of(settings: &Settings) -> Result<Guard, String> {
     let upstreams = upstreams_of(settings, &metrics)?;
     let storage =
         crate::decision::storage::StorageGuard::new(&settings.storage, metrics.clone()).await;
+    // Its own index, built at once: no notification log is followed for one explanation.
+    let mut authz = settings.authz.clone();
+    authz.index.follow_log = false;
     Ok(Guard::new(
-        &settings.authz,
+        &authz,
         settings.limits.request.max_depth,
         settings.storage.read_only_external,
         upstreams,
